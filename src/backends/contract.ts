@@ -1,0 +1,78 @@
+/**
+ * The VmBackend contract (DESIGN.md "VmBackend"). The summoner imports this
+ * file and the registry, never a backend folder.
+ */
+import type { Clock } from "../clock/index.js";
+import type { KeySpec, VmSpec } from "../config/index.js";
+import type { Logger } from "../log/index.js";
+
+export type VmState = "running" | "paused" | "suspended" | "off" | "crashed" | "unknown";
+export type StopMode = "destroy" | "shutdown" | "suspend" | "pause" | "save";
+export const STOP_MODES: readonly StopMode[] = ["destroy", "shutdown", "suspend", "pause", "save"];
+
+export type Capability = StopMode | "domainId" | "macs" | "events" | "addresses" | "waitForKey";
+
+/** A VM as the backend knows it. `ref` is the backend's own reference (UUID, pid file, domain name). */
+export interface VmRef {
+  readonly label: string;
+  readonly ref: string;
+}
+
+/** A state change the backend noticed by itself (libvirt lifecycle event, QMP SHUTDOWN, process exit). */
+export interface BackendEvent {
+  readonly vm: VmRef;
+  readonly state: VmState;
+  readonly reason?: string;
+}
+
+/** What every backend is given when it is created. */
+export interface BackendOptions {
+  /** -c/--connect: libvirt URI or XAPI URL. */
+  readonly connect: string;
+  /** --state-dir: where a backend keeps pid files, sockets, saved memory images. */
+  readonly stateDir: string;
+  /** Backend-specific global options by their long name without dashes (e.g. "xl", "synjitsu-socket"). */
+  readonly settings: Readonly<Record<string, string | undefined>>;
+  readonly log: Logger;
+  readonly clock: Clock;
+}
+
+export interface VmBackend {
+  readonly name: string;
+  readonly supports: ReadonlySet<Capability>;
+  connect(): Promise<void>;
+  /** Finds (or defines) the VM; ConfigError/BackendError naming the VM if impossible. */
+  resolve(spec: VmSpec): Promise<VmRef>;
+  state(vm: VmRef): Promise<VmState>;
+  /** From off (or crashed). */
+  start(vm: VmRef): Promise<void>;
+  /** From suspended (or saved). */
+  resume(vm: VmRef): Promise<void>;
+  /** From paused. */
+  unpause(vm: VmRef): Promise<void>;
+  stop(vm: VmRef, mode: StopMode): Promise<void>;
+  /** Xen domain ID, for xenstore paths. */
+  domainId?(vm: VmRef): Promise<number>;
+  /** MAC addresses (lower-case, colon-separated), for Synjitsu. */
+  macs?(vm: VmRef): Promise<string[]>;
+  /** The running VM's addresses, for VMs configured without `ip`. */
+  addresses?(vm: VmRef): Promise<string[]>;
+  /** Resolves when `key` (relative to /local/domain/<domid>/) exists; rejects when `signal` aborts. */
+  waitForKey?(vm: VmRef, key: string, signal: AbortSignal): Promise<void>;
+  /** Registers a listener for changes made behind our back. */
+  onEvent?(listener: (event: BackendEvent) => void): void;
+  close(): Promise<void>;
+}
+
+/** How a backend is described and made; `jitsu --help` and validation read the same `keys`. */
+export interface BackendFactory {
+  readonly name: string;
+  /** One line for --help. */
+  readonly summary: string;
+  /** The backend's own CONFIG keys (the common ones are added by config/). */
+  readonly keys: readonly KeySpec[];
+  readonly stopModes: ReadonlySet<StopMode>;
+  /** Whether `ip` may be omitted because the backend finds the address itself. */
+  readonly discoversAddresses: boolean;
+  create(options: BackendOptions): VmBackend;
+}

@@ -1,0 +1,12 @@
+export { parseConfigString, parseTuple, type ConfigPair } from "./grammar.js";
+export { VmOptions, validate, checkValue, type KeySpec, type KeyType } from "./keys.js";
+export {
+  COMMON_KEYS,
+  buildVmSpec,
+  checkUniqueNames,
+  parseReadyProbe,
+  type VmSpec,
+  type ReadyProbe,
+  type BuildSpecOptions,
+} from "./spec.js";
+export * from "./values.js";

@@ -1,0 +1,145 @@
+/**
+ * VmSpec: one VM as parsed from a CONFIG string (or, later, a config file).
+ * Common keys are read here; backend keys stay in `options` and are validated
+ * against the backend's KeySpecs.
+ */
+import { ConfigError } from "../errors/index.js";
+import type { ConfigPair } from "./grammar.js";
+import { VmOptions, validate, type KeySpec } from "./keys.js";
+import { parseDnsName, parseIp, parsePort } from "./values.js";
+
+export type ReadyProbe =
+  | { readonly kind: "tcp"; readonly host: string; readonly port: number }
+  | { readonly kind: "http"; readonly url: string };
+
+export interface VmSpec {
+  /** What logs and errors call this VM: name, else uuid, else the first DNS name. */
+  readonly label: string;
+  readonly name: string | undefined;
+  readonly uuid: string | undefined;
+  /** Lower-cased, without trailing dots, in the order given. */
+  readonly dns: readonly string[];
+  /** Canonical addresses, in the order given; empty if the backend is to discover them. */
+  readonly ips: readonly string[];
+  /** Seconds; undefined means the global -d. */
+  readonly responseDelay: number | undefined;
+  readonly waitForKey: string | undefined;
+  readonly useSynjitsu: boolean;
+  readonly ready: readonly ReadyProbe[];
+  /** Every pair, for the backend to read its own keys. */
+  readonly options: VmOptions;
+}
+
+/** Keys every backend accepts (the original's COMMON CONFIGURATION, plus ours). */
+export const COMMON_KEYS: readonly KeySpec[] = [
+  { key: "dns", type: "dns", required: true, repeatable: true, doc: "DNS name (required). Can be set more than once." },
+  {
+    key: "ip",
+    type: "ip",
+    repeatable: true,
+    doc: "IP to return in DNS reply: IPv4 for A, IPv6 for AAAA. Can be set more than once. Required unless the backend can discover the VM's address.",
+  },
+  {
+    key: "response_delay",
+    type: "seconds",
+    doc: "Override default DNS query response delay for this unikernel. See also -d.",
+  },
+  {
+    key: "wait_for_key",
+    type: "string",
+    doc: "Wait for this key to appear in Xenstore before responding to the DNS query. Sleeps for [response_delay] after the key appears. The key should be relative to /local/domain/[domid]/.",
+  },
+  {
+    key: "use_synjitsu",
+    type: "bool",
+    doc: "Enable Synjitsu for this domain if not 0 or absent (requires Synjitsu support enabled)",
+  },
+  {
+    key: "ready",
+    type: "string",
+    repeatable: true,
+    doc: "Readiness probe that must succeed before the DNS answer is sent: tcp:PORT, tcp:HOST:PORT or http://HOST:PORT/path (any 2xx/3xx). Can be set more than once; all must pass.",
+  },
+];
+
+export function parseReadyProbe(value: string): ReadyProbe {
+  if (value.startsWith("http://")) {
+    try {
+      const url = new URL(value);
+      if (url.port === "" && url.hostname === "") throw new Error("no host");
+      return { kind: "http", url: url.toString() };
+    } catch {
+      throw new Error(`expected http://HOST:PORT/path, got '${value}'`);
+    }
+  }
+  const m = /^tcp:(?:(\[[^\]]+\]|[^:]+):)?(\d+)$/.exec(value);
+  if (m !== null) {
+    const host = (m[1] ?? "127.0.0.1").replace(/^\[|\]$/g, "");
+    return { kind: "tcp", host, port: parsePort(m[2]!) };
+  }
+  throw new Error(`expected tcp:PORT, tcp:HOST:PORT or http://HOST:PORT/path, got '${value}'`);
+}
+
+export interface BuildSpecOptions {
+  /** The backend's own keys (name, uuid, kernel, ...). */
+  readonly backendKeys: readonly KeySpec[];
+  readonly backendName: string;
+  /** Whether the backend can find a VM's address itself (then `ip` is optional). */
+  readonly discoversAddresses: boolean;
+}
+
+/** Builds and validates one VmSpec. `source` names it in errors ("CONFIG #2"). */
+export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: BuildSpecOptions): VmSpec {
+  const get = (key: string): string | undefined => pairs.filter(([k]) => k === key).at(-1)?.[1];
+  const firstDns = pairs.find(([k]) => k === "dns")?.[1];
+  const label = get("name") ?? get("uuid") ?? firstDns ?? source;
+  const options = new VmOptions(pairs, label);
+  const known = [...COMMON_KEYS, ...opts.backendKeys.filter((b) => !COMMON_KEYS.some((c) => c.key === b.key))];
+  validate(options, known, opts.backendName);
+
+  const ips = options.all("ip").map((v) => parseIp(v).address);
+  if (ips.length === 0 && !opts.discoversAddresses) {
+    throw new ConfigError(`required key is missing (the ${opts.backendName} backend cannot discover addresses)`, {
+      vm: label,
+      key: "ip",
+    });
+  }
+  const ready = options.all("ready").map((v) => {
+    try {
+      return parseReadyProbe(v);
+    } catch (err) {
+      throw new ConfigError((err as Error).message, { vm: label, key: "ready" });
+    }
+  });
+  return {
+    label,
+    name: get("name"),
+    uuid: get("uuid"),
+    dns: options.all("dns").map(parseDnsName),
+    ips,
+    responseDelay: options.float("response_delay"),
+    waitForKey: get("wait_for_key"),
+    useSynjitsu: options.bool("use_synjitsu") ?? false,
+    ready,
+    options,
+  };
+}
+
+/** Duplicate DNS names across VMs are an error that names both VMs. */
+export function checkUniqueNames(specs: readonly VmSpec[]): void {
+  const owner = new Map<string, string>();
+  for (const spec of specs) {
+    for (const name of spec.dns) {
+      const other = owner.get(name);
+      if (other !== undefined) {
+        throw new ConfigError(
+          other === spec.label
+            ? `DNS name '${name}' is given twice`
+            : `DNS name '${name}' is already used by VM '${other}'`,
+          { vm: spec.label, key: "dns" },
+        );
+      }
+      owner.set(name, spec.label);
+    }
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The error classes users see. Each carries a stable `code` (as undici and Node
+ * core do) and a one-line message that says what is wrong and what to do.
+ * Errors from outside (libvirt, XenAPI, xl, QMP) keep their own code and text
+ * in `cause` / `detail`.
+ */
+export type JitsuErrorCode =
+  | "ERR_CONFIG"
+  | "ERR_USAGE"
+  | "ERR_BACKEND"
+  | "ERR_NOT_AVAILABLE"
+  | "ERR_DNS_FORMAT"
+  | "ERR_START_TIMEOUT"
+  | "ERR_STORE";
+
+export class JitsuError extends Error {
+  readonly code: JitsuErrorCode;
+  constructor(code: JitsuErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A CONFIG string, config file or option value that cannot be used. */
+export class ConfigError extends JitsuError {
+  readonly vm: string | undefined;
+  readonly key: string | undefined;
+  constructor(message: string, context: { vm?: string; key?: string; cause?: unknown } = {}) {
+    super("ERR_CONFIG", ConfigError.format(message, context), { cause: context.cause });
+    this.vm = context.vm;
+    this.key = context.key;
+  }
+  private static format(message: string, { vm, key }: { vm?: string; key?: string }): string {
+    const where = [vm === undefined ? undefined : `VM '${vm}'`, key === undefined ? undefined : `key '${key}'`]
+      .filter((s) => s !== undefined)
+      .join(", ");
+    return where === "" ? message : `${where}: ${message}`;
+  }
+}
+
+/** A command-line option with a bad value. */
+export class UsageError extends JitsuError {
+  readonly option: string | undefined;
+  constructor(message: string, option?: string) {
+    super("ERR_USAGE", option === undefined ? message : `option '${option}': ${message}`);
+    this.option = option;
+  }
+}
+
+/** A feature whose issue has not landed yet: fail loudly instead of ignoring it. */
+export class NotAvailableError extends JitsuError {
+  constructor(what: string) {
+    super("ERR_NOT_AVAILABLE", `${what} is not available yet in this version of jitsu`);
+  }
+}
+
+/**
+ * A backend operation that failed. `detail` keeps the backend's own code and text
+ * (libvirt's error code, XenAPI's ErrorDescription, xl's stderr, QMP's class).
+ */
+export class BackendError extends JitsuError {
+  readonly backend: string;
+  readonly vm: string | undefined;
+  readonly detail: string | undefined;
+  constructor(
+    backend: string,
+    message: string,
+    context: { vm?: string; detail?: string; cause?: unknown } = {},
+  ) {
+    super(
+      "ERR_BACKEND",
+      `${backend}${context.vm === undefined ? "" : ` VM '${context.vm}'`}: ${message}${
+        context.detail === undefined ? "" : ` (${context.detail})`
+      }`,
+      { cause: context.cause },
+    );
+    this.backend = backend;
+    this.vm = context.vm;
+    this.detail = context.detail;
+  }
+}
+
+/** A DNS message that cannot be decoded. `rcode` is what to answer, if anything. */
+export class DnsFormatError extends JitsuError {
+  constructor(message: string) {
+    super("ERR_DNS_FORMAT", message);
+  }
+}
+
+/** A VM that did not become ready within the start timeout. */
+export class StartTimeoutError extends JitsuError {
+  constructor(vm: string, seconds: number, phase: string) {
+    super("ERR_START_TIMEOUT", `VM '${vm}' was not ready after ${seconds} s (still ${phase})`);
+  }
+}
+
+/** Turns anything thrown into a one-line message for a user. */
+export function describeError(err: unknown): string {
+  if (err instanceof Error) return err.message.split("\n")[0] ?? String(err);
+  return String(err);
+}

@@ -1,0 +1,2 @@
+export type { Store, VmRecord } from "./contract.js";
+export { MemoryStore } from "./memory.js";
