@@ -202,27 +202,35 @@ export class Summoner {
   async setSpecs(specs: readonly VmSpec[]): Promise<void> {
     for (const spec of specs) this.checkSpec(spec);
     const next = new Map<string, Vm>();
+    const updates: (() => void)[] = [];
     for (const spec of specs) {
       const old = this.vms.get(spec.label);
       if (old !== undefined && sameSpec(old.spec, spec)) {
         next.set(spec.label, old);
         continue;
       }
-      const vm = await this.resolveVm(spec, old === undefined ? undefined : this.record(old));
-      if (old !== undefined) {
-        // Keep what we knew; the new spec (addresses, delay, probes) applies from now on.
-        vm.flight = old.flight;
-        vm.startedByUs = old.startedByUs;
-        vm.failures = old.failures;
-        vm.lastError = old.lastError;
-        if (old.phase.kind === "starting" || old.phase.kind === "stopping") vm.phase = old.phase;
-        if (sameList(old.addresses, vm.addresses)) vm.addresses = old.addresses;
-        this.log.info(`VM '${spec.label}' changed in the configuration`);
-      } else {
-        this.log.info(`VM '${spec.label}' added to the configuration (${vm.phase.kind})`);
+      const fresh = await this.resolveVm(spec, old === undefined ? undefined : this.record(old));
+      if (old === undefined) {
+        this.log.info(`VM '${spec.label}' added to the configuration (${fresh.phase.kind})`);
+        next.set(spec.label, fresh);
+        continue;
       }
-      next.set(spec.label, vm);
+      // A changed VM keeps its object, so a start in flight finishes on it; the
+      // new spec (addresses, delay, probes) applies from the next start on.
+      next.set(spec.label, old);
+      updates.push(() => {
+        const sameVm = old.ref.ref === fresh.ref.ref;
+        old.spec = spec;
+        old.ref = fresh.ref;
+        if (!sameList(old.addresses, fresh.addresses) && (spec.ips.length > 0 || !sameVm)) {
+          old.addresses = fresh.addresses;
+        }
+        const busy = old.flight !== null || old.phase.kind === "starting" || old.phase.kind === "stopping";
+        if (!sameVm && !busy) old.phase = fresh.phase;
+        this.log.info(`VM '${spec.label}' changed in the configuration`);
+      });
     }
+    for (const update of updates) update();
     for (const [label, vm] of this.vms) {
       if (!next.has(label)) {
         this.log.info(`VM '${label}' removed from the configuration; leaving it as it is (${vm.phase.kind})`);
@@ -377,13 +385,13 @@ export class Summoner {
     if (vm.phase.kind === "stopping") return vm.phase.done;
     const label = vm.spec.label;
     this.log.info(`Stopping VM '${label}' (${mode}) ${why}`);
+    const began = this.clock.now();
     const done = (async () => {
       try {
         await this.backend.stop(vm.ref, mode);
-        this.setPhase(
-          vm,
-          mode === "pause" ? PAUSED : mode === "suspend" || mode === "save" ? SUSPENDED : OFF,
-        );
+        const after = mode === "pause" ? PAUSED : mode === "suspend" || mode === "save" ? SUSPENDED : OFF;
+        this.setPhase(vm, after);
+        this.log.info(`VM '${label}' stopped (${mode}) after ${this.clock.now() - began} ms`);
       } catch (err) {
         vm.lastError = describeError(err);
         this.log.error(`Could not stop VM '${label}' (${mode}): ${vm.lastError}`);
@@ -409,7 +417,14 @@ export class Summoner {
     const jobs: Promise<void>[] = [];
     for (const vm of this.vms.values()) {
       const phase = vm.phase;
-      if (phase.kind !== "ready" || vm.flight !== null) continue;
+      if (vm.flight !== null) continue;
+      if (phase.kind === "failed") {
+        // A start that failed its readiness may have left the VM running: stop it once idle.
+        const last = Math.max(vm.lastRequest ?? 0, vm.startedAt ?? 0);
+        if (now - last >= idleMs) jobs.push(this.settleFailed(vm, Math.round((now - last) / 1000)));
+        continue;
+      }
+      if (phase.kind !== "ready") continue;
       const last = Math.max(vm.lastRequest ?? 0, phase.since);
       if (now - last >= idleMs) {
         jobs.push(this.stop(vm, this.opts.stopMode, `after ${Math.round((now - last) / 1000)} s idle`));
@@ -419,6 +434,23 @@ export class Summoner {
     }
     await Promise.all(jobs);
     await this.flush();
+  }
+
+  /** A failed VM idle for 2 x TTL: stopped if it runs after all, else marked off (no more checks). */
+  private async settleFailed(vm: Vm, idleS: number): Promise<void> {
+    let state: VmState;
+    try {
+      state = await this.backend.state(vm.ref);
+    } catch (err) {
+      this.log.warn(`Could not read the state of VM '${vm.spec.label}': ${describeError(err)}`);
+      return;
+    }
+    if (vm.phase.kind !== "failed" || vm.flight !== null) return;
+    if (state === "running" && vm.startedByUs) {
+      await this.stop(vm, this.opts.stopMode, `after ${idleS} s idle (it never became ready)`);
+    } else if (state === "off" || state === "crashed") {
+      this.setPhase(vm, OFF);
+    }
   }
 
   /** Re-reads a ready VM's state, so a crash or a stop behind our back is noticed. */

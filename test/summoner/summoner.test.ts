@@ -336,6 +336,41 @@ describe("Summoner", () => {
     await summoner.close();
   });
 
+  it("applies a changed VM to a start in flight without losing it", async () => {
+    const { backend, summoner } = await setup();
+    const gate = deferred();
+    backend.hold.start = () => gate.promise;
+    const inFlight = summoner.request("www") as Promise<readonly string[]>;
+    await summoner.setSpecs([spec("dns=www.example.org,ip=10.0.0.5,name=www")]);
+    gate.resolve();
+    assert.deepEqual(await inFlight, ["10.0.0.5"]);
+    assert.equal(state(summoner), "ready");
+    assert.deepEqual(summoner.request("www"), ["10.0.0.5"]);
+    assert.deepEqual(backend.ops(), ["start:www"]);
+    await summoner.close();
+  });
+
+  it("stops a VM that started but never became ready, once idle for 2 x TTL", async () => {
+    const backend = new TestBackend();
+    Object.assign(backend, {
+      waitForKey: () => Promise.reject(new Error("xenstore said no")),
+    });
+    const { clock, summoner } = await setup(
+      [spec(`${WWW},wait_for_key=data/ready`)],
+      { ttlSeconds: 10 },
+      backend,
+    );
+    await assert.rejects(summoner.request("www") as Promise<unknown>, /xenstore said no/);
+    assert.equal(state(summoner), "failed");
+    assert.equal(backend.states.get("www"), "running");
+    await clock.advance(15_000);
+    assert.deepEqual(backend.ops(), ["start:www"]);
+    await clock.advance(10_000);
+    assert.deepEqual(backend.ops(), ["start:www", "stop:www:destroy"]);
+    assert.equal(state(summoner), "off");
+    await summoner.close();
+  });
+
   it("writes its counters to the store on ticks and reads them back at create", async () => {
     const store = new MemoryStore();
     const first = await setup([spec(WWW)], { store });
