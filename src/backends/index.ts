@@ -5,11 +5,12 @@
  */
 import { NotAvailableError, UsageError } from "../errors/index.js";
 import type { BackendFactory } from "./contract.js";
+import { libxlBackend } from "./libxl/index.js";
 import { processBackend } from "./process/index.js";
 
 export * from "./contract.js";
 
-export const BACKENDS: readonly BackendFactory[] = [processBackend];
+export const BACKENDS: readonly BackendFactory[] = [processBackend, libxlBackend];
 
 /** Backends of the original (and ours) that are still being built. */
 const PLANNED: readonly string[] = ["libvirt", "xapi", "libxl", "qemu"];

@@ -137,15 +137,7 @@ export const OPTIONS: readonly OptionDef[] = [
 ];
 
 /** Options whose feature has not landed yet: given, they fail loudly instead of being ignored. */
-export const NOT_YET: ReadonlySet<string> = new Set([
-  "persistdb",
-  "synjitsu",
-  "synjitsu-socket",
-  "config",
-  "http",
-  "http-token",
-  "xl",
-]);
+export const NOT_YET: ReadonlySet<string> = new Set(["persistdb", "config", "http", "http-token"]);
 
 export interface Settings {
   readonly bind: string;

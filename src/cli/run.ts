@@ -11,6 +11,7 @@ import { describeError } from "../errors/index.js";
 import { createLogger, type Logger } from "../log/index.js";
 import { MemoryStore, type Store } from "../store/index.js";
 import { Summoner, formatStatsTable } from "../summoner/index.js";
+import { attachSynjitsu } from "../xen/synjitsu.js";
 import type { Settings } from "./options.js";
 
 export interface Jitsu {
@@ -107,6 +108,18 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     });
   }
 
+  // --synjitsu: tell the Synjitsu VM about use_synjitsu VMs as they start (never delays an answer).
+  const synjitsu = attachSynjitsu({
+    summoner,
+    backend,
+    uuid: settings.synjitsu,
+    socketPath: settings.raw["synjitsu-socket"],
+    stateDir: settings.stateDir,
+    specs,
+    clock,
+    log,
+  });
+
   // The stats table at start-up and (debounced) whenever a VM changes state, as the original prints it.
   const printTable = (): void => log.info(`\n${formatStatsTable(summoner.status())}`);
   if (specs.length > 0) printTable();
@@ -129,6 +142,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     close(options = {}) {
       closing ??= (async () => {
         if (pending !== undefined) clearTimeout(pending);
+        await synjitsu?.close();
         await server.close();
         forwarder?.close();
         await summoner.close({ stopVms: options.stopVms === true });

@@ -168,13 +168,13 @@ describe("the jitsu binary", () => {
     const res = await run(process.execPath, [
       CLI,
       "-x",
-      "libxl",
+      "qemu",
       "-f",
       "0.0.0.0",
       "dns=www.example.org,ip=10.0.0.1,name=www",
     ]);
     assert.equal(res.code, 1);
-    assert.match(res.stderr, /the libxl backend \(-x libxl\) is not available yet/);
+    assert.match(res.stderr, /the qemu backend \(-x qemu\) is not available yet/);
   });
 
   it("a stop mode the backend cannot do is rejected at start-up", async () => {

@@ -23,6 +23,7 @@ import {
   readFileSync,
   readSync,
   realpathSync,
+  renameSync,
   rmdirSync,
   writeFileSync,
 } from "node:fs";
@@ -74,37 +75,17 @@ function stateDir(): string {
   return dir;
 }
 
-function sleepMs(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-/** xl takes a lock around domain creation; the double serialises every call on its state file. */
-function withLock<R>(dir: string, fn: () => R): R {
-  const lock = join(dir, "lock");
-  for (let i = 0; ; i++) {
-    try {
-      mkdirSync(lock);
-      break;
-    } catch {
-      if (i > 2000) throw new XlExit(1, "xl double: state lock held too long\n");
-      sleepMs(5);
-    }
-  }
-  try {
-    return fn();
-  } finally {
-    rmdirSync(lock);
-  }
-}
-
 function load(dir: string): XlState {
   const file = join(dir, "domains.json");
   if (!existsSync(file)) return { nextDomid: 1, domains: [], calls: [] };
   return JSON.parse(readFileSync(file, "utf8")) as XlState;
 }
 
+/** Written to a temporary file and renamed, so readers (the test) never see half a file and need no lock. */
 function save(dir: string, state: XlState): void {
-  writeFileSync(join(dir, "domains.json"), JSON.stringify(state, null, 2));
+  const tmp = join(dir, `domains.json.${process.pid}`);
+  writeFileSync(tmp, JSON.stringify(state, null, 2));
+  renameSync(tmp, join(dir, "domains.json"));
 }
 
 /** find_domain (tools/xl/xl_utils.c): a domain id or a name. */
@@ -543,6 +524,7 @@ async function main(argv: string[]): Promise<{ out: string; err: string }> {
   });
 }
 
+/** xl takes a lock around domain creation; the double serialises every call on its state file. */
 async function withLockAsync<R>(dir: string, fn: () => Promise<R>): Promise<R> {
   const lock = join(dir, "lock");
   for (let i = 0; ; i++) {
@@ -563,7 +545,7 @@ async function withLockAsync<R>(dir: string, fn: () => Promise<R>): Promise<R> {
 
 /** Reads the double's state (for tests). */
 export function readXlState(dir: string): XlState {
-  return withLock(dir, () => load(dir));
+  return load(dir);
 }
 
 /** Makes `xl CMD` fail with `stderr` from now on (for tests); `undefined` clears it. */
