@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import { LibxlBackend, libxlBackend, planDomain } from "../../../src/backends/libxl/index.js";
@@ -112,6 +112,29 @@ test("config file: xl.cfg(5) syntax, memory rounded up to MiB, vifs with scripts
     dom.vifs.map((v) => `${v.bridge}:${v.script}`),
     ["br0:vif-bridge", "br1:/etc/xen/scripts/vif-nat"],
   );
+});
+
+test("the README's rumprun example, with relative paths as written there, becomes absolute paths in the config", async (t) => {
+  const fx = await xenFixture(t);
+  await fx.kernel("nginx.bin");
+  await mkdir(join(fx.dir, "images"));
+  await mkdir(join(fx.dir, "tmp"));
+  for (const f of ["images/stubetc.iso", "images/data.iso", "tmp/json.cfg"])
+    await writeFile(join(fx.dir, f), "x");
+  const plan = planDomain(
+    libxlSpec(
+      "dns=www.example.org,memory=64000,ip=10.0.0.1,name=rumprun,kernel=nginx.bin,disk=images/stubetc.iso@xvda,disk=images/data.iso@xvdb,nic=br0,rumprun_config=tmp/json.cfg",
+    ),
+    fx.dir,
+  );
+  assert.match(plan.text, new RegExp(`^kernel = "${fx.dir}/nginx.bin"$`, "m"));
+  assert.match(
+    plan.text,
+    new RegExp(
+      `target=${fx.dir}/images/stubetc.iso', 'format=raw, vdev=xvdb, access=rw, target=${fx.dir}/images/data.iso' \\]`,
+    ),
+  );
+  assert.equal(plan.rumprunConfig, join(fx.dir, "tmp/json.cfg"));
 });
 
 test("bad CONFIG values are ConfigErrors naming the VM and the key", async (t) => {
