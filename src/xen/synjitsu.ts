@@ -253,6 +253,7 @@ export class SynjitsuNotifier {
       stdio: ["ignore", "ignore", "pipe"],
     });
     this.proxy = child;
+    child.on("error", (err) => this.opts.log.debug(`synjitsu: vchan-socket-proxy: ${err.message}`));
     let stderr = "";
     child.stderr?.on("data", (c: Buffer) => {
       stderr = (stderr + c.toString()).slice(-2000);

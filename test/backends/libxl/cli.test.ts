@@ -11,6 +11,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { CLI, dig, freePort, run, startCli, type CliProcess } from "../../support/index.js";
+import { SynjitsuListenerDouble } from "../../doubles/synjitsu.js";
 import { readXlState } from "../../doubles/xl.js";
 import { xenFixture, type XenFixture } from "./helpers.js";
 
@@ -19,6 +20,7 @@ describe("jitsu -x libxl through the xl and xenstored doubles (e2e)", () => {
   let cli: CliProcess;
   let port: number;
   let json: Buffer;
+  let synjitsu: SynjitsuListenerDouble;
   const cleanups: (() => Promise<void>)[] = [];
 
   before(async () => {
@@ -36,8 +38,15 @@ describe("jitsu -x libxl through the xl and xenstored doubles (e2e)", () => {
     );
     await writeFile(join(fx.dir, "json.cfg"), json);
     port = await freePort();
+    synjitsu = new SynjitsuListenerDouble(join(fx.dir, "synjitsu.sock"));
+    await synjitsu.start();
+    cleanups.push(() => synjitsu.stop());
     cli = startCli(
       [
+        "--synjitsu",
+        "6e696eb7-09f4-484c-981b-8d34efa0304d",
+        "--synjitsu-socket",
+        synjitsu.socketPath,
         "-x",
         "libxl",
         "-l",
@@ -48,7 +57,7 @@ describe("jitsu -x libxl through the xl and xenstored doubles (e2e)", () => {
         "0",
         "--state-dir",
         join(fx.dir, "state"),
-        `dns=www.example.org,ip=10.0.0.1,kernel=${mirage},memory=64000,name=www,nic=br0`,
+        `dns=www.example.org,ip=10.0.0.1,kernel=${mirage},memory=64000,name=www,nic=br0,use_synjitsu=1`,
         `dns=rump.example.org,memory=64000,ip=10.0.0.2,name=rumprun,kernel=${nginx},disk=${fx.dir}/stubetc.iso@xvda,disk=${fx.dir}/data.iso@xvdb,nic=br0,rumprun_config=${fx.dir}/json.cfg,wait_for_key=data/ready`,
         `dns=bad.example.org,ip=10.0.0.3,kernel=${bad},memory=32M,name=bad`,
       ],
@@ -78,6 +87,9 @@ describe("jitsu -x libxl through the xl and xenstored doubles (e2e)", () => {
       ["br0"],
     );
     assert.match(dom.configText, /^kernel = ".*mirage-www\.xen"$/m);
+    // use_synjitsu: Synjitsu hears the MAC and address of the VM that started.
+    await synjitsu.waitForMessages(1);
+    assert.deepEqual(synjitsu.messages, [{ mac: dom.vifs[0]!.mac, ip: "10.0.0.1" }]);
   });
 
   it("rumprun example: JSON in xenstore before unpause, and the answer waits for wait_for_key", async () => {
