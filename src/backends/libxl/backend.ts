@@ -55,6 +55,13 @@ export class LibxlBackend implements VmBackend {
   private readonly log: Logger;
   private readonly vms = new Map<string, Managed | Existing>();
   private xs: XenstoreClient | undefined;
+  /**
+   * Domains brought back by `xl restore` since their last create. A restored
+   * guest does not run its boot again, and the keys it wrote are not in the
+   * new domain's xenstore directory, so wait_for_key does not apply to them
+   * (as in the original, which waited for the key only after a fresh start).
+   */
+  private readonly restored = new Set<string>();
 
   constructor(options: BackendOptions, deps: LibxlDeps = {}) {
     this.xl = new Xl(options.settings.xl ?? "xl");
@@ -125,6 +132,7 @@ export class LibxlBackend implements VmBackend {
     await mkdir(this.dir, { recursive: true });
     const cfg = this.configPath(plan.name);
     await writeFile(cfg, plan.text);
+    this.restored.delete(plan.name);
     await this.xl.run(["create", "-p", cfg], { vm: vm.label });
     try {
       if (plan.rumprunConfig !== undefined) {
@@ -144,6 +152,7 @@ export class LibxlBackend implements VmBackend {
     if (!existsSync(file))
       throw new BackendError("libxl", `no saved image to restore at ${file}`, { vm: vm.label });
     await this.xl.run(["restore", file], { vm: vm.label, timeoutMs: SLOW_MS });
+    this.restored.add(vm.ref);
     await rm(file, { force: true });
   }
 
@@ -192,6 +201,10 @@ export class LibxlBackend implements VmBackend {
 
   /** Resolves once `key` (relative to /local/domain/<domid>/, or absolute) exists in xenstore. */
   async waitForKey(vm: VmRef, key: string, signal: AbortSignal): Promise<void> {
+    if (this.restored.has(vm.ref)) {
+      this.log.debug({ vm: vm.label }, `Not waiting for '${key}': the domain was restored, not booted`);
+      return;
+    }
     const domid = await this.domainId(vm);
     const path = key.startsWith("/") ? key : `/local/domain/${domid}/${key.replace(/^\/+/, "")}`;
     try {
