@@ -128,10 +128,15 @@ export class Forwarder {
         }
         finish(null, msg);
       });
+      // A connected socket (bound to port 0 first: a fresh random port) also gets
+      // ICMP port-unreachable as an error, so a dead upstream fails over at once.
       sock.bind(0, () => {
         if (done) return;
-        sock.send(packet, up.port, up.host, (err) => {
-          if (err) finish(err);
+        sock.connect(up.port, up.host, () => {
+          if (done) return;
+          sock.send(packet, (err) => {
+            if (err) finish(err);
+          });
         });
       });
     });
