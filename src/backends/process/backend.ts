@@ -301,7 +301,8 @@ export class ProcessBackend implements VmBackend {
       await removePidFile(prog.pidFile).catch(() => undefined);
       return;
     }
-    const stoppedAs = stat.state === "T" ? (record.stoppedAs ?? "paused") : null;
+    // Trust the record first: a SIGSTOP just sent may not show in /proc yet.
+    const stoppedAs = record.stoppedAs ?? (stat.state === "T" ? "paused" : null);
     const proc: Running = {
       child: null,
       pid: record.pid,
