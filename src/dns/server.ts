@@ -30,7 +30,6 @@ import {
   nameToString,
   newQueryInfo,
   qtypeName,
-  rcodeName,
   truncateRelayed,
   writeAnswer,
   type QueryInfo,
@@ -60,10 +59,6 @@ export interface DnsServerOptions {
 type Reply = Buffer | null;
 
 const TCP_LIMIT = 65535;
-
-function isPromise<T>(v: unknown): v is Promise<T> {
-  return typeof (v as { then?: unknown } | null)?.then === "function";
-}
 
 export class DnsServer {
   readonly counters = new DnsCounters();
@@ -174,13 +169,13 @@ export class DnsServer {
     if (this.closing) return;
     const r = this.safeHandle(msg, false);
     if (r === null) return;
-    if (isPromise<Reply>(r)) {
-      void r.then((buf) => {
-        if (buf !== null && !this.closedSocket(sock)) sock.send(buf, port, address);
-      });
+    if (r instanceof Buffer) {
+      sock.send(r, port, address);
       return;
     }
-    sock.send(r, port, address);
+    void (r as Promise<Reply>).then((buf) => {
+      if (buf !== null && !this.closedSocket(sock)) sock.send(buf, port, address);
+    });
   }
 
   private closedSocket(sock: dgram.Socket): boolean {
@@ -220,10 +215,10 @@ export class DnsServer {
         if (this.closing) continue;
         const r = this.safeHandle(msg, true);
         if (r === null) continue;
-        if (isPromise<Reply>(r)) {
+        if (!(r instanceof Buffer)) {
           // Pipelining (RFC 7766 §6.2.1.1): later queries may be answered first.
           outstanding++;
-          void r.then((buf) => {
+          void (r as Promise<Reply>).then((buf) => {
             outstanding--;
             if (buf !== null) send(buf);
           });
@@ -241,7 +236,7 @@ export class DnsServer {
     } catch (err) {
       this.log.error(`DNS query handling failed: ${describeError(err)}`);
       if (msg.length < HEADER_LEN || (msg[2]! & 0x80) !== 0) return null;
-      this.counters.countResult("SERVFAIL");
+      this.counters.countRcode(RCODE.SERVFAIL);
       return headerOnlyReply(msg, decodeHeaderOnly(msg), RCODE.SERVFAIL, this.ra);
     }
   }
@@ -265,7 +260,7 @@ export class DnsServer {
     }
     if (q.status === "formerr") {
       this.counters.malformed++;
-      this.counters.countResult("FORMERR");
+      this.counters.countRcode(RCODE.FORMERR);
       if (this.log.isLevelEnabled("debug")) this.log.debug(`DNS FORMERR: ${q.problem}`);
       return headerOnlyReply(msg, q, RCODE.FORMERR, this.ra);
     }
@@ -275,7 +270,7 @@ export class DnsServer {
       this.counters.malformed++;
       return this.reply(msg, q, { rcode: RCODE.FORMERR, aa: false, ra: this.ra }, limit);
     }
-    this.counters.countType(qtypeName(q.qtype));
+    this.counters.countType(q.qtype);
     // RFC 6891 §6.1.3: we speak EDNS version 0 only.
     if (q.hasOpt && q.ednsVersion > 0) {
       return this.reply(msg, q, { rcode: RCODE.BADVERS, aa: false, ra: this.ra }, limit);
@@ -298,10 +293,10 @@ export class DnsServer {
     } catch (err) {
       return this.summonFailed(msg, q, entry, err, limit);
     }
-    if (!isPromise<readonly string[]>(r)) return this.addressAnswer(msg, q, entry, r, limit);
+    if (Array.isArray(r)) return this.addressAnswer(msg, q, entry, r as readonly string[], limit);
     const qc = copyQueryInfo(q);
     return this.track(
-      r.then(
+      (r as Promise<readonly string[]>).then(
         (ips) => this.addressAnswer(msg, qc, entry, ips, limit),
         (err: unknown) => this.summonFailed(msg, qc, entry, err, limit),
       ),
@@ -345,14 +340,14 @@ export class DnsServer {
       this.counters.truncated++;
       return this.reply(msg, q, { rcode: RCODE.NOERROR, aa: true, ra: this.ra }, 0);
     }
-    this.counters.countResult("NOERROR");
+    this.counters.countRcode(RCODE.NOERROR);
     return out;
   }
 
   private reply(msg: Buffer, q: QueryInfo, sections: ReplySections, limit: number): Buffer {
     const out = buildReply(msg, q, sections, limit);
     if ((out[2]! & 0x02) !== 0 && limit > 0) this.counters.truncated++;
-    this.counters.countResult(rcodeName(sections.rcode));
+    this.counters.countRcode(sections.rcode);
     return out;
   }
 
@@ -424,7 +419,7 @@ export class DnsServer {
           msg.copy(reply, HEADER_LEN, HEADER_LEN, q.nameEnd);
           const out = truncateRelayed(reply, q, limit);
           if (out !== reply) this.counters.truncated++;
-          this.counters.countResult("forwarded");
+          this.counters.countForwarded();
           return out;
         },
         (err: unknown) => {

@@ -159,7 +159,8 @@ export function hashName(buf: Uint8Array, start: number, end: number): number {
   for (let i = start; i < end; i++) {
     h = Math.imul(h ^ lower(buf[i]!), FNV_PRIME);
   }
-  return h >>> 0;
+  // Kept within V8's small-integer range, so the Map lookup on the hot path allocates nothing.
+  return h & 0x3fffffff;
 }
 
 /** Case-insensitive comparison of two uncompressed wire names. */
@@ -465,7 +466,8 @@ export function writeAnswer(
   out[9] = 0;
   out[10] = 0;
   out[11] = q.hasOpt ? 1 : 0;
-  out.set(query.subarray(HEADER_LEN, qEnd), HEADER_LEN);
+  // A loop rather than subarray(): a question is a few dozen bytes and a view would be one more allocation.
+  for (let i = HEADER_LEN; i < qEnd; i++) out[i] = query[i]!;
   out.set(tmpl.bytes, qEnd);
   if (q.hasOpt) writeOpt(out, qEnd + tmpl.bytes.length, 0, q.dnssecOk);
   return out;
