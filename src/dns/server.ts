@@ -19,6 +19,8 @@ import { DnsCounters } from "./counters.js";
 import type { Forwarder } from "./forwarder/forwarder.js";
 import {
   HEADER_LEN,
+  appendOpt,
+  hasOpt,
   QCLASS_IN,
   QTYPE,
   RCODE,
@@ -241,10 +243,15 @@ export class DnsServer {
     }
   }
 
-  private track(p: Promise<Reply>): Promise<Reply> {
+  /** Keeps an async answer for close() to wait on; a bug in it answers SERVFAIL. */
+  private track(p: Promise<Reply>, msg: Buffer, q: QueryInfo, limit: number): Promise<Reply> {
     const safe = p.catch((err: unknown) => {
       this.log.error(`DNS query handling failed: ${describeError(err)}`);
-      return null;
+      try {
+        return this.reply(msg, q, { rcode: RCODE.SERVFAIL, aa: false, ra: this.ra }, limit);
+      } catch {
+        return null;
+      }
     });
     this.pending.add(safe);
     void safe.finally(() => this.pending.delete(safe));
@@ -300,6 +307,9 @@ export class DnsServer {
         (ips) => this.addressAnswer(msg, qc, entry, ips, limit),
         (err: unknown) => this.summonFailed(msg, qc, entry, err, limit),
       ),
+      msg,
+      qc,
+      limit,
     );
   }
 
@@ -413,10 +423,13 @@ export class DnsServer {
     const started = performance.now();
     return this.track(
       forwarder.forward(msg, q).then(
-        (reply) => {
+        (relayed) => {
+          let reply = relayed;
           this.counters.observeForwardLatency((performance.now() - started) / 1000);
           // Echo the question exactly as asked, whatever case the upstream used.
           msg.copy(reply, HEADER_LEN, HEADER_LEN, q.nameEnd);
+          // RFC 6891 §7: an OPT in every answer to a query that had one, even if the upstream left it out.
+          if (q.hasOpt && !hasOpt(reply)) reply = appendOpt(reply, q);
           const out = truncateRelayed(reply, q, limit);
           if (out !== reply) this.counters.truncated++;
           this.counters.countForwarded();
@@ -428,6 +441,9 @@ export class DnsServer {
           return this.reply(msg, q, { rcode: RCODE.SERVFAIL, aa: false, ra: this.ra }, limit);
         },
       ),
+      msg,
+      q,
+      limit,
     );
   }
 }

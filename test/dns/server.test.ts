@@ -30,6 +30,7 @@ class FakeSummoner implements SummonTarget {
     }
     if (label === "broken") return Promise.reject(new Error("backend exploded"));
     if (label === "throws") throw new Error("summoner bug");
+    if (label === "badaddr") return ["not-an-address"];
     return this.addresses.get(label)!;
   }
 }
@@ -40,6 +41,7 @@ const SPECS = [
   specFrom("dns=slow.example.org,ip=10.0.0.3,name=slow"),
   specFrom("dns=broken.example.org,ip=10.0.0.4,name=broken"),
   specFrom("dns=throws.example.org,ip=10.0.0.5,name=throws"),
+  specFrom("dns=badaddr.example.org,ip=10.0.0.6,name=badaddr"),
   specFrom(`dns=many.example.org,${MANY.map((ip) => `ip=${ip}`).join(",")},name=many`),
 ];
 
@@ -103,6 +105,7 @@ describe("DnsServer, forwarding disabled (-f 0.0.0.0)", () => {
     assert.deepEqual(t.answers, ["slow.example.org. 60 IN A 10.0.0.3"]);
     assert.equal((await dig(port, "broken.example.org")).status, "SERVFAIL");
     assert.equal((await dig(port, "throws.example.org")).status, "SERVFAIL");
+    assert.equal((await dig(port, "badaddr.example.org")).status, "SERVFAIL");
   });
 
   it("answers other types for managed names from the zone without summoning", async () => {
