@@ -137,7 +137,7 @@ export class DnsServer {
       this.udp = udp;
       this.tcp = tcp;
       this.boundPort = actual;
-      this.log.info(`Starting server on ${host}:${actual}...`);
+      this.log.debug(`DNS listening on UDP and TCP ${host}:${actual}`);
       return;
     }
     throw new Error(`cannot listen on TCP ${host}:${port}: ${describeError(lastErr)}`, { cause: lastErr });
