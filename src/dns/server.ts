@@ -156,7 +156,21 @@ export class DnsServer {
         ? Promise.resolve()
         : new Promise<void>((resolve) => this.tcp!.close(() => resolve()));
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
-    for (const conn of this.connections) conn.destroy();
+    // Let the answers just produced reach their sockets, then close TCP gracefully
+    // (end() flushes what is written; destroy() only if the peer does not close).
+    await new Promise((resolve) => setImmediate(resolve));
+    const ends = [...this.connections].map(
+      (conn) =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => conn.destroy(), 1000);
+          conn.once("close", () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          conn.end();
+        }),
+    );
+    await Promise.all(ends);
     this.connections.clear();
     await tcpClosed;
     if (this.udp !== null) {

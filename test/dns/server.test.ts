@@ -394,3 +394,54 @@ describe("DnsServer with a forwarder", () => {
     assert.equal(sent.flags & dnsPacket.DNSSEC_OK, dnsPacket.DNSSEC_OK);
   });
 });
+
+describe("DnsServer reload and shutdown", () => {
+  it("serves the new zone after setZone, and the old names no more", async () => {
+    const log = silentLogger();
+    const summoner = new FakeSummoner();
+    summoner.addresses.set("new", ["10.0.0.9"]);
+    const server = new DnsServer({
+      zone: new ZoneIndex(SPECS, 60, log),
+      summoner,
+      forwarder: null,
+      log,
+      ttlSeconds: 60,
+    });
+    await server.listen("127.0.0.1", 0);
+    try {
+      assert.deepEqual((await dig(server.port, "www.example.org")).answers, [
+        "www.example.org. 60 IN A 10.0.0.1",
+      ]);
+      server.setZone(new ZoneIndex([specFrom("dns=new.example.net,ip=10.0.0.9,name=new")], 60, log));
+      assert.deepEqual((await dig(server.port, "new.example.net")).answers, [
+        "new.example.net. 60 IN A 10.0.0.9",
+      ]);
+      assert.equal((await dig(server.port, "www.example.org")).status, "REFUSED");
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("answers queries in flight before closing, then stops answering", async () => {
+    const log = silentLogger();
+    const server = new DnsServer({
+      zone: new ZoneIndex(SPECS, 60, log),
+      summoner: new FakeSummoner(),
+      forwarder: null,
+      log,
+      ttlSeconds: 60,
+    });
+    await server.listen("127.0.0.1", 0);
+    const port = server.port;
+    const answer = udpExchange(port, rawQuery("slow.example.org", "A", 31), 3000);
+    const tcp = await tcpClient(port);
+    tcp.send(rawQuery("slow.example.org", "A", 32));
+    await new Promise((resolve) => setTimeout(resolve, 100)); // both are waiting for the VM
+    await server.close();
+    const udpReply = await answer;
+    assert.equal(udpReply?.readUInt16BE(0), 31);
+    assert.equal(tcp.messages[0]?.readUInt16BE(0), 32);
+    await tcp.closed;
+    assert.equal(await udpExchange(port, rawQuery("www.example.org", "A"), 400), null);
+  });
+});
