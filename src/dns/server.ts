@@ -182,7 +182,8 @@ export class DnsServer {
   }
 
   private onUdpMessage(sock: dgram.Socket, msg: Buffer, port: number, address: string): void {
-    if (this.closing) return;
+    // Port 0 cannot be answered (and is a classic reflection trick): drop it.
+    if (this.closing || port === 0) return;
     const r = this.safeHandle(msg, false);
     if (r === null) return;
     if (r instanceof Buffer) {

@@ -322,6 +322,7 @@ describe("DnsServer with a forwarder", () => {
   let up: TestUpstream;
   let server: DnsServer;
   let forwarder: Forwarder;
+  const latencies: number[] = [];
   before(async () => {
     up = await startUpstream("192.0.2.7");
     const log = silentLogger();
@@ -338,6 +339,7 @@ describe("DnsServer with a forwarder", () => {
       log,
       ttlSeconds: 60,
     });
+    server.counters.onForwardLatency = (seconds) => latencies.push(seconds);
     await server.listen("127.0.0.1", 0);
   });
   after(async () => {
@@ -357,6 +359,8 @@ describe("DnsServer with a forwarder", () => {
     assert.deepEqual(outside.answers, ["www.example.com. 30 IN A 192.0.2.7"]);
     assert.ok(server.counters.forwarded >= 2);
     assert.ok(server.counters.forwardLatencyCount >= 2);
+    assert.ok(server.counters.forwardLatencySum > 0);
+    assert.ok(latencies.length >= 2 && latencies.every((s) => s > 0 && s < 5));
     assert.equal(server.counters.queriesByResult.get("forwarded"), server.counters.forwardLatencyCount);
   });
 
