@@ -137,7 +137,8 @@ export class DnsServer {
       this.udp = udp;
       this.tcp = tcp;
       this.boundPort = actual;
-      this.log.debug(`DNS listening on UDP and TCP ${host}:${actual}`);
+      // Logged once both sockets are bound, so whoever waits for this line can query at once.
+      this.log.info(`Starting server on ${host}:${actual}...`);
       return;
     }
     throw new Error(`cannot listen on TCP ${host}:${port}: ${describeError(lastErr)}`, { cause: lastErr });
