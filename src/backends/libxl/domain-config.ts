@@ -10,6 +10,8 @@ import { ConfigError } from "../../errors/index.js";
 import type { VmSpec } from "../../config/index.js";
 
 const MIB = 1024 * 1024;
+/** 4096 minus the longest "/local/domain/65535/rumprun/cfg" and its nul. */
+const RUMPRUN_MAX = 4096 - "/local/domain/65535/rumprun/cfg".length - 1;
 
 export interface DomainPlan {
   readonly name: string;
@@ -119,13 +121,24 @@ export function planDomain(spec: VmSpec, cwd: string = process.cwd()): DomainPla
     rumprun === undefined ? undefined : absolutePath(spec, "rumprun_config", rumprun, cwd);
   if (rumprunConfig !== undefined) {
     requireFile(spec, "rumprun_config", rumprunConfig);
+    let size: number;
     try {
-      readFileSync(rumprunConfig);
+      size = readFileSync(rumprunConfig).length;
     } catch (err) {
       throw new ConfigError(`cannot read '${rumprunConfig}': ${(err as Error).message}`, {
         vm: spec.label,
         key: "rumprun_config",
       });
+    }
+    // One xenstore message (XENSTORE_PAYLOAD_MAX, 4096 bytes) carries the path, a nul and the value.
+    if (size > RUMPRUN_MAX) {
+      throw new ConfigError(
+        `'${rumprunConfig}' is ${size} bytes; a xenstore value holds at most ${RUMPRUN_MAX}`,
+        {
+          vm: spec.label,
+          key: "rumprun_config",
+        },
+      );
     }
   }
 

@@ -153,6 +153,11 @@ test("bad CONFIG values are ConfigErrors naming the VM and the key", async (t) =
     ],
     [`${base},kernel=${kernel},uuid=nope`, /key 'uuid': expected a UUID/],
   ];
+  await writeFile(join(fx.dir, "huge.json"), Buffer.alloc(5000, 0x20));
+  cases.push([
+    `${base},kernel=${kernel},rumprun_config=${fx.dir}/huge.json`,
+    /key 'rumprun_config': '.*huge\.json' is 5000 bytes; a xenstore value holds at most 4064/,
+  ]);
   for (const [config, re] of cases) {
     assert.throws(
       () => planDomain(libxlSpec(config)),
