@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { test } from "node:test";
 import { join } from "node:path";
+import { createServer } from "node:net";
 import { promisify } from "node:util";
 import { XenstoreClient, XenstoreError, xenstorePaths } from "../../src/xen/xenstore/index.js";
 import { XenstoredDouble } from "../doubles/xenstored.js";
@@ -208,4 +209,42 @@ test("the double speaks the real protocol: libxenstore's xenstore-write/read/ls/
   await assert.rejects(xsTool("xenstore-read", "/local/domain/9/nope"));
   await xsTool("xenstore-rm", "/local/domain/9");
   await assert.rejects(xsTool("xenstore-exists", "/local/domain/9"));
+});
+
+test("a daemon that sends garbage: a clear error, no crash, and the client reconnects", async (t) => {
+  const dir = await tempDir("jitsu-xs-bad-");
+  const socket = join(dir.path, "bad.sock");
+  let replies = 0;
+  const server = createServer((conn) => {
+    conn.on("data", (chunk: Buffer) => {
+      replies++;
+      if (replies === 1) {
+        // A header announcing 100000 payload bytes (over XENSTORE_PAYLOAD_MAX).
+        const h = Buffer.alloc(16);
+        h.writeUInt32LE(2, 0);
+        h.writeUInt32LE(chunk.readUInt32LE(4), 4);
+        h.writeUInt32LE(100000, 12);
+        conn.write(h);
+      } else {
+        // A reply of another type than asked.
+        const h = Buffer.alloc(16);
+        h.writeUInt32LE(11, 0);
+        h.writeUInt32LE(chunk.readUInt32LE(4), 4);
+        h.writeUInt32LE(3, 12);
+        conn.write(Buffer.concat([h, Buffer.from("OK\0")]));
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(socket, resolve));
+  const xs = new XenstoreClient({ paths: [socket] });
+  t.after(async () => {
+    await xs.close();
+    await new Promise((r) => server.close(r));
+    await dir.remove();
+  });
+  await assert.rejects(
+    xs.read("/x"),
+    /xenstore message announces 100000 payload bytes \(the limit is 4096\)/,
+  );
+  await assert.rejects(xs.read("/x"), /xenstore read: reply of type 11 to a request of type 2/);
 });
