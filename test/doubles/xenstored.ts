@@ -331,11 +331,10 @@ export class XenstoredDouble {
   private doWrite(tree: Tree, path: string, value: Buffer, changed: string[]): void {
     const missing: string[] = [];
     for (let p = parent(path); !tree.has(p); p = parent(p)) missing.push(p);
-    for (const p of missing.reverse()) {
-      tree.set(p, Buffer.alloc(0));
-      changed.push(p);
-    }
+    for (const p of missing.reverse()) tree.set(p, Buffer.alloc(0));
     tree.set(path, value);
+    // One event, for the path written: C xenstored's do_write fires watches for that name only
+    // (watches on the parents match it as a child; the implicitly created parents get none).
     changed.push(path);
   }
 
