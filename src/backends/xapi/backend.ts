@@ -1,0 +1,343 @@
+/**
+ * The XAPI backend: VMs on XenServer / XCP-ng driven through the XenAPI
+ * (VM and VIF classes of the XenAPI reference). VmRef.ref is the VM's uuid,
+ * which is permanent; the opaque reference used on the wire is looked up per
+ * session ("Note on References vs UUIDs") and looked up again when the server
+ * says HANDLE_INVALID.
+ */
+import type { BackendOptions, Capability, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
+import type { VmSpec } from "../../config/index.js";
+import { BackendError, ConfigError, JitsuError } from "../../errors/index.js";
+import type { Logger } from "../../log/index.js";
+import { XenApiFailure, XenApiSession } from "./session.js";
+import { parseXapiTarget, type XapiTarget } from "./target.js";
+import type { XmlRpcValue } from "./xmlrpc.js";
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
+
+/** XenAPI enum vm_power_state -> our VmState. */
+const POWER_STATES: Readonly<Record<string, VmState>> = {
+  Halted: "off",
+  Paused: "paused",
+  Running: "running",
+  Suspended: "suspended",
+};
+
+/** What each stop mode calls, and the power state (as VM_BAD_POWER_STATE spells it) it leaves the VM in. */
+const STOP_CALLS: Readonly<Partial<Record<StopMode, { method: string; leaves: string }>>> = {
+  destroy: { method: "VM.hard_shutdown", leaves: "halted" },
+  shutdown: { method: "VM.clean_shutdown", leaves: "halted" },
+  suspend: { method: "VM.suspend", leaves: "suspended" },
+  pause: { method: "VM.pause", leaves: "paused" },
+};
+
+export const XAPI_STOP_MODES: ReadonlySet<StopMode> = new Set(Object.keys(STOP_CALLS) as StopMode[]);
+
+export class XapiBackend implements VmBackend {
+  readonly name = "xapi";
+  readonly supports: ReadonlySet<Capability> = new Set<Capability>([...XAPI_STOP_MODES, "domainId", "macs"]);
+  private readonly target: XapiTarget;
+  private readonly session: XenApiSession;
+  private readonly log: Logger;
+  /** uuid -> opaque reference, valid for the session generation it was looked up in. */
+  private readonly refs = new Map<string, { ref: string; generation: number }>();
+
+  constructor(options: BackendOptions, env: NodeJS.ProcessEnv = process.env) {
+    this.target = parseXapiTarget(options.connect, env);
+    this.log = options.log;
+    this.session = new XenApiSession(this.target, this.log);
+    if (this.target.insecure) {
+      this.log.warn(`TLS certificate of ${this.target.display} will not be verified (insecure=1)`);
+    }
+  }
+
+  async connect(): Promise<void> {
+    try {
+      await this.session.login();
+    } catch (err) {
+      if (err instanceof XenApiFailure && err.code === "SESSION_AUTHENTICATION_FAILED") {
+        throw this.error(`authentication failed for user '${this.target.user}' at ${this.target.display}`, {
+          detail: err.detail,
+          cause: err,
+        });
+      }
+      if (err instanceof XenApiFailure && err.code === "HOST_IS_SLAVE") {
+        throw this.error(
+          `${this.target.display} is a pool member, not the pool master; connect to the master at ${err.params[0] ?? "?"}`,
+          { detail: err.detail, cause: err },
+        );
+      }
+      throw this.wrap(err, `login to ${this.target.display}`);
+    }
+    this.log.info(`Connected to XAPI at ${this.target.display} as '${this.target.user}'`);
+  }
+
+  async resolve(spec: VmSpec): Promise<VmRef> {
+    // xapi's database stores uuids in lower case and compares them exactly.
+    const uuid = spec.uuid?.toLowerCase();
+    if (uuid !== undefined) {
+      if (!UUID_RE.test(uuid)) {
+        throw new ConfigError(`'${spec.uuid}' is not a UUID (expected 8-4-4-4-12 hex digits)`, {
+          vm: spec.label,
+          key: "uuid",
+        });
+      }
+      let ref: string;
+      try {
+        ref = await this.expectString("VM.get_by_uuid", await this.session.call("VM.get_by_uuid", uuid));
+      } catch (err) {
+        if (err instanceof XenApiFailure && err.code === "UUID_INVALID") {
+          throw new ConfigError(`no VM with this uuid on ${this.target.display} (${err.detail})`, {
+            vm: spec.label,
+            key: "uuid",
+            cause: err,
+          });
+        }
+        throw this.wrap(err, "VM.get_by_uuid", spec.label);
+      }
+      if (await this.isTemplate(ref, spec.label)) {
+        throw new ConfigError(
+          `VM ${uuid} on ${this.target.display} is a template or snapshot, not a VM that can run`,
+          {
+            vm: spec.label,
+            key: "uuid",
+          },
+        );
+      }
+      this.remember(uuid, ref);
+      return { label: spec.label, ref: uuid };
+    }
+
+    const name = spec.name;
+    if (name === undefined) {
+      throw new ConfigError("the xapi backend needs the VM's name or uuid", { vm: spec.label, key: "name" });
+    }
+    let candidates: string[];
+    try {
+      const refs = await this.session.call("VM.get_by_name_label", name);
+      if (!Array.isArray(refs) || !refs.every((r) => typeof r === "string")) {
+        throw this.error(`bad reply to VM.get_by_name_label: expected a list of references`, {
+          vm: spec.label,
+        });
+      }
+      candidates = [];
+      for (const ref of refs as string[]) {
+        if (!(await this.isTemplate(ref, spec.label))) candidates.push(ref);
+      }
+    } catch (err) {
+      throw this.wrap(err, "VM.get_by_name_label", spec.label);
+    }
+    if (candidates.length === 0) {
+      throw new ConfigError(
+        `no VM named '${name}' on ${this.target.display} (templates and snapshots are not counted)`,
+        {
+          vm: spec.label,
+          key: "name",
+        },
+      );
+    }
+    const uuids: string[] = [];
+    for (const ref of candidates) {
+      try {
+        uuids.push(
+          (await this.expectString("VM.get_uuid", await this.session.call("VM.get_uuid", ref))).toLowerCase(),
+        );
+      } catch (err) {
+        throw this.wrap(err, "VM.get_uuid", spec.label);
+      }
+    }
+    if (uuids.length > 1) {
+      throw new ConfigError(
+        `${uuids.length} VMs are named '${name}' on ${this.target.display} (uuids ${uuids.join(", ")}); set uuid= to choose one`,
+        { vm: spec.label, key: "name" },
+      );
+    }
+    this.remember(uuids[0]!, candidates[0]!);
+    return { label: spec.label, ref: uuids[0]! };
+  }
+
+  async state(vm: VmRef): Promise<VmState> {
+    const value = await this.onVm(vm, "VM.get_power_state");
+    if (typeof value !== "string")
+      throw this.error("bad reply to VM.get_power_state: expected a string", { vm: vm.label });
+    const state = POWER_STATES[value];
+    if (state === undefined) {
+      this.log.warn({ vm: vm.label }, `XAPI reports an unknown power state '${value}'`);
+      return "unknown";
+    }
+    return state;
+  }
+
+  async start(vm: VmRef): Promise<void> {
+    // VM.start(session, vm, start_paused, force)
+    await this.lifecycle(vm, "VM.start", "running", false, false);
+  }
+
+  async resume(vm: VmRef): Promise<void> {
+    // VM.resume(session, vm, start_paused, force)
+    await this.lifecycle(vm, "VM.resume", "running", false, false);
+  }
+
+  async unpause(vm: VmRef): Promise<void> {
+    await this.lifecycle(vm, "VM.unpause", "running");
+  }
+
+  async stop(vm: VmRef, mode: StopMode): Promise<void> {
+    const call = STOP_CALLS[mode];
+    if (call === undefined) {
+      throw this.error(`stop mode '${mode}' is not supported (use ${[...XAPI_STOP_MODES].join(", ")})`, {
+        vm: vm.label,
+      });
+    }
+    await this.lifecycle(vm, call.method, call.leaves);
+  }
+
+  async domainId(vm: VmRef): Promise<number> {
+    const value = await this.onVm(vm, "VM.get_domid");
+    // XenAPI ints travel as strings of decimal digits.
+    const text = typeof value === "number" ? String(value) : value;
+    if (typeof text !== "string" || !/^-?\d+$/.test(text)) {
+      throw this.error(`bad reply to VM.get_domid: expected an integer, got ${JSON.stringify(value)}`, {
+        vm: vm.label,
+      });
+    }
+    const domid = Number(text);
+    if (domid < 0) throw this.error("has no Xen domain (it is not running)", { vm: vm.label });
+    return domid;
+  }
+
+  async macs(vm: VmRef): Promise<string[]> {
+    const vifs = await this.onVm(vm, "VM.get_VIFs");
+    if (!Array.isArray(vifs) || !vifs.every((v) => typeof v === "string")) {
+      throw this.error("bad reply to VM.get_VIFs: expected a list of references", { vm: vm.label });
+    }
+    const found: { device: number; mac: string }[] = [];
+    for (const vif of vifs as string[]) {
+      const mac = await this.call(vm.label, "VIF.get_MAC", vif);
+      const device = await this.call(vm.label, "VIF.get_device", vif);
+      if (typeof mac !== "string" || !MAC_RE.test(mac)) {
+        throw this.error(`bad reply to VIF.get_MAC: '${String(mac)}' is not a MAC address`, { vm: vm.label });
+      }
+      found.push({
+        device: typeof device === "string" && /^\d+$/.test(device) ? Number(device) : found.length,
+        mac,
+      });
+    }
+    // In device order (eth0 first), as the guest numbers its interfaces.
+    return found.sort((a, b) => a.device - b.device).map((f) => f.mac.toLowerCase());
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.session.logout();
+    } catch (err) {
+      this.log.debug({ err }, `session.logout at ${this.target.display} failed`);
+    }
+  }
+
+  // ------------------------------------------------------------ helpers
+
+  /**
+   * A power operation. VM_BAD_POWER_STATE whose actual state is already the one
+   * the operation leads to (another client did it first) counts as done.
+   */
+  private async lifecycle(vm: VmRef, method: string, leaves: string, ...args: XmlRpcValue[]): Promise<void> {
+    try {
+      await this.onVm(vm, method, ...args);
+    } catch (err) {
+      const failure = err instanceof BackendError ? err.cause : undefined;
+      if (
+        failure instanceof XenApiFailure &&
+        failure.code === "VM_BAD_POWER_STATE" &&
+        failure.params[2]?.toLowerCase() === leaves
+      ) {
+        this.log.debug({ vm: vm.label }, `${method}: the VM is already ${leaves}`);
+        return;
+      }
+      throw err;
+    }
+  }
+
+  /** Calls a VM method on the VM's opaque reference; looks the reference up again once on HANDLE_INVALID. */
+  private async onVm(vm: VmRef, method: string, ...args: XmlRpcValue[]): Promise<XmlRpcValue> {
+    try {
+      const ref = await this.vmRef(vm);
+      try {
+        return await this.session.call(method, ref, ...args);
+      } catch (err) {
+        if (!(err instanceof XenApiFailure) || err.code !== "HANDLE_INVALID" || err.params[0] !== "VM")
+          throw err;
+        this.refs.delete(vm.ref);
+        return await this.session.call(method, await this.vmRef(vm), ...args);
+      }
+    } catch (err) {
+      throw this.wrap(err, method, vm.label);
+    }
+  }
+
+  private async call(label: string, method: string, ...args: XmlRpcValue[]): Promise<XmlRpcValue> {
+    try {
+      return await this.session.call(method, ...args);
+    } catch (err) {
+      throw this.wrap(err, method, label);
+    }
+  }
+
+  private async vmRef(vm: VmRef): Promise<string> {
+    const cached = this.refs.get(vm.ref);
+    if (cached !== undefined && cached.generation === this.session.generation) return cached.ref;
+    const ref = await this.expectString("VM.get_by_uuid", await this.session.call("VM.get_by_uuid", vm.ref));
+    this.remember(vm.ref, ref);
+    return ref;
+  }
+
+  private remember(uuid: string, ref: string): void {
+    this.refs.set(uuid, { ref, generation: this.session.generation });
+  }
+
+  private async isTemplate(ref: string, label: string): Promise<boolean> {
+    // Snapshots are templates too (is_a_template is true for them); dom0 is the control domain.
+    const template = await this.session.call("VM.get_is_a_template", ref);
+    const control = await this.session.call("VM.get_is_control_domain", ref);
+    if (typeof template !== "boolean" || typeof control !== "boolean") {
+      throw this.error("bad reply to VM.get_is_a_template / VM.get_is_control_domain: expected booleans", {
+        vm: label,
+      });
+    }
+    return template || control;
+  }
+
+  private expectString(method: string, value: XmlRpcValue): string {
+    if (typeof value !== "string" || value === "") {
+      throw this.error(`bad reply to ${method}: expected a reference string, got ${JSON.stringify(value)}`);
+    }
+    return value;
+  }
+
+  private error(
+    message: string,
+    context: { vm?: string; detail?: string; cause?: unknown } = {},
+  ): BackendError {
+    return new BackendError("xapi", this.scrub(message), {
+      ...context,
+      detail: context.detail === undefined ? undefined : this.scrub(context.detail),
+    });
+  }
+
+  /** Any failure as a BackendError naming the VM and keeping XAPI's ErrorDescription. */
+  private wrap(err: unknown, what: string, vm?: string): JitsuError {
+    if (err instanceof JitsuError) return err;
+    if (err instanceof XenApiFailure) {
+      return this.error(`${what} failed on ${this.target.display}`, { vm, detail: err.detail, cause: err });
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    return this.error(`${what}: ${message}`, { vm, cause: err });
+  }
+
+  /** Never let the password reach a message, whatever a server echoes back. */
+  private scrub(text: string): string {
+    const pw = this.target.password;
+    return pw.length >= 4 ? text.split(pw).join("***") : text;
+  }
+}
