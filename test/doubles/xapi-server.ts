@@ -551,13 +551,15 @@ async function main(argv: string[]): Promise<void> {
     console.log(`VM ${v.name} uuid=${v.uuid} ${v.powerState}`);
   }
   console.log(`XenAPI double listening on ${double.url}`);
+  // Print each power-state change, so a demo shows what jitsu did.
+  const last = new Map(vms.map((vm) => [vm.name, double.vm(vm.name).powerState]));
   setInterval(() => {
     for (const vm of vms) {
-      const v = double.vm(vm.name);
-      process.stdout.write(`${v.name}=${v.powerState} `);
+      const now = double.vm(vm.name).powerState;
+      if (last.get(vm.name) !== now) console.log(`VM ${vm.name}: ${last.get(vm.name)} -> ${now}`);
+      last.set(vm.name, now);
     }
-    process.stdout.write("\n");
-  }, 5000).unref();
+  }, 200);
   process.on("SIGINT", () => void double.close().then(() => process.exit(0)));
   process.on("SIGTERM", () => void double.close().then(() => process.exit(0)));
 }
