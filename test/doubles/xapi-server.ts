@@ -97,6 +97,10 @@ export class XapiServerDouble {
     raw?: { status: number; body: string };
   }[] = [];
   private nextDomid = 1;
+  /** The event log for event.from: every change to a VM, in order. */
+  private readonly events: { id: number; ref: string; operation: "add" | "mod" | "del"; snapshot: Value }[] =
+    [];
+  private readonly waiters = new Set<(lost: boolean) => void>();
   private server!: http.Server;
   private port = 0;
 
@@ -145,6 +149,7 @@ export class XapiServerDouble {
       isControlDomain: init.isControlDomain ?? false,
     };
     this.vms.set(vm.ref, vm);
+    this.record(vm, "add");
     (init.macs ?? []).forEach((mac, i) => {
       const vif: DoubleVif = { ref: ref(), vm: vm.ref, device: String(i), mac };
       this.vifs.set(vif.ref, vif);
@@ -160,11 +165,17 @@ export class XapiServerDouble {
     return found;
   }
 
-  /** Changes a VM's power state behind the client's back. */
-  setPowerState(nameOrUuid: string, state: PowerState): void {
+  /** Changes a VM's power state behind the client's back (without an event when `silently`). */
+  setPowerState(nameOrUuid: string, state: PowerState, options: { silently?: boolean } = {}): void {
     const vm = this.vm(nameOrUuid);
     vm.powerState = state;
     vm.domid = state === "Running" || state === "Paused" ? this.nextDomid++ : -1;
+    if (options.silently !== true) this.record(vm, "mod");
+  }
+
+  /** Every event.from waiting now answers EVENTS_LOST, as when xapi drops its event queue. */
+  loseEvents(): void {
+    for (const wake of [...this.waiters]) wake(true);
   }
 
   /** Every session becomes invalid, as after a xapi restart or a session timeout. */
@@ -179,9 +190,11 @@ export class XapiServerDouble {
   /** Gives the VM a new opaque reference; the old one answers HANDLE_INVALID. */
   replaceRef(nameOrUuid: string): void {
     const vm = this.vm(nameOrUuid);
+    this.record(vm, "del");
     this.vms.delete(vm.ref);
     vm.ref = ref();
     this.vms.set(vm.ref, vm);
+    this.record(vm, "add");
   }
 
   /** The next call of `method` answers Failure with this ErrorDescription. */
@@ -199,6 +212,7 @@ export class XapiServerDouble {
   }
 
   async close(): Promise<void> {
+    for (const wake of [...this.waiters]) wake(false);
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
@@ -238,7 +252,10 @@ export class XapiServerDouble {
       };
     }
     try {
-      const value = this.dispatch(call.method, call.params);
+      const value =
+        call.method === "event.from"
+          ? await this.eventFrom(call.params)
+          : this.dispatch(call.method, call.params);
       return { status: 200, body: encodeResponse({ Status: "Success", Value: value }) };
     } catch (err) {
       if (!(err instanceof Failure)) throw err;
@@ -359,6 +376,72 @@ export class XapiServerDouble {
     }
   }
 
+  /**
+   * event.from(session, classes, token, timeout) -> {events, valid_ref_counts, token}
+   * (XenAPI class "event"). An empty token returns every object as an "add"
+   * event; otherwise it waits up to `timeout` seconds for events after the token.
+   */
+  private async eventFrom(params: Value[]): Promise<Value> {
+    if (params.length !== 4) {
+      throw new Failure(["MESSAGE_PARAMETER_COUNT_MISMATCH", "event.from", "4", String(params.length)]);
+    }
+    const [session, classes, token, timeout] = params;
+    if (typeof session !== "string" || !this.sessions.has(session))
+      throw new Failure(["SESSION_INVALID", String(session)]);
+    if (!Array.isArray(classes) || typeof timeout !== "number") {
+      throw new Failure([
+        "XMLRPC_UNMARSHAL_FAILURE",
+        "(String set, Float)",
+        JSON.stringify([classes, timeout]),
+      ]);
+    }
+    const wantsVm = classes.some((c) => typeof c === "string" && (c.toLowerCase() === "vm" || c === "*"));
+    const last = (): string => String(this.events.at(-1)?.id ?? 0);
+    const batch = (events: Value[]): Value => ({
+      events,
+      valid_ref_counts: { vm: this.vms.size },
+      token: last(),
+    });
+    if (token === "") {
+      return batch(
+        wantsVm ? [...this.vms.values()].map((vm) => this.event(0, vm.ref, "add", snapshotOf(vm))) : [],
+      );
+    }
+    if (typeof token !== "string" || !/^\d+$/.test(token)) throw new Failure(["EVENTS_LOST"]);
+    const after = Number(token);
+    const pending = (): Value[] =>
+      wantsVm
+        ? this.events.filter((e) => e.id > after).map((e) => this.event(e.id, e.ref, e.operation, e.snapshot))
+        : [];
+    if (pending().length === 0) {
+      const lost = await new Promise<boolean>((resolve) => {
+        const wake = (lost: boolean): void => {
+          clearTimeout(timer);
+          this.waiters.delete(wake);
+          resolve(lost);
+        };
+        const timer = setTimeout(() => wake(false), timeout * 1000);
+        this.waiters.add(wake);
+      });
+      if (lost) throw new Failure(["EVENTS_LOST"]);
+    }
+    return batch(pending());
+  }
+
+  private event(id: number, ref: string, operation: string, snapshot: Value): Value {
+    return { id: String(id), timestamp: new Date().toISOString(), class: "vm", operation, ref, snapshot };
+  }
+
+  private record(vm: DoubleVm, operation: "add" | "mod" | "del"): void {
+    this.events.push({
+      id: (this.events.at(-1)?.id ?? 0) + 1,
+      ref: vm.ref,
+      operation,
+      snapshot: snapshotOf(vm),
+    });
+    for (const wake of [...this.waiters]) wake(false);
+  }
+
   private transition(vm: DoubleVm, op: string, to: PowerState): void {
     const allowed = ALLOWED[op]!;
     // VM_IS_TEMPLATE [vm; operation] comes before the power-state check only for templates.
@@ -376,6 +459,7 @@ export class XapiServerDouble {
     vm.powerState = to;
     if (to === "Halted" || to === "Suspended") vm.domid = -1;
     else if (!wasUp) vm.domid = this.nextDomid++;
+    this.record(vm, "mod");
   }
 
   private vmArg(v: Value | undefined): DoubleVm {
@@ -394,7 +478,21 @@ export class XapiServerDouble {
   }
 }
 
+/** The VM record fields the double keeps (a subset of the XenAPI VM class's fields). */
+function snapshotOf(vm: DoubleVm): Value {
+  return {
+    uuid: vm.uuid,
+    name_label: vm.name,
+    power_state: vm.powerState,
+    domid: String(vm.domid),
+    is_a_template: vm.isTemplate,
+    is_control_domain: vm.isControlDomain,
+    VIFs: [...vm.vifs],
+  };
+}
+
 const KNOWN = new Set([
+  "event.from",
   "session.logout",
   "VM.get_by_uuid",
   "VM.get_by_name_label",

@@ -5,10 +5,19 @@
  * session ("Note on References vs UUIDs") and looked up again when the server
  * says HANDLE_INVALID.
  */
-import type { BackendOptions, Capability, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
+import type {
+  BackendEvent,
+  BackendOptions,
+  Capability,
+  StopMode,
+  VmBackend,
+  VmRef,
+  VmState,
+} from "../contract.js";
 import type { VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, JitsuError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
+import { XapiEventWatcher, type VmPowerChange } from "./events.js";
 import { XenApiFailure, XenApiSession } from "./session.js";
 import { parseXapiTarget, type XapiTarget } from "./target.js";
 import type { XmlRpcValue } from "./xmlrpc.js";
@@ -36,17 +45,28 @@ export const XAPI_STOP_MODES: ReadonlySet<StopMode> = new Set(Object.keys(STOP_C
 
 export class XapiBackend implements VmBackend {
   readonly name = "xapi";
-  readonly supports: ReadonlySet<Capability> = new Set<Capability>([...XAPI_STOP_MODES, "domainId", "macs"]);
+  readonly supports: ReadonlySet<Capability> = new Set<Capability>([
+    ...XAPI_STOP_MODES,
+    "domainId",
+    "macs",
+    "events",
+  ]);
   private readonly target: XapiTarget;
   private readonly session: XenApiSession;
   private readonly log: Logger;
   /** uuid -> opaque reference, valid for the session generation it was looked up in. */
   private readonly refs = new Map<string, { ref: string; generation: number }>();
+  /** uuid -> the VmRefs resolved to it, for events. */
+  private readonly resolved = new Map<string, VmRef[]>();
+  private readonly listeners: ((event: BackendEvent) => void)[] = [];
+  private readonly watcher: XapiEventWatcher;
+  private connected = false;
 
   constructor(options: BackendOptions, env: NodeJS.ProcessEnv = process.env) {
     this.target = parseXapiTarget(options.connect, env);
     this.log = options.log;
     this.session = new XenApiSession(this.target, this.log);
+    this.watcher = new XapiEventWatcher(this.session, options.clock, this.log, (c) => this.emit(c));
     if (this.target.insecure) {
       this.log.warn(`TLS certificate of ${this.target.display} will not be verified (insecure=1)`);
     }
@@ -71,6 +91,14 @@ export class XapiBackend implements VmBackend {
       throw this.wrap(err, `login to ${this.target.display}`);
     }
     this.log.info(`Connected to XAPI at ${this.target.display} as '${this.target.user}'`);
+    this.connected = true;
+    if (this.listeners.length > 0) this.watcher.start();
+  }
+
+  /** Power-state changes made by anyone (XenCenter, xe, HA), from event.from. */
+  onEvent(listener: (event: BackendEvent) => void): void {
+    this.listeners.push(listener);
+    if (this.connected) this.watcher.start();
   }
 
   async resolve(spec: VmSpec): Promise<VmRef> {
@@ -105,8 +133,7 @@ export class XapiBackend implements VmBackend {
           },
         );
       }
-      this.remember(uuid, ref);
-      return { label: spec.label, ref: uuid };
+      return this.resolved_(spec.label, uuid, ref);
     }
 
     const name = spec.name;
@@ -153,8 +180,7 @@ export class XapiBackend implements VmBackend {
         { vm: spec.label, key: "name" },
       );
     }
-    this.remember(uuids[0]!, candidates[0]!);
-    return { label: spec.label, ref: uuids[0]! };
+    return this.resolved_(spec.label, uuids[0]!, candidates[0]!);
   }
 
   async state(vm: VmRef): Promise<VmState> {
@@ -229,14 +255,35 @@ export class XapiBackend implements VmBackend {
   }
 
   async close(): Promise<void> {
+    this.watcher.stop();
     try {
       await this.session.logout();
     } catch (err) {
       this.log.debug({ err }, `session.logout at ${this.target.display} failed`);
     }
+    await this.watcher.finished();
   }
 
   // ------------------------------------------------------------ helpers
+
+  private resolved_(label: string, uuid: string, ref: string): VmRef {
+    this.remember(uuid, ref);
+    const vm: VmRef = { label, ref: uuid };
+    const list = this.resolved.get(uuid) ?? [];
+    if (!list.some((v) => v.label === label)) list.push(vm);
+    this.resolved.set(uuid, list);
+    return vm;
+  }
+
+  private emit(change: VmPowerChange): void {
+    const state: VmState =
+      change.powerState === null ? "unknown" : (POWER_STATES[change.powerState] ?? "unknown");
+    const reason =
+      change.powerState === null ? "VM deleted in XAPI" : `XAPI power_state ${change.powerState}`;
+    for (const vm of this.resolved.get(change.uuid) ?? []) {
+      for (const listener of this.listeners) listener({ vm, state, reason });
+    }
+  }
 
   /**
    * A power operation. VM_BAD_POWER_STATE whose actual state is already the one

@@ -8,7 +8,7 @@
  * Value mapping (both ways):
  *   <string> (or an untyped <value>) <-> string
  *   <int>/<i4> (and <i8> when decoding) <-> integer number (32-bit when encoding)
- *   <double> <-> non-integer number
+ *   <double> <-> non-integer number, or XmlRpcDouble (when encoding)
  *   <boolean> 0/1 <-> boolean
  *   <nil/> <-> null
  *   <array> <-> XmlRpcValue[]
@@ -25,8 +25,20 @@ export interface XmlRpcStruct {
 export class XmlRpcDateTime {
   constructor(readonly text: string) {}
 }
+/** A number sent as <double> even when it is integral (XenAPI `float` parameters). */
+export class XmlRpcDouble {
+  constructor(readonly value: number) {}
+}
 export type XmlRpcValue =
-  string | number | boolean | null | Uint8Array | XmlRpcDateTime | XmlRpcValue[] | XmlRpcStruct;
+  | string
+  | number
+  | boolean
+  | null
+  | Uint8Array
+  | XmlRpcDateTime
+  | XmlRpcDouble
+  | XmlRpcValue[]
+  | XmlRpcStruct;
 
 /** A reply that is not a well-formed XML-RPC methodResponse. */
 export class XmlRpcFormatError extends Error {
@@ -86,6 +98,9 @@ function encodeValue(value: XmlRpcValue, out: string[], depth: number): void {
     }
   } else if (value instanceof Uint8Array) {
     out.push("<base64>", Buffer.from(value).toString("base64"), "</base64>");
+  } else if (value instanceof XmlRpcDouble) {
+    if (!Number.isFinite(value.value)) throw new TypeError(`XML-RPC cannot carry the number ${value.value}`);
+    out.push("<double>", String(value.value), "</double>");
   } else if (value instanceof XmlRpcDateTime) {
     out.push("<dateTime.iso8601>", escapeText(value.text), "</dateTime.iso8601>");
   } else if (Array.isArray(value)) {
@@ -304,6 +319,7 @@ export function isStruct(v: XmlRpcValue | undefined): v is XmlRpcStruct {
     typeof v === "object" &&
     !Array.isArray(v) &&
     !(v instanceof Uint8Array) &&
-    !(v instanceof XmlRpcDateTime)
+    !(v instanceof XmlRpcDateTime) &&
+    !(v instanceof XmlRpcDouble)
   );
 }

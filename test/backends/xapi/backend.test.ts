@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import type { VmBackend, VmRef } from "../../../src/backends/contract.js";
+import type { BackendEvent, VmBackend, VmRef } from "../../../src/backends/contract.js";
 import { xapiBackend, XAPI_KEYS, XenApiFailure } from "../../../src/backends/xapi/index.js";
 import { redactUri } from "../../../src/backends/xapi/target.js";
 import { systemClock } from "../../../src/clock/index.js";
@@ -452,5 +452,78 @@ describe("xapi backend over HTTPS", () => {
     await byEnv.connect();
     assert.equal(await byEnv.state(vm), "running");
     await byEnv.close();
+  });
+});
+
+describe("xapi backend events (event.from)", () => {
+  let xapi: XapiServerDouble;
+  before(async () => {
+    xapi = await XapiServerDouble.start({
+      users: { root: PASSWORD },
+      vms: [{ name: "www" }, { name: "other" }],
+    });
+  });
+  after(async () => {
+    await xapi?.close();
+  });
+
+  it("reports power-state changes made behind jitsu's back, also after EVENTS_LOST", async () => {
+    const backend = backendFor(xapi.urlWith("root", PASSWORD));
+    assert.ok(backend.supports.has("events"));
+    const events: BackendEvent[] = [];
+    let notify: (() => void) | undefined;
+    backend.onEvent!((e) => {
+      events.push(e);
+      notify?.();
+    });
+    const next = (count: number): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`only ${events.length} events: ${JSON.stringify(events)}`)),
+          10_000,
+        );
+        notify = () => {
+          if (events.length >= count) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        notify();
+      });
+    await backend.connect();
+    const vm = await backend.resolve(spec("dns=www.example.org,ip=10.0.0.1,name=www"));
+    // Wait until the watcher holds a long poll (its second event.from), then change the VM behind its back.
+    const polls = async (n: number): Promise<void> => {
+      for (let i = 0; i < 200 && xapi.methodCalls("event.from").length < n; i++)
+        await new Promise((r) => setTimeout(r, 25));
+      assert.ok(xapi.methodCalls("event.from").length >= n, `event.from called ${n} times`);
+    };
+    await polls(2);
+    xapi.setPowerState("other", "Running"); // not a VM jitsu manages: no event
+    xapi.setPowerState("www", "Running");
+    await next(1);
+    assert.deepEqual(events[0], { vm, state: "running", reason: "XAPI power_state Running" });
+
+    // xapi loses its event queue while the VM changes: the watcher starts again from a fresh snapshot
+    // and reports the difference.
+    await polls(3);
+    xapi.setPowerState("www", "Paused", { silently: true });
+    xapi.loseEvents();
+    await next(2);
+    assert.equal(events[1]!.state, "paused");
+    await polls(5);
+    xapi.setPowerState("www", "Halted");
+    await next(3);
+    assert.equal(events[2]!.state, "off");
+    assert.equal(events.filter((e) => e.vm.label !== "www").length, 0);
+    assert.ok(
+      xapi
+        .methodCalls("event.from")
+        .every((c) => typeof c.params[3] === "number" && c.params[2] !== undefined),
+    );
+
+    const t0 = Date.now();
+    await backend.close();
+    assert.ok(Date.now() - t0 < 5000, "close does not wait for the long poll");
   });
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import {
   XmlRpcDateTime,
+  XmlRpcDouble,
   XmlRpcFault,
   XmlRpcFormatError,
   decodeMethodResponse,
@@ -44,6 +45,7 @@ describe("XML-RPC encodeMethodCall", () => {
       { k: "v", n: [] },
       new Uint8Array([1, 2, 255]),
       new XmlRpcDateTime("20260101T10:00:00Z"),
+      new XmlRpcDouble(30),
     ]);
     for (const part of [
       "<value><int>42</int></value>",
@@ -56,6 +58,7 @@ describe("XML-RPC encodeMethodCall", () => {
         "<member><name>n</name><value><array><data></data></array></value></member></struct></value>",
       "<value><base64>AQL/</base64></value>",
       "<value><dateTime.iso8601>20260101T10:00:00Z</dateTime.iso8601></value>",
+      "<value><double>30</double></value>",
     ]) {
       assert.ok(xml.includes(part), `missing ${part} in ${xml}`);
     }
