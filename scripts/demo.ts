@@ -38,7 +38,8 @@ const configs = vms.map((vm) =>
 );
 
 const stateDir = mkdtempSync(join(tmpdir(), "jitsu-demo-"));
-const has = (flag: string, long: string): boolean => userArgs.some((a) => a === flag || a === long || a.startsWith(`${long}=`));
+const has = (flag: string, long: string): boolean =>
+  userArgs.some((a) => a === flag || a === long || a.startsWith(`${long}=`));
 const args = [
   cli,
   "-x",
