@@ -101,6 +101,8 @@ export class XapiServerDouble {
   private readonly events: { id: number; ref: string; operation: "add" | "mod" | "del"; snapshot: Value }[] =
     [];
   private readonly waiters = new Set<(lost: boolean) => void>();
+  /** The tokens of the event.from calls waiting now. */
+  private readonly waitingTokens: number[] = [];
   private server!: http.Server;
   private port = 0;
 
@@ -171,6 +173,15 @@ export class XapiServerDouble {
     vm.powerState = state;
     vm.domid = state === "Running" || state === "Paused" ? this.nextDomid++ : -1;
     if (options.silently !== true) this.record(vm, "mod");
+  }
+
+  /** Resolves when a client waits in event.from with a token past every event so far (it has seen them all). */
+  async eventsDelivered(timeoutMs = 10_000): Promise<void> {
+    const latest = this.events.at(-1)?.id ?? 0;
+    for (let waited = 0; !this.waitingTokens.some((t) => t >= latest); waited += 10) {
+      if (waited > timeoutMs) throw new Error(`xapi double: no client caught up with event ${latest}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 
   /** Every event.from waiting now answers EVENTS_LOST, as when xapi drops its event queue. */
@@ -414,6 +425,7 @@ export class XapiServerDouble {
         ? this.events.filter((e) => e.id > after).map((e) => this.event(e.id, e.ref, e.operation, e.snapshot))
         : [];
     if (pending().length === 0) {
+      this.waitingTokens.push(after);
       const lost = await new Promise<boolean>((resolve) => {
         const wake = (lost: boolean): void => {
           clearTimeout(timer);
@@ -422,7 +434,7 @@ export class XapiServerDouble {
         };
         const timer = setTimeout(() => wake(false), timeout * 1000);
         this.waiters.add(wake);
-      });
+      }).finally(() => this.waitingTokens.splice(this.waitingTokens.indexOf(after), 1));
       if (lost) throw new Failure(["EVENTS_LOST"]);
     }
     return batch(pending());

@@ -41,6 +41,11 @@ const STOP_CALLS: Readonly<Partial<Record<StopMode, { method: string; leaves: st
   pause: { method: "VM.pause", leaves: "paused" },
 };
 
+/** "halted" (as VM_BAD_POWER_STATE spells it) -> "Halted" (as power_state is). */
+function xapiState(lower: string): string {
+  return lower.charAt(0).toUpperCase() + lower.slice(1);
+}
+
 export const XAPI_STOP_MODES: ReadonlySet<StopMode> = new Set(Object.keys(STOP_CALLS) as StopMode[]);
 
 export class XapiBackend implements VmBackend {
@@ -59,6 +64,9 @@ export class XapiBackend implements VmBackend {
   /** uuid -> the VmRefs resolved to it, for events. */
   private readonly resolved = new Map<string, VmRef[]>();
   private readonly listeners: ((event: BackendEvent) => void)[] = [];
+  /** uuid -> lifecycle operations of ours under way, and the XAPI power state we last saw or caused. */
+  private readonly inFlight = new Map<string, number>();
+  private readonly lastKnown = new Map<string, string>();
   private readonly watcher: XapiEventWatcher;
   private connected = false;
 
@@ -187,6 +195,7 @@ export class XapiBackend implements VmBackend {
     const value = await this.onVm(vm, "VM.get_power_state");
     if (typeof value !== "string")
       throw this.error("bad reply to VM.get_power_state: expected a string", { vm: vm.label });
+    this.lastKnown.set(vm.ref, value);
     const state = POWER_STATES[value];
     if (state === undefined) {
       this.log.warn({ vm: vm.label }, `XAPI reports an unknown power state '${value}'`);
@@ -275,7 +284,15 @@ export class XapiBackend implements VmBackend {
     return vm;
   }
 
+  /**
+   * Reports a change only when it is news: not while our own operation on the VM
+   * is under way, and not the state our own operation (or read) left it in.
+   */
   private emit(change: VmPowerChange): void {
+    if ((this.inFlight.get(change.uuid) ?? 0) > 0) return;
+    const power = change.powerState ?? "deleted";
+    if (this.lastKnown.get(change.uuid) === power) return;
+    this.lastKnown.set(change.uuid, power);
     const state: VmState =
       change.powerState === null ? "unknown" : (POWER_STATES[change.powerState] ?? "unknown");
     const reason =
@@ -290,8 +307,10 @@ export class XapiBackend implements VmBackend {
    * the operation leads to (another client did it first) counts as done.
    */
   private async lifecycle(vm: VmRef, method: string, leaves: string, ...args: XmlRpcValue[]): Promise<void> {
+    this.inFlight.set(vm.ref, (this.inFlight.get(vm.ref) ?? 0) + 1);
     try {
       await this.onVm(vm, method, ...args);
+      this.lastKnown.set(vm.ref, xapiState(leaves));
     } catch (err) {
       const failure = err instanceof BackendError ? err.cause : undefined;
       if (
@@ -300,9 +319,12 @@ export class XapiBackend implements VmBackend {
         failure.params[2]?.toLowerCase() === leaves
       ) {
         this.log.debug({ vm: vm.label }, `${method}: the VM is already ${leaves}`);
+        this.lastKnown.set(vm.ref, xapiState(leaves));
         return;
       }
       throw err;
+    } finally {
+      this.inFlight.set(vm.ref, (this.inFlight.get(vm.ref) ?? 1) - 1);
     }
   }
 

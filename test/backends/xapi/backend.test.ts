@@ -522,6 +522,17 @@ describe("xapi backend events (event.from)", () => {
         .every((c) => typeof c.params[3] === "number" && c.params[2] !== undefined),
     );
 
+    // jitsu's own operations are not reported back to it as changes made by others.
+    await xapi.eventsDelivered();
+    await backend.start(vm);
+    await backend.stop(vm, "suspend");
+    await xapi.eventsDelivered();
+    assert.equal(events.length, 3, JSON.stringify(events.slice(3)));
+    // ... but a change by someone else right after is.
+    xapi.setPowerState("www", "Running");
+    await next(4);
+    assert.equal(events[3]!.state, "running");
+
     const t0 = Date.now();
     await backend.close();
     assert.ok(Date.now() - t0 < 5000, "close does not wait for the long poll");
