@@ -54,8 +54,10 @@ export interface XapiDoubleOptions {
   readonly vms?: readonly DoubleVmInit[];
   /** Serve HTTPS with this key and certificate (PEM). */
   readonly tls?: { readonly key: string; readonly cert: string };
-  /** Act as a pool member: every login answers HOST_IS_SLAVE with this master address. */
+  /** Act as a pool member: every call answers HOST_IS_SLAVE with this master address. */
   readonly poolMaster?: string;
+  /** Loopback address to listen on (default 127.0.0.1); pool tests use 127.0.0.2 and up. */
+  readonly host?: string;
   /** Milliseconds each named method waits before answering (e.g. {"VM.start": 200}). */
   readonly delays?: Readonly<Record<string, number>>;
   readonly port?: number;
@@ -97,6 +99,7 @@ export class XapiServerDouble {
     raw?: { status: number; body: string };
   }[] = [];
   private nextDomid = 1;
+  private poolMaster: string | undefined;
   /** The event log for event.from: every change to a VM, in order. */
   private readonly events: { id: number; ref: string; operation: "add" | "mod" | "del"; snapshot: Value }[] =
     [];
@@ -108,6 +111,7 @@ export class XapiServerDouble {
 
   private constructor(private readonly options: XapiDoubleOptions) {
     this.users = { ...(options.users ?? { root: "xenroot" }) };
+    this.poolMaster = options.poolMaster;
     for (const vm of options.vms ?? []) this.addVm(vm);
   }
 
@@ -119,7 +123,7 @@ export class XapiServerDouble {
     double.server.keepAliveTimeout = 1000;
     await new Promise<void>((resolve, reject) => {
       double.server.once("error", reject);
-      double.server.listen(options.port ?? 0, "127.0.0.1", () => resolve());
+      double.server.listen(options.port ?? 0, options.host ?? "127.0.0.1", () => resolve());
     });
     double.port = (double.server.address() as AddressInfo).port;
     return double;
@@ -127,7 +131,7 @@ export class XapiServerDouble {
 
   /** scheme://127.0.0.1:PORT */
   get url(): string {
-    return `${this.options.tls !== undefined ? "https" : "http"}://127.0.0.1:${this.port}`;
+    return `${this.options.tls !== undefined ? "https" : "http"}://${this.options.host ?? "127.0.0.1"}:${this.port}`;
   }
 
   /** The URL with credentials in its user info, as given to `jitsu -c`. */
@@ -187,6 +191,16 @@ export class XapiServerDouble {
   /** Every event.from waiting now answers EVENTS_LOST, as when xapi drops its event queue. */
   loseEvents(): void {
     for (const wake of [...this.waiters]) wake(true);
+  }
+
+  /** The port it listens on. */
+  get listeningPort(): number {
+    return this.port;
+  }
+
+  /** Makes this host a pool member of the master at `address` (pool failover), or the master again. */
+  setPoolMaster(address: string | undefined): void {
+    this.poolMaster = address;
   }
 
   /** Every session becomes invalid, as after a xapi restart or a session timeout. */
@@ -264,7 +278,7 @@ export class XapiServerDouble {
     }
     try {
       const value =
-        call.method === "event.from"
+        call.method === "event.from" && this.poolMaster === undefined
           ? await this.eventFrom(call.params)
           : this.dispatch(call.method, call.params);
       return { status: 200, body: encodeResponse({ Status: "Success", Value: value }) };
@@ -277,6 +291,8 @@ export class XapiServerDouble {
   // ------------------------------------------------------------ the API
 
   private dispatch(method: string, params: Value[]): Value {
+    // HOST_IS_SLAVE ["Master IP address"]: a pool member takes no regular API calls.
+    if (this.poolMaster !== undefined) throw new Failure(["HOST_IS_SLAVE", this.poolMaster]);
     const arity = (n: number): void => {
       // MESSAGE_PARAMETER_COUNT_MISMATCH [method; expected; received]
       if (params.length !== n)
@@ -288,8 +304,6 @@ export class XapiServerDouble {
         throw new Failure(["MESSAGE_PARAMETER_COUNT_MISMATCH", method, "4", String(params.length)]);
       }
       const [user, pwd] = params.map((p) => str(p, "uname"));
-      if (this.options.poolMaster !== undefined)
-        throw new Failure(["HOST_IS_SLAVE", this.options.poolMaster]);
       // xapi answers SESSION_AUTHENTICATION_FAILED [uname; PAM message]
       if (this.users[user!] === undefined || this.users[user!] !== pwd) {
         throw new Failure(["SESSION_AUTHENTICATION_FAILED", user!, "Authentication failure"]);

@@ -85,20 +85,20 @@ export class XapiBackend implements VmBackend {
       await this.session.login();
     } catch (err) {
       if (err instanceof XenApiFailure && err.code === "SESSION_AUTHENTICATION_FAILED") {
-        throw this.error(`authentication failed for user '${this.target.user}' at ${this.target.display}`, {
+        throw this.error(`authentication failed for user '${this.target.user}' at ${this.session.display}`, {
           detail: err.detail,
           cause: err,
         });
       }
       if (err instanceof XenApiFailure && err.code === "HOST_IS_SLAVE") {
         throw this.error(
-          `${this.target.display} is a pool member, not the pool master; connect to the master at ${err.params[0] ?? "?"}`,
+          `${this.session.display} is a pool member and its pool master is not answering as one (last pointed to ${err.params[0] ?? "?"}); connect to the master`,
           { detail: err.detail, cause: err },
         );
       }
-      throw this.wrap(err, `login to ${this.target.display}`);
+      throw this.wrap(err, `login to ${this.session.display}`);
     }
-    this.log.info(`Connected to XAPI at ${this.target.display} as '${this.target.user}'`);
+    this.log.info(`Connected to XAPI at ${this.session.display} as '${this.target.user}'`);
     this.connected = true;
     if (this.listeners.length > 0) this.watcher.start();
   }
@@ -124,7 +124,7 @@ export class XapiBackend implements VmBackend {
         ref = await this.expectString("VM.get_by_uuid", await this.session.call("VM.get_by_uuid", uuid));
       } catch (err) {
         if (err instanceof XenApiFailure && err.code === "UUID_INVALID") {
-          throw new ConfigError(`no VM with this uuid on ${this.target.display} (${err.detail})`, {
+          throw new ConfigError(`no VM with this uuid on ${this.session.display} (${err.detail})`, {
             vm: spec.label,
             key: "uuid",
             cause: err,
@@ -134,7 +134,7 @@ export class XapiBackend implements VmBackend {
       }
       if (await this.isTemplate(ref, spec.label)) {
         throw new ConfigError(
-          `VM ${uuid} on ${this.target.display} is a template or snapshot, not a VM that can run`,
+          `VM ${uuid} on ${this.session.display} is a template or snapshot, not a VM that can run`,
           {
             vm: spec.label,
             key: "uuid",
@@ -165,7 +165,7 @@ export class XapiBackend implements VmBackend {
     }
     if (candidates.length === 0) {
       throw new ConfigError(
-        `no VM named '${name}' on ${this.target.display} (templates and snapshots are not counted)`,
+        `no VM named '${name}' on ${this.session.display} (templates and snapshots are not counted)`,
         {
           vm: spec.label,
           key: "name",
@@ -184,7 +184,7 @@ export class XapiBackend implements VmBackend {
     }
     if (uuids.length > 1) {
       throw new ConfigError(
-        `${uuids.length} VMs are named '${name}' on ${this.target.display} (uuids ${uuids.join(", ")}); set uuid= to choose one`,
+        `${uuids.length} VMs are named '${name}' on ${this.session.display} (uuids ${uuids.join(", ")}); set uuid= to choose one`,
         { vm: spec.label, key: "name" },
       );
     }
@@ -268,7 +268,7 @@ export class XapiBackend implements VmBackend {
     try {
       await this.session.logout();
     } catch (err) {
-      this.log.debug({ err }, `session.logout at ${this.target.display} failed`);
+      this.log.debug({ err }, `session.logout at ${this.session.display} failed`);
     }
     await this.watcher.finished();
   }
@@ -398,7 +398,7 @@ export class XapiBackend implements VmBackend {
   private wrap(err: unknown, what: string, vm?: string): JitsuError {
     if (err instanceof JitsuError) return err;
     if (err instanceof XenApiFailure) {
-      return this.error(`${what} failed on ${this.target.display}`, { vm, detail: err.detail, cause: err });
+      return this.error(`${what} failed on ${this.session.display}`, { vm, detail: err.detail, cause: err });
     }
     const message = err instanceof Error ? err.message : String(err);
     return this.error(`${what}: ${message}`, { vm, cause: err });

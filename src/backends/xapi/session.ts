@@ -3,7 +3,8 @@
  * "XML-RPC Return Values and Status Codes"): logs in with
  * session.login_with_password, passes the session reference as the first
  * parameter of every call, unwraps {Status, Value | ErrorDescription}, logs in
- * again once when the server says SESSION_INVALID, and logs out on close.
+ * again once when the server says SESSION_INVALID, follows a pool member's
+ * HOST_IS_SLAVE to the pool master (same scheme and port), and logs out on close.
  */
 import type { Logger } from "../../log/index.js";
 import { XmlRpcTransport } from "./transport.js";
@@ -61,8 +62,12 @@ export function unwrapResult(method: string, reply: XmlRpcValue): XmlRpcValue {
   );
 }
 
+/** How many HOST_IS_SLAVE redirects one login follows before giving up (a pool mid-failover may point around). */
+const MAX_MASTER_HOPS = 3;
+
 export class XenApiSession {
-  private readonly transport: XmlRpcTransport;
+  private transport: XmlRpcTransport;
+  private url: URL;
   private session: string | null = null;
   private loggingIn: Promise<string> | null = null;
   /** Bumped at each login: object references from an older session may no longer be valid. */
@@ -72,11 +77,13 @@ export class XenApiSession {
     private readonly target: XapiTarget,
     private readonly log: Logger,
   ) {
-    this.transport = new XmlRpcTransport({
-      url: target.url,
-      insecure: target.insecure,
-      timeoutMs: target.timeoutMs,
-    });
+    this.url = target.url;
+    this.transport = this.transportFor(target.url);
+  }
+
+  /** scheme://host:port of the host talked to now (the pool master, after a redirect). */
+  get display(): string {
+    return this.url.origin;
   }
 
   get loggedIn(): boolean {
@@ -99,11 +106,14 @@ export class XenApiSession {
     try {
       return unwrapResult(method, await this.transport.call(method, [session, ...params]));
     } catch (err) {
+      if (err instanceof XenApiFailure && err.code === "HOST_IS_SLAVE" && err.params[0] !== undefined) {
+        // The master moved (pool failover): log in at the new master and try once more there.
+        this.follow(err.params[0]);
+        const fresh = await this.relogin(session);
+        return unwrapResult(method, await this.transport.call(method, [fresh, ...params]));
+      }
       if (!(err instanceof XenApiFailure) || err.code !== "SESSION_INVALID") throw err;
-      this.log.info(
-        { method },
-        `XAPI session at ${this.target.display} is no longer valid; logging in again`,
-      );
+      this.log.info({ method }, `XAPI session at ${this.display} is no longer valid; logging in again`);
       // Another call may have logged in already; only the first one to notice starts a new login.
       const fresh =
         this.session !== null && this.session !== session ? this.session : await this.relogin(session);
@@ -128,20 +138,51 @@ export class XenApiSession {
     }
   }
 
+  /** Talks to the pool master at `address` from now on: same scheme, port and path. */
+  private follow(address: string): void {
+    const next = new URL(this.url.href);
+    next.hostname = address.includes(":") ? `[${address}]` : address;
+    this.log.warn(`XAPI host ${this.display} is a pool member; talking to the pool master at ${next.origin}`);
+    this.transport.close();
+    this.url = next;
+    this.transport = this.transportFor(next);
+    this.session = null;
+  }
+
+  private transportFor(url: URL): XmlRpcTransport {
+    return new XmlRpcTransport({ url, insecure: this.target.insecure, timeoutMs: this.target.timeoutMs });
+  }
+
   private relogin(stale: string): Promise<string> {
     if (this.session === stale) this.session = null;
     return this.login();
   }
 
   private async doLogin(): Promise<string> {
-    // session.login_with_password(uname, pwd, version, originator)
-    const value = await this.callWithoutSession(
-      "session.login_with_password",
-      this.target.user,
-      this.target.password,
-      "1.0",
-      "jitsu",
-    );
+    let value: XmlRpcValue;
+    for (let hops = 0; ; hops++) {
+      try {
+        // session.login_with_password(uname, pwd, version, originator)
+        value = await this.callWithoutSession(
+          "session.login_with_password",
+          this.target.user,
+          this.target.password,
+          "1.0",
+          "jitsu",
+        );
+        break;
+      } catch (err) {
+        if (
+          !(err instanceof XenApiFailure) ||
+          err.code !== "HOST_IS_SLAVE" ||
+          err.params[0] === undefined ||
+          hops >= MAX_MASTER_HOPS
+        ) {
+          throw err;
+        }
+        this.follow(err.params[0]);
+      }
+    }
     if (typeof value !== "string" || value === "") {
       throw new XenApiProtocolError("session.login_with_password", "expected a session reference string");
     }

@@ -346,21 +346,6 @@ describe("xapi backend connection errors", () => {
     await assert.rejects(bad.connect(), /authentication failed for user 'root'/);
   });
 
-  it("a pool member answers HOST_IS_SLAVE: the error names the master", async () => {
-    const member = await XapiServerDouble.start({ users: { root: PASSWORD }, poolMaster: "192.0.2.10" });
-    try {
-      const backend = backendFor(member.urlWith("root", PASSWORD));
-      await assert.rejects(
-        backend.connect(),
-        isBackendError(
-          /is a pool member, not the pool master; connect to the master at 192\.0\.2\.10 \(HOST_IS_SLAVE 192\.0\.2\.10\)$/,
-        ),
-      );
-    } finally {
-      await member.close();
-    }
-  });
-
   it("an unreachable host is named, without the password", async () => {
     const dead = await XapiServerDouble.start({});
     const deadUrl = dead.url;
@@ -536,5 +521,60 @@ describe("xapi backend events (event.from)", () => {
     const t0 = Date.now();
     await backend.close();
     assert.ok(Date.now() - t0 < 5000, "close does not wait for the long poll");
+  });
+});
+
+describe("xapi backend in a pool (HOST_IS_SLAVE)", () => {
+  // Pool hosts share one port on different loopback addresses, as real hosts share 443.
+  const doubles: XapiServerDouble[] = [];
+  const host = async (address: string, port: number, poolMaster?: string): Promise<XapiServerDouble> => {
+    const d = await XapiServerDouble.start({
+      host: address,
+      port,
+      poolMaster,
+      users: { root: PASSWORD },
+      vms: [{ name: "www", uuid: WWW_UUID }],
+    });
+    doubles.push(d);
+    return d;
+  };
+  after(async () => {
+    for (const d of doubles) await d.close();
+  });
+
+  it("connecting to a pool member follows it to the master; a failover is followed too", async () => {
+    const master = await host("127.0.0.1", 0);
+    const port = master.listeningPort;
+    const member = await host("127.0.0.2", port, "127.0.0.1");
+    const backend = backendFor(member.urlWith("root", PASSWORD));
+    await backend.connect();
+    const vm = await backend.resolve(spec("dns=www.example.org,ip=10.0.0.1,name=www"));
+    await backend.start(vm);
+    assert.equal(master.vm("www").powerState, "Running");
+    assert.equal(member.vm("www").powerState, "Halted", "nothing ran on the member");
+    assert.equal(member.methodCalls("session.login_with_password").length, 1);
+
+    // Failover: the old master becomes a member of 127.0.0.2, which now answers as master.
+    member.setPoolMaster(undefined);
+    member.setPowerState("www", "Running");
+    master.setPoolMaster("127.0.0.2");
+    assert.equal(await backend.state(vm), "running");
+    await backend.stop(vm, "destroy");
+    assert.equal(member.vm("www").powerState, "Halted");
+    assert.equal(master.vm("www").powerState, "Running", "the old master was left alone");
+    await backend.close();
+  });
+
+  it("gives up with a clear error when pool members only point at each other", async () => {
+    const a = await host("127.0.0.3", 0, "127.0.0.4");
+    await host("127.0.0.4", a.listeningPort, "127.0.0.3");
+    const backend = backendFor(a.urlWith("root", PASSWORD));
+    await assert.rejects(
+      backend.connect(),
+      isBackendError(
+        /^xapi: http:\/\/127\.0\.0\.\d:\d+ is a pool member and its pool master is not answering as one \(last pointed to 127\.0\.0\.\d\); connect to the master \(HOST_IS_SLAVE 127\.0\.0\.\d\)$/,
+      ),
+    );
+    await backend.close();
   });
 });
