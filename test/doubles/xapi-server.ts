@@ -100,6 +100,10 @@ export class XapiServerDouble {
   }[] = [];
   private nextDomid = 1;
   private poolMaster: string | undefined;
+  private dropReused = 0;
+  /** How many connections dropNextOnReusedConnection has dropped. */
+  droppedConnections = 0;
+  private readonly servedSockets = new WeakSet<object>();
   /** The event log for event.from: every change to a VM, in order. */
   private readonly events: { id: number; ref: string; operation: "add" | "mod" | "del"; snapshot: Value }[] =
     [];
@@ -120,7 +124,7 @@ export class XapiServerDouble {
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => double.handle(req, res);
     double.server =
       options.tls !== undefined ? https.createServer(options.tls, handler) : http.createServer(handler);
-    double.server.keepAliveTimeout = 1000;
+    double.server.keepAliveTimeout = 5000;
     await new Promise<void>((resolve, reject) => {
       double.server.once("error", reject);
       double.server.listen(options.port ?? 0, options.host ?? "127.0.0.1", () => resolve());
@@ -193,6 +197,14 @@ export class XapiServerDouble {
     for (const wake of [...this.waiters]) wake(true);
   }
 
+  /**
+   * The next `n` requests that arrive on a kept-alive connection lose it without
+   * a reply, as when the server closes an idle connection just as it is reused.
+   */
+  dropNextOnReusedConnection(n = 1): void {
+    this.dropReused = n;
+  }
+
   /** The port it listens on. */
   get listeningPort(): number {
     return this.port;
@@ -245,6 +257,13 @@ export class XapiServerDouble {
   // ------------------------------------------------------------ HTTP
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (this.servedSockets.has(req.socket) && this.dropReused > 0) {
+      this.dropReused -= 1;
+      this.droppedConnections += 1;
+      req.socket.destroy();
+      return;
+    }
+    this.servedSockets.add(req.socket);
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {

@@ -69,6 +69,8 @@ export class XenApiSession {
   private transport: XmlRpcTransport;
   private url: URL;
   private session: string | null = null;
+  /** After logout: no more logins, so a call still in flight cannot open a new session. */
+  private closed = false;
   private loggingIn: Promise<string> | null = null;
   /** Bumped at each login: object references from an older session may no longer be valid. */
   generation = 0;
@@ -127,6 +129,7 @@ export class XenApiSession {
   }
 
   async logout(): Promise<void> {
+    this.closed = true;
     const session = this.session;
     this.session = null;
     try {
@@ -159,6 +162,7 @@ export class XenApiSession {
   }
 
   private async doLogin(): Promise<string> {
+    if (this.closed) throw new XenApiProtocolError("session.login_with_password", "the session was closed");
     let value: XmlRpcValue;
     for (let hops = 0; ; hops++) {
       try {

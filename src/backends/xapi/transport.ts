@@ -44,6 +44,7 @@ const TLS_TRUST_CODES = new Set([
 export class XmlRpcTransport {
   private readonly agent: http.Agent;
   private readonly origin: string;
+  private closed = false;
 
   constructor(private readonly options: TransportOptions) {
     const secure = options.url.protocol === "https:";
@@ -55,18 +56,26 @@ export class XmlRpcTransport {
 
   /** Sends one call; resolves with the decoded value, rejects with XmlRpcFault, XmlRpcFormatError or TransportError. */
   async call(method: string, params: readonly XmlRpcValue[]): Promise<XmlRpcValue> {
+    if (this.closed) throw new TransportError(`the connection to ${this.origin} is closed`, "ERR_CLOSED");
     const body = Buffer.from(encodeMethodCall(method, params), "utf8");
-    const text = await this.post(body, method);
+    const text = await this.post(body, method, true);
     const response = decodeMethodResponse(text);
     if (response.kind === "fault") throw response.fault;
     return response.value;
   }
 
+  /** Ends every connection, including calls in flight (they reject); later calls reject at once. */
   close(): void {
+    this.closed = true;
     this.agent.destroy();
   }
 
-  private post(body: Buffer, method: string): Promise<string> {
+  /**
+   * One POST. A keep-alive socket the server closed just as we reused it fails
+   * with ECONNRESET before any reply: the server never saw the request, so it is
+   * sent once more on a fresh socket (Node's documented `reusedSocket` pattern).
+   */
+  private post(body: Buffer, method: string, mayRetry: boolean): Promise<string> {
     const url = this.options.url;
     const lib = url.protocol === "https:" ? https : http;
     return new Promise((resolve, reject) => {
@@ -77,7 +86,9 @@ export class XmlRpcTransport {
           port: url.port === "" ? undefined : Number(url.port),
           path: `${url.pathname}`,
           method: "POST",
-          agent: this.agent,
+          // The retry goes on a connection of its own, never on another idle one.
+          agent: mayRetry ? this.agent : false,
+          rejectUnauthorized: !this.options.insecure,
           headers: {
             "content-type": "text/xml",
             "content-length": body.length,
@@ -123,7 +134,18 @@ export class XmlRpcTransport {
           ),
         );
       });
-      req.on("error", (err) => reject(this.wrap(err, method)));
+      req.on("error", (err) => {
+        if (
+          mayRetry &&
+          !this.closed &&
+          req.reusedSocket &&
+          (err as NodeJS.ErrnoException).code === "ECONNRESET"
+        ) {
+          this.post(body, method, false).then(resolve, reject);
+          return;
+        }
+        reject(this.wrap(err, method));
+      });
       req.end(body);
     });
   }

@@ -303,6 +303,25 @@ describe("xapi backend against the XenAPI double", () => {
     assert.equal(await backend.state(vm), "off", "the next call works again");
   });
 
+  it("sends a call again when a reused keep-alive connection was closed under it", async () => {
+    const vm = await backend.resolve(spec("dns=www.example.org,ip=10.0.0.1,name=www"));
+    const before = xapi.methodCalls("VM.get_power_state").length;
+    await new Promise((r) => setTimeout(r, 50)); // the last reply's connection is back in the pool
+    xapi.dropNextOnReusedConnection(1);
+    assert.equal(await backend.state(vm), "off");
+    assert.equal(xapi.droppedConnections, 1);
+    assert.equal(
+      xapi.methodCalls("VM.get_power_state").length,
+      before + 1,
+      "the dropped request never reached the API",
+    );
+    // Twice in a row: the retry has a connection of its own, so it gets through too.
+    await new Promise((r) => setTimeout(r, 50));
+    xapi.dropNextOnReusedConnection(2);
+    assert.equal(await backend.state(vm), "off");
+    assert.equal(xapi.droppedConnections, 2, "one drop, then a fresh connection");
+  });
+
   it("logs out on close", async () => {
     const other = backendFor(xapi.url, { JITSU_XAPI_USER: "root", JITSU_XAPI_PASSWORD: PASSWORD });
     await other.connect();
