@@ -75,6 +75,12 @@ export class XapiBackend implements VmBackend {
     this.log = options.log;
     this.session = new XenApiSession(this.target, this.log);
     this.watcher = new XapiEventWatcher(this.session, options.clock, this.log, (c) => this.emit(c));
+    const host = this.target.url.hostname;
+    if (this.target.url.protocol === "http:" && !/^(127\.|localhost$|\[::1\]$)/.test(host)) {
+      this.log.warn(
+        `XAPI at ${this.target.display} over plain http: the password travels unencrypted (use https://)`,
+      );
+    }
     if (this.target.insecure) {
       this.log.warn(`TLS certificate of ${this.target.display} will not be verified (insecure=1)`);
     }
