@@ -7,6 +7,7 @@ import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import type { BackendEvent, VmBackend, VmRef } from "../../../src/backends/contract.js";
@@ -15,7 +16,7 @@ import { redactUri } from "../../../src/backends/xapi/target.js";
 import { systemClock } from "../../../src/clock/index.js";
 import { buildVmSpec, parseConfigString, type VmSpec } from "../../../src/config/index.js";
 import { BackendError, ConfigError, UsageError } from "../../../src/errors/index.js";
-import { silentLogger } from "../../../src/log/index.js";
+import { createLogger, silentLogger } from "../../../src/log/index.js";
 import { XapiServerDouble } from "../../doubles/xapi-server.js";
 
 const PASSWORD = "s3cret-pw!";
@@ -377,6 +378,30 @@ describe("xapi backend connection errors", () => {
       assert.ok(!(err as Error).message.includes(PASSWORD));
       return true;
     });
+  });
+
+  it("warns when the password would travel over plain http to another host, and when TLS is not verified", () => {
+    const lines: string[] = [];
+    const log = createLogger({
+      level: "warn",
+      format: "json",
+      destination: new Writable({
+        write(chunk: Buffer, _enc, done) {
+          lines.push(chunk.toString());
+          done();
+        },
+      }),
+    });
+    const make = (connect: string): void => {
+      xapiBackend.create({ connect, stateDir: tmpdir(), settings: {}, log, clock: systemClock });
+    };
+    make(`http://root:${PASSWORD}@127.0.0.1:1`);
+    assert.deepEqual(lines, []);
+    make(`http://root:${PASSWORD}@xenserver.invalid`); // created, never connected
+    assert.match(lines[0] ?? "", /over plain http: the password travels unencrypted/);
+    make(`https://root:${PASSWORD}@xenserver.invalid?insecure=1`);
+    assert.match(lines[1] ?? "", /will not be verified/);
+    assert.ok(!lines.join("").includes(PASSWORD));
   });
 
   it("rejects -c values it cannot use, without echoing the password", () => {
