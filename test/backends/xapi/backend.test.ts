@@ -366,6 +366,28 @@ describe("xapi backend connection errors", () => {
     await assert.rejects(bad.connect(), /authentication failed for user 'root'/);
   });
 
+  it("a call that takes longer than ?timeout= fails with a clear error", async () => {
+    const slow = await XapiServerDouble.start({
+      users: { root: PASSWORD },
+      vms: [{ name: "www" }],
+      delays: { "VM.start": 2000 },
+    });
+    try {
+      const backend = backendFor(`${slow.urlWith("root", PASSWORD)}/?timeout=0.3`);
+      await backend.connect();
+      const vm = await backend.resolve(spec("dns=www.example.org,ip=10.0.0.1,name=www"));
+      await assert.rejects(
+        backend.start(vm),
+        isBackendError(
+          /^xapi VM 'www': VM.start: http:\/\/127\.0\.0\.1:\d+ did not answer VM.start within 0.3 s$/,
+        ),
+      );
+      await backend.close();
+    } finally {
+      await slow.close();
+    }
+  });
+
   it("an unreachable host is named, without the password", async () => {
     const dead = await XapiServerDouble.start({});
     const deadUrl = dead.url;
