@@ -6,7 +6,8 @@ import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { BACKENDS, plannedBackends } from "../backends/index.js";
 import { configHelp } from "./help.js";
-import { OPTIONS, toSettings, type Settings } from "./options.js";
+import { mergeOptions, readConfigFile } from "../config/index.js";
+import { OPTIONS, fileOptionSpecs, kebabKeys, toSettings, type Settings } from "./options.js";
 
 export function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
@@ -41,5 +42,8 @@ export function parseArgs(argv: readonly string[]): Settings {
   // The original accepted --help=FMT (pager, plain, groff); we print plain text for all.
   const args = argv.map((a) => (a.startsWith("--help=") ? "--help" : a));
   program.parse(args, { from: "user" });
-  return toSettings(program.opts(), program.args);
+  const given = kebabKeys(program.opts());
+  // --config FILE: the file's options, with the command line's on top.
+  const file = typeof given.config === "string" ? readConfigFile(given.config, fileOptionSpecs()) : undefined;
+  return toSettings(file === undefined ? given : mergeOptions(file.options, given), program.args, file);
 }

@@ -50,6 +50,9 @@ async function main(): Promise<void> {
       },
     );
   };
+  process.on("SIGHUP", () => {
+    if (!signalled) void jitsu.reload();
+  });
   process.on("SIGINT", () => shutdown("SIGINT"));
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   // Nothing a bad packet or backend reply does may take the server down: log and go on.
