@@ -19,7 +19,9 @@ import type {
 import type { KeySpec, VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, describeError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
+import type { Timer } from "../../clock/index.js";
 import { splitCommandLine } from "./command-line.js";
+import { pidFilePath, procStat, readPidFile, removePidFile, stillRunning, writePidFile } from "./pid-file.js";
 
 const NAME = "process";
 const DEFAULT_GRACE_SECONDS = 10;
@@ -68,14 +70,22 @@ interface Program {
 }
 
 interface Running {
-  readonly child: ChildProcess;
+  /** null for a process adopted from a pid file (started by a previous jitsu). */
+  readonly child: ChildProcess | null;
   readonly pid: number;
+  readonly pidFile: string;
   /** Set by SIGSTOP: which stop mode stopped it. */
   stoppedAs: "paused" | "suspended" | null;
   /** Set before we signal it to end, so its exit is not reported as a change behind our back. */
   expectedExit: boolean;
   readonly exited: Promise<void>;
+  /** For an adopted process: the timer that polls for its exit, and a check to run now. */
+  poll: Timer | null;
+  pollNow: (() => void) | null;
 }
+
+/** How often an adopted process (not our child: no exit event) is checked. */
+const ADOPTED_POLL_MS = 500;
 
 export class ProcessBackend implements VmBackend {
   readonly name = NAME;
@@ -120,7 +130,9 @@ export class ProcessBackend implements VmBackend {
       graceMs: grace * 1000,
       log: this.log.child({ vm: label }),
     });
-    return { label, ref: label };
+    const ref = { label, ref: label };
+    this.adopt(ref);
+    return ref;
   }
 
   async state(vm: VmRef): Promise<VmState> {
@@ -161,12 +173,24 @@ export class ProcessBackend implements VmBackend {
     const pid = child.pid!;
     let onExit!: () => void;
     const exited = new Promise<void>((resolve) => (onExit = resolve));
-    const proc: Running = { child, pid, stoppedAs: null, expectedExit: false, exited };
+    const pidFile = pidFilePath(this.options.stateDir, vm.ref);
+    const proc: Running = {
+      child,
+      pid,
+      pidFile,
+      stoppedAs: null,
+      expectedExit: false,
+      exited,
+      poll: null,
+      pollNow: null,
+    };
     this.running.set(vm.ref, proc);
     this.crashed.delete(vm.ref);
+    this.savePidFile(proc, prog);
     child.on("error", (err) => prog.log.warn(`Process ${pid} of VM '${prog.label}': ${describeError(err)}`));
     child.once("exit", (code, signal) => {
       if (this.running.get(vm.ref) === proc) this.running.delete(vm.ref);
+      removePidFile(pidFile);
       onExit();
       this.exited(vm, prog, proc, code, signal);
     });
@@ -193,12 +217,13 @@ export class ProcessBackend implements VmBackend {
           throw new BackendError(NAME, `cannot ${mode}: it is not running`, { vm: vm.label });
         signalGroup(proc, "SIGSTOP", vm.label);
         proc.stoppedAs = mode === "pause" ? "paused" : "suspended";
+        this.savePidFile(proc, prog);
         return;
       case "destroy":
         if (proc === undefined) return;
         proc.expectedExit = true;
         signalGroup(proc, "SIGKILL", vm.label);
-        await proc.exited;
+        await this.awaitExit(proc);
         return;
       case "shutdown": {
         if (proc === undefined) return;
@@ -210,14 +235,14 @@ export class ProcessBackend implements VmBackend {
         const graceOver = new Promise<boolean>((resolve) => {
           timer = this.options.clock.setTimer(prog.graceMs, () => resolve(true));
         });
-        const late = await Promise.race([proc.exited.then(() => false), graceOver]);
+        const late = await Promise.race([this.awaitExit(proc).then(() => false), graceOver]);
         timer?.cancel();
         if (late) {
           prog.log.warn(
             `VM '${prog.label}' (process ${proc.pid}) did not exit within ${prog.graceMs / 1000} s of SIGTERM; sending SIGKILL`,
           );
           signalGroup(proc, "SIGKILL", vm.label);
-          await proc.exited;
+          await this.awaitExit(proc);
         }
         return;
       }
@@ -248,6 +273,8 @@ export class ProcessBackend implements VmBackend {
   async close(): Promise<void> {
     this.listeners.length = 0;
     for (const proc of this.running.values()) {
+      proc.poll?.cancel();
+      if (proc.child === null) continue;
       proc.child.unref();
       unrefStream(proc.child.stdout);
       unrefStream(proc.child.stderr);
@@ -265,6 +292,86 @@ export class ProcessBackend implements VmBackend {
     if (proc === undefined) throw new BackendError(NAME, `cannot ${op}: it is not running`, { vm: vm.label });
     signalGroup(proc, "SIGCONT", vm.label);
     proc.stoppedAs = null;
+    this.savePidFile(proc, this.program(vm));
+  }
+
+  /** Records a running process in --state-dir, so that the next jitsu can adopt it. */
+  private savePidFile(proc: Running, prog: Program): void {
+    try {
+      writePidFile(proc.pidFile, {
+        pid: proc.pid,
+        startTime: procStat(proc.pid)?.startTime ?? null,
+        command: prog.command,
+        stoppedAs: proc.stoppedAs,
+      });
+    } catch (err) {
+      prog.log.warn(
+        `Cannot write pid file '${proc.pidFile}': ${describeError(err)} (a restarted jitsu will not find this process)`,
+      );
+    }
+  }
+
+  /**
+   * A process a previous jitsu started (and left running, or was killed with -9)
+   * is adopted: its state is reported, it can be stopped, and its exit is noticed by polling.
+   */
+  private adopt(vm: VmRef): void {
+    if (this.running.has(vm.ref)) return;
+    const pidFile = pidFilePath(this.options.stateDir, vm.ref);
+    const record = readPidFile(pidFile);
+    if (record === null) return;
+    const prog = this.program(vm);
+    if (!stillRunning(record)) {
+      removePidFile(pidFile);
+      return;
+    }
+    let onExit!: () => void;
+    const exited = new Promise<void>((resolve) => (onExit = resolve));
+    const proc: Running = {
+      child: null,
+      pid: record.pid,
+      pidFile,
+      stoppedAs: record.stoppedAs,
+      expectedExit: false,
+      exited,
+      poll: null,
+      pollNow: null,
+    };
+    this.running.set(vm.ref, proc);
+    prog.log.info(
+      `Found process ${record.pid} of VM '${prog.label}' left by a previous jitsu (${record.stoppedAs ?? "running"}); adopting it`,
+    );
+    const check = (): void => {
+      if (proc.pollNow === null) return; // already noticed
+      if (stillRunning(record)) {
+        proc.poll?.cancel();
+        proc.poll = this.options.clock.setTimer(ADOPTED_POLL_MS, check);
+        return;
+      }
+      proc.poll?.cancel();
+      proc.poll = null;
+      proc.pollNow = null;
+      if (this.running.get(vm.ref) === proc) this.running.delete(vm.ref);
+      removePidFile(pidFile);
+      onExit();
+      this.exited(vm, prog, proc, 0, null);
+    };
+    proc.pollNow = check;
+    proc.poll = this.options.clock.setTimer(ADOPTED_POLL_MS, check);
+  }
+
+  /**
+   * Waits for the process to exit. An adopted process has no exit event: while
+   * we wait for it, poll often, on a timer that keeps Node running.
+   */
+  private async awaitExit(proc: Running): Promise<void> {
+    if (proc.child !== null) return proc.exited;
+    const poll = setInterval(() => proc.pollNow?.(), 50);
+    try {
+      await proc.exited;
+    } finally {
+      clearInterval(poll);
+    }
   }
 
   private exited(
@@ -274,7 +381,12 @@ export class ProcessBackend implements VmBackend {
     code: number | null,
     signal: NodeJS.Signals | null,
   ): void {
-    const reason = signal !== null ? `killed by ${signal}` : `exited with code ${code}`;
+    const reason =
+      proc.child === null
+        ? "exited (exit status unknown: adopted from a previous jitsu)"
+        : signal !== null
+          ? `killed by ${signal}`
+          : `exited with code ${code}`;
     if (proc.expectedExit) {
       prog.log.info(`Process ${proc.pid} of VM '${prog.label}' ${reason}`);
       return;
