@@ -12,6 +12,7 @@ import { JitsuMetrics, StatusServer, parseHttpAddress } from "../../src/http/ind
 import { silentLogger } from "../../src/log/index.js";
 import { MemoryStore } from "../../src/store/index.js";
 import { Summoner } from "../../src/summoner/index.js";
+import { parsePrometheus } from "../support/http.js";
 import { TestBackend, deferred, spec } from "../summoner/test-backend.js";
 
 interface Reply {
@@ -40,18 +41,6 @@ function call(
     req.on("error", reject);
     req.end();
   });
-}
-
-/** Prometheus text format 0.0.4: every sample line parsed; a malformed line fails the test. */
-export function parsePrometheus(text: string): Map<string, number> {
-  const samples = new Map<string, number>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("# HELP ") || line.startsWith("# TYPE ")) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/.exec(line);
-    assert.ok(m !== null, `malformed metrics line: ${line}`);
-    samples.set(m[1]!, Number(m[2]));
-  }
-  return samples;
 }
 
 describe("StatusServer with a token", () => {
