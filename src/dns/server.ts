@@ -81,6 +81,8 @@ export class DnsServer {
   private tcp: net.Server | null = null;
   private readonly connections = new Set<net.Socket>();
   private readonly pending = new Set<Promise<unknown>>();
+  /** UDP answers to queries that waited for a VM, until the socket has sent them. */
+  private readonly sending = new Set<Promise<void>>();
   private closing = false;
   private boundPort = 0;
 
@@ -159,7 +161,22 @@ export class DnsServer {
         ? Promise.resolve()
         : new Promise<void>((resolve) => this.tcp!.close(() => resolve()));
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
-    for (const conn of this.connections) conn.destroy();
+    // The last answers are on their way: UDP sends complete on a later tick, and a TCP
+    // connection is ended (its writes flushed) rather than destroyed; 2 s at most.
+    await Promise.allSettled([...this.sending]);
+    await Promise.all(
+      [...this.connections].map(
+        (conn) =>
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(() => conn.destroy(), 2000);
+            conn.once("close", () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            conn.end();
+          }),
+      ),
+    );
     this.connections.clear();
     await tcpClosed;
     if (this.udp !== null) {
@@ -176,7 +193,11 @@ export class DnsServer {
     if (r === null) return;
     if (isPromise<Reply>(r)) {
       void r.then((buf) => {
-        if (buf !== null && !this.closedSocket(sock)) sock.send(buf, port, address);
+        if (buf === null || this.closedSocket(sock)) return;
+        // Tracked, so close() lets it leave before closing the socket.
+        const sent = new Promise<void>((resolve) => sock.send(buf, port, address, () => resolve()));
+        this.sending.add(sent);
+        void sent.then(() => this.sending.delete(sent));
       });
       return;
     }
