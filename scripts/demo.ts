@@ -69,8 +69,12 @@ A VM nobody asks for during 2 x TTL (${Number(ttl) * 2} s) is stopped again; wat
 Ctrl-C stops jitsu and the services it started.
 `);
 
-const child = spawn(process.execPath, args, { stdio: "inherit" });
+// jitsu runs in its own process group, so Ctrl-C reaches it once, through us.
+const child = spawn(process.execPath, args, { stdio: "inherit", detached: true });
+let forwarded = false;
 const forward = (signal: NodeJS.Signals): void => {
+  if (forwarded) return;
+  forwarded = true;
   child.kill(signal);
 };
 process.on("SIGINT", forward);

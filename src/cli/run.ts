@@ -131,7 +131,6 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   }
   const forwarder = upstreams.length === 0 ? null : new Forwarder({ upstreams, log });
   const server = new DnsServer({ zone, summoner, forwarder, log, ttlSeconds: settings.ttl });
-  log.info(`Starting server on ${settings.bind}:${settings.listen}...`);
   try {
     await server.listen(settings.bind, settings.listen);
   } catch (err) {

@@ -227,6 +227,11 @@ export class Summoner {
         }
         const busy = old.flight !== null || old.phase.kind === "starting" || old.phase.kind === "stopping";
         if (!sameVm && !busy) old.phase = fresh.phase;
+        else if (old.phase.kind === "failed" && !busy) {
+          // A changed configuration is the user's fix: try it at the next request, without back-off.
+          old.phase = OFF;
+          old.failures = 0;
+        }
         this.log.info(`VM '${spec.label}' changed in the configuration`);
       });
     }

@@ -1,21 +1,18 @@
 /**
- * Pid files in --state-dir, so a jitsu that restarts (or was killed with -9)
- * finds the processes the previous one started and can stop them on schedule,
- * instead of leaving them running forever and starting a second copy.
- *
- * A pid alone can be reused by an unrelated process, so the file also keeps the
- * process's start time (field 22 of /proc/PID/stat, proc(5)); a pid whose start
- * time differs is not ours.
+ * Pid files under `<state-dir>/process/`, so a jitsu started again finds the
+ * processes the previous one left running (without --stop-on-exit) instead of
+ * starting a second copy. A pid is trusted only if the process still has the
+ * start time recorded with it (proc(5): /proc/PID/stat field 22), so a reused
+ * pid is never mistaken for our VM.
  */
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 export interface PidRecord {
   readonly pid: number;
-  /** Clock ticks after boot (proc(5) starttime); null where /proc is not available. */
-  readonly startTime: number | null;
+  /** Field 22 of /proc/PID/stat: start time in clock ticks since boot. */
+  readonly startTime: string;
   readonly command: string;
-  /** Set while the group is stopped with SIGSTOP by pause or suspend. */
   readonly stoppedAs: "paused" | "suspended" | null;
 }
 
@@ -23,55 +20,45 @@ export function pidFilePath(stateDir: string, label: string): string {
   return join(stateDir, "process", `${encodeURIComponent(label)}.json`);
 }
 
-/** Writes atomically (temporary file, then rename). */
-export function writePidFile(path: string, record: PidRecord): void {
-  mkdirSync(join(path, ".."), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(record)}\n`);
-  renameSync(tmp, path);
+export async function writePidFile(path: string, record: PidRecord): Promise<void> {
+  await mkdir(join(path, ".."), { recursive: true });
+  await writeFile(path, `${JSON.stringify(record)}\n`);
 }
 
-export function removePidFile(path: string): void {
-  rmSync(path, { force: true });
-}
-
-/** The record if the file exists and is well formed, else null. */
-export function readPidFile(path: string): PidRecord | null {
-  let value: unknown;
-  try {
-    value = JSON.parse(readFileSync(path, "utf8"));
-  } catch {
-    return null;
-  }
-  const r = value as Partial<PidRecord>;
-  if (typeof r !== "object" || r === null || !Number.isSafeInteger(r.pid) || (r.pid ?? 0) <= 1) return null;
-  return {
-    pid: r.pid!,
-    startTime: typeof r.startTime === "number" ? r.startTime : null,
-    command: typeof r.command === "string" ? r.command : "",
-    stoppedAs: r.stoppedAs === "paused" || r.stoppedAs === "suspended" ? r.stoppedAs : null,
-  };
-}
-
-/** proc(5) /proc/PID/stat: the state letter and the start time, or null if there is no such process. */
-export function procStat(pid: number): { state: string; startTime: number } | null {
+export async function readPidFile(path: string): Promise<PidRecord | null> {
   let text: string;
   try {
-    text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    text = await readFile(path, "utf8");
   } catch {
     return null;
   }
-  // The command name (field 2) is in parentheses and may itself contain spaces and ')'.
-  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  const startTime = Number(fields[19]);
-  if (fields[0] === undefined || !Number.isFinite(startTime)) return null;
-  return { state: fields[0], startTime };
+  try {
+    const r = JSON.parse(text) as Partial<PidRecord>;
+    if (typeof r.pid !== "number" || typeof r.startTime !== "string" || typeof r.command !== "string")
+      return null;
+    const stoppedAs = r.stoppedAs === "paused" || r.stoppedAs === "suspended" ? r.stoppedAs : null;
+    return { pid: r.pid, startTime: r.startTime, command: r.command, stoppedAs };
+  } catch {
+    return null;
+  }
 }
 
-/** Whether the process in the record is still the one we started (and not a zombie). */
-export function stillRunning(record: PidRecord): boolean {
-  const stat = procStat(record.pid);
-  if (stat === null) return false;
-  if (stat.state === "Z" || stat.state === "X") return false;
-  return record.startTime === null || stat.startTime === record.startTime;
+export async function removePidFile(path: string): Promise<void> {
+  await rm(path, { force: true });
+}
+
+/** The process's state letter and start time from /proc/PID/stat, or null when it is gone. */
+export async function procStat(pid: number): Promise<{ state: string; startTime: string } | null> {
+  let text: string;
+  try {
+    text = await readFile(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return null;
+  }
+  // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const state = fields[0] ?? "";
+  const startTime = fields[19] ?? "";
+  if (state === "Z" || state === "X") return null;
+  return { state, startTime };
 }
