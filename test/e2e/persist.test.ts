@@ -111,7 +111,10 @@ describe("--persistdb (e2e)", () => {
     const second = jitsu(s, ttl);
     clis.push(second);
     await second.waitFor(/Serving \/status/);
-    assert.match(second.output(), new RegExp(`Found process ${pid} of VM 'www' left by a previous jitsu`));
+    assert.match(
+      second.output(),
+      new RegExp(`Found process ${pid} of VM 'www' left running by an earlier jitsu`),
+    );
     const after = (await getStatus(s.http)).get("www")!;
     assert.equal(after.state, "ready");
     assert.equal(after.totalRequests, 3);

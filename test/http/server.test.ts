@@ -174,11 +174,11 @@ describe("StatusServer with a token", () => {
   });
 
   it("GET /metrics is Prometheus text with DNS counters, summons, durations and stops", async () => {
-    counters.countType("A");
-    counters.countType("A");
-    counters.countType("AAAA");
-    counters.countResult("NOERROR");
-    counters.countResult("forwarded");
+    counters.countType(1); // A
+    counters.countType(1);
+    counters.countType(28); // AAAA
+    counters.countRcode(0); // NOERROR
+    counters.countForwarded();
     counters.malformed += 2;
     counters.forwarded += 1;
     counters.forwardFailures += 1;
