@@ -103,6 +103,16 @@ describe("--config with SIGHUP reload, --http and --http-token (e2e)", () => {
     assert.ok(answers >= 3, `dig answered ${answers} times during the reload`);
   });
 
+  it("a changed VM takes effect on reload", async () => {
+    await writeFile(file, header() + vm("www", "127.0.0.1") + vm("new", "127.0.0.4"));
+    cli.child.kill("SIGHUP");
+    await cli.waitFor(/VM 'new' changed in the configuration/);
+    await cli.waitFor(/Reloaded '.*jitsu\.yaml': 2 VMs[\s\S]*Reloaded '.*jitsu\.yaml': 2 VMs/);
+    assert.equal((await dig(dns, ["new.jitsu.test", "A"])).answers[0]?.data, "127.0.0.4");
+    assert.equal((await dig(dns, ["-x", "127.0.0.4"])).answers[0]?.data, "new.jitsu.test.");
+    assert.doesNotMatch(cli.output(), /Option '[^']+' changed in/);
+  });
+
   it("an invalid file on reload is rejected with a clear error and the old configuration stays", async () => {
     await writeFile(file, header() + vm("www", "127.0.0.1") + vm("new", "127.0.0.300"));
     cli.child.kill("SIGHUP");
@@ -114,7 +124,7 @@ describe("--config with SIGHUP reload, --http and --http-token (e2e)", () => {
     await cli.waitFor(
       /Reload rejected, keeping the running configuration: config file '.*jitsu\.yaml': invalid YAML at line/,
     );
-    assert.equal((await dig(dns, ["new.jitsu.test", "A"])).answers[0]?.data, "127.0.0.3");
+    assert.equal((await dig(dns, ["new.jitsu.test", "A"])).answers[0]?.data, "127.0.0.4");
     assert.equal((await dig(dns, ["www.jitsu.test", "A"])).status, "NOERROR");
     assert.equal(cli.child.exitCode, null, "still running");
   });
