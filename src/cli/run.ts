@@ -79,6 +79,10 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   }
   if (specs.length === 0) log.warn("No VMs configured: every query is forwarded");
 
+  // --persistdb: opened before anything runs, so a locked or corrupt database stops us at once.
+  const store =
+    deps.store ??
+    (settings.persistdb === undefined ? new MemoryStore() : SqliteStore.open(settings.persistdb));
   if (settings.backend === "libvirt" || settings.backend === "xapi")
     log.info(`Connecting to ${settings.connect}...`);
   const backend = factory.create({
@@ -88,10 +92,6 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     log,
     clock,
   });
-  // --persistdb: opened before anything runs, so a locked or corrupt database stops us at once.
-  const store =
-    deps.store ??
-    (settings.persistdb === undefined ? new MemoryStore() : SqliteStore.open(settings.persistdb));
   try {
     await backend.connect();
   } catch (err) {
