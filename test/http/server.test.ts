@@ -218,6 +218,20 @@ describe("StatusServer with a token", () => {
     assert.equal(m.get('jitsu_vm_starts_total{vm="www"}'), 2);
     assert.equal(m.get('jitsu_vm_last_request_timestamp_seconds{vm="www"}'), clock.now() / 1000 - 2);
   });
+
+  it("a start that fails is counted as a failed summon", async () => {
+    await summoner.stopVm("www");
+    backend.hold.start = () => Promise.reject(new Error("no more memory"));
+    await assert.rejects(Promise.resolve(summoner.request("www")), /no more memory/);
+    delete backend.hold.start;
+    const m = parsePrometheus((await call(port, "GET", "/metrics")).body);
+    assert.equal(m.get('jitsu_vm_summons_total{vm="www",result="failed"}'), 1);
+    assert.equal(m.get('jitsu_vm_summons_total{vm="www",result="ready"}'), 2);
+    assert.equal(m.get('jitsu_vm_stops_total{vm="www",mode="destroy"}'), 2);
+    assert.equal(m.get('jitsu_vm_state{vm="www",state="failed"}'), 1);
+    const status = JSON.parse((await call(port, "GET", "/status")).body) as { vms: { lastError: string }[] };
+    assert.match(status.vms[0]!.lastError, /no more memory/);
+  });
 });
 
 describe("StatusServer without a token", () => {
