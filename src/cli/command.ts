@@ -7,6 +7,7 @@ import { Command } from "commander";
 import { BACKENDS, plannedBackends } from "../backends/index.js";
 import { configHelp } from "./help.js";
 import { mergeOptions, readConfigFile } from "../config/index.js";
+import { ConfigError, UsageError } from "../errors/index.js";
 import { OPTIONS, fileOptionSpecs, kebabKeys, toSettings, type Settings } from "./options.js";
 
 export function version(): string {
@@ -45,5 +46,14 @@ export function parseArgs(argv: readonly string[]): Settings {
   const given = kebabKeys(program.opts());
   // --config FILE: the file's options, with the command line's on top.
   const file = typeof given.config === "string" ? readConfigFile(given.config, fileOptionSpecs()) : undefined;
-  return toSettings(file === undefined ? given : mergeOptions(file.options, given), program.args, file);
+  try {
+    return toSettings(file === undefined ? given : mergeOptions(file.options, given), program.args, file);
+  } catch (err) {
+    // A bad value that came from the file: say which file.
+    const name = err instanceof UsageError ? err.option?.replace(/^--/, "") : undefined;
+    if (file !== undefined && name !== undefined && given[name] === undefined && name in file.options) {
+      throw new ConfigError(`config file '${file.path}': ${(err as Error).message}`, { cause: err });
+    }
+    throw err;
+  }
 }
