@@ -46,8 +46,8 @@ async function waitFor<T>(what: string, fn: () => T | undefined, timeoutMs = 10_
 }
 
 describe("libvirt backend against a real libvirtd (test driver)", { timeout: 120_000 }, () => {
-  // The daemon pings every second and drops a client after one unanswered ping.
-  const daemon = new PrivateLibvirtd({ keepaliveInterval: 1, keepaliveCount: 1 });
+  // The daemon pings after a second of silence and drops a client after two unanswered pings (~3 s).
+  const daemon = new PrivateLibvirtd({ keepaliveInterval: 1, keepaliveCount: 2 });
   let nodeUri = "";
   let backend: LibvirtBackend;
   const opened: VmBackend[] = [];
@@ -131,9 +131,9 @@ describe("libvirt backend against a real libvirtd (test driver)", { timeout: 120
   it("answers the daemon's keepalive pings, so an idle connection stays open", async () => {
     const rpc = backend.connection.client!;
     const before = rpc.stats.pingsReceived;
-    // keepalive_interval = 1, keepalive_count = 1: a client that does not answer is dropped after ~2 s.
-    await new Promise((r) => setTimeout(r, 3500));
-    assert.ok(rpc.stats.pingsReceived - before >= 2, `pings received: ${rpc.stats.pingsReceived - before}`);
+    // keepalive_interval = 1, keepalive_count = 2: a client that does not answer is dropped after ~3 s.
+    await new Promise((r) => setTimeout(r, 5000));
+    assert.ok(rpc.stats.pingsReceived - before >= 3, `pings received: ${rpc.stats.pingsReceived - before}`);
     assert.equal(rpc.stats.pongsSent, rpc.stats.pingsReceived);
     assert.equal(backend.connection.client, rpc, "same connection");
     assert.equal(backend.connection.stats.reconnects, 0);
@@ -271,7 +271,7 @@ describe("libvirt backend against a real libvirtd (test driver)", { timeout: 120
     await new Promise((r) => setTimeout(r, 500));
     await daemon.start();
     assert.deepEqual(await waiting, ["52:54:00:aa:bb:cc"]);
-    assert.equal(backend.connection.stats.reconnects, 1);
+    assert.ok(backend.connection.stats.reconnects >= 1);
     // The restarted daemon reloaded node.xml: www is shut off again (runstate 5), and we say so.
     const e = await waitFor("the reconnect event", () => events.find((x) => x.vm.ref === WWW_UUID));
     assert.equal(e.state, "off");
