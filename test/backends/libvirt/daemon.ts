@@ -182,7 +182,7 @@ function processesOf(dir: string): number[] {
     try {
       const env = readFileSync(`/proc/${pid}/environ`, "latin1");
       const cmd = readFileSync(`/proc/${pid}/cmdline`, "latin1");
-      if (env.includes(`JITSU_TEST_DAEMON_DIR=${dir}`) || cmd.includes(dir)) out.push(pid);
+      if (env.includes(`=${dir}`) || cmd.includes(dir)) out.push(pid);
     } catch {
       // gone or not ours to read
     }
