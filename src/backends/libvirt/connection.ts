@@ -205,6 +205,9 @@ export class LibvirtConnection {
       );
     } catch (err) {
       rpc.destroy();
+      if (err instanceof ConnectionLostError) {
+        throw new TransportError(`${endpoint} closed the connection during the handshake: ${err.message}`);
+      }
       throw err;
     }
     this.rpc = rpc;

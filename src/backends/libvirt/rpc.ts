@@ -115,11 +115,11 @@ export class RpcClient {
     this.clock = options.clock ?? systemClock;
     this.lastReceived = this.clock.now();
     stream.on("data", (chunk: Buffer) => this.onData(chunk));
-    stream.on("error", (err: Error) =>
-      this.shutdown(new ConnectionLostError(`connection failed: ${err.message}`, true)),
-    );
+    stream.on("error", (err: Error) => this.shutdown(new ConnectionLostError(err.message, true)));
     stream.on("close", () => this.shutdown(new ConnectionLostError("connection closed by the daemon", true)));
     stream.on("end", () => this.shutdown(new ConnectionLostError("connection closed by the daemon", true)));
+    // A transport may hand over a paused stream (TLS, after its confirmation byte).
+    stream.resume();
   }
 
   get closed(): boolean {

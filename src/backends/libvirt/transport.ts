@@ -70,6 +70,9 @@ function describeSocketError(err: NodeJS.ErrnoException, where: string): string 
     case "EAI_AGAIN":
       return `cannot resolve the host of ${where}`;
     default:
+      if (/CERT|UNABLE_TO|SELF_SIGNED/.test(err.code ?? "")) {
+        return `${where} presented a certificate we do not trust: ${err.message} (check cacert.pem, or ?no_verify=1)`;
+      }
       return `cannot connect to ${where}: ${err.message}`;
   }
 }
@@ -163,7 +166,8 @@ async function openTls(uri: LibvirtUri, timeoutMs: number): Promise<OpenedTransp
 
 /** The remote command, as libvirt's virNetClientSSHHelperCommand builds it. */
 export function sshRemoteCommand(uri: LibvirtUri): string {
-  const proxy = uri.params.get("proxy") ?? "auto";
+  // A socket named in the URI can only be reached with nc: virt-ssh-helper finds its own.
+  const proxy = uri.params.get("proxy") ?? (uri.params.has("socket") ? "netcat" : "auto");
   const netcat = uri.params.get("netcat") ?? "nc";
   const socket = uri.params.get("socket") ?? "/var/run/libvirt/libvirt-sock";
   const q = shellQuote;
@@ -209,13 +213,35 @@ function openSsh(uri: LibvirtUri): Promise<OpenedTransport> {
     child.stderr.on("data", (c: Buffer) => {
       stderr = (stderr + c.toString()).slice(-2000);
     });
-    const stream = Duplex.from({ readable: child.stdout, writable: child.stdin });
     const lastLine = (): string =>
       stderr
         .trim()
         .split("\n")
         .filter((l) => l.trim() !== "")
         .at(-1) ?? "";
+    // The stream ends when ssh exits (not when its stdout closes), so the reason
+    // (ssh's last line on stderr: "Permission denied", "Connection refused") reaches the caller.
+    const stream = new Duplex({
+      read() {
+        child.stdout.resume();
+      },
+      write(chunk: Buffer, _encoding, callback) {
+        if (child.stdin.writable) child.stdin.write(chunk, () => callback());
+        else callback();
+      },
+      final(callback) {
+        child.stdin.end();
+        callback();
+      },
+      destroy(err, callback) {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+        callback(err);
+      },
+    });
+    child.stdout.on("data", (c: Buffer) => {
+      if (!stream.push(c)) child.stdout.pause();
+    });
+    child.stdin.on("error", () => undefined); // EPIPE when ssh is gone: its exit says why
     child.once("error", (err: NodeJS.ErrnoException) =>
       reject(
         new TransportError(
@@ -224,7 +250,11 @@ function openSsh(uri: LibvirtUri): Promise<OpenedTransport> {
         ),
       ),
     );
-    child.once("exit", (code, signal) => {
+    child.once("close", (code, signal) => {
+      if (code === 0) {
+        stream.push(null);
+        return;
+      }
       const why = lastLine();
       stream.destroy(
         new TransportError(
@@ -232,12 +262,6 @@ function openSsh(uri: LibvirtUri): Promise<OpenedTransport> {
         ),
       );
     });
-    child.once("spawn", () => {
-      // Closing our side ends the ssh process.
-      stream.once("close", () => {
-        if (child.exitCode === null) child.kill("SIGTERM");
-      });
-      resolve({ stream, endpoint });
-    });
+    child.once("spawn", () => resolve({ stream, endpoint }));
   });
 }

@@ -31,6 +31,8 @@ export interface DaemonOptions {
   /** libvirtd's keepalive_interval / keepalive_count (its pings to us). */
   keepaliveInterval?: number;
   keepaliveCount?: number;
+  /** Also listen on 127.0.0.1 with TCP and TLS (auth none); `pkiDir` holds cacert, servercert, serverkey .pem. */
+  network?: { tcpPort: number; tlsPort: number; pkiDir: string };
 }
 
 export class PrivateLibvirtd {
@@ -53,7 +55,23 @@ export class PrivateLibvirtd {
       `keepalive_interval = ${options.keepaliveInterval ?? 5}`,
       `keepalive_count = ${options.keepaliveCount ?? 5}`,
       `log_outputs = "3:stderr"`,
-    ].join("\n");
+      ...(options.network === undefined
+        ? []
+        : [
+            `listen_tcp = 1`,
+            `listen_tls = 1`,
+            `listen_addr = "127.0.0.1"`,
+            `tcp_port = "${options.network.tcpPort}"`,
+            `tls_port = "${options.network.tlsPort}"`,
+            `auth_tcp = "none"`,
+            `auth_tls = "none"`,
+            `ca_file = "${join(options.network.pkiDir, "cacert.pem")}"`,
+            `cert_file = "${join(options.network.pkiDir, "servercert.pem")}"`,
+            `key_file = "${join(options.network.pkiDir, "serverkey.pem")}"`,
+          ]),
+    ]
+      .filter((line) => !(options.network !== undefined && /^listen_(tcp|tls) = 0$/.test(line)))
+      .join("\n");
     writeFileSync(join(this.dir, "libvirtd.conf"), `${conf}\n`);
     mkdirSync(join(this.dir, "run"));
     for (const p of [this.dir, join(this.dir, "run"), join(this.dir, "libvirtd.conf")])
@@ -87,6 +105,7 @@ export class PrivateLibvirtd {
         `--regid=${NOBODY}`,
         "--clear-groups",
         "libvirtd",
+        ...(this.options.network === undefined ? [] : ["--listen"]),
         "-f",
         join(d, "libvirtd.conf"),
       ],
