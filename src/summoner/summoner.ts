@@ -227,6 +227,11 @@ export class Summoner {
         }
         const busy = old.flight !== null || old.phase.kind === "starting" || old.phase.kind === "stopping";
         if (!sameVm && !busy) old.phase = fresh.phase;
+        else if (old.phase.kind === "failed" && !busy) {
+          // A changed configuration is the user's fix: try it at the next request, without back-off.
+          old.phase = OFF;
+          old.failures = 0;
+        }
         this.log.info(`VM '${spec.label}' changed in the configuration`);
       });
     }
@@ -385,13 +390,13 @@ export class Summoner {
     if (vm.phase.kind === "stopping") return vm.phase.done;
     const label = vm.spec.label;
     this.log.info(`Stopping VM '${label}' (${mode}) ${why}`);
+    const began = this.clock.now();
     const done = (async () => {
       try {
         await this.backend.stop(vm.ref, mode);
-        this.setPhase(
-          vm,
-          mode === "pause" ? PAUSED : mode === "suspend" || mode === "save" ? SUSPENDED : OFF,
-        );
+        const after = mode === "pause" ? PAUSED : mode === "suspend" || mode === "save" ? SUSPENDED : OFF;
+        this.setPhase(vm, after);
+        this.log.info(`VM '${label}' stopped (${mode}) after ${this.clock.now() - began} ms`);
       } catch (err) {
         vm.lastError = describeError(err);
         this.log.error(`Could not stop VM '${label}' (${mode}): ${vm.lastError}`);
