@@ -65,7 +65,8 @@ describe("jitsu -x libvirt (e2e with dig and a real libvirtd)", { timeout: 120_0
       dir.path,
       "dns=www.jitsu.test,name=www",
     ]);
-    await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+/, 30_000);
+    // "Starting server on ..." or, once it listens, the stats table
+    await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+|\n\s*\+-+\+/, 30_000);
   });
 
   after(async () => {

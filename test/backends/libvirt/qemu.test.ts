@@ -106,7 +106,8 @@ describe("jitsu -x libvirt with the qemu driver and a real guest", { timeout: 30
       dir.path,
       `dns=guest.jitsu.test,name=guest,ip=127.0.0.1,ready=http://127.0.0.1:${http}/`,
     ]);
-    await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+/, 30_000);
+    // "Starting server on ..." or, once it listens, the stats table
+    await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+|\n\s*\+-+\+/, 30_000);
   });
 
   after(async () => {
