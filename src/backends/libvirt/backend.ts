@@ -66,6 +66,8 @@ interface Known {
   dom: Domain;
   /** The state we last saw or reported, so events report changes only. */
   last: VmState | undefined;
+  /** Bumped by every operation and state read: an event worked out before that is stale. */
+  generation: number;
 }
 
 export interface LibvirtBackendOptions extends Omit<ConnectionOptions, "log" | "clock"> {
@@ -125,6 +127,9 @@ export class LibvirtBackend implements VmBackend {
       } catch (err) {
         this.log.warn(`libvirt: ${uri.original} gives no lifecycle events (${(err as Error).message})`);
       }
+      // After a reconnection, and before the calls that waited are sent: whatever
+      // happened while we were away is re-read and reported.
+      if (this.connection.stats.opens > 1) await this.reconcile("daemon reconnected");
     });
     this.connection.onMessage((proc, r) => {
       if (proc !== Proc.DOMAIN_EVENT_CALLBACK_LIFECYCLE) return;
@@ -144,15 +149,6 @@ export class LibvirtBackend implements VmBackend {
         );
         return state === undefined ? undefined : { state, reason: describeEvent(msg.event, msg.detail) };
       });
-    });
-    this.connection.onReconnect(() => {
-      // Whatever happened while we were away: re-read every VM and report changes.
-      for (const known of this.byUuid.values()) {
-        this.enqueueEvent(known, async () => ({
-          state: await this.readState(known),
-          reason: "daemon reconnected",
-        }));
-      }
     });
   }
 
@@ -180,7 +176,7 @@ export class LibvirtBackend implements VmBackend {
       throw this.fail(err, "look up", spec.label, `${by} '${by === "uuid" ? spec.uuid : spec.name}'`);
     }
     const uuid = uuidToString(dom.uuid);
-    const known: Known = { ref: { label: spec.label, ref: uuid }, dom, last: undefined };
+    const known: Known = { ref: { label: spec.label, ref: uuid }, dom, last: undefined, generation: 0 };
     this.byUuid.set(uuid, known);
     this.byLabel.set(spec.label, known);
     return known.ref;
@@ -188,6 +184,7 @@ export class LibvirtBackend implements VmBackend {
 
   async state(vm: VmRef): Promise<VmState> {
     const known = this.known(vm);
+    known.generation++;
     try {
       const state = await this.readState(known);
       known.last = state;
@@ -199,6 +196,7 @@ export class LibvirtBackend implements VmBackend {
 
   async start(vm: VmRef): Promise<void> {
     const known = this.known(vm);
+    known.generation++;
     try {
       known.dom = await createWithFlags(this.connection, known.dom);
       known.last = "running";
@@ -210,6 +208,7 @@ export class LibvirtBackend implements VmBackend {
   /** From suspended: a domain paused in memory is resumed; one saved to disk is created (libvirt restores it). */
   async resume(vm: VmRef): Promise<void> {
     const known = this.known(vm);
+    known.generation++;
     try {
       const { state } = await getState(this.connection, known.dom);
       if (state === DomainState.Paused)
@@ -232,6 +231,7 @@ export class LibvirtBackend implements VmBackend {
 
   async unpause(vm: VmRef): Promise<void> {
     const known = this.known(vm);
+    known.generation++;
     try {
       await simpleDomainCall(this.connection, Proc.DOMAIN_RESUME, known.dom);
       known.last = "running";
@@ -242,6 +242,7 @@ export class LibvirtBackend implements VmBackend {
 
   async stop(vm: VmRef, mode: StopMode): Promise<void> {
     const known = this.known(vm);
+    known.generation++;
     try {
       switch (mode) {
         case "destroy":
@@ -371,6 +372,7 @@ export class LibvirtBackend implements VmBackend {
     compute: () => Promise<{ state: VmState; reason: string } | undefined>,
   ): void {
     this.eventChain = this.eventChain.then(async () => {
+      const generation = known.generation;
       let result;
       try {
         result = await compute();
@@ -380,17 +382,39 @@ export class LibvirtBackend implements VmBackend {
         );
         return;
       }
-      if (result === undefined || result.state === known.last) return;
-      known.last = result.state;
-      const event: BackendEvent = { vm: known.ref, state: result.state, reason: result.reason };
-      for (const l of this.listeners) {
-        try {
-          l(event);
-        } catch (err) {
-          this.log.error(`libvirt: event listener failed: ${(err as Error).message}`);
-        }
-      }
+      // An operation or state read since then knows better.
+      if (result === undefined || known.generation !== generation) return;
+      this.report(known, result.state, result.reason);
     });
+  }
+
+  private report(known: Known, state: VmState, reason: string): void {
+    if (state === known.last) return;
+    known.last = state;
+    const event: BackendEvent = { vm: known.ref, state, reason };
+    for (const l of this.listeners) {
+      try {
+        l(event);
+      } catch (err) {
+        this.log.error(`libvirt: event listener failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  /** Re-reads every known VM and reports the ones whose state changed. */
+  private async reconcile(reason: string): Promise<void> {
+    // (Not waiting for eventChain: an event may be waiting for a call that is queued until this open finishes.)
+    for (const known of this.byUuid.values()) {
+      const generation = known.generation;
+      try {
+        const state = await this.readState(known);
+        if (known.generation === generation) this.report(known, state, reason);
+      } catch (err) {
+        this.log.warn(
+          `libvirt: cannot re-read the state of VM '${known.ref.label}': ${(err as Error).message}`,
+        );
+      }
+    }
   }
 
   /**

@@ -141,6 +141,26 @@ describe("libvirt backend against a real libvirtd (test driver)", { timeout: 120
     assert.equal(await backend.state(db), "running");
   });
 
+  it("pings a quiet daemon itself, and takes a hung one for dead", async () => {
+    const b = backendFor(nodeUri, { keepaliveIntervalMs: 300, keepaliveCount: 2, reconnectInitialMs: 100 });
+    opened.push(b);
+    await b.connect();
+    const first = b.connection.client!;
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.ok(first.stats.pingsSent >= 2, `pings sent: ${first.stats.pingsSent}`);
+    assert.equal(b.connection.client, first, "the daemon answered our pings");
+    daemon.signal("SIGSTOP");
+    try {
+      // No answer for 3 x 300 ms: the connection is given up and reconnection starts.
+      await waitFor("the hung daemon to be noticed", () => (first.closed ? true : undefined), 5000);
+    } finally {
+      daemon.signal("SIGCONT");
+    }
+    await waitFor("the reconnection", () => (b.connection.state === "open" ? true : undefined), 10_000);
+    const db = await b.resolve(spec(`dns=db.example.org,uuid=${DB_UUID}`));
+    assert.equal(await b.state(db), "running");
+  });
+
   it("sees changes made with virsh behind its back through lifecycle events", async () => {
     const def = daemon.uri("test:///default");
     const watcher = backendFor(def);

@@ -12,8 +12,9 @@ import { LibvirtBackend } from "../../../src/backends/libvirt/backend.js";
 import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
 import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
-import { dig, freePort, startCli, tempDir, type CliProcess } from "../../support/index.js";
+import { dig, freePort, run, startCli, tempDir, type CliProcess } from "../../support/index.js";
 import { PrivateLibvirtd } from "./daemon.js";
+import { NODE_XML } from "./fixtures.js";
 
 const UUID = "0badc0de-0000-4000-8000-0000000c1100";
 const DOMAIN = `<domain type='test'>
@@ -102,5 +103,65 @@ describe("jitsu -x libvirt (e2e with dig and a real libvirtd)", { timeout: 120_0
     const res = await dig(port, ["www.jitsu.test", "A"]);
     assert.equal(res.status, "NOERROR", res.raw);
     assert.equal(state(), "running");
+  });
+});
+
+describe("jitsu -x libvirt across a libvirtd restart (e2e)", { timeout: 120_000 }, () => {
+  const daemon = new PrivateLibvirtd();
+  let cli: CliProcess | undefined;
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let port = 0;
+
+  before(async () => {
+    dir = await tempDir();
+    const node = daemon.writeFile("node.xml", NODE_XML);
+    await daemon.start();
+    port = await freePort();
+    cli = startCli([
+      "-x",
+      "libvirt",
+      "-c",
+      daemon.uri(`test://${node}`),
+      "-l",
+      String(port),
+      "-f",
+      "0.0.0.0",
+      "-t",
+      "1",
+      "-d",
+      "0",
+      "-m",
+      "destroy",
+      "--state-dir",
+      dir.path,
+      "dns=www.jitsu.test,name=www",
+    ]);
+    await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+|\n\s*\+-+\+/, 30_000);
+  });
+
+  after(async () => {
+    await cli?.stop();
+    await daemon.destroy();
+    await dir?.remove();
+  });
+
+  it("answers a query that arrived while the daemon was down, once it is back", async () => {
+    const first = await dig(port, ["www.jitsu.test", "A"]);
+    assert.equal(first.status, "NOERROR", first.raw);
+    await cli!.waitFor(/Stopping VM 'www' \(destroy\)/, 20_000); // idle for 2 x TTL
+    await new Promise((r) => setTimeout(r, 500));
+    await daemon.stop();
+    await cli!.waitFor(/lost the connection to test\+unix/, 10_000);
+    const waiting = run(
+      "dig",
+      ["@127.0.0.1", "-p", String(port), "+time=30", "+tries=1", "www.jitsu.test", "A"],
+      40_000,
+    );
+    await new Promise((r) => setTimeout(r, 1000));
+    await daemon.start();
+    const res = await waiting;
+    assert.match(res.stdout, /status: NOERROR/, `${res.stdout}\n${cli!.output()}`);
+    assert.match(res.stdout, /^www\.jitsu\.test\.\s+1\s+IN\s+A\s+192\.168\.122\.\d+$/m, res.stdout);
+    assert.match(cli!.output(), /libvirt: reconnected to test\+unix/);
   });
 });

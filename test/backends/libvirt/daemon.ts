@@ -143,6 +143,12 @@ export class PrivateLibvirtd {
     }
   }
 
+  /** Freezes (SIGSTOP) or thaws (SIGCONT) the daemon: a hung daemon, for keepalive tests. */
+  signal(signal: "SIGSTOP" | "SIGCONT"): void {
+    if (this.child === null) throw new Error("libvirtd is not running");
+    this.child.kill(signal);
+  }
+
   /** Stops the daemon (SIGTERM, then SIGKILL). Domains it started keep running, as with a real libvirtd. */
   async stop(): Promise<void> {
     const child = this.child;
