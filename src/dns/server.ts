@@ -137,7 +137,8 @@ export class DnsServer {
       this.udp = udp;
       this.tcp = tcp;
       this.boundPort = actual;
-      this.log.debug(`DNS listening on UDP and TCP ${host}:${actual}`);
+      // Logged once both sockets are bound, so whoever waits for this line can query at once.
+      this.log.info(`Starting server on ${host}:${actual}...`);
       return;
     }
     throw new Error(`cannot listen on TCP ${host}:${port}: ${describeError(lastErr)}`, { cause: lastErr });
@@ -182,7 +183,8 @@ export class DnsServer {
   }
 
   private onUdpMessage(sock: dgram.Socket, msg: Buffer, port: number, address: string): void {
-    if (this.closing) return;
+    // Port 0 cannot be answered (and is a classic reflection trick): drop it.
+    if (this.closing || port === 0) return;
     const r = this.safeHandle(msg, false);
     if (r === null) return;
     if (r instanceof Buffer) {

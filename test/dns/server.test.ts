@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import dnsPacket from "dns-packet";
 import { DnsServer, Forwarder, ZoneIndex, type SummonTarget } from "../../src/dns/index.js";
 import { silentLogger } from "../../src/log/index.js";
-import { dig, kdig } from "./helpers/dig.js";
+import { dig, digAt, kdig } from "./helpers/dig.js";
 import { tcpClient, udpExchange } from "./helpers/raw.js";
 import { specFrom } from "./helpers/specs.js";
 import { startUpstream, type TestUpstream } from "./helpers/upstream.js";
@@ -322,6 +322,7 @@ describe("DnsServer with a forwarder", () => {
   let up: TestUpstream;
   let server: DnsServer;
   let forwarder: Forwarder;
+  const latencies: number[] = [];
   before(async () => {
     up = await startUpstream("192.0.2.7");
     const log = silentLogger();
@@ -338,6 +339,7 @@ describe("DnsServer with a forwarder", () => {
       log,
       ttlSeconds: 60,
     });
+    server.counters.onForwardLatency = (seconds) => latencies.push(seconds);
     await server.listen("127.0.0.1", 0);
   });
   after(async () => {
@@ -357,6 +359,8 @@ describe("DnsServer with a forwarder", () => {
     assert.deepEqual(outside.answers, ["www.example.com. 30 IN A 192.0.2.7"]);
     assert.ok(server.counters.forwarded >= 2);
     assert.ok(server.counters.forwardLatencyCount >= 2);
+    assert.ok(server.counters.forwardLatencySum > 0);
+    assert.ok(latencies.length >= 2 && latencies.every((s) => s > 0 && s < 5));
     assert.equal(server.counters.queriesByResult.get("forwarded"), server.counters.forwardLatencyCount);
   });
 
@@ -443,5 +447,29 @@ describe("DnsServer reload and shutdown", () => {
     assert.equal(tcp.messages[0]?.readUInt16BE(0), 32);
     await tcp.closed;
     assert.equal(await udpExchange(port, rawQuery("www.example.org", "A"), 400), null);
+  });
+});
+
+describe("DnsServer on IPv6 loopback", () => {
+  it("answers over UDP and TCP on ::1", async () => {
+    const log = silentLogger();
+    const server = new DnsServer({
+      zone: new ZoneIndex(SPECS, 60, log),
+      summoner: new FakeSummoner(),
+      forwarder: null,
+      log,
+      ttlSeconds: 60,
+    });
+    await server.listen("::1", 0);
+    try {
+      assert.deepEqual((await digAt("::1", server.port, "www.example.org", "AAAA")).answers, [
+        "www.example.org. 60 IN AAAA fd00::1",
+      ]);
+      assert.deepEqual((await digAt("::1", server.port, "+tcp", "www.example.org")).answers, [
+        "www.example.org. 60 IN A 10.0.0.1",
+      ]);
+    } finally {
+      await server.close();
+    }
   });
 });
