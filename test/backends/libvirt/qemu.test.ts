@@ -16,7 +16,12 @@ import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { dig, freePort, run, startCli, tempDir, type CliProcess } from "../../support/index.js";
+import { LibvirtBackend } from "../../../src/backends/libvirt/backend.js";
+import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
+import { systemClock } from "../../../src/clock/index.js";
+import { silentLogger } from "../../../src/log/index.js";
 import { PrivateLibvirtd } from "./daemon.js";
+import { spec } from "./fixtures.js";
 
 function httpGet(port: number, timeoutMs = 2000): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -55,7 +60,7 @@ export function guestDomainXml(name: string, dir: string, hostPort: number): str
   <on_reboot>destroy</on_reboot>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='file'><source path='${dir}/${name}-console.log'/></serial>
+    <serial type='file'><source path='${dir}/${name}-console.log' append='on'/></serial>
     <memballoon model='none'/>
   </devices>
   <qemu:commandline>
@@ -152,5 +157,37 @@ describe("jitsu -x libvirt with the qemu driver and a real guest", { timeout: 30
     assert.match(await httpGet(http), /jitsu test guest/);
     assert.ok(Date.now() - began < 10_000, `resume took ${Date.now() - began} ms`);
     assert.match(cli!.output(), /Unpausing VM 'guest'/);
+  });
+
+  it("saves the guest to disk and restores it (managed save), then shuts it down with ACPI", async () => {
+    await cli!.stop(); // from here on the backend alone drives the guest
+    const b = new LibvirtBackend(parseLibvirtUri(uri), { log: silentLogger(), clock: systemClock });
+    try {
+      await b.connect();
+      const vm = await b.resolve(spec("dns=guest.jitsu.test,name=guest,ip=127.0.0.1"));
+      if ((await b.state(vm)) === "paused") await b.unpause(vm);
+      assert.equal(await b.state(vm), "running");
+      const boots = (): number =>
+        (readFileSync(join(daemon.dir, "guest-console.log"), "utf8").match(/jitsu-test-guest: up/g) ?? [])
+          .length;
+      const bootsBefore = boots();
+      assert.equal(bootsBefore, 1, "the console log shows the one boot");
+
+      await b.stop(vm, "save");
+      assert.equal(await b.state(vm), "suspended");
+      assert.equal(state(), "shut off");
+      await assert.rejects(httpGet(http, 1000));
+      await b.resume(vm);
+      assert.equal(await b.state(vm), "running");
+      assert.match(await httpGet(http, 5000), /jitsu test guest/);
+      assert.equal(boots(), bootsBefore, "restored from memory, not booted again");
+
+      const began = Date.now();
+      await b.stop(vm, "shutdown"); // the guest's acpid powers it off; stop() waits for shut off
+      assert.equal(await b.state(vm), "off");
+      assert.ok(Date.now() - began < 60_000);
+    } finally {
+      await b.close();
+    }
   });
 });
