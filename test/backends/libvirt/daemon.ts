@@ -33,6 +33,8 @@ export interface DaemonOptions {
   keepaliveCount?: number;
   /** Also listen on 127.0.0.1 with TCP and TLS (auth none); `pkiDir` holds cacert, servercert, serverkey .pem. */
   network?: { tcpPort: number; tlsPort: number; pkiDir: string };
+  /** Lines that replace the defaults for the same keys (e.g. `auth_unix_rw = "sasl"`). */
+  config?: string[];
 }
 
 export class PrivateLibvirtd {
@@ -71,6 +73,10 @@ export class PrivateLibvirtd {
           ]),
     ]
       .filter((line) => !(options.network !== undefined && /^listen_(tcp|tls) = 0$/.test(line)))
+      .filter(
+        (line) => !(options.config ?? []).some((c) => c.split("=")[0]!.trim() === line.split("=")[0]!.trim()),
+      )
+      .concat(options.config ?? [])
       .join("\n");
     writeFileSync(join(this.dir, "libvirtd.conf"), `${conf}\n`);
     mkdirSync(join(this.dir, "run"));

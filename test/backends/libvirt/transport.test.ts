@@ -277,4 +277,17 @@ describe("libvirt over TCP, TLS and SSH (real libvirtd, real sshd)", { timeout: 
       );
     });
   });
+
+  it("refuses SASL with a clear error", async () => {
+    const sasl = new PrivateLibvirtd({ config: [`auth_unix_rw = "sasl"`] });
+    try {
+      await sasl.start();
+      await rejectsWith(
+        open(sasl.uri("test:///default")),
+        /^libvirt: cannot connect to test\+unix:\/\/\/default\?socket=.*: .*libvirt-sock requires SASL authentication, which is not supported yet/,
+      );
+    } finally {
+      await sasl.destroy();
+    }
+  });
 });
