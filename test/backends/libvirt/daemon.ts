@@ -26,6 +26,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const NOBODY = 65534;
+/** As root the daemon runs as nobody (see above); otherwise as ourselves, which is already a session daemon. */
+const AS_ROOT = process.getuid?.() === 0;
+
+function giveToDaemon(path: string): void {
+  if (AS_ROOT) chownSync(path, NOBODY, NOBODY);
+}
 
 export interface DaemonOptions {
   /** libvirtd's keepalive_interval / keepalive_count (its pings to us). */
@@ -80,15 +86,14 @@ export class PrivateLibvirtd {
       .join("\n");
     writeFileSync(join(this.dir, "libvirtd.conf"), `${conf}\n`);
     mkdirSync(join(this.dir, "run"));
-    for (const p of [this.dir, join(this.dir, "run"), join(this.dir, "libvirtd.conf")])
-      chownSync(p, NOBODY, NOBODY);
+    for (const p of [this.dir, join(this.dir, "run"), join(this.dir, "libvirtd.conf")]) giveToDaemon(p);
   }
 
   /** Writes a file the daemon (and the guests it runs) can read. */
   writeFile(name: string, content: string | Buffer): string {
     const path = join(this.dir, name);
     writeFileSync(path, content);
-    chownSync(path, NOBODY, NOBODY);
+    giveToDaemon(path);
     return path;
   }
 
@@ -105,12 +110,9 @@ export class PrivateLibvirtd {
     rmSync(this.socket, { force: true });
     const d = this.dir;
     const child = spawn(
-      "setpriv",
+      AS_ROOT ? "setpriv" : "libvirtd",
       [
-        `--reuid=${NOBODY}`,
-        `--regid=${NOBODY}`,
-        "--clear-groups",
-        "libvirtd",
+        ...(AS_ROOT ? [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "libvirtd"] : []),
         ...(this.options.network === undefined ? [] : ["--listen"]),
         "-f",
         join(d, "libvirtd.conf"),

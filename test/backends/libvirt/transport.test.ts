@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { userInfo } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { LibvirtBackend } from "../../../src/backends/libvirt/backend.js";
@@ -258,7 +259,7 @@ describe("libvirt over TCP, TLS and SSH (real libvirtd, real sshd)", { timeout: 
 
     it("reaches the daemon through ssh and nc, as libvirt does", async () => {
       const d = sshDir.path;
-      const uri = `test+ssh://root@127.0.0.1:${sshPort}/default?keyfile=${d}/id&known_hosts=${d}/known_hosts&no_tty=1&socket=${daemon.socket}`;
+      const uri = `test+ssh://${userInfo().username}@127.0.0.1:${sshPort}/default?keyfile=${d}/id&known_hosts=${d}/known_hosts&no_tty=1&socket=${daemon.socket}`;
       const b = await open(uri);
       assert.equal(await stateOfTest(b), "running");
       // The connection lives in the ssh process: several calls in flight over it.
