@@ -173,7 +173,12 @@ export class LibvirtBackend implements VmBackend {
     } catch (err) {
       if (err instanceof XdrError)
         throw new ConfigError(err.message.replace(/^XDR: /, ""), { vm: spec.label, key: "uuid" });
-      throw this.fail(err, "look up", spec.label, `${by} '${by === "uuid" ? spec.uuid : spec.name}'`);
+      throw this.fail(
+        err,
+        "look up the domain",
+        spec.label,
+        `${by} '${by === "uuid" ? spec.uuid : spec.name}'`,
+      );
     }
     const uuid = uuidToString(dom.uuid);
     const known: Known = { ref: { label: spec.label, ref: uuid }, dom, last: undefined, generation: 0 };
@@ -190,7 +195,7 @@ export class LibvirtBackend implements VmBackend {
       known.last = state;
       return state;
     } catch (err) {
-      throw this.fail(err, "read the state of", vm.label);
+      throw this.fail(err, "read the state", vm.label);
     }
   }
 
@@ -201,7 +206,7 @@ export class LibvirtBackend implements VmBackend {
       known.dom = await createWithFlags(this.connection, known.dom);
       known.last = "running";
     } catch (err) {
-      throw this.fail(err, "start", vm.label);
+      throw this.fail(err, "start the domain", vm.label);
     }
   }
 
@@ -225,7 +230,7 @@ export class LibvirtBackend implements VmBackend {
       }
       known.last = "running";
     } catch (err) {
-      throw this.fail(err, "resume", vm.label);
+      throw this.fail(err, "resume the domain", vm.label);
     }
   }
 
@@ -236,7 +241,7 @@ export class LibvirtBackend implements VmBackend {
       await simpleDomainCall(this.connection, Proc.DOMAIN_RESUME, known.dom);
       known.last = "running";
     } catch (err) {
-      throw this.fail(err, "unpause", vm.label);
+      throw this.fail(err, "unpause the domain", vm.label);
     }
   }
 
@@ -265,7 +270,7 @@ export class LibvirtBackend implements VmBackend {
           return;
       }
     } catch (err) {
-      throw this.fail(err, `stop (${mode})`, vm.label);
+      throw this.fail(err, `stop the domain (${mode})`, vm.label);
     }
   }
 
@@ -274,7 +279,7 @@ export class LibvirtBackend implements VmBackend {
     try {
       known.dom = await lookupByUuid(this.connection, vm.ref);
     } catch (err) {
-      throw this.fail(err, "read the domain ID of", vm.label);
+      throw this.fail(err, "read the domain ID", vm.label);
     }
     if (known.dom.id < 0)
       throw new BackendError(BACKEND_NAME, "has no domain ID: it is not running", { vm: vm.label });
@@ -287,7 +292,7 @@ export class LibvirtBackend implements VmBackend {
     try {
       text = await getXmlDesc(this.connection, known.dom);
     } catch (err) {
-      throw this.fail(err, "read the XML of", vm.label);
+      throw this.fail(err, "read the domain XML", vm.label);
     }
     try {
       return macsFromDomainXml(text);
@@ -311,7 +316,7 @@ export class LibvirtBackend implements VmBackend {
       } catch (err) {
         if (err instanceof LibvirtError)
           errors.push(`${source === AddressSource.Lease ? "lease" : "agent"}: ${err.message}`);
-        else throw this.fail(err, "read the addresses of", vm.label);
+        else throw this.fail(err, "read the addresses", vm.label);
       }
     }
     if (errors.length === 2) {
@@ -424,55 +429,43 @@ export class LibvirtBackend implements VmBackend {
   private fail(err: unknown, what: string, vm?: string, target?: string): JitsuError {
     if (err instanceof JitsuError) return err;
     const uri = this.uri.original;
+    const at = what === "connect" ? `to ${uri}` : `at ${uri}`;
     const ctx = (detail?: string): { vm?: string; detail?: string; cause: unknown } => ({
       ...(vm === undefined ? {} : { vm }),
       ...(detail === undefined ? {} : { detail }),
       cause: err,
     });
+    const make = (message: string, detail?: string): BackendError =>
+      new BackendError(BACKEND_NAME, message, ctx(detail));
     if (err instanceof LibvirtError) {
       const detail = `libvirt error ${err.code}, domain ${err.domain}: ${err.message}`;
       switch (err.code) {
         case ErrorCode.NO_DOMAIN:
-          return new BackendError(
-            BACKEND_NAME,
-            `no such domain${target === undefined ? "" : ` with ${target}`} at ${uri}`,
-            ctx(detail),
-          );
+          return make(`no such domain${target === undefined ? "" : ` with ${target}`} at ${uri}`, detail);
         case ErrorCode.ACCESS_DENIED:
         case ErrorCode.OPERATION_DENIED:
         case ErrorCode.AUTH_FAILED:
-          return new BackendError(BACKEND_NAME, `permission denied to ${what} at ${uri}`, ctx(detail));
+          return make(`permission denied to ${what} ${at}`, detail);
         case ErrorCode.NO_CONNECT:
         case ErrorCode.NO_SUPPORT:
-          return new BackendError(
-            BACKEND_NAME,
-            `${uri} cannot ${what} (driver not available or unsupported URI)`,
-            ctx(detail),
-          );
+          return make(`cannot ${what} ${at}: driver not available or URI not supported`, detail);
         default:
-          return new BackendError(BACKEND_NAME, `cannot ${what} at ${uri}`, ctx(detail));
+          return make(`cannot ${what} ${at}`, detail);
       }
     }
-    if (err instanceof TransportError || err instanceof AuthError) {
-      return new BackendError(BACKEND_NAME, `cannot connect to ${uri}: ${err.message}`, ctx());
-    }
-    if (err instanceof UnreachableError)
-      return new BackendError(BACKEND_NAME, `cannot ${what}: ${err.message}`, ctx());
+    if (err instanceof TransportError || err instanceof AuthError)
+      return make(`cannot connect to ${uri}: ${err.message}`);
+    if (err instanceof UnreachableError) return make(`cannot ${what}: ${err.message}`);
     if (err instanceof ConnectionLostError) {
-      return new BackendError(
-        BACKEND_NAME,
-        `lost the connection to ${uri} during '${what}'; its outcome is unknown, the state will be re-read`,
-        ctx(err.message),
+      return make(
+        `lost the connection to ${uri} while trying to ${what}; the outcome is unknown and the state will be re-read`,
+        err.message,
       );
     }
     if (err instanceof ProtocolError || err instanceof XdrError) {
-      return new BackendError(
-        BACKEND_NAME,
-        `bad reply from ${uri} while trying to ${what}`,
-        ctx(err.message),
-      );
+      return make(`bad reply from ${uri} while trying to ${what}`, err.message);
     }
-    return new BackendError(BACKEND_NAME, `cannot ${what} at ${uri}`, ctx((err as Error).message));
+    return make(`cannot ${what} ${at}`, (err as Error).message);
   }
 }
 

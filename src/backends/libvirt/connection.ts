@@ -178,7 +178,7 @@ export class LibvirtConnection {
           this.queue = this.queue.filter((q) => q !== entry);
           reject(
             new UnreachableError(
-              `libvirt daemon for ${this.uri.original} unreachable for ${this.opts.queueTimeoutMs / 1000} s` +
+              `the daemon of ${this.uri.original} has been unreachable for ${this.opts.queueTimeoutMs / 1000} s` +
                 (this.lastError === null ? "" : `: ${this.lastError.message}`),
             ),
           );

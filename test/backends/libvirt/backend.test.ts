@@ -262,7 +262,7 @@ describe("libvirt backend against a real libvirtd (test driver)", { timeout: 120
     const vbox = backendFor(`vbox+unix:///session?socket=${daemon.socket}`);
     await rejectsWith(
       vbox.connect(),
-      /^libvirt: cannot connect to vbox\+unix:\/\/\/session\?socket=.*: |^libvirt: vbox\+unix.* cannot connect/,
+      /^libvirt: cannot connect to vbox\+unix:\/\/\/session\?socket=\S+: driver not available or URI not supported \(libvirt error \d+, domain \d+: .*\)$/,
     );
 
     // Through the factory: an unsupported URI is a usage error.
