@@ -54,8 +54,9 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   }
   if (specs.length === 0) log.warn("No VMs configured: every query is forwarded");
 
-  if (settings.backend === "libvirt" || settings.backend === "xapi")
-    log.info(`Connecting to ${settings.connect}...`);
+  // The URI may carry a password (xapi: https://USER:PASSWORD@HOST): never print it.
+  const shownUri = settings.connect.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, "$1:***@");
+  if (settings.backend === "libvirt" || settings.backend === "xapi") log.info(`Connecting to ${shownUri}...`);
   const backend = factory.create({
     connect: settings.connect,
     stateDir: settings.stateDir,
