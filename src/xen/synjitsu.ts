@@ -80,9 +80,17 @@ export interface SynjitsuOptions {
   readonly stateDir: string;
   /** vchan-socket-proxy; by default found on PATH or where Xen installs it. */
   readonly proxyCommand?: string;
-  readonly specs: readonly VmSpec[];
+  /** The VMs as they are now (the summoner's status, which follows config reloads). */
+  readonly vms: () => readonly SynjitsuVm[];
   readonly clock: Clock;
   readonly log: Logger;
+}
+
+/** What the notifier needs to know of a VM. */
+export interface SynjitsuVm {
+  readonly label: string;
+  readonly ips: readonly string[];
+  readonly useSynjitsu: boolean;
 }
 
 const BACKOFF_FIRST_MS = 1000;
@@ -92,7 +100,6 @@ const QUEUE_MAX = 256;
 const PROXY_SOCKET_WAIT_MS = 5000;
 
 export class SynjitsuNotifier {
-  private specs = new Map<string, VmSpec>();
   private socket: Socket | undefined;
   private connecting = false;
   private proxy: ChildProcess | undefined;
@@ -103,22 +110,16 @@ export class SynjitsuNotifier {
   /** Messages written to the socket so far (for stats and tests). */
   sent = 0;
 
-  constructor(private readonly opts: SynjitsuOptions) {
-    this.setSpecs(opts.specs);
-  }
+  constructor(private readonly opts: SynjitsuOptions) {}
 
   /** Starts connecting in the background. */
   start(): void {
     this.connectSoon(0);
   }
 
-  setSpecs(specs: readonly VmSpec[]): void {
-    this.specs = new Map(specs.map((s) => [s.label, s]));
-  }
-
   /** Summoner.onStarted hook: returns at once; the message follows when the MAC is known and Synjitsu is reachable. */
   vmStarted(label: string, ref: VmRef): void {
-    const spec = this.specs.get(label);
+    const spec = this.opts.vms().find((v) => v.label === label);
     if (spec === undefined || !spec.useSynjitsu || this.closed) return;
     void this.notify(spec, ref).catch((err: unknown) =>
       this.opts.log.warn({ vm: label }, `synjitsu: not notified: ${describeError(err)}`),
@@ -133,7 +134,7 @@ export class SynjitsuNotifier {
     this.stopProxy();
   }
 
-  private async notify(spec: VmSpec, ref: VmRef): Promise<void> {
+  private async notify(spec: SynjitsuVm, ref: VmRef): Promise<void> {
     const ipv4 = spec.ips.find((ip) => ip.includes("."));
     if (ipv4 === undefined) {
       this.opts.log.info(
@@ -319,7 +320,10 @@ function lookupSpec(uuid: string): VmSpec {
  * undefined when Synjitsu is not configured.
  */
 export function attachSynjitsu(opts: {
-  summoner: { onStarted(listener: (label: string, ref: VmRef) => void): void };
+  summoner: {
+    onStarted(listener: (label: string, ref: VmRef) => void): void;
+    status(): readonly SynjitsuVm[];
+  };
   backend: VmBackend;
   uuid: string | undefined;
   socketPath: string | undefined;
@@ -341,7 +345,7 @@ export function attachSynjitsu(opts: {
     uuid: opts.uuid,
     ...(opts.socketPath === undefined ? {} : { socketPath: opts.socketPath }),
     stateDir: opts.stateDir,
-    specs: opts.specs,
+    vms: () => opts.summoner.status(),
     clock: opts.clock,
     log: opts.log,
   });

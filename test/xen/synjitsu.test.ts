@@ -65,7 +65,7 @@ function notifier(
     backend,
     uuid: SYNJITSU_UUID,
     stateDir: join(fx.dir, "state"),
-    specs: specs as ReturnType<typeof libxlSpec>[],
+    vms: () => specs as ReturnType<typeof libxlSpec>[],
     clock: extra.clock ?? systemClock,
     log: silentLogger(),
     ...(extra.socketPath === undefined ? {} : { socketPath: extra.socketPath }),
@@ -171,6 +171,7 @@ test("through vchan-socket-proxy: the Synjitsu VM found by uuid via xl, the prox
     onStarted(l: (label: string, ref: { label: string; ref: string }) => void) {
       this.listeners.push(l);
     },
+    status: () => [www],
   };
   const n = attachSynjitsu({
     summoner,
@@ -205,7 +206,7 @@ test("without --synjitsu, use_synjitsu VMs are reported and nothing is attached"
     typeof attachSynjitsu
   >[0]["log"];
   const n = attachSynjitsu({
-    summoner: { onStarted: () => assert.fail("not attached") },
+    summoner: { onStarted: () => assert.fail("not attached"), status: () => [www] },
     backend,
     uuid: undefined,
     socketPath: undefined,
