@@ -17,6 +17,8 @@ export interface DnsperfResult {
   otherRcodes: Record<string, number>;
   /** Per-query latencies in ms (only with `-v`). */
   latenciesMs: number[];
+  /** CPU time the server used per answered query, microseconds (set by the caller). */
+  serverCpuUs?: number;
 }
 
 function num(text: string, re: RegExp, what: string): number {

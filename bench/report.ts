@@ -8,6 +8,8 @@ export interface Row {
   qps?: number;
   p50Ms?: number;
   p99Ms?: number;
+  /** Server CPU time per answered query, microseconds. */
+  cpuUs?: number;
   /** Ratio against a peer measured in the same run, e.g. "0.93 x node responder". */
   vs?: string;
   note?: string;
@@ -39,17 +41,18 @@ export function vs(a: number | undefined, b: number | undefined, peer: string): 
 
 /** A plain-text table; numbers right-aligned. */
 export function formatTable(rows: readonly Row[]): string {
-  const header = ["scenario", "QPS", "p50 ms", "p99 ms", "vs peer (same run)", "note"];
+  const header = ["scenario", "QPS", "CPU us/q", "p50 ms", "p99 ms", "vs peer (same run)", "note"];
   const cells = rows.map((r) => [
     r.scenario,
     fmtQps(r.qps),
+    r.cpuUs === undefined || !Number.isFinite(r.cpuUs) ? "" : r.cpuUs.toFixed(1),
     fmtMs(r.p50Ms),
     fmtMs(r.p99Ms),
     r.vs ?? "",
     r.note ?? "",
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
-  const right = new Set([1, 2, 3]);
+  const right = new Set([1, 2, 3, 4]);
   const line = (c: readonly string[]): string =>
     c
       .map((v, i) => (right.has(i) ? v.padStart(widths[i]!) : v.padEnd(widths[i]!)))

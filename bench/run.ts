@@ -14,6 +14,7 @@ import { killAllNow, stopAll } from "./procs.js";
 import { formatTable, formatTargets, ratio, vs, type Row, type Target } from "./report.js";
 import {
   JITSU_CLI,
+  cpuSeconds,
   rssMb,
   startDnsmasq,
   startJitsu,
@@ -160,6 +161,7 @@ async function main(): Promise<void> {
   for (let round = 1; round <= params.rounds; round++) {
     for (const side of round % 2 === 1 ? sides : [...sides].reverse()) {
       log(`throughput round ${round}/${params.rounds}: ${side.key} (${params.seconds} s)`);
+      const cpu0 = cpuSeconds(side.server.proc.pid);
       const r = await runDnsperf({
         dnsperf: tools.dnsperf!,
         port: side.server.port,
@@ -167,6 +169,7 @@ async function main(): Promise<void> {
         seconds: params.seconds,
         tcp: side.tcp === true,
       });
+      r.serverCpuUs = ((cpuSeconds(side.server.proc.pid) - cpu0) * 1e6) / Math.max(1, r.completed);
       (runs[side.key] ??= []).push(r);
     }
   }
@@ -249,6 +252,11 @@ async function main(): Promise<void> {
 
   // ---- report ---------------------------------------------------------------
   const q = (key: string): number | undefined => tp(key)?.qps;
+  /** CPU per query: the lowest of the rounds (the least disturbed by other load). */
+  const cpu = (key: string): number | undefined => {
+    const v = (runs[key] ?? []).map((r) => r.serverCpuUs ?? Number.NaN).filter(Number.isFinite);
+    return v.length === 0 ? undefined : Math.min(...v);
+  };
   const loss = (key: string): string => {
     const r = tp(key);
     if (r === undefined) return "";
@@ -261,44 +269,61 @@ async function main(): Promise<void> {
     {
       scenario: "hot path UDP: jitsu, ready VM",
       qps: q("jitsu/udp"),
+      cpuUs: cpu("jitsu/udp"),
       vs: vs(q("jitsu/udp"), q("node/udp"), "node"),
       note: loss("jitsu/udp"),
     },
-    { scenario: "  node responder (prebuilt buffer)", qps: q("node/udp"), note: loss("node/udp") },
+    {
+      scenario: "  node responder (prebuilt buffer)",
+      qps: q("node/udp"),
+      cpuUs: cpu("node/udp"),
+      note: loss("node/udp"),
+    },
     {
       scenario: "  dnsmasq local data",
       qps: q("dnsmasq/udp"),
+      cpuUs: cpu("dnsmasq/udp"),
       vs: vs(q("jitsu/udp"), q("dnsmasq/udp"), "dnsmasq (jitsu)"),
     },
     {
       scenario: "  unbound local data, 1 thread",
       qps: q("unbound/udp"),
+      cpuUs: cpu("unbound/udp"),
       vs: vs(q("jitsu/udp"), q("unbound/udp"), "unbound (jitsu)"),
     },
     {
       scenario: "hot path TCP: jitsu",
       qps: q("jitsu/tcp"),
+      cpuUs: cpu("jitsu/tcp"),
       vs: vs(q("jitsu/tcp"), q("node/tcp"), "node tcp"),
       note: loss("jitsu/tcp"),
     },
-    { scenario: "  node responder TCP", qps: q("node/tcp") },
+    { scenario: "  node responder TCP", qps: q("node/tcp"), cpuUs: cpu("node/tcp") },
     {
       scenario: "  dnsmasq TCP",
       qps: q("dnsmasq/tcp"),
+      cpuUs: cpu("dnsmasq/tcp"),
       vs: vs(q("jitsu/tcp"), q("dnsmasq/tcp"), "dnsmasq (jitsu)"),
     },
     {
       scenario: "  unbound TCP",
       qps: q("unbound/tcp"),
+      cpuUs: cpu("unbound/tcp"),
       vs: vs(q("jitsu/tcp"), q("unbound/tcp"), "unbound (jitsu)"),
     },
     {
       scenario: "forwarded UDP: jitsu -> unbound",
       qps: q("jitsu/fwd"),
+      cpuUs: cpu("jitsu/fwd"),
       vs: vs(q("jitsu/fwd"), q("dnsmasq/fwd"), "dnsmasq fwd"),
       note: loss("jitsu/fwd"),
     },
-    { scenario: "  dnsmasq -> unbound, cache off", qps: q("dnsmasq/fwd"), note: loss("dnsmasq/fwd") },
+    {
+      scenario: "  dnsmasq -> unbound, cache off",
+      qps: q("dnsmasq/fwd"),
+      cpuUs: cpu("dnsmasq/fwd"),
+      note: loss("dnsmasq/fwd"),
+    },
   ];
   for (const key of ["jitsu", "node", "dnsmasq", "unbound"]) {
     const b = latBest(key);
@@ -341,6 +366,7 @@ async function main(): Promise<void> {
     {
       scenario: `scale: ${scale.names.length} names on ${scaleVms} ready VMs`,
       qps: q("jitsu-scale/udp"),
+      cpuUs: cpu("jitsu-scale/udp"),
       vs: vs(q("jitsu-scale/udp"), q("jitsu/udp"), "1 name"),
       note: `start-up ${jitsuScale.startupMs.toFixed(0)} ms, RSS ${scaleRssIdle.rss.toFixed(0)} MB idle, ${scaleRssLoaded.rss.toFixed(0)} MB after load`,
     },

@@ -106,13 +106,13 @@ test("percentile is nearest-rank", () => {
 
 test("the table aligns columns and prints ratios against the peer", () => {
   const table = formatTable([
-    { scenario: "hot path UDP: jitsu", qps: 45000, vs: vs(45000, 50000, "node") },
+    { scenario: "hot path UDP: jitsu", qps: 45000, cpuUs: 20.04, vs: vs(45000, 50000, "node") },
     { scenario: "  node responder", qps: 50000 },
     { scenario: "latency", p50Ms: 0.1234, p99Ms: 12.345 },
   ]);
   const lines = table.split("\n");
   assert.equal(lines.length, 5);
-  assert.match(lines[2]!, /^hot path UDP: jitsu\s+45,000\s+0\.90 x node$/);
+  assert.match(lines[2]!, /^hot path UDP: jitsu\s+45,000\s+20\.0\s+0\.90 x node$/);
   assert.match(lines[4]!, /0\.123\s+12\.3$/);
   assert.equal(lines[0]!.indexOf("QPS") + 3, lines[2]!.indexOf("45,000") + 6);
   assert.ok(Number.isNaN(ratio(1, 0)));
