@@ -5,7 +5,7 @@
  * and how it is measured.
  */
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, loadavg } from "node:os";
+import { cpus, loadavg, setPriority } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { queryOnce } from "./dns-client.js";
@@ -92,6 +92,8 @@ async function warm(server: Server, names: readonly string[], concurrency = 8): 
 async function main(): Promise<void> {
   const params = parseParams(process.argv.slice(2));
   const tools = requireTools();
+  // Children inherit the priority: every side of every comparison runs at it.
+  if (params.nice !== null) setPriority(params.nice);
   if (!existsSync(JITSU_CLI)) throw new Error(`bench: ${JITSU_CLI} is missing: run 'npm run build' first`);
   const dir = makeTempDir();
   const started = new Date();
@@ -361,7 +363,7 @@ async function main(): Promise<void> {
       scenario: `storm: ${stormResult.sent} queries, one cold VM`,
       p50Ms: stormResult.p50Ms,
       p99Ms: stormResult.p99Ms,
-      note: `starts ${stormResult.starts}, answered ${stormResult.answered} (${stormResult.ok} with address), resent ${stormResult.resent}, all in ${stormResult.allAnsweredMs.toFixed(0)} ms`,
+      note: `starts ${stormResult.starts}, answered ${stormResult.answered} (${stormResult.ok} with address), resent ${stormResult.resent} (UDP rcvbuf drops ${stormResult.rcvbufDrops}), all in ${stormResult.allAnsweredMs.toFixed(0)} ms`,
     },
     {
       scenario: `scale: ${scale.names.length} names on ${scaleVms} ready VMs`,
@@ -428,7 +430,7 @@ async function main(): Promise<void> {
     `jitsu bench (${params.quick ? "quick" : "full"}), ${started.toISOString()}, ${cpus().length} CPUs, load ${loadavg()
       .map((l) => l.toFixed(1))
       .join(" ")}, node ${process.version}`,
-    `QPS: dnsperf -c 4 -q 100, ${params.seconds} s a run, best of ${params.rounds} per side, interleaved. Latency: dnsperf -Q -v.`,
+    `QPS: dnsperf -c 4 -q 100, ${params.seconds} s a run${params.nice === null ? "" : `, nice ${params.nice}`}, best of ${params.rounds} per side, interleaved. Latency: dnsperf -Q -v.`,
   ];
   process.stdout.write(
     `\n${header.join("\n")}\n\n${formatTable(rows)}\n\nTargets (issue 5):\n${formatTargets(targets)}\n`,

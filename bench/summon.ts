@@ -14,6 +14,7 @@
  * jitsu's own log line "VM 'x' is ready after N ms" (whole ms, so it is coarse)
  * from that start's query time: what the DNS layer and the dispatch add.
  */
+import { readFileSync } from "node:fs";
 import { systemClock } from "../src/clock/index.js";
 import { buildSpecs } from "../src/cli/run.js";
 import { findBackend } from "../src/backends/index.js";
@@ -124,7 +125,19 @@ export async function measureSummon(
   };
 }
 
+/** UDP datagrams the kernel dropped for a full receive buffer, machine-wide (/proc/net/snmp "Udp: RcvbufErrors"). */
+export function udpRcvbufErrors(): number {
+  const lines = readFileSync("/proc/net/snmp", "utf8")
+    .split("\n")
+    .filter((l) => l.startsWith("Udp:"));
+  const names = lines[0]?.split(/\s+/) ?? [];
+  const values = lines[1]?.split(/\s+/) ?? [];
+  return Number(values[names.indexOf("RcvbufErrors")] ?? Number.NaN);
+}
+
 export interface StormSummary extends StormResult {
+  /** Receive-buffer drops during the storm (machine-wide, so other traffic may add a few). */
+  rcvbufDrops: number;
   /** "Starting VM 'storm'" lines in jitsu's log: must be exactly 1. */
   starts: number;
   p50Ms: number;
@@ -132,11 +145,14 @@ export interface StormSummary extends StormResult {
 }
 
 export async function measureStorm(jitsu: Server, count: number): Promise<StormSummary> {
+  const drops0 = udpRcvbufErrors();
   const result = await storm(jitsu.port, "storm.cold.example", count);
+  const rcvbufDrops = udpRcvbufErrors() - drops0;
   await new Promise((r) => setTimeout(r, 300));
   const starts = logMessages(jitsu.proc).filter((msg) => msg === "Starting VM 'storm'").length;
   return {
     ...result,
+    rcvbufDrops,
     starts,
     p50Ms: percentile(result.latenciesMs, 50),
     p99Ms: percentile(result.latenciesMs, 99),

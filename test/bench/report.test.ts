@@ -136,4 +136,8 @@ test("parseParams: --quick is short, the full run meets the issue's sample sizes
   assert.equal(full.stormQueries, 1000);
   assert.equal(full.scaleNames, 10_000);
   assert.throws(() => parseParams(["--fast"]), /unknown argument '--fast'/);
+  assert.equal(full.nice, null);
+  assert.equal(parseParams(["--nice", "-5", "--quick"]).nice, -5);
+  assert.throws(() => parseParams(["--nice"]), /--nice takes a whole number/);
+  assert.throws(() => parseParams(["--nice", "-21"]), /--nice takes a whole number/);
 });
