@@ -127,6 +127,7 @@ async function main(): Promise<void> {
     probe: { name: "example.org", type: "SOA" },
   });
   await warm(jitsu, [NAME], 1);
+  const oneNameRss = rssMb(jitsu.proc.pid);
 
   const scaleVms = params.scaleNames / NAMES_PER_VM;
   const scale = scaleConfigs(scaleVms, NAMES_PER_VM);
@@ -384,6 +385,7 @@ async function main(): Promise<void> {
     },
     {
       scenario: `scale: ${params.scaleNames} VMs, 1 name each`,
+      vs: `(1 name: start-up ${jitsu.startupMs.toFixed(0)} ms, RSS ${oneNameRss.rss.toFixed(0)} MB)`,
       note: `start-up ${jitsuMany.startupMs.toFixed(0)} ms, RSS ${manyRssReady.rss.toFixed(0)} MB ready, ${manyRssSettled.rss.toFixed(0)} MB 1 s later (peak ${manyRssSettled.peak.toFixed(0)})`,
     },
   );
@@ -471,6 +473,7 @@ async function main(): Promise<void> {
     summon,
     storm: { ...stormResult, latenciesMs: undefined },
     scale: {
+      oneName: { startupMs: jitsu.startupMs, rss: oneNameRss },
       namesInstance: {
         names: scale.names.length,
         vms: scaleVms,
