@@ -62,6 +62,15 @@ type Reply = Buffer | null;
 
 const TCP_LIMIT = 65535;
 
+/**
+ * The UDP socket's receive buffer. A burst (a thousand clients asking for a
+ * cold VM at once, a resolver's retries) arrives faster than one thread reads
+ * it; with the kernel's default (~208 KiB, ~300 queries) the rest is dropped
+ * and each client waits for its retry (bench/: storm). The kernel caps this at
+ * net.core.rmem_max.
+ */
+const UDP_RECEIVE_BUFFER = 4 << 20;
+
 export class DnsServer {
   readonly counters = new DnsCounters();
   private zone: ZoneIndex;
@@ -102,7 +111,7 @@ export class DnsServer {
     const type = net.isIPv6(host) ? "udp6" : "udp4";
     let lastErr: unknown;
     for (let attempt = 0; attempt < (port === 0 ? 10 : 1); attempt++) {
-      const udp = dgram.createSocket({ type });
+      const udp = dgram.createSocket({ type, recvBufferSize: UDP_RECEIVE_BUFFER });
       try {
         await new Promise<void>((resolve, reject) => {
           udp.once("error", reject);

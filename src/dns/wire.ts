@@ -181,16 +181,24 @@ export function sameName(
 
 /** Encodes a presentation name ("www.example.org") as uncompressed wire bytes, lower-cased. */
 export function encodeName(name: string): Buffer {
-  const labels = name === "" || name === "." ? [] : name.replace(/\.$/, "").split(".");
-  const parts: Buffer[] = [];
-  for (const label of labels) {
-    const bytes = Buffer.from(label.toLowerCase(), "latin1");
-    if (bytes.length === 0 || bytes.length > 63) throw new Error(`bad DNS label in '${name}'`);
-    parts.push(Buffer.from([bytes.length]), bytes);
+  const text = name === "." ? "" : name.endsWith(".") ? name.slice(0, -1) : name;
+  // One allocation: a label's bytes are its characters (latin1), each label gains a length octet.
+  const out = Buffer.allocUnsafe(text.length + (text === "" ? 1 : 2));
+  let o = 0;
+  let start = 0;
+  for (let i = 0; i <= text.length && text !== ""; i++) {
+    if (i < text.length && text.charCodeAt(i) !== 0x2e) continue;
+    const len = i - start;
+    if (len === 0 || len > 63) throw new Error(`bad DNS label in '${name}'`);
+    out[o++] = len;
+    for (let k = start; k < i; k++) {
+      const c = text.charCodeAt(k) & 0xff;
+      out[o++] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+    }
+    start = i + 1;
   }
-  parts.push(Buffer.from([0]));
-  const out = Buffer.concat(parts);
-  if (out.length > 255) throw new Error(`DNS name '${name}' is longer than 255 bytes`);
+  out[o++] = 0;
+  if (o > 255) throw new Error(`DNS name '${name}' is longer than 255 bytes`);
   return out;
 }
 

@@ -75,6 +75,20 @@ describe("decodeQuery", () => {
     assert.notEqual(a, decodeQuery(query("www.example.com", "A"), newQueryInfo()).nameHash);
   });
 
+  it("encodes names to wire form: lower-cased, trailing dot and root handled, bad labels rejected", () => {
+    assert.equal(encodeName("WWW.Example.org").toString("hex"), "03777777076578616d706c65036f726700");
+    assert.deepEqual(encodeName("example.org."), encodeName("example.org"));
+    assert.deepEqual(encodeName("."), Buffer.from([0]));
+    assert.deepEqual(encodeName(""), Buffer.from([0]));
+    assert.deepEqual(encodeName("a"), Buffer.from([1, 0x61, 0]));
+    assert.throws(() => encodeName("a..b"), /bad DNS label/);
+    assert.throws(() => encodeName(`${"x".repeat(64)}.org`), /bad DNS label/);
+    assert.throws(
+      () => encodeName(Array.from({ length: 5 }, () => "y".repeat(63)).join(".")),
+      /longer than 255/,
+    );
+  });
+
   it("classifies short packets, responses and garbage", () => {
     assert.equal(decodeQuery(Buffer.alloc(11), newQueryInfo()).status, "short");
     const resp = query("a.b", "A");

@@ -3,15 +3,19 @@
  * relays the answer.
  *
  * Defences against spoofing (RFC 5452 §9): every upstream query gets a fresh
- * random ID and its own UDP socket bound to port 0 (a fresh random source
- * port); a reply counts only if it comes from the upstream's address and port
- * and matches the ID and the question (name case-insensitively, type, class).
- * Anything else is ignored and we keep waiting. A truncated reply (TC) is
+ * random ID and goes out of a UDP socket picked at random from a small pool of
+ * sockets bound to random ports (port 0) and connected to the upstream; each
+ * socket is retired after a few dozen queries, so source ports keep changing
+ * (a fresh socket per query, as before, cost more than the rest of the
+ * forwarding: see bench/). A reply counts only if it comes from the
+ * upstream's address and port (the socket is connected), and matches the ID
+ * and the question (name case-insensitively, type, class). Anything else is
+ * ignored and we keep waiting. A truncated reply (TC) is
  * retried over TCP (RFC 7766 §5). An upstream that errors or stays silent
  * past the attempt timeout is failed over to the next; when the overall
  * timeout passes, `forward` rejects and the server answers SERVFAIL.
  */
-import { randomInt } from "node:crypto";
+import { randomFillSync } from "node:crypto";
 import dgram from "node:dgram";
 import net from "node:net";
 import type { Logger } from "../../log/index.js";
@@ -24,13 +28,155 @@ export interface ForwarderOptions {
   timeoutMs?: number;
   /** Time given to one upstream before failing over to the next (default 2000 ms). */
   attemptTimeoutMs?: number;
-  /** Forwarded queries in flight at once (each holds a socket); beyond it, SERVFAIL at once (default 1000). */
+  /** Forwarded queries in flight at once; beyond it, SERVFAIL at once (default 1000). */
   maxInFlight?: number;
   log: Logger;
 }
 
 /** EDNS COOKIE (RFC 7873) is between the client and us; it is not passed upstream. */
 const OPTION_COOKIE = 10;
+
+/** Sockets per upstream: a query goes out of a random one (RFC 5452 §9.2: unpredictable source ports). */
+const POOL_SIZE = 8;
+/** Queries a socket sends before it is retired (closed once its last answer is in), for fresh ports. */
+const QUERIES_PER_SOCKET = 128;
+
+/** Random 16-bit IDs from a buffer refilled from the CSPRNG (randomInt per query costs more). */
+class RandomIds {
+  private readonly buf = Buffer.alloc(2048);
+  private off = this.buf.length;
+
+  next(): number {
+    if (this.off >= this.buf.length) {
+      randomFillSync(this.buf);
+      this.off = 0;
+    }
+    const id = (this.buf[this.off]! << 8) | this.buf[this.off + 1]!;
+    this.off += 2;
+    return id;
+  }
+}
+
+const ids = new RandomIds();
+
+/** How often waiting queries are checked against their deadlines (one timer, not one per query). */
+const SWEEP_MS = 25;
+
+type Done = (err: Error | null, reply?: Buffer) => void;
+
+interface PendingQuery {
+  readonly packet: Buffer;
+  readonly query: Uint8Array;
+  readonly q: QueryInfo;
+  readonly deadline: number;
+  readonly done: Done;
+}
+
+/** One UDP socket connected to one upstream, with the queries it is waiting on by ID. */
+class UdpChannel {
+  readonly pending = new Map<number, PendingQuery>();
+  private readonly sock: dgram.Socket;
+  private connected = false;
+  private readonly waiting: Buffer[] = [];
+  private uses = 0;
+  retired = false;
+  closed = false;
+
+  constructor(
+    private readonly up: Upstream,
+    private readonly log: Logger,
+    private readonly onGone: (ch: UdpChannel) => void,
+  ) {
+    const family = net.isIPv6(up.host.replace(/%.*$/, "")) ? "udp6" : "udp4";
+    this.sock = dgram.createSocket(family);
+    this.sock.on("error", (err) => this.fail(err));
+    this.sock.on("message", (msg) => this.onMessage(msg));
+    // A connected socket (bound to port 0 first: a random port) receives only the
+    // upstream's datagrams, and gets ICMP port-unreachable as an error, so a dead
+    // upstream fails over at once.
+    this.sock.bind(0, () => {
+      if (this.closed) return;
+      this.sock.connect(up.port, up.host, () => {
+        if (this.closed) return;
+        this.connected = true;
+        for (const packet of this.waiting) this.send(packet);
+        this.waiting.length = 0;
+      });
+    });
+  }
+
+  /** Sends `packet` (its ID fresh for this socket, see `freshId`); `done` is called once. */
+  exchange(packet: Buffer, query: Uint8Array, q: QueryInfo, deadline: number, done: Done): void {
+    if (++this.uses >= QUERIES_PER_SOCKET) this.retired = true;
+    this.pending.set((packet[0]! << 8) | packet[1]!, { packet, query, q, deadline, done });
+    if (this.connected) this.send(packet);
+    else this.waiting.push(packet);
+  }
+
+  /** A random ID not in flight on this socket. */
+  freshId(): number {
+    for (;;) {
+      const id = ids.next();
+      if (!this.pending.has(id)) return id;
+    }
+  }
+
+  /** Fails the queries whose deadline has passed. */
+  sweep(now: number): void {
+    for (const [id, p] of this.pending) {
+      if (p.deadline > now) continue;
+      this.pending.delete(id);
+      p.done(new ForwardError("timed out"));
+    }
+    this.closeIfDone();
+  }
+
+  private send(packet: Buffer): void {
+    // No callback: a send error is an 'error' event (handled above), and none saves a tick per query.
+    this.sock.send(packet);
+  }
+
+  private onMessage(msg: Buffer): void {
+    if (msg.length < HEADER_LEN) return;
+    const id = (msg[0]! << 8) | msg[1]!;
+    const p = this.pending.get(id);
+    if (p === undefined || !replyMatches(msg, p.packet, p.query, p.q)) {
+      this.log.debug(
+        `forwarder: ignored a reply from ${this.up.host}#${this.up.port} that does not match a query`,
+      );
+      return;
+    }
+    this.pending.delete(id);
+    p.done(null, msg);
+    this.closeIfDone();
+  }
+
+  /** Every query waiting on this socket fails with `err` (the caller fails over); the socket is closed. */
+  fail(err: Error): void {
+    this.retired = true;
+    const failed = [...this.pending.values()];
+    this.pending.clear();
+    this.close();
+    const e = err instanceof ForwardError ? err : new ForwardError(err.message);
+    for (const p of failed) p.done(e);
+  }
+
+  private closeIfDone(): void {
+    if (this.retired && this.pending.size === 0) this.close();
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.retired = true;
+    try {
+      this.sock.close();
+    } catch {
+      // already closed
+    }
+    this.onGone(this);
+  }
+}
 
 export class ForwardError extends Error {
   constructor(message: string) {
@@ -45,6 +191,10 @@ export class Forwarder {
   private readonly attemptTimeoutMs: number;
   private readonly log: Logger;
   private readonly open = new Set<{ close(): void }>();
+  /** Per upstream (by index), the sockets queries go out of. */
+  private readonly pools: UdpChannel[][];
+  private readonly channels = new Set<UdpChannel>();
+  private sweeper: ReturnType<typeof setInterval> | null = null;
   private closed = false;
   private readonly maxInFlight: number;
   private inFlight = 0;
@@ -55,6 +205,7 @@ export class Forwarder {
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 2000;
     this.maxInFlight = opts.maxInFlight ?? 1000;
     this.log = opts.log;
+    this.pools = this.upstreams.map(() => []);
   }
 
   /**
@@ -62,101 +213,81 @@ export class Forwarder {
    * upstream's reply bytes, the client's ID restored. Rejects with a
    * ForwardError when no upstream answered in time.
    */
-  async forward(query: Uint8Array, q: QueryInfo): Promise<Buffer> {
-    if (this.closed) throw new ForwardError("forwarder is closed");
-    if (this.upstreams.length === 0) throw new ForwardError("no upstream resolver is configured");
+  forward(query: Uint8Array, q: QueryInfo): Promise<Buffer> {
+    if (this.closed) return Promise.reject(new ForwardError("forwarder is closed"));
+    if (this.upstreams.length === 0)
+      return Promise.reject(new ForwardError("no upstream resolver is configured"));
     if (this.inFlight >= this.maxInFlight) {
-      throw new ForwardError(`${this.inFlight} forwarded queries already in flight (the limit)`);
+      return Promise.reject(
+        new ForwardError(`${this.inFlight} forwarded queries already in flight (the limit)`),
+      );
     }
     this.inFlight++;
-    try {
-      return await this.tryUpstreams(query, q);
-    } finally {
-      this.inFlight--;
-    }
+    return new Promise((resolve, reject) => {
+      const ok = (reply: Buffer): void => {
+        this.inFlight--;
+        resolve(reply);
+      };
+      const failed = (err: Error): void => {
+        this.inFlight--;
+        reject(err);
+      };
+      this.attempt(0, query, q, Date.now() + this.timeoutMs, [], ok, failed);
+    });
   }
 
-  private async tryUpstreams(query: Uint8Array, q: QueryInfo): Promise<Buffer> {
-    const deadline = Date.now() + this.timeoutMs;
-    const problems: string[] = [];
-    for (const up of this.upstreams) {
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) break;
-      const attemptDeadline = Date.now() + Math.min(this.attemptTimeoutMs, remaining);
-      try {
-        let id = randomInt(0, 65536);
-        let reply = await this.exchangeUdp(up, upstreamQuery(query, q, id), query, q, attemptDeadline);
-        if ((reply[2]! & 0x02) !== 0) {
-          id = randomInt(0, 65536);
-          reply = await this.exchangeTcp(up, upstreamQuery(query, q, id), query, q, attemptDeadline);
-        }
-        reply[0] = query[0]!;
-        reply[1] = query[1]!;
-        return reply;
-      } catch (err) {
-        const why = `${up.host}#${up.port}: ${(err as Error).message}`;
-        problems.push(why);
-        this.log.debug(`forwarder: ${why}`);
-        if (this.closed) break;
-      }
-    }
-    throw new ForwardError(`no upstream answered (${problems.join("; ") || "timed out"})`);
-  }
-
-  private exchangeUdp(
-    up: Upstream,
-    packet: Buffer,
+  /** Tries upstream `i`, then the next ones on failure, until the deadline (callbacks: no promise per step). */
+  private attempt(
+    i: number,
     query: Uint8Array,
     q: QueryInfo,
     deadline: number,
-  ): Promise<Buffer> {
-    return new Promise((resolve, reject) => {
-      const family = net.isIPv6(up.host.replace(/%.*$/, "")) ? "udp6" : "udp4";
-      const sock = dgram.createSocket(family);
-      const expectedHost = canonicalHost(up.host);
-      const handle = { close: () => finish(new ForwardError("forwarder closed")) };
-      let done = false;
-      const finish = (err: Error | null, reply?: Buffer): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        this.open.delete(handle);
-        try {
-          sock.close();
-        } catch {
-          // already closed
-        }
-        if (err !== null) reject(err);
-        else resolve(reply!);
-      };
-      const timer = setTimeout(
-        () => finish(new ForwardError("timed out")),
-        Math.max(1, deadline - Date.now()),
-      );
-      this.open.add(handle);
-      sock.on("error", (err) => finish(err));
-      sock.on("message", (msg, rinfo) => {
-        if (canonicalHost(rinfo.address) !== expectedHost || rinfo.port !== up.port) return;
-        if (!replyMatches(msg, packet, query, q)) {
-          this.log.debug(
-            `forwarder: ignored a reply from ${up.host}#${up.port} that does not match the query`,
-          );
-          return;
-        }
-        finish(null, msg);
-      });
-      // A connected socket (bound to port 0 first: a fresh random port) also gets
-      // ICMP port-unreachable as an error, so a dead upstream fails over at once.
-      sock.bind(0, () => {
-        if (done) return;
-        sock.connect(up.port, up.host, () => {
-          if (done) return;
-          sock.send(packet, (err) => {
-            if (err) finish(err);
-          });
-        });
-      });
+    problems: string[],
+    resolve: (reply: Buffer) => void,
+    reject: (err: Error) => void,
+  ): void {
+    const now = Date.now();
+    if (i >= this.upstreams.length || now >= deadline || this.closed) {
+      reject(new ForwardError(`no upstream answered (${problems.join("; ") || "timed out"})`));
+      return;
+    }
+    const up = this.upstreams[i]!;
+    const attemptDeadline = now + Math.min(this.attemptTimeoutMs, deadline - now);
+    const next = (err: Error): void => {
+      const why = `${up.host}#${up.port}: ${err.message}`;
+      problems.push(why);
+      this.log.debug(`forwarder: ${why}`);
+      this.attempt(i + 1, query, q, deadline, problems, resolve, reject);
+    };
+    const relay = (reply: Buffer): void => {
+      reply[0] = query[0]!;
+      reply[1] = query[1]!;
+      resolve(reply);
+    };
+    const ch = this.channel(i);
+    ch.exchange(upstreamQuery(query, q, ch.freshId()), query, q, attemptDeadline, (err, reply) => {
+      if (err !== null) return next(err);
+      if ((reply![2]! & 0x02) === 0) return relay(reply!);
+      // Truncated: the same question over TCP (RFC 7766 §5).
+      this.exchangeTcp(up, upstreamQuery(query, q, ids.next()), query, q, attemptDeadline).then(relay, next);
     });
+  }
+
+  /** A socket for upstream `i`: a new one while the pool is not full, else a random one still in service. */
+  private channel(i: number): UdpChannel {
+    const pool = this.pools[i]!;
+    for (let k = pool.length - 1; k >= 0; k--) if (pool[k]!.retired) pool.splice(k, 1);
+    if (pool.length < POOL_SIZE) {
+      const ch = new UdpChannel(this.upstreams[i]!, this.log, (gone) => this.channels.delete(gone));
+      pool.push(ch);
+      this.channels.add(ch);
+      this.sweeper ??= setInterval(() => {
+        const now = Date.now();
+        for (const c of [...this.channels]) c.sweep(now);
+      }, SWEEP_MS).unref();
+      return ch;
+    }
+    return pool[ids.next() % pool.length]!;
   }
 
   private exchangeTcp(
@@ -216,13 +347,11 @@ export class Forwarder {
   close(): void {
     this.closed = true;
     for (const h of [...this.open]) h.close();
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.sweeper = null;
+    for (const ch of [...this.channels]) ch.fail(new ForwardError("forwarder closed"));
+    for (const pool of this.pools) pool.length = 0;
   }
-}
-
-function canonicalHost(host: string): string {
-  const h = host.replace(/%.*$/, "").toLowerCase();
-  // dgram reports IPv4-mapped senders on dual-stack sockets as ::ffff:a.b.c.d.
-  return h.startsWith("::ffff:") && net.isIPv4(h.slice(7)) ? h.slice(7) : h;
 }
 
 /**
@@ -232,6 +361,18 @@ function canonicalHost(host: string): string {
  */
 export function upstreamQuery(query: Uint8Array, q: QueryInfo, id: number): Buffer {
   const qEnd = q.questionEnd;
+  if (!q.hasOpt) {
+    const out = Buffer.allocUnsafe(qEnd);
+    out[0] = id >> 8;
+    out[1] = id & 0xff;
+    out[2] = q.rd ? 0x01 : 0;
+    out[3] = query[3]! & 0x30; // AD, CD
+    out[4] = 0;
+    out[5] = 1;
+    out.fill(0, 6, HEADER_LEN);
+    for (let i = HEADER_LEN; i < qEnd; i++) out[i] = query[i]!;
+    return out;
+  }
   const options: Buffer[] = [];
   if (q.hasOpt) {
     let o = q.optRdata;

@@ -155,6 +155,36 @@ describe("Forwarder against a local upstream", () => {
     assert.notEqual(a!.srcPort, b!.srcPort);
   });
 
+  it("gives each of many concurrent queries its own reply, from source ports that keep changing", async () => {
+    up.mode = "answer";
+    up.received.length = 0;
+    const f = forwarder([{ host: "127.0.0.1", port: up.port }]);
+    const names = Array.from({ length: 1500 }, (_, i) => `n${i}.example.net`);
+    try {
+      // 100 at a time: more would overflow the test upstream's receive buffer (UDP loss, not our bug).
+      for (let batch = 0; batch < names.length; batch += 100) {
+        const replies = await Promise.all(
+          names.slice(batch, batch + 100).map(async (name) => {
+            const c = query(name);
+            return { name, r: dnsPacket.decode(await f.forward(c, decoded(c))) };
+          }),
+        );
+        for (const { name, r } of replies) {
+          assert.equal(r.id, 0x1234);
+          assert.equal(r.questions![0]!.name, name);
+        }
+      }
+    } finally {
+      f.close();
+    }
+    assert.equal(up.received.length, names.length);
+    const perPort = new Map<number, number>();
+    for (const x of up.received) perPort.set(x.srcPort, (perPort.get(x.srcPort) ?? 0) + 1);
+    // Sockets are retired after 128 queries: 1500 queries need at least 12 ports, and no port serves more.
+    assert.ok(perPort.size >= 12, `${perPort.size} source ports`);
+    assert.ok(Math.max(...perPort.values()) <= 128, `${Math.max(...perPort.values())} queries from one port`);
+  });
+
   it("ignores replies with a wrong ID, a wrong question or from another port, and takes the right one", async () => {
     up.mode = "wrong-id-first";
     const f = forwarder([{ host: "127.0.0.1", port: up.port }]);

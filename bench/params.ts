@@ -1,0 +1,42 @@
+/**
+ * The bench's command line: `--quick` (about a minute, a sanity run) or the
+ * full run (a few minutes); `--nice N` runs the bench and everything it starts
+ * at that scheduling priority (e.g. -5 on a machine shared with other work, so
+ * that other processes disturb the measurements less; all sides alike).
+ */
+export interface Params {
+  quick: boolean;
+  /** Scheduling priority for the bench and its children, or null to leave it. */
+  nice: number | null;
+  /** dnsperf run length, s. */
+  seconds: number;
+  /** Throughput rounds (best of this many per side, interleaved). */
+  rounds: number;
+  latencySeconds: number;
+  summonStarts: number;
+  stormQueries: number;
+  scaleNames: number;
+}
+
+const USAGE = "usage: npm run bench -- [--quick] [--nice N]";
+
+export function parseParams(argv: readonly string[]): Params {
+  let quick = false;
+  let nice: number | null = null;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--quick") quick = true;
+    else if (a === "--nice") {
+      const v = argv[++i];
+      const n = Number(v);
+      if (v === undefined || !Number.isInteger(n) || n < -20 || n > 19) {
+        throw new Error(`bench: --nice takes a whole number from -20 to 19, got '${v ?? ""}' (${USAGE})`);
+      }
+      nice = n;
+    } else throw new Error(`bench: unknown argument '${a}' (${USAGE})`);
+  }
+  const sizes = quick
+    ? { seconds: 2, rounds: 1, latencySeconds: 2, summonStarts: 12 }
+    : { seconds: 6, rounds: 2, latencySeconds: 4, summonStarts: 100 };
+  return { quick, nice, ...sizes, stormQueries: 1000, scaleNames: 10_000 };
+}

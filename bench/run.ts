@@ -1,0 +1,512 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench [-- --quick]`: jitsu's DNS performance against peers measured
+ * in the same run, on loopback. See bench/README.md for what each row means
+ * and how it is measured.
+ */
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, setPriority } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { queryOnce } from "./dns-client.js";
+import { runDnsperf, type DnsperfResult } from "./dnsperf.js";
+import { killAllNow, stopAll } from "./procs.js";
+import { formatTable, formatTargets, ratio, vs, type Row, type Target } from "./report.js";
+import {
+  JITSU_CLI,
+  cpuSeconds,
+  rssMb,
+  startDnsmasq,
+  startJitsu,
+  startNodeResponder,
+  startUnbound,
+  stopJitsu,
+  type Server,
+} from "./servers.js";
+import { percentile } from "./stats.js";
+import { measureStorm, measureSummon, summonConfigs, SUMMON_EXEC } from "./summon.js";
+import { parseParams } from "./params.js";
+import { makeTempDir, requireTools } from "./tools.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** bench/results/ in the source tree (this file runs from dist/bench/). */
+const RESULTS_DIR = join(here, "..", "..", "bench", "results");
+
+const NAME = "www.example.org";
+const IP = "10.0.0.1";
+const FWD_NAME = "fwd.example.net";
+const FWD_IP = "10.0.0.2";
+/** Scale: names per VM in the QPS instance (all VMs ready, queries over every name). */
+const NAMES_PER_VM = 100;
+
+function log(line: string): void {
+  process.stderr.write(`bench: ${line}\n`);
+}
+
+function best(runs: readonly DnsperfResult[]): DnsperfResult | undefined {
+  return runs.reduce<DnsperfResult | undefined>(
+    (b, r) => (b === undefined || r.qps > b.qps ? r : b),
+    undefined,
+  );
+}
+
+function trimmed(r: DnsperfResult): Omit<DnsperfResult, "latenciesMs"> & { p50Ms?: number; p99Ms?: number } {
+  const { latenciesMs, ...rest } = r;
+  return latenciesMs.length === 0
+    ? rest
+    : { ...rest, p50Ms: percentile(latenciesMs, 50), p99Ms: percentile(latenciesMs, 99) };
+}
+
+/** Scale configs: `vms` VMs with `perVm` names each, under scale.example. */
+function scaleConfigs(vms: number, perVm: number): { configs: string[]; names: string[] } {
+  const configs: string[] = [];
+  const names: string[] = [];
+  for (let v = 0; v < vms; v++) {
+    const dns: string[] = [];
+    for (let n = 0; n < perVm; n++) {
+      const name = `h${v * perVm + n}.scale.example`;
+      names.push(name);
+      dns.push(`dns=${name}`);
+    }
+    configs.push(`name=s${v},${dns.join(",")},ip=10.8.${v >> 8}.${v & 255},exec=${SUMMON_EXEC}`);
+  }
+  return { configs, names };
+}
+
+async function warm(server: Server, names: readonly string[], concurrency = 8): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < names.length) {
+      const name = names[next++]!;
+      const a = await queryOnce(server.port, name, "A", 30_000);
+      if (a === null || a.rcode !== "NOERROR" || a.addresses.length === 0) {
+        throw new Error(
+          `bench: warming ${server.label}: ${name} answered ${a === null ? "nothing" : a.rcode}`,
+        );
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+async function main(): Promise<void> {
+  const params = parseParams(process.argv.slice(2));
+  const tools = requireTools();
+  // Children inherit the priority: every side of every comparison runs at it.
+  if (params.nice !== null) setPriority(params.nice);
+  if (!existsSync(JITSU_CLI)) throw new Error(`bench: ${JITSU_CLI} is missing: run 'npm run build' first`);
+  const dir = makeTempDir();
+  const started = new Date();
+  log(`${params.quick ? "quick" : "full"} run, temp dir ${dir}, load average ${loadavg()[0]!.toFixed(2)}`);
+
+  const qfile = (name: string, lines: readonly string[]): string => {
+    const path = join(dir, name);
+    writeFileSync(path, lines.map((n) => `${n} A`).join("\n") + "\n");
+    return path;
+  };
+  const hotFile = qfile("hot.txt", [NAME]);
+  const fwdFile = qfile("fwd.txt", [FWD_NAME]);
+
+  // ---- servers --------------------------------------------------------------
+  log("starting peers and jitsu");
+  const unbound = await startUnbound(tools.unbound!, dir, "unbound", [
+    [NAME, IP],
+    [FWD_NAME, FWD_IP],
+  ]);
+  const dnsmasq = await startDnsmasq(tools.dnsmasq!, "dnsmasq", { records: [[NAME, IP]], probeName: NAME });
+  const dnsmasqFwd = await startDnsmasq(tools.dnsmasq!, "dnsmasq forwarding", {
+    upstreamPort: unbound.port,
+    probeName: FWD_NAME,
+  });
+  const node = await startNodeResponder(NAME, IP);
+  const jitsu = await startJitsu({
+    label: "jitsu",
+    configs: [`name=www,dns=${NAME},ip=${IP},exec=${SUMMON_EXEC}`],
+    upstreamPort: unbound.port,
+    logLevel: "warn",
+    probe: { name: "example.org", type: "SOA" },
+  });
+  await warm(jitsu, [NAME], 1);
+  const oneNameRss = rssMb(jitsu.proc.pid);
+
+  const scaleVms = params.scaleNames / NAMES_PER_VM;
+  const scale = scaleConfigs(scaleVms, NAMES_PER_VM);
+  const scaleFile = qfile("scale.txt", scale.names);
+  const jitsuScale = await startJitsu({
+    label: `jitsu ${scale.names.length} names`,
+    configs: scale.configs,
+    upstreamPort: null,
+    logLevel: "warn",
+    probe: { name: "scale.example", type: "SOA" },
+  });
+  const scaleRssIdle = rssMb(jitsuScale.proc.pid);
+  log(`warming ${scaleVms} VMs of the ${scale.names.length}-name instance`);
+  await warm(
+    jitsuScale,
+    scale.names.filter((_, i) => i % NAMES_PER_VM === 0),
+  );
+
+  // ---- throughput: interleaved, best of `rounds` per side ---------------------
+  const sides: { key: string; server: Server; file: string; tcp?: boolean }[] = [
+    { key: "node/udp", server: node, file: hotFile },
+    { key: "jitsu/udp", server: jitsu, file: hotFile },
+    { key: "dnsmasq/udp", server: dnsmasq, file: hotFile },
+    { key: "unbound/udp", server: unbound, file: hotFile },
+    { key: "jitsu-scale/udp", server: jitsuScale, file: scaleFile },
+    { key: "node/tcp", server: node, file: hotFile, tcp: true },
+    { key: "jitsu/tcp", server: jitsu, file: hotFile, tcp: true },
+    { key: "unbound/tcp", server: unbound, file: hotFile, tcp: true },
+    { key: "jitsu/fwd", server: jitsu, file: fwdFile },
+    { key: "dnsmasq/fwd", server: dnsmasqFwd, file: fwdFile },
+  ];
+  const runs: Record<string, DnsperfResult[]> = {};
+  /** Runs dnsperf could not finish, by side: reported, not fatal (the other sides still count). */
+  const failed: Record<string, string[]> = {};
+  for (let round = 1; round <= params.rounds; round++) {
+    for (const side of round % 2 === 1 ? sides : [...sides].reverse()) {
+      log(`throughput round ${round}/${params.rounds}: ${side.key} (${params.seconds} s)`);
+      const cpu0 = cpuSeconds(side.server.proc.pid);
+      let r: DnsperfResult;
+      try {
+        r = await runDnsperf({
+          dnsperf: tools.dnsperf!,
+          port: side.server.port,
+          queryFile: side.file,
+          seconds: params.seconds,
+          tcp: side.tcp === true,
+        });
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        log(`${side.key}: ${why}`);
+        (failed[side.key] ??= []).push(why);
+        continue;
+      }
+      r.serverCpuUs = ((cpuSeconds(side.server.proc.pid) - cpu0) * 1e6) / Math.max(1, r.completed);
+      (runs[side.key] ??= []).push(r);
+    }
+  }
+  const tp = (key: string): DnsperfResult | undefined => best(runs[key] ?? []);
+  const scaleRssLoaded = rssMb(jitsuScale.proc.pid);
+
+  // ---- latency at 50 % of the Node responder's best QPS ------------------------
+  const rate = 0.5 * (tp("node/udp")?.qps ?? 0);
+  const latSides: { key: string; server: Server }[] = [
+    { key: "jitsu", server: jitsu },
+    { key: "node", server: node },
+    { key: "dnsmasq", server: dnsmasq },
+    { key: "unbound", server: unbound },
+  ];
+  const lat: Record<string, DnsperfResult[]> = {};
+  for (let round = 1; round <= params.rounds; round++) {
+    for (const side of round % 2 === 1 ? latSides : [...latSides].reverse()) {
+      log(
+        `latency round ${round}/${params.rounds}: ${side.key} at ${Math.round(rate)} qps (${params.latencySeconds} s)`,
+      );
+      try {
+        const r = await runDnsperf({
+          dnsperf: tools.dnsperf!,
+          port: side.server.port,
+          queryFile: hotFile,
+          seconds: params.latencySeconds,
+          rateQps: rate,
+        });
+        (lat[side.key] ??= []).push(r);
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        log(`latency ${side.key}: ${why}`);
+        (failed[`latency/${side.key}`] ??= []).push(why);
+      }
+    }
+  }
+  // Best of the rounds = the run with the lower p99.
+  const latBest = (key: string): { p50: number; p99: number; result: DnsperfResult } | undefined => {
+    let out: { p50: number; p99: number; result: DnsperfResult } | undefined;
+    for (const r of lat[key] ?? []) {
+      const p99 = percentile(r.latenciesMs, 99);
+      if (out === undefined || p99 < out.p99) out = { p50: percentile(r.latenciesMs, 50), p99, result: r };
+    }
+    return out;
+  };
+
+  await Promise.all([
+    stopJitsu(jitsuScale),
+    stopJitsu(jitsu),
+    node.proc.stop(),
+    dnsmasq.proc.stop(),
+    dnsmasqFwd.proc.stop(),
+  ]);
+
+  // ---- summon overhead and the storm -------------------------------------------
+  const warmup = 5;
+  log(
+    `summon: ${params.summonStarts} cold starts (+${warmup} warm-up), then a storm of ${params.stormQueries}`,
+  );
+  const jitsuSummon = await startJitsu({
+    label: "jitsu summon",
+    configs: summonConfigs(params.summonStarts + warmup),
+    upstreamPort: null,
+    logLevel: "info",
+    probe: { name: "cold.example", type: "SOA" },
+  });
+  const summon = await measureSummon(jitsuSummon, join(dir, "state"), params.summonStarts, warmup);
+  const stormResult = await measureStorm(jitsuSummon, params.stormQueries);
+  await stopJitsu(jitsuSummon);
+
+  // ---- scale: start-up and memory with 10,000 VMs of one name each ---------------
+  log(`scale: start-up with ${params.scaleNames} VMs`);
+  const many = scaleConfigs(params.scaleNames, 1);
+  const jitsuMany = await startJitsu({
+    label: `jitsu ${params.scaleNames} VMs`,
+    configs: many.configs,
+    upstreamPort: null,
+    logLevel: "info",
+    probe: { name: "scale.example", type: "SOA" },
+  });
+  const manyRssReady = rssMb(jitsuMany.proc.pid);
+  await new Promise((r) => setTimeout(r, 1000));
+  const manyRssSettled = rssMb(jitsuMany.proc.pid);
+  await stopJitsu(jitsuMany);
+  await unbound.proc.stop();
+
+  // ---- report ---------------------------------------------------------------
+  const q = (key: string): number | undefined => tp(key)?.qps;
+  /** CPU per query: the lowest of the rounds (the least disturbed by other load). */
+  const cpu = (key: string): number | undefined => {
+    const v = (runs[key] ?? []).map((r) => r.serverCpuUs ?? Number.NaN).filter(Number.isFinite);
+    return v.length === 0 ? undefined : Math.min(...v);
+  };
+  const loss = (key: string): string => {
+    const r = tp(key);
+    if (r === undefined)
+      return failed[key] !== undefined ? `dnsperf failed: ${failed[key]![0]!.slice(0, 80)}` : "";
+    const bad = Object.entries(r.otherRcodes).map(([k, v]) => `${k} ${v}`);
+    if (r.lost > 0) bad.unshift(`lost ${r.lost}`);
+    return bad.join(", ");
+  };
+  const jl = latBest("jitsu");
+  const rows: Row[] = [
+    {
+      scenario: "hot path UDP: jitsu, ready VM",
+      qps: q("jitsu/udp"),
+      cpuUs: cpu("jitsu/udp"),
+      vs: vs(q("jitsu/udp"), q("node/udp"), "node"),
+      note: loss("jitsu/udp"),
+    },
+    {
+      scenario: "  node responder (prebuilt buffer)",
+      qps: q("node/udp"),
+      cpuUs: cpu("node/udp"),
+      note: loss("node/udp"),
+    },
+    {
+      scenario: "  dnsmasq local data",
+      qps: q("dnsmasq/udp"),
+      cpuUs: cpu("dnsmasq/udp"),
+      vs: vs(q("jitsu/udp"), q("dnsmasq/udp"), "dnsmasq (jitsu)"),
+    },
+    {
+      scenario: "  unbound local data, 1 thread",
+      qps: q("unbound/udp"),
+      cpuUs: cpu("unbound/udp"),
+      vs: vs(q("jitsu/udp"), q("unbound/udp"), "unbound (jitsu)"),
+    },
+    {
+      scenario: "hot path TCP: jitsu",
+      qps: q("jitsu/tcp"),
+      cpuUs: cpu("jitsu/tcp"),
+      vs: vs(q("jitsu/tcp"), q("node/tcp"), "node tcp"),
+      note: loss("jitsu/tcp"),
+    },
+    { scenario: "  node responder TCP", qps: q("node/tcp"), cpuUs: cpu("node/tcp") },
+    {
+      scenario: "  unbound TCP",
+      qps: q("unbound/tcp"),
+      cpuUs: cpu("unbound/tcp"),
+      vs: vs(q("jitsu/tcp"), q("unbound/tcp"), "unbound (jitsu)"),
+    },
+    {
+      scenario: "forwarded UDP: jitsu -> unbound",
+      qps: q("jitsu/fwd"),
+      cpuUs: cpu("jitsu/fwd"),
+      vs: vs(q("jitsu/fwd"), q("dnsmasq/fwd"), "dnsmasq fwd"),
+      note: loss("jitsu/fwd"),
+    },
+    {
+      scenario: "  dnsmasq -> unbound, cache off",
+      qps: q("dnsmasq/fwd"),
+      cpuUs: cpu("dnsmasq/fwd"),
+      note: loss("dnsmasq/fwd"),
+    },
+  ];
+  for (const key of ["jitsu", "node", "dnsmasq", "unbound"]) {
+    const b = latBest(key);
+    rows.push({
+      scenario: `latency @ ${Math.round(rate)} qps (50% node): ${key}`,
+      p50Ms: b?.p50,
+      p99Ms: b?.p99,
+      vs: key === "jitsu" ? "" : vs(jl?.p99, b?.p99, `${key} p99 (jitsu)`),
+      note:
+        b === undefined
+          ? ""
+          : `${b.result.completed} answers${b.result.lost > 0 ? `, lost ${b.result.lost}` : ""}`,
+    });
+  }
+  rows.push(
+    {
+      scenario: `summon: cold query -> answer (${summon.starts} starts)`,
+      p50Ms: summon.queryMs.p50,
+      p99Ms: summon.queryMs.p99,
+      note: summon.failures > 0 ? `${summon.failures} failed` : "",
+    },
+    {
+      scenario: "  process backend's own work (state+start)",
+      p50Ms: summon.backendMs.p50,
+      p99Ms: summon.backendMs.p99,
+    },
+    { scenario: "  overhead (query - backend)", p50Ms: summon.overheadMs.p50, p99Ms: summon.overheadMs.p99 },
+    {
+      scenario: "  overhead per start (query - 'ready after')",
+      p50Ms: summon.perStartOverheadMs.p50,
+      p99Ms: summon.perStartOverheadMs.p99,
+      note: `whole-ms log, ${summon.perStartOverheadMs.samples} samples`,
+    },
+    {
+      scenario: `storm: ${stormResult.sent} queries, one cold VM`,
+      p50Ms: stormResult.p50Ms,
+      p99Ms: stormResult.p99Ms,
+      note: `starts ${stormResult.starts}, answered ${stormResult.answered} (${stormResult.ok} with address), resent ${stormResult.resent} (UDP rcvbuf drops ${stormResult.rcvbufDrops}), all in ${stormResult.allAnsweredMs.toFixed(0)} ms`,
+    },
+    {
+      scenario: `scale: ${scale.names.length} names on ${scaleVms} ready VMs`,
+      qps: q("jitsu-scale/udp"),
+      cpuUs: cpu("jitsu-scale/udp"),
+      vs: vs(q("jitsu-scale/udp"), q("jitsu/udp"), "1 name"),
+      note: `start-up ${jitsuScale.startupMs.toFixed(0)} ms, RSS ${scaleRssIdle.rss.toFixed(0)} MB idle, ${scaleRssLoaded.rss.toFixed(0)} MB after load`,
+    },
+    {
+      scenario: `scale: ${params.scaleNames} VMs, 1 name each`,
+      vs: `(1 name: start-up ${jitsu.startupMs.toFixed(0)} ms, RSS ${oneNameRss.rss.toFixed(0)} MB)`,
+      note: `start-up ${jitsuMany.startupMs.toFixed(0)} ms, RSS ${manyRssReady.rss.toFixed(0)} MB ready, ${manyRssSettled.rss.toFixed(0)} MB 1 s later (peak ${manyRssSettled.peak.toFixed(0)})`,
+    },
+  );
+
+  const hot = ratio(q("jitsu/udp"), q("node/udp"));
+  const fwd = ratio(q("jitsu/fwd"), q("dnsmasq/fwd"));
+  const scaleRatio = ratio(q("jitsu-scale/udp"), q("jitsu/udp"));
+  const maxStartup = Math.max(jitsuScale.startupMs, jitsuMany.startupMs);
+  const maxRss = Math.max(scaleRssLoaded.peak, manyRssSettled.peak);
+  const targets: Target[] = [
+    {
+      what: "hot path >= 90% of node responder QPS",
+      measured: `${(hot * 100).toFixed(0)}%`,
+      met: hot >= 0.9,
+    },
+    {
+      what: "hot path p99 < 1 ms at 50% of node QPS",
+      measured: `${jl?.p99.toFixed(3)} ms at ${Math.round(rate)} qps`,
+      met: jl !== undefined && jl.p99 < 1,
+    },
+    {
+      what: "forwarded >= 70% of dnsmasq forwarding",
+      measured: `${(fwd * 100).toFixed(0)}%`,
+      met: fwd >= 0.7,
+    },
+    {
+      what: "summon overhead <= 2 ms p99",
+      measured: `${summon.overheadMs.p99.toFixed(2)} ms (per-start estimate ${summon.perStartOverheadMs.p99.toFixed(2)} ms)${summon.starts < 50 ? `; only ${summon.starts} starts (quick)` : ""}`,
+      met: summon.overheadMs.p99 <= 2 && summon.perStartOverheadMs.p99 <= 2,
+    },
+    {
+      what: "storm: exactly one start, all answered",
+      measured: `${stormResult.starts} start(s), ${stormResult.ok}/${stormResult.sent} answered with the address`,
+      met: stormResult.starts === 1 && stormResult.ok === stormResult.sent,
+    },
+    {
+      what: "10k names: start-up <= 1 s",
+      measured: `${maxStartup.toFixed(0)} ms (worst of the two shapes)`,
+      met: maxStartup <= 1000,
+    },
+    {
+      what: "10k names: RSS <= 100 MB",
+      measured: `${maxRss.toFixed(0)} MB peak (worst of the two shapes)`,
+      met: maxRss <= 100,
+    },
+    {
+      what: "10k names: QPS within 10% of one name",
+      measured: `${(scaleRatio * 100).toFixed(0)}%`,
+      met: scaleRatio >= 0.9,
+    },
+  ];
+
+  const header = [
+    `jitsu bench (${params.quick ? "quick" : "full"}), ${started.toISOString()}, ${cpus().length} CPUs, load ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(" ")}, node ${process.version}`,
+    `QPS: dnsperf -c 4 -q 100, ${params.seconds} s a run${params.nice === null ? "" : `, nice ${params.nice}`}, best of ${params.rounds} per side, interleaved. Latency: dnsperf -Q -v.`,
+  ];
+  process.stdout.write(
+    `\n${header.join("\n")}\n\n${formatTable(rows)}${
+      Object.keys(failed).length === 0
+        ? ""
+        : `\n\ndnsperf failed (not counted): ${Object.entries(failed)
+            .map(([k, v]) => `${k} x${v.length}: ${v[0]!.slice(0, 160)}`)
+            .join("; ")}`
+    }\n\nTargets (issue 5):\n${formatTargets(targets)}\n`,
+  );
+
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const file = join(
+    RESULTS_DIR,
+    `${started.toISOString().replace(/[:.]/g, "-")}${params.quick ? "-quick" : ""}.json`,
+  );
+  const json = {
+    startedAt: started.toISOString(),
+    params,
+    machine: { cpus: cpus().length, model: cpus()[0]?.model, loadavg: loadavg(), node: process.version },
+    throughput: Object.fromEntries(
+      Object.entries(runs).map(([k, v]) => [k, { best: trimmed(best(v)!), runs: v.map(trimmed) }]),
+    ),
+    latency: {
+      rateQps: rate,
+      ...Object.fromEntries(Object.entries(lat).map(([k, v]) => [k, v.map(trimmed)])),
+    },
+    summon,
+    storm: { ...stormResult, latenciesMs: undefined },
+    scale: {
+      oneName: { startupMs: jitsu.startupMs, rss: oneNameRss },
+      namesInstance: {
+        names: scale.names.length,
+        vms: scaleVms,
+        startupMs: jitsuScale.startupMs,
+        rssIdle: scaleRssIdle,
+        rssLoaded: scaleRssLoaded,
+      },
+      vmsInstance: {
+        vms: params.scaleNames,
+        startupMs: jitsuMany.startupMs,
+        rssReady: manyRssReady,
+        rssSettled: manyRssSettled,
+      },
+    },
+    failed,
+    rows,
+    targets,
+  };
+  writeFileSync(file, JSON.stringify(json, null, 2) + "\n");
+  process.stdout.write(`\nResults: ${file}\n`);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+process.on("exit", killAllNow);
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    log(`${sig}: stopping everything`);
+    void stopAll().finally(() => process.exit(130));
+  });
+}
+
+main().catch(async (err: unknown) => {
+  log(err instanceof Error ? err.message : String(err));
+  await stopAll();
+  process.exit(1);
+});

@@ -1,0 +1,77 @@
+/**
+ * What the benchmark needs from the machine: the tools it runs (checked and
+ * named up front; nothing is installed), free loopback ports and a temp dir.
+ */
+import { accessSync, constants, mkdtempSync } from "node:fs";
+import { createServer } from "node:net";
+import { createSocket } from "node:dgram";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+
+/** Each tool the bench runs, and the Debian package it comes from. */
+export const TOOLS: Readonly<Record<string, string>> = {
+  dnsperf: "dnsperf",
+  dnsmasq: "dnsmasq-base",
+  unbound: "unbound",
+};
+
+/** Finds a command on PATH (plus the sbin directories, where dnsmasq and unbound live). */
+export function which(command: string): string | null {
+  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/sbin", "/sbin", "/usr/local/sbin"];
+  for (const dir of dirs) {
+    if (dir === "") continue;
+    const path = join(dir, command);
+    try {
+      accessSync(path, constants.X_OK);
+      return path;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+/** The path of every tool, or an error naming each missing tool and the package to install. */
+export function requireTools(): Record<string, string> {
+  const found: Record<string, string> = {};
+  const missing: string[] = [];
+  for (const [tool, pkg] of Object.entries(TOOLS)) {
+    const path = which(tool);
+    if (path === null) missing.push(`${tool} (Debian package ${pkg})`);
+    else found[tool] = path;
+  }
+  if (missing.length > 0) {
+    const pkgs = Object.entries(TOOLS)
+      .filter(([tool]) => found[tool] === undefined)
+      .map(([, pkg]) => pkg);
+    throw new Error(
+      `bench: missing ${missing.join(", ")}; install with: apt-get install --no-install-recommends ${pkgs.join(" ")}`,
+    );
+  }
+  return found;
+}
+
+/** A loopback port free for both UDP and TCP (a DNS server binds both). */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = createServer();
+      srv.once("error", reject);
+      srv.listen(0, "127.0.0.1", () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const udpFree = await new Promise<boolean>((resolve) => {
+      const sock = createSocket("udp4");
+      sock.once("error", () => resolve(false));
+      sock.bind(port, "127.0.0.1", () => sock.close(() => resolve(true)));
+    });
+    if (udpFree) return port;
+  }
+  throw new Error("bench: no free loopback port for UDP and TCP after 20 tries");
+}
+
+export function makeTempDir(): string {
+  return mkdtempSync(join(tmpdir(), "jitsu-bench-"));
+}
