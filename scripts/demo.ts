@@ -1,0 +1,80 @@
+/**
+ * `npm run demo`: jitsu on 127.0.0.1:5353 with the process backend, serving a
+ * few names backed by small local HTTP servers (demo-service). No root, no
+ * hypervisor, no traffic leaves the machine: forwarding is off unless you add
+ * -f ADDR. Extra arguments are passed to jitsu (e.g. `npm run demo -- -t 30`).
+ */
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const cli = join(here, "..", "src", "cli", "main.js");
+const service = join(here, "demo-service.js");
+const userArgs = process.argv.slice(2);
+const port = process.env.JITSU_DEMO_PORT ?? "5353";
+
+interface DemoVm {
+  name: string;
+  ip: string;
+  boot: number;
+  probe: "http" | "tcp";
+}
+const vms: DemoVm[] = [
+  { name: "hello", ip: "127.0.0.11", boot: 0, probe: "http" },
+  { name: "slow", ip: "127.0.0.12", boot: 2, probe: "http" },
+  { name: "tcp", ip: "127.0.0.13", boot: 0.5, probe: "tcp" },
+];
+const configs = vms.map((vm) =>
+  [
+    `dns=${vm.name}.jitsu.test`,
+    `ip=${vm.ip}`,
+    `name=${vm.name}`,
+    `exec='${process.execPath}' '${service}' ${vm.ip} 8080 ${vm.name} ${vm.boot}`,
+    vm.probe === "http" ? `ready=http://${vm.ip}:8080/` : `ready=tcp:${vm.ip}:8080`,
+  ].join(","),
+);
+
+const stateDir = mkdtempSync(join(tmpdir(), "jitsu-demo-"));
+const has = (flag: string, long: string): boolean => userArgs.some((a) => a === flag || a === long || a.startsWith(`${long}=`));
+const args = [
+  cli,
+  "-x",
+  "process",
+  "-b",
+  "127.0.0.1",
+  "-l",
+  port,
+  ...(has("-f", "--forwarder") ? [] : ["-f", "0.0.0.0"]),
+  ...(has("-t", "--ttl") ? [] : ["-t", "15"]),
+  ...(has("-d", "--delay") ? [] : ["-d", "0"]),
+  "--state-dir",
+  stateDir,
+  "--stop-on-exit",
+  ...userArgs,
+  ...configs,
+];
+
+const ttl = userArgs[userArgs.findIndex((a) => a === "-t" || a === "--ttl") + 1] ?? "15";
+console.log(`jitsu demo: DNS on 127.0.0.1:${port}, ${vms.length} names backed by local HTTP servers started on demand.
+Try, in another terminal:
+${vms.map((vm) => `  dig @127.0.0.1 -p ${port} ${vm.name}.jitsu.test     # starts '${vm.name}' (${vm.boot} s boot), then answers ${vm.ip}\n  curl http://${vm.ip}:8080/`).join("\n")}
+  dig @127.0.0.1 -p ${port} jitsu.test SOA        # the zone jitsu synthesises
+  dig @127.0.0.1 -p ${port} -x 127.0.0.11         # PTR for a managed address
+  dig @127.0.0.1 -p ${port} other.jitsu.test      # not managed: NXDOMAIN (forwarding is off unless you add -f ADDR)
+A VM nobody asks for during 2 x TTL (${Number(ttl) * 2} s) is stopped again; watch the log and the stats table.
+Ctrl-C stops jitsu and the services it started.
+`);
+
+const child = spawn(process.execPath, args, { stdio: "inherit" });
+const forward = (signal: NodeJS.Signals): void => {
+  child.kill(signal);
+};
+process.on("SIGINT", forward);
+process.on("SIGTERM", forward);
+child.on("exit", (code, signal) => {
+  rmSync(stateDir, { recursive: true, force: true });
+  process.exit(code ?? (signal === null ? 0 : 1));
+});

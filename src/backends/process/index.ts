@@ -1,0 +1,15 @@
+import type { BackendFactory } from "../contract.js";
+import { PROCESS_KEYS, PROCESS_STOP_MODES, ProcessBackend } from "./backend.js";
+
+export { ProcessBackend, PROCESS_KEYS } from "./backend.js";
+export { splitCommandLine } from "./command-line.js";
+
+/** Local commands as VMs: the no-hypervisor backend for demos and development servers. */
+export const processBackend: BackendFactory = {
+  name: "process",
+  summary: "Local commands as VMs (each in its own process group; pause = SIGSTOP)",
+  keys: PROCESS_KEYS,
+  stopModes: PROCESS_STOP_MODES,
+  discoversAddresses: false,
+  create: (options) => new ProcessBackend(options),
+};

@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/**
+ * The `jitsu` binary: parse the command line (seed-compatible with the original
+ * Jitsu), start serving, and shut down cleanly on SIGINT/SIGTERM.
+ */
+import { CommanderError } from "commander";
+import { describeError, JitsuError, UsageError } from "../errors/index.js";
+import { parseArgs } from "./command.js";
+import type { Settings } from "./options.js";
+import { startJitsu } from "./run.js";
+
+async function main(): Promise<void> {
+  let settings: Settings;
+  try {
+    settings = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === "commander.helpDisplayed" || err.code === "commander.version" || err.exitCode === 0) {
+        process.exit(0);
+      }
+      process.stderr.write(`jitsu: ${err.message.replace(/^error: /, "")} (see jitsu --help)\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`jitsu: ${describeError(err)}\n`);
+    process.exit(err instanceof UsageError ? 2 : 1);
+  }
+
+  let jitsu;
+  try {
+    jitsu = await startJitsu(settings);
+  } catch (err) {
+    process.stderr.write(`jitsu: ${describeError(err)}\n`);
+    if (!(err instanceof JitsuError) && process.env.JITSU_DEBUG === "1") console.error(err);
+    process.exit(1);
+  }
+
+  let signalled = false;
+  const shutdown = (signal: string): void => {
+    if (signalled) {
+      jitsu.log.warn(`${signal} again: exiting now`);
+      process.exit(1);
+    }
+    signalled = true;
+    jitsu.log.info(`${signal}: shutting down`);
+    jitsu.close({ stopVms: settings.stopOnExit }).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        jitsu.log.error(`shutdown: ${describeError(err)}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", () => shutdown("SIGINT"));
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  // Nothing a bad packet or backend reply does may take the server down: log and go on.
+  process.on("uncaughtException", (err) => jitsu.log.error(`unexpected error (continuing): ${describeError(err)}`));
+  process.on("unhandledRejection", (err) => jitsu.log.error(`unexpected rejection (continuing): ${describeError(err)}`));
+}
+
+void main();

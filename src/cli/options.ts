@@ -1,0 +1,214 @@
+/**
+ * Command-line options: the original Jitsu's (same short and long names,
+ * defaults and meaning) plus ours. One table drives commander, --help and
+ * validation, so they never drift apart.
+ */
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { STOP_MODES, type StopMode } from "../backends/index.js";
+import { parseIntStrict, parseIp, parsePort, parseSeconds } from "../config/index.js";
+import { UsageError } from "../errors/index.js";
+import { LOG_LEVELS, type LogFormat, type LogLevel } from "../log/index.js";
+
+export interface OptionDef {
+  /** Commander flags, e.g. "-b, --bind <ADDR>". */
+  readonly flags: string;
+  /** The long name without dashes; also the key in a config file. */
+  readonly name: string;
+  readonly doc: string;
+  /** Default shown in --help, as the original's "(absent=...)". */
+  readonly absent?: string;
+}
+
+export const OPTIONS: readonly OptionDef[] = [
+  { flags: "-b, --bind <ADDR>", name: "bind", absent: "127.0.0.1", doc: "Bind local DNS server to interface with this IP" },
+  {
+    flags: "-c, --connect <CONNECT>",
+    name: "connect",
+    absent: "xen:///",
+    doc: "Libvirt and Xapi connection string (e.g. xen+ssh://x.x.x.x/system or vbox:///session)",
+  },
+  {
+    flags: "-d, --delay <SECONDS>",
+    name: "delay",
+    absent: "0.1",
+    doc: "Time to wait in seconds before responding to a DNS query after the local VM has started. This delay gives the VM time to open up the necessary TCP ports etc. Setting this value too low can result in long delays on the first TCP request to the VM.",
+  },
+  {
+    flags: "-f, --forwarder <ADDR>",
+    name: "forwarder",
+    doc: "IP address of DNS server queries should be forwarded to if no local match is found. Defaults to system default (/etc/resolv.conf) if not specified. Set to 0.0.0.0 to disable forwarding.",
+  },
+  { flags: "-l, --listen <PORT>", name: "listen", absent: "53", doc: "UDP (and TCP) port to listen for DNS queries" },
+  {
+    flags: "-m, --mode <MODE>",
+    name: "mode",
+    absent: "destroy",
+    doc: `How to stop running VMs after timeout. Valid options are ${STOP_MODES.join(", ")}; which ones a backend supports is listed with its configuration below. Suspended VMs are generally faster to resume, but require resources to store state.`,
+  },
+  { flags: "-p, --port <PORT>", name: "port", absent: "53", doc: "UDP port to forward DNS queries to" },
+  {
+    flags: "-t, --ttl <SECONDS>",
+    name: "ttl",
+    absent: "60",
+    doc: "DNS TTL in seconds. The TTL determines how long the clients may cache our DNS response. VMs are terminated after no DNS requests have been received for TTL*2 seconds.",
+  },
+  {
+    flags: "-x, --backend <BACKEND>",
+    name: "backend",
+    absent: "libvirt",
+    doc: "Which backend to use: libvirt, xapi, libxl, qemu or process.",
+  },
+  {
+    flags: "--persistdb <path>",
+    name: "persistdb",
+    doc: "Keep jitsu's state (per VM: starts, requests, timers) in this SQLite database, so it survives restarts. The default is to keep it in memory only.",
+  },
+  {
+    flags: "--synjitsu <UUID>",
+    name: "synjitsu",
+    doc: "UUID of a running Synjitsu compatible unikernel. When specified, Jitsu connects to it over Vchan on port 'synjitsu' and sends notifications with the MAC and IP addresses of booted unikernels (for VMs with use_synjitsu).",
+  },
+  {
+    flags: "--start-timeout <SECONDS>",
+    name: "start-timeout",
+    absent: "30",
+    doc: "How long a VM may take to become ready (start, wait_for_key, delay, ready probes) before the query is answered with SERVFAIL and the start is retried after a back-off.",
+  },
+  {
+    flags: "--state-dir <DIR>",
+    name: "state-dir",
+    absent: "$XDG_RUNTIME_DIR/jitsu or ~/.cache/jitsu",
+    doc: "Where backends keep pid files, control sockets and saved memory images.",
+  },
+  { flags: "--xl <PATH>", name: "xl", absent: "xl on PATH", doc: "The xl command used by the libxl backend." },
+  {
+    flags: "--synjitsu-socket <PATH>",
+    name: "synjitsu-socket",
+    doc: "Reach Synjitsu through this unix socket instead of starting vchan-socket-proxy.",
+  },
+  { flags: "--config <FILE>", name: "config", doc: "Read options and VMs from this YAML or JSON file (command-line values win); SIGHUP reloads it." },
+  { flags: "--http <ADDR:PORT>", name: "http", doc: "Serve /status, /metrics and /healthz over HTTP on this address." },
+  { flags: "--http-token <TOKEN>", name: "http-token", doc: "Enable POST /vms/NAME/start and /stop on the HTTP endpoint for requests bearing this token." },
+  { flags: "--stop-on-exit", name: "stop-on-exit", doc: "On SIGINT/SIGTERM, also stop the VMs that jitsu started." },
+  {
+    flags: "--log-level <LEVEL>",
+    name: "log-level",
+    absent: "info",
+    doc: `Log level: ${LOG_LEVELS.join(", ")}.`,
+  },
+  { flags: "--log-format <FORMAT>", name: "log-format", absent: "text", doc: "Log format: text (human-readable lines) or json." },
+];
+
+/** Options whose feature has not landed yet: given, they fail loudly instead of being ignored. */
+export const NOT_YET: ReadonlySet<string> = new Set([
+  "persistdb",
+  "synjitsu",
+  "synjitsu-socket",
+  "config",
+  "http",
+  "http-token",
+  "xl",
+]);
+
+export interface Settings {
+  readonly bind: string;
+  readonly connect: string;
+  readonly delay: number;
+  /** undefined: /etc/resolv.conf; null: forwarding disabled (-f 0.0.0.0). */
+  readonly forwarder: string | null | undefined;
+  readonly listen: number;
+  readonly mode: StopMode;
+  readonly port: number;
+  readonly ttl: number;
+  readonly backend: string;
+  readonly persistdb: string | undefined;
+  readonly synjitsu: string | undefined;
+  readonly startTimeout: number;
+  readonly stateDir: string;
+  readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+  readonly stopOnExit: boolean;
+  /** Everything as given, by long name, for backends' own global options. */
+  readonly raw: Readonly<Record<string, string | undefined>>;
+  /** Positional CONFIG strings. */
+  readonly configs: readonly string[];
+}
+
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.XDG_RUNTIME_DIR !== undefined && env.XDG_RUNTIME_DIR !== "") return join(env.XDG_RUNTIME_DIR, "jitsu");
+  const cache = env.XDG_CACHE_HOME !== undefined && env.XDG_CACHE_HOME !== "" ? env.XDG_CACHE_HOME : join(homedir(), ".cache");
+  return join(cache, "jitsu");
+}
+
+function parseWith<T>(option: string, value: string, parse: (v: string) => T): T {
+  try {
+    return parse(value);
+  } catch (err) {
+    throw new UsageError((err as Error).message, option);
+  }
+}
+
+function positiveInt(v: string): number {
+  const n = parseIntStrict(v);
+  if (n < 1 || n > 2147483647) throw new Error(`expected a whole number of seconds from 1 to 2147483647, got '${v}'`);
+  return n;
+}
+
+function positive(v: string): number {
+  const n = parseSeconds(v);
+  if (n <= 0) throw new Error(`expected a number of seconds above 0, got '${v}'`);
+  return n;
+}
+
+/** Turns commander's raw strings into typed settings; each bad value is a UsageError naming its option. */
+export function toSettings(raw: Record<string, string | boolean | undefined>, configs: readonly string[]): Settings {
+  const str = (name: string): string | undefined => {
+    const v = raw[name];
+    return typeof v === "string" ? v : undefined;
+  };
+  for (const name of NOT_YET) {
+    if (raw[name] !== undefined && raw[name] !== false) {
+      throw new UsageError(`not available yet in this version of jitsu`, `--${name}`);
+    }
+  }
+  const mode = str("mode") ?? "destroy";
+  if (!(STOP_MODES as readonly string[]).includes(mode)) {
+    throw new UsageError(`expected one of ${STOP_MODES.join(", ")}, got '${mode}'`, "--mode");
+  }
+  const logLevel = str("log-level") ?? "info";
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new UsageError(`expected one of ${LOG_LEVELS.join(", ")}, got '${logLevel}'`, "--log-level");
+  }
+  const logFormat = str("log-format") ?? "text";
+  if (logFormat !== "text" && logFormat !== "json") {
+    throw new UsageError(`expected text or json, got '${logFormat}'`, "--log-format");
+  }
+  const fwd = str("forwarder");
+  const forwarder =
+    fwd === undefined ? undefined : parseWith("--forwarder", fwd, (v) => parseIp(v).address) === "0.0.0.0" ? null : parseIp(fwd).address;
+  const backend = str("backend") ?? "libvirt";
+  if (backend === "") throw new UsageError("expected a backend name", "--backend");
+  const stringRaw: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(raw)) stringRaw[k] = typeof v === "string" ? v : v === true ? "true" : undefined;
+  return {
+    bind: parseWith("--bind", str("bind") ?? "127.0.0.1", (v) => parseIp(v).address),
+    connect: str("connect") ?? "xen:///",
+    delay: parseWith("--delay", str("delay") ?? "0.1", parseSeconds),
+    forwarder,
+    listen: parseWith("--listen", str("listen") ?? "53", parsePort),
+    mode: mode as StopMode,
+    port: parseWith("--port", str("port") ?? "53", parsePort),
+    ttl: parseWith("--ttl", str("ttl") ?? "60", positiveInt),
+    backend,
+    persistdb: str("persistdb"),
+    synjitsu: str("synjitsu"),
+    startTimeout: parseWith("--start-timeout", str("start-timeout") ?? "30", positive),
+    stateDir: str("state-dir") ?? defaultStateDir(),
+    logLevel: logLevel as LogLevel,
+    logFormat,
+    stopOnExit: raw["stop-on-exit"] === true,
+    raw: stringRaw,
+    configs,
+  };
+}

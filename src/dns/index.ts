@@ -1,0 +1,12 @@
+/** The DNS layer: server (UDP + TCP), zone, forwarder, counters. See README.md. */
+export { DnsServer, type DnsServerOptions, type SummonTarget } from "./server.js";
+export { ZoneIndex, reverseName } from "./zone-index.js";
+export {
+  Forwarder,
+  ForwardError,
+  parseResolvConf,
+  upstreamsFromResolvConf,
+  type ForwarderOptions,
+  type Upstream,
+} from "./forwarder/index.js";
+export { DnsCounters } from "./counters.js";

@@ -1,0 +1,446 @@
+/**
+ * DnsServer: UDP and TCP (RFC 7766) on one address and port.
+ *
+ * Each query is decoded into a reused QueryInfo (wire.ts), then:
+ *  - A/AAAA for a managed name: `summoner.request(vm)`; an array means the VM
+ *    is ready and the answer is patched from prepared bytes (the hot path);
+ *    a promise is awaited (SERVFAIL if it rejects);
+ *  - other types for managed names, SOA/NS at zone apexes, PTR for managed
+ *    addresses: answered from the ZoneIndex, authoritatively;
+ *  - anything else: forwarded, or with forwarding disabled NXDOMAIN (inside
+ *    a managed zone, with its SOA) or REFUSED (outside every managed zone).
+ * See README.md in this folder for the full table.
+ */
+import dgram from "node:dgram";
+import net from "node:net";
+import { describeError } from "../errors/index.js";
+import type { Logger } from "../log/index.js";
+import { DnsCounters } from "./counters.js";
+import type { Forwarder } from "./forwarder/forwarder.js";
+import {
+  HEADER_LEN,
+  QCLASS_IN,
+  QTYPE,
+  RCODE,
+  buildAddressTemplate,
+  buildReply,
+  copyQueryInfo,
+  decodeQuery,
+  headerOnlyReply,
+  nameToString,
+  newQueryInfo,
+  qtypeName,
+  rcodeName,
+  truncateRelayed,
+  writeAnswer,
+  type QueryInfo,
+  type ReplySections,
+} from "./wire.js";
+import type { ManagedName, ZoneIndex } from "./zone-index.js";
+import type dnsPacket from "dns-packet";
+
+/** What the DNS layer needs from the summoner (the Summoner class satisfies it). */
+export interface SummonTarget {
+  /** The VM's addresses: synchronously when it is ready, else a promise (rejects if it cannot be made ready). */
+  request(label: string): readonly string[] | Promise<readonly string[]>;
+}
+
+export interface DnsServerOptions {
+  zone: ZoneIndex;
+  summoner: SummonTarget;
+  forwarder: Forwarder | null;
+  log: Logger;
+  ttlSeconds: number;
+  /** A TCP connection with no query outstanding is closed after this long (default 10 s, RFC 7766 §6.2.3). */
+  tcpIdleTimeoutMs?: number;
+  /** Open TCP connections beyond this are refused (default 128). */
+  maxTcpConnections?: number;
+}
+
+type Reply = Buffer | null;
+
+const TCP_LIMIT = 65535;
+
+function isPromise<T>(v: unknown): v is Promise<T> {
+  return typeof (v as { then?: unknown } | null)?.then === "function";
+}
+
+export class DnsServer {
+  readonly counters = new DnsCounters();
+  private zone: ZoneIndex;
+  private readonly summoner: SummonTarget;
+  private readonly forwarder: Forwarder | null;
+  private readonly log: Logger;
+  private readonly ttl: number;
+  private readonly ra: boolean;
+  private readonly tcpIdleTimeoutMs: number;
+  private readonly maxTcpConnections: number;
+  /** Reused for every query: the hot path allocates nothing but the reply. */
+  private readonly q: QueryInfo = newQueryInfo();
+  private udp: dgram.Socket | null = null;
+  private tcp: net.Server | null = null;
+  private readonly connections = new Set<net.Socket>();
+  private readonly pending = new Set<Promise<unknown>>();
+  private closing = false;
+  private boundPort = 0;
+
+  constructor(opts: DnsServerOptions) {
+    this.zone = opts.zone;
+    this.summoner = opts.summoner;
+    this.forwarder = opts.forwarder;
+    this.log = opts.log;
+    this.ttl = opts.ttlSeconds;
+    this.ra = opts.forwarder !== null;
+    this.tcpIdleTimeoutMs = opts.tcpIdleTimeoutMs ?? 10_000;
+    this.maxTcpConnections = opts.maxTcpConnections ?? 128;
+  }
+
+  /** The port actually bound (useful after `listen(host, 0)`). */
+  get port(): number {
+    return this.boundPort;
+  }
+
+  /** Binds UDP, then TCP on the same port. With port 0, UDP picks it and TCP follows. */
+  async listen(host: string, port: number): Promise<void> {
+    const type = net.isIPv6(host) ? "udp6" : "udp4";
+    let lastErr: unknown;
+    for (let attempt = 0; attempt < (port === 0 ? 10 : 1); attempt++) {
+      const udp = dgram.createSocket({ type });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          udp.once("error", reject);
+          udp.bind(port, host, () => {
+            udp.off("error", reject);
+            resolve();
+          });
+        });
+      } catch (err) {
+        udp.close();
+        throw new Error(`cannot listen on UDP ${host}:${port}: ${describeError(err)}`, { cause: err });
+      }
+      const actual = udp.address().port;
+      const tcp = net.createServer((conn) => this.onTcpConnection(conn));
+      tcp.maxConnections = this.maxTcpConnections;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          tcp.once("error", reject);
+          tcp.listen({ port: actual, host, exclusive: true }, () => {
+            tcp.off("error", reject);
+            resolve();
+          });
+        });
+      } catch (err) {
+        udp.close();
+        lastErr = err;
+        continue; // with port 0, TCP's port was taken: pick another
+      }
+      udp.on("error", (err) => this.log.error(`DNS UDP socket error: ${describeError(err)}`));
+      tcp.on("error", (err) => this.log.error(`DNS TCP server error: ${describeError(err)}`));
+      udp.on("message", (msg, rinfo) => this.onUdpMessage(udp, msg, rinfo.port, rinfo.address));
+      this.udp = udp;
+      this.tcp = tcp;
+      this.boundPort = actual;
+      this.log.info(`Starting server on ${host}:${actual}...`);
+      return;
+    }
+    throw new Error(`cannot listen on TCP ${host}:${port}: ${describeError(lastErr)}`, { cause: lastErr });
+  }
+
+  /** Swaps the zone (config reload). Queries in flight finish with the zone they started with. */
+  setZone(zone: ZoneIndex): void {
+    this.zone = zone;
+  }
+
+  /** Stops accepting queries, answers those in flight, then closes the sockets. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const tcpClosed =
+      this.tcp === null
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => this.tcp!.close(() => resolve()));
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+    for (const conn of this.connections) conn.destroy();
+    this.connections.clear();
+    await tcpClosed;
+    if (this.udp !== null) {
+      const udp = this.udp;
+      await new Promise<void>((resolve) => udp.close(() => resolve()));
+    }
+    this.udp = null;
+    this.tcp = null;
+  }
+
+  private onUdpMessage(sock: dgram.Socket, msg: Buffer, port: number, address: string): void {
+    if (this.closing) return;
+    const r = this.safeHandle(msg, false);
+    if (r === null) return;
+    if (isPromise<Reply>(r)) {
+      void r.then((buf) => {
+        if (buf !== null && !this.closedSocket(sock)) sock.send(buf, port, address);
+      });
+      return;
+    }
+    sock.send(r, port, address);
+  }
+
+  private closedSocket(sock: dgram.Socket): boolean {
+    return this.udp !== sock;
+  }
+
+  private onTcpConnection(conn: net.Socket): void {
+    if (this.closing) {
+      conn.destroy();
+      return;
+    }
+    this.counters.tcpConnections++;
+    this.connections.add(conn);
+    conn.setNoDelay(true);
+    let buffered: Buffer = Buffer.alloc(0);
+    let outstanding = 0;
+    // RFC 7766 §6.2.3: close idle connections; a connection waiting for an answer is not idle.
+    conn.setTimeout(this.tcpIdleTimeoutMs, () => {
+      if (outstanding === 0) conn.destroy();
+    });
+    conn.on("error", (err) => this.log.debug(`DNS TCP connection error: ${describeError(err)}`));
+    conn.on("close", () => this.connections.delete(conn));
+    const send = (buf: Buffer): void => {
+      if (conn.destroyed) return;
+      const framed = Buffer.allocUnsafe(2 + buf.length);
+      framed.writeUInt16BE(buf.length, 0);
+      buf.copy(framed, 2);
+      conn.write(framed);
+    };
+    conn.on("data", (chunk: Buffer) => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      while (buffered.length >= 2) {
+        const len = buffered.readUInt16BE(0);
+        if (buffered.length < 2 + len) break;
+        const msg = buffered.subarray(2, 2 + len);
+        buffered = buffered.subarray(2 + len);
+        if (this.closing) continue;
+        const r = this.safeHandle(msg, true);
+        if (r === null) continue;
+        if (isPromise<Reply>(r)) {
+          // Pipelining (RFC 7766 §6.2.1.1): later queries may be answered first.
+          outstanding++;
+          void r.then((buf) => {
+            outstanding--;
+            if (buf !== null) send(buf);
+          });
+        } else {
+          send(r);
+        }
+      }
+    });
+  }
+
+  /** Every handler is wrapped: a bug answers SERVFAIL (or nothing), it never crashes the server. */
+  private safeHandle(msg: Buffer, tcp: boolean): Reply | Promise<Reply> {
+    try {
+      return this.handle(msg, tcp);
+    } catch (err) {
+      this.log.error(`DNS query handling failed: ${describeError(err)}`);
+      if (msg.length < HEADER_LEN || (msg[2]! & 0x80) !== 0) return null;
+      this.counters.countResult("SERVFAIL");
+      return headerOnlyReply(msg, decodeHeaderOnly(msg), RCODE.SERVFAIL, this.ra);
+    }
+  }
+
+  private track(p: Promise<Reply>): Promise<Reply> {
+    const safe = p.catch((err: unknown) => {
+      this.log.error(`DNS query handling failed: ${describeError(err)}`);
+      return null;
+    });
+    this.pending.add(safe);
+    void safe.finally(() => this.pending.delete(safe));
+    return safe;
+  }
+
+  /** Decides the answer to one packet. Synchronous on the hot path. */
+  handle(msg: Buffer, tcp: boolean): Reply | Promise<Reply> {
+    const q = decodeQuery(msg, this.q);
+    if (q.status === "short" || q.status === "response") {
+      this.counters.dropped++;
+      return null;
+    }
+    if (q.status === "formerr") {
+      this.counters.malformed++;
+      this.counters.countResult("FORMERR");
+      if (this.log.isLevelEnabled("debug")) this.log.debug(`DNS FORMERR: ${q.problem}`);
+      return headerOnlyReply(msg, q, RCODE.FORMERR, this.ra);
+    }
+    const limit = tcp ? TCP_LIMIT : q.hasOpt ? q.udpSize : 512;
+    if (q.opcode !== 0) return this.reply(msg, q, { rcode: RCODE.NOTIMP, aa: false, ra: this.ra }, limit);
+    if (q.qdcount !== 1) {
+      this.counters.malformed++;
+      return this.reply(msg, q, { rcode: RCODE.FORMERR, aa: false, ra: this.ra }, limit);
+    }
+    this.counters.countType(qtypeName(q.qtype));
+    // RFC 6891 §6.1.3: we speak EDNS version 0 only.
+    if (q.hasOpt && q.ednsVersion > 0) {
+      return this.reply(msg, q, { rcode: RCODE.BADVERS, aa: false, ra: this.ra }, limit);
+    }
+    if (q.qtype === QTYPE.AXFR || q.qtype === QTYPE.IXFR) {
+      return this.reply(msg, q, { rcode: RCODE.REFUSED, aa: false, ra: this.ra }, limit);
+    }
+    const zone = this.zone;
+    if (q.qclass === QCLASS_IN && (q.qtype === QTYPE.A || q.qtype === QTYPE.AAAA)) {
+      const entry = zone.lookupWire(msg, HEADER_LEN, q.nameEnd, q.nameHash);
+      if (entry !== undefined) return this.summon(msg, q, entry, limit);
+    }
+    return this.answerSlow(msg, copyQueryInfo(q), zone, limit);
+  }
+
+  private summon(msg: Buffer, q: QueryInfo, entry: ManagedName, limit: number): Reply | Promise<Reply> {
+    let r: readonly string[] | Promise<readonly string[]>;
+    try {
+      r = this.summoner.request(entry.vm);
+    } catch (err) {
+      return this.summonFailed(msg, q, entry, err, limit);
+    }
+    if (!isPromise<readonly string[]>(r)) return this.addressAnswer(msg, q, entry, r, limit);
+    const qc = copyQueryInfo(q);
+    return this.track(
+      r.then(
+        (ips) => this.addressAnswer(msg, qc, entry, ips, limit),
+        (err: unknown) => this.summonFailed(msg, qc, entry, err, limit),
+      ),
+    );
+  }
+
+  private summonFailed(msg: Buffer, q: QueryInfo, entry: ManagedName, err: unknown, limit: number): Reply {
+    this.log.warn(
+      { vm: entry.vm },
+      `SERVFAIL for '${entry.name}' (${qtypeName(q.qtype)}): VM '${entry.vm}' is not ready: ${describeError(err)}`,
+    );
+    return this.reply(msg, q, { rcode: RCODE.SERVFAIL, aa: false, ra: this.ra }, limit);
+  }
+
+  /** The hot path once the addresses are known: prepared bytes, patched. */
+  private addressAnswer(
+    msg: Buffer,
+    q: QueryInfo,
+    entry: ManagedName,
+    ips: readonly string[],
+    limit: number,
+  ): Reply {
+    const isA = q.qtype === QTYPE.A;
+    let tmpl = isA ? entry.a : entry.aaaa;
+    if (tmpl === undefined || tmpl.source !== ips) {
+      tmpl = buildAddressTemplate(ips, q.qtype, this.ttl);
+      if (isA) entry.a = tmpl;
+      else entry.aaaa = tmpl;
+    }
+    if (tmpl.count === 0) {
+      // The VM has no address of this family: NODATA (RFC 2308 §2.2) with the zone's SOA.
+      return this.reply(
+        msg,
+        q,
+        { rcode: RCODE.NOERROR, aa: true, ra: this.ra, authorities: [(entry.apexOf ?? entry.zone).soa] },
+        limit,
+      );
+    }
+    const out = writeAnswer(msg, q, tmpl, this.ra, limit);
+    if (out === null) {
+      this.counters.truncated++;
+      return this.reply(msg, q, { rcode: RCODE.NOERROR, aa: true, ra: this.ra }, 0);
+    }
+    this.counters.countResult("NOERROR");
+    return out;
+  }
+
+  private reply(msg: Buffer, q: QueryInfo, sections: ReplySections, limit: number): Buffer {
+    const out = buildReply(msg, q, sections, limit);
+    if ((out[2]! & 0x02) !== 0 && limit > 0) this.counters.truncated++;
+    this.counters.countResult(rcodeName(sections.rcode));
+    return out;
+  }
+
+  /** Everything but A/AAAA for a managed name. `q` is the caller's own copy. */
+  private answerSlow(msg: Buffer, q: QueryInfo, zone: ZoneIndex, limit: number): Reply | Promise<Reply> {
+    const name = nameToString(msg, HEADER_LEN, q.nameEnd);
+    const ra = this.ra;
+    if (q.qclass !== QCLASS_IN) return this.forwardOr(msg, q, limit, { rcode: RCODE.REFUSED, aa: false, ra });
+    const entry = zone.lookup(name);
+    const apex = entry?.apexOf ?? zone.zone(name);
+    const apexRecords: dnsPacket.Answer[] = [];
+    if (apex !== undefined) {
+      if (q.qtype === QTYPE.SOA || q.qtype === QTYPE.ANY) apexRecords.push(apex.soa);
+      if (q.qtype === QTYPE.NS || q.qtype === QTYPE.ANY) apexRecords.push(apex.ns);
+    }
+    if (entry !== undefined) {
+      // A managed name, not A/AAAA: answered from the zone, never summoned (ANY included, see README).
+      if (apexRecords.length > 0)
+        return this.reply(msg, q, { rcode: RCODE.NOERROR, aa: true, ra, answers: apexRecords }, limit);
+      return this.reply(
+        msg,
+        q,
+        { rcode: RCODE.NOERROR, aa: true, ra, authorities: [(apex ?? entry.zone).soa] },
+        limit,
+      );
+    }
+    const ptr = zone.ptr(name);
+    if (ptr !== undefined) {
+      const answers: dnsPacket.Answer[] =
+        q.qtype === QTYPE.PTR || q.qtype === QTYPE.ANY
+          ? ptr.targets.map((t) => ({ type: "PTR", name, ttl: this.ttl, class: "IN", data: t }))
+          : [];
+      return this.reply(msg, q, { rcode: RCODE.NOERROR, aa: true, ra, answers }, limit);
+    }
+    if (apex !== undefined) {
+      if (apexRecords.length > 0)
+        return this.reply(msg, q, { rcode: RCODE.NOERROR, aa: true, ra, answers: apexRecords }, limit);
+      // Other types at an apex we do not manage may exist upstream (example.org MX).
+      return this.forwardOr(msg, q, limit, { rcode: RCODE.NOERROR, aa: true, ra, authorities: [apex.soa] });
+    }
+    const enclosing = zone.enclosingZone(name);
+    if (enclosing !== undefined) {
+      return this.forwardOr(msg, q, limit, {
+        rcode: RCODE.NXDOMAIN,
+        aa: true,
+        ra,
+        authorities: [enclosing.soa],
+      });
+    }
+    return this.forwardOr(msg, q, limit, { rcode: RCODE.REFUSED, aa: false, ra });
+  }
+
+  /** Forwards when a forwarder is configured, else answers `otherwise`. */
+  private forwardOr(
+    msg: Buffer,
+    q: QueryInfo,
+    limit: number,
+    otherwise: ReplySections,
+  ): Reply | Promise<Reply> {
+    const forwarder = this.forwarder;
+    if (forwarder === null) return this.reply(msg, q, otherwise, limit);
+    this.counters.forwarded++;
+    const started = performance.now();
+    return this.track(
+      forwarder.forward(msg, q).then(
+        (reply) => {
+          this.counters.observeForwardLatency((performance.now() - started) / 1000);
+          // Echo the question exactly as asked, whatever case the upstream used.
+          msg.copy(reply, HEADER_LEN, HEADER_LEN, q.nameEnd);
+          const out = truncateRelayed(reply, q, limit);
+          if (out !== reply) this.counters.truncated++;
+          this.counters.countResult("forwarded");
+          return out;
+        },
+        (err: unknown) => {
+          this.counters.forwardFailures++;
+          this.log.warn(`SERVFAIL for '${nameToString(msg, HEADER_LEN, q.nameEnd)}': ${describeError(err)}`);
+          return this.reply(msg, q, { rcode: RCODE.SERVFAIL, aa: false, ra: this.ra }, limit);
+        },
+      ),
+    );
+  }
+}
+
+function decodeHeaderOnly(msg: Buffer): QueryInfo {
+  const q = newQueryInfo();
+  q.opcode = (msg[2]! >> 3) & 0x0f;
+  q.rd = (msg[2]! & 0x01) !== 0;
+  q.cd = (msg[3]! & 0x10) !== 0;
+  return q;
+}

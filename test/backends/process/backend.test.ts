@@ -1,0 +1,243 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { BackendEvent, VmRef } from "../../../src/backends/contract.js";
+import { ProcessBackend, processBackend, splitCommandLine } from "../../../src/backends/process/index.js";
+import { BackendError, ConfigError } from "../../../src/errors/index.js";
+import {
+  alive,
+  backendOptions,
+  captureLog,
+  freePort,
+  httpGet,
+  killGroup,
+  makeFixture,
+  processSpec,
+  waitFor,
+  type CapturedLog,
+  type Fixture,
+} from "./fixtures.js";
+
+describe("splitCommandLine", () => {
+  it("splits on spaces and honours quotes and backslashes", () => {
+    assert.deepEqual(splitCommandLine("node  server.js 8080"), ["node", "server.js", "8080"]);
+    assert.deepEqual(splitCommandLine(`echo 'a b' "c \\"d\\"" e\\ f ''`), [
+      "echo",
+      "a b",
+      'c "d"',
+      "e f",
+      "",
+    ]);
+    assert.throws(() => splitCommandLine("echo 'oops"), /unterminated ' quote/);
+    assert.throws(() => splitCommandLine('echo "oops'), /unterminated " quote/);
+    assert.throws(() => splitCommandLine("   "), /empty/);
+  });
+});
+
+describe("process backend (real processes)", () => {
+  let fx: Fixture;
+  const backends: ProcessBackend[] = [];
+  const refs: [ProcessBackend, VmRef][] = [];
+
+  before(async () => {
+    fx = await makeFixture();
+  });
+
+  after(async () => {
+    for (const [b, ref] of refs) killGroup(b.pid(ref));
+    for (const b of backends) await b.close();
+    await fx.remove();
+  });
+
+  async function make(
+    pairs: [string, string][],
+    captured: CapturedLog = captureLog(),
+  ): Promise<{ backend: ProcessBackend; vm: VmRef; events: BackendEvent[] }> {
+    const backend = processBackend.create(backendOptions(captured.log, fx.dir)) as ProcessBackend;
+    backends.push(backend);
+    const vm = await backend.resolve(processSpec([["dns", "web.example.org"], ["ip", "10.0.0.1"], ...pairs]));
+    refs.push([backend, vm]);
+    const events: BackendEvent[] = [];
+    backend.onEvent((e) => events.push(e));
+    return { backend, vm, events };
+  }
+
+  it("describes itself for --help and validation", () => {
+    assert.equal(processBackend.name, "process");
+    assert.equal(processBackend.discoversAddresses, false);
+    assert.deepEqual([...processBackend.stopModes].sort(), ["destroy", "pause", "shutdown", "suspend"]);
+    assert.ok(processBackend.keys.find((k) => k.key === "exec")?.required);
+    assert.throws(
+      () =>
+        processSpec([
+          ["dns", "web.example.org"],
+          ["ip", "10.0.0.1"],
+        ]),
+      (err: unknown) => err instanceof ConfigError && err.key === "exec",
+    );
+  });
+
+  it("starts a command in its own group, logs its output, pauses, unpauses and destroys it", async () => {
+    const port = await freePort();
+    const captured = captureLog();
+    const { backend, vm, events } = await make(
+      [
+        ["name", "web"],
+        ["exec", `${process.execPath} ${fx.server} ${port}`],
+        ["env", "GREETING=hi=there"],
+        ["cwd", fx.dir],
+      ],
+      captured,
+    );
+    assert.equal(await backend.state(vm), "off");
+    await backend.start(vm);
+    assert.equal(await backend.state(vm), "running");
+    await waitFor(async () => (await httpGet(port)) !== null, 10_000, "the server to answer");
+    assert.equal(await httpGet(port), "hello from web hi=there");
+    await waitFor(() => captured.lines.some((l) => l.msg === `listening on ${port}`), 5000, "the log line");
+    const line = captured.lines.find((l) => l.msg === `listening on ${port}`)!;
+    assert.equal(line.vm, "web");
+    assert.equal(line.stream, "stdout");
+    assert.equal(line.level, 30);
+
+    await backend.stop(vm, "pause");
+    assert.equal(await backend.state(vm), "paused");
+    assert.equal(await httpGet(port, 300), null, "a paused server does not answer");
+    await backend.unpause(vm);
+    assert.equal(await backend.state(vm), "running");
+    assert.match((await httpGet(port, 5000)) ?? "", /hello from web/);
+
+    await backend.stop(vm, "suspend");
+    assert.equal(await backend.state(vm), "suspended");
+    await backend.resume(vm);
+    assert.match((await httpGet(port, 5000)) ?? "", /hello from web/);
+
+    const pid = backend.pid(vm)!;
+    await backend.stop(vm, "destroy");
+    assert.equal(await backend.state(vm), "off");
+    assert.equal(alive(pid), false);
+    assert.equal(await httpGet(port, 300), null);
+    assert.deepEqual(events, [], "stops we asked for are not reported as events");
+  });
+
+  it("shuts down with SIGTERM, which the process honours", async () => {
+    const port = await freePort();
+    const captured = captureLog();
+    const { backend, vm } = await make([["exec", `${process.execPath} ${fx.server} ${port}`]], captured);
+    await backend.start(vm);
+    await waitFor(async () => (await httpGet(port)) !== null, 10_000, "the server to answer");
+    const began = Date.now();
+    await backend.stop(vm, "shutdown");
+    assert.ok(Date.now() - began < 5000, "well within the 10 s grace");
+    assert.equal(await backend.state(vm), "off");
+    await waitFor(() => captured.lines.some((l) => l.msg === "got SIGTERM"), 2000, "the SIGTERM line");
+  });
+
+  it("kills a process that ignores SIGTERM after the grace", async () => {
+    const port = await freePort();
+    const { backend, vm } = await make([
+      ["exec", `${process.execPath} ${fx.server} ${port} ignore-term`],
+      ["stop_grace", "0.5"],
+    ]);
+    await backend.start(vm);
+    await waitFor(async () => (await httpGet(port)) !== null, 10_000, "the server to answer");
+    const pid = backend.pid(vm)!;
+    const began = Date.now();
+    await backend.stop(vm, "shutdown");
+    const took = Date.now() - began;
+    assert.ok(took >= 450, `waited the grace before SIGKILL (${took} ms)`);
+    assert.equal(alive(pid), false);
+    assert.equal(await backend.state(vm), "off");
+  });
+
+  it("shuts down a paused process (SIGTERM is delivered once it runs again)", async () => {
+    const port = await freePort();
+    const { backend, vm } = await make([["exec", `${process.execPath} ${fx.server} ${port}`]]);
+    await backend.start(vm);
+    await waitFor(async () => (await httpGet(port)) !== null, 10_000, "the server to answer");
+    await backend.stop(vm, "pause");
+    const began = Date.now();
+    await backend.stop(vm, "shutdown");
+    assert.ok(Date.now() - began < 5000);
+    assert.equal(await backend.state(vm), "off");
+  });
+
+  it("kills the whole process group on destroy", async () => {
+    const captured = captureLog();
+    const { backend, vm } = await make([["exec", `${process.execPath} ${fx.parent}`]], captured);
+    await backend.start(vm);
+    await waitFor(
+      () => captured.lines.some((l) => l.msg.startsWith("grandchild ")),
+      10_000,
+      "the grandchild",
+    );
+    const grandchild = Number(captured.lines.find((l) => l.msg.startsWith("grandchild "))!.msg.split(" ")[1]);
+    assert.ok(alive(grandchild));
+    await backend.stop(vm, "destroy");
+    await waitFor(() => !alive(grandchild), 5000, "the grandchild to die");
+  });
+
+  it("reports an exit it did not cause: off for code 0, crashed otherwise", async () => {
+    const ok = await make([
+      ["name", "ok"],
+      ["exec", `${process.execPath} ${fx.exit} 0 100`],
+    ]);
+    const bad = await make([
+      ["name", "bad"],
+      ["exec", `${process.execPath} ${fx.exit} 3 100`],
+    ]);
+    await ok.backend.start(ok.vm);
+    await bad.backend.start(bad.vm);
+    await waitFor(() => ok.events.length > 0 && bad.events.length > 0, 10_000, "the exit events");
+    assert.deepEqual(ok.events, [{ vm: ok.vm, state: "off", reason: "exited with code 0" }]);
+    assert.deepEqual(bad.events, [{ vm: bad.vm, state: "crashed", reason: "exited with code 3" }]);
+    assert.equal(await ok.backend.state(ok.vm), "off");
+    assert.equal(await bad.backend.state(bad.vm), "crashed");
+  });
+
+  it("fails a command that does not exist with an error naming the VM and the command", async () => {
+    const { backend, vm } = await make([
+      ["name", "ghost"],
+      ["exec", "/nonexistent/jitsu-no-such-command --flag"],
+    ]);
+    await assert.rejects(
+      backend.start(vm),
+      (err: unknown) =>
+        err instanceof BackendError &&
+        err.vm === "ghost" &&
+        /process VM 'ghost': cannot run '\/nonexistent\/jitsu-no-such-command --flag' \(ENOENT/.test(
+          err.message,
+        ),
+    );
+    assert.equal(await backend.state(vm), "off");
+  });
+
+  it("rejects save, a bad env value and a missing working directory", async () => {
+    const port = await freePort();
+    const { backend, vm } = await make([["exec", `${process.execPath} ${fx.server} ${port}`]]);
+    await backend.start(vm);
+    await assert.rejects(backend.stop(vm, "save"), /cannot save a process/);
+    await backend.stop(vm, "destroy");
+    const b = processBackend.create(backendOptions(captureLog().log, fx.dir));
+    await assert.rejects(
+      b.resolve(
+        processSpec([
+          ["dns", "x.example.org"],
+          ["ip", "10.0.0.1"],
+          ["exec", "true"],
+          ["env", "NOEQUALS"],
+        ]),
+      ),
+      (err: unknown) => err instanceof ConfigError && err.key === "env",
+    );
+    const missing = await b.resolve(
+      processSpec([
+        ["dns", "y.example.org"],
+        ["ip", "10.0.0.1"],
+        ["exec", "true"],
+        ["cwd", "/nonexistent/dir"],
+      ]),
+    );
+    await assert.rejects(b.start(missing), /working directory '\/nonexistent\/dir' does not exist/);
+    await b.close();
+  });
+});

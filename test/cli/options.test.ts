@@ -1,0 +1,147 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { parseArgs } from "../../src/cli/command.js";
+import { UsageError } from "../../src/errors/index.js";
+import { CLI, run } from "../support/index.js";
+
+describe("command line", () => {
+  it("has the original's defaults", () => {
+    const s = parseArgs([]);
+    assert.equal(s.bind, "127.0.0.1");
+    assert.equal(s.connect, "xen:///");
+    assert.equal(s.delay, 0.1);
+    assert.equal(s.forwarder, undefined);
+    assert.equal(s.listen, 53);
+    assert.equal(s.mode, "destroy");
+    assert.equal(s.port, 53);
+    assert.equal(s.ttl, 60);
+    assert.equal(s.backend, "libvirt");
+    assert.equal(s.startTimeout, 30);
+    assert.deepEqual(s.configs, []);
+  });
+
+  it("reads short and long forms and positional CONFIG strings in order", () => {
+    const s = parseArgs([
+      "-b",
+      "::1",
+      "--connect=qemu:///system",
+      "-d",
+      "0.5",
+      "-f",
+      "127.0.0.1",
+      "-l",
+      "5353",
+      "-m",
+      "suspend",
+      "--port",
+      "5300",
+      "-t",
+      "30",
+      "-x",
+      "process",
+      "dns=a.example.org,ip=10.0.0.1",
+      "dns=b.example.org,ip=10.0.0.2",
+    ]);
+    assert.equal(s.bind, "::1");
+    assert.equal(s.connect, "qemu:///system");
+    assert.equal(s.delay, 0.5);
+    assert.equal(s.forwarder, "127.0.0.1");
+    assert.equal(s.listen, 5353);
+    assert.equal(s.mode, "suspend");
+    assert.equal(s.port, 5300);
+    assert.equal(s.ttl, 30);
+    assert.equal(s.backend, "process");
+    assert.deepEqual(s.configs, ["dns=a.example.org,ip=10.0.0.1", "dns=b.example.org,ip=10.0.0.2"]);
+  });
+
+  it("-f 0.0.0.0 disables forwarding", () => {
+    assert.equal(parseArgs(["-f", "0.0.0.0"]).forwarder, null);
+  });
+
+  const bad: [string[], RegExp][] = [
+    [["-t", "abc"], /option '--ttl'.*'abc'/],
+    [["-t", "0"], /option '--ttl'/],
+    [["-l", "70000"], /option '--listen'.*70000/],
+    [["-p", "-1"], /option '--port'/],
+    [["-d", "soon"], /option '--delay'.*'soon'/],
+    [["-m", "explode"], /option '--mode'.*destroy, shutdown, suspend, pause, save/],
+    [["-b", "localhost"], /option '--bind'.*'localhost'/],
+    [["-f", "dns.example"], /option '--forwarder'/],
+    [["--start-timeout", "0"], /option '--start-timeout'/],
+    [["--log-format", "xml"], /option '--log-format'/],
+    [["--persistdb", "/tmp/x.db"], /option '--persistdb': not available yet/],
+  ];
+  for (const [args, message] of bad) {
+    it(`rejects ${args.join(" ")} naming the option`, () => {
+      assert.throws(() => parseArgs(args), (err: unknown) => err instanceof UsageError && message.test(err.message));
+    });
+  }
+});
+
+describe("the jitsu binary", () => {
+  it("--help lists every option and the CONFIG keys of each backend", async () => {
+    const res = await run(process.execPath, [CLI, "--help"]);
+    assert.equal(res.code, 0);
+    for (const flag of ["-b, --bind", "-c, --connect", "-d, --delay", "-f, --forwarder", "-l, --listen", "-m, --mode"]) {
+      assert.ok(res.stdout.includes(flag), `--help lacks ${flag}`);
+    }
+    for (const flag of ["-p, --port", "-t, --ttl", "-x, --backend", "--persistdb", "--synjitsu", "--version"]) {
+      assert.ok(res.stdout.includes(flag), `--help lacks ${flag}`);
+    }
+    assert.match(res.stdout, /COMMON CONFIGURATION/);
+    assert.match(res.stdout, /response_delay/);
+    assert.match(res.stdout, /wait_for_key/);
+    assert.match(res.stdout, /PROCESS CONFIGURATION/);
+    assert.match(res.stdout, /\bexec\b/);
+  });
+
+  it("--help=plain works as in the original", async () => {
+    const res = await run(process.execPath, [CLI, "--help=plain"]);
+    assert.equal(res.code, 0);
+    assert.match(res.stdout, /COMMON CONFIGURATION/);
+  });
+
+  it("--version prints the package version", async () => {
+    const res = await run(process.execPath, [CLI, "--version"]);
+    assert.equal(res.code, 0);
+    assert.match(res.stdout.trim(), /^\d+\.\d+\.\d+$/);
+  });
+
+  it("a bad value exits non-zero with one line naming the option", async () => {
+    const res = await run(process.execPath, [CLI, "-t", "soon"]);
+    assert.equal(res.code, 2);
+    assert.equal(res.stderr.trim().split("\n").length, 1);
+    assert.match(res.stderr, /^jitsu: option '--ttl': expected/);
+  });
+
+  it("an unknown option exits non-zero with one line", async () => {
+    const res = await run(process.execPath, [CLI, "--colour"]);
+    assert.equal(res.code, 2);
+    assert.match(res.stderr, /^jitsu: unknown option '--colour'/);
+  });
+
+  it("a bad CONFIG value names the VM and the key", async () => {
+    const res = await run(process.execPath, [CLI, "-x", "process", "-f", "0.0.0.0", "dns=www.example.org,ip=10.0.0.300,name=www,exec=true"]);
+    assert.equal(res.code, 1);
+    assert.equal(res.stderr.trim().split("\n").length, 1);
+    assert.match(res.stderr, /VM 'www', key 'ip': expected an IPv4 or IPv6 address/);
+  });
+
+  it("an unknown CONFIG key names the VM and the key", async () => {
+    const res = await run(process.execPath, [CLI, "-x", "process", "-f", "0.0.0.0", "dns=www.example.org,ip=10.0.0.1,name=www,exec=true,colour=red"]);
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /VM 'www', key 'colour': unknown key for the process backend/);
+  });
+
+  it("a backend still being built fails with a clear error", async () => {
+    const res = await run(process.execPath, [CLI, "-x", "libxl", "-f", "0.0.0.0", "dns=www.example.org,ip=10.0.0.1,name=www"]);
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /the libxl backend \(-x libxl\) is not available yet/);
+  });
+
+  it("a stop mode the backend cannot do is rejected at start-up", async () => {
+    const res = await run(process.execPath, [CLI, "-x", "process", "-m", "save", "-f", "0.0.0.0", "dns=www.example.org,ip=10.0.0.1,name=www,exec=true"]);
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /option '--mode': the process backend cannot save VMs/);
+  });
+});

@@ -1,0 +1,69 @@
+/** Raw packets to a test server: what dig will not send. */
+import dgram from "node:dgram";
+import net from "node:net";
+
+/** Sends one datagram and resolves with the first reply, or null after `waitMs`. */
+export function udpExchange(port: number, packet: Buffer, waitMs = 1500): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    const sock = dgram.createSocket("udp4");
+    const timer = setTimeout(() => {
+      sock.close();
+      resolve(null);
+    }, waitMs);
+    sock.on("message", (msg) => {
+      clearTimeout(timer);
+      sock.close();
+      resolve(msg);
+    });
+    sock.send(packet, port, "127.0.0.1");
+  });
+}
+
+/** Opens a TCP connection and collects length-prefixed messages as they arrive. */
+export async function tcpClient(port: number): Promise<{
+  sock: net.Socket;
+  messages: Buffer[];
+  send(packet: Buffer): void;
+  waitFor(n: number, ms?: number): Promise<Buffer[]>;
+  closed: Promise<void>;
+}> {
+  const sock = net.connect(port, "127.0.0.1");
+  await new Promise<void>((resolve, reject) => {
+    sock.once("connect", () => resolve());
+    sock.once("error", reject);
+  });
+  const messages: Buffer[] = [];
+  let buf = Buffer.alloc(0);
+  const waiters: (() => void)[] = [];
+  sock.on("error", () => {});
+  sock.on("data", (chunk: Buffer) => {
+    buf = Buffer.concat([buf, chunk]);
+    while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+      messages.push(Buffer.from(buf.subarray(2, 2 + buf.readUInt16BE(0))));
+      buf = buf.subarray(2 + buf.readUInt16BE(0));
+    }
+    for (const w of waiters.splice(0)) w();
+  });
+  const closed = new Promise<void>((resolve) => sock.once("close", () => resolve()));
+  return {
+    sock,
+    messages,
+    closed,
+    send(packet: Buffer) {
+      const framed = Buffer.alloc(2 + packet.length);
+      framed.writeUInt16BE(packet.length, 0);
+      packet.copy(framed, 2);
+      sock.write(framed);
+    },
+    async waitFor(n: number, ms = 5000) {
+      const deadline = Date.now() + ms;
+      while (messages.length < n && Date.now() < deadline) {
+        await Promise.race([
+          new Promise<void>((resolve) => waiters.push(resolve)),
+          new Promise<void>((resolve) => setTimeout(resolve, 50)),
+        ]);
+      }
+      return messages;
+    },
+  };
+}

@@ -1,0 +1,205 @@
+/**
+ * What E2E tests share: free loopback ports, real DNS clients (dig, kdig), and
+ * the built CLI run as a child process that is always killed afterwards.
+ */
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { createSocket } from "node:dgram";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** dist/src/cli/main.js, from dist/test/support/index.js. */
+export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+
+/** A port free for both UDP and TCP on 127.0.0.1 (DNS listens on both). */
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = createServer();
+      srv.once("error", reject);
+      srv.listen(0, host, () => {
+        const addr = srv.address();
+        srv.close(() => resolve(typeof addr === "object" && addr !== null ? addr.port : 0));
+      });
+    });
+    const udpFree = await new Promise<boolean>((resolve) => {
+      const sock = createSocket("udp4");
+      sock.once("error", () => resolve(false));
+      sock.bind(port, host, () => sock.close(() => resolve(true)));
+    });
+    if (udpFree) return port;
+  }
+  throw new Error("no free port found on loopback");
+}
+
+export async function tempDir(prefix = "jitsu-test-"): Promise<{ path: string; remove(): Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), prefix));
+  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion (bounded by `timeoutMs`); never throws for a non-zero exit. */
+export function run(cmd: string, args: readonly string[], timeoutMs = 20_000): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: timeoutMs, encoding: "utf8" }, (err, stdout, stderr) => {
+      if (err !== null && typeof err.code === "string") {
+        reject(new Error(`cannot run ${cmd}: ${err.message} (is it installed? .ci/run installs it)`));
+        return;
+      }
+      resolve({ code: err === null ? 0 : typeof err.code === "number" ? err.code : 1, stdout, stderr });
+    });
+  });
+}
+
+export interface DigAnswer {
+  status: string;
+  flags: string[];
+  answers: { name: string; ttl: number; type: string; data: string }[];
+  authority: { name: string; ttl: number; type: string; data: string }[];
+  raw: string;
+}
+
+function section(raw: string, title: string): DigAnswer["answers"] {
+  const m = new RegExp(`;; ${title} SECTION:\\n([\\s\\S]*?)(?:\\n\\n|$)`).exec(raw);
+  if (m === null) return [];
+  return m[1]!
+    .split("\n")
+    .filter((l) => l.trim() !== "" && !l.startsWith(";"))
+    .map((l) => {
+      const [name = "", ttl = "0", , type = "", ...data] = l.split(/\s+/);
+      return { name, ttl: Number(ttl), type, data: data.join(" ") };
+    });
+}
+
+/** Queries with real `dig` and parses its output. */
+export async function dig(port: number, args: readonly string[], host = "127.0.0.1"): Promise<DigAnswer> {
+  const res = await run("dig", [`@${host}`, "-p", String(port), "+time=10", "+tries=1", ...args], 30_000);
+  const raw = res.stdout;
+  const status = /status: (\w+)/.exec(raw)?.[1] ?? (res.code === 9 ? "TIMEOUT" : `EXIT${res.code}`);
+  const flags = (/;; flags: ([^;]*);/.exec(raw)?.[1] ?? "").trim().split(/\s+/);
+  return { status, flags, answers: section(raw, "ANSWER"), authority: section(raw, "AUTHORITY"), raw };
+}
+
+export interface CliProcess {
+  readonly child: ChildProcess;
+  /** Everything written to stderr and stdout so far. */
+  output(): string;
+  /** Resolves once the output matches `pattern` (or rejects after `timeoutMs`). */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  /** Sends `signal` and waits for the exit. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts the built CLI with `args`; `t.after(() => cli.stop())` is the caller's job. */
+export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = {}): CliProcess {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
+  const onData = (chunk: Buffer): void => {
+    out += chunk.toString();
+    for (const w of [...waiters]) {
+      if (w.pattern.test(out)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve();
+      }
+    }
+  };
+  child.stdout.on("data", onData);
+  child.stderr.on("data", onData);
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return {
+    child,
+    output: () => out,
+    waitFor(pattern, timeoutMs = 20_000) {
+      if (pattern.test(out)) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`timed out waiting for ${pattern} in jitsu's output:\n${out}`));
+        }, timeoutMs);
+        const done = (): void => {
+          clearTimeout(timer);
+          resolve();
+        };
+        waiters.push({ pattern, resolve: done });
+        void exited.then(() => {
+          clearTimeout(timer);
+          if (!pattern.test(out)) reject(new Error(`jitsu exited before printing ${pattern}:\n${out}`));
+        });
+      });
+    },
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+/** True if a process with this pid exists. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Sends `n` A queries for `name` at once, each from its own UDP socket, and
+ * resolves with the first A record of each answer ("RCODE:x" for an error, "timeout").
+ */
+export async function queryMany(port: number, name: string, n: number, timeoutMs = 30_000): Promise<string[]> {
+  const { default: packet } = await import("dns-packet");
+  const one = (id: number): Promise<string> =>
+    new Promise((resolve) => {
+      const sock = createSocket("udp4");
+      const timer = setTimeout(() => {
+        sock.close();
+        resolve("timeout");
+      }, timeoutMs);
+      sock.on("message", (msg) => {
+        clearTimeout(timer);
+        sock.close();
+        try {
+          const res = packet.decode(msg);
+          const a = res.answers?.find((r) => r.type === "A");
+          resolve(res.rcode !== "NOERROR" ? `RCODE:${res.rcode}` : a === undefined ? "none" : String(a.data));
+        } catch {
+          resolve("undecodable");
+        }
+      });
+      sock.send(packet.encode({ type: "query", id, flags: packet.RECURSION_DESIRED, questions: [{ type: "A", name }] }), port, "127.0.0.1");
+    });
+  return Promise.all(Array.from({ length: n }, (_, i) => one(i + 1)));
+}
+
+/** Sends raw bytes over UDP and resolves with the reply, or null if none came within `timeoutMs`. */
+export function sendRaw(port: number, bytes: Buffer, timeoutMs = 1000): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    const sock = createSocket("udp4");
+    const timer = setTimeout(() => {
+      sock.close();
+      resolve(null);
+    }, timeoutMs);
+    sock.on("message", (msg) => {
+      clearTimeout(timer);
+      sock.close();
+      resolve(msg);
+    });
+    sock.send(bytes, port, "127.0.0.1");
+  });
+}
