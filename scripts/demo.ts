@@ -38,7 +38,8 @@ const configs = vms.map((vm) =>
 );
 
 const stateDir = mkdtempSync(join(tmpdir(), "jitsu-demo-"));
-const has = (flag: string, long: string): boolean => userArgs.some((a) => a === flag || a === long || a.startsWith(`${long}=`));
+const has = (flag: string, long: string): boolean =>
+  userArgs.some((a) => a === flag || a === long || a.startsWith(`${long}=`));
 const args = [
   cli,
   "-x",
@@ -68,8 +69,12 @@ A VM nobody asks for during 2 x TTL (${Number(ttl) * 2} s) is stopped again; wat
 Ctrl-C stops jitsu and the services it started.
 `);
 
-const child = spawn(process.execPath, args, { stdio: "inherit" });
+// jitsu runs in its own process group, so Ctrl-C reaches it once, through us.
+const child = spawn(process.execPath, args, { stdio: "inherit", detached: true });
+let forwarded = false;
 const forward = (signal: NodeJS.Signals): void => {
+  if (forwarded) return;
+  forwarded = true;
   child.kill(signal);
 };
 process.on("SIGINT", forward);

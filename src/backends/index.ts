@@ -5,10 +5,11 @@
  */
 import { NotAvailableError, UsageError } from "../errors/index.js";
 import type { BackendFactory } from "./contract.js";
+import { processBackend } from "./process/index.js";
 
 export * from "./contract.js";
 
-export const BACKENDS: readonly BackendFactory[] = [];
+export const BACKENDS: readonly BackendFactory[] = [processBackend];
 
 /** Backends of the original (and ours) that are still being built. */
 const PLANNED: readonly string[] = ["libvirt", "xapi", "libxl", "qemu"];

@@ -9,7 +9,9 @@ import { configHelp } from "./help.js";
 import { OPTIONS, toSettings, type Settings } from "./options.js";
 
 export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
   return pkg.version;
 }
 
@@ -41,4 +43,3 @@ export function parseArgs(argv: readonly string[]): Settings {
   program.parse(args, { from: "user" });
   return toSettings(program.opts(), program.args);
 }
-

@@ -24,7 +24,9 @@ export function wrap(text: string, indent: number, width = WIDTH): string {
 }
 
 function keySection(title: string, keys: readonly KeySpec[]): string {
-  const body = keys.map((k) => `    ${k.key}${k.repeatable === true ? " (repeatable)" : ""}\n${wrap(k.doc, 8)}`);
+  const body = keys.map(
+    (k) => `    ${k.key}${k.repeatable === true ? " (repeatable)" : ""}\n${wrap(k.doc, 8)}`,
+  );
   return `${title}\n${body.join("\n\n")}`;
 }
 

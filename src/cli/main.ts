@@ -53,8 +53,12 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => shutdown("SIGINT"));
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   // Nothing a bad packet or backend reply does may take the server down: log and go on.
-  process.on("uncaughtException", (err) => jitsu.log.error(`unexpected error (continuing): ${describeError(err)}`));
-  process.on("unhandledRejection", (err) => jitsu.log.error(`unexpected rejection (continuing): ${describeError(err)}`));
+  process.on("uncaughtException", (err) =>
+    jitsu.log.error(`unexpected error (continuing): ${describeError(err)}`),
+  );
+  process.on("unhandledRejection", (err) =>
+    jitsu.log.error(`unexpected rejection (continuing): ${describeError(err)}`),
+  );
 }
 
 void main();

@@ -21,7 +21,12 @@ export interface OptionDef {
 }
 
 export const OPTIONS: readonly OptionDef[] = [
-  { flags: "-b, --bind <ADDR>", name: "bind", absent: "127.0.0.1", doc: "Bind local DNS server to interface with this IP" },
+  {
+    flags: "-b, --bind <ADDR>",
+    name: "bind",
+    absent: "127.0.0.1",
+    doc: "Bind local DNS server to interface with this IP",
+  },
   {
     flags: "-c, --connect <CONNECT>",
     name: "connect",
@@ -39,7 +44,12 @@ export const OPTIONS: readonly OptionDef[] = [
     name: "forwarder",
     doc: "IP address of DNS server queries should be forwarded to if no local match is found. Defaults to system default (/etc/resolv.conf) if not specified. Set to 0.0.0.0 to disable forwarding.",
   },
-  { flags: "-l, --listen <PORT>", name: "listen", absent: "53", doc: "UDP (and TCP) port to listen for DNS queries" },
+  {
+    flags: "-l, --listen <PORT>",
+    name: "listen",
+    absent: "53",
+    doc: "UDP (and TCP) port to listen for DNS queries",
+  },
   {
     flags: "-m, --mode <MODE>",
     name: "mode",
@@ -81,23 +91,49 @@ export const OPTIONS: readonly OptionDef[] = [
     absent: "$XDG_RUNTIME_DIR/jitsu or ~/.cache/jitsu",
     doc: "Where backends keep pid files, control sockets and saved memory images.",
   },
-  { flags: "--xl <PATH>", name: "xl", absent: "xl on PATH", doc: "The xl command used by the libxl backend." },
+  {
+    flags: "--xl <PATH>",
+    name: "xl",
+    absent: "xl on PATH",
+    doc: "The xl command used by the libxl backend.",
+  },
   {
     flags: "--synjitsu-socket <PATH>",
     name: "synjitsu-socket",
     doc: "Reach Synjitsu through this unix socket instead of starting vchan-socket-proxy.",
   },
-  { flags: "--config <FILE>", name: "config", doc: "Read options and VMs from this YAML or JSON file (command-line values win); SIGHUP reloads it." },
-  { flags: "--http <ADDR:PORT>", name: "http", doc: "Serve /status, /metrics and /healthz over HTTP on this address." },
-  { flags: "--http-token <TOKEN>", name: "http-token", doc: "Enable POST /vms/NAME/start and /stop on the HTTP endpoint for requests bearing this token." },
-  { flags: "--stop-on-exit", name: "stop-on-exit", doc: "On SIGINT/SIGTERM, also stop the VMs that jitsu started." },
+  {
+    flags: "--config <FILE>",
+    name: "config",
+    doc: "Read options and VMs from this YAML or JSON file (command-line values win); SIGHUP reloads it.",
+  },
+  {
+    flags: "--http <ADDR:PORT>",
+    name: "http",
+    doc: "Serve /status, /metrics and /healthz over HTTP on this address.",
+  },
+  {
+    flags: "--http-token <TOKEN>",
+    name: "http-token",
+    doc: "Enable POST /vms/NAME/start and /stop on the HTTP endpoint for requests bearing this token.",
+  },
+  {
+    flags: "--stop-on-exit",
+    name: "stop-on-exit",
+    doc: "On SIGINT/SIGTERM, also stop the VMs that jitsu started.",
+  },
   {
     flags: "--log-level <LEVEL>",
     name: "log-level",
     absent: "info",
     doc: `Log level: ${LOG_LEVELS.join(", ")}.`,
   },
-  { flags: "--log-format <FORMAT>", name: "log-format", absent: "text", doc: "Log format: text (human-readable lines) or json." },
+  {
+    flags: "--log-format <FORMAT>",
+    name: "log-format",
+    absent: "text",
+    doc: "Log format: text (human-readable lines) or json.",
+  },
 ];
 
 /** Options whose feature has not landed yet: given, they fail loudly instead of being ignored. */
@@ -136,8 +172,12 @@ export interface Settings {
 }
 
 export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.XDG_RUNTIME_DIR !== undefined && env.XDG_RUNTIME_DIR !== "") return join(env.XDG_RUNTIME_DIR, "jitsu");
-  const cache = env.XDG_CACHE_HOME !== undefined && env.XDG_CACHE_HOME !== "" ? env.XDG_CACHE_HOME : join(homedir(), ".cache");
+  if (env.XDG_RUNTIME_DIR !== undefined && env.XDG_RUNTIME_DIR !== "")
+    return join(env.XDG_RUNTIME_DIR, "jitsu");
+  const cache =
+    env.XDG_CACHE_HOME !== undefined && env.XDG_CACHE_HOME !== ""
+      ? env.XDG_CACHE_HOME
+      : join(homedir(), ".cache");
   return join(cache, "jitsu");
 }
 
@@ -151,7 +191,8 @@ function parseWith<T>(option: string, value: string, parse: (v: string) => T): T
 
 function positiveInt(v: string): number {
   const n = parseIntStrict(v);
-  if (n < 1 || n > 2147483647) throw new Error(`expected a whole number of seconds from 1 to 2147483647, got '${v}'`);
+  if (n < 1 || n > 2147483647)
+    throw new Error(`expected a whole number of seconds from 1 to 2147483647, got '${v}'`);
   return n;
 }
 
@@ -162,7 +203,13 @@ function positive(v: string): number {
 }
 
 /** Turns commander's raw strings into typed settings; each bad value is a UsageError naming its option. */
-export function toSettings(raw: Record<string, string | boolean | undefined>, configs: readonly string[]): Settings {
+export function toSettings(
+  given: Record<string, string | boolean | undefined>,
+  configs: readonly string[],
+): Settings {
+  // Commander camel-cases long names (startTimeout); we keep them as written (start-timeout).
+  const raw: Record<string, string | boolean | undefined> = {};
+  for (const [k, v] of Object.entries(given)) raw[k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)] = v;
   const str = (name: string): string | undefined => {
     const v = raw[name];
     return typeof v === "string" ? v : undefined;
@@ -186,11 +233,16 @@ export function toSettings(raw: Record<string, string | boolean | undefined>, co
   }
   const fwd = str("forwarder");
   const forwarder =
-    fwd === undefined ? undefined : parseWith("--forwarder", fwd, (v) => parseIp(v).address) === "0.0.0.0" ? null : parseIp(fwd).address;
+    fwd === undefined
+      ? undefined
+      : parseWith("--forwarder", fwd, (v) => parseIp(v).address) === "0.0.0.0"
+        ? null
+        : parseIp(fwd).address;
   const backend = str("backend") ?? "libvirt";
   if (backend === "") throw new UsageError("expected a backend name", "--backend");
   const stringRaw: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(raw)) stringRaw[k] = typeof v === "string" ? v : v === true ? "true" : undefined;
+  for (const [k, v] of Object.entries(raw))
+    stringRaw[k] = typeof v === "string" ? v : v === true ? "true" : undefined;
   return {
     bind: parseWith("--bind", str("bind") ?? "127.0.0.1", (v) => parseIp(v).address),
     connect: str("connect") ?? "xen:///",

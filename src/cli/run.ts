@@ -54,7 +54,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   }
   if (specs.length === 0) log.warn("No VMs configured: every query is forwarded");
 
-  if (settings.backend === "libvirt" || settings.backend === "xapi") log.info(`Connecting to ${settings.connect}...`);
+  if (settings.backend === "libvirt" || settings.backend === "xapi")
+    log.info(`Connecting to ${settings.connect}...`);
   const backend = factory.create({
     connect: settings.connect,
     stateDir: settings.stateDir,
@@ -95,14 +96,15 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   }
   const forwarder = upstreams.length === 0 ? null : new Forwarder({ upstreams, log });
   const server = new DnsServer({ zone, summoner, forwarder, log, ttlSeconds: settings.ttl });
-  log.info(`Starting server on ${settings.bind}:${settings.listen}...`);
   try {
     await server.listen(settings.bind, settings.listen);
   } catch (err) {
     await summoner.close();
     forwarder?.close();
     await backend.close().catch(() => undefined);
-    throw new Error(`cannot listen on ${settings.bind}:${settings.listen}: ${describeError(err)}`, { cause: err });
+    throw new Error(`cannot listen on ${settings.bind}:${settings.listen}: ${describeError(err)}`, {
+      cause: err,
+    });
   }
 
   // The stats table at start-up and (debounced) whenever a VM changes state, as the original prints it.

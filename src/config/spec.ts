@@ -32,7 +32,13 @@ export interface VmSpec {
 
 /** Keys every backend accepts (the original's COMMON CONFIGURATION, plus ours). */
 export const COMMON_KEYS: readonly KeySpec[] = [
-  { key: "dns", type: "dns", required: true, repeatable: true, doc: "DNS name (required). Can be set more than once." },
+  {
+    key: "dns",
+    type: "dns",
+    required: true,
+    repeatable: true,
+    doc: "DNS name (required). Can be set more than once.",
+  },
   {
     key: "ip",
     type: "ip",
@@ -94,15 +100,21 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
   const firstDns = pairs.find(([k]) => k === "dns")?.[1];
   const label = get("name") ?? get("uuid") ?? firstDns ?? source;
   const options = new VmOptions(pairs, label);
-  const known = [...COMMON_KEYS, ...opts.backendKeys.filter((b) => !COMMON_KEYS.some((c) => c.key === b.key))];
+  const known = [
+    ...COMMON_KEYS,
+    ...opts.backendKeys.filter((b) => !COMMON_KEYS.some((c) => c.key === b.key)),
+  ];
   validate(options, known, opts.backendName);
 
   const ips = options.all("ip").map((v) => parseIp(v).address);
   if (ips.length === 0 && !opts.discoversAddresses) {
-    throw new ConfigError(`required key is missing (the ${opts.backendName} backend cannot discover addresses)`, {
-      vm: label,
-      key: "ip",
-    });
+    throw new ConfigError(
+      `required key is missing (the ${opts.backendName} backend cannot discover addresses)`,
+      {
+        vm: label,
+        key: "ip",
+      },
+    );
   }
   const ready = options.all("ready").map((v) => {
     try {

@@ -26,7 +26,8 @@ export function parseFloatStrict(text: string): number {
 
 export function parseSeconds(text: string): number {
   const n = parseFloatStrict(text);
-  if (n < 0 || !Number.isFinite(n)) throw new Error(`expected a number of seconds of 0 or more, got '${text}'`);
+  if (n < 0 || !Number.isFinite(n))
+    throw new Error(`expected a number of seconds of 0 or more, got '${text}'`);
   return n;
 }
 
@@ -58,7 +59,14 @@ export function parseBool(text: string): boolean {
 export function parseIp(text: string): { address: string; family: 4 | 6 } {
   const t = text.trim();
   const family = isIP(t);
-  if (family === 4) return { address: t.split(".").map((o) => String(Number(o))).join("."), family: 4 };
+  if (family === 4)
+    return {
+      address: t
+        .split(".")
+        .map((o) => String(Number(o)))
+        .join("."),
+      family: 4,
+    };
   if (family === 6) return { address: canonicalIpv6(t), family: 6 };
   throw new Error(`expected an IPv4 or IPv6 address, got '${text}'`);
 }
@@ -70,7 +78,7 @@ export function canonicalIpv6(text: string): string {
   for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
   let bestStart = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;

@@ -32,7 +32,10 @@ export class ConfigError extends JitsuError {
     this.key = context.key;
   }
   private static format(message: string, { vm, key }: { vm?: string; key?: string }): string {
-    const where = [vm === undefined ? undefined : `VM '${vm}'`, key === undefined ? undefined : `key '${key}'`]
+    const where = [
+      vm === undefined ? undefined : `VM '${vm}'`,
+      key === undefined ? undefined : `key '${key}'`,
+    ]
       .filter((s) => s !== undefined)
       .join(", ");
     return where === "" ? message : `${where}: ${message}`;

@@ -385,13 +385,13 @@ export class Summoner {
     if (vm.phase.kind === "stopping") return vm.phase.done;
     const label = vm.spec.label;
     this.log.info(`Stopping VM '${label}' (${mode}) ${why}`);
+    const began = this.clock.now();
     const done = (async () => {
       try {
         await this.backend.stop(vm.ref, mode);
-        this.setPhase(
-          vm,
-          mode === "pause" ? PAUSED : mode === "suspend" || mode === "save" ? SUSPENDED : OFF,
-        );
+        const after = mode === "pause" ? PAUSED : mode === "suspend" || mode === "save" ? SUSPENDED : OFF;
+        this.setPhase(vm, after);
+        this.log.info(`VM '${label}' stopped (${mode}) after ${this.clock.now() - began} ms`);
       } catch (err) {
         vm.lastError = describeError(err);
         this.log.error(`Could not stop VM '${label}' (${mode}): ${vm.lastError}`);

@@ -73,7 +73,10 @@ describe("command line", () => {
   ];
   for (const [args, message] of bad) {
     it(`rejects ${args.join(" ")} naming the option`, () => {
-      assert.throws(() => parseArgs(args), (err: unknown) => err instanceof UsageError && message.test(err.message));
+      assert.throws(
+        () => parseArgs(args),
+        (err: unknown) => err instanceof UsageError && message.test(err.message),
+      );
     });
   }
 });
@@ -82,10 +85,24 @@ describe("the jitsu binary", () => {
   it("--help lists every option and the CONFIG keys of each backend", async () => {
     const res = await run(process.execPath, [CLI, "--help"]);
     assert.equal(res.code, 0);
-    for (const flag of ["-b, --bind", "-c, --connect", "-d, --delay", "-f, --forwarder", "-l, --listen", "-m, --mode"]) {
+    for (const flag of [
+      "-b, --bind",
+      "-c, --connect",
+      "-d, --delay",
+      "-f, --forwarder",
+      "-l, --listen",
+      "-m, --mode",
+    ]) {
       assert.ok(res.stdout.includes(flag), `--help lacks ${flag}`);
     }
-    for (const flag of ["-p, --port", "-t, --ttl", "-x, --backend", "--persistdb", "--synjitsu", "--version"]) {
+    for (const flag of [
+      "-p, --port",
+      "-t, --ttl",
+      "-x, --backend",
+      "--persistdb",
+      "--synjitsu",
+      "--version",
+    ]) {
       assert.ok(res.stdout.includes(flag), `--help lacks ${flag}`);
     }
     assert.match(res.stdout, /COMMON CONFIGURATION/);
@@ -121,26 +138,56 @@ describe("the jitsu binary", () => {
   });
 
   it("a bad CONFIG value names the VM and the key", async () => {
-    const res = await run(process.execPath, [CLI, "-x", "process", "-f", "0.0.0.0", "dns=www.example.org,ip=10.0.0.300,name=www,exec=true"]);
+    const res = await run(process.execPath, [
+      CLI,
+      "-x",
+      "process",
+      "-f",
+      "0.0.0.0",
+      "dns=www.example.org,ip=10.0.0.300,name=www,exec=true",
+    ]);
     assert.equal(res.code, 1);
     assert.equal(res.stderr.trim().split("\n").length, 1);
     assert.match(res.stderr, /VM 'www', key 'ip': expected an IPv4 or IPv6 address/);
   });
 
   it("an unknown CONFIG key names the VM and the key", async () => {
-    const res = await run(process.execPath, [CLI, "-x", "process", "-f", "0.0.0.0", "dns=www.example.org,ip=10.0.0.1,name=www,exec=true,colour=red"]);
+    const res = await run(process.execPath, [
+      CLI,
+      "-x",
+      "process",
+      "-f",
+      "0.0.0.0",
+      "dns=www.example.org,ip=10.0.0.1,name=www,exec=true,colour=red",
+    ]);
     assert.equal(res.code, 1);
     assert.match(res.stderr, /VM 'www', key 'colour': unknown key for the process backend/);
   });
 
   it("a backend still being built fails with a clear error", async () => {
-    const res = await run(process.execPath, [CLI, "-x", "libxl", "-f", "0.0.0.0", "dns=www.example.org,ip=10.0.0.1,name=www"]);
+    const res = await run(process.execPath, [
+      CLI,
+      "-x",
+      "libxl",
+      "-f",
+      "0.0.0.0",
+      "dns=www.example.org,ip=10.0.0.1,name=www",
+    ]);
     assert.equal(res.code, 1);
     assert.match(res.stderr, /the libxl backend \(-x libxl\) is not available yet/);
   });
 
   it("a stop mode the backend cannot do is rejected at start-up", async () => {
-    const res = await run(process.execPath, [CLI, "-x", "process", "-m", "save", "-f", "0.0.0.0", "dns=www.example.org,ip=10.0.0.1,name=www,exec=true"]);
+    const res = await run(process.execPath, [
+      CLI,
+      "-x",
+      "process",
+      "-m",
+      "save",
+      "-f",
+      "0.0.0.0",
+      "dns=www.example.org,ip=10.0.0.1,name=www,exec=true",
+    ]);
     assert.equal(res.code, 1);
     assert.match(res.stderr, /option '--mode': the process backend cannot save VMs/);
   });

@@ -72,9 +72,7 @@ describe("stop modes through the CLI (e2e)", () => {
       assert.equal((await dig(dns, ["m.jitsu.test"])).answers[0]?.data, "127.0.0.1");
       const pid = Number(/pid (\d+)/.exec(await httpGet(http))?.[1]);
       assert.ok(pid > 0);
-      await cli.waitFor(new RegExp(`Stopping VM 'm-${mode}'`), 20_000);
-      // The stop itself may take a moment (shutdown waits for the exit).
-      for (let i = 0; i < 50 && (await processState(pid)) === "S"; i++) await new Promise((r) => setTimeout(r, 100));
+      await cli.waitFor(new RegExp(`VM 'm-${mode}' stopped \\(${mode}\\)`), 20_000);
       await after(pid);
       const again = await dig(dns, ["m.jitsu.test"]);
       assert.equal(again.status, "NOERROR");
@@ -93,7 +91,7 @@ describe("start timeout (e2e)", () => {
     const dir = await tempDir();
     const dns = await freePort();
     const probePort = await freePort();
-    let listener: Server | undefined;
+    const listener: Server = createServer((s) => s.end());
     const cli = startCli([
       "-x",
       "process",
@@ -111,7 +109,7 @@ describe("start timeout (e2e)", () => {
     ]);
     t.after(async () => {
       await cli.stop();
-      listener?.close();
+      if (listener.listening) listener.close();
       await dir.remove();
     });
     await cli.waitFor(/Starting server/);
@@ -119,8 +117,7 @@ describe("start timeout (e2e)", () => {
     assert.equal(first.status, "SERVFAIL");
     assert.match(cli.output(), /late/);
     // Now the thing the probe waits for exists; after the back-off a query succeeds.
-    listener = createServer((s) => s.end());
-    await new Promise<void>((resolve) => listener!.listen(probePort, "127.0.0.1", resolve));
+    await new Promise<void>((resolve) => listener.listen(probePort, "127.0.0.1", resolve));
     let status = "";
     for (let i = 0; i < 20 && status !== "NOERROR"; i++) {
       status = (await dig(dns, ["late.jitsu.test"])).status;
@@ -134,7 +131,17 @@ describe("malformed packets (e2e)", () => {
   it("are answered with FORMERR or dropped, and the server keeps answering", async (t) => {
     const dir = await tempDir();
     const dns = await freePort();
-    const cli = startCli(["-x", "process", "-l", String(dns), "-f", "0.0.0.0", "--state-dir", dir.path, "dns=ok.jitsu.test,ip=10.1.2.3,name=ok,exec=sleep 600"]);
+    const cli = startCli([
+      "-x",
+      "process",
+      "-l",
+      String(dns),
+      "-f",
+      "0.0.0.0",
+      "--state-dir",
+      dir.path,
+      "dns=ok.jitsu.test,ip=10.1.2.3,name=ok,exec=sleep 600",
+    ]);
     t.after(async () => {
       await cli.stop();
       await dir.remove();
@@ -148,15 +155,38 @@ describe("malformed packets (e2e)", () => {
       return b;
     };
     const q = (name: string[]): Buffer =>
-      Buffer.concat([...name.map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0, 0, 1, 0, 1])]);
+      Buffer.concat([
+        ...name.map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])),
+        Buffer.from([0, 0, 1, 0, 1]),
+      ]);
     const cases: { what: string; bytes: Buffer; expect: "drop" | "FORMERR" | "NOTIMP" }[] = [
       { what: "short header", bytes: Buffer.from([1, 2, 3]), expect: "drop" },
       { what: "qdcount 0", bytes: header(1, 0x0100, 0), expect: "FORMERR" },
-      { what: "qdcount 2", bytes: Buffer.concat([header(2, 0x0100, 2), q(["ok", "jitsu", "test"]), q(["ok", "jitsu", "test"])]), expect: "FORMERR" },
-      { what: "compression pointer loop", bytes: Buffer.concat([header(3, 0x0100, 1), Buffer.from([0xc0, 12, 0, 1, 0, 1])]), expect: "FORMERR" },
-      { what: "label past the end", bytes: Buffer.concat([header(4, 0x0100, 1), Buffer.from([40, 0x61, 0x62])]), expect: "FORMERR" },
-      { what: "opcode STATUS", bytes: Buffer.concat([header(5, 0x1100, 1), q(["ok", "jitsu", "test"])]), expect: "NOTIMP" },
-      { what: "a response sent to us", bytes: Buffer.concat([header(6, 0x8100, 1), q(["ok", "jitsu", "test"])]), expect: "drop" },
+      {
+        what: "qdcount 2",
+        bytes: Buffer.concat([header(2, 0x0100, 2), q(["ok", "jitsu", "test"]), q(["ok", "jitsu", "test"])]),
+        expect: "FORMERR",
+      },
+      {
+        what: "compression pointer loop",
+        bytes: Buffer.concat([header(3, 0x0100, 1), Buffer.from([0xc0, 12, 0, 1, 0, 1])]),
+        expect: "FORMERR",
+      },
+      {
+        what: "label past the end",
+        bytes: Buffer.concat([header(4, 0x0100, 1), Buffer.from([40, 0x61, 0x62])]),
+        expect: "FORMERR",
+      },
+      {
+        what: "opcode STATUS",
+        bytes: Buffer.concat([header(5, 0x1100, 1), q(["ok", "jitsu", "test"])]),
+        expect: "NOTIMP",
+      },
+      {
+        what: "a response sent to us",
+        bytes: Buffer.concat([header(6, 0x8100, 1), q(["ok", "jitsu", "test"])]),
+        expect: "drop",
+      },
     ];
     for (let i = 0; i < 50; i++) {
       const random = Buffer.alloc(12 + ((i * 37) % 100));

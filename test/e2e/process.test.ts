@@ -102,7 +102,7 @@ describe("jitsu with the process backend (e2e)", () => {
     assert.equal(ptr.status, "NOERROR");
     assert.deepEqual(
       ptr.answers.map((a) => a.data),
-      ["www.jitsu.test."],
+      ["www.jitsu.test.", "alias.jitsu.test."],
     );
   });
 
@@ -140,8 +140,29 @@ describe("jitsu forwarding to an upstream (e2e)", () => {
     const upPort = await freePort();
     const port = await freePort();
     // The upstream is a second jitsu serving other.test (no VM process is needed to answer SOA).
-    const upstream = startCli(["-x", "process", "-l", String(upPort), "-f", "0.0.0.0", "--state-dir", dir.path, "dns=www.other.test,ip=192.0.2.7,name=o,exec=true"]);
-    const front = startCli(["-x", "process", "-l", String(port), "-f", "127.0.0.1", "-p", String(upPort), "--state-dir", dir.path]);
+    const upstream = startCli([
+      "-x",
+      "process",
+      "-l",
+      String(upPort),
+      "-f",
+      "0.0.0.0",
+      "--state-dir",
+      dir.path,
+      "dns=www.other.test,ip=192.0.2.7,name=o,exec=true",
+    ]);
+    const front = startCli([
+      "-x",
+      "process",
+      "-l",
+      String(port),
+      "-f",
+      "127.0.0.1",
+      "-p",
+      String(upPort),
+      "--state-dir",
+      dir.path,
+    ]);
     t.after(async () => {
       await front.stop();
       await upstream.stop();
@@ -161,7 +182,18 @@ describe("jitsu forwarding to an upstream (e2e)", () => {
     const dir = await tempDir();
     const silent = await freePort();
     const port = await freePort();
-    const front = startCli(["-x", "process", "-l", String(port), "-f", "127.0.0.1", "-p", String(silent), "--state-dir", dir.path]);
+    const front = startCli([
+      "-x",
+      "process",
+      "-l",
+      String(port),
+      "-f",
+      "127.0.0.1",
+      "-p",
+      String(silent),
+      "--state-dir",
+      dir.path,
+    ]);
     t.after(async () => {
       await front.stop();
       await dir.remove();

@@ -162,7 +162,12 @@ export function alive(pid: number): boolean {
  * Sends `n` A queries for `name` at once, each from its own UDP socket, and
  * resolves with the first A record of each answer ("RCODE:x" for an error, "timeout").
  */
-export async function queryMany(port: number, name: string, n: number, timeoutMs = 30_000): Promise<string[]> {
+export async function queryMany(
+  port: number,
+  name: string,
+  n: number,
+  timeoutMs = 30_000,
+): Promise<string[]> {
   const { default: packet } = await import("dns-packet");
   const one = (id: number): Promise<string> =>
     new Promise((resolve) => {
@@ -175,14 +180,23 @@ export async function queryMany(port: number, name: string, n: number, timeoutMs
         clearTimeout(timer);
         sock.close();
         try {
-          const res = packet.decode(msg);
+          const res = packet.decode(msg) as { rcode?: string; answers?: { type: string; data?: unknown }[] };
           const a = res.answers?.find((r) => r.type === "A");
           resolve(res.rcode !== "NOERROR" ? `RCODE:${res.rcode}` : a === undefined ? "none" : String(a.data));
         } catch {
           resolve("undecodable");
         }
       });
-      sock.send(packet.encode({ type: "query", id, flags: packet.RECURSION_DESIRED, questions: [{ type: "A", name }] }), port, "127.0.0.1");
+      sock.send(
+        packet.encode({
+          type: "query",
+          id,
+          flags: packet.RECURSION_DESIRED,
+          questions: [{ type: "A", name }],
+        }),
+        port,
+        "127.0.0.1",
+      );
     });
   return Promise.all(Array.from({ length: n }, (_, i) => one(i + 1)));
 }
