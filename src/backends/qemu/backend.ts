@@ -63,6 +63,8 @@ interface Instance {
   /** The reason of QEMU's SHUTDOWN event, if one came. */
   shutdownReason: string | null;
   readonly exited: Promise<Exit>;
+  /** Our child's stdio is closed too (its last stderr lines are read). */
+  readonly drained: Promise<void>;
   readonly stderrTail: string[];
 }
 
@@ -401,6 +403,16 @@ export class QemuBackend implements VmBackend {
   }
 
   private async waitExit(inst: Instance, ms: number): Promise<boolean> {
+    // The clock's timers do not keep the process alive, nor does a re-adopted QEMU: this does, while we wait.
+    const keepAlive = setInterval(() => undefined, 1000);
+    try {
+      return await this.waitExitFor(inst, ms);
+    } finally {
+      clearInterval(keepAlive);
+    }
+  }
+
+  private async waitExitFor(inst: Instance, ms: number): Promise<boolean> {
     let timer: { cancel(): void } | undefined;
     const late = new Promise<boolean>((resolve) => {
       timer = this.options.clock.setTimer(ms, () => resolve(false));
@@ -448,6 +460,7 @@ export class QemuBackend implements VmBackend {
     const exited = new Promise<Exit>((resolve) =>
       child.once("exit", (code, signal) => resolve({ code, signal })),
     );
+    const drained = new Promise<void>((resolve) => child.once("close", () => resolve()));
     const inst: Instance = {
       pid: child.pid!,
       child,
@@ -455,8 +468,11 @@ export class QemuBackend implements VmBackend {
       expectedExit: false,
       shutdownReason: null,
       exited,
+      drained,
       stderrTail: [],
     };
+    // An exit before QMP answers is start()'s failure to report, not a change behind our back.
+    inst.expectedExit = true;
     const lines = createInterface({ input: child.stderr! });
     lines.on("line", (line) => {
       inst.stderrTail.push(line);
@@ -471,16 +487,21 @@ export class QemuBackend implements VmBackend {
     vm.log.debug(`${m.qemu} ${args.join(" ")}`);
 
     const deadline = Date.now() + QMP_APPEAR_MS;
+    const exitedEarly = async (): Promise<BackendError> => {
+      const exit = await inst.exited;
+      // Its last stderr lines say why; they may still be on their way.
+      await Promise.race([inst.drained, sleep(500)]);
+      return this.failure(vm, inst, `QEMU exited at start-up (${exitText(exit)})`);
+    };
     for (;;) {
-      if (vm.instance !== inst) {
-        const exit = await inst.exited;
-        throw this.failure(vm, inst, `QEMU exited at start-up (${exitText(exit)})`);
-      }
+      if (vm.instance !== inst) throw await exitedEarly();
       try {
         inst.qmp = await this.connectQmp(vm, inst, 5_000);
+        inst.expectedExit = false;
         return inst;
       } catch (err) {
         const code = ((err as BackendError).cause as NodeJS.ErrnoException | undefined)?.code;
+        if (await this.waitExit(inst, 200)) throw await exitedEarly();
         if (code !== "ENOENT" && code !== "ECONNREFUSED") {
           await this.kill(vm, inst).catch(() => undefined);
           throw this.failure(vm, inst, "cannot talk to QEMU over QMP", err);
@@ -515,6 +536,7 @@ export class QemuBackend implements VmBackend {
       expectedExit: false,
       shutdownReason: null,
       exited,
+      drained: exited.then(() => undefined),
       stderrTail: [],
     };
     // Not our child: poll for its end (and check at once when its QMP socket closes).
