@@ -11,7 +11,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { rm } from "node:fs/promises";
+import { open, rm } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import type {
   BackendEvent,
@@ -38,6 +38,8 @@ const QUIT_GRACE_MS = 5_000;
 /** How long a migration to or from a file may take. */
 const MIGRATION_MS = 300_000;
 const POLL_MS = 10;
+/** Where a resuming QEMU reads the saved image from: its fd 3, the image file opened for it. */
+const IMAGE_URI = "fd:3";
 
 export const QEMU_STOP_MODES: ReadonlySet<StopMode> = new Set<StopMode>([
   "destroy",
@@ -62,6 +64,8 @@ interface Instance {
   expectedExit: boolean;
   /** The reason of QEMU's SHUTDOWN event, if one came. */
   shutdownReason: string | null;
+  /** Started with `-incoming defer` to load a saved image on resume (key `standby`); the VM is still suspended. */
+  standby: boolean;
   readonly exited: Promise<Exit>;
   /** Our child's stdio is closed too (its last stderr lines are read). */
   readonly drained: Promise<void>;
@@ -171,6 +175,7 @@ export class QemuBackend implements VmBackend {
   async state(ref: VmRef): Promise<VmState> {
     const vm = this.vm(ref);
     const inst = vm.instance;
+    if (inst?.standby === true) return "suspended";
     if (inst !== null) {
       try {
         const qmp = await this.qmpOf(vm, inst);
@@ -190,6 +195,7 @@ export class QemuBackend implements VmBackend {
 
   start(ref: VmRef): Promise<void> {
     return this.exclusive(ref, async (vm) => {
+      await this.endStandby(vm);
       if (vm.instance !== null) return;
       if ((await vm.dir.readImageMeta()) !== null) {
         vm.log.info(`Discarding the saved memory of VM '${ref.label}': it is started afresh`);
@@ -201,12 +207,14 @@ export class QemuBackend implements VmBackend {
 
   resume(ref: VmRef): Promise<void> {
     return this.exclusive(ref, async (vm) => {
-      if (vm.instance !== null) {
-        await this.cont(vm, vm.instance);
+      const current = vm.instance;
+      if (current !== null && !current.standby) {
+        await this.cont(vm, current);
         return;
       }
       const meta = await vm.dir.readImageMeta();
       if (meta === null) {
+        await this.endStandby(vm);
         throw new BackendError(NAME, "cannot resume: there is no saved memory image (it is off)", {
           vm: ref.label,
         });
@@ -215,14 +223,19 @@ export class QemuBackend implements VmBackend {
         vm.log.warn(
           `The saved memory of VM '${ref.label}' was taken with another configuration; discarding it and booting afresh`,
         );
+        await this.endStandby(vm);
         await vm.dir.dropImage();
         await this.launch(vm);
         return;
       }
       const t0 = Date.now();
-      const inst = await this.launch(vm, `exec:cat ${shellQuote(vm.dir.image)}`);
+      const standby = current?.standby === true ? current : null;
+      const inst = standby ?? (await this.launch(vm, IMAGE_URI));
+      const up = Date.now() - t0;
+      let loaded: number;
       try {
         const qmp = await this.qmpOf(vm, inst);
+        if (standby !== null) await qmp.execute("migrate-incoming", { uri: IMAGE_URI });
         // QEMU loads the image, then stays paused: the image was taken from a stopped VM.
         const deadline = Date.now() + MIGRATION_MS;
         for (;;) {
@@ -232,7 +245,9 @@ export class QemuBackend implements VmBackend {
             throw new BackendError(NAME, "loading the saved memory timed out", { vm: ref.label });
           await sleep(POLL_MS);
         }
+        loaded = Date.now() - t0;
         await qmp.execute("cont");
+        inst.standby = false;
       } catch (err) {
         await this.kill(vm, inst);
         await vm.dir.dropImage();
@@ -244,21 +259,27 @@ export class QemuBackend implements VmBackend {
         );
       }
       await vm.dir.dropImage();
-      vm.log.info(`Resumed VM '${ref.label}' from its saved memory in ${Date.now() - t0} ms`);
+      vm.log.info(
+        `Resumed VM '${ref.label}' from its saved memory in ${Date.now() - t0} ms (${
+          standby === null ? `QMP up after ${up} ms` : "standby QEMU"
+        }, memory loaded after ${loaded} ms)`,
+      );
     });
   }
 
   unpause(ref: VmRef): Promise<void> {
     return this.exclusive(ref, async (vm) => {
       const inst = vm.instance;
-      if (inst === null) throw new BackendError(NAME, "cannot unpause: it is not running", { vm: ref.label });
+      if (inst === null || inst.standby) {
+        throw new BackendError(NAME, "cannot unpause: it is not running", { vm: ref.label });
+      }
       await this.cont(vm, inst);
     });
   }
 
   stop(ref: VmRef, mode: StopMode): Promise<void> {
     return this.exclusive(ref, async (vm) => {
-      const inst = vm.instance;
+      const inst = vm.instance?.standby === true ? null : vm.instance;
       switch (mode) {
         case "pause": {
           if (inst === null)
@@ -273,15 +294,18 @@ export class QemuBackend implements VmBackend {
             throw new BackendError(NAME, `cannot ${mode}: it is not running`, { vm: ref.label });
           }
           await this.saveToFile(vm, inst);
+          if (vm.machine.standby) await this.startStandby(vm);
           return;
         }
         case "shutdown": {
+          await this.endStandby(vm);
           await vm.dir.dropImage();
           if (inst === null) return;
           await this.powerDown(vm, inst);
           return;
         }
         case "destroy": {
+          await this.endStandby(vm);
           await vm.dir.dropImage();
           if (inst === null) return;
           inst.expectedExit = true;
@@ -372,6 +396,23 @@ export class QemuBackend implements VmBackend {
     await this.quit(vm, inst);
   }
 
+  /** Starts the QEMU that will load the image on resume; a failure only costs the resume its head start. */
+  private async startStandby(vm: Vm): Promise<void> {
+    try {
+      await this.launch(vm, "defer");
+      vm.log.info(`A standby QEMU waits to resume VM '${vm.ref.label}' from its saved memory`);
+    } catch (err) {
+      vm.log.warn(`Cannot start a standby QEMU for VM '${vm.ref.label}': ${describeError(err)}`);
+    }
+  }
+
+  /** Ends a standby QEMU, if there is one. */
+  private async endStandby(vm: Vm): Promise<void> {
+    const inst = vm.instance;
+    if (inst === null || !inst.standby) return;
+    await this.quit(vm, inst);
+  }
+
   /** QMP quit, then SIGKILL to the process group if QEMU lingers. */
   private async quit(vm: Vm, inst: Instance): Promise<void> {
     inst.expectedExit = true;
@@ -438,16 +479,26 @@ export class QemuBackend implements VmBackend {
     const m = vm.machine;
     await vm.dir.clearRun(null);
     const args = qemuArgs(m, vm.dir, incoming);
-    const child = spawn(m.qemu, args, {
-      cwd: vm.dir.path,
-      detached: true,
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    // The saved image, if any, is QEMU's fd 3 (IMAGE_URI): it reads the file itself, with no `cat` in between.
+    const image = incoming === undefined ? null : await open(vm.dir.image, "r").catch(() => null);
+    let child: ChildProcess;
+    let spawned: Promise<void>;
     try {
-      await new Promise<void>((resolve, reject) => {
+      child = spawn(m.qemu, args, {
+        cwd: vm.dir.path,
+        detached: true,
+        stdio: ["ignore", "ignore", "pipe", image?.fd ?? "ignore"],
+      });
+      // Listen before any await: 'spawn' fires on the next turn.
+      spawned = new Promise<void>((resolve, reject) => {
         child.once("spawn", resolve);
         child.once("error", reject);
       });
+    } finally {
+      await image?.close();
+    }
+    try {
+      await spawned;
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       throw new BackendError(NAME, `cannot run ${m.qemu}`, {
@@ -467,6 +518,7 @@ export class QemuBackend implements VmBackend {
       qmp: null,
       expectedExit: false,
       shutdownReason: null,
+      standby: incoming === "defer",
       exited,
       drained,
       stderrTail: [],
@@ -482,7 +534,9 @@ export class QemuBackend implements VmBackend {
     this.attach(vm, inst);
     vm.crashed = false;
     vm.log.info(
-      `Started QEMU (pid ${inst.pid}) for VM '${vm.ref.label}'${incoming === undefined ? "" : " from its saved memory"}`,
+      `Started QEMU (pid ${inst.pid}) for VM '${vm.ref.label}'${
+        incoming === undefined ? "" : incoming === "defer" ? " as a standby" : " from its saved memory"
+      }`,
     );
     vm.log.debug(`${m.qemu} ${args.join(" ")}`);
 
@@ -535,6 +589,7 @@ export class QemuBackend implements VmBackend {
       qmp: null,
       expectedExit: false,
       shutdownReason: null,
+      standby: false,
       exited,
       drained: exited.then(() => undefined),
       stderrTail: [],
@@ -552,6 +607,8 @@ export class QemuBackend implements VmBackend {
     try {
       inst.qmp = await this.connectQmp(vm, inst, 10_000);
       inst.qmp.onClose(() => setTimeout(check, 20).unref());
+      const { status } = await inst.qmp.execute<{ status: string }>("query-status");
+      inst.standby = status === "inmigrate" && (await vm.dir.readImageMeta()) !== null;
       vm.log.info(`Re-adopted QEMU (pid ${pid}) of VM '${vm.ref.label}' from ${vm.dir.path}`);
     } catch (err) {
       vm.log.warn(
@@ -567,7 +624,8 @@ export class QemuBackend implements VmBackend {
       if (vm.instance === inst) vm.instance = null;
       inst.qmp?.close();
       await vm.dir.clearRun(inst.pid).catch(() => undefined);
-      if (inst.expectedExit) return;
+      // A standby QEMU holds no guest: the VM stays suspended (its image is on disk) whatever becomes of it.
+      if (inst.expectedExit || inst.standby) return;
       const guestFault = inst.shutdownReason === "guest-panic" || inst.shutdownReason === "guest-reset";
       const crashed = guestFault || (exit.code !== null && exit.code !== 0) || exit.signal !== null;
       vm.crashed = crashed;

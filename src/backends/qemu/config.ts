@@ -11,7 +11,8 @@ import { ConfigError } from "../../errors/index.js";
 
 export const DEFAULT_QEMU = "qemu-system-x86_64";
 export const DEFAULT_MACHINE = "q35";
-export const DEFAULT_CMDLINE = "console=ttyS0 quiet panic=-1";
+/** init_on_free=1: freed guest pages are zero, so a saved memory image is smaller (94 -> 55 MB for the test guest). */
+export const DEFAULT_CMDLINE = "console=ttyS0 quiet panic=-1 init_on_free=1";
 export const DEFAULT_MEMORY_KIB = 128 * 1024;
 export const DEFAULT_SHUTDOWN_TIMEOUT_S = 30;
 
@@ -76,6 +77,11 @@ export const QEMU_KEYS: readonly KeySpec[] = [
   },
   { key: "qemu", type: "string", doc: `QEMU binary (a path, or a name on PATH); default ${DEFAULT_QEMU}.` },
   {
+    key: "standby",
+    type: "bool",
+    doc: "With the suspend and save stop modes: once the memory is saved, start a QEMU that waits (-incoming defer, no guest memory loaded) to resume the VM, so a resume skips QEMU's own start-up. Default false.",
+  },
+  {
     key: "shutdown_timeout",
     type: "seconds",
     doc: `Seconds the guest has to power off after the ACPI power button (shutdown stop mode) before QEMU is made to quit; default ${DEFAULT_SHUTDOWN_TIMEOUT_S}.`,
@@ -111,6 +117,8 @@ export interface QemuMachine {
   readonly macs: readonly string[];
   readonly extraArgs: readonly string[];
   readonly shutdownTimeoutMs: number;
+  /** Keep a QEMU waiting with `-incoming defer` while the VM is saved. */
+  readonly standby: boolean;
 }
 
 /** True when /dev/kvm exists and we may open it read-write. */
@@ -273,6 +281,7 @@ export function parseMachine(spec: VmSpec): QemuMachine {
     macs: nics.map((_, i) => macFor(label, i)),
     extraArgs,
     shutdownTimeoutMs: shutdownTimeout * 1000,
+    standby: o.bool("standby") ?? false,
   };
 }
 

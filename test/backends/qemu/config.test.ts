@@ -66,7 +66,7 @@ describe("qemu CONFIG keys", () => {
     assert.deepEqual(after1(argv, "-m"), ["128M"]);
     assert.deepEqual(after1(argv, "-smp"), ["1"]);
     assert.deepEqual(after1(argv, "-accel"), [kvmUsable() ? "kvm" : "tcg"]);
-    assert.deepEqual(after1(argv, "-append"), ["console=ttyS0 quiet panic=-1"]);
+    assert.deepEqual(after1(argv, "-append"), ["console=ttyS0 quiet panic=-1 init_on_free=1"]);
     assert.deepEqual(after1(argv, "-netdev"), ["user,id=net0"]);
     assert.match(after1(argv, "-device")[0]!, /^virtio-net-pci,netdev=net0,mac=52:54:00(:[0-9a-f]{2}){3}$/);
     assert.match(

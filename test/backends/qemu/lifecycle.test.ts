@@ -39,6 +39,7 @@ describe("qemu backend: lifecycle of the real guest", { timeout: 600_000 }, () =
   let dir: { path: string; remove(): Promise<void> };
   let port: number;
   let pidFile: string;
+  let specText: string;
   let spec: VmSpec;
   let backend: VmBackend;
   let ref: VmRef;
@@ -49,9 +50,8 @@ describe("qemu backend: lifecycle of the real guest", { timeout: 600_000 }, () =
     dir = await tempDir("jitsu-qemu-");
     port = await freePort();
     pidFile = join(dir.path, "qemu", "lc", "qemu.pid");
-    spec = vmSpec(
-      `dns=lc.test,ip=10.0.2.15,name=lc,kernel=${guest.kernel},initrd=${guest.initrd},hostfwd=tcp:127.0.0.1:${port}-:80`,
-    );
+    specText = `dns=lc.test,ip=10.0.2.15,name=lc,kernel=${guest.kernel},initrd=${guest.initrd},hostfwd=tcp:127.0.0.1:${port}-:80`;
+    spec = vmSpec(specText);
   });
   after(async () => {
     await backend?.close();
@@ -141,10 +141,34 @@ describe("qemu backend: lifecycle of the real guest", { timeout: 600_000 }, () =
     assert.equal(pidOf(pidFile), pid, "no second QEMU");
   });
 
+  it("standby=true: after a save a QEMU waits (-incoming defer), survives a restart, and resumes the VM", async () => {
+    const standbySpec = vmSpec(`${specText},standby=true`);
+    const before = pidOf(pidFile);
+    await backend.close();
+    backend = newBackend();
+    ref = await backend.resolve(standbySpec);
+    await backend.stop(ref, "save");
+    assert.equal(await backend.state(ref), "suspended");
+    const standby = pidOf(pidFile);
+    assert.notEqual(standby, before);
+    assert.match(readFileSync(`/proc/${standby}/cmdline`, "utf8"), /-incoming\0defer\0/);
+    assert.equal(await httpStatus(port, 1000), null, "a standby QEMU runs no guest");
+    // jitsu restarts: the standby is re-adopted as what it is, a suspended VM.
+    await backend.close();
+    backend = newBackend();
+    ref = await backend.resolve(standbySpec);
+    assert.equal(await backend.state(ref), "suspended");
+    await backend.resume(ref);
+    await waitHttp(port, 30_000);
+    assert.equal(pidOf(pidFile), standby, "the standby QEMU became the VM");
+    assert.equal(await backend.state(ref), "running");
+  });
+
   it("a QEMU that dies behind our back is noticed (event and state)", async () => {
-    // Save and resume through this backend, so the QEMU is its child and its exit status is known.
+    // Save and resume through this backend, so the QEMU (the standby it starts) is its child and its exit status is known.
     await backend.stop(ref, "suspend");
     await backend.resume(ref);
+    await waitHttp(port, 30_000);
     const pid = pidOf(pidFile);
     events.length = 0;
     process.kill(pid, "SIGKILL");
