@@ -12,19 +12,21 @@
  * state with the summoner's own stopVm between runs. The answer waits for
  * `ready=http://...` to pass, so "answer" means "the guest serves HTTP".
  *
- * Peers: the same operations through the libvirt backend (same guest, same
- * run), when that backend is registered and JITSU_BENCH_LIBVIRT_URI names a
- * libvirtd to use; otherwise the report says it was not measured.
+ * Peer: the same operations through the libvirt backend in the same run (a
+ * private libvirtd from test/backends/libvirt/daemon.ts, qemu:///session, the
+ * same guest, kernel command line and QEMU binary), when that backend is in
+ * the build; otherwise the report says it was not measured.
  */
 import { execFileSync } from "node:child_process";
 import { createSocket } from "node:dgram";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import packet from "dns-packet";
 import { BACKENDS, type StopMode } from "../src/backends/index.js";
+import { DEFAULT_CMDLINE } from "../src/backends/qemu/config.js";
 import { parseArgs } from "../src/cli/command.js";
 import { startJitsu, type Jitsu } from "../src/cli/run.js";
 import { silentLogger } from "../src/log/index.js";
@@ -158,11 +160,14 @@ async function benchBackend(
   backend: string,
   configFor: (httpPort: number) => string,
   runs: number,
-  extraArgs: string[],
+  extraArgs: string[] | ((httpPort: number) => string[]),
+  scenarios: readonly Scenario[] = SCENARIOS,
+  label: string = backend,
 ): Promise<Row[]> {
   const stateDir = mkdtempSync(join(tmpdir(), `jitsu-bench-${backend}-`));
   const dnsPort = await freePort();
   const httpPort = await freePort();
+  const extra = typeof extraArgs === "function" ? extraArgs(httpPort) : extraArgs;
   const settings = parseArgs([
     "-x",
     backend,
@@ -178,7 +183,7 @@ async function benchBackend(
     "300",
     "--state-dir",
     stateDir,
-    ...extraArgs,
+    ...extra,
     configFor(httpPort),
   ]);
   let jitsu: Jitsu | undefined;
@@ -187,7 +192,7 @@ async function benchBackend(
     jitsu = await startJitsu(settings, { log: silentLogger() });
     log(`${backend}: first boot (not measured)`);
     await measure(dnsPort, httpPort, 300_000);
-    for (const sc of SCENARIOS) {
+    for (const sc of scenarios) {
       const samples: Sample[] = [];
       const stops: number[] = [];
       for (let i = 0; i < runs; i++) {
@@ -199,12 +204,12 @@ async function benchBackend(
         const sample = await measure(dnsPort, httpPort, 300_000);
         samples.push(sample);
         log(
-          `${backend} ${sc.name} #${i + 1}: answer ${sample.answerMs.toFixed(1)} ms, first HTTP byte ${sample.firstByteMs.toFixed(1)} ms (stop took ${stops.at(-1)!.toFixed(0)} ms)`,
+          `${label} ${sc.name} #${i + 1}: answer ${sample.answerMs.toFixed(1)} ms, first HTTP byte ${sample.firstByteMs.toFixed(1)} ms (stop took ${stops.at(-1)!.toFixed(0)} ms)`,
         );
       }
       const fb = samples.map((s) => s.firstByteMs);
       rows.push({
-        backend,
+        backend: label,
         scenario: sc.name,
         runs,
         answerP50: percentile(
@@ -222,6 +227,51 @@ async function benchBackend(
     rmSync(stateDir, { recursive: true, force: true });
   }
   return rows;
+}
+
+/** What bench needs of test/backends/libvirt/daemon.ts's PrivateLibvirtd. */
+interface LibvirtdLike {
+  readonly dir: string;
+  start(): Promise<void>;
+  destroy(): Promise<void>;
+  uri(driverAndPath: string): string;
+  writeFile(name: string, content: string | Buffer): string;
+  virsh(uri: string, ...commands: string[]): string;
+}
+
+/**
+ * The test guest as a libvirt domain, as the libvirt tests define it (the NIC
+ * and hostfwd through <qemu:commandline>), with the same kernel command line
+ * as the qemu backend's default.
+ */
+function libvirtDomainXml(dir: string, hostPort: number): string {
+  return `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>${LABEL}</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>${dir}/vmlinuz</kernel>
+    <initrd>${dir}/initrd.gz</initrd>
+    <cmdline>${DEFAULT_CMDLINE}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <cpu mode='maximum'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <serial type='file'><source path='${dir}/${LABEL}-console.log' append='on'/></serial>
+    <memballoon model='none'/>
+  </devices>
+  <qemu:commandline>
+    <qemu:arg value='-netdev'/>
+    <qemu:arg value='user,id=hf0,hostfwd=tcp:127.0.0.1:${hostPort}-:80'/>
+    <qemu:arg value='-device'/>
+    <qemu:arg value='virtio-net-pci,netdev=hf0,mac=52:54:00:12:34:56,addr=0x10'/>
+  </qemu:commandline>
+</domain>
+`;
 }
 
 function fmt(ms: number): string {
@@ -248,31 +298,52 @@ async function main(): Promise<void> {
       .join(" ")}; ${runs} runs each`,
   );
 
-  const rows = await benchBackend(
-    "qemu",
-    (http) =>
-      `dns=${NAME},ip=10.0.2.15,name=${LABEL},kernel=${kernel},initrd=${initrd},hostfwd=tcp:127.0.0.1:${http}-:80,ready=http://127.0.0.1:${http}/`,
-    runs,
-    [],
+  const qemuConfig = (http: number): string =>
+    `dns=${NAME},ip=10.0.2.15,name=${LABEL},kernel=${kernel},initrd=${initrd},hostfwd=tcp:127.0.0.1:${http}-:80,ready=http://127.0.0.1:${http}/`;
+  const rows = await benchBackend("qemu", qemuConfig, runs, []);
+  // The same guest with standby=true: after a save, a QEMU waits with -incoming defer.
+  rows.push(
+    ...(await benchBackend(
+      "qemu",
+      (http) => `${qemuConfig(http)},standby=true`,
+      runs,
+      [],
+      SCENARIOS.filter((s) => s.stop === "save"),
+      "qemu standby=true",
+    )),
   );
 
-  const libvirtUri = process.env["JITSU_BENCH_LIBVIRT_URI"];
   let peerNote: string;
+  const daemonModule = join(here, "..", "test", "backends", "libvirt", "daemon.js");
   if (!BACKENDS.some((b) => b.name === "libvirt")) {
-    peerNote = "libvirt: not measured (the libvirt backend is not registered in this build)";
-  } else if (libvirtUri === undefined || libvirtUri === "") {
-    peerNote =
-      "libvirt: not measured (set JITSU_BENCH_LIBVIRT_URI to a libvirtd whose domain 'web' runs the test guest)";
+    peerNote = "libvirt: not measured (the libvirt backend is not in this build)";
+  } else if (!existsSync(daemonModule)) {
+    peerNote = `libvirt: not measured (${daemonModule} is missing: it starts the private libvirtd)`;
   } else {
-    rows.push(
-      ...(await benchBackend(
-        "libvirt",
-        (http) => `dns=${NAME},ip=10.0.2.15,name=${LABEL},ready=http://127.0.0.1:${http}/`,
-        runs,
-        ["-c", libvirtUri],
-      )),
-    );
-    peerNote = `libvirt: ${libvirtUri}`;
+    // A private libvirtd (test/backends/libvirt/daemon.ts), qemu:///session, the same guest and QEMU.
+    const { PrivateLibvirtd } = (await import(pathToFileURL(daemonModule).href)) as {
+      PrivateLibvirtd: new () => LibvirtdLike;
+    };
+    const daemon = new PrivateLibvirtd();
+    try {
+      await daemon.start();
+      for (const f of ["vmlinuz", "initrd.gz"]) daemon.writeFile(f, readFileSync(join(guestDir, f)));
+      const uri = daemon.uri("qemu:///session");
+      rows.push(
+        ...(await benchBackend(
+          "libvirt",
+          (http) => `dns=${NAME},ip=10.0.2.15,name=${LABEL},ready=http://127.0.0.1:${http}/`,
+          runs,
+          (http) => {
+            daemon.virsh(uri, `define ${daemon.writeFile("web.xml", libvirtDomainXml(daemon.dir, http))}`);
+            return ["-c", uri];
+          },
+        )),
+      );
+      peerNote = `libvirt: ${uri} (private libvirtd, qemu driver, same guest, kernel and QEMU; pause = virDomainSuspend, save = managed save)`;
+    } finally {
+      await daemon.destroy().catch(() => undefined);
+    }
   }
 
   const header = [
@@ -299,9 +370,11 @@ async function main(): Promise<void> {
 
   const paused = rows.find((r) => r.backend === "qemu" && r.scenario === "from paused");
   const saved = rows.find((r) => r.backend === "qemu" && r.scenario === "from saved snapshot");
+  const standby = rows.find((r) => r.backend === "qemu standby=true");
   const targets = [
     `from paused to first HTTP byte <= 50 ms: ${paused === undefined ? "?" : `${fmt(paused.firstByteP50)} ${paused.firstByteP50 <= 50 ? "met" : "MISSED"}`}`,
     `from snapshot to first HTTP byte <= 1 s: ${saved === undefined ? "?" : `${fmt(saved.firstByteP50)} ${saved.firstByteP50 <= 1000 ? "met" : "MISSED"}`}`,
+    `from snapshot, standby=true, to first HTTP byte <= 1 s: ${standby === undefined ? "?" : `${fmt(standby.firstByteP50)} ${standby.firstByteP50 <= 1000 ? "met" : "MISSED"}`}`,
   ];
   process.stdout.write(`${targets.join("\n")}\n`);
   mkdirSync(RESULTS_DIR, { recursive: true });
