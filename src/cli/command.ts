@@ -6,7 +6,9 @@ import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { BACKENDS, plannedBackends } from "../backends/index.js";
 import { configHelp } from "./help.js";
-import { OPTIONS, toSettings, type Settings } from "./options.js";
+import { mergeOptions, readConfigFile } from "../config/index.js";
+import { ConfigError, UsageError } from "../errors/index.js";
+import { OPTIONS, fileOptionSpecs, kebabKeys, toSettings, type Settings } from "./options.js";
 
 export function version(): string {
   const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
@@ -41,5 +43,17 @@ export function parseArgs(argv: readonly string[]): Settings {
   // The original accepted --help=FMT (pager, plain, groff); we print plain text for all.
   const args = argv.map((a) => (a.startsWith("--help=") ? "--help" : a));
   program.parse(args, { from: "user" });
-  return toSettings(program.opts(), program.args);
+  const given = kebabKeys(program.opts());
+  // --config FILE: the file's options, with the command line's on top.
+  const file = typeof given.config === "string" ? readConfigFile(given.config, fileOptionSpecs()) : undefined;
+  try {
+    return toSettings(file === undefined ? given : mergeOptions(file.options, given), program.args, file);
+  } catch (err) {
+    // A bad value that came from the file: say which file.
+    const name = err instanceof UsageError ? err.option?.replace(/^--/, "") : undefined;
+    if (file !== undefined && name !== undefined && given[name] === undefined && name in file.options) {
+      throw new ConfigError(`config file '${file.path}': ${(err as Error).message}`, { cause: err });
+    }
+    throw err;
+  }
 }

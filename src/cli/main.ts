@@ -7,7 +7,7 @@ import { CommanderError } from "commander";
 import { describeError, JitsuError, UsageError } from "../errors/index.js";
 import { parseArgs } from "./command.js";
 import type { Settings } from "./options.js";
-import { startJitsu } from "./run.js";
+import { startJitsu, type Jitsu } from "./run.js";
 
 async function main(): Promise<void> {
   let settings: Settings;
@@ -25,7 +25,12 @@ async function main(): Promise<void> {
     process.exit(err instanceof UsageError ? 2 : 1);
   }
 
-  let jitsu;
+  let jitsu: Jitsu | undefined;
+  let signalled = false;
+  // SIGHUP reloads --config; installed first, so one during start-up does not kill us (default action).
+  process.on("SIGHUP", () => {
+    if (jitsu !== undefined && !signalled) void jitsu.reload();
+  });
   try {
     jitsu = await startJitsu(settings);
   } catch (err) {
@@ -34,7 +39,6 @@ async function main(): Promise<void> {
     process.exit(1);
   }
 
-  let signalled = false;
   const shutdown = (signal: string): void => {
     if (signalled) {
       jitsu.log.warn(`${signal} again: exiting now`);

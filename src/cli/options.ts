@@ -6,7 +6,15 @@
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { STOP_MODES, type StopMode } from "../backends/index.js";
-import { parseIntStrict, parseIp, parsePort, parseSeconds } from "../config/index.js";
+import {
+  parseIntStrict,
+  parseIp,
+  parsePort,
+  parseSeconds,
+  type ConfigFile,
+  type FileOptionSpec,
+} from "../config/index.js";
+import { parseHttpAddress } from "../http/index.js";
 import { UsageError } from "../errors/index.js";
 import { LOG_LEVELS, type LogFormat, type LogLevel } from "../log/index.js";
 
@@ -137,15 +145,7 @@ export const OPTIONS: readonly OptionDef[] = [
 ];
 
 /** Options whose feature has not landed yet: given, they fail loudly instead of being ignored. */
-export const NOT_YET: ReadonlySet<string> = new Set([
-  "persistdb",
-  "synjitsu",
-  "synjitsu-socket",
-  "config",
-  "http",
-  "http-token",
-  "xl",
-]);
+export const NOT_YET: ReadonlySet<string> = new Set(["synjitsu", "synjitsu-socket", "xl"]);
 
 export interface Settings {
   readonly bind: string;
@@ -169,6 +169,11 @@ export interface Settings {
   readonly raw: Readonly<Record<string, string | undefined>>;
   /** Positional CONFIG strings. */
   readonly configs: readonly string[];
+  /** --config: the file as read at start-up (its VMs are added to `configs`' VMs). */
+  readonly file: ConfigFile | undefined;
+  /** --http ADDR:PORT and --http-token. */
+  readonly http: { readonly host: string; readonly port: number } | undefined;
+  readonly httpToken: string | undefined;
 }
 
 export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -206,6 +211,7 @@ function positive(v: string): number {
 export function toSettings(
   given: Record<string, string | boolean | undefined>,
   configs: readonly string[],
+  file?: ConfigFile,
 ): Settings {
   // Commander camel-cases long names (startTimeout); we keep them as written (start-timeout).
   const raw: Record<string, string | boolean | undefined> = {};
@@ -262,5 +268,28 @@ export function toSettings(
     stopOnExit: raw["stop-on-exit"] === true,
     raw: stringRaw,
     configs,
+    file,
+    http: str("http") === undefined ? undefined : parseHttpAddress(str("http")!),
+    httpToken: nonEmpty("--http-token", str("http-token")),
   };
+}
+
+function nonEmpty(option: string, value: string | undefined): string | undefined {
+  if (value === "") throw new UsageError("expected a non-empty value", option);
+  return value;
+}
+
+/** Kebab-cases commander's camel-cased option names (startTimeout -> start-timeout). */
+export function kebabKeys(given: Record<string, unknown>): Record<string, string | boolean | undefined> {
+  const out: Record<string, string | boolean | undefined> = {};
+  for (const [k, v] of Object.entries(given)) {
+    out[k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)] =
+      typeof v === "string" || typeof v === "boolean" ? v : undefined;
+  }
+  return out;
+}
+
+/** The options a config file may set: every long option, flags marked as such. */
+export function fileOptionSpecs(): FileOptionSpec[] {
+  return OPTIONS.map((o) => ({ name: o.name, takesValue: /<[^>]+>/.test(o.flags) }));
 }

@@ -5,21 +5,34 @@
  */
 import { findBackend, type VmBackend } from "../backends/index.js";
 import { systemClock, type Clock } from "../clock/index.js";
-import { buildVmSpec, checkUniqueNames, parseConfigString, type VmSpec } from "../config/index.js";
+import {
+  buildFileSpecs,
+  buildVmSpec,
+  checkUniqueNames,
+  parseConfigString,
+  type VmSpec,
+} from "../config/index.js";
 import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
 import { describeError } from "../errors/index.js";
 import { createLogger, type Logger } from "../log/index.js";
-import { MemoryStore, type Store } from "../store/index.js";
+import { JitsuMetrics, StatusServer } from "../http/index.js";
+import { MemoryStore, SqliteStore, type Store } from "../store/index.js";
 import { Summoner, formatStatsTable } from "../summoner/index.js";
+import { version } from "./command.js";
 import type { Settings } from "./options.js";
+import { ConfigReloader } from "./reload.js";
 
 export interface Jitsu {
   readonly summoner: Summoner;
   readonly server: DnsServer;
   readonly backend: VmBackend;
   readonly log: Logger;
+  /** The --http endpoint, if any. */
+  readonly http: StatusServer | null;
   /** Stops serving, flushes state and closes the backend; `stopVms` also stops the VMs jitsu started. */
   close(options?: { stopVms?: boolean }): Promise<void>;
+  /** SIGHUP: re-reads --config; resolves false (and logs why) when the file was rejected or there is none. */
+  reload(): Promise<boolean>;
 }
 
 export interface StartDeps {
@@ -46,7 +59,19 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   const clock = deps.clock ?? systemClock;
   const log = deps.log ?? createLogger({ level: settings.logLevel, format: settings.logFormat });
   const factory = findBackend(settings.backend);
-  const specs = buildSpecs(settings.configs, settings.backend);
+  const cliSpecs = buildSpecs(settings.configs, settings.backend);
+  const specs =
+    settings.file === undefined
+      ? cliSpecs
+      : [
+          ...cliSpecs,
+          ...buildFileSpecs(settings.file, {
+            backendKeys: factory.keys,
+            backendName: factory.name,
+            discoversAddresses: factory.discoversAddresses,
+          }),
+        ];
+  checkUniqueNames(specs);
   if (!factory.stopModes.has(settings.mode)) {
     throw new Error(
       `option '--mode': the ${factory.name} backend cannot ${settings.mode} VMs (it can: ${[...factory.stopModes].join(", ")})`,
@@ -54,8 +79,13 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   }
   if (specs.length === 0) log.warn("No VMs configured: every query is forwarded");
 
-  if (settings.backend === "libvirt" || settings.backend === "xapi")
-    log.info(`Connecting to ${settings.connect}...`);
+  // --persistdb: opened before anything runs, so a locked or corrupt database stops us at once.
+  const store =
+    deps.store ??
+    (settings.persistdb === undefined ? new MemoryStore() : SqliteStore.open(settings.persistdb));
+  // The URI may carry a password (xapi: https://USER:PASSWORD@HOST): never print it.
+  const shownUri = settings.connect.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, "$1:***@");
+  if (settings.backend === "libvirt" || settings.backend === "xapi") log.info(`Connecting to ${shownUri}...`);
   const backend = factory.create({
     connect: settings.connect,
     stateDir: settings.stateDir,
@@ -63,7 +93,12 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     log,
     clock,
   });
-  await backend.connect();
+  try {
+    await backend.connect();
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw err;
+  }
 
   let summoner: Summoner;
   try {
@@ -77,10 +112,11 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       delaySeconds: settings.delay,
       startTimeoutSeconds: settings.startTimeout,
       stopMode: settings.mode,
-      store: deps.store ?? new MemoryStore(),
+      store,
     });
   } catch (err) {
     await backend.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
     throw err;
   }
 
@@ -100,6 +136,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     await server.listen(settings.bind, settings.listen);
   } catch (err) {
     await summoner.close();
+    await store.close().catch(() => undefined);
     forwarder?.close();
     await backend.close().catch(() => undefined);
     throw new Error(`cannot listen on ${settings.bind}:${settings.listen}: ${describeError(err)}`, {
@@ -120,18 +157,73 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     pending.unref();
   });
 
+  // --http: status, metrics and (with --http-token) admin endpoints.
+  let http: StatusServer | null = null;
+  if (settings.http !== undefined) {
+    const metrics = new JitsuMetrics({ summoner, counters: server.counters, clock });
+    http = new StatusServer({ summoner, metrics, log, token: settings.httpToken, version: version() });
+    try {
+      await http.listen(settings.http.host, settings.http.port);
+    } catch (err) {
+      await server.close();
+      await summoner.close();
+      await store.close().catch(() => undefined);
+      forwarder?.close();
+      await backend.close().catch(() => undefined);
+      throw new Error(
+        `cannot listen on ${settings.http.host}:${settings.http.port} (--http): ${describeError(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    const at = http.address();
+    log.info(
+      `Serving /status, /metrics and /healthz on http://${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}/` +
+        (settings.httpToken === undefined ? "" : " (admin endpoints enabled)"),
+    );
+  }
+
+  const reloader =
+    settings.file === undefined
+      ? null
+      : new ConfigReloader({
+          file: settings.file,
+          cliSpecs,
+          factory,
+          summoner,
+          server,
+          ttlSeconds: settings.ttl,
+          log,
+        });
+
   let closing: Promise<void> | undefined;
   return {
     summoner,
     server,
     backend,
     log,
+    http,
+    reload() {
+      if (reloader === null) {
+        log.warn("SIGHUP: there is no --config file to reload");
+        return Promise.resolve(false);
+      }
+      return reloader.reload();
+    },
     close(options = {}) {
+      // Stop accepting queries and answer those in flight (each within --start-timeout, else
+      // SERVFAIL), then flush the store and close the backend.
       closing ??= (async () => {
         if (pending !== undefined) clearTimeout(pending);
+        http?.markShuttingDown();
         await server.close();
         forwarder?.close();
         await summoner.close({ stopVms: options.stopVms === true });
+        await store
+          .close()
+          .catch((err: unknown) => log.error(`Closing the state store: ${describeError(err)}`));
+        await http?.close();
         await backend.close();
       })();
       return closing;

@@ -10,3 +10,12 @@ export {
   type BuildSpecOptions,
 } from "./spec.js";
 export * from "./values.js";
+export {
+  readConfigFile,
+  parseConfigText,
+  buildFileSpecs,
+  mergeOptions,
+  type ConfigFile,
+  type ConfigFileVm,
+  type FileOptionSpec,
+} from "./file.js";

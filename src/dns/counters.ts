@@ -1,12 +1,16 @@
 /**
- * DNS counters: plain numbers and maps, read by the metrics exporter.
- * Incrementing allocates nothing for the common query types and rcodes.
+ * DNS counters: plain numbers, and maps built when read, for the metrics
+ * exporter. Counting on the hot path is an array increment (no hashing, no
+ * allocation); the maps are built only when someone reads them.
  */
+import { qtypeName, rcodeName } from "./wire.js";
+
+/** Index of the "forwarded" result, after the 4096 extended rcodes (RFC 6891 §6.1.3). */
+const FORWARDED = 4096;
+
 export class DnsCounters {
-  /** Queries by type mnemonic ("A", "AAAA", "TYPE65"...), counted once decoded. */
-  readonly queriesByType = new Map<string, number>();
-  /** Answers by result: an rcode name ("NOERROR", "NXDOMAIN", ...) or "forwarded". */
-  readonly queriesByResult = new Map<string, number>();
+  private readonly byType = new Float64Array(65536);
+  private readonly byResult = new Float64Array(FORWARDED + 1);
   /** Packets that could be read up to the header but not further (answered FORMERR). */
   malformed = 0;
   /** Packets dropped without an answer: shorter than a header, or responses (QR=1). */
@@ -25,12 +29,43 @@ export class DnsCounters {
   /** TCP connections accepted. */
   tcpConnections = 0;
 
-  countType(name: string): void {
-    this.queriesByType.set(name, (this.queriesByType.get(name) ?? 0) + 1);
+  /** Queries by type mnemonic ("A", "AAAA", "TYPE65534"...), counted once decoded. */
+  get queriesByType(): Map<string, number> {
+    const out = new Map<string, number>();
+    this.byType.forEach((n, t) => {
+      if (n > 0) out.set(qtypeName(t), n);
+    });
+    return out;
   }
 
-  countResult(name: string): void {
-    this.queriesByResult.set(name, (this.queriesByResult.get(name) ?? 0) + 1);
+  /** Answers by result: an rcode name ("NOERROR", "NXDOMAIN", ...) or "forwarded". */
+  get queriesByResult(): Map<string, number> {
+    const out = new Map<string, number>();
+    this.byResult.forEach((n, r) => {
+      if (n > 0) out.set(r === FORWARDED ? "forwarded" : rcodeName(r), n);
+    });
+    return out;
+  }
+
+  /** Every answer sent (all results). */
+  get answered(): number {
+    let sum = 0;
+    for (const n of this.byResult) sum += n;
+    return sum;
+  }
+
+  countType(qtype: number): void {
+    const i = qtype & 0xffff;
+    this.byType[i] = this.byType[i]! + 1;
+  }
+
+  countRcode(rcode: number): void {
+    const i = rcode & 0xfff;
+    this.byResult[i] = this.byResult[i]! + 1;
+  }
+
+  countForwarded(): void {
+    this.byResult[FORWARDED] = this.byResult[FORWARDED]! + 1;
   }
 
   observeForwardLatency(seconds: number): void {

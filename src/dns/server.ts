@@ -19,6 +19,8 @@ import { DnsCounters } from "./counters.js";
 import type { Forwarder } from "./forwarder/forwarder.js";
 import {
   HEADER_LEN,
+  appendOpt,
+  hasOpt,
   QCLASS_IN,
   QTYPE,
   RCODE,
@@ -30,7 +32,6 @@ import {
   nameToString,
   newQueryInfo,
   qtypeName,
-  rcodeName,
   truncateRelayed,
   writeAnswer,
   type QueryInfo,
@@ -60,10 +61,6 @@ export interface DnsServerOptions {
 type Reply = Buffer | null;
 
 const TCP_LIMIT = 65535;
-
-function isPromise<T>(v: unknown): v is Promise<T> {
-  return typeof (v as { then?: unknown } | null)?.then === "function";
-}
 
 export class DnsServer {
   readonly counters = new DnsCounters();
@@ -140,6 +137,7 @@ export class DnsServer {
       this.udp = udp;
       this.tcp = tcp;
       this.boundPort = actual;
+      // Logged once both sockets are bound, so whoever waits for this line can query at once.
       this.log.info(`Starting server on ${host}:${actual}...`);
       return;
     }
@@ -159,7 +157,21 @@ export class DnsServer {
         ? Promise.resolve()
         : new Promise<void>((resolve) => this.tcp!.close(() => resolve()));
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
-    for (const conn of this.connections) conn.destroy();
+    // Let the answers just produced reach their sockets, then close TCP gracefully
+    // (end() flushes what is written; destroy() only if the peer does not close).
+    await new Promise((resolve) => setImmediate(resolve));
+    const ends = [...this.connections].map(
+      (conn) =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => conn.destroy(), 1000);
+          conn.once("close", () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          conn.end();
+        }),
+    );
+    await Promise.all(ends);
     this.connections.clear();
     await tcpClosed;
     if (this.udp !== null) {
@@ -171,16 +183,17 @@ export class DnsServer {
   }
 
   private onUdpMessage(sock: dgram.Socket, msg: Buffer, port: number, address: string): void {
-    if (this.closing) return;
+    // Port 0 cannot be answered (and is a classic reflection trick): drop it.
+    if (this.closing || port === 0) return;
     const r = this.safeHandle(msg, false);
     if (r === null) return;
-    if (isPromise<Reply>(r)) {
-      void r.then((buf) => {
-        if (buf !== null && !this.closedSocket(sock)) sock.send(buf, port, address);
-      });
+    if (r instanceof Buffer) {
+      sock.send(r, port, address);
       return;
     }
-    sock.send(r, port, address);
+    void (r as Promise<Reply>).then((buf) => {
+      if (buf !== null && !this.closedSocket(sock)) sock.send(buf, port, address);
+    });
   }
 
   private closedSocket(sock: dgram.Socket): boolean {
@@ -220,10 +233,10 @@ export class DnsServer {
         if (this.closing) continue;
         const r = this.safeHandle(msg, true);
         if (r === null) continue;
-        if (isPromise<Reply>(r)) {
+        if (!(r instanceof Buffer)) {
           // Pipelining (RFC 7766 §6.2.1.1): later queries may be answered first.
           outstanding++;
-          void r.then((buf) => {
+          void (r as Promise<Reply>).then((buf) => {
             outstanding--;
             if (buf !== null) send(buf);
           });
@@ -241,15 +254,20 @@ export class DnsServer {
     } catch (err) {
       this.log.error(`DNS query handling failed: ${describeError(err)}`);
       if (msg.length < HEADER_LEN || (msg[2]! & 0x80) !== 0) return null;
-      this.counters.countResult("SERVFAIL");
+      this.counters.countRcode(RCODE.SERVFAIL);
       return headerOnlyReply(msg, decodeHeaderOnly(msg), RCODE.SERVFAIL, this.ra);
     }
   }
 
-  private track(p: Promise<Reply>): Promise<Reply> {
+  /** Keeps an async answer for close() to wait on; a bug in it answers SERVFAIL. */
+  private track(p: Promise<Reply>, msg: Buffer, q: QueryInfo, limit: number): Promise<Reply> {
     const safe = p.catch((err: unknown) => {
       this.log.error(`DNS query handling failed: ${describeError(err)}`);
-      return null;
+      try {
+        return this.reply(msg, q, { rcode: RCODE.SERVFAIL, aa: false, ra: this.ra }, limit);
+      } catch {
+        return null;
+      }
     });
     this.pending.add(safe);
     void safe.finally(() => this.pending.delete(safe));
@@ -265,7 +283,7 @@ export class DnsServer {
     }
     if (q.status === "formerr") {
       this.counters.malformed++;
-      this.counters.countResult("FORMERR");
+      this.counters.countRcode(RCODE.FORMERR);
       if (this.log.isLevelEnabled("debug")) this.log.debug(`DNS FORMERR: ${q.problem}`);
       return headerOnlyReply(msg, q, RCODE.FORMERR, this.ra);
     }
@@ -275,7 +293,7 @@ export class DnsServer {
       this.counters.malformed++;
       return this.reply(msg, q, { rcode: RCODE.FORMERR, aa: false, ra: this.ra }, limit);
     }
-    this.counters.countType(qtypeName(q.qtype));
+    this.counters.countType(q.qtype);
     // RFC 6891 §6.1.3: we speak EDNS version 0 only.
     if (q.hasOpt && q.ednsVersion > 0) {
       return this.reply(msg, q, { rcode: RCODE.BADVERS, aa: false, ra: this.ra }, limit);
@@ -298,13 +316,16 @@ export class DnsServer {
     } catch (err) {
       return this.summonFailed(msg, q, entry, err, limit);
     }
-    if (!isPromise<readonly string[]>(r)) return this.addressAnswer(msg, q, entry, r, limit);
+    if (Array.isArray(r)) return this.addressAnswer(msg, q, entry, r as readonly string[], limit);
     const qc = copyQueryInfo(q);
     return this.track(
-      r.then(
+      (r as Promise<readonly string[]>).then(
         (ips) => this.addressAnswer(msg, qc, entry, ips, limit),
         (err: unknown) => this.summonFailed(msg, qc, entry, err, limit),
       ),
+      msg,
+      qc,
+      limit,
     );
   }
 
@@ -345,14 +366,14 @@ export class DnsServer {
       this.counters.truncated++;
       return this.reply(msg, q, { rcode: RCODE.NOERROR, aa: true, ra: this.ra }, 0);
     }
-    this.counters.countResult("NOERROR");
+    this.counters.countRcode(RCODE.NOERROR);
     return out;
   }
 
   private reply(msg: Buffer, q: QueryInfo, sections: ReplySections, limit: number): Buffer {
     const out = buildReply(msg, q, sections, limit);
     if ((out[2]! & 0x02) !== 0 && limit > 0) this.counters.truncated++;
-    this.counters.countResult(rcodeName(sections.rcode));
+    this.counters.countRcode(sections.rcode);
     return out;
   }
 
@@ -418,13 +439,16 @@ export class DnsServer {
     const started = performance.now();
     return this.track(
       forwarder.forward(msg, q).then(
-        (reply) => {
+        (relayed) => {
+          let reply = relayed;
           this.counters.observeForwardLatency((performance.now() - started) / 1000);
           // Echo the question exactly as asked, whatever case the upstream used.
           msg.copy(reply, HEADER_LEN, HEADER_LEN, q.nameEnd);
+          // RFC 6891 §7: an OPT in every answer to a query that had one, even if the upstream left it out.
+          if (q.hasOpt && !hasOpt(reply)) reply = appendOpt(reply, q);
           const out = truncateRelayed(reply, q, limit);
           if (out !== reply) this.counters.truncated++;
-          this.counters.countResult("forwarded");
+          this.counters.countForwarded();
           return out;
         },
         (err: unknown) => {
@@ -433,6 +457,9 @@ export class DnsServer {
           return this.reply(msg, q, { rcode: RCODE.SERVFAIL, aa: false, ra: this.ra }, limit);
         },
       ),
+      msg,
+      q,
+      limit,
     );
   }
 }

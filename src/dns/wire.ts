@@ -159,7 +159,8 @@ export function hashName(buf: Uint8Array, start: number, end: number): number {
   for (let i = start; i < end; i++) {
     h = Math.imul(h ^ lower(buf[i]!), FNV_PRIME);
   }
-  return h >>> 0;
+  // Kept within V8's small-integer range, so the Map lookup on the hot path allocates nothing.
+  return h & 0x3fffffff;
 }
 
 /** Case-insensitive comparison of two uncompressed wire names. */
@@ -201,7 +202,13 @@ export function nameToString(buf: Uint8Array, start: number, end: number): strin
     const len = buf[i]!;
     if (len === 0) break;
     if (out !== "") out += ".";
-    for (let j = i + 1; j <= i + len; j++) out += String.fromCharCode(lower(buf[j]!));
+    for (let j = i + 1; j <= i + len; j++) {
+      const c = lower(buf[j]!);
+      // RFC 4343 §2.1: escape what would change the name's meaning ("a.b" as one label).
+      if (c === 0x2e || c === 0x5c) out += `\\${String.fromCharCode(c)}`;
+      else if (c <= 0x20 || c >= 0x7f) out += `\\${c.toString().padStart(3, "0")}`;
+      else out += String.fromCharCode(c);
+    }
     i += len + 1;
   }
   return out;
@@ -465,7 +472,8 @@ export function writeAnswer(
   out[9] = 0;
   out[10] = 0;
   out[11] = q.hasOpt ? 1 : 0;
-  out.set(query.subarray(HEADER_LEN, qEnd), HEADER_LEN);
+  // A loop rather than subarray(): a question is a few dozen bytes and a view would be one more allocation.
+  for (let i = HEADER_LEN; i < qEnd; i++) out[i] = query[i]!;
   out.set(tmpl.bytes, qEnd);
   if (q.hasOpt) writeOpt(out, qEnd + tmpl.bytes.length, 0, q.dnssecOk);
   return out;
@@ -544,5 +552,35 @@ export function truncateRelayed(reply: Buffer, q: QueryInfo, limit: number): Buf
   out.writeUInt16BE(q.hasOpt ? 1 : 0, 10);
   reply.copy(out, HEADER_LEN, HEADER_LEN, qEnd);
   if (q.hasOpt) writeOpt(out, qEnd, 0, q.dnssecOk);
+  return out;
+}
+
+/** Whether a message (e.g. an upstream reply) has an OPT record in its additional section. */
+export function hasOpt(msg: Uint8Array): boolean {
+  if (msg.length < HEADER_LEN) return false;
+  const counts = [(msg[4]! << 8) | msg[5]!, (msg[6]! << 8) | msg[7]!, (msg[8]! << 8) | msg[9]!];
+  const ar = (msg[10]! << 8) | msg[11]!;
+  let off = HEADER_LEN;
+  for (let i = 0; i < counts[0]!; i++) {
+    off = skipName(msg, off);
+    if (off < 0) return false;
+    off += 4;
+  }
+  for (let i = 0; i < counts[1]! + counts[2]! + ar; i++) {
+    off = skipName(msg, off);
+    if (off < 0 || off + 10 > msg.length) return false;
+    const type = (msg[off]! << 8) | msg[off + 1]!;
+    if (i >= counts[1]! + counts[2]! && type === QTYPE.OPT) return true;
+    off += 10 + ((msg[off + 8]! << 8) | msg[off + 9]!);
+  }
+  return false;
+}
+
+/** Appends our OPT to a message and counts it in ARCOUNT. */
+export function appendOpt(msg: Buffer, q: QueryInfo): Buffer {
+  const out = Buffer.alloc(msg.length + OPT_LEN);
+  msg.copy(out);
+  writeOpt(out, msg.length, 0, q.dnssecOk);
+  out.writeUInt16BE(((msg[10]! << 8) | msg[11]!) + 1, 10);
   return out;
 }

@@ -227,6 +227,11 @@ export class Summoner {
         }
         const busy = old.flight !== null || old.phase.kind === "starting" || old.phase.kind === "stopping";
         if (!sameVm && !busy) old.phase = fresh.phase;
+        else if (old.phase.kind === "failed" && !busy) {
+          // A changed configuration is the user's fix: try it at the next request, without back-off.
+          old.phase = OFF;
+          old.failures = 0;
+        }
         this.log.info(`VM '${spec.label}' changed in the configuration`);
       });
     }
@@ -539,10 +544,24 @@ export class Summoner {
     const now = this.clock.now();
     const known =
       record !== undefined && record.backend === this.opts.backendName && record.backendRef === ref.ref;
+    // Reconcile with what the store says (--persistdb): a VM we had summoned that still runs keeps
+    // its last request, so the reaper stops it on schedule rather than 2 x TTL after this restart.
+    const wasUp =
+      known && (record.state === "ready" || record.state === "starting" || record.state === "stopping");
+    const stillUp = state === "running" || state === "paused" || state === "suspended";
+    let phase = phaseFor(state, now);
+    if (known && phase.kind === "ready") {
+      phase = { kind: "ready", since: Math.min(now, record.lastRequest ?? record.startedAt ?? now) };
+    }
+    if (wasUp && !stillUp) {
+      this.log.info(
+        `VM '${spec.label}' was ${record.state} when jitsu last ran, but is ${state} now; marking it off`,
+      );
+    }
     const vm: Vm = {
       spec,
       ref,
-      phase: phaseFor(state, now),
+      phase,
       addresses: Object.freeze([...spec.ips]),
       flight: null,
       startedAt: known ? record.startedAt : null,
@@ -551,7 +570,8 @@ export class Summoner {
       lastRequest: known ? record.lastRequest : null,
       lastError: null,
       failures: 0,
-      startedByUs: false,
+      // Started by the jitsu before this one: --stop-on-exit stops it too.
+      startedByUs: wasUp && stillUp && record.startedAt !== null,
     };
     if (vm.phase.kind === "ready" && spec.ips.length === 0) {
       const found = (await this.backend.addresses?.(ref)) ?? [];

@@ -69,7 +69,10 @@ describe("command line", () => {
     [["-f", "dns.example"], /option '--forwarder'/],
     [["--start-timeout", "0"], /option '--start-timeout'/],
     [["--log-format", "xml"], /option '--log-format'/],
-    [["--persistdb", "/tmp/x.db"], /option '--persistdb': not available yet/],
+    [["--synjitsu", "x"], /option '--synjitsu': not available yet/],
+    [["--http", "localhost:80"], /option '--http'.*'localhost'/],
+    [["--http", "127.0.0.1"], /option '--http': expected ADDR:PORT/],
+    [["--http-token", ""], /option '--http-token': expected a non-empty value/],
   ];
   for (const [args, message] of bad) {
     it(`rejects ${args.join(" ")} naming the option`, () => {

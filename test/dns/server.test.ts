@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import dnsPacket from "dns-packet";
 import { DnsServer, Forwarder, ZoneIndex, type SummonTarget } from "../../src/dns/index.js";
 import { silentLogger } from "../../src/log/index.js";
-import { dig, kdig } from "./helpers/dig.js";
+import { dig, digAt, kdig } from "./helpers/dig.js";
 import { tcpClient, udpExchange } from "./helpers/raw.js";
 import { specFrom } from "./helpers/specs.js";
 import { startUpstream, type TestUpstream } from "./helpers/upstream.js";
@@ -30,6 +30,7 @@ class FakeSummoner implements SummonTarget {
     }
     if (label === "broken") return Promise.reject(new Error("backend exploded"));
     if (label === "throws") throw new Error("summoner bug");
+    if (label === "badaddr") return ["not-an-address"];
     return this.addresses.get(label)!;
   }
 }
@@ -40,6 +41,7 @@ const SPECS = [
   specFrom("dns=slow.example.org,ip=10.0.0.3,name=slow"),
   specFrom("dns=broken.example.org,ip=10.0.0.4,name=broken"),
   specFrom("dns=throws.example.org,ip=10.0.0.5,name=throws"),
+  specFrom("dns=badaddr.example.org,ip=10.0.0.6,name=badaddr"),
   specFrom(`dns=many.example.org,${MANY.map((ip) => `ip=${ip}`).join(",")},name=many`),
 ];
 
@@ -103,6 +105,7 @@ describe("DnsServer, forwarding disabled (-f 0.0.0.0)", () => {
     assert.deepEqual(t.answers, ["slow.example.org. 60 IN A 10.0.0.3"]);
     assert.equal((await dig(port, "broken.example.org")).status, "SERVFAIL");
     assert.equal((await dig(port, "throws.example.org")).status, "SERVFAIL");
+    assert.equal((await dig(port, "badaddr.example.org")).status, "SERVFAIL");
   });
 
   it("answers other types for managed names from the zone without summoning", async () => {
@@ -319,6 +322,7 @@ describe("DnsServer with a forwarder", () => {
   let up: TestUpstream;
   let server: DnsServer;
   let forwarder: Forwarder;
+  const latencies: number[] = [];
   before(async () => {
     up = await startUpstream("192.0.2.7");
     const log = silentLogger();
@@ -335,6 +339,7 @@ describe("DnsServer with a forwarder", () => {
       log,
       ttlSeconds: 60,
     });
+    server.counters.onForwardLatency = (seconds) => latencies.push(seconds);
     await server.listen("127.0.0.1", 0);
   });
   after(async () => {
@@ -354,6 +359,8 @@ describe("DnsServer with a forwarder", () => {
     assert.deepEqual(outside.answers, ["www.example.com. 30 IN A 192.0.2.7"]);
     assert.ok(server.counters.forwarded >= 2);
     assert.ok(server.counters.forwardLatencyCount >= 2);
+    assert.ok(server.counters.forwardLatencySum > 0);
+    assert.ok(latencies.length >= 2 && latencies.every((s) => s > 0 && s < 5));
     assert.equal(server.counters.queriesByResult.get("forwarded"), server.counters.forwardLatencyCount);
   });
 
@@ -389,5 +396,80 @@ describe("DnsServer with a forwarder", () => {
       .at(-1)!
       .packet.additionals!.find((a) => a.type === "OPT") as unknown as dnsPacket.OptAnswer;
     assert.equal(sent.flags & dnsPacket.DNSSEC_OK, dnsPacket.DNSSEC_OK);
+  });
+});
+
+describe("DnsServer reload and shutdown", () => {
+  it("serves the new zone after setZone, and the old names no more", async () => {
+    const log = silentLogger();
+    const summoner = new FakeSummoner();
+    summoner.addresses.set("new", ["10.0.0.9"]);
+    const server = new DnsServer({
+      zone: new ZoneIndex(SPECS, 60, log),
+      summoner,
+      forwarder: null,
+      log,
+      ttlSeconds: 60,
+    });
+    await server.listen("127.0.0.1", 0);
+    try {
+      assert.deepEqual((await dig(server.port, "www.example.org")).answers, [
+        "www.example.org. 60 IN A 10.0.0.1",
+      ]);
+      server.setZone(new ZoneIndex([specFrom("dns=new.example.net,ip=10.0.0.9,name=new")], 60, log));
+      assert.deepEqual((await dig(server.port, "new.example.net")).answers, [
+        "new.example.net. 60 IN A 10.0.0.9",
+      ]);
+      assert.equal((await dig(server.port, "www.example.org")).status, "REFUSED");
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("answers queries in flight before closing, then stops answering", async () => {
+    const log = silentLogger();
+    const server = new DnsServer({
+      zone: new ZoneIndex(SPECS, 60, log),
+      summoner: new FakeSummoner(),
+      forwarder: null,
+      log,
+      ttlSeconds: 60,
+    });
+    await server.listen("127.0.0.1", 0);
+    const port = server.port;
+    const answer = udpExchange(port, rawQuery("slow.example.org", "A", 31), 3000);
+    const tcp = await tcpClient(port);
+    tcp.send(rawQuery("slow.example.org", "A", 32));
+    await new Promise((resolve) => setTimeout(resolve, 100)); // both are waiting for the VM
+    await server.close();
+    const udpReply = await answer;
+    assert.equal(udpReply?.readUInt16BE(0), 31);
+    assert.equal(tcp.messages[0]?.readUInt16BE(0), 32);
+    await tcp.closed;
+    assert.equal(await udpExchange(port, rawQuery("www.example.org", "A"), 400), null);
+  });
+});
+
+describe("DnsServer on IPv6 loopback", () => {
+  it("answers over UDP and TCP on ::1", async () => {
+    const log = silentLogger();
+    const server = new DnsServer({
+      zone: new ZoneIndex(SPECS, 60, log),
+      summoner: new FakeSummoner(),
+      forwarder: null,
+      log,
+      ttlSeconds: 60,
+    });
+    await server.listen("::1", 0);
+    try {
+      assert.deepEqual((await digAt("::1", server.port, "www.example.org", "AAAA")).answers, [
+        "www.example.org. 60 IN AAAA fd00::1",
+      ]);
+      assert.deepEqual((await digAt("::1", server.port, "+tcp", "www.example.org")).answers, [
+        "www.example.org. 60 IN A 10.0.0.1",
+      ]);
+    } finally {
+      await server.close();
+    }
   });
 });

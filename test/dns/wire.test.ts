@@ -10,6 +10,9 @@ import {
   hashName,
   headerOnlyReply,
   ipv6Bytes,
+  appendOpt,
+  hasOpt,
+  nameToString,
   newQueryInfo,
   truncateRelayed,
   writeAnswer,
@@ -215,5 +218,28 @@ describe("ipv6Bytes", () => {
     assert.equal(ipv6Bytes("::ffff:10.0.0.1").toString("hex"), "00000000000000000000ffff0a000001");
     assert.equal(ipv6Bytes("2001:db8:1:2:3:4:5:6").toString("hex"), "20010db8000100020003000400050006");
     assert.throws(() => ipv6Bytes("1::2::3"), /bad IPv6/);
+  });
+});
+
+describe("names and OPT helpers", () => {
+  it("lower-cases names and escapes dots and odd bytes inside labels", () => {
+    const wire = Buffer.from([3, 0x57, 0x77, 0x57, 3, 0x61, 0x2e, 0x62, 2, 0x20, 0x5c, 0]);
+    assert.equal(nameToString(wire, 0, wire.length), "www.a\\.b.\\032\\\\");
+  });
+
+  it("finds an OPT in a reply and appends one when missing", () => {
+    const plain = dnsPacket.encode({
+      type: "response",
+      id: 1,
+      questions: [{ name: "a.example", type: "A" }],
+      answers: [{ type: "A", name: "a.example", ttl: 5, data: "192.0.2.1" }],
+    });
+    assert.equal(hasOpt(plain), false);
+    const q = decodeQuery(query("a.example", "A", { opt: { do: true } }), newQueryInfo());
+    const withOpt = appendOpt(plain, q);
+    assert.equal(hasOpt(withOpt), true);
+    const p = dnsPacket.decode(withOpt);
+    assert.equal(p.answers!.length, 1);
+    assert.equal(p.additionals![0]!.type, "OPT");
   });
 });

@@ -350,6 +350,19 @@ describe("Summoner", () => {
     await summoner.close();
   });
 
+  it("retries a failed VM at once when its configuration changes", async () => {
+    const { clock, backend, summoner } = await setup();
+    backend.hold.start = () => Promise.reject(new Error("bad kernel"));
+    await assert.rejects(summoner.request("www") as Promise<unknown>, /bad kernel/);
+    await clock.advance(1000);
+    await assert.rejects(summoner.request("www") as Promise<unknown>, /bad kernel/); // back-off now 2 s
+    delete backend.hold.start;
+    await summoner.setSpecs([spec(`${WWW},response_delay=0`)]);
+    assert.equal(state(summoner), "off");
+    assert.deepEqual(await summoner.request("www"), ["10.0.0.1"]);
+    await summoner.close();
+  });
+
   it("stops a VM that started but never became ready, once idle for 2 x TTL", async () => {
     const backend = new TestBackend();
     Object.assign(backend, {

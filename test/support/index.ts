@@ -4,7 +4,7 @@
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createSocket } from "node:dgram";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -34,9 +34,45 @@ export async function freePort(host = "127.0.0.1"): Promise<number> {
   throw new Error("no free port found on loopback");
 }
 
+/**
+ * A temp dir for a test, used as jitsu's --state-dir. `remove()` first kills
+ * the process groups of any process-backend VMs a jitsu left running there
+ * (their pid files are in <dir>/process/), so no test leaves a VM behind.
+ */
 export async function tempDir(prefix = "jitsu-test-"): Promise<{ path: string; remove(): Promise<void> }> {
   const path = await mkdtemp(join(tmpdir(), prefix));
-  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+  return {
+    path,
+    async remove() {
+      await killLeftoverVms(path);
+      await rm(path, { recursive: true, force: true });
+    },
+  };
+}
+
+async function killLeftoverVms(stateDir: string): Promise<void> {
+  let files: string[];
+  try {
+    files = await readdir(join(stateDir, "process"));
+  } catch {
+    return;
+  }
+  for (const file of files.filter((f) => f.endsWith(".json"))) {
+    try {
+      const { pid } = JSON.parse(await readFile(join(stateDir, "process", file), "utf8")) as { pid?: unknown };
+      if (typeof pid !== "number" || pid <= 1) continue;
+      for (const target of [-pid, pid]) {
+        try {
+          process.kill(target, "SIGCONT");
+          process.kill(target, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+    } catch {
+      // not a pid file we understand
+    }
+  }
 }
 
 export interface RunResult {

@@ -20,6 +20,7 @@ import type { KeySpec, VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, describeError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
 import { splitCommandLine } from "./command-line.js";
+import { pidFilePath, procStat, readPidFile, removePidFile, writePidFile } from "./pid-file.js";
 
 const NAME = "process";
 const DEFAULT_GRACE_SECONDS = 10;
@@ -65,16 +66,20 @@ interface Program {
   readonly env: Readonly<Record<string, string>>;
   readonly graceMs: number;
   readonly log: Logger;
+  readonly pidFile: string;
 }
 
 interface Running {
-  readonly child: ChildProcess;
+  /** null for a process adopted from a pid file (left running by an earlier jitsu). */
+  readonly child: ChildProcess | null;
   readonly pid: number;
+  readonly startTime: string;
   /** Set by SIGSTOP: which stop mode stopped it. */
   stoppedAs: "paused" | "suspended" | null;
   /** Set before we signal it to end, so its exit is not reported as a change behind our back. */
   expectedExit: boolean;
-  readonly exited: Promise<void>;
+  /** Resolves when the process has exited. */
+  readonly waitExit: () => Promise<void>;
 }
 
 export class ProcessBackend implements VmBackend {
@@ -119,12 +124,15 @@ export class ProcessBackend implements VmBackend {
       env,
       graceMs: grace * 1000,
       log: this.log.child({ vm: label }),
+      pidFile: pidFilePath(this.options.stateDir, label),
     });
+    if (!this.running.has(label)) await this.adopt(label);
     return { label, ref: label };
   }
 
   async state(vm: VmRef): Promise<VmState> {
     const proc = this.running.get(vm.ref);
+    if (proc !== undefined && proc.child === null && !(await this.stillThere(vm.ref, proc))) return "off";
     if (proc !== undefined) return proc.stoppedAs ?? "running";
     return this.crashed.has(vm.ref) ? "crashed" : "off";
   }
@@ -161,12 +169,24 @@ export class ProcessBackend implements VmBackend {
     const pid = child.pid!;
     let onExit!: () => void;
     const exited = new Promise<void>((resolve) => (onExit = resolve));
-    const proc: Running = { child, pid, stoppedAs: null, expectedExit: false, exited };
+    const startTime = (await procStat(pid))?.startTime ?? "";
+    const proc: Running = {
+      child,
+      pid,
+      startTime,
+      stoppedAs: null,
+      expectedExit: false,
+      waitExit: () => exited,
+    };
     this.running.set(vm.ref, proc);
     this.crashed.delete(vm.ref);
+    await this.savePid(prog, proc);
     child.on("error", (err) => prog.log.warn(`Process ${pid} of VM '${prog.label}': ${describeError(err)}`));
     child.once("exit", (code, signal) => {
-      if (this.running.get(vm.ref) === proc) this.running.delete(vm.ref);
+      if (this.running.get(vm.ref) === proc) {
+        this.running.delete(vm.ref);
+        removePidFile(prog.pidFile).catch(() => undefined);
+      }
       onExit();
       this.exited(vm, prog, proc, code, signal);
     });
@@ -176,11 +196,11 @@ export class ProcessBackend implements VmBackend {
   }
 
   async resume(vm: VmRef): Promise<void> {
-    this.continue(vm, "resume");
+    await this.continue(vm, "resume");
   }
 
   async unpause(vm: VmRef): Promise<void> {
-    this.continue(vm, "unpause");
+    await this.continue(vm, "unpause");
   }
 
   async stop(vm: VmRef, mode: StopMode): Promise<void> {
@@ -193,12 +213,14 @@ export class ProcessBackend implements VmBackend {
           throw new BackendError(NAME, `cannot ${mode}: it is not running`, { vm: vm.label });
         signalGroup(proc, "SIGSTOP", vm.label);
         proc.stoppedAs = mode === "pause" ? "paused" : "suspended";
+        await this.savePid(prog, proc);
         return;
       case "destroy":
         if (proc === undefined) return;
         proc.expectedExit = true;
         signalGroup(proc, "SIGKILL", vm.label);
-        await proc.exited;
+        await proc.waitExit();
+        await this.forgetAdopted(vm.ref, proc);
         return;
       case "shutdown": {
         if (proc === undefined) return;
@@ -210,15 +232,16 @@ export class ProcessBackend implements VmBackend {
         const graceOver = new Promise<boolean>((resolve) => {
           timer = this.options.clock.setTimer(prog.graceMs, () => resolve(true));
         });
-        const late = await Promise.race([proc.exited.then(() => false), graceOver]);
+        const late = await Promise.race([proc.waitExit().then(() => false), graceOver]);
         timer?.cancel();
         if (late) {
           prog.log.warn(
             `VM '${prog.label}' (process ${proc.pid}) did not exit within ${prog.graceMs / 1000} s of SIGTERM; sending SIGKILL`,
           );
           signalGroup(proc, "SIGKILL", vm.label);
-          await proc.exited;
+          await proc.waitExit();
         }
+        await this.forgetAdopted(vm.ref, proc);
         return;
       }
       case "save":
@@ -248,9 +271,9 @@ export class ProcessBackend implements VmBackend {
   async close(): Promise<void> {
     this.listeners.length = 0;
     for (const proc of this.running.values()) {
-      proc.child.unref();
-      unrefStream(proc.child.stdout);
-      unrefStream(proc.child.stderr);
+      proc.child?.unref();
+      unrefStream(proc.child?.stdout ?? null);
+      unrefStream(proc.child?.stderr ?? null);
     }
   }
 
@@ -260,11 +283,70 @@ export class ProcessBackend implements VmBackend {
     return prog;
   }
 
-  private continue(vm: VmRef, op: string): void {
+  private async continue(vm: VmRef, op: string): Promise<void> {
     const proc = this.running.get(vm.ref);
     if (proc === undefined) throw new BackendError(NAME, `cannot ${op}: it is not running`, { vm: vm.label });
     signalGroup(proc, "SIGCONT", vm.label);
     proc.stoppedAs = null;
+    await this.savePid(this.program(vm), proc);
+  }
+
+  /** Takes over a process an earlier jitsu left running, if its pid file still describes it. */
+  private async adopt(label: string): Promise<void> {
+    const prog = this.programs.get(label)!;
+    const record = await readPidFile(prog.pidFile);
+    if (record === null) return;
+    const stat = await procStat(record.pid);
+    if (stat === null || stat.startTime !== record.startTime || record.command !== prog.command) {
+      await removePidFile(prog.pidFile).catch(() => undefined);
+      return;
+    }
+    // Trust the record first: a SIGSTOP just sent may not show in /proc yet.
+    const stoppedAs = record.stoppedAs ?? (stat.state === "T" ? "paused" : null);
+    const proc: Running = {
+      child: null,
+      pid: record.pid,
+      startTime: record.startTime,
+      stoppedAs,
+      expectedExit: false,
+      waitExit: () => waitGone(record.pid, record.startTime),
+    };
+    this.running.set(label, proc);
+    prog.log.info(
+      `Found process ${record.pid} of VM '${label}' left running by an earlier jitsu (${stoppedAs ?? "running"}); adopting it (its output is not captured)`,
+    );
+  }
+
+  /** After an adopted process (no exit event) was stopped: forget it and its pid file. */
+  private async forgetAdopted(ref: string, proc: Running): Promise<void> {
+    if (proc.child !== null) return;
+    const prog = this.programs.get(ref);
+    prog?.log.info(`Process ${proc.pid} of VM '${prog.label}' is gone`);
+    if (this.running.get(ref) === proc) this.running.delete(ref);
+    if (prog !== undefined) await removePidFile(prog.pidFile).catch(() => undefined);
+  }
+
+  /** For an adopted process: whether it still runs; if not, forgets it. */
+  private async stillThere(ref: string, proc: Running): Promise<boolean> {
+    const stat = await procStat(proc.pid);
+    if (stat !== null && stat.startTime === proc.startTime) return true;
+    if (this.running.get(ref) === proc) this.running.delete(ref);
+    const prog = this.programs.get(ref);
+    if (prog !== undefined) await removePidFile(prog.pidFile).catch(() => undefined);
+    return false;
+  }
+
+  private async savePid(prog: Program, proc: Running): Promise<void> {
+    try {
+      await writePidFile(prog.pidFile, {
+        pid: proc.pid,
+        startTime: proc.startTime,
+        command: prog.command,
+        stoppedAs: proc.stoppedAs,
+      });
+    } catch (err) {
+      prog.log.warn(`Could not write the pid file of VM '${prog.label}': ${describeError(err)}`);
+    }
   }
 
   private exited(
@@ -296,6 +378,15 @@ export class ProcessBackend implements VmBackend {
         this.log.warn(`A process backend listener failed: ${describeError(err)}`);
       }
     }
+  }
+}
+
+/** Resolves when the (not child) process is gone or its pid belongs to another process. */
+async function waitGone(pid: number, startTime: string): Promise<void> {
+  for (;;) {
+    const stat = await procStat(pid);
+    if (stat === null || stat.startTime !== startTime) return;
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

@@ -24,6 +24,8 @@ export interface ForwarderOptions {
   timeoutMs?: number;
   /** Time given to one upstream before failing over to the next (default 2000 ms). */
   attemptTimeoutMs?: number;
+  /** Forwarded queries in flight at once (each holds a socket); beyond it, SERVFAIL at once (default 1000). */
+  maxInFlight?: number;
   log: Logger;
 }
 
@@ -44,11 +46,14 @@ export class Forwarder {
   private readonly log: Logger;
   private readonly open = new Set<{ close(): void }>();
   private closed = false;
+  private readonly maxInFlight: number;
+  private inFlight = 0;
 
   constructor(opts: ForwarderOptions) {
     this.upstreams = opts.upstreams.map((u) => ({ host: u.host, port: u.port }));
     this.timeoutMs = opts.timeoutMs ?? 5000;
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 2000;
+    this.maxInFlight = opts.maxInFlight ?? 1000;
     this.log = opts.log;
   }
 
@@ -60,6 +65,18 @@ export class Forwarder {
   async forward(query: Uint8Array, q: QueryInfo): Promise<Buffer> {
     if (this.closed) throw new ForwardError("forwarder is closed");
     if (this.upstreams.length === 0) throw new ForwardError("no upstream resolver is configured");
+    if (this.inFlight >= this.maxInFlight) {
+      throw new ForwardError(`${this.inFlight} forwarded queries already in flight (the limit)`);
+    }
+    this.inFlight++;
+    try {
+      return await this.tryUpstreams(query, q);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private async tryUpstreams(query: Uint8Array, q: QueryInfo): Promise<Buffer> {
     const deadline = Date.now() + this.timeoutMs;
     const problems: string[] = [];
     for (const up of this.upstreams) {

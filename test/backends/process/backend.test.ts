@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { readFile, writeFile, mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { BackendEvent, VmRef } from "../../../src/backends/contract.js";
 import { ProcessBackend, processBackend, splitCommandLine } from "../../../src/backends/process/index.js";
@@ -48,11 +50,13 @@ describe("process backend (real processes)", () => {
     await fx.remove();
   });
 
+  let stateDirs = 0;
   async function make(
     pairs: [string, string][],
     captured: CapturedLog = captureLog(),
+    stateDir = join(fx.dir, `state-${stateDirs++}`),
   ): Promise<{ backend: ProcessBackend; vm: VmRef; events: BackendEvent[] }> {
-    const backend = processBackend.create(backendOptions(captured.log, fx.dir)) as ProcessBackend;
+    const backend = processBackend.create(backendOptions(captured.log, stateDir)) as ProcessBackend;
     backends.push(backend);
     const vm = await backend.resolve(processSpec([["dns", "web.example.org"], ["ip", "10.0.0.1"], ...pairs]));
     refs.push([backend, vm]);
@@ -239,5 +243,65 @@ describe("process backend (real processes)", () => {
     );
     await assert.rejects(b.start(missing), /working directory '\/nonexistent\/dir' does not exist/);
     await b.close();
+  });
+
+  it("adopts a process an earlier jitsu left running, through its pid file", async () => {
+    const port = await freePort();
+    const stateDir = join(fx.dir, "shared-state");
+    const pairs: [string, string][] = [
+      ["name", "kept"],
+      ["exec", `${process.execPath} ${fx.server} ${port}`],
+    ];
+    const first = await make(pairs, captureLog(), stateDir);
+    await first.backend.start(first.vm);
+    await waitFor(async () => (await httpGet(port)) !== null, 10_000, "the server to answer");
+    const pid = first.backend.pid(first.vm)!;
+    const record = JSON.parse(await readFile(join(stateDir, "process", "kept.json"), "utf8")) as {
+      pid: number;
+    };
+    assert.equal(record.pid, pid);
+    await first.backend.close(); // kills nothing
+
+    const captured = captureLog();
+    const second = await make(pairs, captured, stateDir);
+    assert.equal(await second.backend.state(second.vm), "running");
+    assert.equal(second.backend.pid(second.vm), pid);
+    assert.ok(captured.lines.some((l) => /left running by an earlier jitsu/.test(l.msg)));
+    await second.backend.start(second.vm); // already running: no second copy
+    assert.equal(second.backend.pid(second.vm), pid);
+    await second.backend.stop(second.vm, "pause");
+    await second.backend.close();
+
+    const third = await make(pairs, captureLog(), stateDir);
+    assert.equal(await third.backend.state(third.vm), "paused", "the stop mode is kept in the pid file");
+    await third.backend.unpause(third.vm);
+    assert.match((await httpGet(port, 5000)) ?? "", /hello from kept/);
+    await third.backend.stop(third.vm, "shutdown");
+    // In this test the process is still a child of ours (the first backend's), so it is reaped a moment later.
+    await waitFor(() => !alive(pid), 5000, "the process to be gone");
+    assert.equal(await third.backend.state(third.vm), "off");
+    await assert.rejects(readFile(join(stateDir, "process", "kept.json")), /ENOENT/);
+  });
+
+  it("ignores a stale pid file whose process is gone or is another process", async () => {
+    const stateDir = join(fx.dir, "stale-state");
+    await mkdir(join(stateDir, "process"), { recursive: true });
+    const file = join(stateDir, "process", "stale.json");
+    // Our own pid, with a start time that is not ours: a reused pid.
+    await writeFile(
+      file,
+      JSON.stringify({ pid: process.pid, startTime: "1", command: "sleep 600", stoppedAs: null }),
+    );
+    const { backend, vm } = await make(
+      [
+        ["name", "stale"],
+        ["exec", "sleep 600"],
+      ],
+      captureLog(),
+      stateDir,
+    );
+    assert.equal(await backend.state(vm), "off");
+    assert.equal(backend.pid(vm), undefined);
+    await assert.rejects(readFile(file), /ENOENT/);
   });
 });

@@ -4,6 +4,7 @@
  * server answers HTTP.
  */
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { VmRef } from "../../../src/backends/contract.js";
 import { ProcessBackend, processBackend } from "../../../src/backends/process/index.js";
@@ -42,7 +43,7 @@ describe("summoner + process backend + http probe", () => {
   it("starts the process on request and answers only after HTTP responds", async () => {
     const port = await freePort();
     const captured = captureLog();
-    backend = processBackend.create(backendOptions(captured.log, fx.dir)) as ProcessBackend;
+    backend = processBackend.create(backendOptions(captured.log, join(fx.dir, "state"))) as ProcessBackend;
     const spec = processSpec([
       ["dns", "web.example.org"],
       ["ip", "10.0.0.1"],

@@ -230,4 +230,22 @@ describe("Forwarder against a local upstream", () => {
     assert.ok(took >= 550 && took < 2000, `took ${took} ms`);
     f.close();
   });
+
+  it("refuses at once beyond the in-flight limit", async () => {
+    up.mode = "silent";
+    const f = new Forwarder({
+      upstreams: [{ host: "127.0.0.1", port: up.port }],
+      timeoutMs: 500,
+      maxInFlight: 1,
+      log: silentLogger(),
+    });
+    const c = query("www.example.net");
+    const first = f.forward(c, decoded(c));
+    await assert.rejects(f.forward(c, decoded(c)), /already in flight/);
+    await assert.rejects(first, /no upstream answered/);
+    up.mode = "answer";
+    const r = dnsPacket.decode(await f.forward(c, decoded(c)));
+    assert.deepEqual(addresses(r), ["192.0.2.7"]);
+    f.close();
+  });
 });

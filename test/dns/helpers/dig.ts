@@ -54,7 +54,12 @@ export function parseDig(raw: string): DigResult {
 }
 
 export async function dig(port: number, ...args: string[]): Promise<DigResult> {
-  return parseDig(await run("dig", ["@127.0.0.1", "-p", String(port), "+time=5", "+tries=1", ...args]));
+  return digAt("127.0.0.1", port, ...args);
+}
+
+/** dig against another loopback address (::1). */
+export async function digAt(host: string, port: number, ...args: string[]): Promise<DigResult> {
+  return parseDig(await run("dig", [`@${host}`, "-p", String(port), "+time=5", "+tries=1", ...args]));
 }
 
 export async function kdig(port: number, ...args: string[]): Promise<DigResult> {

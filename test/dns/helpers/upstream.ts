@@ -17,6 +17,8 @@ export interface TestUpstream {
   readonly port: number;
   mode: UpstreamMode;
   address: string;
+  /** Leave the OPT out of replies even when the query had one (an EDNS-unaware upstream). */
+  omitOpt: boolean;
   /** Every query received, decoded, with the transport. */
   readonly received: { transport: "udp" | "tcp"; packet: dnsPacket.Packet; raw: Buffer; srcPort: number }[];
   close(): Promise<void>;
@@ -25,7 +27,7 @@ export interface TestUpstream {
 function answerFor(
   query: dnsPacket.Packet,
   address: string,
-  opts: { tc?: boolean; id?: number; name?: string },
+  opts: { tc?: boolean; id?: number; name?: string; omitOpt?: boolean },
 ): Buffer {
   const q = query.questions![0]!;
   const name = opts.name ?? q.name;
@@ -40,17 +42,18 @@ function answerFor(
       (query.flags! & 0x100),
     questions: [{ ...q, name }],
     answers,
-    additionals: query.additionals?.some((a) => a.type === "OPT")
-      ? [
-          {
-            type: "OPT",
-            name: ".",
-            udpPayloadSize: 4096,
-            flags: 0,
-            options: [],
-          } as unknown as dnsPacket.Answer,
-        ]
-      : [],
+    additionals:
+      opts.omitOpt !== true && query.additionals?.some((a) => a.type === "OPT")
+        ? [
+            {
+              type: "OPT",
+              name: ".",
+              udpPayloadSize: 4096,
+              flags: 0,
+              options: [],
+            } as unknown as dnsPacket.Answer,
+          ]
+        : [],
   });
 }
 
@@ -70,6 +73,7 @@ export async function startUpstream(address = "192.0.2.7"): Promise<TestUpstream
     port,
     mode: "answer",
     address,
+    omitOpt: false,
     received: [],
     close: async () => {
       for (const c of conns) c.destroy();
@@ -97,7 +101,7 @@ export async function startUpstream(address = "192.0.2.7"): Promise<TestUpstream
         setTimeout(() => send(answerFor(packet, state.address, {})), 50);
         return;
       case "answer":
-        send(answerFor(packet, state.address, {}));
+        send(answerFor(packet, state.address, { omitOpt: state.omitOpt }));
     }
   });
   tcp.on("connection", (conn) => {

@@ -1,0 +1,64 @@
+/**
+ * Pid files under `<state-dir>/process/`, so a jitsu started again finds the
+ * processes the previous one left running (without --stop-on-exit) instead of
+ * starting a second copy. A pid is trusted only if the process still has the
+ * start time recorded with it (proc(5): /proc/PID/stat field 22), so a reused
+ * pid is never mistaken for our VM.
+ */
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+
+export interface PidRecord {
+  readonly pid: number;
+  /** Field 22 of /proc/PID/stat: start time in clock ticks since boot. */
+  readonly startTime: string;
+  readonly command: string;
+  readonly stoppedAs: "paused" | "suspended" | null;
+}
+
+export function pidFilePath(stateDir: string, label: string): string {
+  return join(stateDir, "process", `${encodeURIComponent(label)}.json`);
+}
+
+export async function writePidFile(path: string, record: PidRecord): Promise<void> {
+  await mkdir(join(path, ".."), { recursive: true });
+  await writeFile(path, `${JSON.stringify(record)}\n`);
+}
+
+export async function readPidFile(path: string): Promise<PidRecord | null> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch {
+    return null;
+  }
+  try {
+    const r = JSON.parse(text) as Partial<PidRecord>;
+    if (typeof r.pid !== "number" || typeof r.startTime !== "string" || typeof r.command !== "string")
+      return null;
+    const stoppedAs = r.stoppedAs === "paused" || r.stoppedAs === "suspended" ? r.stoppedAs : null;
+    return { pid: r.pid, startTime: r.startTime, command: r.command, stoppedAs };
+  } catch {
+    return null;
+  }
+}
+
+export async function removePidFile(path: string): Promise<void> {
+  await rm(path, { force: true });
+}
+
+/** The process's state letter and start time from /proc/PID/stat, or null when it is gone. */
+export async function procStat(pid: number): Promise<{ state: string; startTime: string } | null> {
+  let text: string;
+  try {
+    text = await readFile(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return null;
+  }
+  // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const state = fields[0] ?? "";
+  const startTime = fields[19] ?? "";
+  if (state === "Z" || state === "X") return null;
+  return { state, startTime };
+}

@@ -1,0 +1,81 @@
+/**
+ * SIGHUP: re-read --config and apply its VMs without dropping a query. The new
+ * VMs are built and validated first; if anything is wrong the running
+ * configuration stays and the error is logged. Then the summoner takes the new
+ * specs (added VMs resolved, removed ones left as they are, changed ones
+ * updated) and, in the same turn of the event loop, the DNS server the new zone.
+ */
+import type { BackendFactory } from "../backends/index.js";
+import {
+  buildFileSpecs,
+  checkUniqueNames,
+  readConfigFile,
+  type ConfigFile,
+  type VmSpec,
+} from "../config/index.js";
+import { ZoneIndex, type DnsServer } from "../dns/index.js";
+import { describeError } from "../errors/index.js";
+import type { Logger } from "../log/index.js";
+import type { Summoner } from "../summoner/index.js";
+import { fileOptionSpecs } from "./options.js";
+
+export interface ReloaderOptions {
+  readonly file: ConfigFile;
+  /** VMs from CONFIG strings on the command line (they stay across reloads). */
+  readonly cliSpecs: readonly VmSpec[];
+  readonly factory: BackendFactory;
+  readonly summoner: Summoner;
+  readonly server: DnsServer;
+  readonly ttlSeconds: number;
+  readonly log: Logger;
+}
+
+export class ConfigReloader {
+  private chain: Promise<boolean> = Promise.resolve(true);
+
+  constructor(private readonly opts: ReloaderOptions) {}
+
+  /** Reloads (one at a time); resolves true when the new configuration is in effect. */
+  reload(): Promise<boolean> {
+    this.chain = this.chain.then(() => this.apply());
+    return this.chain;
+  }
+
+  private async apply(): Promise<boolean> {
+    const { log, factory } = this.opts;
+    const path = this.opts.file.path;
+    log.info(`Reloading config file '${path}'`);
+    let file: ConfigFile;
+    let specs: VmSpec[];
+    try {
+      file = readConfigFile(path, fileOptionSpecs());
+      const fromFile = buildFileSpecs(file, {
+        backendKeys: factory.keys,
+        backendName: factory.name,
+        discoversAddresses: factory.discoversAddresses,
+      });
+      specs = [...this.opts.cliSpecs, ...fromFile];
+      checkUniqueNames(specs);
+    } catch (err) {
+      log.error(`Reload rejected, keeping the running configuration: ${describeError(err)}`);
+      return false;
+    }
+    try {
+      await this.opts.summoner.setSpecs(specs);
+    } catch (err) {
+      log.error(`Reload rejected, keeping the running configuration: ${describeError(err)}`);
+      return false;
+    }
+    // No await between the summoner taking the specs and the server taking the zone.
+    this.opts.server.setZone(new ZoneIndex(specs, this.opts.ttlSeconds, log));
+    // Global options are read at start-up only.
+    const before = this.opts.file.options;
+    for (const name of new Set([...Object.keys(before), ...Object.keys(file.options)])) {
+      if (before[name] !== file.options[name]) {
+        log.warn(`Option '${name}' changed in '${path}'; it takes effect when jitsu restarts`);
+      }
+    }
+    log.info(`Reloaded '${path}': ${specs.length} VM${specs.length === 1 ? "" : "s"}`);
+    return true;
+  }
+}

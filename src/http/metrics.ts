@@ -1,0 +1,236 @@
+/**
+ * Prometheus metrics (prom-client, a registry of our own). DNS counters and
+ * per-VM totals are read at scrape time, so the DNS hot path only bumps plain
+ * numbers; summons, start/readiness durations and stops are observed from the
+ * summoner's change and started events (never from the hot path).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { Clock } from "../clock/index.js";
+import type { DnsCountersView, SummonerView, VmStatusView } from "./view.js";
+
+/** Seconds: from a warm unpause (ms) to a cold VM boot with probes (minutes). */
+const START_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120];
+/** Seconds: an upstream answer on a LAN to a timeout. */
+const FORWARD_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+const STATES = ["off", "starting", "ready", "stopping", "suspended", "paused", "failed"] as const;
+
+export interface MetricsOptions {
+  readonly summoner: SummonerView;
+  readonly counters: DnsCountersView | null;
+  readonly clock: Clock;
+  /** Also export Node's process metrics (CPU, memory, event loop lag); default true. */
+  readonly processMetrics?: boolean;
+}
+
+export class JitsuMetrics {
+  readonly registry = new Registry();
+  private readonly summoner: SummonerView;
+  private readonly clock: Clock;
+  /** Per VM: the state last seen and when its current start began. */
+  private readonly seen = new Map<string, { state: string; startingSince: number | null }>();
+  private readonly summons: Counter<"vm" | "result">;
+  private readonly startDuration: Histogram<"vm">;
+  private readonly readyDuration: Histogram<"vm">;
+  private readonly stops: Counter<"vm" | "mode">;
+
+  constructor(opts: MetricsOptions) {
+    this.summoner = opts.summoner;
+    this.clock = opts.clock;
+    const registers = [this.registry];
+    const counters = opts.counters;
+    const summoner = opts.summoner;
+    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "jitsu_" });
+
+    // ---- DNS, read from DnsServer.counters at scrape time ----
+    const fromMap = (
+      name: string,
+      help: string,
+      label: string,
+      read: (c: DnsCountersView) => ReadonlyMap<string, number>,
+    ) =>
+      new Counter({
+        name,
+        help,
+        labelNames: [label],
+        registers,
+        collect() {
+          if (counters === null) return;
+          this.reset();
+          for (const [key, n] of read(counters)) this.inc({ [label]: key }, n);
+        },
+      });
+    fromMap(
+      "jitsu_dns_queries_total",
+      "DNS queries received, by query type.",
+      "type",
+      (c) => c.queriesByType,
+    );
+    fromMap(
+      "jitsu_dns_answers_total",
+      "DNS answers sent, by result: the rcode (NOERROR, NXDOMAIN, SERVFAIL, ...) or 'forwarded'.",
+      "result",
+      (c) => c.queriesByResult,
+    );
+    const plain = (name: string, help: string, read: (c: DnsCountersView) => number) =>
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          if (counters === null) return;
+          this.reset();
+          this.inc(read(counters));
+        },
+      });
+    plain("jitsu_dns_malformed_total", "Malformed DNS packets (answered FORMERR).", (c) => c.malformed);
+    plain(
+      "jitsu_dns_dropped_total",
+      "DNS packets dropped without an answer (too short, or responses).",
+      (c) => c.dropped,
+    );
+    plain("jitsu_dns_forwarded_total", "DNS queries forwarded upstream.", (c) => c.forwarded);
+    plain(
+      "jitsu_dns_forward_failures_total",
+      "Forwarded DNS queries that no upstream answered in time (answered SERVFAIL).",
+      (c) => c.forwardFailures,
+    );
+    plain("jitsu_dns_truncated_total", "UDP answers sent truncated (TC set).", (c) => c.truncated);
+    plain("jitsu_dns_tcp_connections_total", "DNS TCP connections accepted.", (c) => c.tcpConnections);
+    const forwardLatency = new Histogram({
+      name: "jitsu_dns_forward_latency_seconds",
+      help: "Time from forwarding a query upstream to its answer.",
+      buckets: FORWARD_BUCKETS,
+      registers,
+    });
+    if (counters !== null) counters.onForwardLatency = (seconds) => forwardLatency.observe(seconds);
+
+    // ---- VMs: totals and states read from Summoner.status() at scrape time ----
+    new Gauge({
+      name: "jitsu_vm_state",
+      help: "1 for the state each VM is in, 0 for the others.",
+      labelNames: ["vm", "state"],
+      registers,
+      collect() {
+        this.reset();
+        for (const vm of summoner.status()) {
+          for (const state of STATES) this.set({ vm: vm.label, state }, vm.state === state ? 1 : 0);
+        }
+      },
+    });
+    const perVm = (name: string, help: string, read: (vm: VmStatusView) => number) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ["vm"],
+        registers,
+        collect() {
+          this.reset();
+          for (const vm of summoner.status()) this.inc({ vm: vm.label }, read(vm));
+        },
+      });
+    perVm(
+      "jitsu_vm_requests_total",
+      "DNS requests for each VM's names (kept across restarts with --persistdb).",
+      (vm) => vm.totalRequests,
+    );
+    perVm(
+      "jitsu_vm_starts_total",
+      "Times each VM was started, resumed or unpaused by jitsu (kept across restarts with --persistdb).",
+      (vm) => vm.totalStarts,
+    );
+    new Gauge({
+      name: "jitsu_vm_last_request_timestamp_seconds",
+      help: "When each VM was last requested (Unix time; absent if never).",
+      labelNames: ["vm"],
+      registers,
+      collect() {
+        this.reset();
+        for (const vm of summoner.status()) {
+          if (vm.lastRequest !== null) this.set({ vm: vm.label }, vm.lastRequest / 1000);
+        }
+      },
+    });
+
+    // ---- VMs: observed from the summoner's events ----
+    this.summons = new Counter({
+      name: "jitsu_vm_summons_total",
+      help: "Starts (start, resume, unpause or adoption) jitsu began for each VM, by result: ready or failed.",
+      labelNames: ["vm", "result"],
+      registers,
+    });
+    this.startDuration = new Histogram({
+      name: "jitsu_vm_start_duration_seconds",
+      help: "Time for the backend's start, resume or unpause operation to return.",
+      labelNames: ["vm"],
+      buckets: START_BUCKETS,
+      registers,
+    });
+    this.readyDuration = new Histogram({
+      name: "jitsu_vm_ready_duration_seconds",
+      help: "Time from the start of a summon to the VM being ready (backend operation, wait_for_key, response delay, probes).",
+      labelNames: ["vm"],
+      buckets: START_BUCKETS,
+      registers,
+    });
+    this.stops = new Counter({
+      name: "jitsu_vm_stops_total",
+      help: "Stops jitsu began, by VM and stop mode.",
+      labelNames: ["vm", "mode"],
+      registers,
+    });
+    for (const vm of summoner.status()) this.seen.set(vm.label, { state: vm.state, startingSince: null });
+    summoner.onChange(() => this.observe());
+    summoner.onStarted((label) => {
+      const since = this.seen.get(label)?.startingSince;
+      if (since !== null && since !== undefined)
+        this.startDuration.observe({ vm: label }, (this.clock.now() - since) / 1000);
+    });
+  }
+
+  /** The Prometheus text exposition. */
+  metrics(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** Diffs every VM's state against the last one seen. */
+  private observe(): void {
+    const now = this.clock.now();
+    const present = new Set<string>();
+    for (const vm of this.summoner.status()) {
+      present.add(vm.label);
+      const before = this.seen.get(vm.label);
+      const entry = before ?? { state: vm.state, startingSince: null };
+      if (before === undefined) this.seen.set(vm.label, entry);
+      if (before !== undefined && before.state === vm.state) continue;
+      switch (vm.state) {
+        case "starting":
+          entry.startingSince = now;
+          break;
+        case "ready":
+          if (entry.startingSince !== null) {
+            this.summons.inc({ vm: vm.label, result: "ready" });
+            this.readyDuration.observe({ vm: vm.label }, (now - entry.startingSince) / 1000);
+          }
+          entry.startingSince = null;
+          break;
+        case "failed":
+          if (entry.startingSince !== null) this.summons.inc({ vm: vm.label, result: "failed" });
+          entry.startingSince = null;
+          break;
+        case "stopping":
+          this.stops.inc({ vm: vm.label, mode: vm.stopMode });
+          entry.startingSince = null;
+          break;
+        default:
+          entry.startingSince = null;
+      }
+      entry.state = vm.state;
+    }
+    for (const label of this.seen.keys()) if (!present.has(label)) this.seen.delete(label);
+  }
+}

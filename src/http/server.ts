@@ -1,0 +1,212 @@
+/**
+ * `--http ADDR:PORT`: GET /status (JSON), GET /metrics (Prometheus text),
+ * GET /healthz, and, only with `--http-token`, POST /vms/NAME/start and
+ * /vms/NAME/stop for requests bearing `Authorization: Bearer TOKEN`. Binds
+ * exactly the address given. See README.md.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { parseIp, parsePort } from "../config/index.js";
+import { BackendError, StartTimeoutError, UsageError, describeError } from "../errors/index.js";
+import type { Logger } from "../log/index.js";
+import type { JitsuMetrics } from "./metrics.js";
+import type { SummonerView, VmStatusView } from "./view.js";
+
+export interface StatusServerOptions {
+  readonly summoner: SummonerView;
+  readonly metrics: JitsuMetrics;
+  readonly log: Logger;
+  /** Enables the admin endpoints; compared in constant time. */
+  readonly token?: string | undefined;
+  readonly version?: string;
+}
+
+/** Parses `ADDR:PORT` (`[v6]:PORT` for IPv6) as --http takes it. */
+export function parseHttpAddress(text: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]]+):(\d+)$/.exec(text);
+  if (m === null)
+    throw new UsageError(`expected ADDR:PORT (e.g. 127.0.0.1:9053 or [::1]:9053), got '${text}'`, "--http");
+  try {
+    return { host: parseIp(m[1]!).address, port: parsePort(m[2]!) };
+  } catch (err) {
+    throw new UsageError(describeError(err), "--http");
+  }
+}
+
+export class StatusServer {
+  private readonly server: Server;
+  private readonly opts: StatusServerOptions;
+  private readonly tokenDigest: Buffer | null;
+  private readonly startedAt = Date.now();
+  private shuttingDown = false;
+
+  constructor(opts: StatusServerOptions) {
+    this.opts = opts;
+    this.tokenDigest = opts.token === undefined || opts.token === "" ? null : digest(opts.token);
+    this.server = createServer((req, res) => {
+      this.route(req, res).catch((err: unknown) => {
+        opts.log.error(`HTTP ${req.method} ${req.url}: ${describeError(err)}`);
+        if (!res.headersSent) send(res, 500, { error: "internal error" });
+        else res.destroy();
+      });
+    });
+    this.server.headersTimeout = 10_000;
+    this.server.requestTimeout = 30_000;
+    this.server.keepAliveTimeout = 5_000;
+  }
+
+  /** Listens on exactly host:port; port 0 picks a free one (see address()). */
+  listen(host: string, port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.server.once("error", onError);
+      this.server.listen({ host, port, exclusive: true }, () => {
+        this.server.off("error", onError);
+        this.server.on("error", (err) => this.opts.log.error(`HTTP server: ${describeError(err)}`));
+        resolve();
+      });
+    });
+  }
+
+  address(): { host: string; port: number } {
+    const a = this.server.address() as AddressInfo;
+    return { host: a.address, port: a.port };
+  }
+
+  /** /healthz answers 503 from now on (for load balancers while jitsu drains). */
+  markShuttingDown(): void {
+    this.shuttingDown = true;
+  }
+
+  close(): Promise<void> {
+    this.shuttingDown = true;
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    req.resume(); // no endpoint reads a body; drain it
+    const url = new URL(req.url ?? "/", "http://localhost");
+    const path = url.pathname;
+    const method = req.method ?? "GET";
+    if (path === "/status" || path === "/metrics" || path === "/healthz") {
+      if (method !== "GET" && method !== "HEAD") return sendMethodNotAllowed(res, "GET, HEAD");
+      if (path === "/status") return send(res, 200, this.statusBody(), method);
+      if (path === "/healthz") {
+        return this.shuttingDown
+          ? send(res, 503, { status: "shutting down" }, method)
+          : send(res, 200, { status: "ok" }, method);
+      }
+      const text = await this.opts.metrics.metrics();
+      res.writeHead(200, { "content-type": this.opts.metrics.contentType, "cache-control": "no-store" });
+      res.end(method === "HEAD" ? undefined : text);
+      return;
+    }
+    const admin = /^\/vms\/([^/]+)\/(start|stop)$/.exec(path);
+    if (admin !== null) {
+      if (method !== "POST") return sendMethodNotAllowed(res, "POST");
+      return this.admin(req, res, decodeURIComponent(admin[1]!), admin[2] as "start" | "stop");
+    }
+    send(res, 404, { error: `no such endpoint: ${path} (try /status, /metrics, /healthz)` });
+  }
+
+  private async admin(
+    req: IncomingMessage,
+    res: ServerResponse,
+    name: string,
+    action: "start" | "stop",
+  ): Promise<void> {
+    if (this.tokenDigest === null) {
+      return send(res, 403, {
+        error: "admin endpoints are disabled; start jitsu with --http-token to enable them",
+      });
+    }
+    const auth = req.headers.authorization;
+    const m = auth === undefined ? null : /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(auth);
+    if (m === null) {
+      res.setHeader("www-authenticate", 'Bearer realm="jitsu"');
+      return send(res, 401, { error: "missing bearer token (Authorization: Bearer TOKEN)" });
+    }
+    // Both sides hashed to 32 bytes, so the comparison takes the same time whatever the length.
+    if (!timingSafeEqual(digest(m[1]!), this.tokenDigest)) {
+      res.setHeader("www-authenticate", 'Bearer realm="jitsu", error="invalid_token"');
+      return send(res, 403, { error: "wrong token" });
+    }
+    const vm = findVm(this.opts.summoner.status(), name);
+    if (vm === undefined)
+      return send(res, 404, { error: `no VM '${name}' (give its name, uuid or a DNS name)` });
+    const who = req.socket.remoteAddress ?? "?";
+    this.opts.log.info(`HTTP: ${action} of VM '${vm.label}' requested by ${who}`);
+    try {
+      if (action === "start") await this.opts.summoner.startVm(vm.label);
+      else await this.opts.summoner.stopVm(vm.label);
+    } catch (err) {
+      const status = err instanceof StartTimeoutError ? 504 : err instanceof BackendError ? 502 : 500;
+      return send(res, status, { error: describeError(err), vm: vm.label });
+    }
+    const after = findVm(this.opts.summoner.status(), vm.label);
+    send(res, 200, { vm: vm.label, state: after?.state ?? "unknown" });
+  }
+
+  private statusBody(): unknown {
+    const now = Date.now();
+    return {
+      version: this.opts.version,
+      now: new Date(now).toISOString(),
+      uptimeSeconds: Math.round((now - this.startedAt) / 1000),
+      vms: this.opts.summoner.status().map((vm) => ({
+        label: vm.label,
+        uuid: vm.uuid ?? null,
+        name: vm.name ?? null,
+        state: vm.state,
+        dns: vm.dns,
+        ips: vm.ips,
+        ttl: vm.ttlSeconds,
+        responseDelay: vm.responseDelay,
+        useSynjitsu: vm.useSynjitsu,
+        stopMode: vm.stopMode,
+        backendRef: vm.backendRef,
+        startedAt: iso(vm.startedAt),
+        totalStarts: vm.totalStarts,
+        totalRequests: vm.totalRequests,
+        lastRequest: iso(vm.lastRequest),
+        lastError: vm.lastError,
+      })),
+    };
+  }
+}
+
+function findVm(vms: readonly VmStatusView[], name: string): VmStatusView | undefined {
+  const lower = name.toLowerCase().replace(/\.$/, "");
+  return (
+    vms.find((vm) => vm.label === name) ??
+    vms.find((vm) => vm.name === name || vm.uuid === name) ??
+    vms.find((vm) => vm.dns.includes(lower))
+  );
+}
+
+function digest(token: string): Buffer {
+  return createHash("sha256").update(token, "utf8").digest();
+}
+
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+function send(res: ServerResponse, status: number, body: unknown, method = "GET"): void {
+  const text = `${JSON.stringify(body, null, 2)}\n`;
+  res.writeHead(status, {
+    "content-type": "application/json; charset=utf-8",
+    "content-length": Buffer.byteLength(text),
+    "cache-control": "no-store",
+  });
+  res.end(method === "HEAD" ? undefined : text);
+}
+
+function sendMethodNotAllowed(res: ServerResponse, allow: string): void {
+  res.setHeader("allow", allow);
+  send(res, 405, { error: `method not allowed (use ${allow})` });
+}

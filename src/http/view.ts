@@ -1,0 +1,42 @@
+/**
+ * What the HTTP endpoint needs from the summoner and the DNS server. The real
+ * Summoner and DnsServer.counters satisfy these shapes.
+ */
+export interface VmStatusView {
+  readonly label: string;
+  readonly uuid: string | undefined;
+  readonly name: string | undefined;
+  readonly dns: readonly string[];
+  readonly ips: readonly string[];
+  readonly state: string;
+  readonly backendRef: string;
+  readonly responseDelay: number;
+  readonly useSynjitsu: boolean;
+  readonly startedAt: number | null;
+  readonly totalStarts: number;
+  readonly totalRequests: number;
+  readonly lastRequest: number | null;
+  readonly stopMode: string;
+  readonly lastError: string | null;
+  readonly ttlSeconds: number;
+}
+
+export interface SummonerView {
+  status(): readonly VmStatusView[];
+  startVm(label: string): Promise<void>;
+  stopVm(label: string): Promise<void>;
+  onChange(listener: () => void): void;
+  onStarted(listener: (label: string) => void): void;
+}
+
+export interface DnsCountersView {
+  readonly queriesByType: ReadonlyMap<string, number>;
+  readonly queriesByResult: ReadonlyMap<string, number>;
+  readonly malformed: number;
+  readonly dropped: number;
+  readonly forwarded: number;
+  readonly forwardFailures: number;
+  readonly truncated: number;
+  readonly tcpConnections: number;
+  onForwardLatency: ((seconds: number) => void) | undefined;
+}

@@ -1,0 +1,102 @@
+/**
+ * Graceful shutdown through the built CLI: SIGTERM during a cold start answers
+ * the waiting clients (the address once ready, SERVFAIL when the VM cannot be
+ * ready within --start-timeout), takes no new queries, flushes the store and,
+ * with --stop-on-exit, stops the VMs it started.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { SqliteStore } from "../../src/store/index.js";
+import { alive, dig, freePort, startCli, tempDir, type CliProcess } from "../support/index.js";
+
+const SERVICE = fileURLToPath(new URL("../../scripts/demo-service.js", import.meta.url));
+
+let cli: CliProcess | undefined;
+let dir: Awaited<ReturnType<typeof tempDir>> | undefined;
+
+after(async () => {
+  await cli?.stop("SIGKILL");
+  for (const m of cli?.output().matchAll(/Started process (\d+) for VM/g) ?? []) {
+    try {
+      process.kill(-Number(m[1]), "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+  await dir?.remove();
+});
+
+it("SIGTERM during a cold start answers the waiting clients, then flushes, stops the VMs and exits 0", async () => {
+  dir = await tempDir("jitsu-shutdown-");
+  const dns = await freePort();
+  const slowPort = await freePort();
+  const closedPort = await freePort(); // nothing will ever listen here
+  const db = join(dir.path, "state.db");
+  cli = startCli([
+    "-x",
+    "process",
+    "-l",
+    String(dns),
+    "-f",
+    "0.0.0.0",
+    "-d",
+    "0",
+    "--start-timeout",
+    "4",
+    "--state-dir",
+    dir.path,
+    "--persistdb",
+    db,
+    "--stop-on-exit",
+    // Boots in 2.5 s, then serves HTTP (its ready probe).
+    `dns=slow.jitsu.test,ip=127.0.0.1,name=slow,exec='${process.execPath}' '${SERVICE}' 127.0.0.1 ${slowPort} slow 2.5,ready=http://127.0.0.1:${slowPort}/`,
+    // Runs, but would serve only after an hour: never ready.
+    `dns=never.jitsu.test,ip=127.0.0.2,name=never,exec='${process.execPath}' '${SERVICE}' 127.0.0.1 ${closedPort} never 3600,ready=tcp:127.0.0.1:${closedPort}`,
+  ]);
+  await cli.waitFor(/Starting server on/);
+
+  const slow = dig(dns, ["slow.jitsu.test", "A", "+tcp"]);
+  const never = dig(dns, ["never.jitsu.test", "A"]);
+  await cli.waitFor(/Started process \d+ for VM 'slow'/);
+  await cli.waitFor(/Started process \d+ for VM 'never'/);
+  const signalledAt = Date.now();
+  cli.child.kill("SIGTERM");
+  await cli.waitFor(/SIGTERM: shutting down/);
+  // A query after the signal is not taken.
+  const late = await dig(dns, ["slow.jitsu.test", "A", "+time=1"]);
+  assert.equal(late.status, "TIMEOUT");
+
+  const [slowRes, neverRes] = await Promise.all([slow, never]);
+  assert.equal(slowRes.status, "NOERROR");
+  assert.deepEqual(
+    slowRes.answers.map((a) => a.data),
+    ["127.0.0.1"],
+  );
+  assert.equal(neverRes.status, "SERVFAIL", cli.output());
+  // Wait for the exit (a second SIGTERM would mean "exit now").
+  const child = cli.child;
+  const code = await new Promise<number | null>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve(child.exitCode);
+    else child.once("exit", (c) => resolve(c));
+  });
+  assert.equal(code, 0);
+  assert.ok(Date.now() - signalledAt < 20_000, "shut down within the start timeout and the stops");
+  for (const m of cli.output().matchAll(/Started process (\d+) for VM '(\w+)'/g)) {
+    assert.ok(!alive(Number(m[1])), `the process of VM '${m[2]}' was stopped (--stop-on-exit)`);
+  }
+  assert.match(cli.output(), /VM 'never' could not be started: VM 'never' was not ready after 4 s/);
+
+  // The store was flushed at exit.
+  const store = SqliteStore.open(db);
+  try {
+    const rows = new Map((await store.load()).map((r) => [r.label, r]));
+    assert.equal(rows.get("slow")?.totalRequests, 1);
+    assert.equal(rows.get("slow")?.totalStarts, 1);
+    assert.equal(rows.get("slow")?.state, "off");
+    assert.equal(rows.get("never")?.totalRequests, 1);
+  } finally {
+    await store.close();
+  }
+});
