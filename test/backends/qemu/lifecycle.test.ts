@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { BackendEvent, VmBackend, VmRef } from "../../../src/backends/contract.js";
@@ -71,7 +72,7 @@ describe("qemu backend: lifecycle of the real guest", { timeout: 600_000 }, () =
     return b;
   };
 
-  it("a QEMU that cannot start is a clear error with QEMU's own words", async () => {
+  it("a QEMU that cannot start (bad kernel, hostfwd port taken) is a clear error with QEMU's own words", async () => {
     const bogus = join(dir.path, "bogus-kernel");
     writeFileSync(bogus, "this is not a kernel");
     const b = newBackend();
@@ -84,6 +85,25 @@ describe("qemu backend: lifecycle of the real guest", { timeout: 600_000 }, () =
       );
       return true;
     });
+    // A hostfwd port that is taken: QEMU says so, and so does the error.
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const takenPort = (taken.address() as AddressInfo).port;
+    const r2 = await b.resolve(
+      vmSpec(
+        `dns=busy.test,ip=10.0.0.8,name=busy,kernel=${guest.kernel},initrd=${guest.initrd},hostfwd=tcp:127.0.0.1:${takenPort}-:80`,
+      ),
+    );
+    await assert.rejects(b.start(r2), (e: unknown) => {
+      assert.ok(e instanceof BackendError, String(e));
+      assert.match(
+        e.message,
+        /^qemu VM 'busy': QEMU exited at start-up .*Could not set up host forwarding rule/,
+      );
+      return true;
+    });
+    taken.close();
+    assert.equal(await b.state(r2), "off");
     await b.close();
   });
 
