@@ -59,7 +59,9 @@ async function killLeftoverVms(stateDir: string): Promise<void> {
   }
   for (const file of files.filter((f) => f.endsWith(".json"))) {
     try {
-      const { pid } = JSON.parse(await readFile(join(stateDir, "process", file), "utf8")) as { pid?: unknown };
+      const { pid } = JSON.parse(await readFile(join(stateDir, "process", file), "utf8")) as {
+        pid?: unknown;
+      };
       if (typeof pid !== "number" || pid <= 1) continue;
       for (const target of [-pid, pid]) {
         try {

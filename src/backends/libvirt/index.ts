@@ -1,0 +1,38 @@
+/**
+ * The libvirt backend (`-x libvirt`, the original's default): a pure-TypeScript
+ * client of libvirt's remote protocol. See README.md in this folder.
+ */
+import type { BackendFactory, StopMode } from "../contract.js";
+import { UsageError } from "../../errors/index.js";
+import { BACKEND_NAME, LibvirtBackend } from "./backend.js";
+import { parseLibvirtUri, UriError } from "./uri.js";
+
+export { LibvirtBackend, mapDomainState } from "./backend.js";
+export { LibvirtConnection } from "./connection.js";
+export { LibvirtError } from "./rpc.js";
+export { parseLibvirtUri, type LibvirtUri } from "./uri.js";
+
+export const libvirtBackend: BackendFactory = {
+  name: BACKEND_NAME,
+  summary: "libvirt domains (KVM/QEMU, Xen, LXC, test) through libvirtd, local or remote (-c URI)",
+  keys: [
+    { key: "name", type: "string", doc: "Name of VM defined in libvirt (ignored if uuid is set)" },
+    {
+      key: "uuid",
+      type: "string",
+      doc: "UUID of VM defined in libvirt (required, but optional if name is set)",
+    },
+  ],
+  stopModes: new Set<StopMode>(["destroy", "shutdown", "suspend", "pause", "save"]),
+  discoversAddresses: true,
+  create(options) {
+    let uri;
+    try {
+      uri = parseLibvirtUri(options.connect);
+    } catch (err) {
+      if (err instanceof UriError) throw new UsageError(err.message, "--connect");
+      throw err;
+    }
+    return new LibvirtBackend(uri, options);
+  },
+};

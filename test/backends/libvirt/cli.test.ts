@@ -1,0 +1,167 @@
+/**
+ * The built CLI with `-x libvirt` against a real libvirtd (test driver,
+ * test:///default, shared by every connection while one stays open), queried
+ * with real dig: a query starts the domain and is answered with the address
+ * libvirt reports; the idle domain is suspended (paused in memory); a query
+ * resumes it; a domain destroyed with virsh behind jitsu's back is noticed
+ * through events and started again by the next query.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { LibvirtBackend } from "../../../src/backends/libvirt/backend.js";
+import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
+import { systemClock } from "../../../src/clock/index.js";
+import { silentLogger } from "../../../src/log/index.js";
+import { dig, freePort, run, startCli, tempDir, type CliProcess } from "../../support/index.js";
+import { PrivateLibvirtd } from "./daemon.js";
+import { NODE_XML } from "./fixtures.js";
+
+const UUID = "0badc0de-0000-4000-8000-0000000c1100";
+const DOMAIN = `<domain type='test'>
+  <name>www</name><uuid>${UUID}</uuid><memory>65536</memory><os><type>hvm</type></os>
+  <devices><interface type='network'><mac address='52:54:00:c1:00:01'/><source network='default'/></interface></devices>
+</domain>`;
+
+async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("jitsu -x libvirt (e2e with dig and a real libvirtd)", { timeout: 120_000 }, () => {
+  const daemon = new PrivateLibvirtd();
+  let holder: LibvirtBackend;
+  let cli: CliProcess | undefined;
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let uri = "";
+  let port = 0;
+
+  before(async () => {
+    dir = await tempDir();
+    await daemon.start();
+    uri = daemon.uri("test:///default");
+    // test:///default lives while a connection is open: hold one, so jitsu and virsh see the same domains.
+    holder = new LibvirtBackend(parseLibvirtUri(uri), { log: silentLogger(), clock: systemClock });
+    await holder.connect();
+    daemon.virsh(uri, `define ${daemon.writeFile("www.xml", DOMAIN)}`);
+    port = await freePort();
+    cli = startCli([
+      "-x",
+      "libvirt",
+      "-c",
+      uri,
+      "-l",
+      String(port),
+      "-f",
+      "0.0.0.0",
+      "-t",
+      "1",
+      "-d",
+      "0",
+      "-m",
+      "suspend",
+      "--state-dir",
+      dir.path,
+      "dns=www.jitsu.test,name=www",
+    ]);
+    // "Starting server on ..." or, once it listens, the stats table
+    await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+|\n\s*\+-+\+/, 30_000);
+  });
+
+  after(async () => {
+    await cli?.stop();
+    await holder?.close();
+    await daemon.destroy();
+    await dir?.remove();
+  });
+
+  const state = (): string => daemon.virsh(uri, "domstate www");
+
+  it("starts the domain on a query and answers with its address", async () => {
+    assert.equal(state(), "shut off");
+    const res = await dig(port, ["www.jitsu.test", "A"]);
+    assert.equal(res.status, "NOERROR", res.raw);
+    assert.equal(res.answers.length, 1, res.raw);
+    assert.equal(res.answers[0]!.type, "A");
+    assert.match(res.answers[0]!.data, /^192\.168\.122\.\d+$/); // from DOMAIN_INTERFACE_ADDRESSES (data only)
+    assert.equal(state(), "running");
+  });
+
+  it("suspends the idle domain (paused in memory) and resumes it on the next query", async () => {
+    await until("the idle domain to be paused", () => state() === "paused");
+    const res = await dig(port, ["www.jitsu.test", "A"]);
+    assert.equal(res.status, "NOERROR", res.raw);
+    assert.equal(state(), "running");
+    assert.match(cli!.output(), /Unpausing VM 'www'/);
+  });
+
+  it("notices a domain destroyed behind its back and starts it again on the next query", async () => {
+    daemon.virsh(uri, "destroy www");
+    await cli!.waitFor(/VM 'www' is off \(stopped \(destroyed\)\)/, 10_000);
+    const res = await dig(port, ["www.jitsu.test", "A"]);
+    assert.equal(res.status, "NOERROR", res.raw);
+    assert.equal(state(), "running");
+  });
+});
+
+describe("jitsu -x libvirt across a libvirtd restart (e2e)", { timeout: 120_000 }, () => {
+  const daemon = new PrivateLibvirtd();
+  let cli: CliProcess | undefined;
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let port = 0;
+
+  before(async () => {
+    dir = await tempDir();
+    const node = daemon.writeFile("node.xml", NODE_XML);
+    await daemon.start();
+    port = await freePort();
+    cli = startCli([
+      "-x",
+      "libvirt",
+      "-c",
+      daemon.uri(`test://${node}`),
+      "-l",
+      String(port),
+      "-f",
+      "0.0.0.0",
+      "-t",
+      "1",
+      "-d",
+      "0",
+      "-m",
+      "destroy",
+      "--state-dir",
+      dir.path,
+      "dns=www.jitsu.test,name=www",
+    ]);
+    await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+|\n\s*\+-+\+/, 30_000);
+  });
+
+  after(async () => {
+    await cli?.stop();
+    await daemon.destroy();
+    await dir?.remove();
+  });
+
+  it("answers a query that arrived while the daemon was down, once it is back", async () => {
+    const first = await dig(port, ["www.jitsu.test", "A"]);
+    assert.equal(first.status, "NOERROR", first.raw);
+    await cli!.waitFor(/Stopping VM 'www' \(destroy\)/, 20_000); // idle for 2 x TTL
+    await new Promise((r) => setTimeout(r, 500));
+    await daemon.stop();
+    await cli!.waitFor(/lost the connection to test\+unix/, 10_000);
+    const waiting = run(
+      "dig",
+      ["@127.0.0.1", "-p", String(port), "+time=30", "+tries=1", "www.jitsu.test", "A"],
+      40_000,
+    );
+    await new Promise((r) => setTimeout(r, 1000));
+    await daemon.start();
+    const res = await waiting;
+    assert.match(res.stdout, /status: NOERROR/, `${res.stdout}\n${cli!.output()}`);
+    assert.match(res.stdout, /^www\.jitsu\.test\.\s+1\s+IN\s+A\s+192\.168\.122\.\d+$/m, res.stdout);
+    assert.match(cli!.output(), /libvirt: reconnected to test\+unix/);
+  });
+});
