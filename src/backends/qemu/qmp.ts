@@ -168,10 +168,17 @@ export class QmpClient {
     };
   }
 
-  /** Called once when the connection ends, with the reason. */
-  onClose(listener: (reason: string) => void): void {
-    if (this.closedReason !== null) listener(this.closedReason);
-    else this.closeListeners.push(listener);
+  /** Called once when the connection ends, with the reason; returns a function that unregisters it. */
+  onClose(listener: (reason: string) => void): () => void {
+    if (this.closedReason !== null) {
+      listener(this.closedReason);
+      return () => undefined;
+    }
+    this.closeListeners.push(listener);
+    return () => {
+      const i = this.closeListeners.indexOf(listener);
+      if (i >= 0) this.closeListeners.splice(i, 1);
+    };
   }
 
   /** Resolves with the next event named `name` (matching `filter`), or rejects on timeout or close. */
@@ -181,20 +188,31 @@ export class QmpClient {
     filter: (e: QmpEvent) => boolean = () => true,
   ): Promise<QmpEvent> {
     return new Promise((resolve, reject) => {
+      if (this.closedReason !== null) {
+        reject(
+          new BackendError(BACKEND, `QMP socket ${this.path} is closed; no ${name} event will come`, {
+            detail: this.closedReason,
+          }),
+        );
+        return;
+      }
+      const done = (): void => {
+        clearTimeout(timer);
+        offEvent();
+        offClose();
+      };
       const timer = setTimeout(() => {
-        off();
+        done();
         reject(new BackendError(BACKEND, `no QMP event ${name} within ${timeoutMs} ms`));
       }, timeoutMs);
       timer.unref();
-      const off = this.onEvent((e) => {
+      const offEvent = this.onEvent((e) => {
         if (e.event !== name || !filter(e)) return;
-        clearTimeout(timer);
-        off();
+        done();
         resolve(e);
       });
-      this.onClose((reason) => {
-        clearTimeout(timer);
-        off();
+      const offClose = this.onClose((reason) => {
+        done();
         reject(
           new BackendError(BACKEND, `QMP socket ${this.path} closed while waiting for ${name}`, {
             detail: reason,
