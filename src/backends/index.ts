@@ -6,13 +6,20 @@
 import { NotAvailableError, UsageError } from "../errors/index.js";
 import type { BackendFactory } from "./contract.js";
 import { libvirtBackend } from "./libvirt/index.js";
+import { libxlBackend } from "./libxl/index.js";
 import { processBackend } from "./process/index.js";
 import { qemuBackend } from "./qemu/index.js";
 import { xapiBackend } from "./xapi/index.js";
 
 export * from "./contract.js";
 
-export const BACKENDS: readonly BackendFactory[] = [libvirtBackend, processBackend, xapiBackend, qemuBackend];
+export const BACKENDS: readonly BackendFactory[] = [
+  libvirtBackend,
+  processBackend,
+  xapiBackend,
+  libxlBackend,
+  qemuBackend,
+];
 
 /** Backends of the original (and ours) that are still being built. */
 const PLANNED: readonly string[] = ["libvirt", "xapi", "libxl", "qemu"];

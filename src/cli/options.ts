@@ -145,7 +145,7 @@ export const OPTIONS: readonly OptionDef[] = [
 ];
 
 /** Options whose feature has not landed yet: given, they fail loudly instead of being ignored. */
-export const NOT_YET: ReadonlySet<string> = new Set(["synjitsu", "synjitsu-socket", "xl"]);
+export const NOT_YET: ReadonlySet<string> = new Set<string>([]);
 
 export interface Settings {
   readonly bind: string;

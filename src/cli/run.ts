@@ -18,6 +18,7 @@ import { createLogger, type Logger } from "../log/index.js";
 import { JitsuMetrics, StatusServer } from "../http/index.js";
 import { MemoryStore, SqliteStore, type Store } from "../store/index.js";
 import { Summoner, formatStatsTable } from "../summoner/index.js";
+import { attachSynjitsu } from "../xen/synjitsu.js";
 import { version } from "./command.js";
 import type { Settings } from "./options.js";
 import { ConfigReloader } from "./reload.js";
@@ -144,6 +145,18 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     });
   }
 
+  // --synjitsu: tell the Synjitsu VM about use_synjitsu VMs as they start (never delays an answer).
+  const synjitsu = attachSynjitsu({
+    summoner,
+    backend,
+    uuid: settings.synjitsu,
+    socketPath: settings.raw["synjitsu-socket"],
+    stateDir: settings.stateDir,
+    specs,
+    clock,
+    log,
+  });
+
   // The stats table at start-up and (debounced) whenever a VM changes state, as the original prints it.
   const printTable = (): void => log.info(`\n${formatStatsTable(summoner.status())}`);
   if (specs.length > 0) printTable();
@@ -217,6 +230,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       closing ??= (async () => {
         if (pending !== undefined) clearTimeout(pending);
         http?.markShuttingDown();
+        await synjitsu?.close();
         await server.close();
         forwarder?.close();
         await summoner.close({ stopVms: options.stopVms === true });

@@ -1,0 +1,436 @@
+/**
+ * A xenstore client over the wire protocol of docs/misc/xenstore.txt: read,
+ * write, mkdir, rm, directory, watches and transactions. Requests are matched
+ * to replies by req_id (the spec says replies may come in any order); WATCH_EVENT
+ * messages are routed to their watch by token.
+ */
+import { openTransport, xenstorePaths, type Transport } from "./transport.js";
+import {
+  ABS_PATH_MAX,
+  MessageReader,
+  PAYLOAD_MAX,
+  XsType,
+  encodeMessage,
+  errorName,
+  nulStrings,
+  splitNul,
+  type XsMessage,
+} from "./wire.js";
+
+/** An ERROR reply (its errno name in `code`: ENOENT, EACCES, EAGAIN, ...) or a lost connection (ECONNRESET). */
+export class XenstoreError extends Error {
+  readonly code: string;
+  readonly path: string | undefined;
+  constructor(code: string, op: string, path?: string, message?: string) {
+    super(message ?? `xenstore ${op}${path === undefined ? "" : ` ${path}`} failed: ${code}`);
+    this.name = "XenstoreError";
+    this.code = code;
+    this.path = path;
+  }
+}
+
+export interface XenstoreClientOptions {
+  /** Paths to try, in order; default: libxenstore's (XENSTORED_PATH, /var/run/xenstored/socket, /dev/xen/xenbus). */
+  readonly paths?: readonly string[];
+}
+
+export interface XenstoreWatch {
+  readonly path: string;
+  readonly token: string;
+  unwatch(): Promise<void>;
+}
+
+interface Pending {
+  readonly op: string;
+  readonly path: string | undefined;
+  resolve(msg: XsMessage): void;
+  reject(err: Error): void;
+}
+
+interface WatchEntry {
+  readonly onEvent: (path: string) => void;
+  readonly onClose: (err: Error) => void;
+}
+
+/** Operations that may run inside a transaction (tx 0 = none). */
+abstract class XenstoreOps {
+  protected abstract call(
+    type: number,
+    payload: Buffer,
+    op: string,
+    path: string | undefined,
+    tx: number,
+  ): Promise<Buffer>;
+  protected abstract readonly tx: number;
+
+  /** The value at `path` as bytes; XenstoreError ENOENT if it does not exist. */
+  readBytes(path: string): Promise<Buffer> {
+    return this.call(XsType.READ, nulStrings(checkPath(path)), "read", path, this.tx);
+  }
+
+  async read(path: string): Promise<string> {
+    return (await this.readBytes(path)).toString("utf8");
+  }
+
+  async exists(path: string): Promise<boolean> {
+    try {
+      await this.readBytes(path);
+      return true;
+    } catch (err) {
+      if (err instanceof XenstoreError && err.code === "ENOENT") return false;
+      throw err;
+    }
+  }
+
+  /** Stores `value` byte for byte (no trailing nul); missing parents are created. */
+  async write(path: string, value: string | Buffer): Promise<void> {
+    const head = nulStrings(checkPath(path));
+    const bytes = typeof value === "string" ? Buffer.from(value, "utf8") : value;
+    if (head.length + bytes.length > PAYLOAD_MAX) {
+      throw new XenstoreError(
+        "E2BIG",
+        "write",
+        path,
+        `xenstore write ${path}: the value is ${bytes.length} bytes, more than a xenstore message holds (${PAYLOAD_MAX} bytes with the path)`,
+      );
+    }
+    await this.call(XsType.WRITE, Buffer.concat([head, bytes]), "write", path, this.tx);
+  }
+
+  async mkdir(path: string): Promise<void> {
+    await this.call(XsType.MKDIR, nulStrings(checkPath(path)), "mkdir", path, this.tx);
+  }
+
+  /** Removes `path` and its children; not an error if it does not exist (but its parent must). */
+  async rm(path: string): Promise<void> {
+    await this.call(XsType.RM, nulStrings(checkPath(path)), "rm", path, this.tx);
+  }
+
+  /** The names (not paths) of the children of `path`. */
+  async directory(path: string): Promise<string[]> {
+    return splitNul(
+      await this.call(XsType.DIRECTORY, nulStrings(checkPath(path)), "directory", path, this.tx),
+    );
+  }
+}
+
+export class XenstoreTransaction extends XenstoreOps {
+  constructor(
+    private readonly client: XenstoreClient,
+    readonly id: number,
+  ) {
+    super();
+  }
+  protected get tx(): number {
+    return this.id;
+  }
+  protected call(
+    type: number,
+    payload: Buffer,
+    op: string,
+    path: string | undefined,
+    tx: number,
+  ): Promise<Buffer> {
+    return this.client.request(type, payload, op, path, tx);
+  }
+}
+
+export class XenstoreClient extends XenstoreOps {
+  private transport: Transport | undefined;
+  private connecting: Promise<Transport> | undefined;
+  private nextReqId = 1;
+  private nextToken = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly watches = new Map<string, WatchEntry>();
+  private closed = false;
+  /** The path actually connected to, once connected. */
+  connectedPath: string | undefined;
+
+  constructor(private readonly options: XenstoreClientOptions = {}) {
+    super();
+  }
+
+  protected readonly tx = 0;
+
+  protected call(
+    type: number,
+    payload: Buffer,
+    op: string,
+    path: string | undefined,
+    tx: number,
+  ): Promise<Buffer> {
+    return this.request(type, payload, op, path, tx);
+  }
+
+  /** Connects now (otherwise the first request connects); rejects with where it looked. */
+  async connect(): Promise<void> {
+    await this.ensureConnected();
+  }
+
+  /** Sends one request and resolves with the reply's payload; an ERROR reply rejects with its errno name. */
+  async request(
+    type: number,
+    payload: Buffer,
+    op: string,
+    path: string | undefined,
+    tx: number,
+  ): Promise<Buffer> {
+    if (payload.length > PAYLOAD_MAX) throw new XenstoreError("E2BIG", op, path);
+    const transport = await this.ensureConnected();
+    const reqId = this.nextReqId;
+    this.nextReqId = this.nextReqId >= 0xffffffff ? 1 : this.nextReqId + 1;
+    const reply = await new Promise<XsMessage>((resolve, reject) => {
+      this.pending.set(reqId, { op, path, resolve, reject });
+      transport.write(encodeMessage({ type, reqId, txId: tx, payload }));
+    });
+    if (reply.type === XsType.ERROR) throw new XenstoreError(errorName(reply.payload), op, path);
+    if (reply.type !== type) {
+      throw new XenstoreError(
+        "EIO",
+        op,
+        path,
+        `xenstore ${op}: reply of type ${reply.type} to a request of type ${type}`,
+      );
+    }
+    return reply.payload;
+  }
+
+  /**
+   * Sets a watch on `path` (and its children). Per xenstore.txt the watch fires
+   * once straight away, then on every change; `onEvent` gets the changed path.
+   * `onClose` is called if the connection is lost (the watch is then gone).
+   */
+  async watch(
+    path: string,
+    onEvent: (path: string) => void,
+    onClose: (err: Error) => void = () => undefined,
+  ): Promise<XenstoreWatch> {
+    const token = `jitsu-${process.pid}-${this.nextToken++}`;
+    // Registered before the request: the first event may arrive before the WATCH reply.
+    this.watches.set(token, { onEvent, onClose });
+    try {
+      await this.request(XsType.WATCH, nulStrings(checkPath(path), token), "watch", path, 0);
+    } catch (err) {
+      this.watches.delete(token);
+      throw err;
+    }
+    return {
+      path,
+      token,
+      unwatch: async () => {
+        if (!this.watches.delete(token)) return;
+        if (this.transport === undefined) return;
+        await this.request(XsType.UNWATCH, nulStrings(path, token), "unwatch", path, 0);
+      },
+    };
+  }
+
+  async transactionStart(): Promise<XenstoreTransaction> {
+    const reply = await this.request(
+      XsType.TRANSACTION_START,
+      nulStrings(""),
+      "transaction_start",
+      undefined,
+      0,
+    );
+    const id = Number(splitNul(reply)[0]);
+    if (!Number.isSafeInteger(id) || id <= 0)
+      throw new XenstoreError(
+        "EIO",
+        "transaction_start",
+        undefined,
+        `xenstore transaction_start: bad transaction id '${reply.toString()}'`,
+      );
+    return new XenstoreTransaction(this, id);
+  }
+
+  /** Commits (`commit`) or discards a transaction; a conflicting commit rejects with EAGAIN. */
+  async transactionEnd(tx: XenstoreTransaction, commit: boolean): Promise<void> {
+    await this.request(
+      XsType.TRANSACTION_END,
+      nulStrings(commit ? "T" : "F"),
+      "transaction_end",
+      undefined,
+      tx.id,
+    );
+  }
+
+  /**
+   * Runs `body` in a transaction and commits it, retrying the whole body when
+   * the commit meets EAGAIN (another writer got in between), up to `attempts` times.
+   */
+  async transaction<T>(body: (tx: XenstoreTransaction) => Promise<T>, attempts = 16): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const tx = await this.transactionStart();
+      let result: T;
+      try {
+        result = await body(tx);
+      } catch (err) {
+        await this.transactionEnd(tx, false).catch(() => undefined);
+        throw err;
+      }
+      try {
+        await this.transactionEnd(tx, true);
+        return result;
+      } catch (err) {
+        if (!(err instanceof XenstoreError && err.code === "EAGAIN") || attempt >= attempts) throw err;
+      }
+    }
+  }
+
+  /**
+   * Resolves once `path` exists. Uses a watch, not polling: the watch fires
+   * once when set (so a key that already exists is seen at once) and again on
+   * each change under `path`; each event checks whether the key is there.
+   * Rejects with `signal.reason` when `signal` aborts, or if the connection is lost.
+   */
+  async waitForKey(path: string, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    let watch: XenstoreWatch | undefined;
+    let finished = false;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const done = (err?: unknown): void => {
+          if (finished) return;
+          finished = true;
+          signal.removeEventListener("abort", onAbort);
+          if (err === undefined) resolve();
+          else reject(err);
+        };
+        const onAbort = (): void => done(signal.reason);
+        signal.addEventListener("abort", onAbort, { once: true });
+        let checking = false;
+        let again = false;
+        const check = (): void => {
+          if (finished) return;
+          if (checking) {
+            again = true;
+            return;
+          }
+          checking = true;
+          this.exists(path).then(
+            (found) => {
+              checking = false;
+              if (found) done();
+              else if (again) {
+                again = false;
+                check();
+              }
+            },
+            (err: unknown) => {
+              checking = false;
+              done(err);
+            },
+          );
+        };
+        this.watch(path, check, (err) => done(err)).then(
+          (w) => {
+            watch = w;
+            if (finished) void w.unwatch().catch(() => undefined);
+          },
+          (err: unknown) => done(err),
+        );
+      });
+    } finally {
+      finished = true;
+      if (watch !== undefined) await watch.unwatch().catch(() => undefined);
+    }
+  }
+
+  /** Closes the connection; pending requests reject. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.transport?.close();
+    this.transport = undefined;
+    this.failAll(new XenstoreError("ECONNRESET", "request", undefined, "xenstore connection closed"));
+  }
+
+  private ensureConnected(): Promise<Transport> {
+    if (this.transport !== undefined) return Promise.resolve(this.transport);
+    if (this.closed)
+      return Promise.reject(
+        new XenstoreError("ECONNRESET", "connect", undefined, "xenstore client is closed"),
+      );
+    this.connecting ??= (async () => {
+      const reader = new MessageReader();
+      try {
+        const { transport, path } = await openTransport(this.options.paths ?? xenstorePaths(), {
+          data: (chunk) => {
+            let messages: XsMessage[];
+            try {
+              messages = reader.push(chunk);
+            } catch (err) {
+              this.dropConnection(
+                new XenstoreError("EIO", "read", undefined, `xenstore: ${(err as Error).message}`),
+              );
+              return;
+            }
+            for (const msg of messages) this.dispatch(msg);
+          },
+          closed: (error) =>
+            this.dropConnection(
+              new XenstoreError(
+                "ECONNRESET",
+                "request",
+                undefined,
+                `xenstore connection lost${error === undefined ? "" : `: ${error.message}`}`,
+              ),
+            ),
+        });
+        this.transport = transport;
+        this.connectedPath = path;
+        return transport;
+      } catch (err) {
+        throw new XenstoreError("ECONNREFUSED", "connect", undefined, (err as Error).message);
+      } finally {
+        this.connecting = undefined;
+      }
+    })();
+    return this.connecting;
+  }
+
+  private dispatch(msg: XsMessage): void {
+    if (msg.type === XsType.WATCH_EVENT) {
+      const [path, token] = splitNul(msg.payload);
+      if (path === undefined || token === undefined) return;
+      this.watches.get(token)?.onEvent(path);
+      return;
+    }
+    const pending = this.pending.get(msg.reqId);
+    if (pending === undefined) return;
+    this.pending.delete(msg.reqId);
+    pending.resolve(msg);
+  }
+
+  private dropConnection(err: XenstoreError): void {
+    this.transport?.close();
+    this.transport = undefined;
+    this.failAll(err);
+  }
+
+  private failAll(err: XenstoreError): void {
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending)
+      p.reject(
+        new XenstoreError(
+          err.code,
+          p.op,
+          p.path,
+          `${err.message} (during ${p.op}${p.path === undefined ? "" : ` ${p.path}`})`,
+        ),
+      );
+    const watches = [...this.watches.values()];
+    this.watches.clear();
+    for (const w of watches) w.onClose(err);
+  }
+}
+
+/** Paths are absolute here (relative ones are only meaningful to a domain's own connection). */
+function checkPath(path: string): string {
+  if (!path.startsWith("/") && !path.startsWith("@"))
+    throw new XenstoreError("EINVAL", "path", path, `xenstore path '${path}' is not absolute`);
+  if (path.length > ABS_PATH_MAX)
+    throw new XenstoreError("EINVAL", "path", path, `xenstore path is longer than ${ABS_PATH_MAX} bytes`);
+  return path;
+}
