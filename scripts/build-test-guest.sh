@@ -76,11 +76,21 @@ fi
 key="script=$script_hash
 kernel=$kpkg"
 
-if have_cache && [[ "$(cat "$cache_dir/key")" == "$key" ]]; then
-  touch "$cache_dir/key" # newer than the package lists again: the next run takes the fast path
-  echo "$cache_dir"
-  exit 0
-fi
+cached() {
+  if have_cache && [[ "$(cat "$cache_dir/key")" == "$key" ]]; then
+    touch "$cache_dir/key" # newer than the package lists again: the next run takes the fast path
+    echo "$cache_dir"
+    exit 0
+  fi
+}
+cached
+
+# One build at a time (the qemu and libvirt tests may ask at once); the
+# winner's result serves the others.
+mkdir -p "$cache_dir"
+exec 9>"$cache_dir/.lock"
+flock -w 900 9 || die "timed out waiting for another build of the test guest ($cache_dir/.lock)"
+cached
 
 # Tools: busybox-static (the guest's userland), cpio (packing), gzip.
 static_busybox() {

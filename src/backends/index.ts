@@ -8,6 +8,7 @@ import type { BackendFactory } from "./contract.js";
 import { libvirtBackend } from "./libvirt/index.js";
 import { libxlBackend } from "./libxl/index.js";
 import { processBackend } from "./process/index.js";
+import { qemuBackend } from "./qemu/index.js";
 import { xapiBackend } from "./xapi/index.js";
 
 export * from "./contract.js";
@@ -17,6 +18,7 @@ export const BACKENDS: readonly BackendFactory[] = [
   processBackend,
   xapiBackend,
   libxlBackend,
+  qemuBackend,
 ];
 
 /** Backends of the original (and ours) that are still being built. */

@@ -1,0 +1,294 @@
+/**
+ * The qemu backend's CONFIG keys and their parsing into a typed machine
+ * description. Values cannot contain commas (they separate CONFIG entries), so
+ * every key has a comma-free form.
+ */
+import { accessSync, constants, existsSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { delimiter, join, resolve } from "node:path";
+import type { KeySpec, VmSpec } from "../../config/index.js";
+import { ConfigError } from "../../errors/index.js";
+
+export const DEFAULT_QEMU = "qemu-system-x86_64";
+export const DEFAULT_MACHINE = "q35";
+/** init_on_free=1: freed guest pages are zero, so a saved memory image is smaller (94 -> 55 MB for the test guest). */
+export const DEFAULT_CMDLINE = "console=ttyS0 quiet panic=-1 init_on_free=1";
+export const DEFAULT_MEMORY_KIB = 128 * 1024;
+export const DEFAULT_SHUTDOWN_TIMEOUT_S = 30;
+
+export const QEMU_KEYS: readonly KeySpec[] = [
+  {
+    key: "name",
+    type: "string",
+    doc: "Name of the VM: QEMU's -name, logs and the stats table, and the name of its state directory (defaults to the first DNS name).",
+  },
+  { key: "uuid", type: "string", doc: "UUID given to QEMU (-uuid), visible to the guest through SMBIOS." },
+  {
+    key: "kernel",
+    type: "path",
+    required: true,
+    doc: "Kernel or unikernel image to boot (required), passed to QEMU's -kernel.",
+  },
+  { key: "initrd", type: "path", doc: "Initial ramdisk (-initrd)." },
+  {
+    key: "cmdline",
+    type: "string",
+    doc: `Kernel command line (-append); default '${DEFAULT_CMDLINE}'.`,
+  },
+  {
+    key: "memory",
+    type: "size-kib",
+    doc: "Guest memory: a plain number is in KiB (like the libxl backend), or give a unit: 128M, 1G. Default 128M.",
+  },
+  { key: "cpus", type: "int", doc: "Number of virtual CPUs (-smp); default 1." },
+  {
+    key: "machine",
+    type: "string",
+    doc: `QEMU machine type (-machine); default ${DEFAULT_MACHINE}, which boots a kernel quickly under TCG and takes virtio-net-pci.`,
+  },
+  {
+    key: "accel",
+    type: "string",
+    doc: "Accelerator: kvm or tcg (default kvm when /dev/kvm is usable, else tcg).",
+  },
+  {
+    key: "disk",
+    type: "tuple",
+    repeatable: true,
+    doc: "Disk image as disk=FILE@vdX (virtio-blk, in vda, vdb, ... order; qcow2 by its .qcow2 extension, else raw). Can be set more than once.",
+  },
+  {
+    key: "nic",
+    type: "string",
+    repeatable: true,
+    doc: "Network interface (virtio-net-pci): user (QEMU user networking, the default), tap:NAME (an existing tap device) or bridge:NAME (through qemu-bridge-helper). Can be set more than once.",
+  },
+  {
+    key: "hostfwd",
+    type: "string",
+    repeatable: true,
+    doc: "Port forward into the guest for user networking, as hostfwd=tcp:127.0.0.1:HOSTPORT-:GUESTPORT (udp: too). Applies to the first user nic. Can be set more than once.",
+  },
+  {
+    key: "qemu_arg",
+    type: "string",
+    repeatable: true,
+    doc: "Extra QEMU arguments, split on spaces (qemu_arg=-device virtio-rng-pci). Can be set more than once; added last.",
+  },
+  { key: "qemu", type: "string", doc: `QEMU binary (a path, or a name on PATH); default ${DEFAULT_QEMU}.` },
+  {
+    key: "standby",
+    type: "bool",
+    doc: "With the suspend and save stop modes: once the memory is saved, start a QEMU that waits (-incoming defer, no guest memory loaded) to resume the VM, so a resume skips QEMU's own start-up. Default false.",
+  },
+  {
+    key: "shutdown_timeout",
+    type: "seconds",
+    doc: `Seconds the guest has to power off after the ACPI power button (shutdown stop mode) before QEMU is made to quit; default ${DEFAULT_SHUTDOWN_TIMEOUT_S}.`,
+  },
+];
+
+export type Nic =
+  | { readonly kind: "user"; readonly hostfwd: readonly string[] }
+  | { readonly kind: "tap"; readonly ifname: string }
+  | { readonly kind: "bridge"; readonly bridge: string };
+
+export interface Disk {
+  readonly file: string;
+  readonly vdev: string;
+  readonly format: "raw" | "qcow2";
+}
+
+/** One VM as QEMU will run it. */
+export interface QemuMachine {
+  readonly label: string;
+  readonly qemu: string;
+  readonly kernel: string;
+  readonly initrd: string | undefined;
+  readonly cmdline: string;
+  readonly memoryMiB: number;
+  readonly cpus: number;
+  readonly machine: string;
+  readonly accel: string;
+  readonly uuid: string | undefined;
+  readonly disks: readonly Disk[];
+  readonly nics: readonly Nic[];
+  /** Lower-case colon-separated, one per nic, derived from the label so they survive restarts. */
+  readonly macs: readonly string[];
+  readonly extraArgs: readonly string[];
+  readonly shutdownTimeoutMs: number;
+  /** Keep a QEMU waiting with `-incoming defer` while the VM is saved. */
+  readonly standby: boolean;
+}
+
+/** True when /dev/kvm exists and we may open it read-write. */
+export function kvmUsable(): boolean {
+  try {
+    accessSync("/dev/kvm", constants.R_OK | constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Finds an executable by path or on PATH; undefined if there is none. */
+export function findExecutable(name: string): string | undefined {
+  const candidates = name.includes("/")
+    ? [resolve(name)]
+    : (process.env["PATH"] ?? "").split(delimiter).map((d) => join(d, name));
+  for (const c of candidates) {
+    try {
+      accessSync(c, constants.X_OK);
+      if (statSync(c).isFile()) return c;
+    } catch {
+      // not this one
+    }
+  }
+  return undefined;
+}
+
+const HOSTFWD = /^(tcp|udp):([0-9.]*):(\d{1,5})-([0-9.]*):(\d{1,5})$/;
+const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
+
+function fileKey(spec: VmSpec, key: string, value: string): string {
+  const path = resolve(value);
+  if (!existsSync(path)) throw new ConfigError(`file '${value}' does not exist`, { vm: spec.label, key });
+  return path;
+}
+
+/** Reads and checks the qemu keys of one VM; ConfigError naming the VM and key when one cannot be used. */
+export function parseMachine(spec: VmSpec): QemuMachine {
+  const o = spec.options;
+  const label = spec.label;
+  const qemuName = o.str("qemu") ?? DEFAULT_QEMU;
+  const qemu = findExecutable(qemuName);
+  if (qemu === undefined) {
+    throw new ConfigError(`QEMU binary '${qemuName}' not found (install qemu-system-x86 or set qemu=PATH)`, {
+      vm: label,
+      key: "qemu",
+    });
+  }
+  const kernel = fileKey(spec, "kernel", o.requireStr("kernel"));
+  const initrdValue = o.str("initrd");
+  const initrd = initrdValue === undefined ? undefined : fileKey(spec, "initrd", initrdValue);
+
+  const memoryBytes = o.sizeBytes("memory", 1024) ?? DEFAULT_MEMORY_KIB * 1024;
+  const memoryMiB = Math.ceil(memoryBytes / (1024 * 1024));
+  if (memoryMiB < 16) {
+    throw new ConfigError(`${memoryMiB} MiB is too little for a VM (at least 16M)`, {
+      vm: label,
+      key: "memory",
+    });
+  }
+  const cpus = o.int("cpus") ?? 1;
+  if (cpus < 1 || cpus > 255)
+    throw new ConfigError(`expected 1 to 255 CPUs, got ${cpus}`, { vm: label, key: "cpus" });
+
+  const accelValue = o.str("accel");
+  let accel: string;
+  if (accelValue === undefined) {
+    accel = kvmUsable() ? "kvm" : "tcg";
+  } else if (accelValue === "kvm" || accelValue === "tcg") {
+    if (accelValue === "kvm" && !kvmUsable()) {
+      throw new ConfigError("/dev/kvm is missing or not writable here (use accel=tcg)", {
+        vm: label,
+        key: "accel",
+      });
+    }
+    accel = accelValue;
+  } else {
+    throw new ConfigError(`expected kvm or tcg, got '${accelValue}'`, { vm: label, key: "accel" });
+  }
+
+  const disks: Disk[] = [];
+  const usedVdevs = new Set<string>();
+  const diskTuples = o.tuples("disk");
+  for (const t of diskTuples) {
+    if (t.left === undefined)
+      throw new ConfigError("expected FILE@vdX, the file is missing", { vm: label, key: "disk" });
+    let vdev = t.right;
+    if (vdev === undefined) {
+      for (let c = 0; c < 26; c++) {
+        const name = `vd${String.fromCharCode(97 + c)}`;
+        if (!usedVdevs.has(name) && !diskTuples.some((d) => d.right === name)) {
+          vdev = name;
+          break;
+        }
+      }
+    }
+    if (vdev === undefined || !/^vd[a-z]$/.test(vdev)) {
+      throw new ConfigError(`expected a virtio disk name vda to vdz after '@', got '${t.right ?? ""}'`, {
+        vm: label,
+        key: "disk",
+      });
+    }
+    if (usedVdevs.has(vdev))
+      throw new ConfigError(`disk name '${vdev}' is given twice`, { vm: label, key: "disk" });
+    usedVdevs.add(vdev);
+    const file = fileKey(spec, "disk", t.left);
+    disks.push({ file, vdev, format: file.endsWith(".qcow2") ? "qcow2" : "raw" });
+  }
+  disks.sort((a, b) => a.vdev.localeCompare(b.vdev));
+
+  const hostfwd = o.all("hostfwd");
+  for (const h of hostfwd) {
+    const m = HOSTFWD.exec(h);
+    if (m === null || Number(m[3]) > 65535 || Number(m[5]) > 65535) {
+      throw new ConfigError(`expected tcp:127.0.0.1:HOSTPORT-:GUESTPORT, got '${h}'`, {
+        vm: label,
+        key: "hostfwd",
+      });
+    }
+  }
+  const nicValues = o.all("nic");
+  const nics: Nic[] = [];
+  let fwdGiven = false;
+  for (const v of nicValues.length === 0 ? ["user"] : nicValues) {
+    if (v === "user") {
+      nics.push({ kind: "user", hostfwd: fwdGiven ? [] : hostfwd });
+      fwdGiven = true;
+      continue;
+    }
+    const m = /^(tap|bridge):(.*)$/.exec(v);
+    if (m === null || !IFNAME.test(m[2]!)) {
+      throw new ConfigError(`expected user, tap:NAME or bridge:NAME (an interface name), got '${v}'`, {
+        vm: label,
+        key: "nic",
+      });
+    }
+    nics.push(m[1] === "tap" ? { kind: "tap", ifname: m[2]! } : { kind: "bridge", bridge: m[2]! });
+  }
+  if (hostfwd.length > 0 && !fwdGiven) {
+    throw new ConfigError("needs a user nic (nic=user) to forward into", { vm: label, key: "hostfwd" });
+  }
+
+  const extraArgs = o.all("qemu_arg").flatMap((v) => v.split(" ").filter((w) => w !== ""));
+  const shutdownTimeout = o.float("shutdown_timeout") ?? DEFAULT_SHUTDOWN_TIMEOUT_S;
+
+  return {
+    label,
+    qemu,
+    kernel,
+    initrd,
+    cmdline: o.str("cmdline") ?? DEFAULT_CMDLINE,
+    memoryMiB,
+    cpus,
+    machine: o.str("machine") ?? DEFAULT_MACHINE,
+    accel,
+    uuid: o.str("uuid"),
+    disks,
+    nics,
+    macs: nics.map((_, i) => macFor(label, i)),
+    extraArgs,
+    shutdownTimeoutMs: shutdownTimeout * 1000,
+    standby: o.bool("standby") ?? false,
+  };
+}
+
+/** A stable locally-administered MAC in QEMU's 52:54:00 range, from the VM's label and nic index. */
+export function macFor(label: string, index: number): string {
+  const h = createHash("sha256").update(`${label}\0${index}`).digest();
+  return ["52", "54", "00", h[0]!, h[1]!, h[2]!]
+    .map((b) => (typeof b === "string" ? b : b.toString(16).padStart(2, "0")))
+    .join(":");
+}

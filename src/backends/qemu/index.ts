@@ -1,0 +1,18 @@
+import type { BackendFactory } from "../contract.js";
+import { QEMU_STOP_MODES, QemuBackend } from "./backend.js";
+import { QEMU_KEYS } from "./config.js";
+
+export { QemuBackend, QEMU_STOP_MODES } from "./backend.js";
+export { QEMU_KEYS, parseMachine, type QemuMachine } from "./config.js";
+export { QmpClient, QmpError, type QmpEvent, type QmpGreeting } from "./qmp.js";
+
+/** QEMU launched straight from a kernel, controlled over QMP. */
+export const qemuBackend: BackendFactory = {
+  name: "qemu",
+  summary:
+    "QEMU microVMs booted from a kernel, controlled over QMP (pause = stop, suspend/save = memory to a file)",
+  keys: QEMU_KEYS,
+  stopModes: QEMU_STOP_MODES,
+  discoversAddresses: false,
+  create: (options) => new QemuBackend(options),
+};
