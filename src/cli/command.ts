@@ -4,7 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
-import { BACKENDS, plannedBackends } from "../backends/index.js";
+import { BACKENDS } from "../backends/index.js";
 import { configHelp } from "./help.js";
 import { mergeOptions, readConfigFile } from "../config/index.js";
 import { ConfigError, UsageError } from "../errors/index.js";
@@ -32,7 +32,7 @@ export function buildCommand(): Command {
     const doc = opt.absent === undefined ? opt.doc : `${opt.doc} (absent=${opt.absent})`;
     program.option(opt.flags, doc);
   }
-  program.addHelpText("after", () => configHelp(BACKENDS, plannedBackends()));
+  program.addHelpText("after", () => configHelp(BACKENDS));
   return program;
 }
 

@@ -31,7 +31,7 @@ function keySection(title: string, keys: readonly KeySpec[]): string {
 }
 
 /** The CONFIG part of --help: the grammar, the common keys, then each backend's keys. */
-export function configHelp(backends: readonly BackendFactory[], planned: readonly string[]): string {
+export function configHelp(backends: readonly BackendFactory[]): string {
   const sections = [
     `CONFIG\n${wrap(
       "Each VM is one positional CONFIG string of key=value pairs separated by commas, e.g. dns=www.example.org,ip=10.0.0.1,name=www. Keys marked repeatable may be given more than once and keep their order. Booleans are true/false/1/0. Values cannot contain commas.",
@@ -45,8 +45,5 @@ export function configHelp(backends: readonly BackendFactory[], planned: readonl
       ),
     ),
   ];
-  if (planned.length > 0) {
-    sections.push(`NOT AVAILABLE YET\n${wrap(`These backends are being built: ${planned.join(", ")}.`, 4)}`);
-  }
   return `\n${sections.join("\n\n")}\n`;
 }

@@ -36,7 +36,7 @@ async function main(): Promise<void> {
   } catch (err) {
     process.stderr.write(`jitsu: ${describeError(err)}\n`);
     if (!(err instanceof JitsuError) && process.env.JITSU_DEBUG === "1") console.error(err);
-    process.exit(1);
+    process.exit(err instanceof UsageError ? 2 : 1);
   }
 
   const shutdown = (signal: string): void => {

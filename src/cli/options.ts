@@ -144,9 +144,6 @@ export const OPTIONS: readonly OptionDef[] = [
   },
 ];
 
-/** Options whose feature has not landed yet: given, they fail loudly instead of being ignored. */
-export const NOT_YET: ReadonlySet<string> = new Set<string>([]);
-
 export interface Settings {
   readonly bind: string;
   readonly connect: string;
@@ -220,11 +217,6 @@ export function toSettings(
     const v = raw[name];
     return typeof v === "string" ? v : undefined;
   };
-  for (const name of NOT_YET) {
-    if (raw[name] !== undefined && raw[name] !== false) {
-      throw new UsageError(`not available yet in this version of jitsu`, `--${name}`);
-    }
-  }
   const mode = str("mode") ?? "destroy";
   if (!(STOP_MODES as readonly string[]).includes(mode)) {
     throw new UsageError(`expected one of ${STOP_MODES.join(", ")}, got '${mode}'`, "--mode");

@@ -5,13 +5,7 @@
  * in `cause` / `detail`.
  */
 export type JitsuErrorCode =
-  | "ERR_CONFIG"
-  | "ERR_USAGE"
-  | "ERR_BACKEND"
-  | "ERR_NOT_AVAILABLE"
-  | "ERR_DNS_FORMAT"
-  | "ERR_START_TIMEOUT"
-  | "ERR_STORE";
+  "ERR_CONFIG" | "ERR_USAGE" | "ERR_BACKEND" | "ERR_DNS_FORMAT" | "ERR_START_TIMEOUT" | "ERR_STORE";
 
 export class JitsuError extends Error {
   readonly code: JitsuErrorCode;
@@ -48,13 +42,6 @@ export class UsageError extends JitsuError {
   constructor(message: string, option?: string) {
     super("ERR_USAGE", option === undefined ? message : `option '${option}': ${message}`);
     this.option = option;
-  }
-}
-
-/** A feature whose issue has not landed yet: fail loudly instead of ignoring it. */
-export class NotAvailableError extends JitsuError {
-  constructor(what: string) {
-    super("ERR_NOT_AVAILABLE", `${what} is not available yet in this version of jitsu`);
   }
 }
 

@@ -166,17 +166,21 @@ describe("the jitsu binary", () => {
     assert.match(res.stderr, /VM 'www', key 'colour': unknown key for the process backend/);
   });
 
-  it("a backend still being built fails with a clear error", async () => {
+  it("an unknown backend fails with one line naming the option and the known ones", async () => {
     const res = await run(process.execPath, [
       CLI,
       "-x",
-      "qemu",
+      "vbox",
       "-f",
       "0.0.0.0",
       "dns=www.example.org,ip=10.0.0.1,name=www",
     ]);
-    assert.equal(res.code, 1);
-    assert.match(res.stderr, /the qemu backend \(-x qemu\) is not available yet/);
+    assert.equal(res.code, 2);
+    assert.equal(res.stderr.trim().split("\n").length, 1);
+    assert.match(
+      res.stderr,
+      /option '--backend': unknown backend 'vbox' \(known: libvirt, process, xapi, libxl, qemu\)/,
+    );
   });
 
   it("a stop mode the backend cannot do is rejected at start-up", async () => {
