@@ -94,17 +94,25 @@ export interface BuildSpecOptions {
   readonly discoversAddresses: boolean;
 }
 
+const knownKeyLists = new WeakMap<readonly KeySpec[], readonly KeySpec[]>();
+
+/** The common keys plus a backend's own, computed once per backend. */
+function knownKeys(backendKeys: readonly KeySpec[]): readonly KeySpec[] {
+  let known = knownKeyLists.get(backendKeys);
+  if (known === undefined) {
+    known = [...COMMON_KEYS, ...backendKeys.filter((b) => !COMMON_KEYS.some((c) => c.key === b.key))];
+    knownKeyLists.set(backendKeys, known);
+  }
+  return known;
+}
+
 /** Builds and validates one VmSpec. `source` names it in errors ("CONFIG #2"). */
 export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: BuildSpecOptions): VmSpec {
   const get = (key: string): string | undefined => pairs.filter(([k]) => k === key).at(-1)?.[1];
   const firstDns = pairs.find(([k]) => k === "dns")?.[1];
   const label = get("name") ?? get("uuid") ?? firstDns ?? source;
   const options = new VmOptions(pairs, label);
-  const known = [
-    ...COMMON_KEYS,
-    ...opts.backendKeys.filter((b) => !COMMON_KEYS.some((c) => c.key === b.key)),
-  ];
-  validate(options, known, opts.backendName);
+  validate(options, knownKeys(opts.backendKeys), opts.backendName);
 
   const ips = options.all("ip").map((v) => parseIp(v).address);
   if (ips.length === 0 && !opts.discoversAddresses) {

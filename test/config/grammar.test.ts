@@ -1,0 +1,168 @@
+/**
+ * The original Jitsu's CONFIG grammar and option parsing (its
+ * lib_test/test_options.ml cases): ints, strings, repeated keys in order,
+ * booleans, `a@b` tuples, and bad values that name the VM and key.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  VmOptions,
+  buildVmSpec,
+  checkUniqueNames,
+  parseBool,
+  parseConfigString,
+  parseDnsName,
+  parseIp,
+  parseSize,
+  parseTuple,
+  type KeySpec,
+} from "../../src/config/index.js";
+import { ConfigError } from "../../src/errors/index.js";
+
+const KEYS: readonly KeySpec[] = [
+  { key: "name", type: "string", doc: "" },
+  { key: "count", type: "int", doc: "" },
+  { key: "flag", type: "bool", doc: "" },
+  { key: "disk", type: "tuple", repeatable: true, doc: "" },
+  { key: "nic", type: "string", repeatable: true, doc: "" },
+  { key: "memory", type: "size-kib", doc: "" },
+];
+const build = (text: string, keys = KEYS, discovers = false) =>
+  buildVmSpec(parseConfigString(text, "CONFIG #1"), "CONFIG #1", {
+    backendKeys: keys,
+    backendName: "test",
+    discoversAddresses: discovers,
+  });
+
+describe("CONFIG grammar", () => {
+  it("splits entries at commas and each at its first '='", () => {
+    assert.deepEqual(parseConfigString("dns=a.example.org,ip=10.0.0.1,cmdline=a=b c=d", "C"), [
+      ["dns", "a.example.org"],
+      ["ip", "10.0.0.1"],
+      ["cmdline", "a=b c=d"],
+    ]);
+  });
+
+  it("keeps repeated keys in the order given", () => {
+    const o = new VmOptions(parseConfigString("nic=br0,disk=a@xvda,nic=br1,disk=b@xvdb,nic=br2", "C"), "vm");
+    assert.deepEqual(o.all("nic"), ["br0", "br1", "br2"]);
+    assert.deepEqual(o.tuples("disk"), [
+      { left: "a", right: "xvda" },
+      { left: "b", right: "xvdb" },
+    ]);
+  });
+
+  it("reads ints, strings and booleans", () => {
+    const o = new VmOptions(parseConfigString("count=42,name=www,flag=1", "C"), "vm");
+    assert.equal(o.int("count"), 42);
+    assert.equal(o.str("name"), "www");
+    assert.equal(o.bool("flag"), true);
+    for (const [text, value] of [
+      ["true", true],
+      ["TRUE", true],
+      ["1", true],
+      ["false", false],
+      ["0", false],
+    ] as const) {
+      assert.equal(parseBool(text), value);
+    }
+    assert.throws(() => parseBool("maybe"), /expected true\/false\/1\/0/);
+  });
+
+  it("reads a@b tuples with either side absent, as the original's get_tuple_list", () => {
+    assert.deepEqual(parseTuple("file.img@xvda", "@"), { left: "file.img", right: "xvda" });
+    assert.deepEqual(parseTuple("file.img", "@"), { left: "file.img" });
+    assert.deepEqual(parseTuple("file.img@", "@"), { left: "file.img" });
+    assert.deepEqual(parseTuple("@xvda", "@"), { right: "xvda" });
+    assert.deepEqual(parseTuple("", "@"), {});
+  });
+
+  it("rejects an entry without '=' and an empty CONFIG, naming the entry", () => {
+    assert.throws(
+      () => parseConfigString("dns=a.example.org,oops", "CONFIG #3"),
+      /CONFIG #3: entry 2 'oops' has no '='/,
+    );
+    assert.throws(() => parseConfigString("", "CONFIG #1"), /CONFIG #1 is empty/);
+    assert.throws(() => parseConfigString("=x", "CONFIG #1"), /empty key/);
+  });
+});
+
+describe("VmSpec validation", () => {
+  it("builds a spec with common keys, lower-cased names and canonical addresses", () => {
+    const spec = build(
+      "dns=WWW.Example.org.,dns=alias.example.org,ip=10.0.0.1,ip=2001:DB8:0:0::1,name=www,response_delay=0.5,use_synjitsu=1,ready=tcp:8080",
+    );
+    assert.equal(spec.label, "www");
+    assert.deepEqual(spec.dns, ["www.example.org", "alias.example.org"]);
+    assert.deepEqual(spec.ips, ["10.0.0.1", "2001:db8::1"]);
+    assert.equal(spec.responseDelay, 0.5);
+    assert.equal(spec.useSynjitsu, true);
+    assert.deepEqual(spec.ready, [{ kind: "tcp", host: "127.0.0.1", port: 8080 }]);
+  });
+
+  const bad: [string, RegExp][] = [
+    [
+      "dns=www.example.org,ip=10.0.0.1,name=www,count=many",
+      /VM 'www', key 'count': expected an integer, got 'many'/,
+    ],
+    [
+      "dns=www.example.org,ip=10.0.0.1,name=www,flag=perhaps",
+      /VM 'www', key 'flag': expected true\/false\/1\/0/,
+    ],
+    ["dns=www.example.org,ip=10.0.0.256,name=www", /VM 'www', key 'ip': expected an IPv4 or IPv6 address/],
+    ["dns=www..example.org,ip=10.0.0.1,name=www", /VM 'www', key 'dns': .*empty label/],
+    [
+      "dns=www.example.org,ip=10.0.0.1,name=www,colour=red",
+      /VM 'www', key 'colour': unknown key for the test backend/,
+    ],
+    ["dns=www.example.org,ip=10.0.0.1,name=www,name=web", /VM 'web', key 'name': given more than once/],
+    ["ip=10.0.0.1,name=www", /VM 'www', key 'dns': required key is missing/],
+    ["dns=www.example.org,name=www", /VM 'www', key 'ip': required key is missing/],
+    ["dns=www.example.org,ip=10.0.0.1,name=www,response_delay=-1", /VM 'www', key 'response_delay'/],
+    ["dns=www.example.org,ip=10.0.0.1,name=www,ready=udp:53", /VM 'www', key 'ready': expected tcp:PORT/],
+    ["dns=www.example.org,ip=10.0.0.1,name=www,memory=lots", /VM 'www', key 'memory': expected a size/],
+  ];
+  for (const [text, message] of bad) {
+    it(`rejects ${text}`, () => {
+      assert.throws(
+        () => build(text),
+        (err: unknown) => err instanceof ConfigError && message.test(err.message),
+      );
+    });
+  }
+
+  it("lets `ip` be omitted when the backend discovers addresses", () => {
+    assert.deepEqual(build("dns=www.example.org,name=www", KEYS, true).ips, []);
+  });
+
+  it("rejects a DNS name used by two VMs, naming both", () => {
+    const a = build("dns=www.example.org,ip=10.0.0.1,name=a");
+    const b = build("dns=WWW.example.org,ip=10.0.0.2,name=b");
+    assert.throws(
+      () => checkUniqueNames([a, b]),
+      /VM 'b', key 'dns': DNS name 'www.example.org' is already used by VM 'a'/,
+    );
+  });
+});
+
+describe("value parsers", () => {
+  it("sizes: a plain number in the given unit, or with K/M/G units", () => {
+    assert.equal(parseSize("64000", 1024), 64000 * 1024);
+    assert.equal(parseSize("64M", 1024), 64 * 1024 * 1024);
+    assert.equal(parseSize("1GiB", 1), 1024 ** 3);
+    assert.throws(() => parseSize("-1", 1024), /expected a size/);
+  });
+
+  it("addresses: IPv4 and IPv6 in canonical form", () => {
+    assert.deepEqual(parseIp("::ffff:10.0.0.1"), { address: "::ffff:a00:1", family: 6 });
+    assert.deepEqual(parseIp("fe80:0:0:0:0:0:0:1"), { address: "fe80::1", family: 6 });
+    assert.throws(() => parseIp("www"), /expected an IPv4 or IPv6 address/);
+  });
+
+  it("DNS names: 63-octet labels and 253 octets at most", () => {
+    assert.equal(parseDnsName("a".repeat(63) + ".org"), "a".repeat(63) + ".org");
+    assert.throws(() => parseDnsName("a".repeat(64) + ".org"), /longer than 63/);
+    assert.throws(() => parseDnsName(`${"abcdefghi.".repeat(26)}org`), /longer than 253/);
+    assert.throws(() => parseDnsName("bad!name.org"), /invalid label/);
+  });
+});
