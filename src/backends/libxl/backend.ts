@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, describeError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
-import { XenstoreClient } from "../../xen/xenstore/index.js";
+import { XenstoreClient, waitForDomainKey } from "../../xen/xenstore/index.js";
 import type { BackendOptions, Capability, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import { planDomain, type DomainPlan } from "./domain-config.js";
 import { Xl, parseNetworkList, parseXlList, parseXlListLong, stateOfFlags, type XlRow } from "./xl.js";
@@ -206,17 +206,13 @@ export class LibxlBackend implements VmBackend {
       return;
     }
     const domid = await this.domainId(vm);
-    const path = key.startsWith("/") ? key : `/local/domain/${domid}/${key.replace(/^\/+/, "")}`;
-    try {
-      await this.xenstore().waitForKey(path, signal);
-    } catch (err) {
-      if (signal.aborted) throw err;
-      throw new BackendError("libxl", `cannot wait for xenstore key ${path}`, {
-        vm: vm.label,
-        detail: describeError(err),
-        cause: err,
-      });
-    }
+    await waitForDomainKey(
+      this.xenstore(),
+      domid,
+      key,
+      signal,
+      (message, detail, cause) => new BackendError("libxl", message, { vm: vm.label, detail, cause }),
+    );
   }
 
   async close(): Promise<void> {

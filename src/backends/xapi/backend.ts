@@ -21,6 +21,7 @@ import { XapiEventWatcher, type VmPowerChange } from "./events.js";
 import { XenApiFailure, XenApiSession } from "./session.js";
 import { parseXapiTarget, type XapiTarget } from "./target.js";
 import type { XmlRpcValue } from "./xmlrpc.js";
+import { XenstoreClient, waitForDomainKey } from "../../xen/xenstore/index.js";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
@@ -55,7 +56,10 @@ export class XapiBackend implements VmBackend {
     "domainId",
     "macs",
     "events",
+    "waitForKey",
   ]);
+  /** dom0's xenstore, for wait_for_key; opened on first use (jitsu must run in the host's dom0 for it). */
+  private xs: XenstoreClient | undefined;
   private readonly target: XapiTarget;
   private readonly session: XenApiSession;
   private readonly log: Logger;
@@ -269,7 +273,22 @@ export class XapiBackend implements VmBackend {
     return found.sort((a, b) => a.device - b.device).map((f) => f.mac.toLowerCase());
   }
 
+  /** Resolves once `key` (relative to /local/domain/<domid>/) exists in the host's xenstore. */
+  async waitForKey(vm: VmRef, key: string, signal: AbortSignal): Promise<void> {
+    const domid = await this.domainId(vm);
+    this.xs ??= new XenstoreClient();
+    await waitForDomainKey(this.xs, domid, key, signal, (message, detail, cause) =>
+      this.error(`${message} (wait_for_key needs jitsu in the XAPI host's dom0)`, {
+        vm: vm.label,
+        detail,
+        cause,
+      }),
+    );
+  }
+
   async close(): Promise<void> {
+    await this.xs?.close();
+    this.xs = undefined;
     this.watcher.stop();
     try {
       await this.session.logout();

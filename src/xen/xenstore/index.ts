@@ -16,3 +16,4 @@ export {
   splitNul,
   type XsMessage,
 } from "./wire.js";
+export { domainKeyPath, waitForDomainKey } from "./domain-key.js";
