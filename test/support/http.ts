@@ -52,9 +52,11 @@ export function parsePrometheus(text: string): Map<string, number> {
   const samples = new Map<string, number>();
   for (const line of text.split("\n")) {
     if (line === "" || line.startsWith("# HELP ") || line.startsWith("# TYPE ")) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/.exec(line);
+    // prom-client prints NaN as "Nan" (an empty event-loop histogram); Prometheus reads
+    // values with Go's ParseFloat, which takes NaN and Inf in any case.
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (-?[0-9.e+-]+|nan|[+-]inf)$/i.exec(line);
     assert.ok(m !== null, `malformed metrics line: ${line}`);
-    samples.set(m[1]!, Number(m[2]));
+    samples.set(m[1]!, /^nan$/i.test(m[2]!) ? NaN : Number(m[2]!.replace(/inf$/i, "Infinity")));
   }
   return samples;
 }
