@@ -14,8 +14,7 @@ import {
   type ConfigFile,
   type FileOptionSpec,
 } from "../config/index.js";
-import { parseHttpAddress } from "../http/index.js";
-import { UsageError } from "../errors/index.js";
+import { describeError, UsageError } from "../errors/index.js";
 import { LOG_LEVELS, type LogFormat, type LogLevel } from "../log/index.js";
 
 export interface OptionDef {
@@ -284,4 +283,16 @@ export function kebabKeys(given: Record<string, unknown>): Record<string, string
 /** The options a config file may set: every long option, flags marked as such. */
 export function fileOptionSpecs(): FileOptionSpec[] {
   return OPTIONS.map((o) => ({ name: o.name, takesValue: /<[^>]+>/.test(o.flags) }));
+}
+
+/** Parses `ADDR:PORT` (`[v6]:PORT` for IPv6) as --http takes it. */
+export function parseHttpAddress(text: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]]+):(\d+)$/.exec(text);
+  if (m === null)
+    throw new UsageError(`expected ADDR:PORT (e.g. 127.0.0.1:9053 or [::1]:9053), got '${text}'`, "--http");
+  try {
+    return { host: parseIp(m[1]!).address, port: parsePort(m[2]!) };
+  } catch (err) {
+    throw new UsageError(describeError(err), "--http");
+  }
 }

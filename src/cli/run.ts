@@ -15,7 +15,7 @@ import {
 import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
 import { describeError } from "../errors/index.js";
 import { createLogger, type Logger } from "../log/index.js";
-import { JitsuMetrics, StatusServer } from "../http/index.js";
+import type { StatusServer } from "../http/index.js";
 import { MemoryStore, SqliteStore, type Store } from "../store/index.js";
 import { Summoner, formatStatsTable } from "../summoner/index.js";
 import { attachSynjitsu } from "../xen/synjitsu.js";
@@ -173,6 +173,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   // --http: status, metrics and (with --http-token) admin endpoints.
   let http: StatusServer | null = null;
   if (settings.http !== undefined) {
+    // Loaded only when asked for: prom-client and its default metrics cost ~15 MB of RSS.
+    const { JitsuMetrics, StatusServer } = await import("../http/index.js");
     const metrics = new JitsuMetrics({ summoner, counters: server.counters, clock });
     http = new StatusServer({ summoner, metrics, log, token: settings.httpToken, version: version() });
     try {

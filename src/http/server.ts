@@ -7,8 +7,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { parseIp, parsePort } from "../config/index.js";
-import { BackendError, StartTimeoutError, UsageError, describeError } from "../errors/index.js";
+import { BackendError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { JitsuMetrics } from "./metrics.js";
 import type { SummonerView, VmStatusView } from "./view.js";
@@ -20,18 +19,6 @@ export interface StatusServerOptions {
   /** Enables the admin endpoints; compared in constant time. */
   readonly token?: string | undefined;
   readonly version?: string;
-}
-
-/** Parses `ADDR:PORT` (`[v6]:PORT` for IPv6) as --http takes it. */
-export function parseHttpAddress(text: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]]+):(\d+)$/.exec(text);
-  if (m === null)
-    throw new UsageError(`expected ADDR:PORT (e.g. 127.0.0.1:9053 or [::1]:9053), got '${text}'`, "--http");
-  try {
-    return { host: parseIp(m[1]!).address, port: parsePort(m[2]!) };
-  } catch (err) {
-    throw new UsageError(describeError(err), "--http");
-  }
 }
 
 export class StatusServer {
