@@ -3,26 +3,13 @@
  * with recovery, and malformed packets that must leave the server answering.
  */
 import assert from "node:assert/strict";
-import { request } from "node:http";
 import { createServer, type Server } from "node:net";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { alive, dig, freePort, sendRaw, startCli, tempDir } from "../support/index.js";
+import { httpGet } from "../support/http.js";
 
 const SERVICE = fileURLToPath(new URL("../../scripts/demo-service.js", import.meta.url));
-
-function httpGet(port: number, timeoutMs = 2000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: "127.0.0.1", port, path: "/", timeout: timeoutMs }, (res) => {
-      let body = "";
-      res.on("data", (c: Buffer) => (body += c.toString()));
-      res.on("end", () => resolve(body));
-    });
-    req.on("timeout", () => req.destroy(new Error("HTTP timeout")));
-    req.on("error", reject);
-    req.end();
-  });
-}
 
 async function processState(pid: number): Promise<string> {
   const { readFile } = await import("node:fs/promises");

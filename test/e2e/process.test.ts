@@ -3,25 +3,12 @@
  * summon on a query, answer only when ready, stop when idle, summon again.
  */
 import assert from "node:assert/strict";
-import { request } from "node:http";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { dig, freePort, queryMany, run, startCli, tempDir, type CliProcess } from "../support/index.js";
+import { httpGet } from "../support/http.js";
 
 const SERVICE = fileURLToPath(new URL("../../scripts/demo-service.js", import.meta.url));
-
-function httpGet(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: "127.0.0.1", port, path: "/", timeout: 2000 }, (res) => {
-      let body = "";
-      res.on("data", (c: Buffer) => (body += c.toString()));
-      res.on("end", () => resolve(body));
-    });
-    req.on("timeout", () => req.destroy(new Error("HTTP timeout")));
-    req.on("error", reject);
-    req.end();
-  });
-}
 
 function count(text: string, pattern: RegExp): number {
   return (text.match(new RegExp(pattern.source, "g")) ?? []).length;

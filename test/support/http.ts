@@ -67,3 +67,18 @@ export async function getMetrics(port: number): Promise<Map<string, number>> {
   assert.match(String(res.headers["content-type"]), /^text\/plain; version=0\.0\.4/);
   return parsePrometheus(res.body);
 }
+
+/** GET / on 127.0.0.1:PORT: the body, or a rejection (refused, reset, or no answer within `timeoutMs`). */
+export function httpGet(port: number, timeoutMs = 2000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, path: "/", agent: false, timeout: timeoutMs }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (body += d));
+      res.on("end", () => resolve(body));
+    });
+    req.on("timeout", () => req.destroy(new Error("HTTP timeout")));
+    req.on("error", reject);
+    req.end();
+  });
+}

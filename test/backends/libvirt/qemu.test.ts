@@ -12,7 +12,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { dig, freePort, run, startCli, tempDir, type CliProcess } from "../../support/index.js";
@@ -22,19 +21,7 @@ import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { PrivateLibvirtd } from "./daemon.js";
 import { spec } from "./fixtures.js";
-
-function httpGet(port: number, timeoutMs = 2000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: "127.0.0.1", port, path: "/", timeout: timeoutMs }, (res) => {
-      let body = "";
-      res.on("data", (c: Buffer) => (body += c.toString()));
-      res.on("end", () => resolve(body));
-    });
-    req.on("timeout", () => req.destroy(new Error("HTTP timeout")));
-    req.on("error", reject);
-    req.end();
-  });
-}
+import { httpGet } from "../../support/http.js";
 
 export function buildGuest(): string {
   const r = spawnSync("bash", ["scripts/build-test-guest.sh"], { encoding: "utf8", timeout: 600_000 });
