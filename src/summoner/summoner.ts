@@ -441,15 +441,20 @@ export class Summoner {
     await this.flush();
   }
 
-  /** A failed VM idle for 2 x TTL: stopped if it runs after all, else marked off (no more checks). */
-  private async settleFailed(vm: Vm, idleS: number): Promise<void> {
-    let state: VmState;
+  /** The backend's view of a VM on a reaper tick; null (and a warning) if it cannot say. */
+  private async readState(vm: Vm): Promise<VmState | null> {
     try {
-      state = await this.backend.state(vm.ref);
+      return await this.backend.state(vm.ref);
     } catch (err) {
       this.log.warn(`Could not read the state of VM '${vm.spec.label}': ${describeError(err)}`);
-      return;
+      return null;
     }
+  }
+
+  /** A failed VM idle for 2 x TTL: stopped if it runs after all, else marked off (no more checks). */
+  private async settleFailed(vm: Vm, idleS: number): Promise<void> {
+    const state = await this.readState(vm);
+    if (state === null) return;
     if (vm.phase.kind !== "failed" || vm.flight !== null) return;
     if (state === "running" && vm.startedByUs) {
       await this.stop(vm, this.opts.stopMode, `after ${idleS} s idle (it never became ready)`);
@@ -460,13 +465,8 @@ export class Summoner {
 
   /** Re-reads a ready VM's state, so a crash or a stop behind our back is noticed. */
   private async recheck(vm: Vm): Promise<void> {
-    let state: VmState;
-    try {
-      state = await this.backend.state(vm.ref);
-    } catch (err) {
-      this.log.warn(`Could not read the state of VM '${vm.spec.label}': ${describeError(err)}`);
-      return;
-    }
+    const state = await this.readState(vm);
+    if (state === null) return;
     if (vm.phase.kind !== "ready" || vm.flight !== null || state === "running" || state === "unknown") return;
     this.log.warn(`VM '${vm.spec.label}' is ${state} (changed behind our back)`);
     this.setPhase(vm, phaseFor(state, this.clock.now()));
