@@ -17,6 +17,8 @@ export class DnsCounters {
   dropped = 0;
   /** Queries sent upstream. */
   forwarded = 0;
+  /** Forwarded queries that joined an identical upstream query in flight instead of sending their own. */
+  forwardCoalesced = 0;
   /** Forwarded queries no upstream answered in time (answered SERVFAIL). */
   forwardFailures = 0;
   /** Sum and count of forward latencies in seconds, for a summary or histogram. */

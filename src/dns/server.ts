@@ -94,6 +94,7 @@ export class DnsServer {
     this.zone = opts.zone;
     this.summoner = opts.summoner;
     this.forwarder = opts.forwarder;
+    if (opts.forwarder !== null) opts.forwarder.onCoalesced = () => void this.counters.forwardCoalesced++;
     this.log = opts.log;
     this.ttl = opts.ttlSeconds;
     this.ra = opts.forwarder !== null;

@@ -95,6 +95,11 @@ export class JitsuMetrics {
       "Forwarded DNS queries that no upstream answered in time (answered SERVFAIL).",
       (c) => c.forwardFailures,
     );
+    plain(
+      "jitsu_dns_forward_coalesced_total",
+      "Forwarded DNS queries that shared an identical upstream query already in flight.",
+      (c) => c.forwardCoalesced,
+    );
     plain("jitsu_dns_truncated_total", "UDP answers sent truncated (TC set).", (c) => c.truncated);
     plain("jitsu_dns_tcp_connections_total", "DNS TCP connections accepted.", (c) => c.tcpConnections);
     const forwardLatency = new Histogram({

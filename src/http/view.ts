@@ -36,6 +36,7 @@ export interface DnsCountersView {
   readonly dropped: number;
   readonly forwarded: number;
   readonly forwardFailures: number;
+  readonly forwardCoalesced: number;
   readonly truncated: number;
   readonly tcpConnections: number;
   onForwardLatency: ((seconds: number) => void) | undefined;

@@ -11,7 +11,11 @@
  * about 3x the forwarded QPS with 128 queries a socket). A reply counts only if it comes from the
  * upstream's address and port (the socket is connected), and matches the ID
  * and the question (name case-insensitively, type, class). Anything else is
- * ignored and we keep waiting. A truncated reply (TC) is
+ * ignored and we keep waiting. Identical queries in flight at the same time
+ * (same question bytes, flags and EDNS) share one upstream query (RFC 5452
+ * §5: several outstanding queries for one question would let a spoofer
+ * play the birthday paradox); each client gets the reply with its own ID.
+ * A truncated reply (TC) is
  * retried over TCP (RFC 7766 §5). An upstream that errors or stays silent
  * past the attempt timeout is failed over to the next; when the overall
  * timeout passes, `forward` rejects and the server answers SERVFAIL.
@@ -64,6 +68,14 @@ const ids = new RandomIds();
 const SWEEP_MS = 25;
 
 type Done = (err: Error | null, reply?: Buffer) => void;
+
+/** A client query that joined an identical one in flight: its ID, and its promise's ends. */
+interface Waiter {
+  readonly id0: number;
+  readonly id1: number;
+  readonly resolve: (reply: Buffer) => void;
+  readonly reject: (err: Error) => void;
+}
 
 interface PendingQuery {
   readonly packet: Buffer;
@@ -198,7 +210,12 @@ export class Forwarder {
   private sweeper: ReturnType<typeof setInterval> | null = null;
   private closed = false;
   private readonly maxInFlight: number;
+  /** Client queries waiting on an upstream answer (joined ones included). */
   private inFlight = 0;
+  /** Upstream queries in flight by their bytes after the ID, with the clients that joined them. */
+  private readonly asked = new Map<string, Waiter[]>();
+  /** Called for each client query that joins an identical upstream query in flight (a counter). */
+  onCoalesced: (() => void) | undefined = undefined;
 
   constructor(opts: ForwarderOptions) {
     this.upstreams = opts.upstreams.map((u) => ({ host: u.host, port: u.port }));
@@ -224,22 +241,47 @@ export class Forwarder {
       );
     }
     this.inFlight++;
+    // The upstream query without its ID: equal bytes mean the same question asked the same way.
+    const packet = upstreamQuery(query, q, 0);
+    const key = packet.toString("latin1", 2);
+    const joined = this.asked.get(key);
+    if (joined !== undefined) {
+      this.onCoalesced?.();
+      return new Promise((resolve, reject) =>
+        joined.push({ id0: query[0]!, id1: query[1]!, resolve, reject }),
+      );
+    }
+    const waiters: Waiter[] = [];
+    this.asked.set(key, waiters);
     return new Promise((resolve, reject) => {
       const ok = (reply: Buffer): void => {
-        this.inFlight--;
+        this.asked.delete(key);
+        this.inFlight -= 1 + waiters.length;
+        // Each joined client gets its own copy (sends are asynchronous), with its ID.
+        for (const w of waiters) {
+          const copy = Buffer.from(reply);
+          copy[0] = w.id0;
+          copy[1] = w.id1;
+          w.resolve(copy);
+        }
+        reply[0] = query[0]!;
+        reply[1] = query[1]!;
         resolve(reply);
       };
       const failed = (err: Error): void => {
-        this.inFlight--;
+        this.asked.delete(key);
+        this.inFlight -= 1 + waiters.length;
+        for (const w of waiters) w.reject(err);
         reject(err);
       };
-      this.attempt(0, query, q, Date.now() + this.timeoutMs, [], ok, failed);
+      this.attempt(0, packet, query, q, Date.now() + this.timeoutMs, [], ok, failed);
     });
   }
 
   /** Tries upstream `i`, then the next ones on failure, until the deadline (callbacks: no promise per step). */
   private attempt(
     i: number,
+    packet: Buffer,
     query: Uint8Array,
     q: QueryInfo,
     deadline: number,
@@ -258,19 +300,14 @@ export class Forwarder {
       const why = `${up.host}#${up.port}: ${err.message}`;
       problems.push(why);
       this.log.debug(`forwarder: ${why}`);
-      this.attempt(i + 1, query, q, deadline, problems, resolve, reject);
-    };
-    const relay = (reply: Buffer): void => {
-      reply[0] = query[0]!;
-      reply[1] = query[1]!;
-      resolve(reply);
+      this.attempt(i + 1, packet, query, q, deadline, problems, resolve, reject);
     };
     const ch = this.channel(i);
-    ch.exchange(upstreamQuery(query, q, ch.freshId()), query, q, attemptDeadline, (err, reply) => {
+    ch.exchange(withId(packet, ch.freshId()), query, q, attemptDeadline, (err, reply) => {
       if (err !== null) return next(err);
-      if ((reply![2]! & 0x02) === 0) return relay(reply!);
+      if ((reply![2]! & 0x02) === 0) return resolve(reply!);
       // Truncated: the same question over TCP (RFC 7766 §5).
-      this.exchangeTcp(up, upstreamQuery(query, q, ids.next()), query, q, attemptDeadline).then(relay, next);
+      this.exchangeTcp(up, withId(packet, ids.next()), query, q, attemptDeadline).then(resolve, next);
     });
   }
 
@@ -353,6 +390,15 @@ export class Forwarder {
     for (const ch of [...this.channels]) ch.fail(new ForwardError("forwarder closed"));
     for (const pool of this.pools) pool.length = 0;
   }
+}
+
+/** A copy of `packet` with ID `id` (each attempt and each socket gets its own bytes). */
+function withId(packet: Buffer, id: number): Buffer {
+  const out = Buffer.allocUnsafe(packet.length);
+  packet.copy(out);
+  out[0] = id >> 8;
+  out[1] = id & 0xff;
+  return out;
 }
 
 /**
