@@ -2,12 +2,16 @@
  * The bench's command line: `--quick` (about a minute, a sanity run) or the
  * full run (a few minutes); `--nice N` runs the bench and everything it starts
  * at that scheduling priority (e.g. -5 on a machine shared with other work, so
- * that other processes disturb the measurements less; all sides alike).
+ * that other processes disturb the measurements less; all sides alike);
+ * `--no-pin` leaves CPU affinity alone (by default each server under test
+ * gets a CPU of its own and the load the others: see tools.ts cpuPlan).
  */
 export interface Params {
   quick: boolean;
   /** Scheduling priority for the bench and its children, or null to leave it. */
   nice: number | null;
+  /** Servers under test on a CPU of their own, the load on the others (off with `--no-pin`). */
+  pin: boolean;
   /** dnsperf run length, s. */
   seconds: number;
   /** Throughput rounds (best of this many per side, interleaved). */
@@ -18,14 +22,16 @@ export interface Params {
   scaleNames: number;
 }
 
-const USAGE = "usage: npm run bench -- [--quick] [--nice N]";
+const USAGE = "usage: npm run bench -- [--quick] [--nice N] [--no-pin]";
 
 export function parseParams(argv: readonly string[]): Params {
   let quick = false;
   let nice: number | null = null;
+  let pin = true;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--quick") quick = true;
+    else if (a === "--no-pin") pin = false;
     else if (a === "--nice") {
       const v = argv[++i];
       const n = Number(v);
@@ -38,5 +44,5 @@ export function parseParams(argv: readonly string[]): Params {
   const sizes = quick
     ? { seconds: 2, rounds: 1, latencySeconds: 2, summonStarts: 12 }
     : { seconds: 6, rounds: 2, latencySeconds: 4, summonStarts: 100 };
-  return { quick, nice, ...sizes, stormQueries: 1000, scaleNames: 10_000 };
+  return { quick, nice, pin, ...sizes, stormQueries: 1000, scaleNames: 10_000 };
 }

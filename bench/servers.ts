@@ -217,6 +217,21 @@ export function logMessages(proc: BenchProcess): string[] {
   return out;
 }
 
+/** jitsu's JSON log records (--log-format json), parsed; other lines are skipped. */
+export function logRecords(proc: BenchProcess): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const line of proc.lines) {
+    if (!line.startsWith("{")) continue;
+    try {
+      const o = JSON.parse(line) as unknown;
+      if (typeof o === "object" && o !== null) out.push(o as Record<string, unknown>);
+    } catch {
+      // not a log line
+    }
+  }
+  return out;
+}
+
 /** Process IDs of VMs jitsu started (from "Started process PID for VM ..."), to stop leftovers by ID. */
 export function vmPids(proc: BenchProcess): number[] {
   const pids: number[] = [];

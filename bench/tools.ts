@@ -2,6 +2,7 @@
  * What the benchmark needs from the machine: the tools it runs (checked and
  * named up front; nothing is installed), free loopback ports and a temp dir.
  */
+import { execFileSync } from "node:child_process";
 import { accessSync, constants, mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
 import { createSocket } from "node:dgram";
@@ -13,6 +14,7 @@ export const TOOLS: Readonly<Record<string, string>> = {
   dnsperf: "dnsperf",
   dnsmasq: "dnsmasq-base",
   unbound: "unbound",
+  taskset: "util-linux",
 };
 
 /** Finds a command on PATH (plus the sbin directories, where dnsmasq and unbound live). */
@@ -74,4 +76,26 @@ export async function freePort(): Promise<number> {
 
 export function makeTempDir(): string {
   return mkdtempSync(join(tmpdir(), "jitsu-bench-"));
+}
+
+/**
+ * Which CPUs the servers under test run on and which the load (dnsperf, the
+ * bench, upstreams) runs on: the server gets CPU 1 to itself, the load the
+ * others, so the load generator never preempts the server it measures (on a
+ * 2-CPU machine that is what makes p99 latencies repeatable). null: the
+ * machine has one CPU, or `--no-pin`.
+ */
+export interface CpuPlan {
+  server: string;
+  load: string;
+}
+
+export function cpuPlan(cpuCount: number, pin: boolean): CpuPlan | null {
+  if (!pin || cpuCount < 2) return null;
+  return { server: "1", load: cpuCount === 2 ? "0" : `0,2-${cpuCount - 1}` };
+}
+
+/** Sets the CPU affinity of process `pid` and all its threads (`taskset -a -p -c`). */
+export function pinTo(pid: number, cpus: string): void {
+  execFileSync("taskset", ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
 }

@@ -37,7 +37,8 @@ const LEVEL_NAMES: Readonly<Record<number, string>> = {
   50: "ERROR",
   60: "FATAL",
 };
-const OMIT = new Set(["time", "level", "msg", "vm", "pid", "hostname", "stream"]);
+/** Fields the text format leaves out: shown elsewhere on the line, or precise copies of the message's numbers. */
+const OMIT = new Set(["time", "level", "msg", "vm", "pid", "hostname", "stream", "startMs", "backendMs"]);
 
 const pad = (n: number, width = 2): string => String(n).padStart(width, "0");
 

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { dnsperfArgs, parseDnsperf } from "../../bench/dnsperf.js";
 import { parseParams } from "../../bench/params.js";
+import { cpuPlan } from "../../bench/tools.js";
 import { formatTable, formatTargets, ratio, vs } from "../../bench/report.js";
 import { percentile } from "../../bench/stats.js";
 
@@ -140,4 +141,13 @@ test("parseParams: --quick is short, the full run meets the issue's sample sizes
   assert.equal(parseParams(["--nice", "-5", "--quick"]).nice, -5);
   assert.throws(() => parseParams(["--nice"]), /--nice takes a whole number/);
   assert.throws(() => parseParams(["--nice", "-21"]), /--nice takes a whole number/);
+  assert.equal(full.pin, true);
+  assert.equal(parseParams(["--no-pin"]).pin, false);
+});
+
+test("cpuPlan: the server gets CPU 1, the load the rest; nothing to pin on one CPU or with --no-pin", () => {
+  assert.deepEqual(cpuPlan(2, true), { server: "1", load: "0" });
+  assert.deepEqual(cpuPlan(8, true), { server: "1", load: "0,2-7" });
+  assert.equal(cpuPlan(1, true), null);
+  assert.equal(cpuPlan(8, false), null);
 });
