@@ -14,10 +14,10 @@ import {
 } from "../config/index.js";
 import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
 import { describeError } from "../errors/index.js";
-import { createLogger, type Logger } from "../log/index.js";
+import { createLogger, perVmLevel, type Logger } from "../log/index.js";
 import type { StatusServer } from "../http/index.js";
 import { MemoryStore, SqliteStore, type Store } from "../store/index.js";
-import { Summoner, formatStatsTable } from "../summoner/index.js";
+import { Summoner, formatStateSummary, formatStatsTable } from "../summoner/index.js";
 import { attachSynjitsu } from "../xen/synjitsu.js";
 import { version } from "./command.js";
 import type { Settings } from "./options.js";
@@ -157,8 +157,21 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     log,
   });
 
-  // The stats table at start-up and (debounced) whenever a VM changes state, as the original prints it.
-  const printTable = (): void => log.info(`\n${formatStatsTable(summoner.status())}`);
+  // The stats table at start-up and (debounced) whenever a VM changes state, as the original prints
+  // it; above PER_VM_LINES_MAX VMs, one line of counts by state (the table at debug).
+  const printTable = (): void => {
+    const counts = summoner.stateCounts();
+    let vms = 0;
+    for (const n of counts.values()) vms += n;
+    if (perVmLevel(vms) === "info") {
+      log.info(`\n${formatStatsTable(summoner.status())}`);
+      return;
+    }
+    log.info(
+      `${formatStateSummary(counts)} (the full table at --log-level debug, or GET /status with --http)`,
+    );
+    if (log.isLevelEnabled("debug")) log.debug(`\n${formatStatsTable(summoner.status())}`);
+  };
   if (specs.length > 0) printTable();
   let pending: ReturnType<typeof setTimeout> | undefined;
   summoner.onChange(() => {

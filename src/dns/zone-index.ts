@@ -10,7 +10,7 @@
  */
 import type dnsPacket from "dns-packet";
 import type { VmSpec } from "../config/index.js";
-import type { Logger } from "../log/index.js";
+import { perVmLevel, type Logger } from "../log/index.js";
 import { encodeName, hashName, ipv6Bytes, sameName, type AnswerTemplate } from "./wire.js";
 
 /** One managed DNS name. The template fields are the hot path's cache. */
@@ -97,6 +97,12 @@ export class ZoneIndex {
     this.ttl = ttlSeconds;
     const serial = Math.floor(Date.now() / 1000) >>> 0;
     const ptrTargets = new Map<string, string[]>();
+    // One line per record as the original prints them, at info for a small configuration,
+    // at debug (plus a summary at info) for a large one: see PER_VM_LINES_MAX.
+    const level = perVmLevel(specs.length);
+    const each = log.isLevelEnabled(level);
+    let ptrA = 0;
+    let ptrAaaa = 0;
     for (const spec of specs) {
       for (const name of spec.dns) {
         const zoneName = parentOf(name);
@@ -104,7 +110,7 @@ export class ZoneIndex {
         if (zone === undefined) {
           zone = new Zone(zoneName, ttlSeconds, serial);
           this.zones.set(zoneName, zone);
-          log.info(`Adding SOA '${zoneName}' with ttl=${ttlSeconds}`);
+          if (each) log[level](`Adding SOA '${zoneName}' with ttl=${ttlSeconds}`);
         }
         const entry = new ManagedName(name, spec.label, zone);
         this.byName.set(name, entry);
@@ -112,22 +118,39 @@ export class ZoneIndex {
         const list = this.byHash.get(hash);
         if (list === undefined) this.byHash.set(hash, [entry]);
         else list.push(entry);
-        log.info(
-          `Adding domain '${name}' for VM '${spec.label}' with ip ${spec.ips.length === 0 ? "(discovered)" : spec.ips.join(", ")}`,
-        );
-        for (const ip of spec.ips) {
-          const rev = reverseName(ip);
-          const targets = ptrTargets.get(rev) ?? [];
-          if (!targets.includes(name)) targets.push(name);
-          ptrTargets.set(rev, targets);
-          log.info(
-            `Adding ${ip.includes(":") ? "AAAA" : "A"} PTR for '${name}' with ttl=${ttlSeconds} and ip=${ip}`,
+        if (each) {
+          log[level](
+            `Adding domain '${name}' for VM '${spec.label}' with ip ${spec.ips.length === 0 ? "(discovered)" : spec.ips.join(", ")}`,
           );
+        }
+        for (const ip of spec.ips) {
+          const v6 = ip.includes(":");
+          const rev = reverseName(ip);
+          const targets = ptrTargets.get(rev);
+          if (targets === undefined) ptrTargets.set(rev, [name]);
+          else if (!targets.includes(name)) targets.push(name);
+          if (v6) ptrAaaa++;
+          else ptrA++;
+          if (each) {
+            log[level](`Adding ${v6 ? "AAAA" : "A"} PTR for '${name}' with ttl=${ttlSeconds} and ip=${ip}`);
+          }
         }
       }
     }
     for (const entry of this.byName.values()) entry.apexOf = this.zones.get(entry.name);
     for (const [name, targets] of ptrTargets) this.ptrs.set(name, { name, targets });
+    if (level !== "info") {
+      const zones = [...this.zones.keys()];
+      const shown = zones.slice(0, 3).map((z) => `'${z}'`);
+      if (zones.length > shown.length) shown.push(`${zones.length - shown.length} more`);
+      log.info(
+        `Added ${zones.length} SOA${zones.length === 1 ? "" : "s"} with ttl=${ttlSeconds} (${shown.join(", ")})`,
+      );
+      log.info(
+        `Added ${this.byName.size} domains for ${specs.length} VMs (one line each at --log-level debug)`,
+      );
+      log.info(`Added ${ptrA} A and ${ptrAaaa} AAAA PTRs with ttl=${ttlSeconds}`);
+    }
   }
 
   /** Hot path: the managed name matching the query's question, or undefined. No allocation. */

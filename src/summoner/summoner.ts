@@ -186,6 +186,13 @@ export class Summoner {
     }));
   }
 
+  /** How many VMs are in each state (states with none left out), without building `status()`. */
+  stateCounts(): Map<SummonerState, number> {
+    const counts = new Map<SummonerState, number>();
+    for (const vm of this.vms.values()) counts.set(vm.phase.kind, (counts.get(vm.phase.kind) ?? 0) + 1);
+    return counts;
+  }
+
   onChange(listener: () => void): void {
     this.changeListeners.push(listener);
   }
