@@ -18,7 +18,7 @@
  */
 import { readFileSync } from "node:fs";
 import { extname } from "node:path";
-import { parseDocument } from "yaml";
+import { createRequire } from "node:module";
 import { ConfigError } from "../errors/index.js";
 import { parseConfigString, type ConfigPair } from "./grammar.js";
 import { buildVmSpec, checkUniqueNames, type BuildSpecOptions, type VmSpec } from "./spec.js";
@@ -210,6 +210,8 @@ function isJson(path: string, text: string): boolean {
  * which JSON.parse does not give). A key given twice in a map is an error.
  */
 function parseDoc(text: string, schema: "json" | "failsafe", fail: (message: string) => never): unknown {
+  // Loaded on first use: a jitsu without --config does not pay its ~10 MB of RSS.
+  const { parseDocument } = createRequire(import.meta.url)("yaml") as typeof import("yaml");
   const doc = parseDocument(text, { schema, uniqueKeys: true, prettyErrors: true });
   const error = doc.errors[0];
   if (error !== undefined) {
