@@ -45,13 +45,16 @@ export interface StartDeps {
 /** Parses every CONFIG string against the chosen backend's keys. */
 export function buildSpecs(configs: readonly string[], backendName: string): VmSpec[] {
   const factory = findBackend(backendName);
-  const specs = configs.map((text, i) =>
-    buildVmSpec(parseConfigString(text, `CONFIG #${i + 1}`), `CONFIG #${i + 1}`, {
-      backendKeys: factory.keys,
-      backendName: factory.name,
-      discoversAddresses: factory.discoversAddresses,
-    }),
-  );
+  const opts = {
+    backendKeys: factory.keys,
+    backendName: factory.name,
+    discoversAddresses: factory.discoversAddresses,
+  };
+  const specs: VmSpec[] = [];
+  for (let i = 0; i < configs.length; i++) {
+    const source = `CONFIG #${i + 1}`;
+    specs.push(buildVmSpec(parseConfigString(configs[i]!, source), source, opts));
+  }
   checkUniqueNames(specs);
   return specs;
 }
@@ -72,7 +75,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
             discoversAddresses: factory.discoversAddresses,
           }),
         ];
-  checkUniqueNames(specs);
+  // buildSpecs checked the command line's VMs; with a file, check them together.
+  if (settings.file !== undefined) checkUniqueNames(specs);
   if (!factory.stopModes.has(settings.mode)) {
     throw new Error(
       `option '--mode': the ${factory.name} backend cannot ${settings.mode} VMs (it can: ${[...factory.stopModes].join(", ")})`,

@@ -88,15 +88,15 @@ function parentOf(name: string): string {
 
 export class ZoneIndex {
   readonly ttl: number;
-  private readonly byHash = new Map<number, ManagedName[]>();
+  /** A name by its wire hash; a list only where hashes collide (one array less per name). */
+  private readonly byHash = new Map<number, ManagedName | ManagedName[]>();
   private readonly byName = new Map<string, ManagedName>();
   private readonly zones = new Map<string, Zone>();
-  private readonly ptrs = new Map<string, PtrEntry>();
+  private readonly ptrs = new Map<string, { name: string; targets: string[] }>();
 
   constructor(specs: readonly VmSpec[], ttlSeconds: number, log: Logger) {
     this.ttl = ttlSeconds;
     const serial = Math.floor(Date.now() / 1000) >>> 0;
-    const ptrTargets = new Map<string, string[]>();
     // One line per record as the original prints them, at info for a small configuration,
     // at debug (plus a summary at info) for a large one: see PER_VM_LINES_MAX.
     const level = perVmLevel(specs.length);
@@ -115,9 +115,10 @@ export class ZoneIndex {
         const entry = new ManagedName(name, spec.label, zone);
         this.byName.set(name, entry);
         const hash = hashName(entry.wire, 0, entry.wire.length);
-        const list = this.byHash.get(hash);
-        if (list === undefined) this.byHash.set(hash, [entry]);
-        else list.push(entry);
+        const other = this.byHash.get(hash);
+        if (other === undefined) this.byHash.set(hash, entry);
+        else if (Array.isArray(other)) other.push(entry);
+        else this.byHash.set(hash, [other, entry]);
         if (each) {
           log[level](
             `Adding domain '${name}' for VM '${spec.label}' with ip ${spec.ips.length === 0 ? "(discovered)" : spec.ips.join(", ")}`,
@@ -126,9 +127,9 @@ export class ZoneIndex {
         for (const ip of spec.ips) {
           const v6 = ip.includes(":");
           const rev = reverseName(ip);
-          const targets = ptrTargets.get(rev);
-          if (targets === undefined) ptrTargets.set(rev, [name]);
-          else if (!targets.includes(name)) targets.push(name);
+          const ptr = this.ptrs.get(rev);
+          if (ptr === undefined) this.ptrs.set(rev, { name: rev, targets: [name] });
+          else if (!ptr.targets.includes(name)) ptr.targets.push(name);
           if (v6) ptrAaaa++;
           else ptrA++;
           if (each) {
@@ -138,7 +139,6 @@ export class ZoneIndex {
       }
     }
     for (const entry of this.byName.values()) entry.apexOf = this.zones.get(entry.name);
-    for (const [name, targets] of ptrTargets) this.ptrs.set(name, { name, targets });
     if (level !== "info") {
       const zones = [...this.zones.keys()];
       const shown = zones.slice(0, 3).map((z) => `'${z}'`);
@@ -155,9 +155,12 @@ export class ZoneIndex {
 
   /** Hot path: the managed name matching the query's question, or undefined. No allocation. */
   lookupWire(buf: Uint8Array, start: number, end: number, hash: number): ManagedName | undefined {
-    const list = this.byHash.get(hash);
-    if (list === undefined) return undefined;
-    for (const entry of list) {
+    const hit = this.byHash.get(hash);
+    if (hit === undefined) return undefined;
+    if (!Array.isArray(hit)) {
+      return sameName(buf, start, end, hit.wire, 0, hit.wire.length) ? hit : undefined;
+    }
+    for (const entry of hit) {
       if (sameName(buf, start, end, entry.wire, 0, entry.wire.length)) return entry;
     }
     return undefined;

@@ -569,7 +569,8 @@ export class Summoner {
       spec,
       ref,
       phase,
-      addresses: Object.freeze([...spec.ips]),
+      // Frozen specs (buildVmSpec) share their array; the hot path keys its answers by identity.
+      addresses: Object.isFrozen(spec.ips) ? spec.ips : Object.freeze([...spec.ips]),
       flight: null,
       startedAt: known ? record.startedAt : null,
       totalStarts: known ? record.totalStarts : 0,
