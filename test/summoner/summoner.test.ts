@@ -6,7 +6,12 @@ import type { VmSpec } from "../../src/config/index.js";
 import { ConfigError, StartTimeoutError, UsageError } from "../../src/errors/index.js";
 import { silentLogger } from "../../src/log/index.js";
 import { MemoryStore } from "../../src/store/index.js";
-import { Summoner, formatStatsTable, type SummonerOptions } from "../../src/summoner/index.js";
+import {
+  Summoner,
+  formatStateSummary,
+  formatStatsTable,
+  type SummonerOptions,
+} from "../../src/summoner/index.js";
 import { TestBackend, deferred, spec, track } from "./test-backend.js";
 
 const WWW = "dns=www.example.org,ip=10.0.0.1,name=www";
@@ -416,6 +421,20 @@ describe("Summoner", () => {
     await summoner.close({ stopVms: true });
     assert.deepEqual(backend.ops(), ["start:www", "stop:www:destroy"]);
     assert.equal(backend.states.get("api"), "running");
+  });
+
+  it("counts VMs by state for the one-line summary of a large configuration", async () => {
+    const { summoner } = await setup([spec(WWW), spec(API)]);
+    assert.equal(formatStateSummary(summoner.stateCounts()), "2 VMs: 2 off");
+    await summoner.request("www");
+    assert.deepEqual([...summoner.stateCounts()].sort(), [
+      ["off", 1],
+      ["ready", 1],
+    ]);
+    assert.equal(formatStateSummary(summoner.stateCounts()), "2 VMs: 1 ready, 1 off");
+    assert.equal(formatStateSummary(new Map()), "0 VMs: none");
+    assert.equal(formatStateSummary(new Map([["failed", 1]])), "1 VM: 1 failed");
+    await summoner.close();
   });
 
   it("formats the stats table with the original's columns", async () => {
