@@ -2,12 +2,18 @@
  * The bench's command line: `--quick` (about a minute, a sanity run) or the
  * full run (a few minutes); `--nice N` runs the bench and everything it starts
  * at that scheduling priority (e.g. -5 on a machine shared with other work, so
- * that other processes disturb the measurements less; all sides alike).
+ * that other processes disturb the measurements less; all sides alike);
+ * `--only scale` runs only the scale start-up and memory shapes, a few times
+ * each, and prints their medians (bench/scale.ts).
  */
 export interface Params {
   quick: boolean;
   /** Scheduling priority for the bench and its children, or null to leave it. */
   nice: number | null;
+  /** Run one section only (for now: "scale"), or null for all. */
+  only: "scale" | null;
+  /** `--only scale`: starts of each shape. */
+  scaleRepeats: number;
   /** dnsperf run length, s. */
   seconds: number;
   /** Throughput rounds (best of this many per side, interleaved). */
@@ -18,11 +24,12 @@ export interface Params {
   scaleNames: number;
 }
 
-const USAGE = "usage: npm run bench -- [--quick] [--nice N]";
+const USAGE = "usage: npm run bench -- [--quick] [--nice N] [--only scale]";
 
 export function parseParams(argv: readonly string[]): Params {
   let quick = false;
   let nice: number | null = null;
+  let only: "scale" | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--quick") quick = true;
@@ -33,10 +40,14 @@ export function parseParams(argv: readonly string[]): Params {
         throw new Error(`bench: --nice takes a whole number from -20 to 19, got '${v ?? ""}' (${USAGE})`);
       }
       nice = n;
+    } else if (a === "--only") {
+      const v = argv[++i];
+      if (v !== "scale") throw new Error(`bench: --only takes 'scale', got '${v ?? ""}' (${USAGE})`);
+      only = v;
     } else throw new Error(`bench: unknown argument '${a}' (${USAGE})`);
   }
   const sizes = quick
     ? { seconds: 2, rounds: 1, latencySeconds: 2, summonStarts: 12 }
     : { seconds: 6, rounds: 2, latencySeconds: 4, summonStarts: 100 };
-  return { quick, nice, ...sizes, stormQueries: 1000, scaleNames: 10_000 };
+  return { quick, nice, only, ...sizes, stormQueries: 1000, scaleNames: 10_000, scaleRepeats: quick ? 3 : 5 };
 }

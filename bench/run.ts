@@ -24,6 +24,7 @@ import {
   type Server,
 } from "./servers.js";
 import { percentile } from "./stats.js";
+import { runScaleOnly, scaleConfigs } from "./scale.js";
 import { measureStorm, measureSummon, summonConfigs, SUMMON_EXEC } from "./summon.js";
 import { parseParams } from "./params.js";
 import { makeTempDir, requireTools } from "./tools.js";
@@ -57,22 +58,6 @@ function trimmed(r: DnsperfResult): Omit<DnsperfResult, "latenciesMs"> & { p50Ms
     : { ...rest, p50Ms: percentile(latenciesMs, 50), p99Ms: percentile(latenciesMs, 99) };
 }
 
-/** Scale configs: `vms` VMs with `perVm` names each, under scale.example. */
-function scaleConfigs(vms: number, perVm: number): { configs: string[]; names: string[] } {
-  const configs: string[] = [];
-  const names: string[] = [];
-  for (let v = 0; v < vms; v++) {
-    const dns: string[] = [];
-    for (let n = 0; n < perVm; n++) {
-      const name = `h${v * perVm + n}.scale.example`;
-      names.push(name);
-      dns.push(`dns=${name}`);
-    }
-    configs.push(`name=s${v},${dns.join(",")},ip=10.8.${v >> 8}.${v & 255},exec=${SUMMON_EXEC}`);
-  }
-  return { configs, names };
-}
-
 async function warm(server: Server, names: readonly string[], concurrency = 8): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -95,6 +80,10 @@ async function main(): Promise<void> {
   // Children inherit the priority: every side of every comparison runs at it.
   if (params.nice !== null) setPriority(params.nice);
   if (!existsSync(JITSU_CLI)) throw new Error(`bench: ${JITSU_CLI} is missing: run 'npm run build' first`);
+  if (params.only === "scale") {
+    await runScaleOnly(params.scaleNames, NAMES_PER_VM, params.scaleRepeats, log);
+    return;
+  }
   const dir = makeTempDir();
   const started = new Date();
   log(`${params.quick ? "quick" : "full"} run, temp dir ${dir}, load average ${loadavg()[0]!.toFixed(2)}`);

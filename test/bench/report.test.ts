@@ -141,3 +141,12 @@ test("parseParams: --quick is short, the full run meets the issue's sample sizes
   assert.throws(() => parseParams(["--nice"]), /--nice takes a whole number/);
   assert.throws(() => parseParams(["--nice", "-21"]), /--nice takes a whole number/);
 });
+
+test("parseParams: --only scale runs the scale section alone; other sections are an error", () => {
+  assert.equal(parseParams([]).only, null);
+  const only = parseParams(["--only", "scale", "--quick"]);
+  assert.equal(only.only, "scale");
+  assert.ok(only.scaleRepeats >= 3);
+  assert.throws(() => parseParams(["--only", "latency"]), /--only takes 'scale', got 'latency'/);
+  assert.throws(() => parseParams(["--only"]), /--only takes 'scale', got ''/);
+});
