@@ -55,11 +55,40 @@ export function parseBool(text: string): boolean {
   }
 }
 
+/**
+ * Whether `t` is a dotted-quad IPv4 address as net.isIP accepts it: four
+ * decimal octets of 0-255 without leading zeros. By hand rather than isIP's
+ * regular expressions: 10,000 VMs check their addresses at start-up.
+ */
+function isIpv4(t: string): boolean {
+  let octets = 0;
+  let i = 0;
+  while (i < t.length) {
+    const start = i;
+    let value = 0;
+    while (i < t.length && i - start < 4) {
+      const c = t.charCodeAt(i);
+      if (c < 0x30 || c > 0x39) break;
+      value = value * 10 + (c - 0x30);
+      i++;
+    }
+    const len = i - start;
+    if (len === 0 || len > 3 || value > 255 || (len > 1 && t.charCodeAt(start) === 0x30)) return false;
+    octets++;
+    if (i === t.length) break;
+    if (t.charCodeAt(i) !== 0x2e || octets === 4) return false;
+    i++;
+    if (i === t.length) return false;
+  }
+  return octets === 4;
+}
+
 /** An IPv4 or IPv6 address, returned in canonical form. */
 export function parseIp(text: string): { address: string; family: 4 | 6 } {
   const t = text.trim();
+  // No leading zeros ("010.0.0.1" is not an address), so an IPv4 address is canonical as given.
+  if (isIpv4(t)) return { address: t, family: 4 };
   const family = isIP(t);
-  // isIP takes no leading zeros ("010.0.0.1" is not an address), so an IPv4 address is canonical as given.
   if (family === 4) return { address: t, family: 4 };
   if (family === 6) return { address: canonicalIpv6(t), family: 6 };
   throw new Error(`expected an IPv4 or IPv6 address, got '${text}'`);

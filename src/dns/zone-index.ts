@@ -77,7 +77,8 @@ export function reverseName(ip: string): string {
     const hex = ipv6Bytes(ip).toString("hex");
     return `${[...hex].reverse().join(".")}.ip6.arpa`;
   }
-  return `${ip.split(".").reverse().join(".")}.in-addr.arpa`;
+  const o = ip.split(".");
+  return `${o[3]}.${o[2]}.${o[1]}.${o[0]}.in-addr.arpa`;
 }
 
 function parentOf(name: string): string {
