@@ -175,6 +175,21 @@ describe("value parsers", () => {
     assert.throws(() => parseIp("www"), /expected an IPv4 or IPv6 address/);
     assert.deepEqual(parseIp(" 10.0.0.1 "), { address: "10.0.0.1", family: 4 });
     assert.throws(() => parseIp("010.0.0.1"), /expected an IPv4 or IPv6 address/);
+    assert.deepEqual(parseIp("0.0.0.0"), { address: "0.0.0.0", family: 4 });
+    assert.deepEqual(parseIp("255.255.255.255"), { address: "255.255.255.255", family: 4 });
+    for (const bad of [
+      "256.0.0.1",
+      "1.2.3",
+      "1.2.3.4.5",
+      "1.2.3.",
+      ".1.2.3",
+      "1..2.3",
+      "1.2.3.04",
+      "1234.1.1.1",
+      "+1.2.3.4",
+    ]) {
+      assert.throws(() => parseIp(bad), /expected an IPv4 or IPv6 address/, bad);
+    }
   });
 
   it("DNS names: 63-octet labels and 253 octets at most", () => {
