@@ -7,7 +7,11 @@
  * long-lived objects, so the young generation reached its maximum and stayed
  * there: with 10,000 VMs, ~25 MB of the 120 MB RSS (bench/), in a server whose
  * hot path allocates little more than its reply. A growth factor of 1 keeps
- * the semi-spaces at their initial size. `--max-semi-space-size` would do the
+ * the semi-spaces at their initial size: peak RSS with 10,000 VMs 121 -> 95 MB
+ * (since lower still, with fewer objects per VM); CPU per query on the hot
+ * path and forwarding unchanged in dnsperf A/B runs; start-up does ~45 small
+ * scavenges instead of ~15 larger ones (~50 ms more of GC with 10,000 VMs, for
+ * ~25 MB less). `--max-semi-space-size` would do the
  * same but is read only from node's own command line; the growth factor is
  * read at each growth, so setting it here takes effect.
  *

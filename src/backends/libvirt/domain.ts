@@ -142,14 +142,15 @@ export async function registerLifecycleEvents(c: LibvirtConnection): Promise<num
 let xmlInstance: XMLParser | undefined;
 /** Built on first use: fast-xml-parser costs ~10 MB of RSS to a jitsu that never reads domain XML. */
 function xml(): XMLParser {
-  const { XMLParser: Parser } = createRequire(import.meta.url)(
-    "fast-xml-parser",
-  ) as typeof import("fast-xml-parser");
-  return (xmlInstance ??= new Parser({
-    ignoreAttributes: false,
-    attributeNamePrefix: "@_",
-    isArray: (name) => name === "interface",
-  }));
+  if (xmlInstance === undefined) {
+    const fxp = createRequire(import.meta.url)("fast-xml-parser") as typeof import("fast-xml-parser");
+    xmlInstance = new fxp.XMLParser({
+      ignoreAttributes: false,
+      attributeNamePrefix: "@_",
+      isArray: (name) => name === "interface",
+    });
+  }
+  return xmlInstance;
 }
 
 /** MAC addresses of a domain's <interface> devices, lower-case, in document order. */
