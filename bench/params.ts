@@ -5,6 +5,8 @@
  * that other processes disturb the measurements less; all sides alike);
  * `--no-pin` leaves CPU affinity alone (by default each server under test
  * gets a CPU of its own and the load the others: see tools.ts cpuPlan).
+ * `--only scale` runs only the scale start-up and memory shapes, a few times
+ * each, and prints their medians (bench/scale.ts).
  */
 export interface Params {
   quick: boolean;
@@ -12,6 +14,10 @@ export interface Params {
   nice: number | null;
   /** Servers under test on a CPU of their own, the load on the others (off with `--no-pin`). */
   pin: boolean;
+  /** Run one section only (for now: "scale"), or null for all. */
+  only: "scale" | null;
+  /** `--only scale`: starts of each shape. */
+  scaleRepeats: number;
   /** dnsperf run length, s. */
   seconds: number;
   /** Throughput rounds (best of this many per side, interleaved). */
@@ -22,12 +28,13 @@ export interface Params {
   scaleNames: number;
 }
 
-const USAGE = "usage: npm run bench -- [--quick] [--nice N] [--no-pin]";
+const USAGE = "usage: npm run bench -- [--quick] [--nice N] [--no-pin] [--only scale]";
 
 export function parseParams(argv: readonly string[]): Params {
   let quick = false;
   let nice: number | null = null;
   let pin = true;
+  let only: "scale" | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--quick") quick = true;
@@ -39,10 +46,23 @@ export function parseParams(argv: readonly string[]): Params {
         throw new Error(`bench: --nice takes a whole number from -20 to 19, got '${v ?? ""}' (${USAGE})`);
       }
       nice = n;
+    } else if (a === "--only") {
+      const v = argv[++i];
+      if (v !== "scale") throw new Error(`bench: --only takes 'scale', got '${v ?? ""}' (${USAGE})`);
+      only = v;
     } else throw new Error(`bench: unknown argument '${a}' (${USAGE})`);
   }
   const sizes = quick
     ? { seconds: 2, rounds: 1, latencySeconds: 2, summonStarts: 12 }
     : { seconds: 6, rounds: 2, latencySeconds: 4, summonStarts: 100 };
-  return { quick, nice, pin, ...sizes, stormQueries: 1000, scaleNames: 10_000 };
+  return {
+    quick,
+    nice,
+    pin,
+    only,
+    ...sizes,
+    stormQueries: 1000,
+    scaleNames: 10_000,
+    scaleRepeats: quick ? 3 : 5,
+  };
 }

@@ -24,6 +24,7 @@ import {
   type Server,
 } from "./servers.js";
 import { percentile } from "./stats.js";
+import { runScaleOnly, scaleConfigs } from "./scale.js";
 import { measureStorm, measureSummon, summonConfigs, SUMMON_EXEC } from "./summon.js";
 import { parseParams } from "./params.js";
 import { cpuPlan, makeTempDir, pinTo, requireTools } from "./tools.js";
@@ -59,22 +60,6 @@ function trimmed(r: DnsperfResult): Omit<DnsperfResult, "latenciesMs"> & { p50Ms
     : { ...rest, p50Ms: percentile(latenciesMs, 50), p99Ms: percentile(latenciesMs, 99) };
 }
 
-/** Scale configs: `vms` VMs with `perVm` names each, under scale.example. */
-function scaleConfigs(vms: number, perVm: number): { configs: string[]; names: string[] } {
-  const configs: string[] = [];
-  const names: string[] = [];
-  for (let v = 0; v < vms; v++) {
-    const dns: string[] = [];
-    for (let n = 0; n < perVm; n++) {
-      const name = `h${v * perVm + n}.scale.example`;
-      names.push(name);
-      dns.push(`dns=${name}`);
-    }
-    configs.push(`name=s${v},${dns.join(",")},ip=10.8.${v >> 8}.${v & 255},exec=${SUMMON_EXEC}`);
-  }
-  return { configs, names };
-}
-
 async function warm(server: Server, names: readonly string[], concurrency = 8): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -96,15 +81,21 @@ async function main(): Promise<void> {
   const tools = requireTools();
   // Children inherit the priority: every side of every comparison runs at it.
   if (params.nice !== null) setPriority(params.nice);
+  if (!existsSync(JITSU_CLI)) throw new Error(`bench: ${JITSU_CLI} is missing: run 'npm run build' first`);
+  if (params.only === "scale") {
+    await runScaleOnly(params.scaleNames, NAMES_PER_VM, params.scaleRepeats, log);
+    return;
+  }
   // The bench (and so dnsperf and the upstream, its children) on the load CPUs;
-  // each server under test is moved to the server CPU once started.
+  // each server under test is moved to the server CPU once started. Instances
+  // whose start-up is timed run on every CPU, as a user runs jitsu.
   const plan = cpuPlan(cpus().length, params.pin);
   if (plan !== null) pinTo(process.pid, plan.load);
   const underTest = <S extends Server>(server: S): S => {
     if (plan !== null) pinTo(server.proc.pid, plan.server);
     return server;
   };
-  if (!existsSync(JITSU_CLI)) throw new Error(`bench: ${JITSU_CLI} is missing: run 'npm run build' first`);
+  const everyCpu = plan === null ? undefined : `0-${cpus().length - 1}`;
   const dir = makeTempDir();
   const started = new Date();
   log(`${params.quick ? "quick" : "full"} run, temp dir ${dir}, load average ${loadavg()[0]!.toFixed(2)}`);
@@ -154,6 +145,7 @@ async function main(): Promise<void> {
   const scaleFile = qfile("scale.txt", scale.names);
   const jitsuScale = await startJitsu({
     label: `jitsu ${scale.names.length} names`,
+    cpus: everyCpu,
     configs: scale.configs,
     upstreamPort: null,
     logLevel: "warn",
@@ -282,6 +274,7 @@ async function main(): Promise<void> {
   const many = scaleConfigs(params.scaleNames, 1);
   const jitsuMany = await startJitsu({
     label: `jitsu ${params.scaleNames} VMs`,
+    cpus: everyCpu,
     configs: many.configs,
     upstreamPort: null,
     logLevel: "info",

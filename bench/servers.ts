@@ -118,6 +118,8 @@ export interface JitsuOptions {
   probe: { name: string; type: "A" | "SOA" };
   extraArgs?: readonly string[];
   readyTimeoutMs?: number;
+  /** Run on these CPUs (`taskset -c`, e.g. "0-1"), whatever the bench's own affinity. */
+  cpus?: string;
 }
 
 export interface JitsuServer extends Server {
@@ -153,7 +155,13 @@ export async function startJitsu(opts: JitsuOptions): Promise<JitsuServer> {
     ...opts.configs,
   ];
   const started = performance.now();
-  const proc = await startProcess(opts.label, process.execPath, args, { keepLines: true });
+  // taskset execs node in its own process: the pid stays jitsu's.
+  const proc =
+    opts.cpus === undefined
+      ? await startProcess(opts.label, process.execPath, args, { keepLines: true })
+      : await startProcess(opts.label, "taskset", ["-c", opts.cpus, process.execPath, ...args], {
+          keepLines: true,
+        });
   const exitedEarly = proc.exited.then(() => {
     throw new Error(`bench: ${opts.label} ${proc.describeExit()}: ${proc.lines.slice(-3).join(" | ")}`);
   });

@@ -3,6 +3,8 @@
  * The `jitsu` binary: parse the command line (seed-compatible with the original
  * Jitsu), start serving, and shut down cleanly on SIGINT/SIGTERM.
  */
+// First: V8 heap settings, before the other modules allocate.
+import "./heap.js";
 import { CommanderError } from "commander";
 import { describeError, JitsuError, UsageError } from "../errors/index.js";
 import { parseArgs } from "./command.js";

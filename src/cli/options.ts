@@ -15,7 +15,7 @@ import {
   type FileOptionSpec,
 } from "../config/index.js";
 import { describeError, UsageError } from "../errors/index.js";
-import { LOG_LEVELS, type LogFormat, type LogLevel } from "../log/index.js";
+import { LOG_LEVELS, PER_VM_LINES_MAX, type LogFormat, type LogLevel } from "../log/index.js";
 
 export interface OptionDef {
   /** Commander flags, e.g. "-b, --bind <ADDR>". */
@@ -133,7 +133,7 @@ export const OPTIONS: readonly OptionDef[] = [
     flags: "--log-level <LEVEL>",
     name: "log-level",
     absent: "info",
-    doc: `Log level: ${LOG_LEVELS.join(", ")}.`,
+    doc: `Log level: ${LOG_LEVELS.join(", ")}. With more than ${PER_VM_LINES_MAX} VMs, the start-up lines per domain and PTR and the stats table are logged at debug; info gets one summary line each.`,
   },
   {
     flags: "--log-format <FORMAT>",

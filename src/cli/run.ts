@@ -14,10 +14,10 @@ import {
 } from "../config/index.js";
 import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
 import { describeError } from "../errors/index.js";
-import { createLogger, type Logger } from "../log/index.js";
+import { createLogger, perVmLevel, type Logger } from "../log/index.js";
 import type { StatusServer } from "../http/index.js";
 import { MemoryStore, SqliteStore, type Store } from "../store/index.js";
-import { Summoner, formatStatsTable } from "../summoner/index.js";
+import { Summoner, formatStateSummary, formatStatsTable } from "../summoner/index.js";
 import { attachSynjitsu } from "../xen/synjitsu.js";
 import { version } from "./command.js";
 import type { Settings } from "./options.js";
@@ -45,13 +45,16 @@ export interface StartDeps {
 /** Parses every CONFIG string against the chosen backend's keys. */
 export function buildSpecs(configs: readonly string[], backendName: string): VmSpec[] {
   const factory = findBackend(backendName);
-  const specs = configs.map((text, i) =>
-    buildVmSpec(parseConfigString(text, `CONFIG #${i + 1}`), `CONFIG #${i + 1}`, {
-      backendKeys: factory.keys,
-      backendName: factory.name,
-      discoversAddresses: factory.discoversAddresses,
-    }),
-  );
+  const opts = {
+    backendKeys: factory.keys,
+    backendName: factory.name,
+    discoversAddresses: factory.discoversAddresses,
+  };
+  const specs: VmSpec[] = [];
+  for (let i = 0; i < configs.length; i++) {
+    const source = `CONFIG #${i + 1}`;
+    specs.push(buildVmSpec(parseConfigString(configs[i]!, source), source, opts));
+  }
   checkUniqueNames(specs);
   return specs;
 }
@@ -72,7 +75,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
             discoversAddresses: factory.discoversAddresses,
           }),
         ];
-  checkUniqueNames(specs);
+  // buildSpecs checked the command line's VMs; with a file, check them together.
+  if (settings.file !== undefined) checkUniqueNames(specs);
   if (!factory.stopModes.has(settings.mode)) {
     throw new Error(
       `option '--mode': the ${factory.name} backend cannot ${settings.mode} VMs (it can: ${[...factory.stopModes].join(", ")})`,
@@ -157,8 +161,21 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     log,
   });
 
-  // The stats table at start-up and (debounced) whenever a VM changes state, as the original prints it.
-  const printTable = (): void => log.info(`\n${formatStatsTable(summoner.status())}`);
+  // The stats table at start-up and (debounced) whenever a VM changes state, as the original prints
+  // it; above PER_VM_LINES_MAX VMs, one line of counts by state (the table at debug).
+  const printTable = (): void => {
+    const counts = summoner.stateCounts();
+    let vms = 0;
+    for (const n of counts.values()) vms += n;
+    if (perVmLevel(vms) === "info") {
+      log.info(`\n${formatStatsTable(summoner.status())}`);
+      return;
+    }
+    log.info(
+      `${formatStateSummary(counts)} (the full table at --log-level debug, or GET /status with --http)`,
+    );
+    if (log.isLevelEnabled("debug")) log.debug(`\n${formatStatsTable(summoner.status())}`);
+  };
   if (specs.length > 0) printTable();
   let pending: ReturnType<typeof setTimeout> | undefined;
   summoner.onChange(() => {

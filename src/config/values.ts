@@ -55,18 +55,41 @@ export function parseBool(text: string): boolean {
   }
 }
 
+/**
+ * Whether `t` is a dotted-quad IPv4 address as net.isIP accepts it: four
+ * decimal octets of 0-255 without leading zeros. By hand rather than isIP's
+ * regular expressions: 10,000 VMs check their addresses at start-up.
+ */
+function isIpv4(t: string): boolean {
+  let octets = 0;
+  let i = 0;
+  while (i < t.length) {
+    const start = i;
+    let value = 0;
+    while (i < t.length && i - start < 4) {
+      const c = t.charCodeAt(i);
+      if (c < 0x30 || c > 0x39) break;
+      value = value * 10 + (c - 0x30);
+      i++;
+    }
+    const len = i - start;
+    if (len === 0 || len > 3 || value > 255 || (len > 1 && t.charCodeAt(start) === 0x30)) return false;
+    octets++;
+    if (i === t.length) break;
+    if (t.charCodeAt(i) !== 0x2e || octets === 4) return false;
+    i++;
+    if (i === t.length) return false;
+  }
+  return octets === 4;
+}
+
 /** An IPv4 or IPv6 address, returned in canonical form. */
 export function parseIp(text: string): { address: string; family: 4 | 6 } {
   const t = text.trim();
+  // No leading zeros ("010.0.0.1" is not an address), so an IPv4 address is canonical as given.
+  if (isIpv4(t)) return { address: t, family: 4 };
   const family = isIP(t);
-  if (family === 4)
-    return {
-      address: t
-        .split(".")
-        .map((o) => String(Number(o)))
-        .join("."),
-      family: 4,
-    };
+  if (family === 4) return { address: t, family: 4 };
   if (family === 6) return { address: canonicalIpv6(t), family: 6 };
   throw new Error(`expected an IPv4 or IPv6 address, got '${text}'`);
 }
@@ -129,12 +152,27 @@ export function parseDnsName(text: string): string {
   if (t.endsWith(".")) t = t.slice(0, -1);
   if (t === "") throw new Error(`expected a domain name, got '${text}'`);
   if (t.length > 253) throw new Error(`domain name '${text}' is longer than 253 characters`);
-  for (const label of t.split(".")) {
-    if (label.length === 0) throw new Error(`domain name '${text}' has an empty label`);
-    if (label.length > 63) throw new Error(`domain name '${text}' has a label longer than 63 characters`);
-    if (!/^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$/.test(label)) {
-      throw new Error(`domain name '${text}' has an invalid label '${label}' (letters, digits, '-' and '_')`);
+  // Label by label without splitting (10,000 VMs at start-up): [a-z0-9_], and '-' inside.
+  let start = 0;
+  for (let i = 0; i <= t.length; i++) {
+    if (i < t.length && t.charCodeAt(i) !== 0x2e) continue;
+    const len = i - start;
+    if (len === 0) throw new Error(`domain name '${text}' has an empty label`);
+    if (len > 63) throw new Error(`domain name '${text}' has a label longer than 63 characters`);
+    for (let k = start; k < i; k++) {
+      const c = t.charCodeAt(k);
+      const ok =
+        (c >= 0x61 && c <= 0x7a) || // a-z
+        (c >= 0x30 && c <= 0x39) || // 0-9
+        c === 0x5f || // _
+        (c === 0x2d && k !== start && k !== i - 1); // - inside a label
+      if (!ok) {
+        throw new Error(
+          `domain name '${text}' has an invalid label '${t.slice(start, i)}' (letters, digits, '-' and '_')`,
+        );
+      }
     }
+    start = i + 1;
   }
   return t;
 }

@@ -10,7 +10,7 @@
  */
 import type dnsPacket from "dns-packet";
 import type { VmSpec } from "../config/index.js";
-import type { Logger } from "../log/index.js";
+import { perVmLevel, type Logger } from "../log/index.js";
 import { encodeName, hashName, ipv6Bytes, sameName, type AnswerTemplate } from "./wire.js";
 
 /** One managed DNS name. The template fields are the hot path's cache. */
@@ -77,7 +77,8 @@ export function reverseName(ip: string): string {
     const hex = ipv6Bytes(ip).toString("hex");
     return `${[...hex].reverse().join(".")}.ip6.arpa`;
   }
-  return `${ip.split(".").reverse().join(".")}.in-addr.arpa`;
+  const o = ip.split(".");
+  return `${o[3]}.${o[2]}.${o[1]}.${o[0]}.in-addr.arpa`;
 }
 
 function parentOf(name: string): string {
@@ -88,15 +89,21 @@ function parentOf(name: string): string {
 
 export class ZoneIndex {
   readonly ttl: number;
-  private readonly byHash = new Map<number, ManagedName[]>();
+  /** A name by its wire hash; a list only where hashes collide (one array less per name). */
+  private readonly byHash = new Map<number, ManagedName | ManagedName[]>();
   private readonly byName = new Map<string, ManagedName>();
   private readonly zones = new Map<string, Zone>();
-  private readonly ptrs = new Map<string, PtrEntry>();
+  private readonly ptrs = new Map<string, { name: string; targets: string[] }>();
 
   constructor(specs: readonly VmSpec[], ttlSeconds: number, log: Logger) {
     this.ttl = ttlSeconds;
     const serial = Math.floor(Date.now() / 1000) >>> 0;
-    const ptrTargets = new Map<string, string[]>();
+    // One line per record as the original prints them, at info for a small configuration,
+    // at debug (plus a summary at info) for a large one: see PER_VM_LINES_MAX.
+    const level = perVmLevel(specs.length);
+    const each = log.isLevelEnabled(level);
+    let ptrA = 0;
+    let ptrAaaa = 0;
     for (const spec of specs) {
       for (const name of spec.dns) {
         const zoneName = parentOf(name);
@@ -104,37 +111,57 @@ export class ZoneIndex {
         if (zone === undefined) {
           zone = new Zone(zoneName, ttlSeconds, serial);
           this.zones.set(zoneName, zone);
-          log.info(`Adding SOA '${zoneName}' with ttl=${ttlSeconds}`);
+          if (each) log[level](`Adding SOA '${zoneName}' with ttl=${ttlSeconds}`);
         }
         const entry = new ManagedName(name, spec.label, zone);
         this.byName.set(name, entry);
         const hash = hashName(entry.wire, 0, entry.wire.length);
-        const list = this.byHash.get(hash);
-        if (list === undefined) this.byHash.set(hash, [entry]);
-        else list.push(entry);
-        log.info(
-          `Adding domain '${name}' for VM '${spec.label}' with ip ${spec.ips.length === 0 ? "(discovered)" : spec.ips.join(", ")}`,
-        );
-        for (const ip of spec.ips) {
-          const rev = reverseName(ip);
-          const targets = ptrTargets.get(rev) ?? [];
-          if (!targets.includes(name)) targets.push(name);
-          ptrTargets.set(rev, targets);
-          log.info(
-            `Adding ${ip.includes(":") ? "AAAA" : "A"} PTR for '${name}' with ttl=${ttlSeconds} and ip=${ip}`,
+        const other = this.byHash.get(hash);
+        if (other === undefined) this.byHash.set(hash, entry);
+        else if (Array.isArray(other)) other.push(entry);
+        else this.byHash.set(hash, [other, entry]);
+        if (each) {
+          log[level](
+            `Adding domain '${name}' for VM '${spec.label}' with ip ${spec.ips.length === 0 ? "(discovered)" : spec.ips.join(", ")}`,
           );
+        }
+        for (const ip of spec.ips) {
+          const v6 = ip.includes(":");
+          const rev = reverseName(ip);
+          const ptr = this.ptrs.get(rev);
+          if (ptr === undefined) this.ptrs.set(rev, { name: rev, targets: [name] });
+          else if (!ptr.targets.includes(name)) ptr.targets.push(name);
+          if (v6) ptrAaaa++;
+          else ptrA++;
+          if (each) {
+            log[level](`Adding ${v6 ? "AAAA" : "A"} PTR for '${name}' with ttl=${ttlSeconds} and ip=${ip}`);
+          }
         }
       }
     }
     for (const entry of this.byName.values()) entry.apexOf = this.zones.get(entry.name);
-    for (const [name, targets] of ptrTargets) this.ptrs.set(name, { name, targets });
+    if (level !== "info") {
+      const zones = [...this.zones.keys()];
+      const shown = zones.slice(0, 3).map((z) => `'${z}'`);
+      if (zones.length > shown.length) shown.push(`${zones.length - shown.length} more`);
+      log.info(
+        `Added ${zones.length} SOA${zones.length === 1 ? "" : "s"} with ttl=${ttlSeconds} (${shown.join(", ")})`,
+      );
+      log.info(
+        `Added ${this.byName.size} domains for ${specs.length} VMs (one line each at --log-level debug)`,
+      );
+      log.info(`Added ${ptrA} A and ${ptrAaaa} AAAA PTRs with ttl=${ttlSeconds}`);
+    }
   }
 
   /** Hot path: the managed name matching the query's question, or undefined. No allocation. */
   lookupWire(buf: Uint8Array, start: number, end: number, hash: number): ManagedName | undefined {
-    const list = this.byHash.get(hash);
-    if (list === undefined) return undefined;
-    for (const entry of list) {
+    const hit = this.byHash.get(hash);
+    if (hit === undefined) return undefined;
+    if (!Array.isArray(hit)) {
+      return sameName(buf, start, end, hit.wire, 0, hit.wire.length) ? hit : undefined;
+    }
+    for (const entry of hit) {
       if (sameName(buf, start, end, entry.wire, 0, entry.wire.length)) return entry;
     }
     return undefined;

@@ -10,6 +10,19 @@ export type LogFormat = "text" | "json";
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+/**
+ * Up to this many VMs, start-up logs one line per domain, PTR record and VM
+ * (the stats table), as the original does. Above it those lines are logged at
+ * debug, and info gets one summary line per kind instead: with 10,000 VMs the
+ * per-VM lines were 30,000 lines (5 MB) written before the first answer.
+ */
+export const PER_VM_LINES_MAX = 100;
+
+/** The level of per-VM start-up lines for a configuration of `vms` VMs. */
+export function perVmLevel(vms: number): "info" | "debug" {
+  return vms > PER_VM_LINES_MAX ? "debug" : "info";
+}
+
 export interface LoggerOptions {
   level: LogLevel;
   format: LogFormat;

@@ -14,7 +14,8 @@
  */
 import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import Database from "better-sqlite3";
+import { createRequire } from "node:module";
+import type Database from "better-sqlite3";
 import { JitsuError } from "../errors/index.js";
 import type { Store, VmRecord } from "./contract.js";
 
@@ -132,7 +133,9 @@ export class SqliteStore implements Store {
     }
     let db: Database.Database;
     try {
-      db = new Database(full, { timeout: options.busyTimeoutMs ?? 2000 });
+      // Loaded here, not at import: a jitsu without --persistdb does not pay its ~8 MB of RSS.
+      const Sqlite = createRequire(import.meta.url)("better-sqlite3") as typeof Database;
+      db = new Sqlite(full, { timeout: options.busyTimeoutMs ?? 2000 });
     } catch (err) {
       throw openError(path, err);
     }

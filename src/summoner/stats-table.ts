@@ -2,7 +2,7 @@
  * The stats table printed at start-up and when a VM's state changes, with the
  * original Jitsu's columns.
  */
-import type { VmStatus } from "./summoner.js";
+import type { SummonerState, VmStatus } from "./summoner.js";
 
 const HEADERS = [
   "uuid",
@@ -54,4 +54,29 @@ export function formatStatsTable(rows: readonly VmStatus[]): string {
   const line = (r: string[]): string => `| ${r.map((cell, c) => cell.padEnd(widths[c]!)).join(" | ")} |`;
   const rule = `+${widths.map((w) => "-".repeat(w + 2)).join("+")}+`;
   return [rule, line(table[0]!), rule, ...table.slice(1).map(line), rule].join("\n");
+}
+
+const STATE_ORDER: readonly SummonerState[] = [
+  "ready",
+  "starting",
+  "stopping",
+  "failed",
+  "paused",
+  "suspended",
+  "off",
+];
+
+/**
+ * The stats table in one line, for configurations too large to print one line
+ * per VM: "10000 VMs: 9998 off, 2 ready".
+ */
+export function formatStateSummary(counts: ReadonlyMap<SummonerState, number>): string {
+  let total = 0;
+  const parts: string[] = [];
+  for (const state of STATE_ORDER) {
+    const n = counts.get(state) ?? 0;
+    total += n;
+    if (n > 0) parts.push(`${n} ${state}`);
+  }
+  return `${total} VM${total === 1 ? "" : "s"}: ${parts.join(", ") || "none"}`;
 }

@@ -15,7 +15,7 @@ import {
   UsageError,
   describeError,
 } from "../errors/index.js";
-import type { Logger } from "../log/index.js";
+import { perVmLevel, type Logger } from "../log/index.js";
 import type { Store, VmRecord } from "../store/index.js";
 import { describeProbe, probeOnce } from "./probes.js";
 
@@ -186,6 +186,13 @@ export class Summoner {
     }));
   }
 
+  /** How many VMs are in each state (states with none left out), without building `status()`. */
+  stateCounts(): Map<SummonerState, number> {
+    const counts = new Map<SummonerState, number>();
+    for (const vm of this.vms.values()) counts.set(vm.phase.kind, (counts.get(vm.phase.kind) ?? 0) + 1);
+    return counts;
+  }
+
   onChange(listener: () => void): void {
     this.changeListeners.push(listener);
   }
@@ -203,6 +210,9 @@ export class Summoner {
     for (const spec of specs) this.checkSpec(spec);
     const next = new Map<string, Vm>();
     const updates: (() => void)[] = [];
+    // One line per added, changed or removed VM, logged at the end (see logChanges).
+    const notes: string[] = [];
+    const counts = { added: 0, changed: 0, removed: 0 };
     for (const spec of specs) {
       const old = this.vms.get(spec.label);
       if (old !== undefined && sameSpec(old.spec, spec)) {
@@ -211,7 +221,8 @@ export class Summoner {
       }
       const fresh = await this.resolveVm(spec, old === undefined ? undefined : this.record(old));
       if (old === undefined) {
-        this.log.info(`VM '${spec.label}' added to the configuration (${fresh.phase.kind})`);
+        notes.push(`VM '${spec.label}' added to the configuration (${fresh.phase.kind})`);
+        counts.added++;
         next.set(spec.label, fresh);
         continue;
       }
@@ -232,15 +243,18 @@ export class Summoner {
           old.phase = OFF;
           old.failures = 0;
         }
-        this.log.info(`VM '${spec.label}' changed in the configuration`);
+        notes.push(`VM '${spec.label}' changed in the configuration`);
+        counts.changed++;
       });
     }
     for (const update of updates) update();
     for (const [label, vm] of this.vms) {
       if (!next.has(label)) {
-        this.log.info(`VM '${label}' removed from the configuration; leaving it as it is (${vm.phase.kind})`);
+        notes.push(`VM '${label}' removed from the configuration; leaving it as it is (${vm.phase.kind})`);
+        counts.removed++;
       }
     }
+    this.logChanges(notes, counts);
     this.vms.clear();
     for (const [label, vm] of next) this.vms.set(label, vm);
     this.changed();
@@ -570,7 +584,8 @@ export class Summoner {
       spec,
       ref,
       phase,
-      addresses: Object.freeze([...spec.ips]),
+      // Frozen specs (buildVmSpec) share their array; the hot path keys its answers by identity.
+      addresses: Object.isFrozen(spec.ips) ? spec.ips : Object.freeze([...spec.ips]),
       flight: null,
       startedAt: known ? record.startedAt : null,
       totalStarts: known ? record.totalStarts : 0,
@@ -587,6 +602,23 @@ export class Summoner {
       else vm.phase = OFF; // running but without a known address: the next request adopts it
     }
     return vm;
+  }
+
+  /**
+   * A reload's per-VM lines at info, as for start-up: above PER_VM_LINES_MAX
+   * of them, at debug, and one line of counts at info.
+   */
+  private logChanges(
+    notes: readonly string[],
+    counts: { added: number; changed: number; removed: number },
+  ): void {
+    const level = perVmLevel(notes.length);
+    if (this.log.isLevelEnabled(level)) for (const note of notes) this.log[level](note);
+    if (level !== "info") {
+      this.log.info(
+        `Configuration: ${counts.added} VMs added, ${counts.changed} changed, ${counts.removed} removed (one line each at --log-level debug)`,
+      );
+    }
   }
 
   private get(label: string): Vm {

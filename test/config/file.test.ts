@@ -133,6 +133,40 @@ test("JSON: numbers and booleans become CONFIG text; the same VMs as YAML", () =
   assert.deepEqual(parseConfigText("ttl: 5\n", "jitsu.conf", OPTIONS).options, { ttl: "5" });
 });
 
+test("JSON: a key twice in one object is an error saying where, however it is spelled", () => {
+  const cases: [text: string, pattern: RegExp][] = [
+    ['{"ttl": 1, "ttl": 2}', /^config file 'j.json': invalid JSON at line 1, column 12: .*unique/i],
+    [
+      '{"vms": [{"name": "a",\n  "name": "b"}]}',
+      /^config file 'j.json': invalid JSON at line 2, column 3: .*unique/i,
+    ],
+    ['{"ttl": 1, "\\u0074tl": 2}', /^config file 'j.json': invalid JSON at line 1, column 12: .*unique/i],
+  ];
+  for (const [text, pattern] of cases) {
+    assert.throws(() => parseConfigText(text, "j.json", OPTIONS), configError(pattern), text);
+  }
+  // The same key in different objects, and keys inside string values, are fine.
+  const ok = parseConfigText(
+    JSON.stringify({
+      ttl: 5,
+      vms: [
+        { name: "a", dns: "a.example.org", ip: "10.0.0.1", command: '"ttl": {"ttl", [x]\\' },
+        { name: "b", dns: "b.example.org", ip: "10.0.0.2", command: "b" },
+      ],
+    }),
+    "j.json",
+    OPTIONS,
+  );
+  assert.deepEqual(ok.options, { ttl: "5" });
+  assert.deepEqual(
+    buildFileSpecs(ok, BUILD).map((v) => [v.label, v.options.str("command")]),
+    [
+      ["a", '"ttl": {"ttl", [x]\\'],
+      ["b", "b"],
+    ],
+  );
+});
+
 test("an empty file is no options and no VMs", () => {
   assert.deepEqual(parseConfigText("", "a.yaml", OPTIONS), { path: "a.yaml", options: {}, vms: [] });
   assert.deepEqual(parseConfigText("# nothing\nvms:\n", "a.yaml", OPTIONS).vms, []);

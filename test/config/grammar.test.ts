@@ -131,6 +131,22 @@ describe("VmSpec validation", () => {
     });
   }
 
+  it("checks repeats and required keys the same way for backends with more than 31 keys", () => {
+    const many: KeySpec[] = Array.from({ length: 40 }, (_, i) => ({ key: `k${i}`, type: "string", doc: "" }));
+    many.push({ key: "must", type: "string", required: true, doc: "" });
+    many.push({ key: "multi", type: "string", repeatable: true, doc: "" });
+    const ok = build("dns=www.example.org,ip=10.0.0.1,k39=a,must=b,multi=c,multi=d,k0=e", many);
+    assert.deepEqual(ok.options.all("multi"), ["c", "d"]);
+    assert.throws(
+      () => build("dns=www.example.org,ip=10.0.0.1,k39=a,k39=b,must=c", many),
+      /key 'k39': given more than once/,
+    );
+    assert.throws(
+      () => build("dns=www.example.org,ip=10.0.0.1,k39=a", many),
+      /key 'must': required key is missing/,
+    );
+  });
+
   it("lets `ip` be omitted when the backend discovers addresses", () => {
     assert.deepEqual(build("dns=www.example.org,name=www", KEYS, true).ips, []);
   });
@@ -157,6 +173,23 @@ describe("value parsers", () => {
     assert.deepEqual(parseIp("::ffff:10.0.0.1"), { address: "::ffff:a00:1", family: 6 });
     assert.deepEqual(parseIp("fe80:0:0:0:0:0:0:1"), { address: "fe80::1", family: 6 });
     assert.throws(() => parseIp("www"), /expected an IPv4 or IPv6 address/);
+    assert.deepEqual(parseIp(" 10.0.0.1 "), { address: "10.0.0.1", family: 4 });
+    assert.throws(() => parseIp("010.0.0.1"), /expected an IPv4 or IPv6 address/);
+    assert.deepEqual(parseIp("0.0.0.0"), { address: "0.0.0.0", family: 4 });
+    assert.deepEqual(parseIp("255.255.255.255"), { address: "255.255.255.255", family: 4 });
+    for (const bad of [
+      "256.0.0.1",
+      "1.2.3",
+      "1.2.3.4.5",
+      "1.2.3.",
+      ".1.2.3",
+      "1..2.3",
+      "1.2.3.04",
+      "1234.1.1.1",
+      "+1.2.3.4",
+    ]) {
+      assert.throws(() => parseIp(bad), /expected an IPv4 or IPv6 address/, bad);
+    }
   });
 
   it("DNS names: 63-octet labels and 253 octets at most", () => {
@@ -164,5 +197,17 @@ describe("value parsers", () => {
     assert.throws(() => parseDnsName("a".repeat(64) + ".org"), /longer than 63/);
     assert.throws(() => parseDnsName(`${"abcdefghi.".repeat(26)}org`), /longer than 253/);
     assert.throws(() => parseDnsName("bad!name.org"), /invalid label/);
+  });
+
+  it("DNS names: letters, digits and '_' anywhere, '-' inside a label, lower-cased", () => {
+    assert.equal(parseDnsName(" WWW.Example.ORG. "), "www.example.org");
+    assert.equal(parseDnsName("_srv.a-b.0.x_"), "_srv.a-b.0.x_");
+    assert.throws(() => parseDnsName("-a.org"), /invalid label '-a'/);
+    assert.throws(() => parseDnsName("a-.org"), /invalid label 'a-'/);
+    assert.throws(() => parseDnsName("a.-"), /invalid label '-'/);
+    assert.throws(() => parseDnsName("a..org"), /empty label/);
+    assert.throws(() => parseDnsName(".org"), /empty label/);
+    assert.throws(() => parseDnsName("."), /expected a domain name/);
+    assert.throws(() => parseDnsName("caf\u00e9.org"), /invalid label 'caf\u00e9'/);
   });
 });

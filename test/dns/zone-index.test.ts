@@ -6,7 +6,10 @@ import { encodeName, hashName } from "../../src/dns/wire.js";
 import { createLogger } from "../../src/log/index.js";
 import { specFrom } from "./helpers/specs.js";
 
-function capture(): { lines: string[]; log: ReturnType<typeof createLogger> } {
+function capture(level: "info" | "debug" = "info"): {
+  lines: string[];
+  log: ReturnType<typeof createLogger>;
+} {
   const lines: string[] = [];
   const dest = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -19,7 +22,7 @@ function capture(): { lines: string[]; log: ReturnType<typeof createLogger> } {
       cb();
     },
   });
-  return { lines, log: createLogger({ level: "info", format: "json", destination: dest }) };
+  return { lines, log: createLogger({ level, format: "json", destination: dest }) };
 }
 
 describe("ZoneIndex", () => {
@@ -78,5 +81,68 @@ describe("ZoneIndex", () => {
     assert.deepEqual(zone.ptr("2.0.0.10.in-addr.arpa")?.targets, ["example.org", "api.example.org"]);
     assert.deepEqual(zone.ptr(reverseName("fd00::2"))?.targets, ["example.org", "api.example.org"]);
     assert.equal(zone.ptr("9.0.0.10.in-addr.arpa"), undefined);
+  });
+
+  describe("above 100 VMs", () => {
+    const many = Array.from({ length: 101 }, (_, i) =>
+      specFrom(`dns=h${i}.many.test,ip=10.1.0.${i},ip=fd00::${i.toString(16)},name=m${i}`, `CONFIG #${i}`),
+    );
+    const msgs = (lines: string[], level: number): string[] =>
+      lines
+        .map((l) => JSON.parse(l) as { msg: string; level: number })
+        .filter((l) => l.level === level)
+        .map((l) => l.msg);
+
+    it("logs one summary line per kind at info, and the per-record lines at debug", () => {
+      const info = capture("info");
+      new ZoneIndex(many, 60, info.log);
+      assert.deepEqual(msgs(info.lines, 30), [
+        "Added 1 SOA with ttl=60 ('many.test')",
+        "Added 101 domains for 101 VMs (one line each at --log-level debug)",
+        "Added 101 A and 101 AAAA PTRs with ttl=60",
+      ]);
+      assert.equal(info.lines.length, 3);
+
+      const debug = capture("debug");
+      new ZoneIndex(many, 60, debug.log);
+      const lines = msgs(debug.lines, 20);
+      assert.equal(lines.length, 1 + 101 + 202);
+      assert.ok(lines.includes("Adding SOA 'many.test' with ttl=60"));
+      assert.ok(lines.includes("Adding domain 'h100.many.test' for VM 'm100' with ip 10.1.0.100, fd00::64"));
+      assert.ok(lines.includes("Adding AAAA PTR for 'h7.many.test' with ttl=60 and ip=fd00::7"));
+      assert.equal(msgs(debug.lines, 30).length, 3);
+    });
+
+    it("lists the first zones in its SOA summary", () => {
+      const zones = Array.from({ length: 101 }, (_, i) =>
+        specFrom(`dns=www.z${i}.test,ip=10.2.0.1`, `CONFIG #${i}`),
+      );
+      const { lines, log } = capture();
+      new ZoneIndex(zones, 5, log);
+      assert.ok(
+        msgs(lines, 30).includes("Added 101 SOAs with ttl=5 ('z0.test', 'z1.test', 'z2.test', 98 more)"),
+      );
+    });
+  });
+
+  it("finds names whose wire hashes collide", () => {
+    // Two names with the same 30-bit FNV-1a hash (found by search), and a third name.
+    const names = ["xgrp8q93.org", "xio3qq49.org", "other.org"];
+    const wires = names.map((n) => encodeName(n));
+    assert.equal(hashName(wires[0]!, 0, wires[0]!.length), hashName(wires[1]!, 0, wires[1]!.length));
+    const index = new ZoneIndex(
+      names.map((n, i) => specFrom(`dns=${n},ip=10.3.0.${i + 1},name=v${i}`, `CONFIG #${i}`)),
+      60,
+      capture().log,
+    );
+    names.forEach((name, i) => {
+      const w = wires[i]!;
+      assert.equal(index.lookupWire(w, 0, w.length, hashName(w, 0, w.length))?.vm, `v${i}`);
+    });
+    const missing = encodeName("xgrp8q94.org");
+    assert.equal(
+      index.lookupWire(missing, 0, missing.length, hashName(wires[0]!, 0, wires[0]!.length)),
+      undefined,
+    );
   });
 });

@@ -1,12 +1,18 @@
 import assert from "node:assert/strict";
+import { Writable } from "node:stream";
 import { describe, it } from "node:test";
 import type { StopMode, VmRef } from "../../src/backends/contract.js";
 import { ManualClock } from "../../src/clock/index.js";
 import type { VmSpec } from "../../src/config/index.js";
 import { ConfigError, StartTimeoutError, UsageError } from "../../src/errors/index.js";
-import { silentLogger } from "../../src/log/index.js";
+import { createLogger, silentLogger } from "../../src/log/index.js";
 import { MemoryStore } from "../../src/store/index.js";
-import { Summoner, formatStatsTable, type SummonerOptions } from "../../src/summoner/index.js";
+import {
+  Summoner,
+  formatStateSummary,
+  formatStatsTable,
+  type SummonerOptions,
+} from "../../src/summoner/index.js";
 import { TestBackend, deferred, spec, track } from "./test-backend.js";
 
 const WWW = "dns=www.example.org,ip=10.0.0.1,name=www";
@@ -336,6 +342,39 @@ describe("Summoner", () => {
     await summoner.close();
   });
 
+  it("logs a reload's added, changed and removed VMs one line each, or counts above 100", async () => {
+    const lines: { level: number; msg: string }[] = [];
+    const dest = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const l of chunk.toString().split("\n"))
+          if (l !== "") lines.push(JSON.parse(l) as { level: number; msg: string });
+        cb();
+      },
+    });
+    const log = createLogger({ level: "info", format: "json", destination: dest });
+    const { summoner } = await setup([spec(WWW), spec(API)], { log });
+    const many = (n: number, ip: string): VmSpec[] =>
+      Array.from({ length: n }, (_, i) => spec(`dns=m${i}.example.org,ip=${ip},name=m${i}`));
+
+    await summoner.setSpecs([spec(WWW), ...many(2, "10.0.1.1")]);
+    assert.deepEqual(
+      lines.map((l) => l.msg),
+      [
+        "VM 'm0' added to the configuration (off)",
+        "VM 'm1' added to the configuration (off)",
+        "VM 'api' removed from the configuration; leaving it as it is (off)",
+      ],
+    );
+    lines.length = 0;
+    await summoner.setSpecs([spec(WWW), ...many(101, "10.0.1.2")]);
+    assert.deepEqual(
+      lines.map((l) => [l.level, l.msg]),
+      [[30, "Configuration: 99 VMs added, 2 changed, 0 removed (one line each at --log-level debug)"]],
+    );
+    assert.equal(summoner.status().length, 102);
+    await summoner.close();
+  });
+
   it("applies a changed VM to a start in flight without losing it", async () => {
     const { backend, summoner } = await setup();
     const gate = deferred();
@@ -416,6 +455,20 @@ describe("Summoner", () => {
     await summoner.close({ stopVms: true });
     assert.deepEqual(backend.ops(), ["start:www", "stop:www:destroy"]);
     assert.equal(backend.states.get("api"), "running");
+  });
+
+  it("counts VMs by state for the one-line summary of a large configuration", async () => {
+    const { summoner } = await setup([spec(WWW), spec(API)]);
+    assert.equal(formatStateSummary(summoner.stateCounts()), "2 VMs: 2 off");
+    await summoner.request("www");
+    assert.deepEqual([...summoner.stateCounts()].sort(), [
+      ["off", 1],
+      ["ready", 1],
+    ]);
+    assert.equal(formatStateSummary(summoner.stateCounts()), "2 VMs: 1 ready, 1 off");
+    assert.equal(formatStateSummary(new Map()), "0 VMs: none");
+    assert.equal(formatStateSummary(new Map([["failed", 1]])), "1 VM: 1 failed");
+    await summoner.close();
   });
 
   it("formats the stats table with the original's columns", async () => {

@@ -2,7 +2,8 @@
  * The domain procedures jitsu uses, as typed functions over a LibvirtConnection.
  * Each follows its args/ret structs in remote_protocol.x (named in the comments).
  */
-import { XMLParser } from "fast-xml-parser";
+import { createRequire } from "node:module";
+import type { XMLParser } from "fast-xml-parser";
 import type { LibvirtConnection } from "./connection.js";
 import {
   DOMAIN_EVENT_ID_LIFECYCLE,
@@ -138,15 +139,23 @@ export async function registerLifecycleEvents(c: LibvirtConnection): Promise<num
   return r.int();
 }
 
-const xml = new XMLParser({
-  ignoreAttributes: false,
-  attributeNamePrefix: "@_",
-  isArray: (name) => name === "interface",
-});
+let xmlInstance: XMLParser | undefined;
+/** Built on first use: fast-xml-parser costs ~10 MB of RSS to a jitsu that never reads domain XML. */
+function xml(): XMLParser {
+  if (xmlInstance === undefined) {
+    const fxp = createRequire(import.meta.url)("fast-xml-parser") as typeof import("fast-xml-parser");
+    xmlInstance = new fxp.XMLParser({
+      ignoreAttributes: false,
+      attributeNamePrefix: "@_",
+      isArray: (name) => name === "interface",
+    });
+  }
+  return xmlInstance;
+}
 
 /** MAC addresses of a domain's <interface> devices, lower-case, in document order. */
 export function macsFromDomainXml(text: string): string[] {
-  const doc = xml.parse(text) as {
+  const doc = xml().parse(text) as {
     domain?: { devices?: { interface?: { mac?: { "@_address"?: string } }[] } };
   };
   const out: string[] = [];

@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { stat } from "node:fs/promises";
+import { readdir, stat } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import type {
@@ -21,7 +21,15 @@ import type { KeySpec, VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, describeError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
 import { splitCommandLine } from "./command-line.js";
-import { pidFilePath, procStat, readPidFile, removePidFile, writePidFile } from "./pid-file.js";
+import {
+  pidFileDir,
+  pidFileName,
+  pidFilePath,
+  procStat,
+  readPidFile,
+  removePidFile,
+  writePidFile,
+} from "./pid-file.js";
 
 const NAME = "process";
 const DEFAULT_GRACE_SECONDS = 10;
@@ -59,16 +67,35 @@ export const PROCESS_STOP_MODES: ReadonlySet<StopMode> = new Set<StopMode>([
   "pause",
 ]);
 
-interface Program {
-  readonly label: string;
-  readonly command: string;
-  readonly argv: readonly [string, ...string[]];
-  readonly cwd: string | undefined;
-  readonly env: Readonly<Record<string, string>>;
-  readonly graceMs: number;
-  readonly log: Logger;
-  readonly pidFile: string;
+/**
+ * A VM's command. Its logger and pid file path are made on first use: with
+ * 10,000 VMs, a pino child logger and a path each cost ~3 MB at start-up for
+ * VMs that may never start.
+ */
+class Program {
+  private childLog: Logger | undefined;
+
+  constructor(
+    readonly label: string,
+    readonly command: string,
+    readonly argv: readonly [string, ...string[]],
+    readonly cwd: string | undefined,
+    readonly env: Readonly<Record<string, string>>,
+    readonly graceMs: number,
+    private readonly backendLog: Logger,
+    private readonly stateDir: string,
+  ) {}
+
+  get log(): Logger {
+    return (this.childLog ??= this.backendLog.child({ vm: this.label }));
+  }
+
+  get pidFile(): string {
+    return pidFilePath(this.stateDir, this.label);
+  }
 }
+
+const NO_ENV: Readonly<Record<string, string>> = Object.freeze({});
 
 interface Running {
   /** null for a process adopted from a pid file (left running by an earlier jitsu). */
@@ -92,42 +119,63 @@ export class ProcessBackend implements VmBackend {
   private readonly crashed = new Set<string>();
   private readonly listeners: ((event: BackendEvent) => void)[] = [];
   private readonly log: Logger;
+  /** argv by `exec` value: many VMs often run the same command. */
+  private readonly argvs = new Map<string, readonly [string, ...string[]]>();
+  /**
+   * The pid files an earlier jitsu left, listed once at connect (null before):
+   * one readdir instead of a lookup per VM. A file missing from the list can
+   * only have been written since, by us, for a VM in `running`.
+   */
+  private leftPidFiles: ReadonlySet<string> | null = null;
 
   constructor(private readonly options: BackendOptions) {
     this.log = options.log;
   }
 
-  async connect(): Promise<void> {}
+  async connect(): Promise<void> {
+    try {
+      this.leftPidFiles = new Set(await readdir(pidFileDir(this.options.stateDir)));
+    } catch {
+      this.leftPidFiles = new Set();
+    }
+  }
 
   async resolve(spec: VmSpec): Promise<VmRef> {
     const label = spec.label;
     const command = spec.options.requireStr("exec");
-    let argv: string[];
-    try {
-      argv = splitCommandLine(command);
-    } catch (err) {
-      throw new ConfigError(describeError(err), { vm: label, key: "exec" });
+    let argv = this.argvs.get(command);
+    if (argv === undefined) {
+      try {
+        argv = splitCommandLine(command) as [string, ...string[]];
+      } catch (err) {
+        throw new ConfigError(describeError(err), { vm: label, key: "exec" });
+      }
+      this.argvs.set(command, argv);
     }
-    const env: Record<string, string> = {};
+    let env = NO_ENV;
     for (const pair of spec.options.all("env")) {
       const eq = pair.indexOf("=");
       if (eq <= 0) throw new ConfigError(`expected NAME=VALUE, got '${pair}'`, { vm: label, key: "env" });
-      env[pair.slice(0, eq)] = pair.slice(eq + 1);
+      if (env === NO_ENV) env = {};
+      (env as Record<string, string>)[pair.slice(0, eq)] = pair.slice(eq + 1);
     }
     const grace = spec.options.float("stop_grace") ?? DEFAULT_GRACE_SECONDS;
     if (grace < 0)
       throw new ConfigError(`expected 0 seconds or more, got ${grace}`, { vm: label, key: "stop_grace" });
-    this.programs.set(label, {
+    this.programs.set(
       label,
-      command,
-      argv: argv as [string, ...string[]],
-      cwd: spec.options.str("cwd"),
-      env,
-      graceMs: grace * 1000,
-      log: this.log.child({ vm: label }),
-      pidFile: pidFilePath(this.options.stateDir, label),
-    });
-    if (!this.running.has(label)) await this.adopt(label);
+      new Program(
+        label,
+        command,
+        argv,
+        spec.options.str("cwd"),
+        env,
+        grace * 1000,
+        this.log,
+        this.options.stateDir,
+      ),
+    );
+    if (!this.running.has(label) && this.mayHavePidFile(label)) await this.adopt(label);
     return { label, ref: label };
   }
 
@@ -292,12 +340,16 @@ export class ProcessBackend implements VmBackend {
     await this.savePid(this.program(vm), proc);
   }
 
+  /** Whether a pid file an earlier jitsu left may exist for the VM (most VMs have none). */
+  private mayHavePidFile(label: string): boolean {
+    if (this.leftPidFiles !== null) return this.leftPidFiles.has(pidFileName(label));
+    // Not connected (tests): a sync existence check costs a microsecond where an async open that fails costs tens.
+    return existsSync(pidFilePath(this.options.stateDir, label));
+  }
+
   /** Takes over a process an earlier jitsu left running, if its pid file still describes it. */
   private async adopt(label: string): Promise<void> {
     const prog = this.programs.get(label)!;
-    // Most VMs have no pid file; a sync existence check costs a microsecond where an
-    // async open that fails costs tens (10,000 VMs at start-up: bench/).
-    if (!existsSync(prog.pidFile)) return;
     const record = await readPidFile(prog.pidFile);
     if (record === null) return;
     const stat = await procStat(record.pid);

@@ -16,8 +16,16 @@ export interface PidRecord {
   readonly stoppedAs: "paused" | "suspended" | null;
 }
 
+export function pidFileDir(stateDir: string): string {
+  return join(stateDir, "process");
+}
+
+export function pidFileName(label: string): string {
+  return `${encodeURIComponent(label)}.json`;
+}
+
 export function pidFilePath(stateDir: string, label: string): string {
-  return join(stateDir, "process", `${encodeURIComponent(label)}.json`);
+  return join(pidFileDir(stateDir), pidFileName(label));
 }
 
 export async function writePidFile(path: string, record: PidRecord): Promise<void> {

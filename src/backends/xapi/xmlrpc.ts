@@ -17,7 +17,12 @@
  *   <dateTime.iso8601> -> XmlRpcDateTime (its text, unparsed: XenAPI sends "20260101T10:00:00Z")
  * The XenAPI sends 64-bit `int`s as strings of digits; callers convert them.
  */
-import { XMLParser, XMLValidator } from "fast-xml-parser";
+import { createRequire } from "node:module";
+import type { XMLParser } from "fast-xml-parser";
+
+/** fast-xml-parser, loaded on first use: only the xapi backend needs it (~10 MB of RSS otherwise). */
+const fxp = (): typeof import("fast-xml-parser") =>
+  createRequire(import.meta.url)("fast-xml-parser") as typeof import("fast-xml-parser");
 
 export interface XmlRpcStruct {
   [name: string]: XmlRpcValue;
@@ -141,17 +146,19 @@ interface Element {
   readonly children: XmlNode[];
 }
 
-const parser = new XMLParser({
-  preserveOrder: true,
-  trimValues: false,
-  parseTagValue: false,
-  ignoreAttributes: true,
-  ignoreDeclaration: true,
-  ignorePiTags: true,
-  htmlEntities: true,
-  commentPropName: false,
-  cdataPropName: false,
-});
+let parserInstance: XMLParser | undefined;
+const parser = (): XMLParser =>
+  (parserInstance ??= new (fxp().XMLParser)({
+    preserveOrder: true,
+    trimValues: false,
+    parseTagValue: false,
+    ignoreAttributes: true,
+    ignoreDeclaration: true,
+    ignorePiTags: true,
+    htmlEntities: true,
+    commentPropName: false,
+    cdataPropName: false,
+  }));
 
 /** The element children of a node list; non-blank text between them is an error. */
 function elements(nodes: XmlNode[], where: string): Element[] {
@@ -270,7 +277,7 @@ function decodeValue(valueEl: Element, depth: number): XmlRpcValue {
 /** Decodes the body of an XML-RPC response (spec "Response example" and "Fault example"). */
 export function decodeMethodResponse(xml: string): MethodResponse {
   if (xml.trim() === "") throw new XmlRpcFormatError("empty body");
-  const valid = XMLValidator.validate(xml);
+  const valid = fxp().XMLValidator.validate(xml);
   if (valid !== true) {
     throw new XmlRpcFormatError(
       `not well-formed XML (line ${valid.err.line}, column ${valid.err.col}: ${valid.err.msg})`,
@@ -278,7 +285,7 @@ export function decodeMethodResponse(xml: string): MethodResponse {
   }
   let tree: XmlNode[];
   try {
-    tree = parser.parse(xml) as XmlNode[];
+    tree = parser().parse(xml) as XmlNode[];
   } catch (err) {
     throw new XmlRpcFormatError(`not well-formed XML (${(err as Error).message})`);
   }

@@ -283,6 +283,38 @@ describe("process backend (real processes)", () => {
     await assert.rejects(readFile(join(stateDir, "process", "kept.json")), /ENOENT/);
   });
 
+  it("after connect, adopts from the pid files listed then, labels with any characters included", async () => {
+    const stateDir = join(fx.dir, "listed-state");
+    const pairs: [string, string][] = [
+      ["name", "odd name/with%chars"],
+      ["exec", "sleep 600"],
+    ];
+    const first = await make(pairs, captureLog(), stateDir);
+    await first.backend.start(first.vm);
+    const pid = first.backend.pid(first.vm)!;
+    await first.backend.close(); // kills nothing
+
+    const captured = captureLog();
+    const second = processBackend.create(backendOptions(captured.log, stateDir)) as ProcessBackend;
+    backends.push(second);
+    await second.connect();
+    const vm = await second.resolve(processSpec([["dns", "web.example.org"], ["ip", "10.0.0.1"], ...pairs]));
+    const other = await second.resolve(
+      processSpec([
+        ["dns", "other.example.org"],
+        ["ip", "10.0.0.2"],
+        ["name", "other"],
+        ["exec", "sleep 600"],
+      ]),
+    );
+    refs.push([second, vm], [second, other]);
+    assert.equal(await second.state(vm), "running");
+    assert.equal(second.pid(vm), pid);
+    assert.equal(await second.state(other), "off");
+    await second.stop(vm, "destroy");
+    await waitFor(() => !alive(pid), 5000, "the process to be gone");
+  });
+
   it("ignores a stale pid file whose process is gone or is another process", async () => {
     const stateDir = join(fx.dir, "stale-state");
     await mkdir(join(stateDir, "process"), { recursive: true });
