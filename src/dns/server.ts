@@ -86,7 +86,10 @@ export class DnsServer {
   private udp: dgram.Socket | null = null;
   private tcp: net.Server | null = null;
   private readonly connections = new Set<net.Socket>();
-  private readonly pending = new Set<Promise<unknown>>();
+  /** Async answers not yet made (a summon or a forward in flight), and who waits for none to be left. */
+  private pending = 0;
+  private drained: (() => void) | null = null;
+  private drainedWait: Promise<void> | null = null;
   private closing = false;
   private boundPort = 0;
 
@@ -167,7 +170,8 @@ export class DnsServer {
       this.tcp === null
         ? Promise.resolve()
         : new Promise<void>((resolve) => this.tcp!.close(() => resolve()));
-    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+    if (this.pending > 0)
+      await (this.drainedWait ??= new Promise<void>((resolve) => (this.drained = resolve)));
     // Let the answers just produced reach their sockets, then close TCP gracefully
     // (end() flushes what is written; destroy() only if the peer does not close).
     await new Promise((resolve) => setImmediate(resolve));
@@ -272,17 +276,32 @@ export class DnsServer {
 
   /** Keeps an async answer for close() to wait on; a bug in it answers SERVFAIL. */
   private track(p: Promise<Reply>, msg: Buffer, q: QueryInfo, limit: number): Promise<Reply> {
-    const safe = p.catch((err: unknown) => {
-      this.log.error(`DNS query handling failed: ${describeError(err)}`);
-      try {
-        return this.reply(msg, q, { rcode: RCODE.SERVFAIL, aa: false, ra: this.ra }, limit);
-      } catch {
-        return null;
-      }
-    });
-    this.pending.add(safe);
-    void safe.finally(() => this.pending.delete(safe));
-    return safe;
+    // A count and one then(), not a Set and catch()+finally(): two promises fewer per query.
+    this.pending++;
+    return p.then(
+      (reply) => {
+        this.settled();
+        return reply;
+      },
+      (err: unknown) => {
+        this.settled();
+        this.log.error(`DNS query handling failed: ${describeError(err)}`);
+        try {
+          return this.reply(msg, q, { rcode: RCODE.SERVFAIL, aa: false, ra: this.ra }, limit);
+        } catch {
+          return null;
+        }
+      },
+    );
+  }
+
+  private settled(): void {
+    if (--this.pending === 0 && this.drained !== null) {
+      const drained = this.drained;
+      this.drained = null;
+      this.drainedWait = null;
+      drained();
+    }
   }
 
   /** Decides the answer to one packet. Synchronous on the hot path. */
