@@ -202,6 +202,8 @@ async function main(): Promise<void> {
   }
   const tp = (key: string): DnsperfResult | undefined => best(runs[key] ?? []);
   const scaleRssLoaded = rssMb(jitsuScale.proc.pid);
+  // Not needed any more, and it shares the server CPU: its timers would wake it there.
+  await stopJitsu(jitsuScale);
 
   // ---- latency at 50 % of the Node responder's best QPS ------------------------
   const rate = 0.5 * (tp("node/udp")?.qps ?? 0);
@@ -244,7 +246,6 @@ async function main(): Promise<void> {
   };
 
   await Promise.all([
-    stopJitsu(jitsuScale),
     stopJitsu(jitsu),
     node.proc.stop(),
     dnsmasq.proc.stop(),
