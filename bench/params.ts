@@ -23,6 +23,8 @@ export interface Params {
   /** Throughput rounds (best of this many per side, interleaved). */
   rounds: number;
   latencySeconds: number;
+  /** Latency rounds (best p99 of this many per side: one quiet window is enough to show what the server does). */
+  latencyRounds: number;
   summonStarts: number;
   stormQueries: number;
   scaleNames: number;
@@ -53,8 +55,8 @@ export function parseParams(argv: readonly string[]): Params {
     } else throw new Error(`bench: unknown argument '${a}' (${USAGE})`);
   }
   const sizes = quick
-    ? { seconds: 2, rounds: 1, latencySeconds: 2, summonStarts: 12 }
-    : { seconds: 6, rounds: 2, latencySeconds: 4, summonStarts: 100 };
+    ? { seconds: 2, rounds: 1, latencySeconds: 2, latencyRounds: 1, summonStarts: 12 }
+    : { seconds: 6, rounds: 2, latencySeconds: 4, latencyRounds: 3, summonStarts: 100 };
   return {
     quick,
     nice,

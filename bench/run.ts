@@ -214,10 +214,10 @@ async function main(): Promise<void> {
     { key: "unbound", server: unbound },
   ];
   const lat: Record<string, DnsperfResult[]> = {};
-  for (let round = 1; round <= params.rounds; round++) {
+  for (let round = 1; round <= params.latencyRounds; round++) {
     for (const side of round % 2 === 1 ? latSides : [...latSides].reverse()) {
       log(
-        `latency round ${round}/${params.rounds}: ${side.key} at ${Math.round(rate)} qps (${params.latencySeconds} s)`,
+        `latency round ${round}/${params.latencyRounds}: ${side.key} at ${Math.round(rate)} qps (${params.latencySeconds} s)`,
       );
       try {
         const r = await runDnsperf({
@@ -245,12 +245,7 @@ async function main(): Promise<void> {
     return out;
   };
 
-  await Promise.all([
-    stopJitsu(jitsu),
-    node.proc.stop(),
-    dnsmasq.proc.stop(),
-    dnsmasqFwd.proc.stop(),
-  ]);
+  await Promise.all([stopJitsu(jitsu), node.proc.stop(), dnsmasq.proc.stop(), dnsmasqFwd.proc.stop()]);
 
   // ---- summon overhead and the storm -------------------------------------------
   const warmup = 5;
@@ -480,7 +475,7 @@ async function main(): Promise<void> {
     `jitsu bench (${params.quick ? "quick" : "full"}), ${started.toISOString()}, ${cpus().length} CPUs, load ${loadavg()
       .map((l) => l.toFixed(1))
       .join(" ")}, node ${process.version}`,
-    `QPS: dnsperf -c 4 -q 100, ${params.seconds} s a run${params.nice === null ? "" : `, nice ${params.nice}`}, best of ${params.rounds} per side, interleaved. Latency: dnsperf -Q -v.`,
+    `QPS: dnsperf -c 4 -q 100, ${params.seconds} s a run${params.nice === null ? "" : `, nice ${params.nice}`}, best of ${params.rounds} per side, interleaved. Latency: dnsperf -Q -v, lowest p99 of ${params.latencyRounds} per side.`,
     plan === null
       ? "CPU affinity: not pinned."
       : `CPU affinity: servers under test on CPU ${plan.server}, dnsperf, the bench and the upstream on CPU ${plan.load}.`,
