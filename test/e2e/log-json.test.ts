@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, it } from "node:test";
-import { dig, freePort, startCli, tempDir, type CliProcess } from "../support/index.js";
+import { dig, freePort, localArgs, startCli, tempDir, type CliProcess } from "../support/index.js";
 
 let cli: CliProcess | undefined;
 let dir: Awaited<ReturnType<typeof tempDir>> | undefined;
@@ -19,17 +19,7 @@ it("logs JSON lines with the start-up, the summon's precise timings and the shut
   dir = await tempDir("jitsu-log-json-");
   const dns = await freePort();
   cli = startCli([
-    "-x",
-    "process",
-    "-l",
-    String(dns),
-    "-f",
-    "0.0.0.0",
-    "-d",
-    "0",
-    "--state-dir",
-    dir.path,
-    "--stop-on-exit",
+    ...localArgs(dns, dir.path),
     "--log-format",
     "json",
     "name=www,dns=www.jitsu.test,ip=127.0.0.9,exec=sleep 300",

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { dig, freePort, startCli, tempDir, type CliProcess } from "../support/index.js";
+import { dig, freePort, localArgs, startCli, tempDir, type CliProcess } from "../support/index.js";
 
 function count(text: string, pattern: RegExp): number {
   return (text.match(new RegExp(pattern.source, "g")) ?? []).length;
@@ -33,24 +33,7 @@ describe("jitsu with many VMs (e2e)", () => {
     const dir = await tempDir();
     dirs.push(dir);
     const port = await freePort();
-    const cli = startCli([
-      "-x",
-      "process",
-      "-l",
-      String(port),
-      "-f",
-      "0.0.0.0",
-      "-t",
-      "60",
-      "-d",
-      "0",
-      "--state-dir",
-      dir.path,
-      "--stop-on-exit",
-      "--log-level",
-      level,
-      ...configs(n),
-    ]);
+    const cli = startCli([...localArgs(port, dir.path), "-t", "60", "--log-level", level, ...configs(n)]);
     clis.push(cli);
     await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+/, 60_000);
     const soa = await dig(port, ["many.test", "SOA"]);

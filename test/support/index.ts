@@ -135,6 +135,27 @@ export interface CliProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/**
+ * The usual start of a test's command line: the process backend answering on
+ * 127.0.0.1:`port`, no forwarding (never the machine's resolver), no response
+ * delay, VMs' pid files in `stateDir` and stopped when jitsu exits.
+ */
+export function localArgs(port: number, stateDir: string): string[] {
+  return [
+    "-x",
+    "process",
+    "-l",
+    String(port),
+    "-f",
+    "0.0.0.0",
+    "-d",
+    "0",
+    "--state-dir",
+    stateDir,
+    "--stop-on-exit",
+  ];
+}
+
 /** Starts the built CLI with `args`; `t.after(() => cli.stop())` is the caller's job. */
 export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = {}): CliProcess {
   const child = spawn(process.execPath, [CLI, ...args], {
