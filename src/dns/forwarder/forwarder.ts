@@ -33,7 +33,11 @@ export interface ForwarderOptions {
   timeoutMs?: number;
   /** Time given to one upstream before failing over to the next (default 2000 ms). */
   attemptTimeoutMs?: number;
-  /** Forwarded queries in flight at once; beyond it, SERVFAIL at once (default 1000). */
+  /**
+   * Upstream queries in flight at once (each holds a socket); beyond it a query
+   * that would need a new one gets SERVFAIL at once (default 1000). Client
+   * queries joining one in flight hold no socket: up to 10 times as many wait.
+   */
   maxInFlight?: number;
   log: Logger;
 }
@@ -210,8 +214,9 @@ export class Forwarder {
   private sweeper: ReturnType<typeof setInterval> | null = null;
   private closed = false;
   private readonly maxInFlight: number;
-  /** Client queries waiting on an upstream answer (joined ones included). */
+  /** Upstream queries in flight (distinct questions), and client queries that joined one of them. */
   private inFlight = 0;
+  private joinedCount = 0;
   /** Upstream queries in flight by their bytes after the ID, with the clients that joined them. */
   private readonly asked = new Map<string, Waiter[]>();
   /** Called for each client query that joins an identical upstream query in flight (a counter). */
@@ -235,28 +240,37 @@ export class Forwarder {
     if (this.closed) return Promise.reject(new ForwardError("forwarder is closed"));
     if (this.upstreams.length === 0)
       return Promise.reject(new ForwardError("no upstream resolver is configured"));
+    // The upstream query without its ID: equal bytes mean the same question asked the same way.
+    const packet = upstreamQuery(query, q, 0);
+    const key = packet.toString("latin1", 2);
+    const joined = this.asked.get(key);
+    if (joined !== undefined) {
+      if (this.joinedCount >= 10 * this.maxInFlight) {
+        return Promise.reject(
+          new ForwardError(
+            `${this.joinedCount} queries already wait on identical ones in flight (the limit)`,
+          ),
+        );
+      }
+      this.joinedCount++;
+      this.onCoalesced?.();
+      return new Promise((resolve, reject) =>
+        joined.push({ id0: query[0]!, id1: query[1]!, resolve, reject }),
+      );
+    }
     if (this.inFlight >= this.maxInFlight) {
       return Promise.reject(
         new ForwardError(`${this.inFlight} forwarded queries already in flight (the limit)`),
       );
     }
     this.inFlight++;
-    // The upstream query without its ID: equal bytes mean the same question asked the same way.
-    const packet = upstreamQuery(query, q, 0);
-    const key = packet.toString("latin1", 2);
-    const joined = this.asked.get(key);
-    if (joined !== undefined) {
-      this.onCoalesced?.();
-      return new Promise((resolve, reject) =>
-        joined.push({ id0: query[0]!, id1: query[1]!, resolve, reject }),
-      );
-    }
     const waiters: Waiter[] = [];
     this.asked.set(key, waiters);
     return new Promise((resolve, reject) => {
       const ok = (reply: Buffer): void => {
         this.asked.delete(key);
-        this.inFlight -= 1 + waiters.length;
+        this.inFlight--;
+        this.joinedCount -= waiters.length;
         // Each joined client gets its own copy (sends are asynchronous), with its ID.
         for (const w of waiters) {
           const copy = Buffer.from(reply);
@@ -270,7 +284,8 @@ export class Forwarder {
       };
       const failed = (err: Error): void => {
         this.asked.delete(key);
-        this.inFlight -= 1 + waiters.length;
+        this.inFlight--;
+        this.joinedCount -= waiters.length;
         for (const w of waiters) w.reject(err);
         reject(err);
       };

@@ -314,7 +314,7 @@ describe("Forwarder against a local upstream", () => {
     f.close();
   });
 
-  it("refuses at once beyond the in-flight limit", async () => {
+  it("refuses at once a new upstream query beyond the in-flight limit, but lets identical ones join", async () => {
     up.mode = "silent";
     const f = new Forwarder({
       upstreams: [{ host: "127.0.0.1", port: up.port }],
@@ -324,10 +324,15 @@ describe("Forwarder against a local upstream", () => {
     });
     const c = query("www.example.net");
     const first = f.forward(c, decoded(c));
-    await assert.rejects(f.forward(c, decoded(c)), /already in flight/);
+    // The same question joins the one in flight (no socket of its own) ...
+    const joined = f.forward(c, decoded(c));
+    // ... another one would need a second upstream query: refused at once.
+    const other = query("other.example.net");
+    await assert.rejects(f.forward(other, decoded(other)), /already in flight/);
     await assert.rejects(first, /no upstream answered/);
+    await assert.rejects(joined, /no upstream answered/);
     up.mode = "answer";
-    const r = dnsPacket.decode(await f.forward(c, decoded(c)));
+    const r = dnsPacket.decode(await f.forward(other, decoded(other)));
     assert.deepEqual(addresses(r), ["192.0.2.7"]);
     f.close();
   });
