@@ -5,6 +5,9 @@
  * seconds), since the summary only gives an average and a standard deviation.
  */
 import { spawn } from "node:child_process";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 export interface DnsperfResult {
   sent: number;
@@ -75,15 +78,32 @@ export function dnsperfArgs(run: DnsperfRun): string[] {
 
 export async function runDnsperf(run: DnsperfRun): Promise<DnsperfResult> {
   const args = dnsperfArgs(run);
-  const child = spawn(run.dnsperf, args, { stdio: ["ignore", "pipe", "pipe"] });
-  const chunks: Buffer[] = [];
+  // dnsperf's output goes to a file, read once it exits: with -v that is a line per
+  // query (40,000 a second), and a pipe would keep the bench busy on the load CPU
+  // while dnsperf measures.
+  const dir = mkdtempSync(join(tmpdir(), "jitsu-dnsperf-"));
+  const outPath = join(dir, "out.txt");
+  const fd = openSync(outPath, "w");
+  let out: string;
+  let code: number | null;
   let stderr = "";
-  child.stdout.on("data", (c: Buffer) => chunks.push(c));
-  child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-  const timer = setTimeout(() => child.kill("SIGKILL"), (run.seconds + 30) * 1000);
-  const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
-  clearTimeout(timer);
-  const out = Buffer.concat(chunks).toString();
+  try {
+    const child = spawn(run.dnsperf, args, { stdio: ["ignore", fd, "pipe"] });
+    child.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), (run.seconds + 30) * 1000);
+    code = await new Promise<number | null>((resolve) => {
+      child.once("exit", resolve);
+      child.once("error", (err) => {
+        stderr += err.message;
+        resolve(null);
+      });
+    });
+    clearTimeout(timer);
+    out = readFileSync(outPath, "utf8");
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
   if (code !== 0)
     throw new Error(`dnsperf ${args.join(" ")} failed (${code}): ${stderr.trim().slice(0, 300)}`);
   return parseDnsperf(out);

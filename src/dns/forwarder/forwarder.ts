@@ -331,7 +331,14 @@ export class Forwarder {
     const pool = this.pools[i]!;
     for (let k = pool.length - 1; k >= 0; k--) if (pool[k]!.retired) pool.splice(k, 1);
     if (pool.length < POOL_SIZE) {
-      const ch = new UdpChannel(this.upstreams[i]!, this.log, (gone) => this.channels.delete(gone));
+      const ch = new UdpChannel(this.upstreams[i]!, this.log, (gone) => {
+        this.channels.delete(gone);
+        // Nothing in flight: no timer either (an idle jitsu wakes up for nothing).
+        if (this.channels.size === 0 && this.sweeper !== null) {
+          clearInterval(this.sweeper);
+          this.sweeper = null;
+        }
+      });
       pool.push(ch);
       this.channels.add(ch);
       this.sweeper ??= setInterval(() => {

@@ -143,6 +143,9 @@ describe("Forwarder against a local upstream", () => {
     const c = query("www.example.net");
     const r1 = dnsPacket.decode(await f.forward(c, decoded(c)));
     const r2 = dnsPacket.decode(await f.forward(c, decoded(c)));
+    // Nothing in flight any more: its sockets closed, and no deadline timer is left waking it up.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal((f as unknown as { sweeper: unknown }).sweeper, null);
     f.close();
     assert.equal(r1.id, 0x1234);
     assert.equal(r2.id, 0x1234);
