@@ -3,12 +3,12 @@
  * relays the answer.
  *
  * Defences against spoofing (RFC 5452 §9): every upstream query gets a fresh
- * random ID and a fresh UDP socket bound to a random port (port 0) and
- * connected to the upstream; the socket is retired after that one query. An
- * off-path attacker who gets a query of its own forwarded must not learn a
- * port that later queries reuse, so the pool below never shares a port
- * between two queries even though sharing would be faster (bench/ measured
- * about 3x the forwarded QPS with 128 queries a socket). A reply counts only if it comes from the
+ * random ID and a UDP socket of its own, bound to a random port (port 0),
+ * connected to the upstream and closed once that query is over. An off-path
+ * attacker who gets a query of its own forwarded must not learn a port that
+ * later queries reuse, so no port serves two queries even though sharing would
+ * be faster (bench/ measured about 3x the forwarded QPS with 128 queries a
+ * socket). A reply counts only if it comes from the
  * upstream's address and port (the socket is connected), and matches the ID
  * and the question (name case-insensitively, type, class). Anything else is
  * ignored and we keep waiting. Identical queries in flight at the same time
@@ -45,11 +45,6 @@ export interface ForwarderOptions {
 /** EDNS COOKIE (RFC 7873) is between the client and us; it is not passed upstream. */
 const OPTION_COOKIE = 10;
 
-/** Sockets per upstream: a query goes out of a random one (RFC 5452 §9.2: unpredictable source ports). */
-const POOL_SIZE = 8;
-/** Queries a socket sends before it is retired (closed once its answer is in): one, for a fresh port each. */
-const QUERIES_PER_SOCKET = 1;
-
 /** Random 16-bit IDs from a buffer refilled from the CSPRNG (randomInt per query costs more). */
 class RandomIds {
   private readonly buf = Buffer.alloc(2048);
@@ -81,117 +76,67 @@ interface Waiter {
   readonly reject: (err: Error) => void;
 }
 
-interface PendingQuery {
-  readonly packet: Buffer;
-  readonly query: Uint8Array;
-  readonly q: QueryInfo;
-  readonly deadline: number;
-  readonly done: Done;
-}
-
-/** One UDP socket connected to one upstream, with the queries it is waiting on by ID. */
-class UdpChannel {
-  readonly pending = new Map<number, PendingQuery>();
+/**
+ * One upstream query over UDP, on a socket of its own: bound to a random port
+ * (port 0) and connected to the upstream, so it receives only the upstream's
+ * datagrams and gets ICMP port-unreachable as an error (a dead upstream fails
+ * over at once). Closed when the query is answered, fails or passes its deadline.
+ */
+class UdpExchange {
   private readonly sock: dgram.Socket;
-  private connected = false;
-  private readonly waiting: Buffer[] = [];
-  private uses = 0;
-  retired = false;
-  closed = false;
+  private finished = false;
 
   constructor(
     private readonly up: Upstream,
+    family: "udp4" | "udp6",
+    private readonly packet: Buffer,
+    private readonly query: Uint8Array,
+    private readonly q: QueryInfo,
+    private readonly deadline: number,
+    private readonly done: Done,
     private readonly log: Logger,
-    private readonly onGone: (ch: UdpChannel) => void,
+    private readonly onGone: (ex: UdpExchange) => void,
   ) {
-    const family = net.isIPv6(up.host.replace(/%.*$/, "")) ? "udp6" : "udp4";
     this.sock = dgram.createSocket(family);
-    this.sock.on("error", (err) => this.fail(err));
+    this.sock.on("error", (err) =>
+      this.finish(err instanceof ForwardError ? err : new ForwardError(err.message)),
+    );
     this.sock.on("message", (msg) => this.onMessage(msg));
-    // A connected socket (bound to port 0 first: a random port) receives only the
-    // upstream's datagrams, and gets ICMP port-unreachable as an error, so a dead
-    // upstream fails over at once.
     this.sock.bind(0, () => {
-      if (this.closed) return;
+      if (this.finished) return;
       this.sock.connect(up.port, up.host, () => {
-        if (this.closed) return;
-        this.connected = true;
-        for (const packet of this.waiting) this.send(packet);
-        this.waiting.length = 0;
+        // No callback: a send error is an 'error' event (above), and none saves a tick per query.
+        if (!this.finished) this.sock.send(packet);
       });
     });
   }
 
-  /** Sends `packet` (its ID fresh for this socket, see `freshId`); `done` is called once. */
-  exchange(packet: Buffer, query: Uint8Array, q: QueryInfo, deadline: number, done: Done): void {
-    if (++this.uses >= QUERIES_PER_SOCKET) this.retired = true;
-    this.pending.set((packet[0]! << 8) | packet[1]!, { packet, query, q, deadline, done });
-    if (this.connected) this.send(packet);
-    else this.waiting.push(packet);
-  }
-
-  /** A random ID not in flight on this socket. */
-  freshId(): number {
-    for (;;) {
-      const id = ids.next();
-      if (!this.pending.has(id)) return id;
-    }
-  }
-
-  /** Fails the queries whose deadline has passed. */
+  /** Fails the query if its deadline has passed. */
   sweep(now: number): void {
-    for (const [id, p] of this.pending) {
-      if (p.deadline > now) continue;
-      this.pending.delete(id);
-      p.done(new ForwardError("timed out"));
-    }
-    this.closeIfDone();
-  }
-
-  private send(packet: Buffer): void {
-    // No callback: a send error is an 'error' event (handled above), and none saves a tick per query.
-    this.sock.send(packet);
+    if (this.deadline <= now) this.finish(new ForwardError("timed out"));
   }
 
   private onMessage(msg: Buffer): void {
-    if (msg.length < HEADER_LEN) return;
-    const id = (msg[0]! << 8) | msg[1]!;
-    const p = this.pending.get(id);
-    if (p === undefined || !replyMatches(msg, p.packet, p.query, p.q)) {
+    if (!replyMatches(msg, this.packet, this.query, this.q)) {
       this.log.debug(
         `forwarder: ignored a reply from ${this.up.host}#${this.up.port} that does not match a query`,
       );
       return;
     }
-    this.pending.delete(id);
-    p.done(null, msg);
-    this.closeIfDone();
+    this.finish(null, msg);
   }
 
-  /** Every query waiting on this socket fails with `err` (the caller fails over); the socket is closed. */
-  fail(err: Error): void {
-    this.retired = true;
-    const failed = [...this.pending.values()];
-    this.pending.clear();
-    this.close();
-    const e = err instanceof ForwardError ? err : new ForwardError(err.message);
-    for (const p of failed) p.done(e);
-  }
-
-  private closeIfDone(): void {
-    if (this.retired && this.pending.size === 0) this.close();
-  }
-
-  private close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.retired = true;
+  /** Ends the exchange, once: closes the socket, then calls `done` (the caller may fail over). */
+  finish(err: Error | null, reply?: Buffer): void {
+    if (this.finished) return;
+    this.finished = true;
     try {
       this.sock.close();
     } catch {
       // already closed
     }
     this.onGone(this);
+    this.done(err, reply);
   }
 }
 
@@ -208,9 +153,9 @@ export class Forwarder {
   private readonly attemptTimeoutMs: number;
   private readonly log: Logger;
   private readonly open = new Set<{ close(): void }>();
-  /** Per upstream (by index), the sockets queries go out of. */
-  private readonly pools: UdpChannel[][];
-  private readonly channels = new Set<UdpChannel>();
+  /** Per upstream (by index), its socket type. */
+  private readonly families: ("udp4" | "udp6")[];
+  private readonly exchanges = new Set<UdpExchange>();
   private sweeper: ReturnType<typeof setInterval> | null = null;
   private closed = false;
   private readonly maxInFlight: number;
@@ -228,7 +173,7 @@ export class Forwarder {
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 2000;
     this.maxInFlight = opts.maxInFlight ?? 1000;
     this.log = opts.log;
-    this.pools = this.upstreams.map(() => []);
+    this.families = this.upstreams.map((u) => (net.isIPv6(u.host.replace(/%.*$/, "")) ? "udp6" : "udp4"));
   }
 
   /**
@@ -317,37 +262,35 @@ export class Forwarder {
       this.log.debug(`forwarder: ${why}`);
       this.attempt(i + 1, packet, query, q, deadline, problems, resolve, reject);
     };
-    const ch = this.channel(i);
-    ch.exchange(withId(packet, ch.freshId()), query, q, attemptDeadline, (err, reply) => {
+    const onDone: Done = (err, reply) => {
       if (err !== null) return next(err);
       if ((reply![2]! & 0x02) === 0) return resolve(reply!);
       // Truncated: the same question over TCP (RFC 7766 §5).
       this.exchangeTcp(up, withId(packet, ids.next()), query, q, attemptDeadline).then(resolve, next);
-    });
-  }
-
-  /** A socket for upstream `i`: a new one while the pool is not full, else a random one still in service. */
-  private channel(i: number): UdpChannel {
-    const pool = this.pools[i]!;
-    for (let k = pool.length - 1; k >= 0; k--) if (pool[k]!.retired) pool.splice(k, 1);
-    if (pool.length < POOL_SIZE) {
-      const ch = new UdpChannel(this.upstreams[i]!, this.log, (gone) => {
-        this.channels.delete(gone);
+    };
+    const ex = new UdpExchange(
+      up,
+      this.families[i]!,
+      withId(packet, ids.next()),
+      query,
+      q,
+      attemptDeadline,
+      onDone,
+      this.log,
+      (gone) => {
+        this.exchanges.delete(gone);
         // Nothing in flight: no timer either (an idle jitsu wakes up for nothing).
-        if (this.channels.size === 0 && this.sweeper !== null) {
+        if (this.exchanges.size === 0 && this.sweeper !== null) {
           clearInterval(this.sweeper);
           this.sweeper = null;
         }
-      });
-      pool.push(ch);
-      this.channels.add(ch);
-      this.sweeper ??= setInterval(() => {
-        const now = Date.now();
-        for (const c of [...this.channels]) c.sweep(now);
-      }, SWEEP_MS).unref();
-      return ch;
-    }
-    return pool[ids.next() % pool.length]!;
+      },
+    );
+    this.exchanges.add(ex);
+    this.sweeper ??= setInterval(() => {
+      const now = Date.now();
+      for (const x of [...this.exchanges]) x.sweep(now);
+    }, SWEEP_MS).unref();
   }
 
   private exchangeTcp(
@@ -409,8 +352,7 @@ export class Forwarder {
     for (const h of [...this.open]) h.close();
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.sweeper = null;
-    for (const ch of [...this.channels]) ch.fail(new ForwardError("forwarder closed"));
-    for (const pool of this.pools) pool.length = 0;
+    for (const ex of [...this.exchanges]) ex.finish(new ForwardError("forwarder closed"));
   }
 }
 
