@@ -88,9 +88,8 @@ export function parseIp(text: string): { address: string; family: 4 | 6 } {
   const t = text.trim();
   // No leading zeros ("010.0.0.1" is not an address), so an IPv4 address is canonical as given.
   if (isIpv4(t)) return { address: t, family: 4 };
-  const family = isIP(t);
-  if (family === 4) return { address: t, family: 4 };
-  if (family === 6) return { address: canonicalIpv6(t), family: 6 };
+  // isIP's IPv4 is exactly isIpv4's (no leading zeros): only IPv6 is left to it.
+  if (isIP(t) === 6) return { address: canonicalIpv6(t), family: 6 };
   throw new Error(`expected an IPv4 or IPv6 address, got '${text}'`);
 }
 

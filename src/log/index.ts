@@ -32,10 +32,10 @@ export interface LoggerOptions {
 
 export function createLogger(options: LoggerOptions): Logger {
   const dest = options.destination ?? pino.destination({ dest: 2, sync: true });
-  // Standard error is written in batches (see TextLines); a given destination line by line.
+  // Standard error is written in batches (see BatchedLines); a given destination line by line.
   return pino(
     { level: options.level, base: undefined },
-    new TextLines(dest, options.destination === undefined, options.format === "json"),
+    new BatchedLines(dest, options.destination === undefined, options.format === "json"),
   );
 }
 
@@ -66,7 +66,7 @@ function timestamp(ms: number): string {
  * Our own formatter rather than pino-pretty: at start-up with 10,000 VMs jitsu
  * logs 30,000 lines, and pino-pretty spent ~0.8 s on them (bench/).
  */
-class TextLines implements DestinationStream {
+class BatchedLines implements DestinationStream {
   private pending: string[] = [];
   private scheduled = false;
 
