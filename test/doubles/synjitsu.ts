@@ -5,45 +5,19 @@
  * address (4 bytes) (mirage/jitsu src/synjitsu.ml, send_garp), and records a
  * protocol error if a connection ends inside a message.
  */
-import { rmSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
+import { UnixSocketDouble } from "./unix-server.js";
 
 export interface SynjitsuMessage {
   readonly mac: string;
   readonly ip: string;
 }
 
-export class SynjitsuListenerDouble {
-  private server: Server | undefined;
-  private readonly conns = new Set<Socket>();
+export class SynjitsuListenerDouble extends UnixSocketDouble {
   readonly messages: SynjitsuMessage[] = [];
   readonly errors: string[] = [];
   connections = 0;
   private waiters: (() => void)[] = [];
-
-  constructor(readonly socketPath: string) {}
-
-  async start(): Promise<void> {
-    rmSync(this.socketPath, { force: true });
-    this.server = createServer((conn) => this.accept(conn));
-    await new Promise<void>((resolve, reject) => {
-      this.server!.once("error", reject);
-      this.server!.listen(this.socketPath, () => resolve());
-    });
-  }
-
-  async stop(): Promise<void> {
-    for (const c of this.conns) c.destroy();
-    await new Promise<void>((resolve) =>
-      this.server === undefined ? resolve() : this.server.close(() => resolve()),
-    );
-    this.server = undefined;
-    rmSync(this.socketPath, { force: true });
-  }
-
-  dropConnections(): void {
-    for (const c of this.conns) c.destroy();
-  }
 
   /** Resolves once `n` messages have arrived (rejects after `timeoutMs`). */
   waitForMessages(n: number, timeoutMs = 20_000): Promise<void> {
@@ -64,7 +38,7 @@ export class SynjitsuListenerDouble {
     });
   }
 
-  private accept(conn: Socket): void {
+  protected accept(conn: Socket): void {
     this.connections++;
     this.conns.add(conn);
     let buf = Buffer.alloc(0);

@@ -5,9 +5,9 @@
  * treated as dom0's (a socket client), so relative paths are under
  * /local/domain/0 ("Values commonly included in payloads: <path>").
  */
-import { rmSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { T, decoder, encode, type Msg } from "./xenstored-wire.js";
+import { UnixSocketDouble } from "./unix-server.js";
 
 type Tree = Map<string, Buffer>;
 
@@ -62,41 +62,15 @@ function isChild(child: string, par: string): boolean {
   return child === par || par === "/" || child.startsWith(`${par}/`);
 }
 
-export class XenstoredDouble {
-  private server: Server | undefined;
+export class XenstoredDouble extends UnixSocketDouble {
   private tree: Tree = new Map([["/", Buffer.alloc(0)]]);
   private generation = 0;
   private watches: Watch[] = [];
   private txs = new Map<number, Tx>();
   private nextTx = 1;
-  private readonly conns = new Set<Socket>();
   private readonly denied = new Set<string>();
   /** Every request that touched a path, in arrival order. */
   readonly log: XsLogEntry[] = [];
-
-  constructor(readonly socketPath: string) {}
-
-  async start(): Promise<void> {
-    rmSync(this.socketPath, { force: true });
-    this.server = createServer((conn) => this.accept(conn));
-    await new Promise<void>((resolve, reject) => {
-      this.server!.once("error", reject);
-      this.server!.listen(this.socketPath, () => resolve());
-    });
-  }
-
-  async stop(): Promise<void> {
-    for (const c of this.conns) c.destroy();
-    await new Promise<void>((resolve) =>
-      this.server === undefined ? resolve() : this.server.close(() => resolve()),
-    );
-    rmSync(this.socketPath, { force: true });
-  }
-
-  /** Drops every client connection (to test reconnection and lost watches). */
-  dropConnections(): void {
-    for (const c of this.conns) c.destroy();
-  }
 
   /** Test hook: every request on `path` or below answers EACCES (the permissions system, simplified). */
   deny(path: string): void {
@@ -130,7 +104,7 @@ export class XenstoredDouble {
     return this.conns.size;
   }
 
-  private accept(conn: Socket): void {
+  protected accept(conn: Socket): void {
     this.conns.add(conn);
     const decode = decoder();
     conn.on("data", (chunk: Buffer) => {
