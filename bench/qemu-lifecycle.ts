@@ -239,41 +239,6 @@ interface LibvirtdLike {
   virsh(uri: string, ...commands: string[]): string;
 }
 
-/**
- * The test guest as a libvirt domain, as the libvirt tests define it (the NIC
- * and hostfwd through <qemu:commandline>), with the same kernel command line
- * as the qemu backend's default.
- */
-function libvirtDomainXml(dir: string, hostPort: number): string {
-  return `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>${LABEL}</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>${dir}/vmlinuz</kernel>
-    <initrd>${dir}/initrd.gz</initrd>
-    <cmdline>${DEFAULT_CMDLINE}</cmdline>
-  </os>
-  <features><acpi/></features>
-  <cpu mode='maximum'/>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='file'><source path='${dir}/${LABEL}-console.log' append='on'/></serial>
-    <memballoon model='none'/>
-  </devices>
-  <qemu:commandline>
-    <qemu:arg value='-netdev'/>
-    <qemu:arg value='user,id=hf0,hostfwd=tcp:127.0.0.1:${hostPort}-:80'/>
-    <qemu:arg value='-device'/>
-    <qemu:arg value='virtio-net-pci,netdev=hf0,mac=52:54:00:12:34:56,addr=0x10'/>
-  </qemu:commandline>
-</domain>
-`;
-}
-
 function fmt(ms: number): string {
   return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`;
 }
@@ -324,6 +289,11 @@ async function main(): Promise<void> {
     const { PrivateLibvirtd } = (await import(pathToFileURL(daemonModule).href)) as {
       PrivateLibvirtd: new () => LibvirtdLike;
     };
+    // The guest's domain XML as the libvirt tests define it (the NIC and hostfwd through
+    // <qemu:commandline>), with the qemu backend's default kernel command line.
+    const { guestDomainXml } = (await import(
+      pathToFileURL(join(here, "..", "test", "backends", "libvirt", "fixtures.js")).href
+    )) as { guestDomainXml: (name: string, dir: string, hostPort: number, cmdline?: string) => string };
     const daemon = new PrivateLibvirtd();
     try {
       await daemon.start();
@@ -335,7 +305,10 @@ async function main(): Promise<void> {
           (http) => `dns=${NAME},ip=10.0.2.15,name=${LABEL},ready=http://127.0.0.1:${http}/`,
           runs,
           (http) => {
-            daemon.virsh(uri, `define ${daemon.writeFile("web.xml", libvirtDomainXml(daemon.dir, http))}`);
+            daemon.virsh(
+              uri,
+              `define ${daemon.writeFile("web.xml", guestDomainXml(LABEL, daemon.dir, http, DEFAULT_CMDLINE))}`,
+            );
             return ["-c", uri];
           },
         )),

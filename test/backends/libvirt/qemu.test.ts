@@ -20,7 +20,7 @@ import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
 import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { PrivateLibvirtd } from "./daemon.js";
-import { spec } from "./fixtures.js";
+import { guestDomainXml, spec } from "./fixtures.js";
 import { httpGet } from "../../support/http.js";
 
 export function buildGuest(): string {
@@ -28,36 +28,6 @@ export function buildGuest(): string {
   if (r.status !== 0)
     throw new Error(`scripts/build-test-guest.sh failed: ${r.stderr.trim().split("\n").at(-1)}`);
   return r.stdout.trim();
-}
-
-export function guestDomainXml(name: string, dir: string, hostPort: number): string {
-  return `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>${name}</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>${dir}/vmlinuz</kernel>
-    <initrd>${dir}/initrd.gz</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1</cmdline>
-  </os>
-  <features><acpi/></features>
-  <cpu mode='maximum'/>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='file'><source path='${dir}/${name}-console.log' append='on'/></serial>
-    <memballoon model='none'/>
-  </devices>
-  <qemu:commandline>
-    <qemu:arg value='-netdev'/>
-    <qemu:arg value='user,id=hf0,hostfwd=tcp:127.0.0.1:${hostPort}-:80'/>
-    <qemu:arg value='-device'/>
-    <qemu:arg value='virtio-net-pci,netdev=hf0,mac=52:54:00:12:34:56,addr=0x10'/>
-  </qemu:commandline>
-</domain>
-`;
 }
 
 describe("jitsu -x libvirt with the qemu driver and a real guest", { timeout: 300_000 }, () => {
