@@ -30,6 +30,14 @@ async function until(what: string, check: () => boolean, timeoutMs = 30_000): Pr
   }
 }
 
+/** The built CLI on the libvirt backend at `uri`, for one VM 'www' (TTL 1 s, so it idles fast). */
+function startLibvirtCli(uri: string, port: number, mode: string, stateDir: string): CliProcess {
+  return startCli([
+    ...["-x", "libvirt", "-c", uri, "-l", String(port), "-f", "0.0.0.0", "-t", "1", "-d", "0"],
+    ...["-m", mode, "--state-dir", stateDir, "dns=www.jitsu.test,name=www"],
+  ]);
+}
+
 describe("jitsu -x libvirt (e2e with dig and a real libvirtd)", { timeout: 120_000 }, () => {
   const daemon = new PrivateLibvirtd();
   let holder: LibvirtBackend;
@@ -47,25 +55,7 @@ describe("jitsu -x libvirt (e2e with dig and a real libvirtd)", { timeout: 120_0
     await holder.connect();
     daemon.virsh(uri, `define ${daemon.writeFile("www.xml", DOMAIN)}`);
     port = await freePort();
-    cli = startCli([
-      "-x",
-      "libvirt",
-      "-c",
-      uri,
-      "-l",
-      String(port),
-      "-f",
-      "0.0.0.0",
-      "-t",
-      "1",
-      "-d",
-      "0",
-      "-m",
-      "suspend",
-      "--state-dir",
-      dir.path,
-      "dns=www.jitsu.test,name=www",
-    ]);
+    cli = startLibvirtCli(uri, port, "suspend", dir.path);
     // "Starting server on ..." or, once it listens, the stats table
     await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+|\n\s*\+-+\+/, 30_000);
   });
@@ -117,25 +107,7 @@ describe("jitsu -x libvirt across a libvirtd restart (e2e)", { timeout: 120_000 
     const node = daemon.writeFile("node.xml", NODE_XML);
     await daemon.start();
     port = await freePort();
-    cli = startCli([
-      "-x",
-      "libvirt",
-      "-c",
-      daemon.uri(`test://${node}`),
-      "-l",
-      String(port),
-      "-f",
-      "0.0.0.0",
-      "-t",
-      "1",
-      "-d",
-      "0",
-      "-m",
-      "destroy",
-      "--state-dir",
-      dir.path,
-      "dns=www.jitsu.test,name=www",
-    ]);
+    cli = startLibvirtCli(daemon.uri(`test://${node}`), port, "destroy", dir.path);
     await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+|\n\s*\+-+\+/, 30_000);
   });
 
