@@ -130,6 +130,12 @@ export const OPTIONS: readonly OptionDef[] = [
     doc: "On SIGINT/SIGTERM, also stop the VMs that jitsu started.",
   },
   {
+    flags: "--workers <N>",
+    name: "workers",
+    absent: "1",
+    doc: "Serve DNS from N worker processes (1 to 64) sharing the UDP and TCP socket, for more queries per second on several cores. With N > 1 the main process owns the VMs, the state, --http and reloads and serves no DNS itself; workers answer ready VMs from memory and report their request counts every second. A worker that dies is replaced (its queries in flight are lost; clients retry).",
+  },
+  {
     flags: "--log-level <LEVEL>",
     name: "log-level",
     absent: "info",
@@ -161,6 +167,8 @@ export interface Settings {
   readonly logLevel: LogLevel;
   readonly logFormat: LogFormat;
   readonly stopOnExit: boolean;
+  /** --workers: 1 is one process serving DNS itself; more forks DNS workers (src/cluster). */
+  readonly workers: number;
   /** Everything as given, by long name, for backends' own global options. */
   readonly raw: Readonly<Record<string, string | undefined>>;
   /** Positional CONFIG strings. */
@@ -194,6 +202,21 @@ function positiveInt(v: string): number {
   const n = parseIntStrict(v);
   if (n < 1 || n > 2147483647)
     throw new Error(`expected a whole number of seconds from 1 to 2147483647, got '${v}'`);
+  return n;
+}
+
+/** Above this, more workers only share the same cores (and each costs ~40 MB). */
+export const MAX_WORKERS = 64;
+
+function workerCount(v: string): number {
+  let n: number;
+  try {
+    n = parseIntStrict(v);
+  } catch {
+    throw new Error(`expected a whole number of worker processes from 1 to ${MAX_WORKERS}, got '${v}'`);
+  }
+  if (n < 1 || n > MAX_WORKERS)
+    throw new Error(`expected a whole number of worker processes from 1 to ${MAX_WORKERS}, got '${v}'`);
   return n;
 }
 
@@ -257,6 +280,7 @@ export function toSettings(
     logLevel: logLevel as LogLevel,
     logFormat,
     stopOnExit: raw["stop-on-exit"] === true,
+    workers: parseWith("--workers", str("workers") ?? "1", workerCount),
     raw: stringRaw,
     configs,
     file,

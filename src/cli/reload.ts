@@ -13,7 +13,6 @@ import {
   type ConfigFile,
   type VmSpec,
 } from "../config/index.js";
-import { ZoneIndex, type DnsServer } from "../dns/index.js";
 import { describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { Summoner } from "../summoner/index.js";
@@ -25,8 +24,8 @@ export interface ReloaderOptions {
   readonly cliSpecs: readonly VmSpec[];
   readonly factory: BackendFactory;
   readonly summoner: Summoner;
-  readonly server: DnsServer;
-  readonly ttlSeconds: number;
+  /** Gives the DNS server(s) the new VMs' zone (in the same turn as the summoner takes them). */
+  readonly applyZone: (specs: readonly VmSpec[]) => void;
   readonly log: Logger;
 }
 
@@ -67,7 +66,7 @@ export class ConfigReloader {
       return false;
     }
     // No await between the summoner taking the specs and the server taking the zone.
-    this.opts.server.setZone(new ZoneIndex(specs, this.opts.ttlSeconds, log));
+    this.opts.applyZone(specs);
     // Global options are read at start-up only.
     const before = this.opts.file.options;
     for (const name of new Set([...Object.keys(before), ...Object.keys(file.options)])) {

@@ -15,7 +15,8 @@ import {
 import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
 import { describeError } from "../errors/index.js";
 import { createLogger, perVmLevel, type Logger } from "../log/index.js";
-import type { StatusServer } from "../http/index.js";
+import type { DnsCountersView, StatusServer } from "../http/index.js";
+import type { ClusterPrimary } from "../cluster/index.js";
 import { MemoryStore, SqliteStore, type Store } from "../store/index.js";
 import { Summoner, formatStateSummary, formatStatsTable } from "../summoner/index.js";
 import { attachSynjitsu } from "../xen/synjitsu.js";
@@ -25,7 +26,14 @@ import { ConfigReloader } from "./reload.js";
 
 export interface Jitsu {
   readonly summoner: Summoner;
-  readonly server: DnsServer;
+  /** The DNS server; null with --workers N > 1 (the workers serve DNS: see `cluster`). */
+  readonly server: DnsServer | null;
+  /** --workers N > 1: the workers, forked by this process; else null. */
+  readonly cluster: ClusterPrimary | null;
+  /** DNS counters: the server's, or the sum over the workers. */
+  readonly counters: DnsCountersView;
+  /** The DNS port bound (useful with `-l 0`). */
+  readonly port: number;
   readonly backend: VmBackend;
   readonly log: Logger;
   /** The --http endpoint, if any. */
@@ -135,10 +143,34 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   if (settings.forwarder !== null && upstreams.length === 0) {
     log.warn("No nameserver in /etc/resolv.conf: forwarding is disabled (use -f ADDR to set one)");
   }
-  const forwarder = upstreams.length === 0 ? null : new Forwarder({ upstreams, log });
-  const server = new DnsServer({ zone, summoner, forwarder, log, ttlSeconds: settings.ttl });
+  let forwarder: Forwarder | null = null;
+  let server: DnsServer | null = null;
+  let cluster: ClusterPrimary | null = null;
   try {
-    await server.listen(settings.bind, settings.listen);
+    if (settings.workers === 1) {
+      forwarder = upstreams.length === 0 ? null : new Forwarder({ upstreams, log });
+      server = new DnsServer({ zone, summoner, forwarder, log, ttlSeconds: settings.ttl });
+      await server.listen(settings.bind, settings.listen);
+    } else {
+      // --workers N: the workers build their own zones and forwarders from what this process sends.
+      const { ClusterPrimary } = await import("../cluster/index.js");
+      cluster = await ClusterPrimary.start({
+        workers: settings.workers,
+        summoner,
+        log,
+        bind: settings.bind,
+        port: settings.listen,
+        ttl: settings.ttl,
+        logLevel: settings.logLevel,
+        logFormat: settings.logFormat,
+        upstreams,
+        zone: specs,
+        // A worker answers its queries in flight, summons included, before it exits.
+        closeTimeoutMs: (settings.startTimeout + 5) * 1000,
+      });
+      log.info(`Starting server on ${settings.bind}:${cluster.port}...`);
+      log.info(`Serving DNS with ${settings.workers} workers`);
+    }
   } catch (err) {
     await summoner.close();
     await store.close().catch(() => undefined);
@@ -148,6 +180,14 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       cause: err,
     });
   }
+  const primary = cluster;
+  const counters: DnsCountersView = server !== null ? server.counters : primary!.counters;
+  const dnsPort = server !== null ? server.port : primary!.port;
+  /** Stops DNS: the server, or the workers (each answers what it has in flight first). */
+  const closeDns = async (): Promise<void> => {
+    await server?.close();
+    await primary?.close();
+  };
 
   // --synjitsu: tell the Synjitsu VM about use_synjitsu VMs as they start (never delays an answer).
   const synjitsu = attachSynjitsu({
@@ -192,12 +232,24 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   if (settings.http !== undefined) {
     // Loaded only when asked for: prom-client and its default metrics cost ~15 MB of RSS.
     const { JitsuMetrics, StatusServer } = await import("../http/index.js");
-    const metrics = new JitsuMetrics({ summoner, counters: server.counters, clock });
-    http = new StatusServer({ summoner, metrics, log, token: settings.httpToken, version: version() });
+    const metrics = new JitsuMetrics({
+      summoner,
+      counters,
+      clock,
+      answersByWorker: primary === null ? undefined : () => primary.answersByWorker(),
+    });
+    http = new StatusServer({
+      summoner,
+      metrics,
+      log,
+      token: settings.httpToken,
+      version: version(),
+      refresh: primary === null ? undefined : () => primary.collect(),
+    });
     try {
       await http.listen(settings.http.host, settings.http.port);
     } catch (err) {
-      await server.close();
+      await closeDns();
       await summoner.close();
       await store.close().catch(() => undefined);
       forwarder?.close();
@@ -224,8 +276,14 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
           cliSpecs,
           factory,
           summoner,
-          server,
-          ttlSeconds: settings.ttl,
+          applyZone: (next) => {
+            if (server !== null) server.setZone(new ZoneIndex(next, settings.ttl, log));
+            else {
+              // The primary's copy only logs the records, as a single process does.
+              new ZoneIndex(next, settings.ttl, log);
+              primary!.setZone(next);
+            }
+          },
           log,
         });
 
@@ -233,6 +291,9 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   return {
     summoner,
     server,
+    cluster: primary,
+    counters,
+    port: dnsPort,
     backend,
     log,
     http,
@@ -250,7 +311,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         if (pending !== undefined) clearTimeout(pending);
         http?.markShuttingDown();
         await synjitsu?.close();
-        await server.close();
+        await closeDns();
         forwarder?.close();
         await summoner.close({ stopVms: options.stopVms === true });
         await store

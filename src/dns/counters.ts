@@ -8,6 +8,30 @@ import { qtypeName, rcodeName } from "./wire.js";
 /** Index of the "forwarded" result, after the 4096 extended rcodes (RFC 6891 §6.1.3). */
 const FORWARDED = 4096;
 
+/** Upper bounds (seconds) of the forward-latency histogram: an upstream answer on a LAN to a timeout. */
+export const FORWARD_LATENCY_BOUNDS: readonly number[] = Object.freeze([
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+]);
+
+/**
+ * The counters as plain data (what a --workers worker sends its primary):
+ * per query type and per result only the non-zero entries, as [index, count].
+ */
+export interface CountersSnapshot {
+  readonly types: readonly (readonly [number, number])[];
+  readonly results: readonly (readonly [number, number])[];
+  readonly malformed: number;
+  readonly dropped: number;
+  readonly forwarded: number;
+  readonly forwardCoalesced: number;
+  readonly forwardFailures: number;
+  readonly truncated: number;
+  readonly tcpConnections: number;
+  readonly latencyBuckets: readonly number[];
+  readonly latencySum: number;
+  readonly latencyCount: number;
+}
+
 export class DnsCounters {
   private readonly byType = new Float64Array(65536);
   private readonly byResult = new Float64Array(FORWARDED + 1);
@@ -24,7 +48,10 @@ export class DnsCounters {
   /** Sum and count of forward latencies in seconds, for a summary or histogram. */
   forwardLatencySum = 0;
   forwardLatencyCount = 0;
-  /** Called with each forward latency in seconds (e.g. prom-client Histogram.observe). */
+  /** The histogram's bounds, and per bucket (not cumulative; the last one above every bound) the count. */
+  readonly forwardLatencyBounds = FORWARD_LATENCY_BOUNDS;
+  readonly forwardLatencyBuckets = new Float64Array(FORWARD_LATENCY_BOUNDS.length + 1);
+  /** Called with each forward latency in seconds (tests). */
   onForwardLatency: ((seconds: number) => void) | undefined = undefined;
   /** UDP answers that did not fit the client's buffer and were sent truncated (TC). */
   truncated = 0;
@@ -73,6 +100,53 @@ export class DnsCounters {
   observeForwardLatency(seconds: number): void {
     this.forwardLatencySum += seconds;
     this.forwardLatencyCount += 1;
+    const bounds = this.forwardLatencyBounds;
+    let i = 0;
+    while (i < bounds.length && seconds > bounds[i]!) i++;
+    this.forwardLatencyBuckets[i] = this.forwardLatencyBuckets[i]! + 1;
     this.onForwardLatency?.(seconds);
+  }
+
+  snapshot(): CountersSnapshot {
+    const sparse = (a: Float64Array): [number, number][] => {
+      const out: [number, number][] = [];
+      for (let i = 0; i < a.length; i++) if (a[i]! !== 0) out.push([i, a[i]!]);
+      return out;
+    };
+    return {
+      types: sparse(this.byType),
+      results: sparse(this.byResult),
+      malformed: this.malformed,
+      dropped: this.dropped,
+      forwarded: this.forwarded,
+      forwardCoalesced: this.forwardCoalesced,
+      forwardFailures: this.forwardFailures,
+      truncated: this.truncated,
+      tcpConnections: this.tcpConnections,
+      latencyBuckets: [...this.forwardLatencyBuckets],
+      latencySum: this.forwardLatencySum,
+      latencyCount: this.forwardLatencyCount,
+    };
+  }
+
+  /** Adds (`sign` 1) or takes away (-1) a snapshot: the primary's sum over its workers. */
+  addSnapshot(s: CountersSnapshot, sign: 1 | -1 = 1): void {
+    for (const [i, n] of s.types) this.byType[i & 0xffff] = this.byType[i & 0xffff]! + sign * n;
+    for (const [i, n] of s.results) {
+      if (i >= 0 && i < this.byResult.length) this.byResult[i] = this.byResult[i]! + sign * n;
+    }
+    this.malformed += sign * s.malformed;
+    this.dropped += sign * s.dropped;
+    this.forwarded += sign * s.forwarded;
+    this.forwardCoalesced += sign * s.forwardCoalesced;
+    this.forwardFailures += sign * s.forwardFailures;
+    this.truncated += sign * s.truncated;
+    this.tcpConnections += sign * s.tcpConnections;
+    const buckets = this.forwardLatencyBuckets;
+    for (let i = 0; i < buckets.length && i < s.latencyBuckets.length; i++) {
+      buckets[i] = buckets[i]! + sign * s.latencyBuckets[i]!;
+    }
+    this.forwardLatencySum += sign * s.latencySum;
+    this.forwardLatencyCount += sign * s.latencyCount;
   }
 }

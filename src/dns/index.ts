@@ -1,6 +1,6 @@
 /** The DNS layer: server (UDP + TCP), zone, forwarder, counters. See README.md. */
 export { DnsServer, type DnsServerOptions, type SummonTarget } from "./server.js";
-export { ZoneIndex, reverseName } from "./zone-index.js";
+export { ZoneIndex, reverseName, type ZoneVm } from "./zone-index.js";
 export {
   Forwarder,
   ForwardError,
@@ -9,4 +9,4 @@ export {
   type ForwarderOptions,
   type Upstream,
 } from "./forwarder/index.js";
-export { DnsCounters } from "./counters.js";
+export { DnsCounters, FORWARD_LATENCY_BOUNDS, type CountersSnapshot } from "./counters.js";

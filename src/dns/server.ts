@@ -110,8 +110,13 @@ export class DnsServer {
     return this.boundPort;
   }
 
-  /** Binds UDP, then TCP on the same port. With port 0, UDP picks it and TCP follows. */
-  async listen(host: string, port: number): Promise<void> {
+  /**
+   * Binds UDP, then TCP on the same port. With port 0, UDP picks it and TCP follows.
+   * `shared` (a --workers worker): TCP listens through node:cluster's shared handle
+   * instead of exclusively, and the "Starting server" line is left to the primary.
+   */
+  async listen(host: string, port: number, options: { shared?: boolean } = {}): Promise<void> {
+    const shared = options.shared === true;
     // Not net.isIPv6: its first call compiles a large regular expression (~10 ms of start-up).
     const type = host.includes(":") ? "udp6" : "udp4";
     let lastErr: unknown;
@@ -135,7 +140,7 @@ export class DnsServer {
       try {
         await new Promise<void>((resolve, reject) => {
           tcp.once("error", reject);
-          tcp.listen({ port: actual, host, exclusive: true }, () => {
+          tcp.listen({ port: actual, host, exclusive: !shared }, () => {
             tcp.off("error", reject);
             resolve();
           });
@@ -152,7 +157,7 @@ export class DnsServer {
       this.tcp = tcp;
       this.boundPort = actual;
       // Logged once both sockets are bound, so whoever waits for this line can query at once.
-      this.log.info(`Starting server on ${host}:${actual}...`);
+      if (!shared) this.log.info(`Starting server on ${host}:${actual}...`);
       return;
     }
     throw new Error(`cannot listen on TCP ${host}:${port}: ${describeError(lastErr)}`, { cause: lastErr });

@@ -9,7 +9,6 @@
  * - PTR records for the VM addresses given in the specs (in-addr.arpa, ip6.arpa).
  */
 import type dnsPacket from "dns-packet";
-import type { VmSpec } from "../config/index.js";
 import { perVmLevel, type Logger } from "../log/index.js";
 import { encodeName, hashName, ipv6Bytes, sameName, type AnswerTemplate } from "./wire.js";
 
@@ -87,6 +86,16 @@ function parentOf(name: string): string {
   return dot < 0 ? name : name.slice(dot + 1);
 }
 
+/**
+ * What the zone needs of a VM (a VmSpec has it). Plain data, so a --workers
+ * worker builds its zone from what the primary sends it over IPC.
+ */
+export interface ZoneVm {
+  readonly label: string;
+  readonly dns: readonly string[];
+  readonly ips: readonly string[];
+}
+
 export class ZoneIndex {
   readonly ttl: number;
   /** A name by its wire hash; a list only where hashes collide (one array less per name). */
@@ -95,7 +104,7 @@ export class ZoneIndex {
   private readonly zones = new Map<string, Zone>();
   private readonly ptrs = new Map<string, { name: string; targets: string[] }>();
 
-  constructor(specs: readonly VmSpec[], ttlSeconds: number, log: Logger) {
+  constructor(specs: readonly ZoneVm[], ttlSeconds: number, log: Logger) {
     this.ttl = ttlSeconds;
     const serial = Math.floor(Date.now() / 1000) >>> 0;
     // One line per record as the original prints them, at info for a small configuration,

@@ -4,14 +4,12 @@
  * numbers; summons, start/readiness durations and stops are observed from the
  * summoner's change and started events (never from the hot path).
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from "prom-client";
 import type { Clock } from "../clock/index.js";
 import type { DnsCountersView, SummonerView, VmStatusView } from "./view.js";
 
 /** Seconds: from a warm unpause (ms) to a cold VM boot with probes (minutes). */
 const START_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120];
-/** Seconds: an upstream answer on a LAN to a timeout. */
-const FORWARD_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 const STATES = ["off", "starting", "ready", "stopping", "suspended", "paused", "failed"] as const;
 
@@ -19,6 +17,8 @@ export interface MetricsOptions {
   readonly summoner: SummonerView;
   readonly counters: DnsCountersView | null;
   readonly clock: Clock;
+  /** --workers N: DNS answers sent by each worker (by index), for a per-worker counter. */
+  readonly answersByWorker?: (() => ReadonlyMap<string, number>) | undefined;
   /** Also export Node's process metrics (CPU, memory, event loop lag); default true. */
   readonly processMetrics?: boolean;
 }
@@ -102,13 +102,22 @@ export class JitsuMetrics {
     );
     plain("jitsu_dns_truncated_total", "UDP answers sent truncated (TC set).", (c) => c.truncated);
     plain("jitsu_dns_tcp_connections_total", "DNS TCP connections accepted.", (c) => c.tcpConnections);
-    const forwardLatency = new Histogram({
-      name: "jitsu_dns_forward_latency_seconds",
-      help: "Time from forwarding a query upstream to its answer.",
-      buckets: FORWARD_BUCKETS,
-      registers,
-    });
-    if (counters !== null) counters.onForwardLatency = (seconds) => forwardLatency.observe(seconds);
+    // Read from the counters' buckets at scrape time (not observed one by one), so the
+    // buckets of --workers workers add up to one histogram in the primary.
+    if (counters !== null) this.registry.registerMetric(forwardLatencyHistogram(counters));
+    const byWorker = opts.answersByWorker;
+    if (byWorker !== undefined) {
+      new Counter({
+        name: "jitsu_dns_worker_answers_total",
+        help: "DNS answers sent by each worker process (--workers), as of its last report.",
+        labelNames: ["worker"],
+        registers,
+        collect() {
+          this.reset();
+          for (const [worker, n] of byWorker()) this.inc({ worker }, n);
+        },
+      });
+    }
 
     // ---- VMs: totals and states read from Summoner.status() at scrape time ----
     new Gauge({
@@ -238,4 +247,39 @@ export class JitsuMetrics {
     }
     for (const label of this.seen.keys()) if (!present.has(label)) this.seen.delete(label);
   }
+}
+
+/**
+ * jitsu_dns_forward_latency_seconds, from the counters' bucket counts: the same
+ * text prom-client's Histogram prints (cumulative `le` buckets, +Inf, _sum,
+ * _count), built at scrape time. prom-client's registry takes any object with
+ * a name, help, type and get(); its Metric type names only its own classes.
+ */
+function forwardLatencyHistogram(counters: DnsCountersView): Metric {
+  const name = "jitsu_dns_forward_latency_seconds";
+  const help = "Time from forwarding a query upstream to its answer.";
+  const metric = {
+    name,
+    help,
+    type: "histogram",
+    aggregator: "sum",
+    get() {
+      const bounds = counters.forwardLatencyBounds;
+      const buckets = counters.forwardLatencyBuckets;
+      const values: { labels: { le?: number | string }; value: number; metricName: string }[] = [];
+      let cumulative = 0;
+      for (let i = 0; i <= bounds.length; i++) {
+        cumulative += buckets[i] ?? 0;
+        values.push({
+          labels: { le: i < bounds.length ? bounds[i]! : "+Inf" },
+          value: cumulative,
+          metricName: `${name}_bucket`,
+        });
+      }
+      values.push({ labels: {}, value: counters.forwardLatencySum, metricName: `${name}_sum` });
+      values.push({ labels: {}, value: counters.forwardLatencyCount, metricName: `${name}_count` });
+      return Promise.resolve({ name, help, type: "histogram", values, aggregator: "sum" });
+    },
+  };
+  return metric as unknown as Metric;
 }

@@ -19,6 +19,11 @@ export interface StatusServerOptions {
   /** Enables the admin endpoints; compared in constant time. */
   readonly token?: string | undefined;
   readonly version?: string;
+  /**
+   * Run before /status and /metrics are read: with --workers, collects the
+   * workers' request counts and DNS counters, so a scrape sees them all.
+   */
+  readonly refresh?: () => Promise<void>;
 }
 
 export class StatusServer {
@@ -81,12 +86,13 @@ export class StatusServer {
     const method = req.method ?? "GET";
     if (path === "/status" || path === "/metrics" || path === "/healthz") {
       if (method !== "GET" && method !== "HEAD") return sendMethodNotAllowed(res, "GET, HEAD");
-      if (path === "/status") return send(res, 200, this.statusBody(), method);
       if (path === "/healthz") {
         return this.shuttingDown
           ? send(res, 503, { status: "shutting down" }, method)
           : send(res, 200, { status: "ok" }, method);
       }
+      if (this.opts.refresh !== undefined) await this.opts.refresh();
+      if (path === "/status") return send(res, 200, this.statusBody(), method);
       const text = await this.opts.metrics.metrics();
       res.writeHead(200, { "content-type": this.opts.metrics.contentType, "cache-control": "no-store" });
       res.end(method === "HEAD" ? undefined : text);

@@ -39,5 +39,9 @@ export interface DnsCountersView {
   readonly forwardCoalesced: number;
   readonly truncated: number;
   readonly tcpConnections: number;
-  onForwardLatency: ((seconds: number) => void) | undefined;
+  /** Forward latencies: the histogram's upper bounds in seconds, the count per bucket (not cumulative, one more than bounds), sum and count. */
+  readonly forwardLatencyBounds: readonly number[];
+  readonly forwardLatencyBuckets: ArrayLike<number>;
+  readonly forwardLatencySum: number;
+  readonly forwardLatencyCount: number;
 }

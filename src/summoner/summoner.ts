@@ -107,6 +107,12 @@ export class Summoner {
   private ticking: Promise<void> | null = null;
   private storeChain: Promise<void> = Promise.resolve();
   private closed = false;
+  /**
+   * Run at the start of each reaper pass, before anything is judged idle: with
+   * --workers, it collects the requests the workers answered but have not yet
+   * reported (see src/cluster). Its failure is logged and the pass goes on.
+   */
+  beforeReap: (() => Promise<void>) | undefined = undefined;
 
   private constructor(private readonly opts: SummonerOptions) {
     this.backend = opts.backend;
@@ -142,6 +148,31 @@ export class Summoner {
     vm.lastRequest = this.clock.now();
     if (vm.phase.kind === "ready") return vm.addresses;
     return this.summon(vm);
+  }
+
+  /**
+   * Requests answered elsewhere (a --workers worker, from its copy of the ready
+   * VMs) and reported later: counted as if they came through request(). A VM
+   * that is no longer up (it stopped in the moment before the worker heard) is
+   * summoned again, since those clients were given its address.
+   */
+  noteRequests(label: string, count: number): void {
+    const vm = this.vms.get(label);
+    if (vm === undefined || !(count > 0)) return;
+    vm.totalRequests += count;
+    vm.lastRequest = this.clock.now();
+    const kind = vm.phase.kind;
+    if (kind === "ready" || kind === "starting" || kind === "failed" || vm.flight !== null || this.closed)
+      return;
+    this.log.info(`VM '${label}' was answered as ready while ${kind}; summoning it again`);
+    this.summon(vm).catch(() => undefined); // a failure is logged by bringUp
+  }
+
+  /** Each ready VM's label and addresses (the same array instances the hot path returns). */
+  readyAddresses(): Map<string, readonly string[]> {
+    const out = new Map<string, readonly string[]>();
+    for (const [label, vm] of this.vms) if (vm.phase.kind === "ready") out.set(label, vm.addresses);
+    return out;
   }
 
   // ---- admin ----------------------------------------------------------------
@@ -263,7 +294,16 @@ export class Summoner {
   /** One reaper pass: stop idle VMs, notice crashes, flush the store. Never overlaps another. */
   tick(): Promise<void> {
     if (this.ticking !== null) return this.ticking;
-    this.ticking = this.reap().finally(() => {
+    const before = this.beforeReap;
+    const pass =
+      before === undefined
+        ? this.reap()
+        : before()
+            .catch((err: unknown) =>
+              this.log.warn(`Before the reaper pass: ${describeError(err)} (going on with what is known)`),
+            )
+            .then(() => this.reap());
+    this.ticking = pass.finally(() => {
       this.ticking = null;
     });
     return this.ticking;

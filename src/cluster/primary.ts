@@ -1,0 +1,430 @@
+/**
+ * The primary's side of --workers N: forks the DNS workers (node:cluster),
+ * keeps their copy of the ready VMs current, answers their summons with the
+ * real Summoner, applies the requests they answered from memory, sums their
+ * DNS counters, sends them reloaded zones, replaces a worker that dies, and
+ * closes them first at shutdown. The primary itself serves no DNS.
+ */
+import cluster, { type Worker } from "node:cluster";
+import { fileURLToPath } from "node:url";
+import { DnsCounters, type CountersSnapshot, type Upstream, type ZoneVm } from "../dns/index.js";
+import { describeError } from "../errors/index.js";
+import type { LogFormat, LogLevel, Logger } from "../log/index.js";
+import type { Summoner } from "../summoner/index.js";
+import { parseToPrimary, type ReadyEntry, type ToPrimary, type ToWorker } from "./protocol.js";
+
+/** dist/src/cluster/worker-main.js, next to this file once compiled. */
+const WORKER_ENTRY = fileURLToPath(new URL("./worker-main.js", import.meta.url));
+
+/** How long a flush (before a reaper pass or a scrape) waits for each worker. */
+const FLUSH_TIMEOUT_MS = 1000;
+/** A dead worker is replaced at most once a second... */
+const RESTART_MIN_INTERVAL_MS = 1000;
+/** ...and given up on after this many deaths within RESTART_WINDOW_MS. */
+const RESTART_LIMIT = 5;
+const RESTART_WINDOW_MS = 60_000;
+
+export interface ClusterOptions {
+  readonly workers: number;
+  readonly summoner: Summoner;
+  readonly log: Logger;
+  readonly bind: string;
+  readonly port: number;
+  readonly ttl: number;
+  readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+  /** Empty: forwarding disabled. */
+  readonly upstreams: readonly Upstream[];
+  readonly zone: readonly ZoneVm[];
+  /** How long close() lets a worker finish its queries in flight before killing it. */
+  readonly closeTimeoutMs: number;
+}
+
+interface Slot {
+  /** 1-based; a replacement takes the dead worker's index. */
+  readonly index: number;
+  worker: Worker | null;
+  /** Sent init: gets every change of the ready map from now on. */
+  inited: boolean;
+  listening: boolean;
+  /** While starting: settles when the worker listens or fails to. */
+  up: { resolve(port: number): void; reject(err: Error): void } | null;
+  /** Flushes waiting for this worker's counts, by id. */
+  readonly flushes: Map<number, () => void>;
+  /** DNS answers by all the workers this slot has had (for the per-worker metric). */
+  answered: number;
+  /** When replacements were started, for the back-off and the limit. */
+  restarts: number[];
+  restartTimer: ReturnType<typeof setTimeout> | null;
+}
+
+export class ClusterPrimary {
+  /** The sum of every worker's DNS counters (dead workers' last report included). */
+  readonly counters = new DnsCounters();
+  private readonly opts: ClusterOptions;
+  private readonly log: Logger;
+  private readonly slots: Slot[] = [];
+  /** The ready map as last sent to the workers (the Summoner's own address arrays). */
+  private sent: Map<string, readonly string[]>;
+  private zone: ZoneVm[];
+  private pushScheduled = false;
+  private nextFlushId = 1;
+  private boundPort: number;
+  private closing = false;
+  /** Each worker's last counters, to turn its totals into changes of the sum. */
+  private readonly lastCounters = new WeakMap<Worker, CountersSnapshot>();
+
+  private constructor(opts: ClusterOptions) {
+    this.opts = opts;
+    this.log = opts.log;
+    this.boundPort = opts.port;
+    this.zone = plainZone(opts.zone);
+    this.sent = opts.summoner.readyAddresses();
+    for (let i = 1; i <= opts.workers; i++) {
+      this.slots.push({
+        index: i,
+        worker: null,
+        inited: false,
+        listening: false,
+        up: null,
+        flushes: new Map(),
+        answered: 0,
+        restarts: [],
+        restartTimer: null,
+      });
+    }
+  }
+
+  /** Forks the workers and resolves once every one listens; rejects (all killed) if one cannot. */
+  static async start(opts: ClusterOptions): Promise<ClusterPrimary> {
+    const p = new ClusterPrimary(opts);
+    cluster.setupPrimary({ exec: WORKER_ENTRY, args: [], execArgv: [], silent: false });
+    opts.summoner.onChange(() => p.scheduleReadyPush());
+    try {
+      if (opts.port === 0) {
+        // Port 0: the first worker picks it, the others share what it got.
+        p.boundPort = await p.fork(p.slots[0]!);
+        await Promise.all(p.slots.slice(1).map((slot) => p.fork(slot)));
+      } else {
+        await Promise.all(p.slots.map((slot) => p.fork(slot)));
+      }
+    } catch (err) {
+      p.closing = true;
+      await p.killAll();
+      throw err;
+    }
+    opts.summoner.beforeReap = () => p.collect();
+    return p;
+  }
+
+  /** The DNS port the workers share. */
+  get port(): number {
+    return this.boundPort;
+  }
+
+  get workerCount(): number {
+    return this.slots.length;
+  }
+
+  /** The live workers' pids. */
+  pids(): number[] {
+    const out: number[] = [];
+    for (const slot of this.slots)
+      if (slot.worker?.process.pid !== undefined) out.push(slot.worker.process.pid);
+    return out;
+  }
+
+  /** DNS answers sent by each worker index (replacements included), for the per-worker metric. */
+  answersByWorker(): Map<string, number> {
+    return new Map(this.slots.map((slot) => [String(slot.index), slot.answered]));
+  }
+
+  /** Config reload: every worker swaps its zone; replacements start with it. */
+  setZone(vms: readonly ZoneVm[]): void {
+    this.zone = plainZone(vms);
+    this.broadcast({ t: "zone", zone: this.zone });
+  }
+
+  /**
+   * Asks every listening worker for its counts and waits for the answers (at
+   * most FLUSH_TIMEOUT_MS each; a worker that does not answer is named in a
+   * warning). Run before each reaper pass and each /status or /metrics read.
+   */
+  collect(): Promise<void> {
+    const waits: Promise<void>[] = [];
+    for (const slot of this.slots) {
+      const worker = slot.worker;
+      if (worker === null || !slot.listening) continue;
+      const id = this.nextFlushId++;
+      waits.push(
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            slot.flushes.delete(id);
+            this.log.warn(
+              `DNS worker ${slot.index} (pid ${worker.process.pid}) did not report its counts within ${FLUSH_TIMEOUT_MS} ms`,
+            );
+            resolve();
+          }, FLUSH_TIMEOUT_MS);
+          slot.flushes.set(id, () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          this.send(worker, { t: "flush", id });
+        }),
+      );
+    }
+    return Promise.all(waits).then(() => undefined);
+  }
+
+  /**
+   * Tells every worker to close (stop accepting, answer what is in flight,
+   * report its last counts) and waits for each to exit; one still running
+   * after closeTimeoutMs is killed.
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    if (this.opts.summoner.beforeReap !== undefined) this.opts.summoner.beforeReap = undefined;
+    for (const slot of this.slots) {
+      if (slot.restartTimer !== null) clearTimeout(slot.restartTimer);
+      slot.restartTimer = null;
+    }
+    await Promise.all(
+      this.slots.map(async (slot) => {
+        const worker = slot.worker;
+        if (worker === null) return;
+        const gone = ended(worker);
+        const timer = setTimeout(() => {
+          this.log.warn(
+            `DNS worker ${slot.index} (pid ${worker.process.pid}) did not finish within ${this.opts.closeTimeoutMs / 1000} s; killing it`,
+          );
+          worker.process.kill("SIGKILL");
+        }, this.opts.closeTimeoutMs);
+        this.send(worker, { t: "close" });
+        await gone;
+        clearTimeout(timer);
+      }),
+    );
+  }
+
+  // ---- workers ---------------------------------------------------------------
+
+  /** Forks the slot's worker; resolves with its port once it listens. */
+  private fork(slot: Slot): Promise<number> {
+    const worker = cluster.fork();
+    slot.worker = worker;
+    slot.inited = false;
+    slot.listening = false;
+    const up = new Promise<number>((resolve, reject) => {
+      slot.up = { resolve, reject };
+    });
+    worker.on("message", (raw: unknown) => this.onMessage(slot, worker, raw));
+    worker.on("error", (err) => this.log.debug(`DNS worker ${slot.index}: IPC: ${describeError(err)}`));
+    worker.on("exit", (code: number | null, signal: string | null) =>
+      this.onExit(slot, worker, code, signal),
+    );
+    return up;
+  }
+
+  private onMessage(slot: Slot, worker: Worker, raw: unknown): void {
+    const parsed = parseToPrimary(raw);
+    if (!parsed.ok) {
+      this.log.warn(
+        `DNS worker ${slot.index} (pid ${worker.process.pid}): ignoring a malformed message: ${parsed.error}`,
+      );
+      return;
+    }
+    const msg: ToPrimary = parsed.msg;
+    switch (msg.t) {
+      case "hello":
+        if (slot.worker !== worker || slot.inited) return;
+        slot.inited = true;
+        this.send(worker, {
+          t: "init",
+          index: slot.index,
+          bind: this.opts.bind,
+          port: this.boundPort,
+          ttl: this.opts.ttl,
+          logLevel: this.opts.logLevel,
+          logFormat: this.opts.logFormat,
+          upstreams: this.opts.upstreams,
+          zone: this.zone,
+          ready: readyEntries(this.sent),
+        });
+        return;
+      case "listening":
+        if (slot.worker !== worker) return;
+        slot.listening = true;
+        slot.up?.resolve(msg.port);
+        slot.up = null;
+        return;
+      case "listen-failed":
+        if (slot.worker !== worker) return;
+        slot.up?.reject(new Error(msg.error));
+        slot.up = null;
+        return;
+      case "summon":
+        this.summon(worker, msg.id, msg.label);
+        return;
+      case "counts": {
+        for (const [label, n] of msg.requests) this.opts.summoner.noteRequests(label, n);
+        const before = this.lastCounters.get(worker);
+        if (before !== undefined) this.counters.addSnapshot(before, -1);
+        this.counters.addSnapshot(msg.dns, 1);
+        this.lastCounters.set(worker, msg.dns);
+        slot.answered += answered(msg.dns) - (before === undefined ? 0 : answered(before));
+        if (msg.id !== null) {
+          const done = slot.flushes.get(msg.id);
+          slot.flushes.delete(msg.id);
+          done?.();
+        }
+        return;
+      }
+    }
+  }
+
+  /** A worker's summon: the real Summoner's answer, or its error's message (the worker's SERVFAIL line shows it). */
+  private summon(worker: Worker, id: number, label: string): void {
+    let r: readonly string[] | Promise<readonly string[]>;
+    try {
+      r = this.opts.summoner.request(label);
+    } catch (err) {
+      this.send(worker, { t: "summon-failed", id, error: describeError(err) });
+      return;
+    }
+    if (Array.isArray(r)) {
+      this.send(worker, { t: "summoned", id, addresses: r as readonly string[] });
+      return;
+    }
+    (r as Promise<readonly string[]>).then(
+      (addresses) => this.send(worker, { t: "summoned", id, addresses }),
+      (err: unknown) => this.send(worker, { t: "summon-failed", id, error: describeError(err) }),
+    );
+  }
+
+  private onExit(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
+    if (slot.worker !== worker) return;
+    slot.worker = null;
+    slot.inited = false;
+    slot.listening = false;
+    for (const done of slot.flushes.values()) done();
+    slot.flushes.clear();
+    const how = signal !== null ? `signal ${signal}` : `code ${code}`;
+    if (slot.up !== null) {
+      slot.up.reject(new Error(`DNS worker ${slot.index} exited (${how}) before it listened`));
+      slot.up = null;
+      if (slot.restarts.length === 0) return; // start-up: start() reports it
+    } else if (this.closing) {
+      return;
+    } else {
+      this.log.error(
+        `DNS worker ${slot.index} (pid ${worker.process.pid}) exited with ${how}; the queries it had in flight are lost (clients retry)`,
+      );
+    }
+    if (!this.closing) this.restart(slot);
+  }
+
+  /** Replaces a dead worker: at most one start a second, and none after RESTART_LIMIT in a window. */
+  private restart(slot: Slot): void {
+    const now = Date.now();
+    slot.restarts = slot.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
+    if (slot.restarts.length >= RESTART_LIMIT) {
+      const alive = this.slots.filter((s) => s.worker !== null).length;
+      this.log.error(
+        `DNS worker ${slot.index} died ${slot.restarts.length} times within ${RESTART_WINDOW_MS / 1000} s; not starting it again` +
+          (alive === 0
+            ? ": no DNS worker is left, jitsu answers no queries until it is restarted"
+            : ` (${alive} left)`),
+      );
+      return;
+    }
+    const last = slot.restarts.at(-1) ?? 0;
+    const delay = Math.max(0, last + RESTART_MIN_INTERVAL_MS - now);
+    slot.restartTimer = setTimeout(() => {
+      slot.restartTimer = null;
+      if (this.closing) return;
+      slot.restarts.push(Date.now());
+      const started = this.fork(slot);
+      const pid = slot.worker?.process.pid;
+      started.then(
+        () => this.log.info(`DNS worker ${slot.index} replaced (pid ${pid})`),
+        (err: unknown) =>
+          this.log.error(`DNS worker ${slot.index} could not be restarted: ${describeError(err)}`),
+      );
+    }, delay);
+  }
+
+  /** Start-up failed: kill whatever was forked and wait for it. */
+  private async killAll(): Promise<void> {
+    await Promise.all(
+      this.slots.map(async (slot) => {
+        const worker = slot.worker;
+        if (worker === null) return;
+        const gone = ended(worker);
+        worker.process.kill("SIGKILL");
+        await gone;
+      }),
+    );
+  }
+
+  // ---- the ready map -----------------------------------------------------------
+
+  /** Changes come in bursts (a reload, many VMs ready at once): one diff per turn. */
+  private scheduleReadyPush(): void {
+    if (this.pushScheduled || this.closing) return;
+    this.pushScheduled = true;
+    queueMicrotask(() => {
+      this.pushScheduled = false;
+      this.pushReady();
+    });
+  }
+
+  private pushReady(): void {
+    const now = this.opts.summoner.readyAddresses();
+    const set: ReadyEntry[] = [];
+    const unset: string[] = [];
+    for (const [label, addresses] of now)
+      if (this.sent.get(label) !== addresses) set.push([label, addresses]);
+    for (const label of this.sent.keys()) if (!now.has(label)) unset.push(label);
+    this.sent = now;
+    if (set.length > 0 || unset.length > 0) this.broadcast({ t: "ready", set, unset });
+  }
+
+  private broadcast(msg: ToWorker): void {
+    for (const slot of this.slots) if (slot.worker !== null && slot.inited) this.send(slot.worker, msg);
+  }
+
+  private send(worker: Worker, msg: ToWorker): void {
+    if (!worker.isConnected()) return;
+    // With a callback, a channel that closes meanwhile is an error passed here, not an 'error' event.
+    worker.send(msg, undefined, (err) => {
+      if (err !== null) this.log.debug(`IPC to a DNS worker: ${describeError(err)}`);
+    });
+  }
+}
+
+/** Resolves once the worker has exited and its channel is closed (its last messages read). */
+function ended(worker: Worker): Promise<void> {
+  const exited =
+    worker.process.exitCode !== null || worker.process.signalCode !== null
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => worker.once("exit", () => resolve()));
+  const disconnected = worker.isConnected()
+    ? new Promise<void>((resolve) => worker.once("disconnect", () => resolve()))
+    : Promise.resolve();
+  return Promise.all([exited, disconnected]).then(() => undefined);
+}
+
+function answered(s: CountersSnapshot): number {
+  let n = 0;
+  for (const [, c] of s.results) n += c;
+  return n;
+}
+
+function readyEntries(map: ReadonlyMap<string, readonly string[]>): ReadyEntry[] {
+  return [...map];
+}
+
+/** Only what the zone needs (a VmSpec carries much more, some of it not plain data). */
+function plainZone(vms: readonly ZoneVm[]): ZoneVm[] {
+  return vms.map((vm) => ({ label: vm.label, dns: [...vm.dns], ips: [...vm.ips] }));
+}

@@ -1,0 +1,248 @@
+/**
+ * The IPC messages between the primary and its DNS workers (node:cluster,
+ * JSON over the channel). Each side checks every message it receives with
+ * the parser for its direction: a malformed one is reported (the caller logs
+ * it) and ignored, never trusted.
+ */
+import type { CountersSnapshot, Upstream, ZoneVm } from "../dns/index.js";
+import type { LogFormat, LogLevel } from "../log/index.js";
+
+/** A ready VM as the workers see it: label and addresses. */
+export type ReadyEntry = readonly [label: string, addresses: readonly string[]];
+
+/** What a worker needs to serve DNS, sent once after it says hello. */
+export interface InitMessage {
+  readonly t: "init";
+  /** 1-based, stable across a worker's replacements (for logs and metrics). */
+  readonly index: number;
+  readonly bind: string;
+  readonly port: number;
+  readonly ttl: number;
+  readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
+  /** Empty: forwarding disabled. */
+  readonly upstreams: readonly Upstream[];
+  readonly zone: readonly ZoneVm[];
+  readonly ready: readonly ReadyEntry[];
+}
+
+export type ToWorker =
+  | InitMessage
+  /** VMs that became ready (or whose addresses changed), and those no longer ready. */
+  | { readonly t: "ready"; readonly set: readonly ReadyEntry[]; readonly unset: readonly string[] }
+  | { readonly t: "summoned"; readonly id: number; readonly addresses: readonly string[] }
+  | { readonly t: "summon-failed"; readonly id: number; readonly error: string }
+  /** Report your counts now, answering with this id. */
+  | { readonly t: "flush"; readonly id: number }
+  /** Config reload: the new zone. */
+  | { readonly t: "zone"; readonly zone: readonly ZoneVm[] }
+  /** Stop accepting queries, answer those in flight, report, exit. */
+  | { readonly t: "close" };
+
+export type ToPrimary =
+  | { readonly t: "hello" }
+  | { readonly t: "listening"; readonly port: number }
+  | { readonly t: "listen-failed"; readonly error: string }
+  | { readonly t: "summon"; readonly id: number; readonly label: string }
+  /**
+   * Requests answered from the ready map since the last report, per label, and
+   * the worker's DNS counters (totals since it started). `id`: the flush this
+   * answers, or null for the periodic report.
+   */
+  | {
+      readonly t: "counts";
+      readonly id: number | null;
+      readonly requests: readonly (readonly [string, number])[];
+      readonly dns: CountersSnapshot;
+    };
+
+/** A parse result: the message, or what is wrong with it. */
+export type Parsed<T> =
+  { readonly ok: true; readonly msg: T } | { readonly ok: false; readonly error: string };
+
+class Bad extends Error {}
+
+function obj(v: unknown, what: string): Record<string, unknown> {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Bad(`${what}: expected an object`);
+  return v as Record<string, unknown>;
+}
+
+function str(o: Record<string, unknown>, key: string): string {
+  const v = o[key];
+  if (typeof v !== "string") throw new Bad(`'${key}': expected a string`);
+  return v;
+}
+
+function count(v: unknown, what: string): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0) throw new Bad(`${what}: expected a count`);
+  return v;
+}
+
+function int(o: Record<string, unknown>, key: string, min: number, max: number): number {
+  const v = o[key];
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    throw new Bad(`'${key}': expected a whole number from ${min} to ${max}`);
+  }
+  return v;
+}
+
+function list<T>(v: unknown, what: string, item: (x: unknown, what: string) => T): T[] {
+  if (!Array.isArray(v)) throw new Bad(`${what}: expected a list`);
+  return v.map((x, i) => item(x, `${what}[${i}]`));
+}
+
+function strings(v: unknown, what: string): string[] {
+  return list(v, what, (x, w) => {
+    if (typeof x !== "string") throw new Bad(`${w}: expected a string`);
+    return x;
+  });
+}
+
+function pair<A, B>(
+  v: unknown,
+  what: string,
+  a: (x: unknown, w: string) => A,
+  b: (x: unknown, w: string) => B,
+): readonly [A, B] {
+  if (!Array.isArray(v) || v.length !== 2) throw new Bad(`${what}: expected a pair`);
+  return [a(v[0], `${what}[0]`), b(v[1], `${what}[1]`)];
+}
+
+function label(x: unknown, w: string): string {
+  if (typeof x !== "string" || x === "") throw new Bad(`${w}: expected a VM label`);
+  return x;
+}
+
+function readyEntries(v: unknown, what: string): ReadyEntry[] {
+  return list(v, what, (x, w) => pair(x, w, label, strings));
+}
+
+function zoneVms(v: unknown, what: string): ZoneVm[] {
+  return list(v, what, (x, w) => {
+    const o = obj(x, w);
+    return {
+      label: label(o.label, `${w}.label`),
+      dns: strings(o.dns, `${w}.dns`),
+      ips: strings(o.ips, `${w}.ips`),
+    };
+  });
+}
+
+function snapshot(v: unknown): CountersSnapshot {
+  const o = obj(v, "'dns'");
+  const sparse = (x: unknown, w: string): (readonly [number, number])[] =>
+    list(x, w, (p, pw) =>
+      pair(
+        p,
+        pw,
+        (i, iw) => {
+          if (typeof i !== "number" || !Number.isInteger(i) || i < 0 || i > 65535) {
+            throw new Bad(`${iw}: expected an index`);
+          }
+          return i;
+        },
+        count,
+      ),
+    );
+  return {
+    types: sparse(o.types, "dns.types"),
+    results: sparse(o.results, "dns.results"),
+    malformed: count(o.malformed, "dns.malformed"),
+    dropped: count(o.dropped, "dns.dropped"),
+    forwarded: count(o.forwarded, "dns.forwarded"),
+    forwardCoalesced: count(o.forwardCoalesced, "dns.forwardCoalesced"),
+    forwardFailures: count(o.forwardFailures, "dns.forwardFailures"),
+    truncated: count(o.truncated, "dns.truncated"),
+    tcpConnections: count(o.tcpConnections, "dns.tcpConnections"),
+    latencyBuckets: list(o.latencyBuckets, "dns.latencyBuckets", count),
+    latencySum: count(o.latencySum, "dns.latencySum"),
+    latencyCount: count(o.latencyCount, "dns.latencyCount"),
+  };
+}
+
+const LOG_LEVELS_SET = new Set(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+
+function parse<T>(raw: unknown, decode: (o: Record<string, unknown>, t: string) => T): Parsed<T> {
+  try {
+    const o = obj(raw, "message");
+    const t = o.t;
+    if (typeof t !== "string") throw new Bad("no message type 't'");
+    return { ok: true, msg: decode(o, t) };
+  } catch (err) {
+    if (err instanceof Bad) return { ok: false, error: err.message };
+    throw err;
+  }
+}
+
+/** A message the primary sent, as a worker checks it. */
+export function parseToWorker(raw: unknown): Parsed<ToWorker> {
+  return parse<ToWorker>(raw, (o, t) => {
+    switch (t) {
+      case "init": {
+        const logLevel = str(o, "logLevel");
+        if (!LOG_LEVELS_SET.has(logLevel)) throw new Bad(`'logLevel': unknown level '${logLevel}'`);
+        const logFormat = str(o, "logFormat");
+        if (logFormat !== "text" && logFormat !== "json")
+          throw new Bad(`'logFormat': unknown '${logFormat}'`);
+        return {
+          t,
+          index: int(o, "index", 1, 1024),
+          bind: str(o, "bind"),
+          port: int(o, "port", 0, 65535),
+          ttl: int(o, "ttl", 0, 2147483647),
+          logLevel: logLevel as LogLevel,
+          logFormat,
+          upstreams: list(o.upstreams, "'upstreams'", (x, w) => {
+            const u = obj(x, w);
+            return { host: str(u, "host"), port: int(u, "port", 1, 65535) };
+          }),
+          zone: zoneVms(o.zone, "'zone'"),
+          ready: readyEntries(o.ready, "'ready'"),
+        };
+      }
+      case "ready":
+        return { t, set: readyEntries(o.set, "'set'"), unset: list(o.unset, "'unset'", label) };
+      case "summoned":
+        return {
+          t,
+          id: int(o, "id", 1, Number.MAX_SAFE_INTEGER),
+          addresses: strings(o.addresses, "'addresses'"),
+        };
+      case "summon-failed":
+        return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), error: str(o, "error") };
+      case "flush":
+        return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER) };
+      case "zone":
+        return { t, zone: zoneVms(o.zone, "'zone'") };
+      case "close":
+        return { t };
+      default:
+        throw new Bad(`unknown message type '${t}'`);
+    }
+  });
+}
+
+/** A message a worker sent, as the primary checks it. */
+export function parseToPrimary(raw: unknown): Parsed<ToPrimary> {
+  return parse<ToPrimary>(raw, (o, t) => {
+    switch (t) {
+      case "hello":
+        return { t };
+      case "listening":
+        return { t, port: int(o, "port", 1, 65535) };
+      case "listen-failed":
+        return { t, error: str(o, "error") };
+      case "summon":
+        return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), label: label(o.label, "'label'") };
+      case "counts":
+        return {
+          t,
+          id: o.id === null ? null : int(o, "id", 1, Number.MAX_SAFE_INTEGER),
+          requests: list(o.requests, "'requests'", (x, w) => pair(x, w, label, count)),
+          dns: snapshot(o.dns),
+        };
+      default:
+        throw new Bad(`unknown message type '${t}'`);
+    }
+  });
+}
