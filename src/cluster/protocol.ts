@@ -192,28 +192,28 @@ export function parseToWorker(raw: unknown): Parsed<ToWorker> {
           ttl: int(o, "ttl", 0, 2147483647),
           logLevel: logLevel as LogLevel,
           logFormat,
-          upstreams: list(o.upstreams, "'upstreams'", (x, w) => {
+          upstreams: list(o.upstreams, "upstreams", (x, w) => {
             const u = obj(x, w);
             return { host: str(u, "host"), port: int(u, "port", 1, 65535) };
           }),
-          zone: zoneVms(o.zone, "'zone'"),
-          ready: readyEntries(o.ready, "'ready'"),
+          zone: zoneVms(o.zone, "zone"),
+          ready: readyEntries(o.ready, "ready"),
         };
       }
       case "ready":
-        return { t, set: readyEntries(o.set, "'set'"), unset: list(o.unset, "'unset'", label) };
+        return { t, set: readyEntries(o.set, "set"), unset: list(o.unset, "unset", label) };
       case "summoned":
         return {
           t,
           id: int(o, "id", 1, Number.MAX_SAFE_INTEGER),
-          addresses: strings(o.addresses, "'addresses'"),
+          addresses: strings(o.addresses, "addresses"),
         };
       case "summon-failed":
         return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), error: str(o, "error") };
       case "flush":
         return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER) };
       case "zone":
-        return { t, zone: zoneVms(o.zone, "'zone'") };
+        return { t, zone: zoneVms(o.zone, "zone") };
       case "close":
         return { t };
       default:
@@ -233,12 +233,12 @@ export function parseToPrimary(raw: unknown): Parsed<ToPrimary> {
       case "listen-failed":
         return { t, error: str(o, "error") };
       case "summon":
-        return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), label: label(o.label, "'label'") };
+        return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), label: label(o.label, "label") };
       case "counts":
         return {
           t,
           id: o.id === null ? null : int(o, "id", 1, Number.MAX_SAFE_INTEGER),
-          requests: list(o.requests, "'requests'", (x, w) => pair(x, w, label, count)),
+          requests: list(o.requests, "requests", (x, w) => pair(x, w, label, count)),
           dns: snapshot(o.dns),
         };
       default:

@@ -54,6 +54,11 @@ describe("command line", () => {
     assert.deepEqual(s.configs, ["dns=a.example.org,ip=10.0.0.1", "dns=b.example.org,ip=10.0.0.2"]);
   });
 
+  it("--workers is 1 unless given", () => {
+    assert.equal(parseArgs([]).workers, 1);
+    assert.equal(parseArgs(["--workers", "4"]).workers, 4);
+  });
+
   it("-f 0.0.0.0 disables forwarding", () => {
     assert.equal(parseArgs(["-f", "0.0.0.0"]).forwarder, null);
   });
@@ -72,6 +77,13 @@ describe("command line", () => {
     [["--http", "localhost:80"], /option '--http'.*'localhost'/],
     [["--http", "127.0.0.1"], /option '--http': expected ADDR:PORT/],
     [["--http-token", ""], /option '--http-token': expected a non-empty value/],
+    [
+      ["--workers", "0"],
+      /option '--workers': expected a whole number of worker processes from 1 to 64, got '0'/,
+    ],
+    [["--workers", "x"], /option '--workers': .*got 'x'/],
+    [["--workers", "65"], /option '--workers'.*'65'/],
+    [["--workers", "2.5"], /option '--workers'.*'2\.5'/],
   ];
   for (const [args, message] of bad) {
     it(`rejects ${args.join(" ")} naming the option`, () => {
@@ -103,6 +115,7 @@ describe("the jitsu binary", () => {
       "-x, --backend",
       "--persistdb",
       "--synjitsu",
+      "--workers",
       "--version",
     ]) {
       assert.ok(res.stdout.includes(flag), `--help lacks ${flag}`);
