@@ -101,12 +101,12 @@ export class ClusterPrimary {
     cluster.setupPrimary({ exec: WORKER_ENTRY, args: [], execArgv: [], silent: false });
     opts.summoner.onChange(() => p.scheduleReadyPush());
     try {
-      if (opts.port === 0) {
-        // Port 0: the first worker picks it, the others share what it got.
-        p.boundPort = await p.fork(p.slots[0]!);
-        await Promise.all(p.slots.slice(1).map((slot) => p.fork(slot)));
-      } else {
-        await Promise.all(p.slots.map((slot) => p.fork(slot)));
+      // With -l 0, every worker binds port 0 too: node:cluster shares one handle per
+      // address and requested port, so they all get the port the first bind picked.
+      const ports = await Promise.all(p.slots.map((slot) => p.fork(slot)));
+      p.boundPort = ports[0]!;
+      if (ports.some((port) => port !== p.boundPort)) {
+        throw new Error(`the workers listen on different ports (${ports.join(", ")})`);
       }
     } catch (err) {
       p.closing = true;
@@ -242,7 +242,7 @@ export class ClusterPrimary {
           t: "init",
           index: slot.index,
           bind: this.opts.bind,
-          port: this.boundPort,
+          port: this.opts.port,
           ttl: this.opts.ttl,
           logLevel: this.opts.logLevel,
           logFormat: this.opts.logFormat,

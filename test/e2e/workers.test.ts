@@ -1,0 +1,272 @@
+/**
+ * --workers N through the built CLI: DNS served by node:cluster workers on one
+ * shared UDP + TCP port, VMs (process backend) owned by the primary; real dig,
+ * a local upstream for forwarding, the --http endpoint, SIGHUP, SIGKILL of a
+ * worker, SIGTERM.
+ */
+import assert from "node:assert/strict";
+import { createSocket, type Socket } from "node:dgram";
+import { readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { startUpstream, type TestUpstream } from "../dns/helpers/upstream.js";
+import { getMetrics, getStatus } from "../support/http.js";
+import {
+  CLI,
+  alive,
+  dig,
+  freePort,
+  localArgs,
+  queryMany,
+  run,
+  startCli,
+  tempDir,
+  type CliProcess,
+} from "../support/index.js";
+
+/** The pids of a primary's DNS workers, from /proc (its children running the worker entry). */
+function workerPids(primary: number): number[] {
+  let children: string;
+  try {
+    children = readFileSync(`/proc/${primary}/task/${primary}/children`, "utf8");
+  } catch {
+    return [];
+  }
+  return children
+    .trim()
+    .split(/\s+/)
+    .filter((p) => p !== "")
+    .map(Number)
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("worker-main.js");
+      } catch {
+        return false;
+      }
+    });
+}
+
+function count(text: string, pattern: RegExp): number {
+  return (text.match(new RegExp(pattern.source, "g")) ?? []).length;
+}
+
+/** A VM that is just a long-running node process: cheap to start, killed with its group. */
+function vm(name: string, ip: string): string {
+  return `  - name: ${name}\n    dns: ${name}.jitsu.test\n    ip: ${ip}\n    exec: ${process.execPath} -e "setInterval(() => {}, 1000)"\n`;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("--workers 3 (e2e)", () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  let upstream: TestUpstream;
+  let cli: CliProcess;
+  let dns: number;
+  let http: number;
+  let file: string;
+  /** A queries for www.jitsu.test sent so far (each must be counted once). */
+  let wwwQueries = 0;
+
+  const header = (): string =>
+    [
+      "backend: process",
+      "forwarder: 127.0.0.1",
+      `port: ${upstream.port}`,
+      `listen: ${dns}`,
+      "ttl: 1",
+      "delay: 0",
+      `http: 127.0.0.1:${http}`,
+      "stop-on-exit: true",
+      `state-dir: ${dir.path}`,
+      "vms:",
+      "",
+    ].join("\n");
+
+  before(async () => {
+    dir = await tempDir("jitsu-workers-");
+    upstream = await startUpstream("192.0.2.7");
+    dns = await freePort();
+    http = await freePort();
+    file = join(dir.path, "jitsu.yaml");
+    await writeFile(file, header() + vm("www", "127.0.0.1"));
+    cli = startCli(["--config", file, "--workers", "3"]);
+    await cli.waitFor(/Serving \/status/, 30_000);
+  });
+
+  after(async () => {
+    await cli.stop("SIGKILL");
+    for (const m of cli.output().matchAll(/Started process (\d+) for VM/g)) {
+      try {
+        process.kill(-Number(m[1]), "SIGKILL");
+      } catch {
+        // gone
+      }
+    }
+    await upstream.close();
+    await dir.remove();
+  });
+
+  it("starts 3 workers, then logs the line clients wait for", () => {
+    const out = cli.output();
+    assert.match(out, new RegExp(`Starting server on 127\\.0\\.0\\.1:${dns}\\.\\.\\.`));
+    assert.match(out, /Serving DNS with 3 workers/);
+    assert.equal(count(out, /Starting server on/), 1);
+    assert.equal(workerPids(cli.child.pid!).length, 3);
+  });
+
+  it("starts a cold VM exactly once for 50 concurrent queries spread over the workers", async () => {
+    const answers = await queryMany(dns, "www.jitsu.test", 50);
+    wwwQueries += 50;
+    assert.equal(answers.filter((a) => a === "127.0.0.1").length, 50, answers.join(" "));
+    assert.equal(count(cli.output(), /Starting VM 'www'/), 1, cli.output());
+  });
+
+  it("answers a ready VM over UDP and TCP", async () => {
+    const udp = await dig(dns, ["www.jitsu.test", "A"]);
+    const tcp = await dig(dns, ["+tcp", "WWW.jitsu.test", "A"]);
+    wwwQueries += 2;
+    assert.equal(udp.status, "NOERROR");
+    assert.ok(udp.flags.includes("aa"));
+    assert.deepEqual(
+      udp.answers.map((a) => [a.name, a.ttl, a.data]),
+      [["www.jitsu.test.", 1, "127.0.0.1"]],
+    );
+    assert.deepEqual(
+      tcp.answers.map((a) => [a.name, a.data]),
+      [["WWW.jitsu.test.", "127.0.0.1"]],
+    );
+  });
+
+  it("forwards other names to the upstream", async () => {
+    const res = await dig(dns, ["example.com", "A"]);
+    assert.equal(res.status, "NOERROR");
+    assert.deepEqual(
+      res.answers.map((a) => a.data),
+      ["192.0.2.7"],
+    );
+    assert.ok(upstream.received.some((r) => r.packet.questions?.[0]?.name === "example.com"));
+  });
+
+  it("/status counts every request the workers answered; /metrics sums the workers' counters", async () => {
+    const status = await getStatus(http);
+    assert.equal(status.get("www")?.totalRequests, wwwQueries);
+    const m = await getMetrics(http);
+    // 52 for www, 1 forwarded; each counted by the worker that answered it.
+    assert.equal(m.get('jitsu_dns_queries_total{type="A"}'), wwwQueries + 1);
+    assert.equal(m.get('jitsu_dns_answers_total{result="NOERROR"}'), wwwQueries);
+    assert.equal(m.get('jitsu_dns_answers_total{result="forwarded"}'), 1);
+    assert.equal(m.get("jitsu_dns_forwarded_total"), 1);
+    assert.equal(m.get("jitsu_dns_forward_latency_seconds_count"), 1);
+    assert.equal(m.get('jitsu_dns_forward_latency_seconds_bucket{le="+Inf"}'), 1);
+    assert.equal(m.get("jitsu_dns_tcp_connections_total"), 1);
+    const perWorker = ["1", "2", "3"].map((w) => m.get(`jitsu_dns_worker_answers_total{worker="${w}"}`) ?? 0);
+    assert.equal(
+      perWorker.reduce((a, b) => a + b, 0),
+      wwwQueries + 1,
+    );
+    assert.ok(perWorker.filter((n) => n > 0).length >= 2, `answers per worker: ${perWorker.join(", ")}`);
+  });
+
+  it("keeps a VM queried through the workers running, and stops it 2 x TTL after the last query", async () => {
+    const stopsBefore = count(cli.output(), /Stopping VM 'www'/);
+    // Bounded: 7 s of queries, at most 40, crossing at least one reaper pass (every 5 s).
+    const until = Date.now() + 7000;
+    for (let i = 0; i < 40 && Date.now() < until; i++) {
+      const res = await dig(dns, ["www.jitsu.test", "A"]);
+      wwwQueries++;
+      assert.equal(res.answers[0]?.data, "127.0.0.1");
+      await sleep(300);
+    }
+    const last = Date.now();
+    assert.equal(count(cli.output(), /Stopping VM 'www'/), stopsBefore, cli.output());
+    await cli.waitFor(/Stopping VM 'www' \(destroy\) after \d+ s idle/, 20_000);
+    assert.ok(Date.now() - last >= 2000, "stopped before 2 x TTL");
+    await cli.waitFor(/VM 'www' stopped/, 10_000);
+    const status = await getStatus(http);
+    assert.equal(status.get("www")?.state, "off");
+    assert.equal(status.get("www")?.totalRequests, wwwQueries);
+  });
+
+  it("SIGHUP reloads --config and every worker serves the new name", async () => {
+    await writeFile(file, header() + vm("www", "127.0.0.1") + vm("fresh", "127.0.0.2"));
+    cli.child.kill("SIGHUP");
+    await cli.waitFor(/Reloaded '.*jitsu\.yaml': 2 VMs/, 20_000);
+    // A worker still on the old zone would forward the name (the upstream says 192.0.2.7).
+    for (let i = 0; i < 9; i++) {
+      const res = await dig(dns, ["fresh.jitsu.test", "A"]);
+      assert.equal(res.status, "NOERROR");
+      assert.deepEqual(
+        res.answers.map((a) => a.data),
+        ["127.0.0.2"],
+      );
+    }
+    assert.equal(count(cli.output(), /Starting VM 'fresh'/), 1);
+  });
+
+  it("replaces a worker killed with SIGKILL, and DNS keeps answering", async () => {
+    const before = workerPids(cli.child.pid!);
+    assert.equal(before.length, 3);
+    const victim = before[0]!;
+    process.kill(victim, "SIGKILL");
+    await cli.waitFor(new RegExp(`DNS worker \\d \\(pid ${victim}\\) exited with signal SIGKILL`), 10_000);
+    await cli.waitFor(/DNS worker \d replaced \(pid \d+\)/, 20_000);
+    for (let i = 0; i < 6; i++) {
+      const res = await dig(dns, ["fresh.jitsu.test", "A"]);
+      assert.equal(res.answers[0]?.data, "127.0.0.2");
+    }
+    const now = workerPids(cli.child.pid!);
+    assert.equal(now.length, 3);
+    assert.ok(!now.includes(victim));
+  });
+
+  it("SIGTERM closes the workers, stops the VMs and exits 0 with no process left", async () => {
+    const workers = workerPids(cli.child.pid!);
+    const vms = [...cli.output().matchAll(/Started process (\d+) for VM/g)].map((m) => Number(m[1]));
+    assert.equal(workers.length, 3);
+    assert.ok(vms.length >= 1);
+    const code = await cli.stop("SIGTERM");
+    assert.equal(code, 0, cli.output());
+    assert.match(cli.output(), /SIGTERM: shutting down/);
+    // The primary waited for its workers; --stop-on-exit stopped the running VM.
+    for (const pid of workers) assert.equal(alive(pid), false, `worker ${pid} still runs`);
+    await sleep(200);
+    for (const pid of vms) assert.equal(alive(pid), false, `VM ${pid} still runs`);
+  });
+});
+
+describe("--workers errors (e2e)", () => {
+  it("rejects --workers 0 and --workers x with one line naming the option", async () => {
+    for (const value of ["0", "x"]) {
+      const res = await run(process.execPath, [CLI, "--workers", value, "-f", "0.0.0.0"]);
+      assert.equal(res.code, 2, res.stderr);
+      assert.equal(
+        res.stderr,
+        `jitsu: option '--workers': expected a whole number of worker processes from 1 to 64, got '${value}'\n`,
+      );
+    }
+  });
+
+  it("exits 1 naming the address when the workers cannot bind it", async () => {
+    const dir = await tempDir("jitsu-workers-busy-");
+    const port = await freePort();
+    const blocker: Socket = createSocket("udp4");
+    await new Promise<void>((resolve) => blocker.bind(port, "127.0.0.1", () => resolve()));
+    const cli = startCli([
+      ...localArgs(port, dir.path),
+      "--workers",
+      "2",
+      "dns=www.jitsu.test,ip=127.0.0.1,exec=sleep 60",
+    ]);
+    try {
+      const code = await new Promise<number | null>((resolve) => cli.child.once("exit", (c) => resolve(c)));
+      assert.equal(code, 1, cli.output());
+      assert.match(cli.output(), new RegExp(`jitsu: cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
+      assert.doesNotMatch(cli.output(), /Starting server on/);
+    } finally {
+      await cli.stop("SIGKILL");
+      blocker.close();
+      await dir.remove();
+    }
+  });
+});
