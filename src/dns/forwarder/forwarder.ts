@@ -102,7 +102,9 @@ class UdpExchange {
       this.finish(err instanceof ForwardError ? err : new ForwardError(err.message)),
     );
     this.sock.on("message", (msg) => this.onMessage(msg));
-    this.sock.bind(0, () => {
+    // exclusive: in a --workers worker, a socket of its own; without it node:cluster
+    // would hand every exchange of every worker the one socket the primary bound for port 0.
+    this.sock.bind({ port: 0, exclusive: true }, () => {
       if (this.finished) return;
       this.sock.connect(up.port, up.host, () => {
         // No callback: a send error is an 'error' event (above), and none saves a tick per query.
