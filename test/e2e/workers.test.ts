@@ -56,6 +56,10 @@ function vm(name: string, ip: string): string {
   return `  - name: ${name}\n    dns: ${name}.jitsu.test\n    ip: ${ip}\n    exec: ${process.execPath} -e "setInterval(() => {}, 1000)"\n`;
 }
 
+/** A VM whose program does not exist: every start fails. */
+const BAD_VM =
+  "  - name: bad\n    dns: bad.jitsu.test\n    ip: 127.0.0.9\n    exec: /nonexistent/jitsu-test-vm\n";
+
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe("--workers 3 (e2e)", () => {
@@ -78,6 +82,7 @@ describe("--workers 3 (e2e)", () => {
       `listen: ${dns}`,
       "ttl: 1",
       "delay: 0",
+      "workers: 3",
       `http: 127.0.0.1:${http}`,
       "stop-on-exit: true",
       `state-dir: ${dir.path}`,
@@ -91,8 +96,9 @@ describe("--workers 3 (e2e)", () => {
     dns = await freePort();
     http = await freePort();
     file = join(dir.path, "jitsu.yaml");
-    await writeFile(file, header() + vm("www", "127.0.0.1"));
-    cli = startCli(["--config", file, "--workers", "3"]);
+    await writeFile(file, header() + vm("www", "127.0.0.1") + BAD_VM);
+    // workers: 3 comes from the file, as any long option may.
+    cli = startCli(["--config", file]);
     await cli.waitFor(/Serving \/status/, 30_000);
   });
 
@@ -162,13 +168,27 @@ describe("--workers 3 (e2e)", () => {
     assert.ok(ports.size >= names.length, `source ports: ${[...ports].join(" ")}`);
   });
 
+  it("a VM that cannot start: SERVFAIL, and the worker's warning carries the primary's reason", async () => {
+    const res = await dig(dns, ["bad.jitsu.test", "A"]);
+    assert.equal(res.status, "SERVFAIL");
+    await cli.waitFor(/VM 'bad' could not be started: /, 10_000);
+    const reason = /VM 'bad' could not be started: (.*?); next try/.exec(cli.output())![1]!;
+    // Logged by the worker that got the query, with the same text as a single process logs.
+    await cli.waitFor(/SERVFAIL for 'bad\.jitsu\.test' \(A\): VM 'bad' is not ready: /, 10_000);
+    assert.ok(
+      cli.output().includes(`SERVFAIL for 'bad.jitsu.test' (A): VM 'bad' is not ready: ${reason}`),
+      cli.output(),
+    );
+  });
+
   it("/status counts every request the workers answered; /metrics sums the workers' counters", async () => {
     const status = await getStatus(http);
     assert.equal(status.get("www")?.totalRequests, wwwQueries);
     const m = await getMetrics(http);
     // Each counted once, by the worker that answered it.
-    assert.equal(m.get('jitsu_dns_queries_total{type="A"}'), wwwQueries + forwarded);
+    assert.equal(m.get('jitsu_dns_queries_total{type="A"}'), wwwQueries + forwarded + 1);
     assert.equal(m.get('jitsu_dns_answers_total{result="NOERROR"}'), wwwQueries);
+    assert.equal(m.get('jitsu_dns_answers_total{result="SERVFAIL"}'), 1);
     assert.equal(m.get('jitsu_dns_answers_total{result="forwarded"}'), forwarded);
     assert.equal(m.get("jitsu_dns_forwarded_total"), forwarded);
     assert.equal(m.get("jitsu_dns_forward_latency_seconds_count"), forwarded);
@@ -177,7 +197,7 @@ describe("--workers 3 (e2e)", () => {
     const perWorker = ["1", "2", "3"].map((w) => m.get(`jitsu_dns_worker_answers_total{worker="${w}"}`) ?? 0);
     assert.equal(
       perWorker.reduce((a, b) => a + b, 0),
-      wwwQueries + forwarded,
+      wwwQueries + forwarded + 1,
     );
     assert.ok(perWorker.filter((n) => n > 0).length >= 2, `answers per worker: ${perWorker.join(", ")}`);
   });
@@ -203,9 +223,9 @@ describe("--workers 3 (e2e)", () => {
   });
 
   it("SIGHUP reloads --config and every worker serves the new name", async () => {
-    await writeFile(file, header() + vm("www", "127.0.0.1") + vm("fresh", "127.0.0.2"));
+    await writeFile(file, header() + vm("www", "127.0.0.1") + BAD_VM + vm("fresh", "127.0.0.2"));
     cli.child.kill("SIGHUP");
-    await cli.waitFor(/Reloaded '.*jitsu\.yaml': 2 VMs/, 20_000);
+    await cli.waitFor(/Reloaded '.*jitsu\.yaml': 3 VMs/, 20_000);
     // A worker still on the old zone would forward the name (the upstream says 192.0.2.7).
     for (let i = 0; i < 9; i++) {
       const res = await dig(dns, ["fresh.jitsu.test", "A"]);
@@ -221,6 +241,8 @@ describe("--workers 3 (e2e)", () => {
   it("replaces a worker killed with SIGKILL, and DNS keeps answering", async () => {
     const before = workerPids(cli.child.pid!);
     assert.equal(before.length, 3);
+    // Signals are for the primary: a worker ignores them (Ctrl-C signals the whole group).
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.kill(before[1]!, signal);
     const victim = before[0]!;
     process.kill(victim, "SIGKILL");
     await cli.waitFor(new RegExp(`DNS worker \\d \\(pid ${victim}\\) exited with signal SIGKILL`), 10_000);
@@ -232,6 +254,7 @@ describe("--workers 3 (e2e)", () => {
     const now = workerPids(cli.child.pid!);
     assert.equal(now.length, 3);
     assert.ok(!now.includes(victim));
+    assert.ok(now.includes(before[1]!), "a worker sent SIGINT, SIGTERM and SIGHUP still runs");
   });
 
   it("SIGTERM closes the workers, stops the VMs and exits 0 with no process left", async () => {
