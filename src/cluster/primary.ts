@@ -193,6 +193,12 @@ export class ClusterPrimary {
         const worker = slot.worker;
         if (worker === null) return;
         const gone = ended(worker);
+        if (!slot.listening) {
+          // A replacement still starting has no queries to finish.
+          worker.process.kill("SIGKILL");
+          await gone;
+          return;
+        }
         const timer = setTimeout(() => {
           this.log.warn(
             `DNS worker ${slot.index} (pid ${worker.process.pid}) did not finish within ${this.opts.closeTimeoutMs / 1000} s; killing it`,
@@ -312,7 +318,8 @@ export class ClusterPrimary {
     if (slot.up !== null) {
       slot.up.reject(new Error(`DNS worker ${slot.index} exited (${how}) before it listened`));
       slot.up = null;
-      if (slot.restarts.length === 0) return; // start-up: start() reports it
+      // At start-up start() reports it; at shutdown it does not matter.
+      if (slot.restarts.length === 0 || this.closing) return;
     } else if (this.closing) {
       return;
     } else {
@@ -347,8 +354,10 @@ export class ClusterPrimary {
       const pid = slot.worker?.process.pid;
       started.then(
         () => this.log.info(`DNS worker ${slot.index} replaced (pid ${pid})`),
-        (err: unknown) =>
-          this.log.error(`DNS worker ${slot.index} could not be restarted: ${describeError(err)}`),
+        (err: unknown) => {
+          if (!this.closing)
+            this.log.error(`DNS worker ${slot.index} could not be restarted: ${describeError(err)}`);
+        },
       );
     }, delay);
   }

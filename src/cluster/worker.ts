@@ -57,6 +57,7 @@ export function runWorker(): void {
       return;
     }
     if (serving === null) {
+      if (msg.t === "close") process.exit(0); // nothing to finish
       (log ?? fallbackLog()).warn(`DNS worker: '${msg.t}' before init, ignored`);
       return;
     }
