@@ -17,6 +17,8 @@ export const REPORT_INTERVAL_MS = 1000;
 export function runWorker(): void {
   let log: Logger | null = null;
   let serving: Serving | null = null;
+  /** How this worker names itself in its log lines ("DNS worker 2" once it knows its index). */
+  let me = "DNS worker";
   const send = (msg: ToPrimary, then?: () => void): void => {
     if (!process.connected || process.send === undefined) {
       then?.();
@@ -34,23 +36,22 @@ export function runWorker(): void {
   // The primary is gone: nobody can summon a VM or receive our counts.
   process.on("disconnect", () => process.exit(1));
   process.on("uncaughtException", (err) =>
-    log?.error(`DNS worker: unexpected error (continuing): ${describeError(err)}`),
+    log?.error(`${me}: unexpected error (continuing): ${describeError(err)}`),
   );
   process.on("unhandledRejection", (err) =>
-    log?.error(`DNS worker: unexpected rejection (continuing): ${describeError(err)}`),
+    (log ?? fallbackLog()).error(`${me}: unexpected rejection (continuing): ${describeError(err)}`),
   );
 
   process.on("message", (raw: unknown) => {
     const parsed = parseToWorker(raw);
     if (!parsed.ok) {
-      (log ?? fallbackLog()).warn(
-        `DNS worker: ignoring a malformed message from the primary: ${parsed.error}`,
-      );
+      (log ?? fallbackLog()).warn(`${me}: ignoring a malformed message from the primary: ${parsed.error}`);
       return;
     }
     const msg = parsed.msg;
     if (msg.t === "init") {
       if (serving !== null) return;
+      me = `DNS worker ${msg.index}`;
       log = createLogger({ level: msg.logLevel, format: msg.logFormat });
       serving = new Serving(msg, log, send);
       void serving.start();
@@ -58,7 +59,7 @@ export function runWorker(): void {
     }
     if (serving === null) {
       if (msg.t === "close") process.exit(0); // nothing to finish
-      (log ?? fallbackLog()).warn(`DNS worker: '${msg.t}' before init, ignored`);
+      (log ?? fallbackLog()).warn(`${me}: '${msg.t}' before init, ignored`);
       return;
     }
     serving.handle(msg);
