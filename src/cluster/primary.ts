@@ -18,11 +18,8 @@ const WORKER_ENTRY = fileURLToPath(new URL("./worker-main.js", import.meta.url))
 
 /** How long a flush (before a reaper pass or a scrape) waits for each worker. */
 const FLUSH_TIMEOUT_MS = 1000;
-/** A dead worker is replaced at most once a second... */
-const RESTART_MIN_INTERVAL_MS = 1000;
-/** ...and given up on after this many deaths within RESTART_WINDOW_MS. */
-const RESTART_LIMIT = 5;
-const RESTART_WINDOW_MS = 60_000;
+/** A dead worker is replaced at most once a second, and given up on once it was replaced 5 times within a minute. */
+const RESTART = { minIntervalMs: 1000, limit: 5, windowMs: 60_000 };
 
 export interface ClusterOptions {
   readonly workers: number;
@@ -38,6 +35,8 @@ export interface ClusterOptions {
   readonly zone: readonly ZoneVm[];
   /** How long close() lets a worker finish its queries in flight before killing it. */
   readonly closeTimeoutMs: number;
+  /** Replacing dead workers (tests shorten it): at most one start per minIntervalMs, none after `limit` within windowMs. */
+  readonly restart?: { readonly minIntervalMs: number; readonly limit: number; readonly windowMs: number };
 }
 
 interface Slot {
@@ -330,14 +329,15 @@ export class ClusterPrimary {
     if (!this.closing) this.restart(slot);
   }
 
-  /** Replaces a dead worker: at most one start a second, and none after RESTART_LIMIT in a window. */
+  /** Replaces a dead worker: at most one start a second, and none once it was replaced `limit` times within the window. */
   private restart(slot: Slot): void {
+    const policy = this.opts.restart ?? RESTART;
     const now = Date.now();
-    slot.restarts = slot.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
-    if (slot.restarts.length >= RESTART_LIMIT) {
+    slot.restarts = slot.restarts.filter((t) => now - t < policy.windowMs);
+    if (slot.restarts.length >= policy.limit) {
       const alive = this.slots.filter((s) => s.worker !== null).length;
       this.log.error(
-        `DNS worker ${slot.index} died ${slot.restarts.length} times within ${RESTART_WINDOW_MS / 1000} s; not starting it again` +
+        `DNS worker ${slot.index} was replaced ${slot.restarts.length} times within ${policy.windowMs / 1000} s and died again; not starting it again` +
           (alive === 0
             ? ": no DNS worker is left, jitsu answers no queries until it is restarted"
             : ` (${alive} left)`),
@@ -345,7 +345,7 @@ export class ClusterPrimary {
       return;
     }
     const last = slot.restarts.at(-1) ?? 0;
-    const delay = Math.max(0, last + RESTART_MIN_INTERVAL_MS - now);
+    const delay = Math.max(0, last + policy.minIntervalMs - now);
     slot.restartTimer = setTimeout(() => {
       slot.restartTimer = null;
       if (this.closing) return;

@@ -1,0 +1,90 @@
+/**
+ * ClusterPrimary with a real forked worker and a real Summoner (the summoner
+ * tests' in-memory backend at the backend boundary): a summon through the
+ * worker, the hot path from the pushed ready map, counts collected on demand,
+ * a stop pushed to the worker, and the restart policy (shortened) giving up
+ * on a worker that keeps dying. Real dig.
+ */
+import assert from "node:assert/strict";
+import { PassThrough } from "node:stream";
+import { it } from "node:test";
+import { ManualClock } from "../../src/clock/index.js";
+import { ClusterPrimary } from "../../src/cluster/index.js";
+import { createLogger, silentLogger } from "../../src/log/index.js";
+import { MemoryStore } from "../../src/store/index.js";
+import { Summoner } from "../../src/summoner/index.js";
+import { dig } from "../support/index.js";
+import { TestBackend, spec } from "../summoner/test-backend.js";
+
+it("summons through a worker, answers from its ready map, and gives up on a worker that keeps dying", async (t) => {
+  const clock = new ManualClock();
+  const backend = new TestBackend();
+  const specs = [spec("dns=www.example.org,ip=127.0.0.1,name=www")];
+  const summoner = await Summoner.create({
+    backend,
+    backendName: "test",
+    specs,
+    clock,
+    log: silentLogger(),
+    ttlSeconds: 60,
+    delaySeconds: 0,
+    startTimeoutSeconds: 30,
+    stopMode: "destroy",
+    store: new MemoryStore(),
+  });
+  let lines = "";
+  const out = new PassThrough();
+  out.on("data", (d: Buffer) => (lines += d.toString()));
+  const waitFor = async (pattern: RegExp): Promise<void> => {
+    for (let i = 0; i < 200 && !pattern.test(lines); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.match(lines, pattern);
+  };
+  const primary = await ClusterPrimary.start({
+    workers: 1,
+    summoner,
+    log: createLogger({ level: "info", format: "text", destination: out }),
+    bind: "127.0.0.1",
+    port: 0,
+    ttl: 60,
+    logLevel: "error",
+    logFormat: "text",
+    upstreams: [],
+    zone: specs,
+    closeTimeoutMs: 5000,
+    restart: { minIntervalMs: 100, limit: 2, windowMs: 60_000 },
+  });
+  t.after(async () => {
+    await primary.close();
+    await summoner.close();
+  });
+
+  // Cold: the worker asks the primary, whose Summoner starts the VM.
+  const cold = await dig(primary.port, ["www.example.org", "A"]);
+  assert.equal(cold.answers[0]?.data, "127.0.0.1");
+  assert.deepEqual(backend.ops(), ["start:www"]);
+  // Hot: from the worker's ready map; counted there, applied when collected.
+  for (let i = 0; i < 3; i++) {
+    assert.equal((await dig(primary.port, ["www.example.org", "A"])).answers[0]?.data, "127.0.0.1");
+  }
+  await primary.collect();
+  assert.equal(summoner.status()[0]?.totalRequests, 4);
+  assert.deepEqual(backend.ops(), ["start:www"]);
+
+  // A stop is pushed to the worker: the next query summons again through the primary.
+  await summoner.stopVm("www");
+  assert.equal((await dig(primary.port, ["www.example.org", "A"])).answers[0]?.data, "127.0.0.1");
+  assert.deepEqual(backend.ops(), ["start:www", "stop:www:destroy", "start:www"]);
+
+  // Killed: replaced twice, then given up on (limit 2), with nothing left to answer.
+  for (let round = 1; round <= 3; round++) {
+    const [pid] = primary.pids();
+    assert.ok(pid !== undefined);
+    process.kill(pid, "SIGKILL");
+    if (round < 3) await waitFor(new RegExp(`(DNS worker 1 replaced.*[\\s\\S]*){${round}}`));
+  }
+  await waitFor(
+    /DNS worker 1 was replaced 2 times within 60 s and died again; not starting it again: no DNS worker is left/,
+  );
+  assert.deepEqual(primary.pids(), []);
+  assert.equal((await dig(primary.port, ["+time=1", "www.example.org", "A"])).status, "TIMEOUT");
+});
