@@ -121,10 +121,6 @@ export class ClusterPrimary {
     return this.boundPort;
   }
 
-  get workerCount(): number {
-    return this.slots.length;
-  }
-
   /** The live workers' pids. */
   pids(): number[] {
     const out: number[] = [];
