@@ -267,7 +267,10 @@ export class ClusterPrimary {
         this.summon(worker, msg.id, msg.label);
         return;
       case "counts": {
-        for (const [label, n] of msg.requests) this.opts.summoner.noteRequests(label, n);
+        // At shutdown the workers' last counts are kept, but start nothing.
+        for (const [label, n] of msg.requests) {
+          this.opts.summoner.noteRequests(label, n, { summon: !this.closing });
+        }
         const before = this.lastCounters.get(worker);
         if (before !== undefined) this.counters.addSnapshot(before, -1);
         this.counters.addSnapshot(msg.dns, 1);

@@ -154,16 +154,18 @@ export class Summoner {
    * Requests answered elsewhere (a --workers worker, from its copy of the ready
    * VMs) and reported later: counted as if they came through request(). A VM
    * that is no longer up (it stopped in the moment before the worker heard) is
-   * summoned again, since those clients were given its address.
+   * summoned again, since those clients were given its address (unless
+   * `summon` is false: the last counts of workers closing at shutdown).
    */
-  noteRequests(label: string, count: number): void {
+  noteRequests(label: string, count: number, options: { summon?: boolean } = {}): void {
     const vm = this.vms.get(label);
     if (vm === undefined || !(count > 0)) return;
     vm.totalRequests += count;
     vm.lastRequest = this.clock.now();
     const kind = vm.phase.kind;
-    if (kind === "ready" || kind === "starting" || kind === "failed" || vm.flight !== null || this.closed)
-      return;
+    if (kind === "ready" || kind === "starting" || kind === "failed" || vm.flight !== null) return;
+    // Not while shutting down (`summon: false`): nobody will use the VM.
+    if (this.closed || options.summon === false) return;
     this.log.info(`VM '${label}' was answered as ready while ${kind}; summoning it again`);
     this.summon(vm).catch(() => undefined); // a failure is logged by bringUp
   }

@@ -73,6 +73,13 @@ describe("Summoner and --workers", () => {
     await clock.advance(10);
     assert.equal(www(summoner).state, "ready");
     assert.equal(backend.ops().filter((op) => op === "start:www").length, 3);
+    // At shutdown (summon: false) the counts are kept but nothing is started.
+    await clock.advance(3000);
+    assert.equal(www(summoner).state, "off");
+    summoner.noteRequests("www", 1, { summon: false });
+    await clock.advance(10);
+    assert.equal(www(summoner).state, "off");
+    assert.equal(www(summoner).totalRequests, 5);
     await summoner.close();
   });
 
