@@ -66,6 +66,8 @@ export interface DnsperfRun {
   rateQps?: number;
   clients?: number;
   outstanding?: number;
+  /** Run dnsperf on these CPUs (`taskset -c`), whatever the bench's own affinity. */
+  cpus?: string;
 }
 
 export function dnsperfArgs(run: DnsperfRun): string[] {
@@ -88,7 +90,10 @@ export async function runDnsperf(run: DnsperfRun): Promise<DnsperfResult> {
   let code: number | null;
   let stderr = "";
   try {
-    const child = spawn(run.dnsperf, args, { stdio: ["ignore", fd, "pipe"] });
+    const child =
+      run.cpus === undefined
+        ? spawn(run.dnsperf, args, { stdio: ["ignore", fd, "pipe"] })
+        : spawn("taskset", ["-c", run.cpus, run.dnsperf, ...args], { stdio: ["ignore", fd, "pipe"] });
     child.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
     const timer = setTimeout(() => child.kill("SIGKILL"), (run.seconds + 30) * 1000);
     code = await new Promise<number | null>((resolve) => {

@@ -6,7 +6,9 @@
  * `--no-pin` leaves CPU affinity alone (by default each server under test
  * gets a CPU of its own and the load the others: see tools.ts cpuPlan).
  * `--only scale` runs only the scale start-up and memory shapes, a few times
- * each, and prints their medians (bench/scale.ts).
+ * each, and prints their medians (bench/scale.ts); `--only workers` runs only
+ * the all-CPUs rows (`--workers N` against one process and the peers,
+ * bench/workers.ts).
  */
 export interface Params {
   quick: boolean;
@@ -14,8 +16,8 @@ export interface Params {
   nice: number | null;
   /** Servers under test on a CPU of their own, the load on the others (off with `--no-pin`). */
   pin: boolean;
-  /** Run one section only (for now: "scale"), or null for all. */
-  only: "scale" | null;
+  /** Run one section only, or null for all. */
+  only: "scale" | "workers" | null;
   /** `--only scale`: starts of each shape. */
   scaleRepeats: number;
   /** dnsperf run length, s. */
@@ -30,13 +32,13 @@ export interface Params {
   scaleNames: number;
 }
 
-const USAGE = "usage: npm run bench -- [--quick] [--nice N] [--no-pin] [--only scale]";
+const USAGE = "usage: npm run bench -- [--quick] [--nice N] [--no-pin] [--only scale|workers]";
 
 export function parseParams(argv: readonly string[]): Params {
   let quick = false;
   let nice: number | null = null;
   let pin = true;
-  let only: "scale" | null = null;
+  let only: "scale" | "workers" | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--quick") quick = true;
@@ -50,7 +52,9 @@ export function parseParams(argv: readonly string[]): Params {
       nice = n;
     } else if (a === "--only") {
       const v = argv[++i];
-      if (v !== "scale") throw new Error(`bench: --only takes 'scale', got '${v ?? ""}' (${USAGE})`);
+      if (v !== "scale" && v !== "workers") {
+        throw new Error(`bench: --only takes 'scale' or 'workers', got '${v ?? ""}' (${USAGE})`);
+      }
       only = v;
     } else throw new Error(`bench: unknown argument '${a}' (${USAGE})`);
   }

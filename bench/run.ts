@@ -26,8 +26,9 @@ import {
 import { percentile } from "./stats.js";
 import { runScaleOnly, scaleConfigs } from "./scale.js";
 import { measureStorm, measureSummon, summonConfigs, SUMMON_EXEC } from "./summon.js";
-import { parseParams } from "./params.js";
+import { parseParams, type Params } from "./params.js";
 import { cpuPlan, makeTempDir, pinTo, requireTools } from "./tools.js";
+import { measureAllCpus, type AllCpusResult } from "./workers.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** bench/results/ in the source tree (this file runs from dist/bench/). */
@@ -76,6 +77,114 @@ async function warm(server: Server, names: readonly string[], concurrency = 8): 
   await Promise.all(Array.from({ length: concurrency }, worker));
 }
 
+interface AllCpusContext {
+  params: Params;
+  dnsperf: string;
+  upstreamPort: number;
+  jitsu: Server;
+  node: Server;
+  dnsmasq: Server;
+  dnsmasqFwd: Server;
+  hotFile: string;
+  fwdFile: string;
+}
+
+/**
+ * Starts `jitsu --workers N` (N = the CPU count) and runs bench/workers.ts with
+ * every server and dnsperf on every CPU. Needs 2 CPUs or more.
+ */
+async function allCpusSection(c: AllCpusContext): Promise<AllCpusResult & { workers: number }> {
+  const n = cpus().length;
+  if (n < 2) {
+    log("all CPUs: skipped, this machine has one CPU");
+    return { rows: [], runs: {}, failed: {}, fwdRatio: Number.NaN, workers: 0 };
+  }
+  const every = `0-${n - 1}`;
+  log(`all CPUs: starting jitsu --workers ${n}`);
+  const jitsuWorkers = await startJitsu({
+    label: `jitsu --workers ${n}`,
+    cpus: every,
+    configs: [`name=www,dns=${NAME},ip=${IP},exec=${SUMMON_EXEC}`],
+    upstreamPort: c.upstreamPort,
+    logLevel: "warn",
+    probe: { name: "example.org", type: "SOA" },
+    extraArgs: ["--workers", String(n)],
+  });
+  try {
+    await warm(jitsuWorkers, [NAME], 1);
+    const r = await measureAllCpus({
+      dnsperf: c.dnsperf,
+      cpus: every,
+      rounds: c.params.rounds,
+      seconds: c.params.seconds,
+      workers: n,
+      jitsuWorkers,
+      jitsu: c.jitsu,
+      node: c.node,
+      dnsmasq: c.dnsmasq,
+      dnsmasqFwd: c.dnsmasqFwd,
+      hotFile: c.hotFile,
+      fwdFile: c.fwdFile,
+      log,
+    });
+    return { ...r, workers: n };
+  } finally {
+    await stopJitsu(jitsuWorkers);
+  }
+}
+
+/** `--only workers`: the servers the all-CPUs rows need, those rows, and their table. */
+async function runAllCpusOnly(
+  params: Params,
+  dnsperf: string,
+  unboundBin: string,
+  dnsmasqBin: string,
+): Promise<void> {
+  const dir = makeTempDir();
+  const write = (name: string, line: string): string => {
+    const path = join(dir, name);
+    writeFileSync(path, `${line} A\n`);
+    return path;
+  };
+  const upstream = await startUnbound(unboundBin, dir, "unbound upstream", [[FWD_NAME, FWD_IP]]);
+  const dnsmasq = await startDnsmasq(dnsmasqBin, "dnsmasq", { records: [[NAME, IP]], probeName: NAME });
+  const dnsmasqFwd = await startDnsmasq(dnsmasqBin, "dnsmasq forwarding", {
+    upstreamPort: upstream.port,
+    probeName: FWD_NAME,
+  });
+  const node = await startNodeResponder(NAME, IP);
+  const jitsu = await startJitsu({
+    label: "jitsu",
+    configs: [`name=www,dns=${NAME},ip=${IP},exec=${SUMMON_EXEC}`],
+    upstreamPort: upstream.port,
+    logLevel: "warn",
+    probe: { name: "example.org", type: "SOA" },
+  });
+  await warm(jitsu, [NAME], 1);
+  const r = await allCpusSection({
+    params,
+    dnsperf,
+    upstreamPort: upstream.port,
+    jitsu,
+    node,
+    dnsmasq,
+    dnsmasqFwd,
+    hotFile: write("hot.txt", NAME),
+    fwdFile: write("fwd.txt", FWD_NAME),
+  });
+  await Promise.all([
+    stopJitsu(jitsu),
+    node.proc.stop(),
+    dnsmasq.proc.stop(),
+    dnsmasqFwd.proc.stop(),
+    upstream.proc.stop(),
+  ]);
+  process.stdout.write(
+    `\nAll CPUs (${cpus().length}), dnsperf -c 4 -q 100, ${params.seconds} s a run, best of ${params.rounds} per side, interleaved\n\n${formatTable(r.rows)}\n`,
+  );
+  rmSync(dir, { recursive: true, force: true });
+}
+
 async function main(): Promise<void> {
   const params = parseParams(process.argv.slice(2));
   const tools = requireTools();
@@ -84,6 +193,10 @@ async function main(): Promise<void> {
   if (!existsSync(JITSU_CLI)) throw new Error(`bench: ${JITSU_CLI} is missing: run 'npm run build' first`);
   if (params.only === "scale") {
     await runScaleOnly(params.scaleNames, NAMES_PER_VM, params.scaleRepeats, log);
+    return;
+  }
+  if (params.only === "workers") {
+    await runAllCpusOnly(params, tools.dnsperf!, tools.unbound!, tools.dnsmasq!);
     return;
   }
   // The bench (and so dnsperf and the upstream, its children) on the load CPUs;
@@ -245,6 +358,19 @@ async function main(): Promise<void> {
     return out;
   };
 
+  // ---- all CPUs: --workers N against one process and the peers ---------------
+  const allCpus = await allCpusSection({
+    params,
+    dnsperf: tools.dnsperf!,
+    upstreamPort: upstream.port,
+    jitsu,
+    node,
+    dnsmasq,
+    dnsmasqFwd,
+    hotFile,
+    fwdFile,
+  });
+
   await Promise.all([stopJitsu(jitsu), node.proc.stop(), dnsmasq.proc.stop(), dnsmasqFwd.proc.stop()]);
 
   // ---- summon overhead and the storm -------------------------------------------
@@ -378,6 +504,7 @@ async function main(): Promise<void> {
           : `${b.result.completed} answers${b.result.lost > 0 ? `, lost ${b.result.lost}` : ""}`,
     });
   }
+  rows.push(...allCpus.rows);
   rows.push(
     {
       scenario: `summon: cold query -> answer (${summon.starts} starts)`,
@@ -445,6 +572,13 @@ async function main(): Promise<void> {
       met: fwd >= 0.7,
     },
     {
+      what: `forwarded, all CPUs, --workers ${allCpus.workers}: >= 70% of dnsmasq`,
+      measured: Number.isFinite(allCpus.fwdRatio)
+        ? `${(allCpus.fwdRatio * 100).toFixed(0)}%`
+        : "not measured",
+      met: Number.isFinite(allCpus.fwdRatio) ? allCpus.fwdRatio >= 0.7 : null,
+    },
+    {
       what: "summon overhead <= 2 ms p99",
       measured: `${summon.perStartOverheadMs.p99.toFixed(2)} ms p99 per start (cross-check, unpaired: ${summon.overheadMs.p99.toFixed(2)} ms)${summon.starts < 50 ? `; only ${summon.starts} starts (quick)` : ""}`,
       met: summon.perStartOverheadMs.p99 <= 2,
@@ -505,6 +639,13 @@ async function main(): Promise<void> {
     latency: {
       rateQps: rate,
       ...Object.fromEntries(Object.entries(lat).map(([k, v]) => [k, v.map(trimmed)])),
+    },
+    allCpus: {
+      workers: allCpus.workers,
+      ...Object.fromEntries(
+        Object.entries(allCpus.runs).map(([k, v]) => [k, { best: trimmed(best(v)!), runs: v.map(trimmed) }]),
+      ),
+      failed: allCpus.failed,
     },
     summon,
     storm: { ...stormResult, latenciesMs: undefined },

@@ -4,7 +4,7 @@
  * responder, dnsmasq and unbound with their own configs in a temp dir.
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { waitForDns } from "./dns-client.js";
@@ -194,6 +194,44 @@ export function cpuSeconds(pid: number): number {
   const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const ticks = Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14]);
   return ticks / clockTicks;
+}
+
+/** A process and every descendant still running (proc(5): /proc/PID/task/TID/children), e.g. jitsu's workers. */
+export function processTree(pid: number): number[] {
+  const out: number[] = [];
+  const visit = (p: number): void => {
+    out.push(p);
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${p}/task`);
+    } catch {
+      return; // exited meanwhile
+    }
+    for (const tid of tids) {
+      let children: string;
+      try {
+        children = readFileSync(`/proc/${p}/task/${tid}/children`, "utf8");
+      } catch {
+        continue;
+      }
+      for (const c of children.trim().split(/\s+/)) if (c !== "") visit(Number(c));
+    }
+  };
+  visit(pid);
+  return out;
+}
+
+/** CPU seconds of a process and its running descendants (see cpuSeconds). */
+export function treeCpuSeconds(pid: number): number {
+  let sum = 0;
+  for (const p of processTree(pid)) {
+    try {
+      sum += cpuSeconds(p);
+    } catch {
+      // exited between the listing and the read
+    }
+  }
+  return sum;
 }
 
 /** Resident set size of a process, MB (VmRSS), and its peak (VmHWM). */

@@ -152,11 +152,12 @@ test("cpuPlan: the server gets CPU 1, the load the rest; nothing to pin on one C
   assert.equal(cpuPlan(8, false), null);
 });
 
-test("parseParams: --only scale runs the scale section alone; other sections are an error", () => {
+test("parseParams: --only scale or workers runs that section alone; other sections are an error", () => {
   assert.equal(parseParams([]).only, null);
   const only = parseParams(["--only", "scale", "--quick"]);
   assert.equal(only.only, "scale");
   assert.ok(only.scaleRepeats >= 3);
-  assert.throws(() => parseParams(["--only", "latency"]), /--only takes 'scale', got 'latency'/);
-  assert.throws(() => parseParams(["--only"]), /--only takes 'scale', got ''/);
+  assert.equal(parseParams(["--only", "workers"]).only, "workers");
+  assert.throws(() => parseParams(["--only", "latency"]), /--only takes 'scale' or 'workers', got 'latency'/);
+  assert.throws(() => parseParams(["--only"]), /--only takes 'scale' or 'workers', got ''/);
 });
