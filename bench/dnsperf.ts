@@ -113,3 +113,47 @@ export async function runDnsperf(run: DnsperfRun): Promise<DnsperfResult> {
     throw new Error(`dnsperf ${args.join(" ")} failed (${code}): ${stderr.trim().slice(0, 300)}`);
   return parseDnsperf(out);
 }
+
+/** The run with the highest QPS, if any. */
+export function bestRun(runs: readonly DnsperfResult[]): DnsperfResult | undefined {
+  return runs.reduce<DnsperfResult | undefined>(
+    (b, r) => (b === undefined || r.qps > b.qps ? r : b),
+    undefined,
+  );
+}
+
+/** What the table shows of each side's rounds (runs and failures by side key). */
+export interface SideReader {
+  best(key: string): DnsperfResult | undefined;
+  /** The best QPS. */
+  qps(key: string): number | undefined;
+  /** CPU per query: the lowest of the rounds (the least disturbed by other load). */
+  cpu(key: string): number | undefined;
+  /** Losses and non-NOERROR answers of the best run, or why dnsperf failed. */
+  loss(key: string): string;
+}
+
+export function readSides(
+  runs: Readonly<Record<string, readonly DnsperfResult[]>>,
+  failed: Readonly<Record<string, readonly string[]>>,
+): SideReader {
+  const best = (key: string): DnsperfResult | undefined => bestRun(runs[key] ?? []);
+  return {
+    best,
+    qps: (key) => best(key)?.qps,
+    cpu: (key) => {
+      const v = (runs[key] ?? []).map((r) => r.serverCpuUs ?? Number.NaN).filter(Number.isFinite);
+      return v.length === 0 ? undefined : Math.min(...v);
+    },
+    loss: (key) => {
+      const r = best(key);
+      if (r === undefined) {
+        const why = failed[key];
+        return why !== undefined && why.length > 0 ? `dnsperf failed: ${why[0]!.slice(0, 80)}` : "";
+      }
+      const bad = Object.entries(r.otherRcodes).map(([k, v]) => `${k} ${v}`);
+      if (r.lost > 0) bad.unshift(`lost ${r.lost}`);
+      return bad.join(", ");
+    },
+  };
+}

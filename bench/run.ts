@@ -9,7 +9,7 @@ import { cpus, loadavg, setPriority } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { queryOnce } from "./dns-client.js";
-import { runDnsperf, type DnsperfResult } from "./dnsperf.js";
+import { bestRun, readSides, runDnsperf, type DnsperfResult } from "./dnsperf.js";
 import { killAllNow, stopAll } from "./procs.js";
 import { formatTable, formatTargets, ratio, vs, type Row, type Target } from "./report.js";
 import {
@@ -21,6 +21,7 @@ import {
   startNodeResponder,
   startUnbound,
   stopJitsu,
+  type JitsuServer,
   type Server,
 } from "./servers.js";
 import { percentile } from "./stats.js";
@@ -47,13 +48,6 @@ function log(line: string): void {
   process.stderr.write(`bench: ${line}\n`);
 }
 
-function best(runs: readonly DnsperfResult[]): DnsperfResult | undefined {
-  return runs.reduce<DnsperfResult | undefined>(
-    (b, r) => (b === undefined || r.qps > b.qps ? r : b),
-    undefined,
-  );
-}
-
 function trimmed(r: DnsperfResult): Omit<DnsperfResult, "latenciesMs"> & { p50Ms?: number; p99Ms?: number } {
   const { latenciesMs, ...rest } = r;
   return latenciesMs.length === 0
@@ -75,6 +69,27 @@ async function warm(server: Server, names: readonly string[], concurrency = 8): 
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+/**
+ * jitsu with the hot-path VM (NAME, a process backend `sleep`) started and
+ * answered once, forwarding to `upstreamPort`.
+ */
+async function startHotJitsu(
+  label: string,
+  upstreamPort: number,
+  more: { cpus?: string; extraArgs?: readonly string[] } = {},
+): Promise<JitsuServer> {
+  const jitsu = await startJitsu({
+    label,
+    configs: [`name=www,dns=${NAME},ip=${IP},exec=${SUMMON_EXEC}`],
+    upstreamPort,
+    logLevel: "warn",
+    probe: { name: "example.org", type: "SOA" },
+    ...more,
+  });
+  await warm(jitsu, [NAME], 1);
+  return jitsu;
 }
 
 interface AllCpusContext {
@@ -101,17 +116,11 @@ async function allCpusSection(c: AllCpusContext): Promise<AllCpusResult & { work
   }
   const every = `0-${n - 1}`;
   log(`all CPUs: starting jitsu --workers ${n}`);
-  const jitsuWorkers = await startJitsu({
-    label: `jitsu --workers ${n}`,
+  const jitsuWorkers = await startHotJitsu(`jitsu --workers ${n}`, c.upstreamPort, {
     cpus: every,
-    configs: [`name=www,dns=${NAME},ip=${IP},exec=${SUMMON_EXEC}`],
-    upstreamPort: c.upstreamPort,
-    logLevel: "warn",
-    probe: { name: "example.org", type: "SOA" },
     extraArgs: ["--workers", String(n)],
   });
   try {
-    await warm(jitsuWorkers, [NAME], 1);
     const r = await measureAllCpus({
       dnsperf: c.dnsperf,
       cpus: every,
@@ -153,14 +162,7 @@ async function runAllCpusOnly(
     probeName: FWD_NAME,
   });
   const node = await startNodeResponder(NAME, IP);
-  const jitsu = await startJitsu({
-    label: "jitsu",
-    configs: [`name=www,dns=${NAME},ip=${IP},exec=${SUMMON_EXEC}`],
-    upstreamPort: upstream.port,
-    logLevel: "warn",
-    probe: { name: "example.org", type: "SOA" },
-  });
-  await warm(jitsu, [NAME], 1);
+  const jitsu = await startHotJitsu("jitsu", upstream.port);
   const r = await allCpusSection({
     params,
     dnsperf,
@@ -241,16 +243,7 @@ async function main(): Promise<void> {
     }),
   );
   const node = underTest(await startNodeResponder(NAME, IP));
-  const jitsu = underTest(
-    await startJitsu({
-      label: "jitsu",
-      configs: [`name=www,dns=${NAME},ip=${IP},exec=${SUMMON_EXEC}`],
-      upstreamPort: upstream.port,
-      logLevel: "warn",
-      probe: { name: "example.org", type: "SOA" },
-    }),
-  );
-  await warm(jitsu, [NAME], 1);
+  const jitsu = underTest(await startHotJitsu("jitsu", upstream.port));
   const oneNameRss = rssMb(jitsu.proc.pid);
 
   const scaleVms = params.scaleNames / NAMES_PER_VM;
@@ -313,7 +306,8 @@ async function main(): Promise<void> {
       (runs[side.key] ??= []).push(r);
     }
   }
-  const tp = (key: string): DnsperfResult | undefined => best(runs[key] ?? []);
+  const read = readSides(runs, failed);
+  const tp = read.best;
   const scaleRssLoaded = rssMb(jitsuScale.proc.pid);
   // Not needed any more, and it shares the server CPU: its timers would wake it there.
   await stopJitsu(jitsuScale);
@@ -409,20 +403,7 @@ async function main(): Promise<void> {
   await Promise.all([unbound.proc.stop(), upstream.proc.stop()]);
 
   // ---- report ---------------------------------------------------------------
-  const q = (key: string): number | undefined => tp(key)?.qps;
-  /** CPU per query: the lowest of the rounds (the least disturbed by other load). */
-  const cpu = (key: string): number | undefined => {
-    const v = (runs[key] ?? []).map((r) => r.serverCpuUs ?? Number.NaN).filter(Number.isFinite);
-    return v.length === 0 ? undefined : Math.min(...v);
-  };
-  const loss = (key: string): string => {
-    const r = tp(key);
-    if (r === undefined)
-      return failed[key] !== undefined ? `dnsperf failed: ${failed[key]![0]!.slice(0, 80)}` : "";
-    const bad = Object.entries(r.otherRcodes).map(([k, v]) => `${k} ${v}`);
-    if (r.lost > 0) bad.unshift(`lost ${r.lost}`);
-    return bad.join(", ");
-  };
+  const { qps: q, cpu, loss } = read;
   const jl = latBest("jitsu");
   const rows: Row[] = [
     {
@@ -634,7 +615,7 @@ async function main(): Promise<void> {
     params,
     machine: { cpus: cpus().length, model: cpus()[0]?.model, loadavg: loadavg(), node: process.version },
     throughput: Object.fromEntries(
-      Object.entries(runs).map(([k, v]) => [k, { best: trimmed(best(v)!), runs: v.map(trimmed) }]),
+      Object.entries(runs).map(([k, v]) => [k, { best: trimmed(bestRun(v)!), runs: v.map(trimmed) }]),
     ),
     latency: {
       rateQps: rate,
@@ -643,7 +624,10 @@ async function main(): Promise<void> {
     allCpus: {
       workers: allCpus.workers,
       ...Object.fromEntries(
-        Object.entries(allCpus.runs).map(([k, v]) => [k, { best: trimmed(best(v)!), runs: v.map(trimmed) }]),
+        Object.entries(allCpus.runs).map(([k, v]) => [
+          k,
+          { best: trimmed(bestRun(v)!), runs: v.map(trimmed) },
+        ]),
       ),
       failed: allCpus.failed,
     },

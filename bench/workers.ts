@@ -8,7 +8,7 @@
  * the load generator competes with the server: on a 2-CPU machine this shows
  * whether workers help at all, not what they do on a larger host.
  */
-import { runDnsperf, type DnsperfResult } from "./dnsperf.js";
+import { readSides, runDnsperf, type DnsperfResult } from "./dnsperf.js";
 import { vs, type Row } from "./report.js";
 import { processTree, treeCpuSeconds, type Server } from "./servers.js";
 import { pinTo } from "./tools.js";
@@ -86,22 +86,7 @@ export async function measureAllCpus(o: AllCpusOptions): Promise<AllCpusResult> 
       }
     }
   }
-  const best = (key: string): DnsperfResult | undefined =>
-    (runs[key] ?? []).reduce<DnsperfResult | undefined>(
-      (b, r) => (b === undefined || r.qps > b.qps ? r : b),
-      undefined,
-    );
-  const q = (key: string): number | undefined => best(key)?.qps;
-  const cpu = (key: string): number | undefined => {
-    const v = (runs[key] ?? []).map((r) => r.serverCpuUs ?? Number.NaN).filter(Number.isFinite);
-    return v.length === 0 ? undefined : Math.min(...v);
-  };
-  const note = (key: string): string => {
-    const r = best(key);
-    if (r === undefined)
-      return failed[key] !== undefined ? `dnsperf failed: ${failed[key]![0]!.slice(0, 80)}` : "";
-    return r.lost > 0 ? `lost ${r.lost}` : "";
-  };
+  const { qps: q, cpu, loss: note } = readSides(runs, failed);
   const rows: Row[] = [
     {
       scenario: `all CPUs, hot path UDP: ${w}`,
