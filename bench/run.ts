@@ -26,7 +26,14 @@ import {
 } from "./servers.js";
 import { percentile } from "./stats.js";
 import { runScaleOnly, scaleConfigs } from "./scale.js";
-import { measureStorm, measureSummon, summonConfigs, SUMMON_EXEC } from "./summon.js";
+import {
+  IDLE_GAP_MS,
+  measureIdleRtt,
+  measureStorm,
+  measureSummon,
+  summonConfigs,
+  SUMMON_EXEC,
+} from "./summon.js";
 import { parseParams, type Params } from "./params.js";
 import { cpuPlan, makeTempDir, pinTo, requireTools } from "./tools.js";
 import { measureAllCpus, type AllCpusResult } from "./workers.js";
@@ -352,6 +359,16 @@ async function main(): Promise<void> {
     return out;
   };
 
+  // ---- the summon rows' baseline: one query after an idle gap, on the pinned servers ----
+  log(`idle baseline: ${params.summonStarts} queries each after ${IDLE_GAP_MS} ms of quiet`);
+  const idle = await measureIdleRtt(
+    [
+      { key: "node", server: node, name: NAME },
+      { key: "jitsu", server: jitsu, name: NAME },
+    ],
+    params.summonStarts,
+  );
+
   // ---- all CPUs: --workers N against one process and the peers ---------------
   const allCpus = await allCpusSection({
     params,
@@ -512,6 +529,18 @@ async function main(): Promise<void> {
       note: `state+start in the bench process; query p50/p99 minus these: ${summon.overheadMs.p50.toFixed(2)} / ${summon.overheadMs.p99.toFixed(2)} ms`,
     },
     {
+      scenario: `  baseline: a ready name after ${IDLE_GAP_MS} ms idle, node responder`,
+      p50Ms: idle.node?.p50,
+      p99Ms: idle.node?.p99,
+      note: "the two wake-ups from idle every cold answer pays, whatever the server",
+    },
+    {
+      scenario: `  baseline: a ready name after ${IDLE_GAP_MS} ms idle, jitsu`,
+      p50Ms: idle.jitsu?.p50,
+      p99Ms: idle.jitsu?.p99,
+      vs: vs(idle.jitsu?.p99, idle.node?.p99, "node p99"),
+    },
+    {
       scenario: `storm: ${stormResult.sent} queries, one cold VM`,
       p50Ms: stormResult.p50Ms,
       p99Ms: stormResult.p99Ms,
@@ -561,7 +590,7 @@ async function main(): Promise<void> {
     },
     {
       what: "summon overhead <= 2 ms p99",
-      measured: `${summon.perStartOverheadMs.p99.toFixed(2)} ms p99 per start (cross-check, unpaired: ${summon.overheadMs.p99.toFixed(2)} ms)${summon.starts < 50 ? `; only ${summon.starts} starts (quick)` : ""}`,
+      measured: `${summon.perStartOverheadMs.p99.toFixed(2)} ms p99 per start (cross-check, unpaired: ${summon.overheadMs.p99.toFixed(2)} ms; idle baseline p99: node ${idle.node?.p99.toFixed(2)}, jitsu ${idle.jitsu?.p99.toFixed(2)} ms)${summon.starts < 50 ? `; only ${summon.starts} starts (quick)` : ""}`,
       met: summon.perStartOverheadMs.p99 <= 2,
     },
     {
@@ -631,7 +660,7 @@ async function main(): Promise<void> {
       ),
       failed: allCpus.failed,
     },
-    summon,
+    summon: { ...summon, idleBaselineMs: idle, idleGapMs: IDLE_GAP_MS },
     storm: { ...stormResult, latenciesMs: undefined },
     scale: {
       oneName: { startupMs: jitsu.startupMs, rss: oneNameRss },

@@ -54,6 +54,31 @@ function summary(values: number[]): { p50: number; p99: number; max: number } {
   return { p50: percentile(values, 50), p99: percentile(values, 99), max: Math.max(...values) };
 }
 
+/** The pause between queries in measureIdleRtt: about what jitsu idles between two cold starts of measureSummon. */
+export const IDLE_GAP_MS = 20;
+
+/**
+ * The baseline of the summon rows: a query for a name each server answers at
+ * once, sent after `IDLE_GAP_MS` of quiet, as each cold start's query is. It
+ * prices the two wake-ups from idle (the server's, then the client's) that
+ * every cold-start answer pays whatever the server does. Servers are asked
+ * in turn, `count` times each; p50/p99 per server, ms.
+ */
+export async function measureIdleRtt(
+  sides: readonly { key: string; server: Server; name: string }[],
+  count: number,
+): Promise<Record<string, { p50: number; p99: number; max: number }>> {
+  const ms: Record<string, number[]> = {};
+  for (let i = 0; i < count; i++) {
+    for (const side of sides) {
+      await new Promise((r) => setTimeout(r, IDLE_GAP_MS));
+      const a = await queryOnce(side.server.port, side.name, "A", 5_000);
+      if (a !== null && a.rcode === "NOERROR") (ms[side.key] ??= []).push(a.ms);
+    }
+  }
+  return Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, summary(v)]));
+}
+
 /** `warmup` starts first (not counted: the first runs of any code path are slower), then `count`. */
 export async function measureSummon(
   jitsu: Server,
