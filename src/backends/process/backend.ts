@@ -26,6 +26,7 @@ import {
   pidFileName,
   pidFilePath,
   procStat,
+  procStatSync,
   readPidFile,
   removePidFile,
   writePidFile,
@@ -218,7 +219,7 @@ export class ProcessBackend implements VmBackend {
     const pid = child.pid!;
     let onExit!: () => void;
     const exited = new Promise<void>((resolve) => (onExit = resolve));
-    const startTime = (await procStat(pid))?.startTime ?? "";
+    const startTime = procStatSync(pid)?.startTime ?? "";
     const proc: Running = {
       child,
       pid,
@@ -229,7 +230,7 @@ export class ProcessBackend implements VmBackend {
     };
     this.running.set(vm.ref, proc);
     this.crashed.delete(vm.ref);
-    await this.savePid(prog, proc);
+    this.savePid(prog, proc);
     child.on("error", (err) => prog.log.warn(`Process ${pid} of VM '${prog.label}': ${describeError(err)}`));
     child.once("exit", (code, signal) => {
       if (this.running.get(vm.ref) === proc) {
@@ -262,7 +263,7 @@ export class ProcessBackend implements VmBackend {
           throw new BackendError(NAME, `cannot ${mode}: it is not running`, { vm: vm.label });
         signalGroup(proc, "SIGSTOP", vm.label);
         proc.stoppedAs = mode === "pause" ? "paused" : "suspended";
-        await this.savePid(prog, proc);
+        this.savePid(prog, proc);
         return;
       case "destroy":
         if (proc === undefined) return;
@@ -337,7 +338,7 @@ export class ProcessBackend implements VmBackend {
     if (proc === undefined) throw new BackendError(NAME, `cannot ${op}: it is not running`, { vm: vm.label });
     signalGroup(proc, "SIGCONT", vm.label);
     proc.stoppedAs = null;
-    await this.savePid(this.program(vm), proc);
+    this.savePid(this.program(vm), proc);
   }
 
   /** Whether a pid file an earlier jitsu left may exist for the VM (most VMs have none). */
@@ -392,9 +393,9 @@ export class ProcessBackend implements VmBackend {
     return false;
   }
 
-  private async savePid(prog: Program, proc: Running): Promise<void> {
+  private savePid(prog: Program, proc: Running): void {
     try {
-      await writePidFile(prog.pidFile, {
+      writePidFile(prog.pidFile, {
         pid: proc.pid,
         startTime: proc.startTime,
         command: prog.command,
