@@ -10,28 +10,23 @@ import { PassThrough } from "node:stream";
 import { it } from "node:test";
 import { ManualClock } from "../../src/clock/index.js";
 import { ClusterPrimary } from "../../src/cluster/index.js";
-import { createLogger, silentLogger } from "../../src/log/index.js";
-import { MemoryStore } from "../../src/store/index.js";
+import { createLogger } from "../../src/log/index.js";
 import { Summoner } from "../../src/summoner/index.js";
 import { dig } from "../support/index.js";
 import { TestBackend, spec } from "../summoner/test-backend.js";
+import { summonerOptions } from "../support/summoner.js";
 
 it("summons through a worker, answers from its ready map, and gives up on a worker that keeps dying", async (t) => {
   const clock = new ManualClock();
   const backend = new TestBackend();
   const specs = [spec("dns=www.example.org,ip=127.0.0.1,name=www")];
-  const summoner = await Summoner.create({
-    backend,
-    backendName: "test",
-    specs,
-    clock,
-    log: silentLogger(),
-    ttlSeconds: 60,
-    delaySeconds: 0,
-    startTimeoutSeconds: 30,
-    stopMode: "destroy",
-    store: new MemoryStore(),
-  });
+  const summoner = await Summoner.create(
+    summonerOptions({
+      backend,
+      specs,
+      clock,
+    }),
+  );
   let lines = "";
   const out = new PassThrough();
   out.on("data", (d: Buffer) => (lines += d.toString()));

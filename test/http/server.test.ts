@@ -11,10 +11,10 @@ import { DnsCounters } from "../../src/dns/index.js";
 import { parseHttpAddress } from "../../src/cli/options.js";
 import { JitsuMetrics, StatusServer } from "../../src/http/index.js";
 import { silentLogger } from "../../src/log/index.js";
-import { MemoryStore } from "../../src/store/index.js";
 import { Summoner } from "../../src/summoner/index.js";
 import { parsePrometheus } from "../support/http.js";
 import { TestBackend, deferred, spec } from "../summoner/test-backend.js";
+import { summonerOptions } from "../support/summoner.js";
 
 interface Reply {
   status: number;
@@ -53,21 +53,16 @@ describe("StatusServer with a token", () => {
   let port: number;
 
   before(async () => {
-    summoner = await Summoner.create({
-      backend,
-      backendName: "test",
-      specs: [
-        spec("name=www,dns=www.example.org,dns=example.org,ip=10.0.0.1"),
-        spec("name=db,dns=db.example.org,ip=10.0.0.2,ip=2001:db8::2"),
-      ],
-      clock,
-      log: silentLogger(),
-      ttlSeconds: 60,
-      delaySeconds: 0,
-      startTimeoutSeconds: 30,
-      stopMode: "destroy",
-      store: new MemoryStore(),
-    });
+    summoner = await Summoner.create(
+      summonerOptions({
+        backend,
+        specs: [
+          spec("name=www,dns=www.example.org,dns=example.org,ip=10.0.0.1"),
+          spec("name=db,dns=db.example.org,ip=10.0.0.2,ip=2001:db8::2"),
+        ],
+        clock,
+      }),
+    );
     const metrics = new JitsuMetrics({ summoner, counters, clock, processMetrics: false });
     server = new StatusServer({
       summoner,
@@ -239,18 +234,13 @@ describe("StatusServer without a token", () => {
   it("refuses admin endpoints as disabled, and /healthz says when shutting down", async (t) => {
     const clock = new ManualClock();
     const backend = new TestBackend();
-    const summoner = await Summoner.create({
-      backend,
-      backendName: "test",
-      specs: [spec("name=www,dns=www.example.org,ip=10.0.0.1")],
-      clock,
-      log: silentLogger(),
-      ttlSeconds: 60,
-      delaySeconds: 0,
-      startTimeoutSeconds: 30,
-      stopMode: "destroy",
-      store: new MemoryStore(),
-    });
+    const summoner = await Summoner.create(
+      summonerOptions({
+        backend,
+        specs: [spec("name=www,dns=www.example.org,ip=10.0.0.1")],
+        clock,
+      }),
+    );
     t.after(() => summoner.close());
     const metrics = new JitsuMetrics({ summoner, counters: null, clock, processMetrics: false });
     const server = new StatusServer({ summoner, metrics, log: silentLogger() });

@@ -9,10 +9,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { ManualClock } from "../../src/clock/index.js";
-import { silentLogger } from "../../src/log/index.js";
 import { SqliteStore } from "../../src/store/index.js";
 import { Summoner } from "../../src/summoner/index.js";
 import { TestBackend, spec } from "../summoner/test-backend.js";
+import { summonerOptions } from "../support/summoner.js";
 
 const SPECS = [
   spec("name=www,dns=www.example.org,ip=10.0.0.1"),
@@ -20,19 +20,15 @@ const SPECS = [
 ];
 
 async function summoner(backend: TestBackend, clock: ManualClock, store: SqliteStore): Promise<Summoner> {
-  return Summoner.create({
-    backend,
-    backendName: "test",
-    specs: SPECS,
-    clock,
-    log: silentLogger(),
-    ttlSeconds: 60,
-    delaySeconds: 0,
-    startTimeoutSeconds: 30,
-    stopMode: "destroy",
-    store,
-    reaperIntervalMs: 5000,
-  });
+  return Summoner.create(
+    summonerOptions({
+      backend,
+      specs: SPECS,
+      clock,
+      store,
+      reaperIntervalMs: 5000,
+    }),
+  );
 }
 
 test("restart: counts and timers come back; a running VM is stopped 2 x TTL after its last request; a VM gone is off", async (t) => {

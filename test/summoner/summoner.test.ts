@@ -5,7 +5,7 @@ import type { StopMode, VmRef } from "../../src/backends/contract.js";
 import { ManualClock } from "../../src/clock/index.js";
 import type { VmSpec } from "../../src/config/index.js";
 import { ConfigError, StartTimeoutError, UsageError } from "../../src/errors/index.js";
-import { createLogger, silentLogger } from "../../src/log/index.js";
+import { createLogger } from "../../src/log/index.js";
 import { MemoryStore } from "../../src/store/index.js";
 import {
   Summoner,
@@ -14,6 +14,7 @@ import {
   type SummonerOptions,
 } from "../../src/summoner/index.js";
 import { TestBackend, deferred, spec, track } from "./test-backend.js";
+import { summonerOptions } from "../support/summoner.js";
 
 const WWW = "dns=www.example.org,ip=10.0.0.1,name=www";
 const API = "dns=api.example.org,ip=10.0.0.2,ip=2001:db8::2,name=api";
@@ -32,20 +33,16 @@ async function setup(
 ): Promise<Setup> {
   const clock = new ManualClock();
   const store = (overrides.store as MemoryStore | undefined) ?? new MemoryStore();
-  const summoner = await Summoner.create({
-    backend,
-    backendName: "test",
-    specs,
-    clock,
-    log: silentLogger(),
-    ttlSeconds: 60,
-    delaySeconds: 0,
-    startTimeoutSeconds: 30,
-    stopMode: "destroy",
-    store,
-    reaperIntervalMs: 5000,
-    ...overrides,
-  });
+  const summoner = await Summoner.create(
+    summonerOptions({
+      backend,
+      specs,
+      clock,
+      store,
+      reaperIntervalMs: 5000,
+      ...overrides,
+    }),
+  );
   return { clock, backend, summoner, store };
 }
 

@@ -6,29 +6,24 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ManualClock } from "../../src/clock/index.js";
-import { silentLogger } from "../../src/log/index.js";
-import { MemoryStore } from "../../src/store/index.js";
 import { Summoner } from "../../src/summoner/index.js";
 import { TestBackend, deferred, spec } from "./test-backend.js";
+import { summonerOptions } from "../support/summoner.js";
 
 async function setup(
   ttlSeconds = 1,
 ): Promise<{ clock: ManualClock; backend: TestBackend; summoner: Summoner }> {
   const clock = new ManualClock();
   const backend = new TestBackend();
-  const summoner = await Summoner.create({
-    backend,
-    backendName: "test",
-    specs: [spec("dns=www.example.org,ip=10.0.0.1,name=www")],
-    clock,
-    log: silentLogger(),
-    ttlSeconds,
-    delaySeconds: 0,
-    startTimeoutSeconds: 30,
-    stopMode: "destroy",
-    store: new MemoryStore(),
-    reaperIntervalMs: 1000,
-  });
+  const summoner = await Summoner.create(
+    summonerOptions({
+      backend,
+      specs: [spec("dns=www.example.org,ip=10.0.0.1,name=www")],
+      clock,
+      ttlSeconds,
+      reaperIntervalMs: 1000,
+    }),
+  );
   return { clock, backend, summoner };
 }
 

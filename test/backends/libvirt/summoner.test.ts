@@ -11,10 +11,10 @@ import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
 import type { StopMode } from "../../../src/backends/contract.js";
 import { ManualClock, systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
-import { MemoryStore } from "../../../src/store/index.js";
 import { Summoner } from "../../../src/summoner/index.js";
 import { PrivateLibvirtd } from "./daemon.js";
 import { NODE_XML, spec } from "./fixtures.js";
+import { summonerOptions } from "../../support/summoner.js";
 
 describe("Summoner with the libvirt backend (real libvirtd)", { timeout: 120_000 }, () => {
   const daemon = new PrivateLibvirtd();
@@ -38,19 +38,16 @@ describe("Summoner with the libvirt backend (real libvirtd)", { timeout: 120_000
   });
 
   it("summons on request, answers with the discovered address, and comes back after every stop mode", async () => {
-    summoner = await Summoner.create({
-      backend,
-      backendName: "libvirt",
-      specs: [spec("dns=www.example.org,name=www")],
-      clock: systemClock,
-      log: silentLogger(),
-      ttlSeconds: 60,
-      delaySeconds: 0,
-      startTimeoutSeconds: 20,
-      stopMode: "destroy",
-      store: new MemoryStore(),
-      reaperIntervalMs: 3_600_000,
-    });
+    summoner = await Summoner.create(
+      summonerOptions({
+        backend,
+        backendName: "libvirt",
+        specs: [spec("dns=www.example.org,name=www")],
+        clock: systemClock,
+        startTimeoutSeconds: 20,
+        reaperIntervalMs: 3_600_000,
+      }),
+    );
     const s = summoner;
     const www = { label: "www", ref: "6695eb01-f6a4-8304-79aa-97f2502e193f" };
     assert.equal(await backend.state(www), "off");
@@ -85,19 +82,18 @@ describe("Summoner with the libvirt backend (real libvirtd)", { timeout: 120_000
 
   it("the reaper stops (suspends) a VM nobody asked for during 2 x TTL", async () => {
     const clock = new ManualClock(Date.now());
-    const s = await Summoner.create({
-      backend,
-      backendName: "libvirt",
-      specs: [spec("dns=db.example.org,name=db,ip=10.0.0.2")],
-      clock,
-      log: silentLogger(),
-      ttlSeconds: 10,
-      delaySeconds: 0,
-      startTimeoutSeconds: 20,
-      stopMode: "suspend",
-      store: new MemoryStore(),
-      reaperIntervalMs: 5000,
-    });
+    const s = await Summoner.create(
+      summonerOptions({
+        backend,
+        backendName: "libvirt",
+        specs: [spec("dns=db.example.org,name=db,ip=10.0.0.2")],
+        clock,
+        ttlSeconds: 10,
+        startTimeoutSeconds: 20,
+        stopMode: "suspend",
+        reaperIntervalMs: 5000,
+      }),
+    );
     summoner = s;
     const db = { label: "db", ref: "a1b2c3d4-0000-4000-8000-000000000002" };
     // db is already running: the first request adopts it.

@@ -9,7 +9,6 @@ import { after, before, describe, it } from "node:test";
 import type { VmRef } from "../../../src/backends/contract.js";
 import { ProcessBackend, processBackend } from "../../../src/backends/process/index.js";
 import { systemClock } from "../../../src/clock/index.js";
-import { MemoryStore } from "../../../src/store/index.js";
 import { Summoner } from "../../../src/summoner/index.js";
 import {
   backendOptions,
@@ -22,6 +21,7 @@ import {
   waitFor,
   type Fixture,
 } from "./fixtures.js";
+import { summonerOptions } from "../../support/summoner.js";
 
 describe("summoner + process backend + http probe", () => {
   let fx: Fixture;
@@ -52,18 +52,15 @@ describe("summoner + process backend + http probe", () => {
       ["exec", `${process.execPath} ${fx.server} ${port} - 700`],
       ["ready", `http://127.0.0.1:${port}/`],
     ]);
-    summoner = await Summoner.create({
-      backend,
-      backendName: "process",
-      specs: [spec],
-      clock: systemClock,
-      log: captured.log,
-      ttlSeconds: 60,
-      delaySeconds: 0,
-      startTimeoutSeconds: 30,
-      stopMode: "destroy",
-      store: new MemoryStore(),
-    });
+    summoner = await Summoner.create(
+      summonerOptions({
+        backend,
+        backendName: "process",
+        specs: [spec],
+        clock: systemClock,
+        log: captured.log,
+      }),
+    );
     assert.equal(summoner.status()[0]!.state, "off");
     assert.equal(await httpGet(port, 200), null, "nothing runs before the first request");
 
