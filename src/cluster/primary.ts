@@ -7,11 +7,17 @@
  */
 import cluster, { type Worker } from "node:cluster";
 import { fileURLToPath } from "node:url";
-import { DnsCounters, type CountersSnapshot, type Upstream, type ZoneVm } from "../dns/index.js";
+import { DnsCounters, type CountersSnapshot, type ZoneVm } from "../dns/index.js";
 import { describeError } from "../errors/index.js";
-import type { LogFormat, LogLevel, Logger } from "../log/index.js";
+import type { Logger } from "../log/index.js";
 import type { Summoner } from "../summoner/index.js";
-import { parseToPrimary, type ReadyEntry, type ToPrimary, type ToWorker } from "./protocol.js";
+import {
+  parseToPrimary,
+  type ReadyEntry,
+  type ToPrimary,
+  type ToWorker,
+  type WorkerSettings,
+} from "./protocol.js";
 
 /** dist/src/cluster/worker-main.js, next to this file once compiled. */
 const WORKER_ENTRY = fileURLToPath(new URL("./worker-main.js", import.meta.url));
@@ -21,18 +27,10 @@ const FLUSH_TIMEOUT_MS = 1000;
 /** A dead worker is replaced at most once a second, and given up on once it was replaced 5 times within a minute. */
 const RESTART = { minIntervalMs: 1000, limit: 5, windowMs: 60_000 };
 
-export interface ClusterOptions {
+export interface ClusterOptions extends WorkerSettings {
   readonly workers: number;
   readonly summoner: Summoner;
   readonly log: Logger;
-  readonly bind: string;
-  readonly port: number;
-  readonly ttl: number;
-  readonly logLevel: LogLevel;
-  readonly logFormat: LogFormat;
-  /** Empty: forwarding disabled. */
-  readonly upstreams: readonly Upstream[];
-  readonly zone: readonly ZoneVm[];
   /** How long close() lets a worker finish its queries in flight before killing it. */
   readonly closeTimeoutMs: number;
   /** Replacing dead workers (tests shorten it): at most one start per minIntervalMs, none after `limit` within windowMs. */

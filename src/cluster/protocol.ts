@@ -10,11 +10,8 @@ import type { LogFormat, LogLevel } from "../log/index.js";
 /** A ready VM as the workers see it: label and addresses. */
 export type ReadyEntry = readonly [label: string, addresses: readonly string[]];
 
-/** What a worker needs to serve DNS, sent once after it says hello. */
-export interface InitMessage {
-  readonly t: "init";
-  /** 1-based, stable across a worker's replacements (for logs and metrics). */
-  readonly index: number;
+/** The settings every worker serves DNS with (the primary's ClusterOptions carry them too). */
+export interface WorkerSettings {
   readonly bind: string;
   readonly port: number;
   readonly ttl: number;
@@ -23,6 +20,13 @@ export interface InitMessage {
   /** Empty: forwarding disabled. */
   readonly upstreams: readonly Upstream[];
   readonly zone: readonly ZoneVm[];
+}
+
+/** What a worker needs to serve DNS, sent once after it says hello. */
+export interface InitMessage extends WorkerSettings {
+  readonly t: "init";
+  /** 1-based, stable across a worker's replacements (for logs and metrics). */
+  readonly index: number;
   readonly ready: readonly ReadyEntry[];
 }
 
