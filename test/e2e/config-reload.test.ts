@@ -6,7 +6,16 @@ import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { alive, dig, freePort, sendRaw, startCli, tempDir, type CliProcess } from "../support/index.js";
+import {
+  alive,
+  dig,
+  freePort,
+  sendRaw,
+  startCli,
+  tempDir,
+  type CliProcess,
+  killVmGroups,
+} from "../support/index.js";
 import { getMetrics, getStatus, httpCall } from "../support/http.js";
 
 /** A VM that is just a long sleep: cheap to start, killed at the end. */
@@ -49,13 +58,7 @@ describe("--config with SIGHUP reload, --http and --http-token (e2e)", () => {
 
   after(async () => {
     await cli.stop("SIGTERM");
-    for (const m of cli.output().matchAll(/Started process (\d+) for VM/g)) {
-      try {
-        process.kill(-Number(m[1]), "SIGKILL");
-      } catch {
-        // gone
-      }
-    }
+    killVmGroups(cli.output());
     await dir.remove();
   });
 

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { after, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { SqliteStore } from "../../src/store/index.js";
-import { alive, dig, freePort, startCli, tempDir, type CliProcess } from "../support/index.js";
+import { alive, dig, freePort, startCli, tempDir, type CliProcess, killVmGroups } from "../support/index.js";
 
 const SERVICE = fileURLToPath(new URL("../../scripts/demo-service.js", import.meta.url));
 
@@ -18,13 +18,7 @@ let dir: Awaited<ReturnType<typeof tempDir>> | undefined;
 
 after(async () => {
   await cli?.stop("SIGKILL");
-  for (const m of cli?.output().matchAll(/Started process (\d+) for VM/g) ?? []) {
-    try {
-      process.kill(-Number(m[1]), "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
+  killVmGroups(cli?.output());
   await dir?.remove();
 });
 

@@ -23,6 +23,7 @@ import {
   startCli,
   tempDir,
   type CliProcess,
+  killVmGroups,
 } from "../support/index.js";
 
 /** The pids of a primary's DNS workers, from /proc (its children running the worker entry). */
@@ -104,13 +105,7 @@ describe("--workers 3 (e2e)", () => {
 
   after(async () => {
     await cli.stop("SIGKILL");
-    for (const m of cli.output().matchAll(/Started process (\d+) for VM/g)) {
-      try {
-        process.kill(-Number(m[1]), "SIGKILL");
-      } catch {
-        // gone
-      }
-    }
+    killVmGroups(cli.output());
     await upstream.close();
     await dir.remove();
   });

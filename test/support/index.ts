@@ -218,6 +218,21 @@ export function alive(pid: number): boolean {
 }
 
 /**
+ * SIGKILLs the process group of every VM a jitsu started, found by its log
+ * lines ("Started process PID for VM ..."): cleanup after a test, whatever
+ * state jitsu was left in.
+ */
+export function killVmGroups(cliOutput: string | undefined): void {
+  for (const m of cliOutput?.matchAll(/Started process (\d+) for VM/g) ?? []) {
+    try {
+      process.kill(-Number(m[1]), "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+}
+
+/**
  * Sends `n` A queries for `name` at once, each from its own UDP socket, and
  * resolves with the first A record of each answer ("RCODE:x" for an error, "timeout").
  */
