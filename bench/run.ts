@@ -36,7 +36,7 @@ import {
 } from "./summon.js";
 import { parseParams, type Params } from "./params.js";
 import { cpuPlan, makeTempDir, pinTo, requireTools } from "./tools.js";
-import { measureAllCpus, type AllCpusResult } from "./workers.js";
+import { measureAllCpus, type AllCpusOptions, type AllCpusResult } from "./workers.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** bench/results/ in the source tree (this file runs from dist/bench/). */
@@ -99,16 +99,13 @@ async function startHotJitsu(
   return jitsu;
 }
 
-interface AllCpusContext {
+/** The pinned run's servers and query files, which the all-CPUs rows measure again. */
+interface AllCpusContext extends Pick<
+  AllCpusOptions,
+  "dnsperf" | "jitsu" | "node" | "dnsmasq" | "dnsmasqFwd" | "hotFile" | "fwdFile"
+> {
   params: Params;
-  dnsperf: string;
   upstreamPort: number;
-  jitsu: Server;
-  node: Server;
-  dnsmasq: Server;
-  dnsmasqFwd: Server;
-  hotFile: string;
-  fwdFile: string;
 }
 
 /**
