@@ -150,7 +150,7 @@ export function storm(
           tries[i]!++;
           lastSent[i] = t;
           resent++;
-          sock.send(queries[i]!, port, "127.0.0.1");
+          sock.send(queries[i]!);
         }
       }
     }, 50);
@@ -160,27 +160,26 @@ export function storm(
       sock.close();
       reject(err);
     });
+    // Only the header is read (ID, rcode, answer count), and the socket is connected (no
+    // address lookup per send): the client on the load CPU must keep up with a thousand
+    // answers arriving at once, or its own backlog is what "all in" measures.
     sock.on("message", (msg) => {
       const t = now();
-      let r;
-      try {
-        r = decode(msg);
-      } catch {
-        return;
-      }
-      const i = r.id - 1;
+      if (msg.length < 12 || (msg[2]! & 0x80) === 0) return;
+      const i = msg.readUInt16BE(0) - 1;
       if (i < 0 || i >= count || answeredAt[i] !== 0) return;
       answeredAt[i] = t;
       answered++;
-      if (r.rcode === "NOERROR" && r.addresses.length > 0) ok++;
+      // NOERROR with at least one answer record: the storm's name has only its A record.
+      if ((msg[3]! & 0x0f) === 0 && msg.readUInt16BE(6) > 0) ok++;
       if (answered === count) finish();
     });
-    sock.bind(0, "127.0.0.1", () => {
+    sock.connect(port, "127.0.0.1", () => {
       t0 = now();
       for (let i = 0; i < count; i++) {
         sentAt[i] = lastSent[i] = now();
         tries[i] = 1;
-        sock.send(queries[i]!, port, "127.0.0.1");
+        sock.send(queries[i]!);
       }
     });
   });
