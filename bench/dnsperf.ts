@@ -157,3 +157,58 @@ export function readSides(
     },
   };
 }
+
+/** One side of a throughput comparison: a server (its port, and the pid whose CPU is counted) and a query file. */
+export interface RoundSide {
+  key: string;
+  port: number;
+  pid: number;
+  file: string;
+  tcp?: boolean;
+}
+
+/**
+ * `rounds` dnsperf runs per side, interleaved (even rounds in reverse order),
+ * each with the server's CPU per answered query (`cpuSeconds` of its pid). A
+ * run dnsperf cannot finish is logged and kept under `failed`, not fatal.
+ */
+export async function runRounds(o: {
+  dnsperf: string;
+  sides: readonly RoundSide[];
+  rounds: number;
+  seconds: number;
+  /** Run dnsperf on these CPUs (`taskset -c`). */
+  cpus?: string;
+  cpuSeconds: (pid: number) => number;
+  /** Names the rounds in the log ("throughput", "all CPUs"). */
+  what: string;
+  log: (line: string) => void;
+}): Promise<{ runs: Record<string, DnsperfResult[]>; failed: Record<string, string[]> }> {
+  const runs: Record<string, DnsperfResult[]> = {};
+  const failed: Record<string, string[]> = {};
+  for (let round = 1; round <= o.rounds; round++) {
+    for (const side of round % 2 === 1 ? o.sides : [...o.sides].reverse()) {
+      o.log(`${o.what} round ${round}/${o.rounds}: ${side.key} (${o.seconds} s)`);
+      const cpu0 = o.cpuSeconds(side.pid);
+      let r: DnsperfResult;
+      try {
+        r = await runDnsperf({
+          dnsperf: o.dnsperf,
+          port: side.port,
+          queryFile: side.file,
+          seconds: o.seconds,
+          tcp: side.tcp === true,
+          cpus: o.cpus,
+        });
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        o.log(`${o.what} ${side.key}: ${why}`);
+        (failed[side.key] ??= []).push(why);
+        continue;
+      }
+      r.serverCpuUs = ((o.cpuSeconds(side.pid) - cpu0) * 1e6) / Math.max(1, r.completed);
+      (runs[side.key] ??= []).push(r);
+    }
+  }
+  return { runs, failed };
+}

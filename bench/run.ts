@@ -9,7 +9,7 @@ import { cpus, loadavg, setPriority } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { queryOnce } from "./dns-client.js";
-import { bestRun, readSides, runDnsperf, type DnsperfResult } from "./dnsperf.js";
+import { bestRun, readSides, runDnsperf, runRounds, type DnsperfResult } from "./dnsperf.js";
 import { killAllNow, stopAll } from "./procs.js";
 import { formatTable, formatTargets, ratio, vs, type Row, type Target } from "./report.js";
 import {
@@ -284,32 +284,22 @@ async function main(): Promise<void> {
     { key: "jitsu/fwd-many", server: jitsu, file: fwdManyFile },
     { key: "dnsmasq/fwd-many", server: dnsmasqFwd, file: fwdManyFile },
   ];
-  const runs: Record<string, DnsperfResult[]> = {};
-  /** Runs dnsperf could not finish, by side: reported, not fatal (the other sides still count). */
-  const failed: Record<string, string[]> = {};
-  for (let round = 1; round <= params.rounds; round++) {
-    for (const side of round % 2 === 1 ? sides : [...sides].reverse()) {
-      log(`throughput round ${round}/${params.rounds}: ${side.key} (${params.seconds} s)`);
-      const cpu0 = cpuSeconds(side.server.proc.pid);
-      let r: DnsperfResult;
-      try {
-        r = await runDnsperf({
-          dnsperf: tools.dnsperf!,
-          port: side.server.port,
-          queryFile: side.file,
-          seconds: params.seconds,
-          tcp: side.tcp === true,
-        });
-      } catch (err) {
-        const why = err instanceof Error ? err.message : String(err);
-        log(`${side.key}: ${why}`);
-        (failed[side.key] ??= []).push(why);
-        continue;
-      }
-      r.serverCpuUs = ((cpuSeconds(side.server.proc.pid) - cpu0) * 1e6) / Math.max(1, r.completed);
-      (runs[side.key] ??= []).push(r);
-    }
-  }
+  // Runs dnsperf could not finish are reported under the table, not fatal (the other sides still count).
+  const { runs, failed } = await runRounds({
+    dnsperf: tools.dnsperf!,
+    sides: sides.map((side) => ({
+      key: side.key,
+      port: side.server.port,
+      pid: side.server.proc.pid,
+      file: side.file,
+      tcp: side.tcp,
+    })),
+    rounds: params.rounds,
+    seconds: params.seconds,
+    cpuSeconds,
+    what: "throughput",
+    log,
+  });
   const read = readSides(runs, failed);
   const tp = read.best;
   const scaleRssLoaded = rssMb(jitsuScale.proc.pid);

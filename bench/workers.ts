@@ -8,7 +8,7 @@
  * the load generator competes with the server: on a 2-CPU machine this shows
  * whether workers help at all, not what they do on a larger host.
  */
-import { readSides, runDnsperf, type DnsperfResult } from "./dnsperf.js";
+import { readSides, runRounds, type DnsperfResult } from "./dnsperf.js";
 import { vs, type Row } from "./report.js";
 import { processTree, treeCpuSeconds, type Server } from "./servers.js";
 import { pinTo } from "./tools.js";
@@ -63,29 +63,21 @@ export async function measureAllCpus(o: AllCpusOptions): Promise<AllCpusResult> 
     { key: "jitsu/fwd", server: o.jitsu, file: o.fwdFile },
     { key: "dnsmasq/fwd", server: o.dnsmasqFwd, file: o.fwdFile },
   ];
-  const runs: Record<string, DnsperfResult[]> = {};
-  const failed: Record<string, string[]> = {};
-  for (let round = 1; round <= o.rounds; round++) {
-    for (const side of round % 2 === 1 ? sides : [...sides].reverse()) {
-      o.log(`all CPUs round ${round}/${o.rounds}: ${side.key} (${o.seconds} s)`);
-      const cpu0 = treeCpuSeconds(side.server.proc.pid);
-      try {
-        const r = await runDnsperf({
-          dnsperf: o.dnsperf,
-          port: side.server.port,
-          queryFile: side.file,
-          seconds: o.seconds,
-          cpus: o.cpus,
-        });
-        r.serverCpuUs = ((treeCpuSeconds(side.server.proc.pid) - cpu0) * 1e6) / Math.max(1, r.completed);
-        (runs[side.key] ??= []).push(r);
-      } catch (err) {
-        const why = err instanceof Error ? err.message : String(err);
-        o.log(`all CPUs ${side.key}: ${why}`);
-        (failed[side.key] ??= []).push(why);
-      }
-    }
-  }
+  const { runs, failed } = await runRounds({
+    dnsperf: o.dnsperf,
+    sides: sides.map((side) => ({
+      key: side.key,
+      port: side.server.port,
+      pid: side.server.proc.pid,
+      file: side.file,
+    })),
+    rounds: o.rounds,
+    seconds: o.seconds,
+    cpus: o.cpus,
+    cpuSeconds: treeCpuSeconds,
+    what: "all CPUs",
+    log: o.log,
+  });
   const { qps: q, cpu, loss: note } = readSides(runs, failed);
   const rows: Row[] = [
     {
