@@ -176,7 +176,7 @@ export class ClusterPrimary {
    */
   async close(): Promise<void> {
     this.closing = true;
-    if (this.opts.summoner.beforeReap !== undefined) this.opts.summoner.beforeReap = undefined;
+    this.opts.summoner.beforeReap = undefined;
     for (const slot of this.slots) {
       if (slot.restartTimer !== null) clearTimeout(slot.restartTimer);
       slot.restartTimer = null;
@@ -247,7 +247,7 @@ export class ClusterPrimary {
           logFormat: this.opts.logFormat,
           upstreams: this.opts.upstreams,
           zone: this.zone,
-          ready: readyEntries(this.sent),
+          ready: [...this.sent],
         });
         return;
       case "listening":
@@ -424,10 +424,6 @@ function answered(s: CountersSnapshot): number {
   let n = 0;
   for (const [, c] of s.results) n += c;
   return n;
-}
-
-function readyEntries(map: ReadonlyMap<string, readonly string[]>): ReadyEntry[] {
-  return [...map];
 }
 
 /** Only what the zone needs (a VmSpec carries much more, some of it not plain data). */

@@ -36,7 +36,7 @@ export function runWorker(): void {
   // The primary is gone: nobody can summon a VM or receive our counts.
   process.on("disconnect", () => process.exit(1));
   process.on("uncaughtException", (err) =>
-    log?.error(`${me}: unexpected error (continuing): ${describeError(err)}`),
+    (log ?? fallbackLog()).error(`${me}: unexpected error (continuing): ${describeError(err)}`),
   );
   process.on("unhandledRejection", (err) =>
     (log ?? fallbackLog()).error(`${me}: unexpected rejection (continuing): ${describeError(err)}`),
