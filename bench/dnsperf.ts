@@ -8,6 +8,9 @@ import { spawn } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { BenchContext } from "./context.js";
+import type { Server } from "./servers.js";
+import { percentile } from "./stats.js";
 
 export interface DnsperfResult {
   sent: number;
@@ -122,6 +125,25 @@ export function bestRun(runs: readonly DnsperfResult[]): DnsperfResult | undefin
   );
 }
 
+/** A run as the results file keeps it: per-query latencies replaced by their p50 and p99. */
+export function resultJson(
+  r: DnsperfResult,
+): Omit<DnsperfResult, "latenciesMs"> & { p50Ms?: number; p99Ms?: number } {
+  const { latenciesMs, ...rest } = r;
+  return latenciesMs.length === 0
+    ? rest
+    : { ...rest, p50Ms: percentile(latenciesMs, 50), p99Ms: percentile(latenciesMs, 99) };
+}
+
+/** Rounds as the results file keeps them: per side, the best run and every run (see resultJson). */
+export function roundsJson(
+  runs: Readonly<Record<string, readonly DnsperfResult[]>>,
+): Record<string, { best: ReturnType<typeof resultJson>; runs: ReturnType<typeof resultJson>[] }> {
+  return Object.fromEntries(
+    Object.entries(runs).map(([k, v]) => [k, { best: resultJson(bestRun(v)!), runs: v.map(resultJson) }]),
+  );
+}
+
 /** What the table shows of each side's rounds (runs and failures by side key). */
 export interface SideReader {
   best(key: string): DnsperfResult | undefined;
@@ -158,55 +180,56 @@ export function readSides(
   };
 }
 
-/** One side of a throughput comparison: a server (its port, and the pid whose CPU is counted) and a query file. */
+/** One side of a throughput comparison: a server (its port, and its pid whose CPU is counted) and a query file. */
 export interface RoundSide {
   key: string;
-  port: number;
-  pid: number;
+  server: Server;
   file: string;
   tcp?: boolean;
 }
 
 /**
- * `rounds` dnsperf runs per side, interleaved (even rounds in reverse order),
- * each with the server's CPU per answered query (`cpuSeconds` of its pid). A
- * run dnsperf cannot finish is logged and kept under `failed`, not fatal.
+ * `params.rounds` dnsperf runs of `params.seconds` per side, interleaved (even
+ * rounds in reverse order), each with the server's CPU per answered query
+ * (`cpuSeconds` of its pid). A run dnsperf cannot finish is logged and kept
+ * under `failed`, not fatal.
  */
-export async function runRounds(o: {
-  dnsperf: string;
-  sides: readonly RoundSide[];
-  rounds: number;
-  seconds: number;
-  /** Run dnsperf on these CPUs (`taskset -c`). */
-  cpus?: string;
-  cpuSeconds: (pid: number) => number;
-  /** Names the rounds in the log ("throughput", "all CPUs"). */
-  what: string;
-  log: (line: string) => void;
-}): Promise<{ runs: Record<string, DnsperfResult[]>; failed: Record<string, string[]> }> {
+export async function runRounds(
+  ctx: BenchContext,
+  o: {
+    sides: readonly RoundSide[];
+    /** Run dnsperf on these CPUs (`taskset -c`). */
+    cpus?: string;
+    cpuSeconds: (pid: number) => number;
+    /** Names the rounds in the log ("throughput", "all CPUs"). */
+    what: string;
+  },
+): Promise<{ runs: Record<string, DnsperfResult[]>; failed: Record<string, string[]> }> {
+  const { rounds, seconds } = ctx.params;
   const runs: Record<string, DnsperfResult[]> = {};
   const failed: Record<string, string[]> = {};
-  for (let round = 1; round <= o.rounds; round++) {
+  for (let round = 1; round <= rounds; round++) {
     for (const side of round % 2 === 1 ? o.sides : [...o.sides].reverse()) {
-      o.log(`${o.what} round ${round}/${o.rounds}: ${side.key} (${o.seconds} s)`);
-      const cpu0 = o.cpuSeconds(side.pid);
+      ctx.log(`${o.what} round ${round}/${rounds}: ${side.key} (${seconds} s)`);
+      const pid = side.server.proc.pid;
+      const cpu0 = o.cpuSeconds(pid);
       let r: DnsperfResult;
       try {
         r = await runDnsperf({
-          dnsperf: o.dnsperf,
-          port: side.port,
+          dnsperf: ctx.tools.dnsperf,
+          port: side.server.port,
           queryFile: side.file,
-          seconds: o.seconds,
+          seconds,
           tcp: side.tcp === true,
           cpus: o.cpus,
         });
       } catch (err) {
         const why = err instanceof Error ? err.message : String(err);
-        o.log(`${o.what} ${side.key}: ${why}`);
+        ctx.log(`${o.what} ${side.key}: ${why}`);
         (failed[side.key] ??= []).push(why);
         continue;
       }
-      r.serverCpuUs = ((o.cpuSeconds(side.pid) - cpu0) * 1e6) / Math.max(1, r.completed);
+      r.serverCpuUs = ((o.cpuSeconds(pid) - cpu0) * 1e6) / Math.max(1, r.completed);
       (runs[side.key] ??= []).push(r);
     }
   }

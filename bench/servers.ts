@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { waitForDns } from "./dns-client.js";
+import { queryOnce, waitForDns } from "./dns-client.js";
 import { startProcess, type BenchProcess } from "./procs.js";
 import { freePort } from "./tools.js";
 
@@ -15,6 +15,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 /** dist/src/cli/main.js, seen from dist/bench/. */
 export const JITSU_CLI = join(here, "..", "src", "cli", "main.js");
 const NODE_RESPONDER = join(here, "peers", "node-responder.js");
+
+/** The command of every VM the bench gives jitsu (`exec=`, process backend): ready once started. */
+export const VM_EXEC = "sleep 300";
 
 export interface Server {
   readonly label: string;
@@ -172,6 +175,23 @@ export async function startJitsu(opts: JitsuOptions): Promise<JitsuServer> {
   const startupMs = performance.now() - started;
   void exitedEarly.catch(() => undefined);
   return { label: opts.label, port, proc, startupMs };
+}
+
+/** Queries each of `names` once (`concurrency` at a time); throws unless each answers with an address. */
+export async function warm(server: Server, names: readonly string[], concurrency = 8): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < names.length) {
+      const name = names[next++]!;
+      const a = await queryOnce(server.port, name, "A", 30_000);
+      if (a === null || a.rcode !== "NOERROR" || a.addresses.length === 0) {
+        throw new Error(
+          `bench: warming ${server.label}: ${name} answered ${a === null ? "nothing" : a.rcode}`,
+        );
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
 }
 
 let clockTicks = 0;

@@ -14,26 +14,31 @@
  * real ProcessBackend (same code, same command) through `state()` then
  * `start()` and times it; percentile of the query times minus the same
  * percentile of those.
+ *
+ * summonSection gives the summon and storm rows; idleBaseline measures their
+ * baseline rows earlier, while the shared servers are still pinned.
  */
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { systemClock } from "../src/clock/index.js";
 import { buildSpecs } from "../src/cli/run.js";
 import { findBackend } from "../src/backends/index.js";
 import { silentLogger } from "../src/log/index.js";
 import { queryOnce, storm, type StormResult } from "./dns-client.js";
-import { logMessages, logRecords, type Server } from "./servers.js";
+import type { BenchContext } from "./context.js";
+import { vs, type Row } from "./report.js";
+import { logMessages, logRecords, startJitsu, stopJitsu, VM_EXEC, type Server } from "./servers.js";
+import { NAME, type SharedServers } from "./shared-servers.js";
 import { percentile } from "./stats.js";
-
-export const SUMMON_EXEC = "sleep 300";
 
 export function summonConfigs(count: number): string[] {
   const configs: string[] = [];
   for (let i = 0; i < count; i++) {
     configs.push(
-      `name=summon-${i},dns=summon-${i}.cold.example,ip=10.9.${i >> 8}.${i & 255},exec=${SUMMON_EXEC}`,
+      `name=summon-${i},dns=summon-${i}.cold.example,ip=10.9.${i >> 8}.${i & 255},exec=${VM_EXEC}`,
     );
   }
-  configs.push(`name=storm,dns=storm.cold.example,ip=10.9.255.1,exec=${SUMMON_EXEC}`);
+  configs.push(`name=storm,dns=storm.cold.example,ip=10.9.255.1,exec=${VM_EXEC}`);
   return configs;
 }
 
@@ -54,6 +59,9 @@ function summary(values: number[]): { p50: number; p99: number; max: number } {
   return { p50: percentile(values, 50), p99: percentile(values, 99), max: Math.max(...values) };
 }
 
+/** measureIdleRtt's result: p50/p99/max per server key, ms. */
+export type IdleBaseline = Record<string, { p50: number; p99: number; max: number }>;
+
 /** The pause between queries in measureIdleRtt: about what jitsu idles between two cold starts of measureSummon. */
 export const IDLE_GAP_MS = 20;
 
@@ -67,7 +75,7 @@ export const IDLE_GAP_MS = 20;
 export async function measureIdleRtt(
   sides: readonly { key: string; server: Server; name: string }[],
   count: number,
-): Promise<Record<string, { p50: number; p99: number; max: number }>> {
+): Promise<IdleBaseline> {
   const ms: Record<string, number[]> = {};
   for (let i = 0; i < count; i++) {
     for (const side of sides) {
@@ -96,7 +104,7 @@ export async function measureSummon(
   });
   await backend.connect();
   const spec = buildSpecs(
-    [`name=direct,dns=direct.cold.example,ip=10.9.254.1,exec=${SUMMON_EXEC}`],
+    [`name=direct,dns=direct.cold.example,ip=10.9.254.1,exec=${VM_EXEC}`],
     "process",
   )[0]!;
   const ref = await backend.resolve(spec);
@@ -186,5 +194,105 @@ export async function measureStorm(jitsu: Server, count: number): Promise<StormS
     starts,
     p50Ms: percentile(result.latenciesMs, 50),
     p99Ms: percentile(result.latenciesMs, 99),
+  };
+}
+
+/** The summon rows' baseline (measureIdleRtt) on the node responder and jitsu, while they are still pinned. */
+export async function idleBaseline(ctx: BenchContext, s: SharedServers): Promise<IdleBaseline> {
+  ctx.log(`idle baseline: ${ctx.params.summonStarts} queries each after ${IDLE_GAP_MS} ms of quiet`);
+  return measureIdleRtt(
+    [
+      { key: "node", server: s.node, name: NAME },
+      { key: "jitsu", server: s.jitsu, name: NAME },
+    ],
+    ctx.params.summonStarts,
+  );
+}
+
+export interface SummonSection {
+  rows: Row[];
+  summon: SummonResult;
+  storm: StormSummary;
+  idle: IdleBaseline;
+  /** The results file's `summon` and `storm`. */
+  json: { summon: Record<string, unknown>; storm: Record<string, unknown> };
+}
+
+/**
+ * Summon overhead then the storm, on their own jitsu (pinned), once the shared
+ * servers are stopped; `idle` (idleBaseline, measured before) gives the
+ * baseline rows.
+ */
+export async function summonSection(ctx: BenchContext, idle: IdleBaseline): Promise<SummonSection> {
+  const { params } = ctx;
+  const warmup = 5;
+  ctx.log(
+    `summon: ${params.summonStarts} cold starts (+${warmup} warm-up), then a storm of ${params.stormQueries}`,
+  );
+  const jitsu = ctx.underTest(
+    await startJitsu({
+      label: "jitsu summon",
+      configs: summonConfigs(params.summonStarts + warmup),
+      upstreamPort: null,
+      logLevel: "info",
+      probe: { name: "cold.example", type: "SOA" },
+    }),
+  );
+  const summon = await measureSummon(jitsu, join(ctx.dir, "state"), params.summonStarts, warmup);
+  const stormResult = await measureStorm(jitsu, params.stormQueries);
+  await stopJitsu(jitsu);
+  const rows: Row[] = [
+    {
+      scenario: `summon: cold query -> answer (${summon.starts} starts)`,
+      p50Ms: summon.queryMs.p50,
+      p99Ms: summon.queryMs.p99,
+      note: summon.failures > 0 ? `${summon.failures} failed` : "",
+    },
+    {
+      scenario: "  overhead per start (query - its backend work)",
+      p50Ms: summon.perStartOverheadMs.p50,
+      p99Ms: summon.perStartOverheadMs.p99,
+      note: `paired per start (jitsu's backendMs), ${summon.perStartOverheadMs.samples} samples, max ${summon.perStartOverheadMs.max.toFixed(2)} ms`,
+    },
+    {
+      scenario: "    of which outside the summoner",
+      p50Ms: summon.dnsOverheadMs.p50,
+      p99Ms: summon.dnsOverheadMs.p99,
+      note: "query - jitsu's startMs: client, DNS layer, dispatch",
+    },
+    {
+      scenario: "  cross-check: bench's own backend runs",
+      p50Ms: summon.backendMs.p50,
+      p99Ms: summon.backendMs.p99,
+      note: `state+start in the bench process; query p50/p99 minus these: ${summon.overheadMs.p50.toFixed(2)} / ${summon.overheadMs.p99.toFixed(2)} ms`,
+    },
+    {
+      scenario: `  baseline: a ready name after ${IDLE_GAP_MS} ms idle, node responder`,
+      p50Ms: idle.node?.p50,
+      p99Ms: idle.node?.p99,
+      note: "the two wake-ups from idle every cold answer pays, whatever the server",
+    },
+    {
+      scenario: `  baseline: a ready name after ${IDLE_GAP_MS} ms idle, jitsu`,
+      p50Ms: idle.jitsu?.p50,
+      p99Ms: idle.jitsu?.p99,
+      vs: vs(idle.jitsu?.p99, idle.node?.p99, "node p99"),
+    },
+    {
+      scenario: `storm: ${stormResult.sent} queries, one cold VM`,
+      p50Ms: stormResult.p50Ms,
+      p99Ms: stormResult.p99Ms,
+      note: `starts ${stormResult.starts}, answered ${stormResult.answered} (${stormResult.ok} with address), resent ${stormResult.resent} (UDP rcvbuf drops ${stormResult.rcvbufDrops}), all in ${stormResult.allAnsweredMs.toFixed(0)} ms`,
+    },
+  ];
+  return {
+    rows,
+    summon,
+    storm: stormResult,
+    idle,
+    json: {
+      summon: { ...summon, idleBaselineMs: idle, idleGapMs: IDLE_GAP_MS },
+      storm: { ...stormResult, latenciesMs: undefined },
+    },
   };
 }

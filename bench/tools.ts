@@ -10,12 +10,15 @@ import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 
 /** Each tool the bench runs, and the Debian package it comes from. */
-export const TOOLS: Readonly<Record<string, string>> = {
+export const TOOLS = {
   dnsperf: "dnsperf",
   dnsmasq: "dnsmasq-base",
   unbound: "unbound",
   taskset: "util-linux",
-};
+} as const;
+
+/** The path of each tool in TOOLS. */
+export type Tools = Record<keyof typeof TOOLS, string>;
 
 /** Finds a command on PATH (plus the sbin directories, where dnsmasq and unbound live). */
 export function which(command: string): string | null {
@@ -34,23 +37,23 @@ export function which(command: string): string | null {
 }
 
 /** The path of every tool, or an error naming each missing tool and the package to install. */
-export function requireTools(): Record<string, string> {
-  const found: Record<string, string> = {};
+export function requireTools(): Tools {
+  const found: Partial<Tools> = {};
   const missing: string[] = [];
-  for (const [tool, pkg] of Object.entries(TOOLS)) {
+  for (const [tool, pkg] of Object.entries(TOOLS) as [keyof Tools, string][]) {
     const path = which(tool);
     if (path === null) missing.push(`${tool} (Debian package ${pkg})`);
     else found[tool] = path;
   }
   if (missing.length > 0) {
     const pkgs = Object.entries(TOOLS)
-      .filter(([tool]) => found[tool] === undefined)
+      .filter(([tool]) => found[tool as keyof Tools] === undefined)
       .map(([, pkg]) => pkg);
     throw new Error(
       `bench: missing ${missing.join(", ")}; install with: apt-get install --no-install-recommends ${pkgs.join(" ")}`,
     );
   }
-  return found;
+  return found as Tools;
 }
 
 /** A loopback port free for both UDP and TCP (a DNS server binds both). */

@@ -8,36 +8,23 @@
  * the load generator competes with the server: on a 2-CPU machine this shows
  * whether workers help at all, not what they do on a larger host.
  */
-import { readSides, runRounds, type DnsperfResult } from "./dnsperf.js";
-import { vs, type Row } from "./report.js";
-import { processTree, treeCpuSeconds, type Server } from "./servers.js";
+import { cpus } from "node:os";
+import type { BenchContext } from "./context.js";
+import { readSides, roundsJson, runRounds, type DnsperfResult, type RoundSide } from "./dnsperf.js";
+import { ratio, vs, type Row } from "./report.js";
+import { processTree, stopJitsu, treeCpuSeconds, type Server } from "./servers.js";
+import { startHotJitsu, type SharedServers } from "./shared-servers.js";
 import { pinTo } from "./tools.js";
 
-export interface AllCpusOptions {
-  dnsperf: string;
-  /** Every CPU, for taskset (e.g. "0-1"). */
-  cpus: string;
-  rounds: number;
-  seconds: number;
-  workers: number;
-  /** jitsu --workers N, one jitsu process, and the peers; each answers `hotFile`'s name. */
-  jitsuWorkers: Server;
-  jitsu: Server;
-  node: Server;
-  dnsmasq: Server;
-  /** dnsmasq forwarding to the same upstream as both jitsus. */
-  dnsmasqFwd: Server;
-  hotFile: string;
-  fwdFile: string;
-  log: (line: string) => void;
-}
-
-export interface AllCpusResult {
+export interface AllCpusSection {
   rows: Row[];
-  runs: Record<string, DnsperfResult[]>;
+  /** Runs dnsperf could not finish, by side (in the JSON only). */
   failed: Record<string, string[]>;
+  /** N of `--workers N` (the CPU count), 0 when skipped. */
+  workers: number;
   /** Best QPS ratio of the forwarded row with workers against dnsmasq, for the targets. */
   fwdRatio: number;
+  json: Record<string, unknown>;
 }
 
 /** Moves a server (all its processes and threads) onto `cpus`. */
@@ -51,33 +38,42 @@ function release(server: Server, cpus: string): void {
   }
 }
 
-export async function measureAllCpus(o: AllCpusOptions): Promise<AllCpusResult> {
-  for (const s of [o.jitsuWorkers, o.jitsu, o.node, o.dnsmasq, o.dnsmasqFwd]) release(s, o.cpus);
-  const w = `jitsu --workers ${o.workers}`;
-  const sides: { key: string; server: Server; file: string }[] = [
-    { key: "workers/udp", server: o.jitsuWorkers, file: o.hotFile },
-    { key: "jitsu/udp", server: o.jitsu, file: o.hotFile },
-    { key: "node/udp", server: o.node, file: o.hotFile },
-    { key: "dnsmasq/udp", server: o.dnsmasq, file: o.hotFile },
-    { key: "workers/fwd", server: o.jitsuWorkers, file: o.fwdFile },
-    { key: "jitsu/fwd", server: o.jitsu, file: o.fwdFile },
-    { key: "dnsmasq/fwd", server: o.dnsmasqFwd, file: o.fwdFile },
-  ];
-  const { runs, failed } = await runRounds({
-    dnsperf: o.dnsperf,
-    sides: sides.map((side) => ({
-      key: side.key,
-      port: side.server.port,
-      pid: side.server.proc.pid,
-      file: side.file,
-    })),
-    rounds: o.rounds,
-    seconds: o.seconds,
-    cpus: o.cpus,
-    cpuSeconds: treeCpuSeconds,
-    what: "all CPUs",
-    log: o.log,
+/**
+ * Starts `jitsu --workers N` (N = the CPU count, forwarding to the shared
+ * upstream) and measures it against the shared jitsu, node responder and
+ * dnsmasq, each moved onto every CPU, with dnsperf on every CPU too. Needs 2
+ * CPUs or more.
+ */
+export async function allCpusSection(ctx: BenchContext, s: SharedServers): Promise<AllCpusSection> {
+  const n = cpus().length;
+  if (n < 2) {
+    ctx.log("all CPUs: skipped, this machine has one CPU");
+    return { rows: [], failed: {}, workers: 0, fwdRatio: Number.NaN, json: { workers: 0, failed: {} } };
+  }
+  const every = `0-${n - 1}`;
+  ctx.log(`all CPUs: starting jitsu --workers ${n}`);
+  const jitsuWorkers = await startHotJitsu(`jitsu --workers ${n}`, s.upstream.port, {
+    cpus: every,
+    extraArgs: ["--workers", String(n)],
   });
+  let measured: { runs: Record<string, DnsperfResult[]>; failed: Record<string, string[]> };
+  try {
+    for (const server of [jitsuWorkers, s.jitsu, s.node, s.dnsmasq, s.dnsmasqFwd]) release(server, every);
+    const sides: RoundSide[] = [
+      { key: "workers/udp", server: jitsuWorkers, file: s.hotFile },
+      { key: "jitsu/udp", server: s.jitsu, file: s.hotFile },
+      { key: "node/udp", server: s.node, file: s.hotFile },
+      { key: "dnsmasq/udp", server: s.dnsmasq, file: s.hotFile },
+      { key: "workers/fwd", server: jitsuWorkers, file: s.fwdFile },
+      { key: "jitsu/fwd", server: s.jitsu, file: s.fwdFile },
+      { key: "dnsmasq/fwd", server: s.dnsmasqFwd, file: s.fwdFile },
+    ];
+    measured = await runRounds(ctx, { sides, cpus: every, cpuSeconds: treeCpuSeconds, what: "all CPUs" });
+  } finally {
+    await stopJitsu(jitsuWorkers);
+  }
+  const { runs, failed } = measured;
+  const w = `jitsu --workers ${n}`;
   const { qps: q, cpu, loss: note } = readSides(runs, failed);
   const rows: Row[] = [
     {
@@ -123,7 +119,11 @@ export async function measureAllCpus(o: AllCpusOptions): Promise<AllCpusResult> 
       note: note("dnsmasq/fwd"),
     },
   ];
-  const a = q("workers/fwd");
-  const b = q("dnsmasq/fwd");
-  return { rows, runs, failed, fwdRatio: a === undefined || b === undefined || b === 0 ? Number.NaN : a / b };
+  return {
+    rows,
+    failed,
+    workers: n,
+    fwdRatio: ratio(q("workers/fwd"), q("dnsmasq/fwd")),
+    json: { workers: n, ...roundsJson(runs), failed },
+  };
 }
