@@ -10,7 +10,11 @@ export interface Clock {
   now(): number;
   /** Calls `fn` after `ms`; the timer never keeps the process alive on its own. */
   setTimer(ms: number, fn: () => void): Timer;
-  sleep(ms: number): Promise<void>;
+  /**
+   * Resolves after `ms`. With `signal`: rejects with the signal's reason as soon
+   * as it aborts (at once if it already has), and the timer is cancelled.
+   */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
 export const systemClock: Clock = {
@@ -20,11 +24,36 @@ export const systemClock: Clock = {
     handle.unref();
     return { cancel: () => clearTimeout(handle) };
   },
-  sleep: (ms) =>
-    new Promise((resolve) => {
-      setTimeout(resolve, ms);
-    }),
+  // Unlike setTimer, a sleep keeps the process alive: something is waiting for it.
+  sleep: (ms, signal) =>
+    sleepOn((fn) => {
+      const handle = setTimeout(fn, ms);
+      return { cancel: () => clearTimeout(handle) };
+    }, signal),
 };
+
+/** A sleep on the timer `arm` sets, cut short by `signal`. */
+function sleepOn(arm: (fn: () => void) => Timer, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal === undefined) {
+      arm(resolve);
+      return;
+    }
+    if (signal.aborted) {
+      reject(signal.reason as Error);
+      return;
+    }
+    const onAbort = (): void => {
+      timer.cancel();
+      reject(signal.reason as Error);
+    };
+    const timer = arm(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    });
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
 
 /**
  * A clock that only moves when told to. Timers fire in order of due time when
@@ -54,10 +83,8 @@ export class ManualClock implements Clock {
     };
   }
 
-  sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      this.setTimer(ms, resolve);
-    });
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return sleepOn((fn) => this.setTimer(ms, fn), signal);
   }
 
   /** Moves time forward by `ms`, firing due timers in order. */
