@@ -1,0 +1,56 @@
+/**
+ * Changes the backend noticed by itself (a libvirt lifecycle event, QMP
+ * SHUTDOWN, a process exit): applied to the VM's phase at once, so a VM
+ * stopped, paused or started behind our back is seen before the next reaper
+ * pass, and a VM that exits while it starts fails that start at once instead
+ * of at its timeout.
+ */
+import type { BackendEvent } from "../backends/contract.js";
+import type { Clock } from "../clock/index.js";
+import { BackendError } from "../errors/index.js";
+import type { Logger } from "../log/index.js";
+import { PAUSED, SUSPENDED, phaseFor, type Phase, type Vm } from "./vm.js";
+
+/** What applying an event needs from the summoner. */
+export interface EventHost {
+  readonly backendName: string;
+  readonly clock: Clock;
+  readonly log: Logger;
+  setPhase(vm: Vm, phase: Phase): void;
+}
+
+export function applyBackendEvent(host: EventHost, vm: Vm, event: BackendEvent): void {
+  const label = vm.spec.label;
+  const reason = event.reason === undefined ? "" : ` (${event.reason})`;
+  const phase = vm.phase;
+  if (phase.kind === "stopping") return;
+  if (phase.kind === "starting") {
+    if (event.state === "off" || event.state === "crashed") {
+      phase.abort.abort(new BackendError(host.backendName, `stopped while starting${reason}`, { vm: label }));
+    }
+    return;
+  }
+  switch (event.state) {
+    case "off":
+    case "crashed":
+      if (phase.kind === "off" || phase.kind === "failed") return;
+      host.log.warn(`VM '${label}' is ${event.state}${reason}`);
+      if (event.state === "crashed") vm.lastError = `crashed${reason}`;
+      host.setPhase(vm, phaseFor(event.state, host.clock.now()));
+      return;
+    case "running":
+      if (phase.kind === "ready" || vm.flight !== null) return;
+      if (vm.addresses.length === 0) return; // the next request adopts it and finds its address
+      host.log.info(`VM '${label}' was started behind our back; adopting it`);
+      host.setPhase(vm, { kind: "ready", since: host.clock.now() });
+      return;
+    case "paused":
+    case "suspended":
+      if (phase.kind === event.state || vm.flight !== null) return;
+      host.log.info(`VM '${label}' is ${event.state}${reason}`);
+      host.setPhase(vm, event.state === "paused" ? PAUSED : SUSPENDED);
+      return;
+    case "unknown":
+      return;
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * The idle reaper: every `intervalMs` on the injected clock, stops the ready
+ * VMs nobody asked for during 2 x TTL, re-reads the state of the others (a VM
+ * stopped behind our back is noticed), settles VMs whose start failed, and has
+ * the store written. Passes never overlap.
+ */
+import type { StopMode, VmBackend, VmState } from "../backends/contract.js";
+import type { Clock, Timer } from "../clock/index.js";
+import { describeError } from "../errors/index.js";
+import type { Logger } from "../log/index.js";
+import { OFF, phaseFor, type Phase, type Vm } from "./vm.js";
+
+/** What the reaper needs from the summoner. */
+export interface ReaperHost {
+  vms(): Iterable<Vm>;
+  /** Stops `vm` with `mode`, logging `why`; never rejects. */
+  stop(vm: Vm, mode: StopMode, why: string): Promise<void>;
+  setPhase(vm: Vm, phase: Phase): void;
+  /** Writes every VM's record to the store; never rejects. */
+  flush(): Promise<void>;
+}
+
+export interface ReaperOptions {
+  readonly backend: VmBackend;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly ttlSeconds: number;
+  readonly stopMode: StopMode;
+  /** How often a pass runs. */
+  readonly intervalMs: number;
+}
+
+export class Reaper {
+  private timer: Timer | null = null;
+  private ticking: Promise<void> | null = null;
+  private closed = false;
+  /**
+   * Run at the start of each pass, before anything is judged idle: with
+   * --workers, it collects the requests the workers answered but have not yet
+   * reported (see src/cluster). Its failure is logged and the pass goes on.
+   */
+  beforeReap: (() => Promise<void>) | undefined = undefined;
+
+  constructor(
+    private readonly host: ReaperHost,
+    private readonly opts: ReaperOptions,
+  ) {}
+
+  start(): void {
+    if (this.closed) return;
+    this.timer = this.opts.clock.setTimer(this.opts.intervalMs, () => {
+      this.start();
+      void this.tick();
+    });
+  }
+
+  /** One pass; a call during a pass returns that pass. */
+  tick(): Promise<void> {
+    if (this.ticking !== null) return this.ticking;
+    const before = this.beforeReap;
+    const pass =
+      before === undefined
+        ? this.reap()
+        : before()
+            .catch((err: unknown) =>
+              this.opts.log.warn(
+                `Before the reaper pass: ${describeError(err)} (going on with what is known)`,
+              ),
+            )
+            .then(() => this.reap());
+    this.ticking = pass.finally(() => {
+      this.ticking = null;
+    });
+    return this.ticking;
+  }
+
+  /** No more passes; resolves when the one running (if any) has finished. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.timer?.cancel();
+    this.timer = null;
+    if (this.ticking !== null) await this.ticking;
+  }
+
+  private async reap(): Promise<void> {
+    const { clock, ttlSeconds, stopMode } = this.opts;
+    const now = clock.now();
+    const idleMs = 2 * ttlSeconds * 1000;
+    const jobs: Promise<void>[] = [];
+    for (const vm of this.host.vms()) {
+      const phase = vm.phase;
+      if (vm.flight !== null) continue;
+      if (phase.kind === "failed") {
+        // A start that failed its readiness may have left the VM running: stop it once idle.
+        const last = Math.max(vm.lastRequest ?? 0, vm.startedAt ?? 0);
+        if (now - last >= idleMs) jobs.push(this.settleFailed(vm, Math.round((now - last) / 1000)));
+        continue;
+      }
+      if (phase.kind !== "ready") continue;
+      const last = Math.max(vm.lastRequest ?? 0, phase.since);
+      if (now - last >= idleMs) {
+        jobs.push(this.host.stop(vm, stopMode, `after ${Math.round((now - last) / 1000)} s idle`));
+        continue;
+      }
+      jobs.push(this.recheck(vm));
+    }
+    await Promise.all(jobs);
+    await this.host.flush();
+  }
+
+  /** The backend's view of a VM; null (and a warning) if it cannot say. */
+  private async readState(vm: Vm): Promise<VmState | null> {
+    try {
+      return await this.opts.backend.state(vm.ref);
+    } catch (err) {
+      this.opts.log.warn(`Could not read the state of VM '${vm.spec.label}': ${describeError(err)}`);
+      return null;
+    }
+  }
+
+  /** A failed VM idle for 2 x TTL: stopped if it runs after all, else marked off (no more checks). */
+  private async settleFailed(vm: Vm, idleS: number): Promise<void> {
+    const state = await this.readState(vm);
+    if (state === null) return;
+    if (vm.phase.kind !== "failed" || vm.flight !== null) return;
+    if (state === "running" && vm.startedByUs) {
+      await this.host.stop(vm, this.opts.stopMode, `after ${idleS} s idle (it never became ready)`);
+    } else if (state === "off" || state === "crashed") {
+      this.host.setPhase(vm, OFF);
+    }
+  }
+
+  /** Re-reads a ready VM's state, so a crash or a stop behind our back is noticed. */
+  private async recheck(vm: Vm): Promise<void> {
+    const state = await this.readState(vm);
+    if (state === null) return;
+    if (vm.phase.kind !== "ready" || vm.flight !== null || state === "running" || state === "unknown") return;
+    this.opts.log.warn(`VM '${vm.spec.label}' is ${state} (changed behind our back)`);
+    this.host.setPhase(vm, phaseFor(state, this.opts.clock.now()));
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * The summoner's VMs against what is outside it: the store (a VM's record
+ * read back at start-up and written on every reaper pass), the backend (what
+ * state a VM is really in when it is resolved) and the configuration (a
+ * SIGHUP reload adds, changes and removes VMs without dropping a query).
+ */
+import type { StopMode, VmBackend } from "../backends/contract.js";
+import type { Clock } from "../clock/index.js";
+import type { VmSpec } from "../config/index.js";
+import { describeError } from "../errors/index.js";
+import { perVmLevel, type Logger } from "../log/index.js";
+import type { Store, VmRecord } from "../store/index.js";
+import { OFF, phaseFor, sameList, type Vm } from "./vm.js";
+
+export interface ReconcileOptions {
+  readonly backend: VmBackend;
+  readonly backendName: string;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly stopMode: StopMode;
+}
+
+/**
+ * Finds the VM through the backend and reads its state; takes the counters
+ * from the store's `record` when it is of the same backend and reference.
+ */
+export async function resolveVm(
+  opts: ReconcileOptions,
+  spec: VmSpec,
+  record: VmRecord | undefined,
+): Promise<Vm> {
+  const { backend, log } = opts;
+  const ref = await backend.resolve(spec);
+  const state = await backend.state(ref);
+  const now = opts.clock.now();
+  const known = record !== undefined && record.backend === opts.backendName && record.backendRef === ref.ref;
+  // A VM we had summoned (--persistdb) that still runs keeps its last request, so the reaper
+  // stops it on schedule rather than 2 x TTL after this restart.
+  const wasUp =
+    known && (record.state === "ready" || record.state === "starting" || record.state === "stopping");
+  const stillUp = state === "running" || state === "paused" || state === "suspended";
+  let phase = phaseFor(state, now);
+  if (known && phase.kind === "ready") {
+    phase = { kind: "ready", since: Math.min(now, record.lastRequest ?? record.startedAt ?? now) };
+  }
+  if (wasUp && !stillUp) {
+    log.info(
+      `VM '${spec.label}' was ${record.state} when jitsu last ran, but is ${state} now; marking it off`,
+    );
+  }
+  const vm: Vm = {
+    spec,
+    ref,
+    phase,
+    // Frozen specs (buildVmSpec) share their array; the hot path keys its answers by identity.
+    addresses: Object.isFrozen(spec.ips) ? spec.ips : Object.freeze([...spec.ips]),
+    flight: null,
+    startedAt: known ? record.startedAt : null,
+    totalStarts: known ? record.totalStarts : 0,
+    totalRequests: known ? record.totalRequests : 0,
+    lastRequest: known ? record.lastRequest : null,
+    lastError: null,
+    failures: 0,
+    // Started by the jitsu before this one: --stop-on-exit stops it too.
+    startedByUs: wasUp && stillUp && record.startedAt !== null,
+  };
+  if (vm.phase.kind === "ready" && spec.ips.length === 0) {
+    const found = (await backend.addresses?.(ref)) ?? [];
+    if (found.length > 0) vm.addresses = Object.freeze([...found]);
+    else vm.phase = OFF; // running but without a known address: the next request adopts it
+  }
+  return vm;
+}
+
+/** What the store keeps of `vm`. */
+export function recordOf(opts: ReconcileOptions, vm: Vm): VmRecord {
+  return {
+    label: vm.spec.label,
+    names: vm.spec.dns,
+    ips: vm.addresses,
+    backend: opts.backendName,
+    backendRef: vm.ref.ref,
+    state: vm.phase.kind,
+    startedAt: vm.startedAt,
+    totalStarts: vm.totalStarts,
+    totalRequests: vm.totalRequests,
+    lastRequest: vm.lastRequest,
+    stopMode: opts.stopMode,
+  };
+}
+
+/** Writes to the store one after another, behind the hot path; a failed write is logged, never thrown. */
+export class StoreWriter {
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly store: Store,
+    private readonly log: Logger,
+  ) {}
+
+  load(): Promise<VmRecord[]> {
+    return this.store.load();
+  }
+
+  write(records: readonly VmRecord[]): Promise<void> {
+    this.chain = this.chain.then(() =>
+      this.store.write(records).catch((err: unknown) => {
+        this.log.warn(`Could not write the state store: ${describeError(err)}`);
+      }),
+    );
+    return this.chain;
+  }
+}
+
+/**
+ * A reload: the VM table for `specs`. New and changed VMs are resolved first,
+ * so a bad spec (a rejection) leaves `current` untouched; unchanged VMs keep
+ * their object, state and start in flight; a changed VM keeps its object too
+ * (a start in flight finishes on it) and takes the new spec, which applies from
+ * its next start. Removed VMs are left out, and left as they are.
+ */
+export async function reloadVms(
+  opts: ReconcileOptions,
+  current: ReadonlyMap<string, Vm>,
+  specs: readonly VmSpec[],
+): Promise<Map<string, Vm>> {
+  const next = new Map<string, Vm>();
+  const updates: (() => void)[] = [];
+  // One line per added, changed or removed VM, logged at the end (see logChanges).
+  const notes: string[] = [];
+  const counts = { added: 0, changed: 0, removed: 0 };
+  for (const spec of specs) {
+    const old = current.get(spec.label);
+    if (old !== undefined && sameSpec(old.spec, spec)) {
+      next.set(spec.label, old);
+      continue;
+    }
+    const fresh = await resolveVm(opts, spec, old === undefined ? undefined : recordOf(opts, old));
+    if (old === undefined) {
+      notes.push(`VM '${spec.label}' added to the configuration (${fresh.phase.kind})`);
+      counts.added++;
+      next.set(spec.label, fresh);
+      continue;
+    }
+    next.set(spec.label, old);
+    updates.push(() => {
+      applyChangedSpec(old, fresh);
+      notes.push(`VM '${spec.label}' changed in the configuration`);
+      counts.changed++;
+    });
+  }
+  for (const update of updates) update();
+  for (const [label, vm] of current) {
+    if (!next.has(label)) {
+      notes.push(`VM '${label}' removed from the configuration; leaving it as it is (${vm.phase.kind})`);
+      counts.removed++;
+    }
+  }
+  logChanges(opts.log, notes, counts);
+  return next;
+}
+
+/** `old` takes `fresh`'s spec and reference (and, unless it is busy, its phase). */
+function applyChangedSpec(old: Vm, fresh: Vm): void {
+  const spec = fresh.spec;
+  const sameVm = old.ref.ref === fresh.ref.ref;
+  old.spec = spec;
+  old.ref = fresh.ref;
+  if (!sameList(old.addresses, fresh.addresses) && (spec.ips.length > 0 || !sameVm)) {
+    old.addresses = fresh.addresses;
+  }
+  const busy = old.flight !== null || old.phase.kind === "starting" || old.phase.kind === "stopping";
+  if (!sameVm && !busy) old.phase = fresh.phase;
+  else if (old.phase.kind === "failed" && !busy) {
+    // A changed configuration is the user's fix: try it at the next request, without back-off.
+    old.phase = OFF;
+    old.failures = 0;
+  }
+}
+
+/**
+ * A reload's per-VM lines at info, as for start-up: above PER_VM_LINES_MAX
+ * of them, at debug, and one line of counts at info.
+ */
+function logChanges(
+  log: Logger,
+  notes: readonly string[],
+  counts: { added: number; changed: number; removed: number },
+): void {
+  const level = perVmLevel(notes.length);
+  if (log.isLevelEnabled(level)) for (const note of notes) log[level](note);
+  if (level !== "info") {
+    log.info(
+      `Configuration: ${counts.added} VMs added, ${counts.changed} changed, ${counts.removed} removed (one line each at --log-level debug)`,
+    );
+  }
+}
+
+function sameSpec(a: VmSpec, b: VmSpec): boolean {
+  const pa = a.options.pairs;
+  const pb = b.options.pairs;
+  return pa.length === pb.length && pa.every(([k, v], i) => pb[i]?.[0] === k && pb[i]?.[1] === v);
+}

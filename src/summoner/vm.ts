@@ -1,0 +1,70 @@
+/**
+ * One VM as the summoner keeps it: its phase (a discriminated union, see the
+ * state diagram in README.md), its addresses for the hot path, the one start in
+ * flight, and its counters. The parts of the summoner (summoner.ts, readiness,
+ * reaper, backend events, reconcile) all work on this record.
+ */
+import type { StopMode, VmRef, VmState } from "../backends/contract.js";
+import type { VmSpec } from "../config/index.js";
+
+export type SummonerState = "off" | "starting" | "ready" | "stopping" | "suspended" | "paused" | "failed";
+
+/** Where a VM is in its life, as the summoner sees it. */
+export type Phase =
+  | { readonly kind: "off" }
+  | { readonly kind: "starting"; readonly since: number; readonly abort: AbortController }
+  | { readonly kind: "ready"; readonly since: number }
+  | { readonly kind: "stopping"; readonly mode: StopMode; readonly done: Promise<void> }
+  | { readonly kind: "suspended" }
+  | { readonly kind: "paused" }
+  | { readonly kind: "failed"; readonly error: Error; readonly retryAt: number };
+
+export interface Vm {
+  spec: VmSpec;
+  ref: VmRef;
+  phase: Phase;
+  /** The answer for the hot path: the same instance while it does not change. */
+  addresses: readonly string[];
+  /** The one start in flight, shared by every request that arrives meanwhile. */
+  flight: Promise<readonly string[]> | null;
+  startedAt: number | null;
+  totalStarts: number;
+  totalRequests: number;
+  lastRequest: number | null;
+  lastError: string | null;
+  /** Consecutive failed starts, for the back-off. */
+  failures: number;
+  /** Whether we brought it up (close({stopVms}) only stops those). */
+  startedByUs: boolean;
+}
+
+export const OFF: Phase = { kind: "off" };
+export const SUSPENDED: Phase = { kind: "suspended" };
+export const PAUSED: Phase = { kind: "paused" };
+
+/** The summoner's view of a state the backend reports. */
+export function phaseFor(state: VmState, now: number): Phase {
+  switch (state) {
+    case "running":
+      return { kind: "ready", since: now };
+    case "paused":
+      return PAUSED;
+    case "suspended":
+      return SUSPENDED;
+    case "crashed":
+      // Crashed: the next request may restart it at once (no back-off for a crash we did not cause).
+      return { kind: "failed", error: new Error("the VM crashed"), retryAt: now };
+    case "off":
+    case "unknown":
+      return OFF;
+  }
+}
+
+/** The phase a VM is in once `backend.stop(mode)` has returned. */
+export function phaseAfterStop(mode: StopMode): Phase {
+  return mode === "pause" ? PAUSED : mode === "suspend" || mode === "save" ? SUSPENDED : OFF;
+}
+
+export function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
