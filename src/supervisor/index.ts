@@ -1,0 +1,17 @@
+/**
+ * One process supervisor for the backends that run local processes (process,
+ * qemu): spawn into a process group, pid files with one identity policy,
+ * adoption of what an earlier jitsu left running, signals, waits with a grace
+ * period on the injected clock. See README.md.
+ */
+export {
+  ProcessSupervisor,
+  type Adoption,
+  type AdoptOptions,
+  type SpawnCommand,
+  type SupervisorOptions,
+} from "./process-supervisor.js";
+export { SupervisedProcess, SupervisorError, type ExitStatus } from "./supervised-process.js";
+export { PidFile, parsePidFile, type PidRecord } from "./pid-file.js";
+export { isRecordedProcess, type ExpectProcess } from "./identity.js";
+export { readProcess, type ProcessInfo } from "./proc.js";

@@ -1,0 +1,105 @@
+/**
+ * A pid file: the record that lets a jitsu started again find a process the
+ * previous one left running. It holds the pid and what identifies the process
+ * behind it (see identity.ts), plus fields of the owner's own.
+ *
+ * Format: one JSON object, `{"pid":123,"startTime":"4567","cmdline":["sleep","600"],...}`.
+ * Older formats are read too (see `parsePidFile`): the process backend's JSON
+ * without `cmdline`, and a bare decimal pid (what QEMU's `-pidfile` writes).
+ */
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFile, rm } from "node:fs/promises";
+import { dirname } from "node:path";
+
+export interface PidRecord {
+  readonly pid: number;
+  /** /proc/PID/stat field 22 when it was written; null in an older file without it. */
+  readonly startTime: string | null;
+  /** /proc/PID/cmdline when it was written; null in an older file without it. */
+  readonly cmdline: readonly string[] | null;
+  /** The owner's own fields, kept beside (e.g. the configured command, the stop mode that paused it). */
+  readonly extra: Readonly<Record<string, unknown>>;
+}
+
+const NO_EXTRA: Readonly<Record<string, unknown>> = Object.freeze({});
+
+export class PidFile {
+  constructor(readonly path: string) {}
+
+  /**
+   * Written synchronously, on a cold start's path: a hundred bytes to a local
+   * file take less than one of the five trips through libuv's thread pool that
+   * mkdir and writeFile took, each a wake-up of a pool thread and then of the
+   * event loop (bench/: summon). The folder is made only when it is missing.
+   */
+  write(record: PidRecord): void {
+    const { pid, startTime, cmdline, extra } = record;
+    // The identity first for a reader, and never overwritten by an `extra` field of the same name.
+    const text = `${JSON.stringify(Object.assign({ pid, startTime, cmdline }, extra, { pid, startTime, cmdline }))}\n`;
+    try {
+      writeFileSync(this.path, text);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      mkdirSync(dirname(this.path), { recursive: true });
+      writeFileSync(this.path, text);
+    }
+  }
+
+  /** The record, or null when there is no file or it is not a pid file. */
+  async read(): Promise<PidRecord | null> {
+    try {
+      return parsePidFile(await readFile(this.path, "utf8"));
+    } catch {
+      return null;
+    }
+  }
+
+  readSync(): PidRecord | null {
+    try {
+      return parsePidFile(readFileSync(this.path, "utf8"));
+    } catch {
+      return null;
+    }
+  }
+
+  async remove(): Promise<void> {
+    await rm(this.path, { force: true });
+  }
+
+  /**
+   * Removes the file unless it names another pid (a process started since
+   * wrote it). Synchronous, so no write can come between the check and the removal.
+   */
+  removeIfNames(pid: number): void {
+    const record = this.readSync();
+    if (record !== null && record.pid !== pid) return;
+    rmSync(this.path, { force: true });
+  }
+}
+
+export function parsePidFile(text: string): PidRecord | null {
+  const trimmed = text.trim();
+  if (/^\d+$/.test(trimmed)) {
+    const pid = Number(trimmed);
+    return isPid(pid) ? { pid, startTime: null, cmdline: null, extra: NO_EXTRA } : null;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(trimmed);
+  } catch {
+    return null;
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return null;
+  const { pid, startTime, cmdline, ...extra } = value as Record<string, unknown>;
+  if (typeof pid !== "number" || !isPid(pid)) return null;
+  return {
+    pid,
+    startTime: typeof startTime === "string" && startTime !== "" ? startTime : null,
+    cmdline: Array.isArray(cmdline) && cmdline.every((w) => typeof w === "string") ? cmdline : null,
+    extra,
+  };
+}
+
+function isPid(n: number): boolean {
+  return Number.isSafeInteger(n) && n > 1;
+}

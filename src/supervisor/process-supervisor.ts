@@ -1,0 +1,126 @@
+/**
+ * Starts processes into their own process group, and adopts the ones an
+ * earlier jitsu left running, so that a backend can signal everything a VM
+ * started and wait for it with a grace period, all on the injected clock.
+ */
+import { spawn } from "node:child_process";
+import type { Clock } from "../clock/index.js";
+import { isRecordedProcess, type ExpectProcess } from "./identity.js";
+import type { PidFile, PidRecord } from "./pid-file.js";
+import { readProcess, readProcessSync } from "./proc.js";
+import { SupervisedProcess, SupervisorError } from "./supervised-process.js";
+
+export interface SupervisorOptions {
+  readonly clock: Clock;
+  /** How often to look at /proc while waiting for a process that is not our child (default 50 ms). */
+  readonly pollMs?: number;
+}
+
+export interface SpawnCommand {
+  /** The program and its arguments; run without a shell. */
+  readonly argv: readonly [string, ...string[]];
+  readonly cwd?: string;
+  /** Its whole environment (default: jitsu's). */
+  readonly env?: NodeJS.ProcessEnv;
+  /** Each line it writes to stdout; without it, stdout goes nowhere. */
+  readonly onStdout?: (line: string) => void;
+  /** Each line it writes to stderr (the last `stderrTailLines` are kept in any case). */
+  readonly onStderr?: (line: string) => void;
+  /** How many of the last stderr lines to keep (default 5). */
+  readonly stderrTailLines?: number;
+  /** Open file descriptors it gets as fd 3, 4, ...; the caller may close its own once spawn resolves. */
+  readonly fds?: readonly number[];
+  /** An error of the child process after it started (a failed signal, for one). */
+  readonly onError?: (err: Error) => void;
+}
+
+/** A process found through a pid file. */
+export interface Adoption {
+  readonly process: SupervisedProcess;
+  /** What the pid file said (its `extra` holds the owner's fields). */
+  readonly record: PidRecord;
+  /** /proc/PID/stat state letter when it was adopted: "T" when it is stopped. */
+  readonly state: string;
+}
+
+export interface AdoptOptions {
+  /** The owner's own test of the process (see identity.ts); required to adopt from a bare pid. */
+  readonly expect?: ExpectProcess;
+  /**
+   * A pid file the program writes itself (QEMU's -pidfile), read when ours is
+   * missing: a jitsu killed between the spawn and our write, or an older
+   * jitsu that kept none.
+   */
+  readonly programPidFile?: PidFile;
+}
+
+export class ProcessSupervisor {
+  private readonly context: { clock: Clock; pollMs: number };
+
+  constructor(options: SupervisorOptions) {
+    this.context = { clock: options.clock, pollMs: options.pollMs ?? 50 };
+  }
+
+  /**
+   * Spawns `argv` as the leader of a new process group (detached, so it
+   * outlives us, and a signal to the group reaches all it started). Rejects
+   * with a SupervisorError when it cannot be run.
+   */
+  async spawn(command: SpawnCommand): Promise<SupervisedProcess> {
+    const [file, ...args] = command.argv;
+    const child = spawn(file, args, {
+      cwd: command.cwd,
+      env: command.env,
+      detached: true,
+      stdio: ["ignore", command.onStdout === undefined ? "ignore" : "pipe", "pipe", ...(command.fds ?? [])],
+    });
+    try {
+      // Listened to before any await: 'spawn' fires on the next turn.
+      await new Promise<void>((resolve, reject) => {
+        child.once("spawn", resolve);
+        child.once("error", reject);
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new SupervisorError(`cannot run '${file}'`, `${e.code ?? "error"}: ${e.message}`, { cause: err });
+    }
+    child.on("error", (err) => command.onError?.(err));
+    const pid = child.pid!;
+    // Read at once, synchronously: procfs answers from memory, and this is on a cold start's path.
+    const now = readProcessSync(pid);
+    return new SupervisedProcess(this.context, pid, now?.startTime ?? "", now?.cmdline ?? [], {
+      child,
+      stderrTailLines: command.stderrTailLines ?? 5,
+      onStdout: command.onStdout,
+      onStderr: command.onStderr,
+    });
+  }
+
+  /**
+   * Takes over the process `pidFile` (or `programPidFile`) names, if it is
+   * still that process (identity.ts); else removes `pidFile` and resolves null.
+   * A pid file in an older format is rewritten in the current one.
+   */
+  async adopt(pidFile: PidFile, options: AdoptOptions = {}): Promise<Adoption | null> {
+    const ours = await pidFile.read();
+    const record = ours ?? (await options.programPidFile?.read()) ?? null;
+    if (record === null) return null;
+    const now = await readProcess(record.pid);
+    if (now === null || !isRecordedProcess(record, now, options.expect)) {
+      await pidFile.remove();
+      return null;
+    }
+    const proc = new SupervisedProcess(this.context, record.pid, now.startTime, now.cmdline, null);
+    if (ours !== null && ours.startTime !== null && ours.cmdline !== null) {
+      proc.keepPidFile(pidFile, record.extra);
+    } else {
+      try {
+        proc.writePidFile(pidFile, record.extra);
+      } catch {
+        // Unwritable: the older file stays, and is judged by what it has the next time too.
+        proc.keepPidFile(pidFile, record.extra);
+      }
+    }
+    return { process: proc, record, state: now.state };
+  }
+}
