@@ -3,11 +3,8 @@
  * so that pause (SIGSTOP), shutdown (SIGTERM, then SIGKILL after the grace) and
  * destroy (SIGKILL) reach everything it started.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
-import { createInterface } from "node:readline";
-import type { Readable } from "node:stream";
 import type {
   BackendEvent,
   BackendOptions,
@@ -20,17 +17,15 @@ import type {
 import type { KeySpec, VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, describeError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
-import { splitCommandLine } from "./command-line.js";
 import {
-  pidFileDir,
-  pidFileName,
-  pidFilePath,
-  procStat,
-  procStatSync,
-  readPidFile,
-  removePidFile,
-  writePidFile,
-} from "./pid-file.js";
+  PidFile,
+  ProcessSupervisor,
+  SupervisorError,
+  type ExitStatus,
+  type SupervisedProcess,
+} from "../../supervisor/index.js";
+import { splitCommandLine } from "./command-line.js";
+import { pidFileDir, pidFileName, pidFilePath } from "./pid-file.js";
 
 const NAME = "process";
 const DEFAULT_GRACE_SECONDS = 10;
@@ -69,12 +64,13 @@ export const PROCESS_STOP_MODES: ReadonlySet<StopMode> = new Set<StopMode>([
 ]);
 
 /**
- * A VM's command. Its logger and pid file path are made on first use: with
+ * A VM's command. Its logger and pid file are made on first use: with
  * 10,000 VMs, a pino child logger and a path each cost ~3 MB at start-up for
  * VMs that may never start.
  */
 class Program {
   private childLog: Logger | undefined;
+  private file: PidFile | undefined;
 
   constructor(
     readonly label: string,
@@ -91,24 +87,20 @@ class Program {
     return (this.childLog ??= this.backendLog.child({ vm: this.label }));
   }
 
-  get pidFile(): string {
-    return pidFilePath(this.stateDir, this.label);
+  get pidFile(): PidFile {
+    return (this.file ??= new PidFile(pidFilePath(this.stateDir, this.label)));
   }
 }
 
 const NO_ENV: Readonly<Record<string, string>> = Object.freeze({});
 
 interface Running {
-  /** null for a process adopted from a pid file (left running by an earlier jitsu). */
-  readonly child: ChildProcess | null;
-  readonly pid: number;
-  readonly startTime: string;
+  /** Our child, or a process adopted from a pid file (left running by an earlier jitsu). */
+  readonly process: SupervisedProcess;
   /** Set by SIGSTOP: which stop mode stopped it. */
   stoppedAs: "paused" | "suspended" | null;
   /** Set before we signal it to end, so its exit is not reported as a change behind our back. */
   expectedExit: boolean;
-  /** Resolves when the process has exited. */
-  readonly waitExit: () => Promise<void>;
 }
 
 export class ProcessBackend implements VmBackend {
@@ -128,9 +120,11 @@ export class ProcessBackend implements VmBackend {
    * only have been written since, by us, for a VM in `running`.
    */
   private leftPidFiles: ReadonlySet<string> | null = null;
+  private readonly supervisor: ProcessSupervisor;
 
   constructor(private readonly options: BackendOptions) {
     this.log = options.log;
+    this.supervisor = new ProcessSupervisor({ clock: options.clock });
   }
 
   async connect(): Promise<void> {
@@ -182,7 +176,10 @@ export class ProcessBackend implements VmBackend {
 
   async state(vm: VmRef): Promise<VmState> {
     const proc = this.running.get(vm.ref);
-    if (proc !== undefined && proc.child === null && !(await this.stillThere(vm.ref, proc))) return "off";
+    if (proc !== undefined && !(await proc.process.isRunning())) {
+      if (this.running.get(vm.ref) === proc) this.running.delete(vm.ref);
+      return "off";
+    }
     if (proc !== undefined) return proc.stoppedAs ?? "running";
     return this.crashed.has(vm.ref) ? "crashed" : "off";
   }
@@ -196,53 +193,28 @@ export class ProcessBackend implements VmBackend {
         throw new BackendError(NAME, `working directory '${prog.cwd}' does not exist`, { vm: vm.label });
       }
     }
-    const [file, ...args] = prog.argv;
-    const child = spawn(file, args, {
-      cwd: prog.cwd,
-      env: { ...process.env, ...prog.env, JITSU_VM: prog.label },
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    let child: SupervisedProcess;
     try {
-      await new Promise<void>((resolve, reject) => {
-        child.once("spawn", resolve);
-        child.once("error", reject);
+      child = await this.supervisor.spawn({
+        argv: prog.argv,
+        cwd: prog.cwd,
+        env: { ...process.env, ...prog.env, JITSU_VM: prog.label },
+        onStdout: (line) => prog.log.info({ stream: "stdout" }, line),
+        onStderr: (line) => prog.log.info({ stream: "stderr" }, line),
+        onError: (err) => prog.log.warn(`Process ${child.pid} of VM '${prog.label}': ${describeError(err)}`),
       });
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
       throw new BackendError(NAME, `cannot run '${prog.command}'`, {
         vm: vm.label,
-        detail: `${e.code ?? "error"}: ${e.message}`,
+        detail: err instanceof SupervisorError ? err.detail : describeError(err),
         cause: err,
       });
     }
-    const pid = child.pid!;
-    let onExit!: () => void;
-    const exited = new Promise<void>((resolve) => (onExit = resolve));
-    const startTime = procStatSync(pid)?.startTime ?? "";
-    const proc: Running = {
-      child,
-      pid,
-      startTime,
-      stoppedAs: null,
-      expectedExit: false,
-      waitExit: () => exited,
-    };
-    this.running.set(vm.ref, proc);
+    const proc: Running = { process: child, stoppedAs: null, expectedExit: false };
+    this.track(vm, prog, proc);
     this.crashed.delete(vm.ref);
     this.savePid(prog, proc);
-    child.on("error", (err) => prog.log.warn(`Process ${pid} of VM '${prog.label}': ${describeError(err)}`));
-    child.once("exit", (code, signal) => {
-      if (this.running.get(vm.ref) === proc) {
-        this.running.delete(vm.ref);
-        removePidFile(prog.pidFile).catch(() => undefined);
-      }
-      onExit();
-      this.exited(vm, prog, proc, code, signal);
-    });
-    forwardLines(child.stdout, prog.log, "stdout");
-    forwardLines(child.stderr, prog.log, "stderr");
-    prog.log.info(`Started process ${pid} for VM '${prog.label}': ${prog.command}`);
+    prog.log.info(`Started process ${child.pid} for VM '${prog.label}': ${prog.command}`);
   }
 
   async resume(vm: VmRef): Promise<void> {
@@ -261,37 +233,25 @@ export class ProcessBackend implements VmBackend {
       case "suspend":
         if (proc === undefined)
           throw new BackendError(NAME, `cannot ${mode}: it is not running`, { vm: vm.label });
-        signalGroup(proc, "SIGSTOP", vm.label);
+        signal(proc, "SIGSTOP", vm.label);
         proc.stoppedAs = mode === "pause" ? "paused" : "suspended";
         this.savePid(prog, proc);
         return;
       case "destroy":
         if (proc === undefined) return;
         proc.expectedExit = true;
-        signalGroup(proc, "SIGKILL", vm.label);
-        await proc.waitExit();
-        await this.forgetAdopted(vm.ref, proc);
+        await guard(vm.label, () => proc.process.kill());
         return;
       case "shutdown": {
         if (proc === undefined) return;
         proc.expectedExit = true;
-        signalGroup(proc, "SIGTERM", vm.label);
-        // A stopped process keeps SIGTERM pending until it runs again.
-        if (proc.stoppedAs !== null) signalGroup(proc, "SIGCONT", vm.label);
-        let timer: { cancel(): void } | undefined;
-        const graceOver = new Promise<boolean>((resolve) => {
-          timer = this.options.clock.setTimer(prog.graceMs, () => resolve(true));
-        });
-        const late = await Promise.race([proc.waitExit().then(() => false), graceOver]);
-        timer?.cancel();
-        if (late) {
+        // A stopped process keeps SIGTERM pending until it runs again: wake it.
+        const wake = proc.stoppedAs !== null;
+        if (!(await guard(vm.label, () => proc.process.terminate({ graceMs: prog.graceMs, wake })))) {
           prog.log.warn(
-            `VM '${prog.label}' (process ${proc.pid}) did not exit within ${prog.graceMs / 1000} s of SIGTERM; sending SIGKILL`,
+            `VM '${prog.label}' (process ${proc.process.pid}) did not exit within ${prog.graceMs / 1000} s of SIGTERM; sent SIGKILL`,
           );
-          signalGroup(proc, "SIGKILL", vm.label);
-          await proc.waitExit();
         }
-        await this.forgetAdopted(vm.ref, proc);
         return;
       }
       case "save":
@@ -311,7 +271,7 @@ export class ProcessBackend implements VmBackend {
 
   /** The process ID of a running VM (for diagnostics and tests). */
   pid(vm: VmRef): number | undefined {
-    return this.running.get(vm.ref)?.pid;
+    return this.running.get(vm.ref)?.process.pid;
   }
 
   /**
@@ -320,11 +280,7 @@ export class ProcessBackend implements VmBackend {
    */
   async close(): Promise<void> {
     this.listeners.length = 0;
-    for (const proc of this.running.values()) {
-      proc.child?.unref();
-      unrefStream(proc.child?.stdout ?? null);
-      unrefStream(proc.child?.stderr ?? null);
-    }
+    for (const proc of this.running.values()) proc.process.unref();
   }
 
   private program(vm: VmRef): Program {
@@ -336,7 +292,7 @@ export class ProcessBackend implements VmBackend {
   private async continue(vm: VmRef, op: string): Promise<void> {
     const proc = this.running.get(vm.ref);
     if (proc === undefined) throw new BackendError(NAME, `cannot ${op}: it is not running`, { vm: vm.label });
-    signalGroup(proc, "SIGCONT", vm.label);
+    signal(proc, "SIGCONT", vm.label);
     proc.stoppedAs = null;
     this.savePid(this.program(vm), proc);
   }
@@ -348,84 +304,57 @@ export class ProcessBackend implements VmBackend {
     return existsSync(pidFilePath(this.options.stateDir, label));
   }
 
-  /** Takes over a process an earlier jitsu left running, if its pid file still describes it. */
+  /** Takes over a process an earlier jitsu left running, if its pid file still describes it and its command. */
   private async adopt(label: string): Promise<void> {
     const prog = this.programs.get(label)!;
-    const record = await readPidFile(prog.pidFile);
-    if (record === null) return;
-    const stat = await procStat(record.pid);
-    if (stat === null || stat.startTime !== record.startTime || record.command !== prog.command) {
-      await removePidFile(prog.pidFile).catch(() => undefined);
-      return;
-    }
+    const found = await this.supervisor.adopt(prog.pidFile, {
+      expect: (record) => record.extra["command"] === prog.command,
+    });
+    if (found === null) return;
+    const recorded = found.record.extra["stoppedAs"];
     // Trust the record first: a SIGSTOP just sent may not show in /proc yet.
-    const stoppedAs = record.stoppedAs ?? (stat.state === "T" ? "paused" : null);
-    const proc: Running = {
-      child: null,
-      pid: record.pid,
-      startTime: record.startTime,
-      stoppedAs,
-      expectedExit: false,
-      waitExit: () => waitGone(record.pid, record.startTime),
-    };
-    this.running.set(label, proc);
+    const stoppedAs =
+      recorded === "paused" || recorded === "suspended" ? recorded : found.state === "T" ? "paused" : null;
+    this.track({ label, ref: label }, prog, { process: found.process, stoppedAs, expectedExit: false });
     prog.log.info(
-      `Found process ${record.pid} of VM '${label}' left running by an earlier jitsu (${stoppedAs ?? "running"}); adopting it (its output is not captured)`,
+      `Found process ${found.process.pid} of VM '${label}' left running by an earlier jitsu (${stoppedAs ?? "running"}); adopting it (its output is not captured)`,
     );
   }
 
-  /** After an adopted process (no exit event) was stopped: forget it and its pid file. */
-  private async forgetAdopted(ref: string, proc: Running): Promise<void> {
-    if (proc.child !== null) return;
-    const prog = this.programs.get(ref);
-    prog?.log.info(`Process ${proc.pid} of VM '${prog.label}' is gone`);
-    if (this.running.get(ref) === proc) this.running.delete(ref);
-    if (prog !== undefined) await removePidFile(prog.pidFile).catch(() => undefined);
-  }
-
-  /** For an adopted process: whether it still runs; if not, forgets it. */
-  private async stillThere(ref: string, proc: Running): Promise<boolean> {
-    const stat = await procStat(proc.pid);
-    if (stat !== null && stat.startTime === proc.startTime) return true;
-    if (this.running.get(ref) === proc) this.running.delete(ref);
-    const prog = this.programs.get(ref);
-    if (prog !== undefined) await removePidFile(prog.pidFile).catch(() => undefined);
-    return false;
+  /** Makes `proc` the VM's process, and forgets it when it ends. */
+  private track(vm: VmRef, prog: Program, proc: Running): void {
+    this.running.set(vm.ref, proc);
+    void proc.process.exited.then((exit) => {
+      if (this.running.get(vm.ref) === proc) this.running.delete(vm.ref);
+      // An adopted process (not our child) has no exit status: its end is noticed, not reported.
+      if (proc.process.isChild) this.exited(vm, prog, proc, exit);
+      else prog.log.info(`Process ${proc.process.pid} of VM '${prog.label}' is gone`);
+    });
   }
 
   private savePid(prog: Program, proc: Running): void {
     try {
-      writePidFile(prog.pidFile, {
-        pid: proc.pid,
-        startTime: proc.startTime,
-        command: prog.command,
-        stoppedAs: proc.stoppedAs,
-      });
+      proc.process.writePidFile(prog.pidFile, { command: prog.command, stoppedAs: proc.stoppedAs });
     } catch (err) {
       prog.log.warn(`Could not write the pid file of VM '${prog.label}': ${describeError(err)}`);
     }
   }
 
-  private exited(
-    vm: VmRef,
-    prog: Program,
-    proc: Running,
-    code: number | null,
-    signal: NodeJS.Signals | null,
-  ): void {
+  private exited(vm: VmRef, prog: Program, proc: Running, { code, signal }: ExitStatus): void {
+    const pid = proc.process.pid;
     const reason = signal !== null ? `killed by ${signal}` : `exited with code ${code}`;
     if (proc.expectedExit) {
-      prog.log.info(`Process ${proc.pid} of VM '${prog.label}' ${reason}`);
+      prog.log.info(`Process ${pid} of VM '${prog.label}' ${reason}`);
       return;
     }
     const state: VmState = signal === null && code === 0 ? "off" : "crashed";
     if (state === "crashed") this.crashed.add(vm.ref);
-    prog.log.warn(`Process ${proc.pid} of VM '${prog.label}' ${reason} on its own`);
+    prog.log.warn(`Process ${pid} of VM '${prog.label}' ${reason} on its own`);
     // Whatever it left behind in its group would hold ports the next start needs.
     try {
-      process.kill(-proc.pid, "SIGKILL");
+      proc.process.signal("SIGKILL");
     } catch {
-      // ESRCH: nothing left.
+      // Nothing we may signal is left.
     }
     const event: BackendEvent = { vm, state, reason };
     for (const listener of this.listeners) {
@@ -438,35 +367,24 @@ export class ProcessBackend implements VmBackend {
   }
 }
 
-/** Resolves when the (not child) process is gone or its pid belongs to another process. */
-async function waitGone(pid: number, startTime: string): Promise<void> {
-  for (;;) {
-    const stat = await procStat(pid);
-    if (stat === null || stat.startTime !== startTime) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function signalGroup(proc: Running, signal: NodeJS.Signals, label: string): void {
+/** Runs a supervisor operation; its SupervisorError (a signal refused) becomes a BackendError naming the VM. */
+async function guard<T>(label: string, op: () => Promise<T>): Promise<T> {
   try {
-    process.kill(-proc.pid, signal);
+    return await op();
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    if (e.code === "ESRCH") return; // already gone: its exit event follows
-    throw new BackendError(NAME, `cannot send ${signal} to process group ${proc.pid}`, {
-      vm: label,
-      detail: `${e.code ?? "error"}: ${e.message}`,
-    });
+    throw asBackendError(err, label);
   }
 }
 
-function forwardLines(stream: Readable | null, log: Logger, name: "stdout" | "stderr"): void {
-  if (stream === null) return;
-  const lines = createInterface({ input: stream, crlfDelay: Infinity });
-  lines.on("line", (line) => log.info({ stream: name }, line));
+function signal(proc: Running, sig: NodeJS.Signals, label: string): void {
+  try {
+    proc.process.signal(sig); // false: already gone, and its exit follows
+  } catch (err) {
+    throw asBackendError(err, label);
+  }
 }
 
-function unrefStream(stream: Readable | null): void {
-  const s = stream as (Readable & { unref?: () => void }) | null;
-  s?.unref?.();
+function asBackendError(err: unknown, label: string): unknown {
+  if (!(err instanceof SupervisorError)) return err;
+  return new BackendError(NAME, err.message, { vm: label, detail: err.detail, cause: err });
 }
