@@ -9,10 +9,8 @@
  * shutdown = system_powerdown, quit after the grace period, then SIGKILL.
  * destroy = quit, then SIGKILL.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { open, rm } from "node:fs/promises";
-import { createInterface } from "node:readline";
 import type {
   BackendEvent,
   BackendOptions,
@@ -25,10 +23,17 @@ import type {
 import type { VmSpec } from "../../config/index.js";
 import { BackendError, describeError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
+import {
+  PidFile,
+  ProcessSupervisor,
+  SupervisorError,
+  type ExitStatus,
+  type SupervisedProcess,
+} from "../../supervisor/index.js";
 import { qemuArgs, shellQuote } from "./command-line.js";
 import { parseMachine, type QemuMachine } from "./config.js";
 import { QmpClient, QmpError, type QmpEvent } from "./qmp.js";
-import { VmDirectory, isOurQemu } from "./vm-directory.js";
+import { VmDirectory } from "./vm-directory.js";
 
 const NAME = "qemu";
 /** How long QEMU may take to open its QMP socket (TCG on a busy host is slow to start). */
@@ -38,6 +43,8 @@ const QUIT_GRACE_MS = 5_000;
 /** How long a migration to or from a file may take. */
 const MIGRATION_MS = 300_000;
 const POLL_MS = 10;
+/** How often to look for the end of a re-adopted QEMU (not our child: no exit event). */
+const ADOPTED_POLL_MS = 250;
 /** Where a resuming QEMU reads the saved image from: its fd 3, the image file opened for it. */
 const IMAGE_URI = "fd:3";
 
@@ -49,16 +56,10 @@ export const QEMU_STOP_MODES: ReadonlySet<StopMode> = new Set<StopMode>([
   "save",
 ]);
 
-interface Exit {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-}
-
 /** A QEMU process we run or re-adopted. */
 interface Instance {
-  readonly pid: number;
-  /** null when re-adopted from a previous jitsu (not our child). */
-  readonly child: ChildProcess | null;
+  /** Our child, or re-adopted from a previous jitsu (then its exit status and stderr are not ours). */
+  readonly process: SupervisedProcess;
   qmp: QmpClient | null;
   /** Set before we make it exit, so the exit is not reported as a change behind our back. */
   expectedExit: boolean;
@@ -66,10 +67,6 @@ interface Instance {
   shutdownReason: string | null;
   /** Started with `-incoming defer` to load a saved image on resume (key `standby`); the VM is still suspended. */
   standby: boolean;
-  readonly exited: Promise<Exit>;
-  /** Our child's stdio is closed too (its last stderr lines are read). */
-  readonly drained: Promise<void>;
-  readonly stderrTail: string[];
 }
 
 interface Vm {
@@ -88,15 +85,6 @@ interface Vm {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** QMP query-status `status` values (qapi/run-state.json) as VmState. */
@@ -133,9 +121,11 @@ export class QemuBackend implements VmBackend {
   private readonly listeners: ((event: BackendEvent) => void)[] = [];
   private readonly log: Logger;
   private closed = false;
+  private readonly supervisor: ProcessSupervisor;
 
   constructor(private readonly options: BackendOptions) {
     this.log = options.log;
+    this.supervisor = new ProcessSupervisor({ clock: options.clock });
   }
 
   async connect(): Promise<void> {}
@@ -331,8 +321,7 @@ export class QemuBackend implements VmBackend {
       const inst = vm.instance;
       if (inst === null) continue;
       inst.qmp?.close();
-      inst.child?.stderr?.destroy();
-      inst.child?.unref();
+      inst.process.unref();
     }
   }
 
@@ -389,7 +378,7 @@ export class QemuBackend implements VmBackend {
     const { status } = await qmp.execute<{ status: string }>("query-status");
     if (status !== "running") await qmp.execute("cont");
     await qmp.execute("system_powerdown");
-    if (await this.waitExit(inst, vm.machine.shutdownTimeoutMs)) return;
+    if (await inst.process.waitExit(vm.machine.shutdownTimeoutMs)) return;
     vm.log.warn(
       `VM '${vm.ref.label}' did not power off within ${vm.machine.shutdownTimeoutMs / 1000} s of the power button; quitting QEMU`,
     );
@@ -423,44 +412,26 @@ export class QemuBackend implements VmBackend {
     } catch (err) {
       vm.log.warn(`Cannot ask QEMU of VM '${vm.ref.label}' to quit: ${describeError(err)}; killing it`);
     }
-    if (await this.waitExit(inst, QUIT_GRACE_MS)) return;
+    if (await inst.process.waitExit(QUIT_GRACE_MS)) return;
     await this.kill(vm, inst);
   }
 
+  /** SIGKILL to the process group; rejects if QEMU is still there 10 s later. */
   private async kill(vm: Vm, inst: Instance): Promise<void> {
     inst.expectedExit = true;
+    let gone: boolean;
     try {
-      process.kill(-inst.pid, "SIGKILL");
-    } catch {
-      try {
-        process.kill(inst.pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
+      gone = await inst.process.kill(10_000);
+    } catch (err) {
+      throw new BackendError(NAME, describeError(err), {
+        vm: vm.ref.label,
+        detail: (err as SupervisorError).detail,
+        cause: err,
+      });
     }
-    if (!(await this.waitExit(inst, 10_000))) {
-      throw new BackendError(NAME, `QEMU (pid ${inst.pid}) survived SIGKILL`, { vm: vm.ref.label });
+    if (!gone) {
+      throw new BackendError(NAME, `QEMU (pid ${inst.process.pid}) survived SIGKILL`, { vm: vm.ref.label });
     }
-  }
-
-  private async waitExit(inst: Instance, ms: number): Promise<boolean> {
-    // The clock's timers do not keep the process alive, nor does a re-adopted QEMU: this does, while we wait.
-    const keepAlive = setInterval(() => undefined, 1000);
-    try {
-      return await this.waitExitFor(inst, ms);
-    } finally {
-      clearInterval(keepAlive);
-    }
-  }
-
-  private async waitExitFor(inst: Instance, ms: number): Promise<boolean> {
-    let timer: { cancel(): void } | undefined;
-    const late = new Promise<boolean>((resolve) => {
-      timer = this.options.clock.setTimer(ms, () => resolve(false));
-    });
-    const done = await Promise.race([inst.exited.then(() => true), late]);
-    timer?.cancel();
-    return done;
   }
 
   /** A QMP command whose failure names the VM and keeps QEMU's error class and text. */
@@ -481,60 +452,41 @@ export class QemuBackend implements VmBackend {
     const args = qemuArgs(m, vm.dir, incoming);
     // The saved image, if any, is QEMU's fd 3 (IMAGE_URI): it reads the file itself, with no `cat` in between.
     const image = incoming === undefined ? null : await open(vm.dir.image, "r").catch(() => null);
-    let child: ChildProcess;
-    let spawned: Promise<void>;
+    let proc: SupervisedProcess;
     try {
-      child = spawn(m.qemu, args, {
+      proc = await this.supervisor.spawn({
+        argv: [m.qemu, ...args],
         cwd: vm.dir.path,
-        detached: true,
-        stdio: ["ignore", "ignore", "pipe", image?.fd ?? "ignore"],
+        fds: image === null ? [] : [image.fd],
+        onStderr: (line) => vm.log.warn(`qemu: ${line}`),
+        onError: (err) => vm.log.warn(`QEMU of VM '${vm.ref.label}': ${describeError(err)}`),
       });
-      // Listen before any await: 'spawn' fires on the next turn.
-      spawned = new Promise<void>((resolve, reject) => {
-        child.once("spawn", resolve);
-        child.once("error", reject);
+    } catch (err) {
+      throw new BackendError(NAME, `cannot run ${m.qemu}`, {
+        vm: vm.ref.label,
+        detail: err instanceof SupervisorError ? err.detail : describeError(err),
+        cause: err,
       });
     } finally {
       await image?.close();
     }
     try {
-      await spawned;
+      proc.writePidFile(new PidFile(vm.dir.processFile));
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      throw new BackendError(NAME, `cannot run ${m.qemu}`, {
-        vm: vm.ref.label,
-        detail: `${e.code ?? "error"}: ${e.message}`,
-        cause: err,
-      });
+      vm.log.warn(`Could not write the pid file of VM '${vm.ref.label}': ${describeError(err)}`);
     }
-    child.on("error", (err) => vm.log.warn(`QEMU of VM '${vm.ref.label}': ${describeError(err)}`));
-    const exited = new Promise<Exit>((resolve) =>
-      child.once("exit", (code, signal) => resolve({ code, signal })),
-    );
-    const drained = new Promise<void>((resolve) => child.once("close", () => resolve()));
     const inst: Instance = {
-      pid: child.pid!,
-      child,
+      process: proc,
       qmp: null,
-      expectedExit: false,
+      // An exit before QMP answers is start()'s failure to report, not a change behind our back.
+      expectedExit: true,
       shutdownReason: null,
       standby: incoming === "defer",
-      exited,
-      drained,
-      stderrTail: [],
     };
-    // An exit before QMP answers is start()'s failure to report, not a change behind our back.
-    inst.expectedExit = true;
-    const lines = createInterface({ input: child.stderr! });
-    lines.on("line", (line) => {
-      inst.stderrTail.push(line);
-      if (inst.stderrTail.length > 5) inst.stderrTail.shift();
-      vm.log.warn(`qemu: ${line}`);
-    });
     this.attach(vm, inst);
     vm.crashed = false;
     vm.log.info(
-      `Started QEMU (pid ${inst.pid}) for VM '${vm.ref.label}'${
+      `Started QEMU (pid ${proc.pid}) for VM '${vm.ref.label}'${
         incoming === undefined ? "" : incoming === "defer" ? " as a standby" : " from its saved memory"
       }`,
     );
@@ -542,9 +494,9 @@ export class QemuBackend implements VmBackend {
 
     const deadline = Date.now() + QMP_APPEAR_MS;
     const exitedEarly = async (): Promise<BackendError> => {
-      const exit = await inst.exited;
+      const exit = await proc.exited;
       // Its last stderr lines say why; they may still be on their way.
-      await Promise.race([inst.drained, sleep(500)]);
+      await Promise.race([proc.drained, sleep(500)]);
       return this.failure(vm, inst, `QEMU exited at start-up (${exitText(exit)})`);
     };
     for (;;) {
@@ -555,7 +507,7 @@ export class QemuBackend implements VmBackend {
         return inst;
       } catch (err) {
         const code = ((err as BackendError).cause as NodeJS.ErrnoException | undefined)?.code;
-        if (await this.waitExit(inst, 200)) throw await exitedEarly();
+        if (await proc.waitExit(200)) throw await exitedEarly();
         if (code !== "ENOENT" && code !== "ECONNREFUSED") {
           await this.kill(vm, inst).catch(() => undefined);
           throw this.failure(vm, inst, "cannot talk to QEMU over QMP", err);
@@ -569,50 +521,45 @@ export class QemuBackend implements VmBackend {
     }
   }
 
-  /** Re-adopts a QEMU left running by a previous jitsu: pid file, a live process that is ours, its QMP socket. */
+  /**
+   * Re-adopts a QEMU left running by a previous jitsu: a pid file naming a
+   * live process that is still that QEMU (the supervisor's identity policy; a
+   * bare qemu.pid from before it, by its `-pidfile`), then its QMP socket.
+   */
   private async adopt(vm: Vm): Promise<void> {
-    const pid = vm.dir.readPid();
-    if (pid === null) {
+    const programPidFile = new PidFile(vm.dir.pidFile);
+    const found = await this.supervisor.adopt(new PidFile(vm.dir.processFile), {
+      programPidFile,
+      expect: (_record, now) => vm.dir.isItsQemu(now.cmdline),
+    });
+    if (found === null) {
+      const stale = programPidFile.readSync();
+      if (stale !== null) {
+        vm.log.debug(`Stale pid file ${vm.dir.pidFile} (pid ${stale.pid} is not its QEMU); removing it`);
+      }
       await vm.dir.clearRun(null);
       return;
     }
-    if (!isOurQemu(pid, vm.dir.pidFile)) {
-      vm.log.debug(`Stale pid file ${vm.dir.pidFile} (pid ${pid} is not its QEMU); removing it`);
-      await vm.dir.clearRun(pid);
-      return;
-    }
-    let onExit!: (exit: Exit) => void;
-    const exited = new Promise<Exit>((resolve) => (onExit = resolve));
+    const proc = found.process;
     const inst: Instance = {
-      pid,
-      child: null,
+      process: proc,
       qmp: null,
       expectedExit: false,
       shutdownReason: null,
       standby: false,
-      exited,
-      drained: exited.then(() => undefined),
-      stderrTail: [],
     };
-    // Not our child: poll for its end (and check at once when its QMP socket closes).
-    const check = (): void => {
-      if (!isOurQemu(pid, vm.dir.pidFile) && !pidAlive(pid)) {
-        clearInterval(poll);
-        onExit({ code: null, signal: null });
-      }
-    };
-    const poll = setInterval(check, 250);
-    poll.unref();
+    // Not our child: look for its end now and then (and soon after its QMP socket closes).
+    proc.watch(ADOPTED_POLL_MS);
     this.attach(vm, inst);
     try {
       inst.qmp = await this.connectQmp(vm, inst, 10_000);
-      inst.qmp.onClose(() => setTimeout(check, 20).unref());
+      inst.qmp.onClose(() => this.options.clock.setTimer(20, () => void proc.isRunning()));
       const { status } = await inst.qmp.execute<{ status: string }>("query-status");
       inst.standby = status === "inmigrate" && (await vm.dir.readImageMeta()) !== null;
-      vm.log.info(`Re-adopted QEMU (pid ${pid}) of VM '${vm.ref.label}' from ${vm.dir.path}`);
+      vm.log.info(`Re-adopted QEMU (pid ${proc.pid}) of VM '${vm.ref.label}' from ${vm.dir.path}`);
     } catch (err) {
       vm.log.warn(
-        `QEMU (pid ${pid}) of VM '${vm.ref.label}' runs, but its QMP socket does not answer: ${describeError(err)}`,
+        `QEMU (pid ${proc.pid}) of VM '${vm.ref.label}' runs, but its QMP socket does not answer: ${describeError(err)}`,
       );
     }
   }
@@ -620,10 +567,10 @@ export class QemuBackend implements VmBackend {
   /** Makes `inst` the VM's instance and reports its end. */
   private attach(vm: Vm, inst: Instance): void {
     vm.instance = inst;
-    void inst.exited.then(async (exit) => {
+    void inst.process.exited.then(async (exit) => {
       if (vm.instance === inst) vm.instance = null;
       inst.qmp?.close();
-      await vm.dir.clearRun(inst.pid).catch(() => undefined);
+      await vm.dir.clearRun(inst.process.pid).catch(() => undefined);
       // A standby QEMU holds no guest: the VM stays suspended (its image is on disk) whatever becomes of it.
       if (inst.expectedExit || inst.standby) return;
       const guestFault = inst.shutdownReason === "guest-panic" || inst.shutdownReason === "guest-reset";
@@ -689,7 +636,7 @@ export class QemuBackend implements VmBackend {
         cause: err,
       });
     }
-    const detail = [err === undefined ? undefined : describeError(err), ...inst.stderrTail.slice(-2)]
+    const detail = [err === undefined ? undefined : describeError(err), ...inst.process.stderrTail.slice(-2)]
       .filter((s) => s !== undefined)
       .join("; ");
     return new BackendError(NAME, what, {
@@ -722,7 +669,7 @@ export class QemuBackend implements VmBackend {
   }
 }
 
-function exitText(exit: Exit): string {
+function exitText(exit: ExitStatus): string {
   if (exit.signal !== null) return `killed by ${exit.signal}`;
   if (exit.code !== null) return `exit code ${exit.code}`;
   return "exit status unknown (not our child)";

@@ -1,13 +1,13 @@
 /**
- * Where one VM's QEMU keeps its files under --state-dir: the pid file and QMP
+ * Where one VM's QEMU keeps its files under --state-dir: the pid files and QMP
  * socket that let a restarted jitsu re-adopt it, the serial console log, and
  * the saved memory image of a suspended VM.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { access, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ConfigError } from "../../errors/index.js";
+import { PidFile } from "../../supervisor/index.js";
 import type { RunPaths } from "./command-line.js";
 
 /** sockaddr_un.sun_path holds 108 bytes including the terminating NUL. */
@@ -21,7 +21,10 @@ export interface SavedImageMeta {
 
 export class VmDirectory implements RunPaths {
   readonly path: string;
+  /** QEMU's own `-pidfile` (a bare pid, written and locked by QEMU). */
   readonly pidFile: string;
+  /** The supervisor's pid file (pid, start time, command line), written by jitsu. */
+  readonly processFile: string;
   readonly qmpSocket: string;
   readonly consoleLog: string;
   readonly image: string;
@@ -30,6 +33,7 @@ export class VmDirectory implements RunPaths {
   constructor(stateDir: string, label: string) {
     this.path = join(stateDir, "qemu", VmDirectory.dirName(label));
     this.pidFile = join(this.path, "qemu.pid");
+    this.processFile = join(this.path, "process.json");
     this.qmpSocket = join(this.path, "qmp.sock");
     this.consoleLog = join(this.path, "console.log");
     this.image = join(this.path, "memory.img");
@@ -53,20 +57,22 @@ export class VmDirectory implements RunPaths {
     await mkdir(this.path, { recursive: true, mode: 0o700 });
   }
 
-  /** The pid in the pid file, or null when there is none (or it is unreadable). */
-  readPid(): number | null {
-    try {
-      const pid = Number(readFileSync(this.pidFile, "utf8").trim());
-      return Number.isSafeInteger(pid) && pid > 0 ? pid : null;
-    } catch {
-      return null;
-    }
+  /** Whether a command line is this directory's QEMU: it has `-pidfile <our qemu.pid>`. */
+  isItsQemu(cmdline: readonly string[]): boolean {
+    const i = cmdline.indexOf("-pidfile");
+    return i >= 0 && cmdline[i + 1] === this.pidFile;
   }
 
-  /** Removes the pid file and socket of a QEMU that is gone (only if the pid file still names `pid`). */
+  /**
+   * Removes QEMU's pid file and socket: before a launch (`pid` null, then our
+   * pid file too), or once QEMU `pid` is gone (only if its pid file still
+   * names it; our pid file the supervisor removes when it sees the exit).
+   */
   async clearRun(pid: number | null): Promise<void> {
-    if (pid !== null && this.readPid() !== pid && this.readPid() !== null) return;
+    const named = pid === null ? null : (new PidFile(this.pidFile).readSync()?.pid ?? null);
+    if (named !== null && named !== pid) return;
     await rm(this.pidFile, { force: true });
+    if (pid === null) await rm(this.processFile, { force: true });
     await rm(this.qmpSocket, { force: true });
   }
 
@@ -90,19 +96,5 @@ export class VmDirectory implements RunPaths {
   async dropImage(): Promise<void> {
     await rm(this.imageMeta, { force: true });
     await rm(this.image, { force: true });
-  }
-}
-
-/** True if `pid` is a live process (not a zombie) whose command line has `-pidfile <pidFile>`: our QEMU. */
-export function isOurQemu(pid: number, pidFile: string): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    if (state === "Z" || state === "X") return false;
-    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    const i = argv.indexOf("-pidfile");
-    return i >= 0 && argv[i + 1] === pidFile;
-  } catch {
-    return false;
   }
 }
