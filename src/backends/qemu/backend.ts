@@ -20,6 +20,7 @@ import type {
   VmRef,
   VmState,
 } from "../contract.js";
+import type { Clock } from "../../clock/index.js";
 import type { VmSpec } from "../../config/index.js";
 import { BackendError, describeError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
@@ -83,10 +84,6 @@ interface Vm {
   queue: Promise<unknown>;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 /** QMP query-status `status` values (qapi/run-state.json) as VmState. */
 function stateOfRunStatus(status: string): VmState {
   switch (status) {
@@ -122,9 +119,12 @@ export class QemuBackend implements VmBackend {
   private readonly log: Logger;
   private closed = false;
   private readonly supervisor: ProcessSupervisor;
+  /** All of the backend's time: QMP timeouts, polls, the grace periods, durations in the log. */
+  private readonly clock: Clock;
 
   constructor(private readonly options: BackendOptions) {
     this.log = options.log;
+    this.clock = options.clock;
     this.supervisor = new ProcessSupervisor({ clock: options.clock });
   }
 
@@ -218,24 +218,24 @@ export class QemuBackend implements VmBackend {
         await this.launch(vm);
         return;
       }
-      const t0 = Date.now();
+      const t0 = this.clock.now();
       const standby = current?.standby === true ? current : null;
       const inst = standby ?? (await this.launch(vm, IMAGE_URI));
-      const up = Date.now() - t0;
+      const up = this.clock.now() - t0;
       let loaded: number;
       try {
         const qmp = await this.qmpOf(vm, inst);
         if (standby !== null) await qmp.execute("migrate-incoming", { uri: IMAGE_URI });
         // QEMU loads the image, then stays paused: the image was taken from a stopped VM.
-        const deadline = Date.now() + MIGRATION_MS;
+        const deadline = this.clock.now() + MIGRATION_MS;
         for (;;) {
           const { status } = await qmp.execute<{ status: string }>("query-status");
           if (status !== "inmigrate") break;
-          if (Date.now() > deadline)
+          if (this.clock.now() > deadline)
             throw new BackendError(NAME, "loading the saved memory timed out", { vm: ref.label });
-          await sleep(POLL_MS);
+          await this.clock.sleep(POLL_MS);
         }
-        loaded = Date.now() - t0;
+        loaded = this.clock.now() - t0;
         await qmp.execute("cont");
         inst.standby = false;
       } catch (err) {
@@ -250,7 +250,7 @@ export class QemuBackend implements VmBackend {
       }
       await vm.dir.dropImage();
       vm.log.info(
-        `Resumed VM '${ref.label}' from its saved memory in ${Date.now() - t0} ms (${
+        `Resumed VM '${ref.label}' from its saved memory in ${this.clock.now() - t0} ms (${
           standby === null ? `QMP up after ${up} ms` : "standby QEMU"
         }, memory loaded after ${loaded} ms)`,
       );
@@ -333,7 +333,7 @@ export class QemuBackend implements VmBackend {
 
   /** Stops the guest, migrates its memory into the VM's image file, then quits QEMU. */
   private async saveToFile(vm: Vm, inst: Instance): Promise<void> {
-    const t0 = Date.now();
+    const t0 = this.clock.now();
     const qmp = await this.qmpOf(vm, inst);
     const tmp = `${vm.dir.image}.partial`;
     await rm(tmp, { force: true });
@@ -342,7 +342,7 @@ export class QemuBackend implements VmBackend {
       await qmp.execute("stop");
       await qmp.execute("migrate-set-parameters", { "max-bandwidth": 8 * 1024 ** 3, "downtime-limit": 2000 });
       await qmp.execute("migrate", { uri: `exec:cat > ${shellQuote(tmp)}` });
-      const deadline = Date.now() + MIGRATION_MS;
+      const deadline = this.clock.now() + MIGRATION_MS;
       for (;;) {
         const info = await qmp.execute<{ status?: string; "error-desc"?: string }>("query-migrate");
         if (info.status === "completed") break;
@@ -352,22 +352,22 @@ export class QemuBackend implements VmBackend {
             detail: info["error-desc"] ?? info.status,
           });
         }
-        if (Date.now() > deadline) {
+        if (this.clock.now() > deadline) {
           await qmp.execute("migrate_cancel").catch(() => undefined);
           throw new BackendError(NAME, `saving the memory took more than ${MIGRATION_MS / 1000} s`, {
             vm: vm.ref.label,
           });
         }
-        await sleep(POLL_MS);
+        await this.clock.sleep(POLL_MS);
       }
-      await vm.dir.commitImage(tmp, { machineHash: vm.machineHash, savedAt: Date.now() });
+      await vm.dir.commitImage(tmp, { machineHash: vm.machineHash, savedAt: this.clock.now() });
     } catch (err) {
       await rm(tmp, { force: true });
       throw this.failure(vm, inst, "cannot save the memory to a file", err);
     }
     inst.expectedExit = true;
     await this.quit(vm, inst);
-    vm.log.info(`Saved VM '${vm.ref.label}' to ${vm.dir.image} in ${Date.now() - t0} ms`);
+    vm.log.info(`Saved VM '${vm.ref.label}' to ${vm.dir.image} in ${this.clock.now() - t0} ms`);
   }
 
   /** ACPI power button; quit after the grace period, SIGKILL after that. */
@@ -492,11 +492,11 @@ export class QemuBackend implements VmBackend {
     );
     vm.log.debug(`${m.qemu} ${args.join(" ")}`);
 
-    const deadline = Date.now() + QMP_APPEAR_MS;
+    const deadline = this.clock.now() + QMP_APPEAR_MS;
     const exitedEarly = async (): Promise<BackendError> => {
       const exit = await proc.exited;
       // Its last stderr lines say why; they may still be on their way.
-      await Promise.race([proc.drained, sleep(500)]);
+      await Promise.race([proc.drained, this.clock.sleep(500)]);
       return this.failure(vm, inst, `QEMU exited at start-up (${exitText(exit)})`);
     };
     for (;;) {
@@ -513,11 +513,11 @@ export class QemuBackend implements VmBackend {
           throw this.failure(vm, inst, "cannot talk to QEMU over QMP", err);
         }
       }
-      if (Date.now() > deadline) {
+      if (this.clock.now() > deadline) {
         await this.kill(vm, inst).catch(() => undefined);
         throw this.failure(vm, inst, `QEMU opened no QMP socket within ${QMP_APPEAR_MS / 1000} s`);
       }
-      await sleep(POLL_MS);
+      await this.clock.sleep(POLL_MS);
     }
   }
 
@@ -553,7 +553,7 @@ export class QemuBackend implements VmBackend {
     this.attach(vm, inst);
     try {
       inst.qmp = await this.connectQmp(vm, inst, 10_000);
-      inst.qmp.onClose(() => this.options.clock.setTimer(20, () => void proc.isRunning()));
+      inst.qmp.onClose(() => this.clock.setTimer(20, () => void proc.isRunning()));
       const { status } = await inst.qmp.execute<{ status: string }>("query-status");
       inst.standby = status === "inmigrate" && (await vm.dir.readImageMeta()) !== null;
       vm.log.info(`Re-adopted QEMU (pid ${proc.pid}) of VM '${vm.ref.label}' from ${vm.dir.path}`);
@@ -591,7 +591,7 @@ export class QemuBackend implements VmBackend {
   }
 
   private async connectQmp(vm: Vm, inst: Instance, timeoutMs: number): Promise<QmpClient> {
-    const qmp = await QmpClient.connect(vm.dir.qmpSocket, { timeoutMs });
+    const qmp = await QmpClient.connect(vm.dir.qmpSocket, { timeoutMs, clock: this.clock });
     if (this.closed) qmp.unref();
     qmp.onEvent((e) => this.onQmpEvent(vm, inst, e));
     return qmp;

@@ -6,6 +6,7 @@
  * number may be in flight; `{"event": ...}` messages may arrive at any time.
  */
 import { createConnection, type Socket } from "node:net";
+import { systemClock, type Clock, type Timer } from "../../clock/index.js";
 import { BackendError } from "../../errors/index.js";
 
 const BACKEND = "qemu";
@@ -40,12 +41,14 @@ interface Pending {
   readonly command: string;
   resolve(value: unknown): void;
   reject(err: Error): void;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  timer: Timer | undefined;
 }
 
 export interface QmpConnectOptions {
   /** Bounds the connect, the greeting and qmp_capabilities (default 10 s). */
   readonly timeoutMs?: number;
+  /** Every timeout of this client runs on it (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 export interface QmpCommandOptions {
@@ -70,6 +73,7 @@ export class QmpClient {
   private constructor(
     private readonly socket: Socket,
     readonly path: string,
+    private readonly clock: Clock,
   ) {
     socket.setEncoding("utf8");
     socket.on("data", (chunk: string) => this.onData(chunk));
@@ -82,19 +86,21 @@ export class QmpClient {
   /** Connects, reads the greeting and enters command mode. */
   static async connect(path: string, options: QmpConnectOptions = {}): Promise<QmpClient> {
     const timeoutMs = options.timeoutMs ?? 10_000;
+    const clock = options.clock ?? systemClock;
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = createConnection({ path });
-      const timer = setTimeout(() => {
+      // The clock's timer, not the socket's own timeout: that one measures idleness, not the connect.
+      const timer = clock.setTimer(timeoutMs, () => {
         s.destroy();
         reject(new BackendError(BACKEND, `QMP socket ${path}: no connection after ${timeoutMs} ms`));
-      }, timeoutMs);
+      });
       s.once("connect", () => {
-        clearTimeout(timer);
+        timer.cancel();
         s.removeAllListeners("error");
         resolve(s);
       });
       s.once("error", (err: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
+        timer.cancel();
         reject(
           new BackendError(BACKEND, `cannot connect to the QMP socket ${path}`, {
             detail: `${err.code ?? "error"}: ${err.message}`,
@@ -103,7 +109,7 @@ export class QmpClient {
         );
       });
     });
-    const client = new QmpClient(socket, path);
+    const client = new QmpClient(socket, path, clock);
     try {
       await client.waitGreeting(timeoutMs);
       await client.execute("qmp_capabilities", undefined, { timeoutMs });
@@ -146,13 +152,12 @@ export class QmpClient {
         timer: undefined,
       };
       if (options.timeoutMs !== undefined) {
-        pending.timer = setTimeout(() => {
+        pending.timer = this.clock.setTimer(options.timeoutMs, () => {
           this.pending.delete(id);
           reject(
             new BackendError(BACKEND, `QMP command '${command}' got no reply within ${options.timeoutMs} ms`),
           );
-        }, options.timeoutMs);
-        pending.timer.unref();
+        });
       }
       this.pending.set(id, pending);
       const msg = args === undefined ? { execute: command, id } : { execute: command, arguments: args, id };
@@ -197,15 +202,14 @@ export class QmpClient {
         return;
       }
       const done = (): void => {
-        clearTimeout(timer);
+        timer.cancel();
         offEvent();
         offClose();
       };
-      const timer = setTimeout(() => {
+      const timer = this.clock.setTimer(timeoutMs, () => {
         done();
         reject(new BackendError(BACKEND, `no QMP event ${name} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      timer.unref();
+      });
       const offEvent = this.onEvent((e) => {
         if (e.event !== name || !filter(e)) return;
         done();
@@ -235,17 +239,17 @@ export class QmpClient {
   private waitGreeting(timeoutMs: number): Promise<QmpGreeting> {
     if (this.greetingValue !== null) return Promise.resolve(this.greetingValue);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = this.clock.setTimer(timeoutMs, () => {
         this.greetingWaiter = null;
         reject(new BackendError(BACKEND, `QMP socket ${this.path}: no greeting within ${timeoutMs} ms`));
-      }, timeoutMs);
+      });
       this.greetingWaiter = {
         resolve: (g) => {
-          clearTimeout(timer);
+          timer.cancel();
           resolve(g);
         },
         reject: (err) => {
-          clearTimeout(timer);
+          timer.cancel();
           reject(err);
         },
       };
@@ -289,7 +293,7 @@ export class QmpClient {
       const ts = msg["timestamp"];
       const timestamp = isRecord(ts)
         ? Number(ts["seconds"] ?? 0) + Number(ts["microseconds"] ?? 0) / 1e6
-        : Date.now() / 1000;
+        : this.clock.now() / 1000;
       const event: QmpEvent = {
         event: msg["event"],
         data: isRecord(msg["data"]) ? msg["data"] : {},
@@ -309,7 +313,7 @@ export class QmpClient {
       return;
     }
     this.pending.delete(id!);
-    if (pending.timer !== undefined) clearTimeout(pending.timer);
+    pending.timer?.cancel();
     if ("return" in msg) {
       pending.resolve(msg["return"]);
     } else if (isRecord(msg["error"])) {
@@ -343,7 +347,7 @@ export class QmpClient {
         detail: reason,
       });
     for (const p of this.pending.values()) {
-      if (p.timer !== undefined) clearTimeout(p.timer);
+      p.timer?.cancel();
       p.reject(err(p.command));
     }
     this.pending.clear();

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { ManualClock } from "../../../src/clock/index.js";
 import { BackendError } from "../../../src/errors/index.js";
 import { QmpClient, QmpError } from "../../../src/backends/qemu/index.js";
 import { tempDir } from "../../support/index.js";
@@ -145,5 +146,29 @@ describe("QMP codec", () => {
       /QMP command 'slow' got no reply within 100 ms/,
     );
     assert.equal(qmp.closed, false);
+  });
+
+  it("its timeouts run on the injected clock, not on real time", async () => {
+    const path = join(dir.path, "f.sock");
+    servers.push(await peer(path, () => undefined));
+    const clock = new ManualClock();
+    const qmp = await QmpClient.connect(path, { timeoutMs: 5000, clock });
+    clients.push(qmp);
+    const outcome = (p: Promise<unknown>): { text: string } => {
+      const o = { text: "pending" };
+      p.then(
+        () => (o.text = "settled"),
+        (e: Error) => (o.text = e.message),
+      );
+      return o;
+    };
+    const slow = outcome(qmp.execute("slow", undefined, { timeoutMs: 100 }));
+    const stop = outcome(qmp.waitForEvent("STOP", 100));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(slow.text, "pending", "100 ms of real time are not 100 ms of the clock");
+    assert.equal(stop.text, "pending");
+    await clock.advance(100);
+    assert.match(slow.text, /QMP command 'slow' got no reply within 100 ms/);
+    assert.match(stop.text, /no QMP event STOP within 100 ms/);
   });
 });
