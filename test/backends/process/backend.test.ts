@@ -315,6 +315,31 @@ describe("process backend (real processes)", () => {
     await waitFor(() => !alive(pid), 5000, "the process to be gone");
   });
 
+  it("adopts from a pid file an older jitsu wrote (no cmdline) by its start time, and rewrites it with both", async () => {
+    const stateDir = join(fx.dir, "legacy-state");
+    const pairs: [string, string][] = [
+      ["name", "legacy"],
+      ["exec", "sleep 600"],
+    ];
+    const first = await make(pairs, captureLog(), stateDir);
+    await first.backend.start(first.vm);
+    const pid = first.backend.pid(first.vm)!;
+    await first.backend.close(); // kills nothing
+    const file = join(stateDir, "process", "legacy.json");
+    const { cmdline, ...older } = JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
+    assert.deepEqual(cmdline, ["sleep", "600"]);
+    await writeFile(file, JSON.stringify({ ...older, stoppedAs: "suspended" }));
+
+    const second = await make(pairs, captureLog(), stateDir);
+    assert.equal(second.backend.pid(second.vm), pid);
+    assert.equal(await second.backend.state(second.vm), "suspended", "the older file's fields are kept");
+    const rewritten = JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
+    assert.deepEqual(rewritten["cmdline"], ["sleep", "600"]);
+    assert.equal(rewritten["startTime"], older["startTime"]);
+    await second.backend.stop(second.vm, "destroy");
+    await waitFor(() => !alive(pid), 5000, "the process to be gone");
+  });
+
   it("ignores a stale pid file whose process is gone or is another process", async () => {
     const stateDir = join(fx.dir, "stale-state");
     await mkdir(join(stateDir, "process"), { recursive: true });

@@ -5,7 +5,7 @@
  * reached only through hostfwd on 127.0.0.1.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -166,6 +166,19 @@ describe("qemu backend: lifecycle of the real guest", { timeout: 600_000 }, () =
     await backend.unpause(ref);
     await waitHttp(port, 10_000);
     assert.equal(pidOf(pidFile), pid, "no second QEMU");
+
+    // A QEMU started by a jitsu from before the supervisor: only QEMU's own qemu.pid, no process.json.
+    const processFile = join(dir.path, "qemu", "lc", "process.json");
+    const record = JSON.parse(readFileSync(processFile, "utf8")) as { pid: number; cmdline: string[] };
+    assert.equal(record.pid, pid);
+    assert.equal(record.cmdline[record.cmdline.indexOf("-pidfile") + 1], pidFile);
+    await backend.close();
+    rmSync(processFile);
+    backend = newBackend();
+    ref = await backend.resolve(spec);
+    assert.equal(await backend.state(ref), "running", "re-adopted by its -pidfile");
+    assert.equal(pidOf(pidFile), pid, "no second QEMU");
+    assert.deepEqual(JSON.parse(readFileSync(processFile, "utf8")), record, "and process.json written again");
   });
 
   it("standby=true: after a save a QEMU waits (-incoming defer), survives a restart, and resumes the VM", async () => {
@@ -205,6 +218,7 @@ describe("qemu backend: lifecycle of the real guest", { timeout: 600_000 }, () =
     assert.match(events[0]!.reason ?? "", /SIGKILL/);
     assert.equal(await backend.state(ref), "crashed");
     assert.equal(existsSync(pidFile), false);
+    assert.equal(existsSync(join(dir.path, "qemu", "lc", "process.json")), false);
   });
 });
 
