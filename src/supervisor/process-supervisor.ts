@@ -112,13 +112,13 @@ export class ProcessSupervisor {
     }
     const proc = new SupervisedProcess(this.context, record.pid, now.startTime, now.cmdline, null);
     if (ours !== null && ours.startTime !== null && ours.cmdline !== null) {
-      proc.keepPidFile(pidFile, record.extra);
+      proc.keepPidFile(pidFile);
     } else {
       try {
         proc.writePidFile(pidFile, record.extra);
       } catch {
         // Unwritable: the older file stays, and is judged by what it has the next time too.
-        proc.keepPidFile(pidFile, record.extra);
+        proc.keepPidFile(pidFile);
       }
     }
     return { process: proc, record, state: now.state };

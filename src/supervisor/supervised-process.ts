@@ -57,7 +57,6 @@ export class SupervisedProcess {
   private readonly child: ChildProcess | null;
   private readonly tail: string[] = [];
   private pidFile: PidFile | null = null;
-  private extra: Readonly<Record<string, unknown>> = {};
   private watchTimer: Timer | null = null;
 
   constructor(
@@ -102,31 +101,25 @@ export class SupervisedProcess {
     return this.tail;
   }
 
-  /** The owner's fields in its pid file, as last written or read. */
-  get pidFileExtra(): Readonly<Record<string, unknown>> {
-    return this.extra;
-  }
-
   /**
    * Writes (or rewrites) its pid file: the pid, its start time, its command
-   * line as /proc shows it now (it may have exec'd or rewritten its argv since
-   * it started), and the owner's `extra`. The file is removed when the process
+   * line (read again on a rewrite: it may have exec'd or rewritten its argv
+   * since it started), and the owner's `extra`. The file is removed when the process
    * exits (unless another pid was written to it since). Throws when the file
    * cannot be written; does nothing for a process gone before it was read.
    */
   writePidFile(file: PidFile, extra: Readonly<Record<string, unknown>> = {}): void {
     if (this.startTime === "") return;
-    const now = this.exitStatus === null ? readProcessSync(this.pid) : null;
+    // A first write uses the command line read at the spawn (or adoption): one procfs read less on a cold start.
+    const now = this.pidFile !== null && this.exitStatus === null ? readProcessSync(this.pid) : null;
     if (now !== null && now.startTime === this.startTime) this.cmdline = now.cmdline;
     this.pidFile = file;
-    this.extra = extra;
     file.write({ pid: this.pid, startTime: this.startTime, cmdline: this.cmdline, extra });
   }
 
-  /** Adopts `file` as its pid file without writing it (it already describes the process). */
-  keepPidFile(file: PidFile, extra: Readonly<Record<string, unknown>>): void {
+  /** Takes `file` as its pid file without writing it (the supervisor's adopt: it already describes the process). */
+  keepPidFile(file: PidFile): void {
     this.pidFile = file;
-    this.extra = extra;
   }
 
   /**
