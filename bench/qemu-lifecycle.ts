@@ -13,7 +13,7 @@
  * `ready=http://...` to pass, so "answer" means "the guest serves HTTP".
  *
  * Peer: the same operations through the libvirt backend in the same run (a
- * private libvirtd from test/backends/libvirt/daemon.ts, qemu:///session, the
+ * private libvirtd from test/doubles/libvirtd.ts, qemu:///session, the
  * same guest, kernel command line and QEMU binary), when that backend is in
  * the build; otherwise the report says it was not measured.
  */
@@ -229,7 +229,7 @@ async function benchBackend(
   return rows;
 }
 
-/** What bench needs of test/backends/libvirt/daemon.ts's PrivateLibvirtd. */
+/** What bench needs of test/doubles/libvirtd.ts's PrivateLibvirtd. */
 interface LibvirtdLike {
   readonly dir: string;
   start(): Promise<void>;
@@ -279,13 +279,13 @@ async function main(): Promise<void> {
   );
 
   let peerNote: string;
-  const daemonModule = join(here, "..", "test", "backends", "libvirt", "daemon.js");
+  const daemonModule = join(here, "..", "test", "doubles", "libvirtd.js");
   if (!BACKENDS.some((b) => b.name === "libvirt")) {
     peerNote = "libvirt: not measured (the libvirt backend is not in this build)";
   } else if (!existsSync(daemonModule)) {
     peerNote = `libvirt: not measured (${daemonModule} is missing: it starts the private libvirtd)`;
   } else {
-    // A private libvirtd (test/backends/libvirt/daemon.ts), qemu:///session, the same guest and QEMU.
+    // A private libvirtd (test/doubles/libvirtd.ts), qemu:///session, the same guest and QEMU.
     const { PrivateLibvirtd } = (await import(pathToFileURL(daemonModule).href)) as {
       PrivateLibvirtd: new () => LibvirtdLike;
     };

@@ -13,7 +13,7 @@ import { ClusterPrimary } from "../../src/cluster/index.js";
 import { createLogger } from "../../src/log/index.js";
 import { Summoner } from "../../src/summoner/index.js";
 import { dig } from "../support/index.js";
-import { TestBackend, spec } from "../summoner/test-backend.js";
+import { TestBackend, spec } from "../doubles/test-backend.js";
 import { summonerOptions } from "../support/summoner.js";
 
 it("summons through a worker, answers from its ready map, and gives up on a worker that keeps dying", async (t) => {

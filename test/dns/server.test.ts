@@ -11,7 +11,7 @@ import { silentLogger } from "../../src/log/index.js";
 import { dig, digAt, kdig } from "./helpers/dig.js";
 import { tcpClient, udpExchange } from "./helpers/raw.js";
 import { specFrom } from "./helpers/specs.js";
-import { startUpstream, type TestUpstream } from "./helpers/upstream.js";
+import { startUpstream, type TestUpstream } from "../doubles/dns-upstream.js";
 
 const MANY = Array.from({ length: 40 }, (_, i) => `10.1.0.${i + 1}`);
 

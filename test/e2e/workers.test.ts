@@ -10,7 +10,7 @@ import { readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { startUpstream, type TestUpstream } from "../dns/helpers/upstream.js";
+import { startUpstream, type TestUpstream } from "../doubles/dns-upstream.js";
 import { getMetrics, getStatus } from "../support/http.js";
 import {
   CLI,

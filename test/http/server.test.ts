@@ -13,7 +13,7 @@ import { JitsuMetrics, StatusServer } from "../../src/http/index.js";
 import { silentLogger } from "../../src/log/index.js";
 import { Summoner } from "../../src/summoner/index.js";
 import { parsePrometheus } from "../support/http.js";
-import { TestBackend, deferred, spec } from "../summoner/test-backend.js";
+import { TestBackend, deferred, spec } from "../doubles/test-backend.js";
 import { summonerOptions } from "../support/summoner.js";
 
 interface Reply {

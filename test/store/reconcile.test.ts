@@ -11,7 +11,7 @@ import { test } from "node:test";
 import { ManualClock } from "../../src/clock/index.js";
 import { SqliteStore } from "../../src/store/index.js";
 import { Summoner } from "../../src/summoner/index.js";
-import { TestBackend, spec } from "../summoner/test-backend.js";
+import { TestBackend, spec } from "../doubles/test-backend.js";
 import { summonerOptions } from "../support/summoner.js";
 
 const SPECS = [

@@ -13,7 +13,7 @@ import {
   formatStatsTable,
   type SummonerOptions,
 } from "../../src/summoner/index.js";
-import { TestBackend, deferred, spec, track } from "./test-backend.js";
+import { TestBackend, deferred, spec, track } from "../doubles/test-backend.js";
 import { summonerOptions } from "../support/summoner.js";
 
 const WWW = "dns=www.example.org,ip=10.0.0.1,name=www";

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ManualClock } from "../../src/clock/index.js";
 import { Summoner } from "../../src/summoner/index.js";
-import { TestBackend, deferred, spec } from "./test-backend.js";
+import { TestBackend, deferred, spec } from "../doubles/test-backend.js";
 import { summonerOptions } from "../support/summoner.js";
 
 async function setup(

@@ -22,7 +22,7 @@ import {
 } from "../../src/xen/synjitsu.js";
 import { SynjitsuListenerDouble } from "../doubles/synjitsu.js";
 import { readXlState } from "../doubles/xl.js";
-import { XL_DOUBLE, libxlSpec, xenFixture, type XenFixture } from "../backends/libxl/helpers.js";
+import { XL_DOUBLE, libxlSpec, xenFixture, type XenFixture } from "../doubles/xen-fixture.js";
 
 const PROXY_DOUBLE = fileURLToPath(new URL("../doubles/synjitsu-vchan-socket-proxy.js", import.meta.url));
 const SYNJITSU_UUID = "6e696eb7-09f4-484c-981b-8d34efa0304d";

@@ -13,7 +13,7 @@ import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
 import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { dig, freePort, run, startCli, tempDir, type CliProcess } from "../../support/index.js";
-import { PrivateLibvirtd } from "./daemon.js";
+import { PrivateLibvirtd } from "../../doubles/libvirtd.js";
 import { NODE_XML } from "./fixtures.js";
 
 const UUID = "0badc0de-0000-4000-8000-0000000c1100";

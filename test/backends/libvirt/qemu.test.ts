@@ -4,7 +4,7 @@
  * HTTP through a hostfwd on 127.0.0.1 -> idle -> suspended (paused in memory)
  * -> dig -> resumed -> HTTP again. One boot.
  *
- * libvirtd runs unprivileged in a temp dir (see daemon.ts), so this is
+ * libvirtd runs unprivileged in a temp dir (see test/doubles/libvirtd.ts), so this is
  * qemu:///session: qemu runs as `nobody` with user networking; the guest's
  * NIC and its hostfwd come from <qemu:commandline>, since libvirt 9.0's user
  * interfaces have no port forwarding without passt.
@@ -19,7 +19,7 @@ import { LibvirtBackend } from "../../../src/backends/libvirt/backend.js";
 import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
 import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
-import { PrivateLibvirtd } from "./daemon.js";
+import { PrivateLibvirtd } from "../../doubles/libvirtd.js";
 import { guestDomainXml, spec } from "./fixtures.js";
 import { httpGet } from "../../support/http.js";
 

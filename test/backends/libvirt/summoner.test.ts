@@ -12,7 +12,7 @@ import type { StopMode } from "../../../src/backends/contract.js";
 import { ManualClock, systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { Summoner } from "../../../src/summoner/index.js";
-import { PrivateLibvirtd } from "./daemon.js";
+import { PrivateLibvirtd } from "../../doubles/libvirtd.js";
 import { NODE_XML, spec } from "./fixtures.js";
 import { summonerOptions } from "../../support/summoner.js";
 

@@ -17,7 +17,7 @@ import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
 import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { freePort, tempDir } from "../../support/index.js";
-import { PrivateLibvirtd } from "./daemon.js";
+import { PrivateLibvirtd } from "../../doubles/libvirtd.js";
 import { spec } from "./fixtures.js";
 
 function sh(cmd: string, args: string[], cwd: string): void {

@@ -17,7 +17,7 @@ import { BackendError, ConfigError } from "../../../src/errors/index.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { XenstoreClient } from "../../../src/xen/xenstore/index.js";
 import { readXlState, setXlFault } from "../../doubles/xl.js";
-import { XL_DOUBLE, libxlSpec, xenFixture, type XenFixture } from "./helpers.js";
+import { XL_DOUBLE, libxlSpec, xenFixture, type XenFixture } from "../../doubles/xen-fixture.js";
 
 async function backendFor(t: TestContext, fx: XenFixture, xl = XL_DOUBLE): Promise<LibxlBackend> {
   process.env.XL_DOUBLE_STATE = fx.xlState;

@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import { CLI, dig, freePort, run, startCli, type CliProcess } from "../../support/index.js";
 import { SynjitsuListenerDouble } from "../../doubles/synjitsu.js";
 import { readXlState } from "../../doubles/xl.js";
-import { xenFixture, type XenFixture } from "./helpers.js";
+import { xenFixture, type XenFixture } from "../../doubles/xen-fixture.js";
 
 describe("jitsu -x libxl through the xl and xenstored doubles (e2e)", () => {
   let fx: XenFixture;

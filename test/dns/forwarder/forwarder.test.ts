@@ -9,7 +9,7 @@ import { Forwarder, parseResolvConf, upstreamsFromResolvConf } from "../../../sr
 import { replyMatches, upstreamQuery } from "../../../src/dns/forwarder/index.js";
 import { decodeQuery, newQueryInfo } from "../../../src/dns/wire.js";
 import { silentLogger } from "../../../src/log/index.js";
-import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
+import { startUpstream, type TestUpstream } from "../../doubles/dns-upstream.js";
 
 function query(name: string, type: dnsPacket.RecordType = "A", edns = false): Buffer {
   return dnsPacket.encode({

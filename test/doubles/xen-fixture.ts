@@ -7,13 +7,13 @@ import { chmod, mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestContext } from "node:test";
-import { libxlBackend } from "../../../src/backends/libxl/index.js";
-import { buildVmSpec, parseConfigString, type VmSpec } from "../../../src/config/index.js";
-import { XenstoredDouble } from "../../doubles/xenstored.js";
-import { tempDir } from "../../support/index.js";
+import { libxlBackend } from "../../src/backends/libxl/index.js";
+import { buildVmSpec, parseConfigString, type VmSpec } from "../../src/config/index.js";
+import { XenstoredDouble } from "./xenstored.js";
+import { tempDir } from "../support/index.js";
 
 /** dist/test/doubles/xl.js */
-export const XL_DOUBLE = fileURLToPath(new URL("../../doubles/xl.js", import.meta.url));
+export const XL_DOUBLE = fileURLToPath(new URL("./xl.js", import.meta.url));
 
 export interface XenFixture {
   readonly dir: string;
