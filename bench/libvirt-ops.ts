@@ -21,8 +21,7 @@ import { getState, lookupByName, simpleDomainCall } from "../src/backends/libvir
 import { Proc } from "../src/backends/libvirt/protocol.js";
 import { parseLibvirtUri } from "../src/backends/libvirt/uri.js";
 import { silentLogger } from "../src/log/index.js";
-import { PrivateLibvirtd } from "../test/doubles/libvirtd.js";
-import { extraDomainXml } from "../test/backends/libvirt/fixtures.js";
+import { PrivateLibvirtd, extraDomainXml } from "../test/doubles/libvirtd.js";
 
 const N = Math.max(10, Math.min(2000, Number(process.argv[2] ?? 200) || 200));
 const DOM = "bench";

@@ -285,15 +285,13 @@ async function main(): Promise<void> {
   } else if (!existsSync(daemonModule)) {
     peerNote = `libvirt: not measured (${daemonModule} is missing: it starts the private libvirtd)`;
   } else {
-    // A private libvirtd (test/doubles/libvirtd.ts), qemu:///session, the same guest and QEMU.
-    const { PrivateLibvirtd } = (await import(pathToFileURL(daemonModule).href)) as {
-      PrivateLibvirtd: new () => LibvirtdLike;
-    };
-    // The guest's domain XML as the libvirt tests define it (the NIC and hostfwd through
+    // A private libvirtd (test/doubles/libvirtd.ts), qemu:///session, the same guest and QEMU,
+    // and the guest's domain XML as the libvirt tests define it (the NIC and hostfwd through
     // <qemu:commandline>), with the qemu backend's default kernel command line.
-    const { guestDomainXml } = (await import(
-      pathToFileURL(join(here, "..", "test", "backends", "libvirt", "fixtures.js")).href
-    )) as { guestDomainXml: (name: string, dir: string, hostPort: number, cmdline?: string) => string };
+    const { PrivateLibvirtd, guestDomainXml } = (await import(pathToFileURL(daemonModule).href)) as {
+      PrivateLibvirtd: new () => LibvirtdLike;
+      guestDomainXml: (name: string, dir: string, hostPort: number, cmdline?: string) => string;
+    };
     const daemon = new PrivateLibvirtd();
     try {
       await daemon.start();

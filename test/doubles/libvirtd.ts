@@ -8,6 +8,8 @@
  * driver.pid), which is why a second root instance cannot start. Its socket is
  * `<dir>/run/libvirt-sock` with auth none; test:///... and qemu:///session
  * URIs work over it.
+ *
+ * Also the domain XMLs the tests and benchmarks define in it.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import {
@@ -221,4 +223,50 @@ function processesOf(dir: string): number[] {
     }
   }
   return out;
+}
+
+/** A domain to define with virsh in test:///default. */
+export function extraDomainXml(name: string, uuid: string): string {
+  return `<domain type='test'><name>${name}</name><uuid>${uuid}</uuid><memory>65536</memory><os><type>hvm</type></os></domain>`;
+}
+
+/**
+ * The test guest (scripts/build-test-guest.sh, in `dir`) as a qemu-driver
+ * domain: TCG, its NIC and a hostfwd of 127.0.0.1:`hostPort` to the guest's
+ * port 80 through <qemu:commandline> (qemu:///session has no port forwarding
+ * without passt), console to `<dir>/<name>-console.log`.
+ */
+export function guestDomainXml(
+  name: string,
+  dir: string,
+  hostPort: number,
+  cmdline = "console=ttyS0 quiet panic=-1",
+): string {
+  return `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>${name}</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>${dir}/vmlinuz</kernel>
+    <initrd>${dir}/initrd.gz</initrd>
+    <cmdline>${cmdline}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <cpu mode='maximum'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <serial type='file'><source path='${dir}/${name}-console.log' append='on'/></serial>
+    <memballoon model='none'/>
+  </devices>
+  <qemu:commandline>
+    <qemu:arg value='-netdev'/>
+    <qemu:arg value='user,id=hf0,hostfwd=tcp:127.0.0.1:${hostPort}-:80'/>
+    <qemu:arg value='-device'/>
+    <qemu:arg value='virtio-net-pci,netdev=hf0,mac=52:54:00:12:34:56,addr=0x10'/>
+  </qemu:commandline>
+</domain>
+`;
 }

@@ -16,8 +16,8 @@ import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
 import type { BackendEvent, VmBackend } from "../../../src/backends/contract.js";
 import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
-import { PrivateLibvirtd } from "../../doubles/libvirtd.js";
-import { DB_UUID, NODE_XML, WWW_UUID, extraDomainXml, spec } from "./fixtures.js";
+import { PrivateLibvirtd, extraDomainXml } from "../../doubles/libvirtd.js";
+import { DB_UUID, NODE_XML, WWW_UUID, spec } from "./fixtures.js";
 
 function backendFor(
   uri: string,

@@ -1,4 +1,4 @@
-/** Domains for the libvirt test driver (test:///<path>), shared by the libvirt tests and benchmark. */
+/** Domains for the libvirt test driver (test:///<path>) and specs, for the libvirt tests. */
 import { buildVmSpec, parseConfigString, type VmSpec } from "../../../src/config/index.js";
 import { libvirtBackend } from "../../../src/backends/libvirt/index.js";
 
@@ -31,56 +31,10 @@ export const NODE_XML = `<node>
 </node>
 `;
 
-/** A domain to define with virsh in test:///default. */
-export function extraDomainXml(name: string, uuid: string): string {
-  return `<domain type='test'><name>${name}</name><uuid>${uuid}</uuid><memory>65536</memory><os><type>hvm</type></os></domain>`;
-}
-
 export function spec(config: string, n = 1): VmSpec {
   return buildVmSpec(parseConfigString(config, `CONFIG #${n}`), `CONFIG #${n}`, {
     backendKeys: libvirtBackend.keys,
     backendName: "libvirt",
     discoversAddresses: libvirtBackend.discoversAddresses,
   });
-}
-
-/**
- * The test guest (scripts/build-test-guest.sh, in `dir`) as a qemu-driver
- * domain: TCG, its NIC and a hostfwd of 127.0.0.1:`hostPort` to the guest's
- * port 80 through <qemu:commandline> (qemu:///session has no port forwarding
- * without passt), console to `<dir>/<name>-console.log`.
- */
-export function guestDomainXml(
-  name: string,
-  dir: string,
-  hostPort: number,
-  cmdline = "console=ttyS0 quiet panic=-1",
-): string {
-  return `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>${name}</name>
-  <memory unit='MiB'>128</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>${dir}/vmlinuz</kernel>
-    <initrd>${dir}/initrd.gz</initrd>
-    <cmdline>${cmdline}</cmdline>
-  </os>
-  <features><acpi/></features>
-  <cpu mode='maximum'/>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='file'><source path='${dir}/${name}-console.log' append='on'/></serial>
-    <memballoon model='none'/>
-  </devices>
-  <qemu:commandline>
-    <qemu:arg value='-netdev'/>
-    <qemu:arg value='user,id=hf0,hostfwd=tcp:127.0.0.1:${hostPort}-:80'/>
-    <qemu:arg value='-device'/>
-    <qemu:arg value='virtio-net-pci,netdev=hf0,mac=52:54:00:12:34:56,addr=0x10'/>
-  </qemu:commandline>
-</domain>
-`;
 }

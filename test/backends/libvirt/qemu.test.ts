@@ -19,8 +19,8 @@ import { LibvirtBackend } from "../../../src/backends/libvirt/backend.js";
 import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
 import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
-import { PrivateLibvirtd } from "../../doubles/libvirtd.js";
-import { guestDomainXml, spec } from "./fixtures.js";
+import { PrivateLibvirtd, guestDomainXml } from "../../doubles/libvirtd.js";
+import { spec } from "./fixtures.js";
 import { httpGet } from "../../support/http.js";
 
 export function buildGuest(): string {
