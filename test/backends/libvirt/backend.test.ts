@@ -17,7 +17,7 @@ import type { BackendEvent, VmBackend } from "../../../src/backends/contract.js"
 import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { PrivateLibvirtd, extraDomainXml } from "../../doubles/libvirtd.js";
-import { DB_UUID, NODE_XML, WWW_UUID, spec } from "./fixtures.js";
+import { DB_UUID, NODE_XML, WWW_UUID, rejectsWith, spec } from "./fixtures.js";
 
 function backendFor(
   uri: string,
@@ -27,14 +27,6 @@ function backendFor(
 }
 
 /** Asserts that `p` rejects with an error whose message (one line) matches `re`. */
-async function rejectsWith(p: Promise<unknown>, re: RegExp): Promise<void> {
-  await assert.rejects(p, (err: Error) => {
-    assert.equal(err.message.includes("\n"), false, `one line: ${err.message}`);
-    assert.match(err.message, re);
-    return true;
-  });
-}
-
 async function waitFor<T>(what: string, fn: () => T | undefined, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {

@@ -1,4 +1,5 @@
-/** Domains for the libvirt test driver (test:///<path>) and specs, for the libvirt tests. */
+/** What the libvirt tests share: domains for the test driver (test:///<path>), specs, and an error check. */
+import assert from "node:assert/strict";
 import { buildVmSpec, parseConfigString, type VmSpec } from "../../../src/config/index.js";
 import { libvirtBackend } from "../../../src/backends/libvirt/index.js";
 
@@ -36,5 +37,14 @@ export function spec(config: string, n = 1): VmSpec {
     backendKeys: libvirtBackend.keys,
     backendName: "libvirt",
     discoversAddresses: libvirtBackend.discoversAddresses,
+  });
+}
+
+/** Asserts that `p` rejects with a one-line message matching `re`. */
+export async function rejectsWith(p: Promise<unknown>, re: RegExp): Promise<void> {
+  await assert.rejects(p, (err: Error) => {
+    assert.equal(err.message.includes("\n"), false, `one line: ${err.message}`);
+    assert.match(err.message, re);
+    return true;
   });
 }

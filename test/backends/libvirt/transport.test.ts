@@ -18,7 +18,7 @@ import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { freePort, tempDir } from "../../support/index.js";
 import { PrivateLibvirtd } from "../../doubles/libvirtd.js";
-import { spec } from "./fixtures.js";
+import { rejectsWith, spec } from "./fixtures.js";
 
 function sh(cmd: string, args: string[], cwd: string): void {
   const r = spawnSync(cmd, args, { cwd, encoding: "utf8", timeout: 60_000 });
@@ -127,14 +127,6 @@ function makePki(dir: string): { good: string; rogue: string; foreignCa: string 
   for (const f of ["clientcert.pem", "clientkey.pem"]) copyFileSync(join(dir, f), join(foreignCa, f));
   spawnSync("chmod", ["-R", "a+rX", dir]);
   return { good, rogue, foreignCa };
-}
-
-async function rejectsWith(p: Promise<unknown>, re: RegExp): Promise<void> {
-  await assert.rejects(p, (err: Error) => {
-    assert.equal(err.message.includes("\n"), false, `one line: ${err.message}`);
-    assert.match(err.message, re);
-    return true;
-  });
 }
 
 describe("libvirt over TCP, TLS and SSH (real libvirtd, real sshd)", { timeout: 120_000 }, () => {
