@@ -9,7 +9,8 @@ import dnsPacket from "dns-packet";
 import { DnsServer, Forwarder, ZoneIndex, type SummonTarget } from "../../src/dns/index.js";
 import { silentLogger } from "../../src/log/index.js";
 import { dig, digAt, kdig } from "./helpers/dig.js";
-import { tcpClient, udpExchange } from "./helpers/raw.js";
+import { tcpClient } from "./helpers/raw.js";
+import { sendRaw } from "../support/index.js";
 import { specFrom } from "./helpers/specs.js";
 import { startUpstream, type TestUpstream } from "../doubles/dns-upstream.js";
 
@@ -187,7 +188,7 @@ describe("DnsServer, forwarding disabled (-f 0.0.0.0)", () => {
   });
 
   it("refuses zone transfers", async () => {
-    const r = await udpExchange(port, rawQuery("example.org", "AXFR"));
+    const r = await sendRaw(port, rawQuery("example.org", "AXFR"));
     assert.equal(rcodeOf(r!), 5);
     const t = await tcpClient(port);
     t.send(rawQuery("example.org", "IXFR"));
@@ -201,24 +202,24 @@ describe("DnsServer, forwarding disabled (-f 0.0.0.0)", () => {
     const dropped = c.dropped;
     const malformed = c.malformed;
     // Shorter than a header: dropped.
-    assert.equal(await udpExchange(port, Buffer.from([1, 2, 3, 4, 5]), 400), null);
+    assert.equal(await sendRaw(port, Buffer.from([1, 2, 3, 4, 5]), 400), null);
     // Header then garbage: FORMERR with the ID.
     const garbage = Buffer.concat([
       rawQuery("a.b", "A", 0x0102).subarray(0, 12),
       Buffer.from("\xff\xfe garbage", "latin1"),
     ]);
-    const fe = await udpExchange(port, garbage);
+    const fe = await sendRaw(port, garbage);
     assert.equal(fe!.readUInt16BE(0), 0x0102);
     assert.equal(rcodeOf(fe!), 1);
     assert.equal(fe![2]! & 0x80, 0x80);
     // A response sent to us: dropped.
     const resp = rawQuery("www.example.org", "A");
     resp[2] = resp[2]! | 0x80;
-    assert.equal(await udpExchange(port, resp, 400), null);
+    assert.equal(await sendRaw(port, resp, 400), null);
     // Opcode 2 (STATUS): NOTIMP.
     const status = rawQuery("www.example.org", "A");
     status[2] = (status[2]! & 0x87) | (2 << 3);
-    const ni = await udpExchange(port, status);
+    const ni = await sendRaw(port, status);
     assert.equal(rcodeOf(ni!), 4);
     assert.equal((ni![2]! >> 3) & 0x0f, 2);
     // Two questions: FORMERR.
@@ -230,10 +231,10 @@ describe("DnsServer, forwarding disabled (-f 0.0.0.0)", () => {
         { name: "v4only.example.org", type: "A" },
       ],
     });
-    assert.equal(rcodeOf((await udpExchange(port, two))!), 1);
+    assert.equal(rcodeOf((await sendRaw(port, two))!), 1);
     // Zero questions: FORMERR.
     assert.equal(
-      rcodeOf((await udpExchange(port, dnsPacket.encode({ type: "query", id: 10, questions: [] })))!),
+      rcodeOf((await sendRaw(port, dnsPacket.encode({ type: "query", id: 10, questions: [] })))!),
       1,
     );
     // Bad packets over TCP too, on one connection, then a good query on it.
@@ -437,7 +438,7 @@ describe("DnsServer reload and shutdown", () => {
     });
     await server.listen("127.0.0.1", 0);
     const port = server.port;
-    const answer = udpExchange(port, rawQuery("slow.example.org", "A", 31), 3000);
+    const answer = sendRaw(port, rawQuery("slow.example.org", "A", 31), 3000);
     const tcp = await tcpClient(port);
     tcp.send(rawQuery("slow.example.org", "A", 32));
     await new Promise((resolve) => setTimeout(resolve, 100)); // both are waiting for the VM
@@ -446,7 +447,7 @@ describe("DnsServer reload and shutdown", () => {
     assert.equal(udpReply?.readUInt16BE(0), 31);
     assert.equal(tcp.messages[0]?.readUInt16BE(0), 32);
     await tcp.closed;
-    assert.equal(await udpExchange(port, rawQuery("www.example.org", "A"), 400), null);
+    assert.equal(await sendRaw(port, rawQuery("www.example.org", "A"), 400), null);
   });
 });
 

@@ -15,13 +15,9 @@ import {
   tempDir,
   type CliProcess,
   killVmGroups,
+  yamlVm,
 } from "../support/index.js";
 import { getMetrics, getStatus, httpCall } from "../support/http.js";
-
-/** A VM that is just a long sleep: cheap to start, killed at the end. */
-function vm(name: string, ip: string): string {
-  return `  - name: ${name}\n    dns: ${name}.jitsu.test\n    ip: ${ip}\n    exec: ${process.execPath} -e "setInterval(() => {}, 1000)"\n`;
-}
 
 describe("--config with SIGHUP reload, --http and --http-token (e2e)", () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
@@ -50,7 +46,7 @@ describe("--config with SIGHUP reload, --http and --http-token (e2e)", () => {
     dns = await freePort();
     http = await freePort();
     file = join(dir.path, "jitsu.yaml");
-    await writeFile(file, header() + vm("www", "127.0.0.1") + vm("old", "127.0.0.2"));
+    await writeFile(file, header() + yamlVm("www", "127.0.0.1") + yamlVm("old", "127.0.0.2"));
     // -t on the command line wins over the file's ttl.
     cli = startCli(["--config", file, "-t", "30"]);
     await cli.waitFor(/Serving \/status/);
@@ -87,7 +83,7 @@ describe("--config with SIGHUP reload, --http and --http-token (e2e)", () => {
     })();
     try {
       await new Promise((r) => setTimeout(r, 300));
-      await writeFile(file, header() + vm("www", "127.0.0.1") + vm("new", "127.0.0.3"));
+      await writeFile(file, header() + yamlVm("www", "127.0.0.1") + yamlVm("new", "127.0.0.3"));
       cli.child.kill("SIGHUP");
       await cli.waitFor(/Reloaded '.*jitsu\.yaml': 2 VMs/);
       assert.match(cli.output(), /VM 'new' added to the configuration/);
@@ -107,7 +103,7 @@ describe("--config with SIGHUP reload, --http and --http-token (e2e)", () => {
   });
 
   it("a changed VM takes effect on reload", async () => {
-    await writeFile(file, header() + vm("www", "127.0.0.1") + vm("new", "127.0.0.4"));
+    await writeFile(file, header() + yamlVm("www", "127.0.0.1") + yamlVm("new", "127.0.0.4"));
     cli.child.kill("SIGHUP");
     await cli.waitFor(/VM 'new' changed in the configuration/);
     await cli.waitFor(/Reloaded '.*jitsu\.yaml': 2 VMs[\s\S]*Reloaded '.*jitsu\.yaml': 2 VMs/);
@@ -117,7 +113,7 @@ describe("--config with SIGHUP reload, --http and --http-token (e2e)", () => {
   });
 
   it("an invalid file on reload is rejected with a clear error and the old configuration stays", async () => {
-    await writeFile(file, header() + vm("www", "127.0.0.1") + vm("new", "127.0.0.300"));
+    await writeFile(file, header() + yamlVm("www", "127.0.0.1") + yamlVm("new", "127.0.0.300"));
     cli.child.kill("SIGHUP");
     await cli.waitFor(
       /Reload rejected, keeping the running configuration: config file '.*jitsu\.yaml': vms #2 \(new\): VM 'new', key 'ip': expected an IPv4 or IPv6 address, got '127\.0\.0\.300'/,

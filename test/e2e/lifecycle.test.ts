@@ -5,11 +5,17 @@
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:net";
 import { describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
-import { alive, dig, freePort, sendRaw, startCli, tempDir } from "../support/index.js";
+import {
+  DEMO_SERVICE,
+  alive,
+  dig,
+  freePort,
+  localArgs,
+  sendRaw,
+  startCli,
+  tempDir,
+} from "../support/index.js";
 import { httpGet } from "../support/http.js";
-
-const SERVICE = fileURLToPath(new URL("../../scripts/demo-service.js", import.meta.url));
 
 async function processState(pid: number): Promise<string> {
   const { readFile } = await import("node:fs/promises");
@@ -35,21 +41,12 @@ describe("stop modes through the CLI (e2e)", () => {
       const dns = await freePort();
       const http = await freePort();
       const cli = startCli([
-        "-x",
-        "process",
-        "-l",
-        String(dns),
-        "-f",
-        "0.0.0.0",
+        ...localArgs(dns, dir.path),
         "-t",
         "1",
-        "-d",
-        "0",
         "-m",
         mode,
-        "--state-dir",
-        dir.path,
-        `dns=m.jitsu.test,ip=127.0.0.1,name=m-${mode},exec='${process.execPath}' '${SERVICE}' 127.0.0.1 ${http} ${mode} 0,ready=http://127.0.0.1:${http}/`,
+        `dns=m.jitsu.test,ip=127.0.0.1,name=m-${mode},exec='${process.execPath}' '${DEMO_SERVICE}' 127.0.0.1 ${http} ${mode} 0,ready=http://127.0.0.1:${http}/`,
       ]);
       t.after(async () => {
         await cli.stop();
@@ -80,18 +77,9 @@ describe("start timeout (e2e)", () => {
     const probePort = await freePort();
     const listener: Server = createServer((s) => s.end());
     const cli = startCli([
-      "-x",
-      "process",
-      "-l",
-      String(dns),
-      "-f",
-      "0.0.0.0",
-      "-d",
-      "0",
+      ...localArgs(dns, dir.path),
       "--start-timeout",
       "1",
-      "--state-dir",
-      dir.path,
       `dns=late.jitsu.test,ip=127.0.0.1,name=late,exec=sleep 600,ready=tcp:${probePort}`,
     ]);
     t.after(async () => {
@@ -119,14 +107,7 @@ describe("malformed packets (e2e)", () => {
     const dir = await tempDir();
     const dns = await freePort();
     const cli = startCli([
-      "-x",
-      "process",
-      "-l",
-      String(dns),
-      "-f",
-      "0.0.0.0",
-      "--state-dir",
-      dir.path,
+      ...localArgs(dns, dir.path),
       "dns=ok.jitsu.test,ip=10.1.2.3,name=ok,exec=sleep 600",
     ]);
     t.after(async () => {

@@ -6,11 +6,15 @@
  */
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import { dig, freePort, localArgs, startCli, tempDir, type CliProcess } from "../support/index.js";
-
-function count(text: string, pattern: RegExp): number {
-  return (text.match(new RegExp(pattern.source, "g")) ?? []).length;
-}
+import {
+  countMatches,
+  dig,
+  freePort,
+  localArgs,
+  startCli,
+  tempDir,
+  type CliProcess,
+} from "../support/index.js";
 
 function configs(n: number): string[] {
   return Array.from(
@@ -47,13 +51,13 @@ describe("jitsu with many VMs (e2e)", () => {
     await cli.waitFor(/\| total requests \| last request \|/);
     const out = cli.output();
     assert.equal(
-      count(out, /INFO: Adding domain 'h\d+\.many\.test' for VM 'm\d+' with ip 127\.0\.\d+\.\d+/),
+      countMatches(out, /INFO: Adding domain 'h\d+\.many\.test' for VM 'm\d+' with ip 127\.0\.\d+\.\d+/),
       100,
     );
-    assert.equal(count(out, /INFO: Adding A PTR for 'h\d+\.many\.test' with ttl=60 and ip=/), 100);
-    assert.equal(count(out, /Adding SOA 'many\.test' with ttl=60/), 1);
+    assert.equal(countMatches(out, /INFO: Adding A PTR for 'h\d+\.many\.test' with ttl=60 and ip=/), 100);
+    assert.equal(countMatches(out, /Adding SOA 'many\.test' with ttl=60/), 1);
     // One table row per VM.
-    assert.equal(count(out, /\| m\d+ +\| off /), 100);
+    assert.equal(countMatches(out, /\| m\d+ +\| off /), 100);
     assert.doesNotMatch(out, /Added \d+/);
     assert.doesNotMatch(out, /\d+ VMs: /);
   });
@@ -84,11 +88,11 @@ describe("jitsu with many VMs (e2e)", () => {
     const { cli } = await start(101, "debug");
     await cli.waitFor(/\| total requests \| last request \|/);
     const out = cli.output();
-    assert.equal(count(out, /DEBUG: Adding domain 'h\d+\.many\.test' for VM 'm\d+' with ip /), 101);
-    assert.equal(count(out, /DEBUG: Adding A PTR for 'h\d+\.many\.test' with ttl=60 and ip=/), 101);
+    assert.equal(countMatches(out, /DEBUG: Adding domain 'h\d+\.many\.test' for VM 'm\d+' with ip /), 101);
+    assert.equal(countMatches(out, /DEBUG: Adding A PTR for 'h\d+\.many\.test' with ttl=60 and ip=/), 101);
     assert.match(out, /DEBUG: Adding SOA 'many\.test' with ttl=60/);
     assert.match(out, /INFO: Added 101 domains for 101 VMs/);
     assert.match(out, /INFO: 101 VMs: 101 off/);
-    assert.equal(count(out, /\| m\d+ +\| off /), 101);
+    assert.equal(countMatches(out, /\| m\d+ +\| off /), 101);
   });
 });

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, it } from "node:test";
-import { CLI, freePort, run, startCli, tempDir, type CliProcess } from "../support/index.js";
+import { CLI, freePort, localArgs, run, startCli, tempDir, type CliProcess } from "../support/index.js";
 
 const clis: CliProcess[] = [];
 const dirs: { remove(): Promise<void> }[] = [];
@@ -16,28 +16,18 @@ after(async () => {
   for (const d of dirs) await d.remove();
 });
 
-function args(port: number, db: string): string[] {
-  return [
-    "-x",
-    "process",
-    "-l",
-    String(port),
-    "-f",
-    "0.0.0.0",
-    "--persistdb",
-    db,
-    "dns=a.jitsu.test,ip=127.0.0.1,exec=/bin/true",
-  ];
+function args(port: number, db: string, stateDir: string): string[] {
+  return [...localArgs(port, stateDir), "--persistdb", db, "dns=a.jitsu.test,ip=127.0.0.1,exec=/bin/true"];
 }
 
 it("a database another jitsu holds is refused as locked; a corrupt one as corrupt", async () => {
   const dir = await tempDir("jitsu-persist-errors-");
   dirs.push(dir);
   const db = join(dir.path, "state.db");
-  const first = startCli([...args(await freePort(), db), "--state-dir", dir.path]);
+  const first = startCli(args(await freePort(), db, dir.path));
   clis.push(first);
   await first.waitFor(/Starting server on/);
-  const second = await run(process.execPath, [CLI, ...args(await freePort(), db), "--state-dir", dir.path]);
+  const second = await run(process.execPath, [CLI, ...args(await freePort(), db, dir.path)]);
   assert.equal(second.code, 1);
   assert.match(
     second.stderr,
@@ -48,7 +38,7 @@ it("a database another jitsu holds is refused as locked; a corrupt one as corrup
   const garbage = join(dir.path, "garbage.db");
   const bytes = Buffer.from("not a database\n".repeat(300));
   await writeFile(garbage, bytes);
-  const res = await run(process.execPath, [CLI, ...args(await freePort(), garbage), "--state-dir", dir.path]);
+  const res = await run(process.execPath, [CLI, ...args(await freePort(), garbage, dir.path)]);
   assert.equal(res.code, 1);
   assert.match(
     res.stderr,

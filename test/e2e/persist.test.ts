@@ -9,11 +9,19 @@ import { readFileSync } from "node:fs";
 import { createSocket } from "node:dgram";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
-import { alive, dig, freePort, startCli, tempDir, type CliProcess } from "../support/index.js";
+import {
+  DEMO_SERVICE,
+  alive,
+  dig,
+  freePort,
+  localArgs,
+  startCli,
+  tempDir,
+  waitFor,
+  type CliProcess,
+} from "../support/index.js";
 import { getMetrics, getStatus } from "../support/http.js";
 
-const SERVICE = fileURLToPath(new URL("../../scripts/demo-service.js", import.meta.url));
 /** The reaper runs every 5 s and flushes the store each time. */
 const FLUSH_MS = 5000;
 
@@ -26,14 +34,6 @@ function pidOf(stateDir: string, label: string): number | null {
   }
 }
 
-async function waitUntil(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 interface Setup {
   dns: number;
   http: number;
@@ -43,24 +43,16 @@ interface Setup {
 
 function jitsu(s: Setup, ttl: number, extra: string[] = []): CliProcess {
   return startCli([
-    "-x",
-    "process",
-    "-l",
-    String(s.dns),
-    "-f",
-    "0.0.0.0",
+    // Without --stop-on-exit: the VM outlives a jitsu that exits.
+    ...localArgs(s.dns, s.dir, { stopOnExit: false }),
     "-t",
     String(ttl),
-    "-d",
-    "0",
-    "--state-dir",
-    s.dir,
     "--persistdb",
     join(s.dir, "state.db"),
     "--http",
     `127.0.0.1:${s.http}`,
     ...extra,
-    `dns=www.jitsu.test,ip=127.0.0.1,name=www,exec='${process.execPath}' '${SERVICE}' 127.0.0.1 ${s.service} www 0.2,ready=http://127.0.0.1:${s.service}/`,
+    `dns=www.jitsu.test,ip=127.0.0.1,name=www,exec='${process.execPath}' '${DEMO_SERVICE}' 127.0.0.1 ${s.service} www 0.2,ready=http://127.0.0.1:${s.service}/`,
   ]);
 }
 
@@ -127,7 +119,7 @@ describe("--persistdb (e2e)", () => {
 
     // Stopped on the schedule of the last request: 2 x TTL after it, plus up to one reaper interval.
     const last = Date.parse(before.lastRequest!);
-    await waitUntil(() => !alive(pid), 2 * ttl * 1000 + FLUSH_MS + 15_000, "the reaper to stop the VM");
+    await waitFor(() => !alive(pid), 2 * ttl * 1000 + FLUSH_MS + 15_000, "the reaper to stop the VM");
     const stoppedAfter = Date.now() - last;
     assert.ok(stoppedAfter >= 2 * ttl * 1000, `stopped ${stoppedAfter} ms after the last request`);
     await second.waitFor(/Stopping VM 'www' \(destroy\) after \d+ s idle/);
@@ -191,7 +183,7 @@ describe("--persistdb (e2e)", () => {
     );
     assert.equal(www.totalStarts, 1);
     // Nobody asks any more: the adopted VM is stopped after 2 x TTL idle.
-    await waitUntil(
+    await waitFor(
       () => !alive(pid),
       2 * ttl * 1000 + FLUSH_MS + 15_000,
       "the VM left by the killed jitsu to be stopped",

@@ -4,15 +4,19 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
-import { dig, freePort, queryMany, run, startCli, tempDir, type CliProcess } from "../support/index.js";
+import {
+  DEMO_SERVICE,
+  countMatches,
+  dig,
+  freePort,
+  localArgs,
+  queryMany,
+  run,
+  startCli,
+  tempDir,
+  type CliProcess,
+} from "../support/index.js";
 import { httpGet } from "../support/http.js";
-
-const SERVICE = fileURLToPath(new URL("../../scripts/demo-service.js", import.meta.url));
-
-function count(text: string, pattern: RegExp): number {
-  return (text.match(new RegExp(pattern.source, "g")) ?? []).length;
-}
 
 describe("jitsu with the process backend (e2e)", () => {
   let dns: number;
@@ -25,19 +29,10 @@ describe("jitsu with the process backend (e2e)", () => {
     dns = await freePort();
     http = await freePort();
     cli = startCli([
-      "-x",
-      "process",
-      "-l",
-      String(dns),
-      "-f",
-      "0.0.0.0",
+      ...localArgs(dns, dir.path),
       "-t",
       "1",
-      "-d",
-      "0",
-      "--state-dir",
-      dir.path,
-      `dns=www.jitsu.test,dns=alias.jitsu.test,ip=127.0.0.1,ip=::1,name=www,exec='${process.execPath}' '${SERVICE}' 127.0.0.1 ${http} www 0.3,ready=http://127.0.0.1:${http}/`,
+      `dns=www.jitsu.test,dns=alias.jitsu.test,ip=127.0.0.1,ip=::1,name=www,exec='${process.execPath}' '${DEMO_SERVICE}' 127.0.0.1 ${http} www 0.3,ready=http://127.0.0.1:${http}/`,
     ]);
     await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+/);
   });
@@ -105,7 +100,7 @@ describe("jitsu with the process backend (e2e)", () => {
     await cli.waitFor(/Stopping VM 'www'/, 20_000);
     await cli.waitFor(/VM 'www' (is )?(stopped|off)/i, 20_000).catch(() => undefined);
     await assert.rejects(httpGet(http));
-    const startsBefore = count(cli.output(), /Starting VM 'www'/);
+    const startsBefore = countMatches(cli.output(), /Starting VM 'www'/);
     // 200 concurrent queries from 200 source ports, plus a few real digs.
     const [answers, digs] = await Promise.all([
       queryMany(dns, "www.jitsu.test", 200),
@@ -116,7 +111,7 @@ describe("jitsu with the process backend (e2e)", () => {
       assert.equal(a.status, "NOERROR");
       assert.equal(a.answers[0]?.data, "127.0.0.1");
     }
-    assert.equal(count(cli.output(), /Starting VM 'www'/) - startsBefore, 1, cli.output());
+    assert.equal(countMatches(cli.output(), /Starting VM 'www'/) - startsBefore, 1, cli.output());
     assert.match(await httpGet(http), /Hello from 'www'/);
   });
 });
@@ -128,14 +123,7 @@ describe("jitsu forwarding to an upstream (e2e)", () => {
     const port = await freePort();
     // The upstream is a second jitsu serving other.test (no VM process is needed to answer SOA).
     const upstream = startCli([
-      "-x",
-      "process",
-      "-l",
-      String(upPort),
-      "-f",
-      "0.0.0.0",
-      "--state-dir",
-      dir.path,
+      ...localArgs(upPort, dir.path),
       "dns=www.other.test,ip=192.0.2.7,name=o,exec=true",
     ]);
     const front = startCli([
@@ -197,18 +185,8 @@ describe("jitsu shutdown (e2e)", () => {
     const dns = await freePort();
     const http = await freePort();
     const cli = startCli([
-      "-x",
-      "process",
-      "-l",
-      String(dns),
-      "-f",
-      "0.0.0.0",
-      "-d",
-      "0",
-      "--stop-on-exit",
-      "--state-dir",
-      dir.path,
-      `dns=svc.jitsu.test,ip=127.0.0.1,name=svc,exec='${process.execPath}' '${SERVICE}' 127.0.0.1 ${http} svc 0,ready=tcp:${http}`,
+      ...localArgs(dns, dir.path), // with --stop-on-exit
+      `dns=svc.jitsu.test,ip=127.0.0.1,name=svc,exec='${process.execPath}' '${DEMO_SERVICE}' 127.0.0.1 ${http} svc 0,ready=tcp:${http}`,
     ]);
     t.after(async () => {
       await cli.stop("SIGKILL");

@@ -7,11 +7,18 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { SqliteStore } from "../../src/store/index.js";
-import { alive, dig, freePort, startCli, tempDir, type CliProcess, killVmGroups } from "../support/index.js";
-
-const SERVICE = fileURLToPath(new URL("../../scripts/demo-service.js", import.meta.url));
+import {
+  DEMO_SERVICE,
+  alive,
+  dig,
+  freePort,
+  localArgs,
+  startCli,
+  tempDir,
+  type CliProcess,
+  killVmGroups,
+} from "../support/index.js";
 
 let cli: CliProcess | undefined;
 let dir: Awaited<ReturnType<typeof tempDir>> | undefined;
@@ -29,25 +36,15 @@ it("SIGTERM during a cold start answers the waiting clients, then flushes, stops
   const closedPort = await freePort(); // nothing will ever listen here
   const db = join(dir.path, "state.db");
   cli = startCli([
-    "-x",
-    "process",
-    "-l",
-    String(dns),
-    "-f",
-    "0.0.0.0",
-    "-d",
-    "0",
+    ...localArgs(dns, dir.path), // with --stop-on-exit
     "--start-timeout",
     "4",
-    "--state-dir",
-    dir.path,
     "--persistdb",
     db,
-    "--stop-on-exit",
     // Boots in 2.5 s, then serves HTTP (its ready probe).
-    `dns=slow.jitsu.test,ip=127.0.0.1,name=slow,exec='${process.execPath}' '${SERVICE}' 127.0.0.1 ${slowPort} slow 2.5,ready=http://127.0.0.1:${slowPort}/`,
+    `dns=slow.jitsu.test,ip=127.0.0.1,name=slow,exec='${process.execPath}' '${DEMO_SERVICE}' 127.0.0.1 ${slowPort} slow 2.5,ready=http://127.0.0.1:${slowPort}/`,
     // Runs, but would serve only after an hour: never ready.
-    `dns=never.jitsu.test,ip=127.0.0.2,name=never,exec='${process.execPath}' '${SERVICE}' 127.0.0.1 ${closedPort} never 3600,ready=tcp:127.0.0.1:${closedPort}`,
+    `dns=never.jitsu.test,ip=127.0.0.2,name=never,exec='${process.execPath}' '${DEMO_SERVICE}' 127.0.0.1 ${closedPort} never 3600,ready=tcp:127.0.0.1:${closedPort}`,
   ]);
   await cli.waitFor(/Starting server on/);
 

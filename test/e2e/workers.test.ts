@@ -15,6 +15,7 @@ import { getMetrics, getStatus } from "../support/http.js";
 import {
   CLI,
   alive,
+  countMatches,
   dig,
   freePort,
   localArgs,
@@ -24,6 +25,7 @@ import {
   tempDir,
   type CliProcess,
   killVmGroups,
+  yamlVm,
 } from "../support/index.js";
 
 /** The pids of a primary's DNS workers, from /proc (its children running the worker entry). */
@@ -46,15 +48,6 @@ function workerPids(primary: number): number[] {
         return false;
       }
     });
-}
-
-function count(text: string, pattern: RegExp): number {
-  return (text.match(new RegExp(pattern.source, "g")) ?? []).length;
-}
-
-/** A VM that is just a long-running node process: cheap to start, killed with its group. */
-function vm(name: string, ip: string): string {
-  return `  - name: ${name}\n    dns: ${name}.jitsu.test\n    ip: ${ip}\n    exec: ${process.execPath} -e "setInterval(() => {}, 1000)"\n`;
 }
 
 /** A VM whose program does not exist: every start fails. */
@@ -97,7 +90,7 @@ describe("--workers 3 (e2e)", () => {
     dns = await freePort();
     http = await freePort();
     file = join(dir.path, "jitsu.yaml");
-    await writeFile(file, header() + vm("www", "127.0.0.1") + BAD_VM);
+    await writeFile(file, header() + yamlVm("www", "127.0.0.1") + BAD_VM);
     // workers: 3 comes from the file, as any long option may.
     cli = startCli(["--config", file]);
     await cli.waitFor(/Serving \/status/, 30_000);
@@ -114,7 +107,7 @@ describe("--workers 3 (e2e)", () => {
     const out = cli.output();
     assert.match(out, new RegExp(`Starting server on 127\\.0\\.0\\.1:${dns}\\.\\.\\.`));
     assert.match(out, /Serving DNS with 3 workers/);
-    assert.equal(count(out, /Starting server on/), 1);
+    assert.equal(countMatches(out, /Starting server on/), 1);
     assert.equal(workerPids(cli.child.pid!).length, 3);
   });
 
@@ -122,7 +115,7 @@ describe("--workers 3 (e2e)", () => {
     const answers = await queryMany(dns, "www.jitsu.test", 50);
     wwwQueries += 50;
     assert.equal(answers.filter((a) => a === "127.0.0.1").length, 50, answers.join(" "));
-    assert.equal(count(cli.output(), /Starting VM 'www'/), 1, cli.output());
+    assert.equal(countMatches(cli.output(), /Starting VM 'www'/), 1, cli.output());
   });
 
   it("answers a ready VM over UDP and TCP", async () => {
@@ -198,7 +191,7 @@ describe("--workers 3 (e2e)", () => {
   });
 
   it("keeps a VM queried through the workers running, and stops it 2 x TTL after the last query", async () => {
-    const stopsBefore = count(cli.output(), /Stopping VM 'www'/);
+    const stopsBefore = countMatches(cli.output(), /Stopping VM 'www'/);
     // Bounded: 7 s of queries, at most 40, crossing at least one reaper pass (every 5 s).
     const until = Date.now() + 7000;
     for (let i = 0; i < 40 && Date.now() < until; i++) {
@@ -208,7 +201,7 @@ describe("--workers 3 (e2e)", () => {
       await sleep(300);
     }
     const last = Date.now();
-    assert.equal(count(cli.output(), /Stopping VM 'www'/), stopsBefore, cli.output());
+    assert.equal(countMatches(cli.output(), /Stopping VM 'www'/), stopsBefore, cli.output());
     await cli.waitFor(/Stopping VM 'www' \(destroy\) after \d+ s idle/, 20_000);
     assert.ok(Date.now() - last >= 2000, "stopped before 2 x TTL");
     await cli.waitFor(/VM 'www' stopped/, 10_000);
@@ -218,7 +211,7 @@ describe("--workers 3 (e2e)", () => {
   });
 
   it("SIGHUP reloads --config and every worker serves the new name", async () => {
-    await writeFile(file, header() + vm("www", "127.0.0.1") + BAD_VM + vm("fresh", "127.0.0.2"));
+    await writeFile(file, header() + yamlVm("www", "127.0.0.1") + BAD_VM + yamlVm("fresh", "127.0.0.2"));
     cli.child.kill("SIGHUP");
     await cli.waitFor(/Reloaded '.*jitsu\.yaml': 3 VMs/, 20_000);
     // A worker still on the old zone would forward the name (the upstream says 192.0.2.7).
@@ -230,7 +223,7 @@ describe("--workers 3 (e2e)", () => {
         ["127.0.0.2"],
       );
     }
-    assert.equal(count(cli.output(), /Starting VM 'fresh'/), 1);
+    assert.equal(countMatches(cli.output(), /Starting VM 'fresh'/), 1);
   });
 
   it("replaces a worker killed with SIGKILL, and DNS keeps answering", async () => {

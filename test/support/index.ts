@@ -1,6 +1,7 @@
 /**
- * What E2E tests share: free loopback ports, real DNS clients (dig, kdig), and
- * the built CLI run as a child process that is always killed afterwards.
+ * What tests that run jitsu share: free loopback ports, temp dirs, real DNS
+ * clients (dig, raw UDP), polling, and the built CLI run as a child process
+ * that is always killed afterwards.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createSocket } from "node:dgram";
@@ -12,6 +13,12 @@ import { fileURLToPath } from "node:url";
 
 /** dist/src/cli/main.js, from dist/test/support/index.js. */
 export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+
+/**
+ * dist/scripts/demo-service.js: a VM program for the process backend that
+ * serves HTTP (argv: HOST PORT NAME BOOT-SECONDS).
+ */
+export const DEMO_SERVICE = fileURLToPath(new URL("../../scripts/demo-service.js", import.meta.url));
 
 /** A port free for both UDP and TCP on 127.0.0.1 (DNS listens on both). */
 export async function freePort(host = "127.0.0.1"): Promise<number> {
@@ -138,9 +145,10 @@ export interface CliProcess {
 /**
  * The usual start of a test's command line: the process backend answering on
  * 127.0.0.1:`port`, no forwarding (never the machine's resolver), no response
- * delay, VMs' pid files in `stateDir` and stopped when jitsu exits.
+ * delay, VMs' pid files in `stateDir` and stopped when jitsu exits (unless
+ * `stopOnExit` is false: a test of what outlives jitsu).
  */
-export function localArgs(port: number, stateDir: string): string[] {
+export function localArgs(port: number, stateDir: string, { stopOnExit = true } = {}): string[] {
   return [
     "-x",
     "process",
@@ -152,8 +160,18 @@ export function localArgs(port: number, stateDir: string): string[] {
     "0",
     "--state-dir",
     stateDir,
-    "--stop-on-exit",
+    ...(stopOnExit ? ["--stop-on-exit"] : []),
   ];
+}
+
+/** A VM entry of a YAML config file (under `vms:`): name.jitsu.test, a process that idles. */
+export function yamlVm(name: string, ip: string): string {
+  return `  - name: ${name}\n    dns: ${name}.jitsu.test\n    ip: ${ip}\n    exec: ${process.execPath} -e "setInterval(() => {}, 1000)"\n`;
+}
+
+/** How many times `pattern` occurs in `text` (jitsu's output, say). */
+export function countMatches(text: string, pattern: RegExp): number {
+  return (text.match(new RegExp(pattern.source, "g")) ?? []).length;
 }
 
 /** Starts the built CLI with `args`; `t.after(() => cli.stop())` is the caller's job. */
@@ -217,6 +235,19 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** Waits until `check` is true, polling every 20 ms, or fails after `ms` naming `what`. */
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  ms: number,
+  what: string,
+): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /**
  * SIGKILLs the process group of every VM a jitsu started, found by its log
  * lines ("Started process PID for VM ..."): cleanup after a test, whatever
@@ -276,7 +307,7 @@ export async function queryMany(
 }
 
 /** Sends raw bytes over UDP and resolves with the reply, or null if none came within `timeoutMs`. */
-export function sendRaw(port: number, bytes: Buffer, timeoutMs = 1000): Promise<Buffer | null> {
+export function sendRaw(port: number, bytes: Buffer, timeoutMs = 1500): Promise<Buffer | null> {
   return new Promise((resolve) => {
     const sock = createSocket("udp4");
     const timer = setTimeout(() => {

@@ -6,18 +6,16 @@ import type { BackendEvent, VmRef } from "../../../src/backends/contract.js";
 import { ProcessBackend, processBackend, splitCommandLine } from "../../../src/backends/process/index.js";
 import { BackendError, ConfigError } from "../../../src/errors/index.js";
 import {
-  alive,
   backendOptions,
   captureLog,
-  freePort,
   httpGet,
   killGroup,
   makeFixture,
   processSpec,
-  waitFor,
   type CapturedLog,
   type Fixture,
 } from "./fixtures.js";
+import { alive, freePort, waitFor } from "../../support/index.js";
 
 describe("splitCommandLine", () => {
   it("splits on spaces and honours quotes and backslashes", () => {

@@ -1,9 +1,10 @@
 /**
  * Real processes for the process backend's tests: a small HTTP server script
  * on a free 127.0.0.1 port, and helpers to build specs and capture logs.
+ * Free ports, alive(pid) and waitFor come from test/support.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer, request } from "node:http";
+import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
@@ -60,18 +61,6 @@ export async function makeFixture(): Promise<Fixture> {
   return { dir, server, exit, parent, remove: () => rm(dir, { recursive: true, force: true }) };
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const address = srv.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 /** GET http://127.0.0.1:PORT/ with a short timeout: the body, or null when nothing answers. */
 export function httpGet(port: number, timeoutMs = 500): Promise<string | null> {
   return new Promise((resolve) => {
@@ -112,28 +101,6 @@ export function captureLog(): CapturedLog {
 
 export function backendOptions(log: Logger, dir: string): BackendOptions {
   return { connect: "", stateDir: dir, settings: {}, log, clock: systemClock };
-}
-
-/** Waits until `check` is true, polling every 20 ms, or fails after `ms`. */
-export async function waitFor(
-  check: () => boolean | Promise<boolean>,
-  ms: number,
-  what: string,
-): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Kills a whole process group, ignoring one that is gone already. */

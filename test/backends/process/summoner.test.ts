@@ -13,14 +13,13 @@ import { Summoner } from "../../../src/summoner/index.js";
 import {
   backendOptions,
   captureLog,
-  freePort,
   httpGet,
   killGroup,
   makeFixture,
   processSpec,
-  waitFor,
   type Fixture,
 } from "./fixtures.js";
+import { freePort, waitFor } from "../../support/index.js";
 import { summonerOptions } from "../../support/summoner.js";
 
 describe("summoner + process backend + http probe", () => {

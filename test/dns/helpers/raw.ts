@@ -1,23 +1,5 @@
-/** Raw packets to a test server: what dig will not send. */
-import dgram from "node:dgram";
+/** Raw packets over TCP to a test server: what dig will not send (over UDP: sendRaw in test/support). */
 import net from "node:net";
-
-/** Sends one datagram and resolves with the first reply, or null after `waitMs`. */
-export function udpExchange(port: number, packet: Buffer, waitMs = 1500): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    const sock = dgram.createSocket("udp4");
-    const timer = setTimeout(() => {
-      sock.close();
-      resolve(null);
-    }, waitMs);
-    sock.on("message", (msg) => {
-      clearTimeout(timer);
-      sock.close();
-      resolve(msg);
-    });
-    sock.send(packet, port, "127.0.0.1");
-  });
-}
 
 /** Opens a TCP connection and collects length-prefixed messages as they arrive. */
 export async function tcpClient(port: number): Promise<{
