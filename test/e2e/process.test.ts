@@ -126,18 +126,7 @@ describe("jitsu forwarding to an upstream (e2e)", () => {
       ...localArgs(upPort, dir.path),
       "dns=www.other.test,ip=192.0.2.7,name=o,exec=true",
     ]);
-    const front = startCli([
-      "-x",
-      "process",
-      "-l",
-      String(port),
-      "-f",
-      "127.0.0.1",
-      "-p",
-      String(upPort),
-      "--state-dir",
-      dir.path,
-    ]);
+    const front = startCli(localArgs(port, dir.path, { upstream: upPort }));
     t.after(async () => {
       await front.stop();
       await upstream.stop();
@@ -157,18 +146,7 @@ describe("jitsu forwarding to an upstream (e2e)", () => {
     const dir = await tempDir();
     const silent = await freePort();
     const port = await freePort();
-    const front = startCli([
-      "-x",
-      "process",
-      "-l",
-      String(port),
-      "-f",
-      "127.0.0.1",
-      "-p",
-      String(silent),
-      "--state-dir",
-      dir.path,
-    ]);
+    const front = startCli(localArgs(port, dir.path, { upstream: silent }));
     t.after(async () => {
       await front.stop();
       await dir.remove();

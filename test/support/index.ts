@@ -144,18 +144,22 @@ export interface CliProcess {
 
 /**
  * The usual start of a test's command line: the process backend answering on
- * 127.0.0.1:`port`, no forwarding (never the machine's resolver), no response
- * delay, VMs' pid files in `stateDir` and stopped when jitsu exits (unless
- * `stopOnExit` is false: a test of what outlives jitsu).
+ * 127.0.0.1:`port`, no forwarding (never the machine's resolver) or forwarding
+ * to 127.0.0.1:`upstream`, no response delay, VMs' pid files in `stateDir`
+ * and stopped when jitsu exits (unless `stopOnExit` is false: a test of what
+ * outlives jitsu).
  */
-export function localArgs(port: number, stateDir: string, { stopOnExit = true } = {}): string[] {
+export function localArgs(
+  port: number,
+  stateDir: string,
+  { stopOnExit = true, upstream }: { stopOnExit?: boolean; upstream?: number } = {},
+): string[] {
   return [
     "-x",
     "process",
     "-l",
     String(port),
-    "-f",
-    "0.0.0.0",
+    ...(upstream === undefined ? ["-f", "0.0.0.0"] : ["-f", "127.0.0.1", "-p", String(upstream)]),
     "-d",
     "0",
     "--state-dir",
