@@ -19,7 +19,7 @@ import type { DnsCountersView, StatusServer } from "../http/index.js";
 import type { ClusterPrimary } from "../cluster/index.js";
 import { MemoryStore, SqliteStore, type Store } from "../store/index.js";
 import { Summoner, formatStateSummary, formatStatsTable } from "../summoner/index.js";
-import { attachSynjitsu } from "../xen/synjitsu.js";
+import { attachSynjitsu } from "../synjitsu/index.js";
 import { version } from "./command.js";
 import type { Settings } from "./options.js";
 import { ConfigReloader } from "./reload.js";

@@ -314,16 +314,21 @@ function lookupSpec(uuid: string): VmSpec {
   };
 }
 
+/** What Synjitsu needs from the summoner (the Summoner class satisfies it). */
+export interface SummonerStarts {
+  /** Called when a backend start/resume/unpause returns. */
+  onStarted(listener: (label: string, ref: VmRef) => void): void;
+  /** The VMs as they are now (follows config reloads). */
+  status(): readonly SynjitsuVm[];
+}
+
 /**
  * Wiring for the CLI: when --synjitsu is given, notify Synjitsu of every
  * use_synjitsu VM the summoner starts. Returns the notifier (to close), or
  * undefined when Synjitsu is not configured.
  */
 export function attachSynjitsu(opts: {
-  summoner: {
-    onStarted(listener: (label: string, ref: VmRef) => void): void;
-    status(): readonly SynjitsuVm[];
-  };
+  summoner: SummonerStarts;
   backend: VmBackend;
   uuid: string | undefined;
   socketPath: string | undefined;

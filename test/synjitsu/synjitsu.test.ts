@@ -19,7 +19,7 @@ import {
   attachSynjitsu,
   findVchanSocketProxy,
   synjitsuMessage,
-} from "../../src/xen/synjitsu.js";
+} from "../../src/synjitsu/index.js";
 import { SynjitsuListenerDouble } from "../doubles/synjitsu.js";
 import { readXlState } from "../doubles/xl.js";
 import { XL_DOUBLE, libxlSpec, xenFixture, type XenFixture } from "../doubles/xen-fixture.js";
