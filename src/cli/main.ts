@@ -4,7 +4,7 @@
  * Jitsu), start serving, and shut down cleanly on SIGINT/SIGTERM.
  */
 // First: V8 heap settings, before the other modules allocate.
-import "./heap.js";
+import "../runtime/heap.js";
 import { CommanderError } from "commander";
 import { describeError, JitsuError, UsageError } from "../errors/index.js";
 import { parseArgs } from "./command.js";

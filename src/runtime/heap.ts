@@ -1,6 +1,7 @@
 /**
- * V8 heap tuning for the jitsu binary, imported first by main.ts (so before
- * the other modules run; tests that start jitsu in-process do not get it).
+ * V8 heap tuning for the jitsu processes, imported first by both entry points,
+ * cli/main.ts and cluster/worker-main.ts (so before the other modules run;
+ * tests that start jitsu in-process do not get it).
  *
  * V8 doubles the young generation, up to two semi-spaces of 16 MB, whenever
  * enough objects survive its scavenges. Start-up with many VMs builds only
