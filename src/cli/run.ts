@@ -14,7 +14,7 @@ import {
 } from "../config/index.js";
 import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
 import { describeError } from "../errors/index.js";
-import { createLogger, perVmLevel, type Logger } from "../log/index.js";
+import { createLogger, perVmLevel, redactUri, type Logger } from "../log/index.js";
 import type { DnsCountersView, StatusServer } from "../http/index.js";
 import type { ClusterPrimary } from "../cluster/index.js";
 import { MemoryStore, SqliteStore, type Store } from "../store/index.js";
@@ -97,7 +97,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     deps.store ??
     (settings.persistdb === undefined ? new MemoryStore() : SqliteStore.open(settings.persistdb));
   // The URI may carry a password (xapi: https://USER:PASSWORD@HOST): never print it.
-  const shownUri = settings.connect.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, "$1:***@");
+  const shownUri = redactUri(settings.connect);
   if (settings.backend === "libvirt" || settings.backend === "xapi") log.info(`Connecting to ${shownUri}...`);
   const backend = factory.create({
     connect: settings.connect,

@@ -23,6 +23,15 @@ export function perVmLevel(vms: number): "info" | "debug" {
   return vms > PER_VM_LINES_MAX ? "debug" : "info";
 }
 
+/**
+ * A URI given on the command line with its password hidden, for anything we
+ * print (log lines, error messages): `https://root:secret@host/` becomes
+ * `https://root:***@host/`; a URI without a password is returned as it is.
+ */
+export function redactUri(uri: string): string {
+  return uri.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, "$1:***@");
+}
+
 export interface LoggerOptions {
   level: LogLevel;
   format: LogFormat;

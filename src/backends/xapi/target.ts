@@ -4,6 +4,7 @@
  * JITSU_XAPI_PASSWORD. `display` is what messages show: never the password.
  */
 import { UsageError } from "../../errors/index.js";
+import { redactUri } from "../../log/index.js";
 
 export interface XapiTarget {
   /** The endpoint, without user info or jitsu's own query parameters. */
@@ -20,11 +21,6 @@ const DEFAULT_TIMEOUT_S = 300;
 
 function truthy(v: string | undefined): boolean {
   return v !== undefined && /^(1|true|yes|on)$/i.test(v.trim());
-}
-
-/** Hides the password of a URI given on the command line, for error messages. */
-export function redactUri(uri: string): string {
-  return uri.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, "$1:***@");
 }
 
 export function parseXapiTarget(connect: string, env: NodeJS.ProcessEnv = process.env): XapiTarget {

@@ -12,11 +12,10 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import type { BackendEvent, VmBackend, VmRef } from "../../../src/backends/contract.js";
 import { xapiBackend, XAPI_KEYS, XenApiFailure } from "../../../src/backends/xapi/index.js";
-import { redactUri } from "../../../src/backends/xapi/target.js";
 import { systemClock } from "../../../src/clock/index.js";
 import { buildVmSpec, parseConfigString, type VmSpec } from "../../../src/config/index.js";
 import { BackendError, ConfigError, UsageError } from "../../../src/errors/index.js";
-import { createLogger, silentLogger } from "../../../src/log/index.js";
+import { createLogger, redactUri, silentLogger } from "../../../src/log/index.js";
 import { XapiServerDouble } from "../../doubles/xapi-server.js";
 
 const PASSWORD = "s3cret-pw!";
