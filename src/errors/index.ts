@@ -4,8 +4,7 @@
  * Errors from outside (libvirt, XenAPI, xl, QMP) keep their own code and text
  * in `cause` / `detail`.
  */
-export type JitsuErrorCode =
-  "ERR_CONFIG" | "ERR_USAGE" | "ERR_BACKEND" | "ERR_DNS_FORMAT" | "ERR_START_TIMEOUT" | "ERR_STORE";
+export type JitsuErrorCode = "ERR_CONFIG" | "ERR_USAGE" | "ERR_BACKEND" | "ERR_START_TIMEOUT" | "ERR_STORE";
 
 export class JitsuError extends Error {
   readonly code: JitsuErrorCode;
@@ -68,13 +67,6 @@ export class BackendError extends JitsuError {
     this.backend = backend;
     this.vm = context.vm;
     this.detail = context.detail;
-  }
-}
-
-/** A DNS message that cannot be decoded. `rcode` is what to answer, if anything. */
-export class DnsFormatError extends JitsuError {
-  constructor(message: string) {
-    super("ERR_DNS_FORMAT", message);
   }
 }
 
