@@ -77,6 +77,15 @@ export class StartTimeoutError extends JitsuError {
   }
 }
 
+/** A persistent-state problem (--persistdb); the message names the database file and what to do. */
+export class StoreError extends JitsuError {
+  readonly path: string;
+  constructor(path: string, message: string, options?: { cause?: unknown }) {
+    super("ERR_STORE", `state database '${path}': ${message}`, options);
+    this.path = path;
+  }
+}
+
 /** Turns anything thrown into a one-line message for a user. */
 export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message.split("\n")[0] ?? String(err);

@@ -1,3 +1,3 @@
 export type { Store, VmRecord } from "./contract.js";
 export { MemoryStore } from "./memory.js";
-export { SqliteStore, StoreError, type SqliteStoreOptions } from "./sqlite.js";
+export { SqliteStore, type SqliteStoreOptions } from "./sqlite.js";

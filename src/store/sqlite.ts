@@ -16,17 +16,8 @@ import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { createRequire } from "node:module";
 import type Database from "better-sqlite3";
-import { JitsuError } from "../errors/index.js";
+import { StoreError } from "../errors/index.js";
 import type { Store, VmRecord } from "./contract.js";
-
-/** A persistent-state problem; the message names the database file and what to do. */
-export class StoreError extends JitsuError {
-  readonly path: string;
-  constructor(path: string, message: string, options?: { cause?: unknown }) {
-    super("ERR_STORE", `state database '${path}': ${message}`, options);
-    this.path = path;
-  }
-}
 
 /** 'JITS' in PRAGMA application_id marks a database as jitsu's (see sqlite.org/fileformat.html §1.3.16). */
 export const APPLICATION_ID = 0x4a495453;

@@ -6,14 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import Database from "better-sqlite3";
+import { StoreError } from "../../src/errors/index.js";
 import type { VmRecord } from "../../src/store/index.js";
-import {
-  APPLICATION_ID,
-  MIGRATIONS,
-  SqliteStore,
-  StoreError,
-  type Migration,
-} from "../../src/store/sqlite.js";
+import { APPLICATION_ID, MIGRATIONS, SqliteStore, type Migration } from "../../src/store/sqlite.js";
 
 async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "jitsu-sqlite-"));
