@@ -64,6 +64,32 @@ export interface VmBackend {
   close(): Promise<void>;
 }
 
+/** The optional VmBackend methods; a backend's factory declares which of them its instances have. */
+export const OPTIONAL_METHODS = [
+  "domainId",
+  "macs",
+  "addresses",
+  "waitForKey",
+  "onEvent",
+] as const satisfies readonly (keyof VmBackend)[];
+export type OptionalMethod = (typeof OPTIONAL_METHODS)[number];
+
+/**
+ * What a backend can do: the one declaration, on its factory. The CLI checks
+ * -m and every VM against it at start-up and on reload (capabilities.ts); a
+ * test checks that each backend's instances have exactly these methods.
+ */
+export interface BackendCapabilities {
+  /** The -m/--mode values its `stop` takes. */
+  readonly stopModes: ReadonlySet<StopMode>;
+  /**
+   * Its optional methods: `addresses` (then `ip` may be omitted), `waitForKey`
+   * (then `wait_for_key` may be given), `domainId` and `macs` (Synjitsu,
+   * xenstore), `onEvent` (changes made behind our back).
+   */
+  readonly optional: ReadonlySet<OptionalMethod>;
+}
+
 /** How a backend is described and made; `jitsu --help` and validation read the same `keys`. */
 export interface BackendFactory {
   readonly name: string;
@@ -71,8 +97,8 @@ export interface BackendFactory {
   readonly summary: string;
   /** The backend's own CONFIG keys (the common ones are added by config/). */
   readonly keys: readonly KeySpec[];
-  readonly stopModes: ReadonlySet<StopMode>;
-  /** Whether `ip` may be omitted because the backend finds the address itself. */
-  readonly discoversAddresses: boolean;
+  /** Whether it talks to the hypervisor at -c/--connect (a libvirt URI, a XAPI URL); others ignore -c. */
+  readonly connects: boolean;
+  readonly capabilities: BackendCapabilities;
   create(options: BackendOptions): VmBackend;
 }

@@ -40,7 +40,7 @@ export function configHelp(backends: readonly BackendFactory[]): string {
     keySection("COMMON CONFIGURATION (every backend)", COMMON_KEYS),
     ...backends.map((b) =>
       keySection(
-        `${b.name.toUpperCase()} CONFIGURATION (-x ${b.name}; stop modes: ${[...b.stopModes].join(", ")})\n${wrap(b.summary, 4)}\n`,
+        `${b.name.toUpperCase()} CONFIGURATION (-x ${b.name}; stop modes: ${[...b.capabilities.stopModes].join(", ")})\n${wrap(b.summary, 4)}\n`,
         b.keys,
       ),
     ),

@@ -5,7 +5,7 @@
  * specs (added VMs resolved, removed ones left as they are, changed ones
  * updated) and, in the same turn of the event loop, the DNS server the new zone.
  */
-import type { BackendFactory } from "../backends/index.js";
+import { specOptions, type BackendFactory } from "../backends/index.js";
 import {
   buildFileSpecs,
   checkUniqueNames,
@@ -48,11 +48,7 @@ export class ConfigReloader {
     let specs: VmSpec[];
     try {
       file = readConfigFile(path, fileOptionSpecs());
-      const fromFile = buildFileSpecs(file, {
-        backendKeys: factory.keys,
-        backendName: factory.name,
-        discoversAddresses: factory.discoversAddresses,
-      });
+      const fromFile = buildFileSpecs(file, specOptions(factory));
       specs = [...this.opts.cliSpecs, ...fromFile];
       checkUniqueNames(specs);
     } catch (err) {

@@ -3,7 +3,7 @@
  * stats table and signals. `startJitsu` is what the binary runs; tests call it
  * in-process too.
  */
-import { findBackend, type VmBackend } from "../backends/index.js";
+import { checkStopMode, findBackend, specOptions, type VmBackend } from "../backends/index.js";
 import { systemClock, type Clock } from "../clock/index.js";
 import {
   buildFileSpecs,
@@ -50,14 +50,9 @@ export interface StartDeps {
   readonly store?: Store;
 }
 
-/** Parses every CONFIG string against the chosen backend's keys. */
+/** Parses every CONFIG string against the chosen backend's keys and what it can do. */
 export function buildSpecs(configs: readonly string[], backendName: string): VmSpec[] {
-  const factory = findBackend(backendName);
-  const opts = {
-    backendKeys: factory.keys,
-    backendName: factory.name,
-    discoversAddresses: factory.discoversAddresses,
-  };
+  const opts = specOptions(findBackend(backendName));
   const specs: VmSpec[] = [];
   for (let i = 0; i < configs.length; i++) {
     const source = `CONFIG #${i + 1}`;
@@ -75,21 +70,10 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   const specs =
     settings.file === undefined
       ? cliSpecs
-      : [
-          ...cliSpecs,
-          ...buildFileSpecs(settings.file, {
-            backendKeys: factory.keys,
-            backendName: factory.name,
-            discoversAddresses: factory.discoversAddresses,
-          }),
-        ];
+      : [...cliSpecs, ...buildFileSpecs(settings.file, specOptions(factory))];
   // buildSpecs checked the command line's VMs; with a file, check them together.
   if (settings.file !== undefined) checkUniqueNames(specs);
-  if (!factory.stopModes.has(settings.mode)) {
-    throw new Error(
-      `option '--mode': the ${factory.name} backend cannot ${settings.mode} VMs (it can: ${[...factory.stopModes].join(", ")})`,
-    );
-  }
+  checkStopMode(factory, settings.mode);
   if (specs.length === 0) log.warn("No VMs configured: every query is forwarded");
 
   // --persistdb: opened before anything runs, so a locked or corrupt database stops us at once.
@@ -98,7 +82,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     (settings.persistdb === undefined ? new MemoryStore() : SqliteStore.open(settings.persistdb));
   // The URI may carry a password (xapi: https://USER:PASSWORD@HOST): never print it.
   const shownUri = redactUri(settings.connect);
-  if (settings.backend === "libvirt" || settings.backend === "xapi") log.info(`Connecting to ${shownUri}...`);
+  if (factory.connects) log.info(`Connecting to ${shownUri}...`);
   const backend = factory.create({
     connect: settings.connect,
     stateDir: settings.stateDir,

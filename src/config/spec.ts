@@ -90,8 +90,12 @@ export interface BuildSpecOptions {
   /** The backend's own keys (name, uuid, kernel, ...). */
   readonly backendKeys: readonly KeySpec[];
   readonly backendName: string;
-  /** Whether the backend can find a VM's address itself (then `ip` is optional). */
-  readonly discoversAddresses: boolean;
+  /**
+   * What the backend can do, checked on each VM built (a ConfigError): `ip`
+   * omitted where it cannot discover addresses, for one. src/backends
+   * `specOptions(factory)` gives its keys, name and this check together.
+   */
+  readonly check?: (spec: VmSpec) => void;
 }
 
 const knownKeyLists = new WeakMap<readonly KeySpec[], readonly KeySpec[]>();
@@ -147,15 +151,6 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
   validate(options, knownKeys(opts.backendKeys), opts.backendName);
 
   const ips = ipText === undefined ? NONE : Object.freeze(ipText.map((v) => parseIp(v).address));
-  if (ips.length === 0 && !opts.discoversAddresses) {
-    throw new ConfigError(
-      `required key is missing (the ${opts.backendName} backend cannot discover addresses)`,
-      {
-        vm: label,
-        key: "ip",
-      },
-    );
-  }
   const ready =
     readyText === undefined
       ? NONE
@@ -166,7 +161,7 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
             throw new ConfigError((err as Error).message, { vm: label, key: "ready" });
           }
         });
-  return {
+  const spec: VmSpec = {
     label,
     name,
     uuid,
@@ -178,6 +173,8 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
     ready,
     options,
   };
+  opts.check?.(spec);
+  return spec;
 }
 
 /** Duplicate DNS names across VMs are an error that names both VMs. */

@@ -207,7 +207,33 @@ describe("the jitsu binary", () => {
       "0.0.0.0",
       "dns=www.example.org,ip=10.0.0.1,name=www,exec=true",
     ]);
-    assert.equal(res.code, 1);
+    assert.equal(res.code, 2, "a usage error");
     assert.match(res.stderr, /option '--mode': the process backend cannot save VMs/);
+  });
+
+  it("a key the backend cannot honour is rejected at start-up", async () => {
+    const res = await run(process.execPath, [
+      CLI,
+      "-x",
+      "process",
+      "-f",
+      "0.0.0.0",
+      "dns=www.example.org,ip=10.0.0.1,name=www,exec=true,wait_for_key=data/ready",
+    ]);
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /VM 'www', key 'wait_for_key': the process backend cannot wait for keys/);
+    const noIp = await run(process.execPath, [
+      CLI,
+      "-x",
+      "process",
+      "-f",
+      "0.0.0.0",
+      "dns=www.example.org,exec=true",
+    ]);
+    assert.equal(noIp.code, 1);
+    assert.match(
+      noIp.stderr,
+      /VM 'www.example.org', key 'ip': required key is missing \(the process backend cannot discover addresses\)/,
+    );
   });
 });

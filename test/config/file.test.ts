@@ -27,7 +27,6 @@ const OPTIONS: FileOptionSpec[] = [
 
 const BUILD: BuildSpecOptions = {
   backendName: "process",
-  discoversAddresses: false,
   backendKeys: [
     { key: "name", type: "string", doc: "" },
     { key: "command", type: "string", required: true, doc: "" },

@@ -16,6 +16,7 @@ import {
   parseSize,
   parseTuple,
   type KeySpec,
+  type VmSpec,
 } from "../../src/config/index.js";
 import { ConfigError } from "../../src/errors/index.js";
 
@@ -27,11 +28,11 @@ const KEYS: readonly KeySpec[] = [
   { key: "nic", type: "string", repeatable: true, doc: "" },
   { key: "memory", type: "size-kib", doc: "" },
 ];
-const build = (text: string, keys = KEYS, discovers = false) =>
+const build = (text: string, keys = KEYS, check?: (spec: VmSpec) => void) =>
   buildVmSpec(parseConfigString(text, "CONFIG #1"), "CONFIG #1", {
     backendKeys: keys,
     backendName: "test",
-    discoversAddresses: discovers,
+    check,
   });
 
 describe("CONFIG grammar", () => {
@@ -117,7 +118,6 @@ describe("VmSpec validation", () => {
     ],
     ["dns=www.example.org,ip=10.0.0.1,name=www,name=web", /VM 'web', key 'name': given more than once/],
     ["ip=10.0.0.1,name=www", /VM 'www', key 'dns': required key is missing/],
-    ["dns=www.example.org,name=www", /VM 'www', key 'ip': required key is missing/],
     ["dns=www.example.org,ip=10.0.0.1,name=www,response_delay=-1", /VM 'www', key 'response_delay'/],
     ["dns=www.example.org,ip=10.0.0.1,name=www,ready=udp:53", /VM 'www', key 'ready': expected tcp:PORT/],
     ["dns=www.example.org,ip=10.0.0.1,name=www,memory=lots", /VM 'www', key 'memory': expected a size/],
@@ -147,8 +147,20 @@ describe("VmSpec validation", () => {
     );
   });
 
-  it("lets `ip` be omitted when the backend discovers addresses", () => {
-    assert.deepEqual(build("dns=www.example.org,name=www", KEYS, true).ips, []);
+  it("leaves `ip` optional, and runs the backend's check on each VM built", () => {
+    // Whether a VM may go without `ip` is the backend's to say (src/backends checkVmSpec).
+    assert.deepEqual(build("dns=www.example.org,name=www").ips, []);
+    const seen: string[] = [];
+    const ok = build("dns=www.example.org,ip=10.0.0.1,name=www", KEYS, (spec) => seen.push(spec.label));
+    assert.deepEqual(seen, ["www"]);
+    assert.deepEqual(ok.ips, ["10.0.0.1"]);
+    assert.throws(
+      () =>
+        build("dns=www.example.org,name=www", KEYS, (spec) => {
+          throw new ConfigError("the test backend cannot discover addresses", { vm: spec.label, key: "ip" });
+        }),
+      /VM 'www', key 'ip': the test backend cannot discover addresses/,
+    );
   });
 
   it("rejects a DNS name used by two VMs, naming both", () => {

@@ -44,11 +44,10 @@ export function track<T>(p: Promise<T>): { settled: boolean; value?: T; error?: 
   return t;
 }
 
-export function spec(config: string, discoversAddresses = false): VmSpec {
+export function spec(config: string): VmSpec {
   return buildVmSpec(parseConfigString(config, "CONFIG #1"), "CONFIG #1", {
     backendKeys: [{ key: "name", type: "string", doc: "VM name" }],
     backendName: "test",
-    discoversAddresses,
   });
 }
 

@@ -69,6 +69,5 @@ export function libxlSpec(config: string): VmSpec {
   return buildVmSpec(parseConfigString(config, "CONFIG #1"), "CONFIG #1", {
     backendKeys: libxlBackend.keys,
     backendName: "libxl",
-    discoversAddresses: false,
   });
 }

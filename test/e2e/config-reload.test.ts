@@ -118,6 +118,15 @@ describe("--config with SIGHUP reload, --http and --http-token (e2e)", () => {
     await cli.waitFor(
       /Reload rejected, keeping the running configuration: config file '.*jitsu\.yaml': vms #2 \(new\): VM 'new', key 'ip': expected an IPv4 or IPv6 address, got '127\.0\.0\.300'/,
     );
+    // What the backend cannot do is checked on reload as at start-up.
+    await writeFile(
+      file,
+      header() + vm("www", "127.0.0.1") + vm("new", "127.0.0.4") + "    wait_for_key: data/ready\n",
+    );
+    cli.child.kill("SIGHUP");
+    await cli.waitFor(
+      /Reload rejected, keeping the running configuration: config file '.*jitsu\.yaml': vms #2 \(new\): VM 'new', key 'wait_for_key': the process backend cannot wait for keys/,
+    );
     await writeFile(file, "vms: [\n");
     cli.child.kill("SIGHUP");
     await cli.waitFor(

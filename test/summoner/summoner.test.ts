@@ -274,7 +274,7 @@ describe("Summoner", () => {
     Object.assign(backend, {
       addresses: async () => (++calls < 3 ? [] : ["192.0.2.7"]),
     });
-    const { clock, summoner } = await setup([spec("dns=www.example.org,name=www", true)], {}, backend);
+    const { clock, summoner } = await setup([spec("dns=www.example.org,name=www")], {}, backend);
     const answer = track(summoner.request("www") as Promise<readonly string[]>);
     await clock.advance(1000);
     assert.deepEqual(answer.value, ["192.0.2.7"]);

@@ -23,8 +23,11 @@ export const libvirtBackend: BackendFactory = {
       doc: "UUID of VM defined in libvirt (required, but optional if name is set)",
     },
   ],
-  stopModes: new Set<StopMode>(["destroy", "shutdown", "suspend", "pause", "save"]),
-  discoversAddresses: true,
+  connects: true,
+  capabilities: {
+    stopModes: new Set<StopMode>(["destroy", "shutdown", "suspend", "pause", "save"]),
+    optional: new Set(["domainId", "macs", "addresses", "onEvent"]),
+  },
   create(options) {
     let uri;
     try {

@@ -13,7 +13,10 @@ export const libxlBackend: BackendFactory = {
   summary:
     "Xen through the xl toolstack (xl create/pause/shutdown/destroy/save/restore; xenstore for rumprun and wait_for_key)",
   keys: LIBXL_KEYS,
-  stopModes: LIBXL_STOP_MODES,
-  discoversAddresses: false,
+  connects: false,
+  capabilities: {
+    stopModes: LIBXL_STOP_MODES,
+    optional: new Set(["domainId", "macs", "waitForKey"]),
+  },
   create: (options) => new LibxlBackend(options),
 };

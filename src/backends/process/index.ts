@@ -9,7 +9,7 @@ export const processBackend: BackendFactory = {
   name: "process",
   summary: "Local commands as VMs (each in its own process group; pause = SIGSTOP)",
   keys: PROCESS_KEYS,
-  stopModes: PROCESS_STOP_MODES,
-  discoversAddresses: false,
+  connects: false,
+  capabilities: { stopModes: PROCESS_STOP_MODES, optional: new Set(["onEvent"]) },
   create: (options) => new ProcessBackend(options),
 };

@@ -12,7 +12,7 @@ export const qemuBackend: BackendFactory = {
   summary:
     "QEMU microVMs booted from a kernel, controlled over QMP (pause = stop, suspend/save = memory to a file)",
   keys: QEMU_KEYS,
-  stopModes: QEMU_STOP_MODES,
-  discoversAddresses: false,
+  connects: false,
+  capabilities: { stopModes: QEMU_STOP_MODES, optional: new Set(["macs", "onEvent"]) },
   create: (options) => new QemuBackend(options),
 };

@@ -16,8 +16,11 @@ export const xapiBackend: BackendFactory = {
   summary:
     "XenServer / XCP-ng through the XenAPI: -c https://USER:PASSWORD@HOST (or http://HOST[:PORT]); credentials also from JITSU_XAPI_USER / JITSU_XAPI_PASSWORD",
   keys: XAPI_KEYS,
-  stopModes: XAPI_STOP_MODES,
-  discoversAddresses: false,
+  connects: true,
+  capabilities: {
+    stopModes: XAPI_STOP_MODES,
+    optional: new Set(["domainId", "macs", "waitForKey", "onEvent"]),
+  },
   create: (options) => new XapiBackend(options),
 };
 

@@ -36,7 +36,6 @@ export function spec(config: string, n = 1): VmSpec {
   return buildVmSpec(parseConfigString(config, `CONFIG #${n}`), `CONFIG #${n}`, {
     backendKeys: libvirtBackend.keys,
     backendName: "libvirt",
-    discoversAddresses: libvirtBackend.discoversAddresses,
   });
 }
 

@@ -49,7 +49,13 @@ test("the factory: name, keys of the original's LIBXL CONFIGURATION, stop modes"
       .sort(),
     ["kernel", "memory", "name"],
   );
-  assert.deepEqual([...libxlBackend.stopModes].sort(), ["destroy", "pause", "save", "shutdown", "suspend"]);
+  assert.deepEqual([...libxlBackend.capabilities.stopModes].sort(), [
+    "destroy",
+    "pause",
+    "save",
+    "shutdown",
+    "suspend",
+  ]);
 });
 
 test("config file: xl.cfg(5) syntax, memory rounded up to MiB, vifs with scripts in order, disks in xl-disk-configuration(5) form", async (t) => {

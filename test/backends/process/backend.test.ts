@@ -65,8 +65,13 @@ describe("process backend (real processes)", () => {
 
   it("describes itself for --help and validation", () => {
     assert.equal(processBackend.name, "process");
-    assert.equal(processBackend.discoversAddresses, false);
-    assert.deepEqual([...processBackend.stopModes].sort(), ["destroy", "pause", "shutdown", "suspend"]);
+    assert.equal(processBackend.capabilities.optional.has("addresses"), false);
+    assert.deepEqual([...processBackend.capabilities.stopModes].sort(), [
+      "destroy",
+      "pause",
+      "shutdown",
+      "suspend",
+    ]);
     assert.ok(processBackend.keys.find((k) => k.key === "exec")?.required);
     assert.throws(
       () =>

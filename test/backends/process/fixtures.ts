@@ -84,7 +84,6 @@ export function processSpec(pairs: ConfigPair[]): VmSpec {
   return buildVmSpec(pairs, "CONFIG #1", {
     backendKeys: PROCESS_KEYS,
     backendName: "process",
-    discoversAddresses: false,
   });
 }
 

@@ -31,7 +31,6 @@ describe("qemu CONFIG keys", () => {
     buildVmSpec(parseConfigString(`dns=q.test,ip=10.0.0.1,name=q${extra}`, "CONFIG #1"), "CONFIG #1", {
       backendKeys: qemuBackend.keys,
       backendName: "qemu",
-      discoversAddresses: false,
     });
   const args = (extra: string): string[] => {
     const d = new VmDirectory(dir.path, "q");
@@ -181,6 +180,12 @@ describe("qemu CONFIG keys", () => {
 
   it("every key has help text, and every stop mode is supported", () => {
     for (const k of qemuBackend.keys) assert.ok(k.doc.length > 20, k.key);
-    assert.deepEqual([...qemuBackend.stopModes].sort(), ["destroy", "pause", "save", "shutdown", "suspend"]);
+    assert.deepEqual([...qemuBackend.capabilities.stopModes].sort(), [
+      "destroy",
+      "pause",
+      "save",
+      "shutdown",
+      "suspend",
+    ]);
   });
 });

@@ -25,7 +25,6 @@ function vmSpec(config: string): VmSpec {
   return buildVmSpec(parseConfigString(config, "CONFIG #1"), "CONFIG #1", {
     backendKeys: qemuBackend.keys,
     backendName: "qemu",
-    discoversAddresses: false,
   });
 }
 

@@ -25,7 +25,6 @@ function spec(config: string): VmSpec {
   return buildVmSpec(parseConfigString(config, "CONFIG #1"), "CONFIG #1", {
     backendKeys: XAPI_KEYS,
     backendName: "xapi",
-    discoversAddresses: false,
   });
 }
 
@@ -201,7 +200,12 @@ describe("xapi backend against the XenAPI double", () => {
     ]) {
       assert.ok(methods.includes(m), `${m} was called`);
     }
-    assert.deepEqual([...xapiBackend.stopModes].sort(), ["destroy", "pause", "shutdown", "suspend"]);
+    assert.deepEqual([...xapiBackend.capabilities.stopModes].sort(), [
+      "destroy",
+      "pause",
+      "shutdown",
+      "suspend",
+    ]);
     await assert.rejects(backend.stop(vm, "save"), isBackendError(/stop mode 'save' is not supported/));
   });
 

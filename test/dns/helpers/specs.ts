@@ -5,6 +5,5 @@ export function specFrom(config: string, source = "CONFIG #1"): VmSpec {
   return buildVmSpec(parseConfigString(config, source), source, {
     backendKeys: [{ key: "name", type: "string", doc: "VM name" }],
     backendName: "test",
-    discoversAddresses: false,
   });
 }
