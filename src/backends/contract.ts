@@ -10,8 +10,6 @@ export type VmState = "running" | "paused" | "suspended" | "off" | "crashed" | "
 export type StopMode = "destroy" | "shutdown" | "suspend" | "pause" | "save";
 export const STOP_MODES: readonly StopMode[] = ["destroy", "shutdown", "suspend", "pause", "save"];
 
-export type Capability = StopMode | "domainId" | "macs" | "events" | "addresses" | "waitForKey";
-
 /** A VM as the backend knows it. `ref` is the backend's own reference (UUID, pid file, domain name). */
 export interface VmRef {
   readonly label: string;
@@ -39,7 +37,6 @@ export interface BackendOptions {
 
 export interface VmBackend {
   readonly name: string;
-  readonly supports: ReadonlySet<Capability>;
   connect(): Promise<void>;
   /** Finds (or defines) the VM; ConfigError/BackendError naming the VM if impossible. */
   resolve(spec: VmSpec): Promise<VmRef>;

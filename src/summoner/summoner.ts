@@ -9,10 +9,9 @@
  * reconcile.ts (the store and reloads). It knows the VmBackend contract only.
  */
 import type { StopMode, VmBackend, VmRef, VmState } from "../backends/contract.js";
-import { STOP_MODES } from "../backends/contract.js";
 import type { Clock } from "../clock/index.js";
 import type { VmSpec } from "../config/index.js";
-import { ConfigError, JitsuError, StartTimeoutError, UsageError, describeError } from "../errors/index.js";
+import { ConfigError, JitsuError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { Store } from "../store/index.js";
 import { applyBackendEvent, type EventHost } from "./backend-events.js";
@@ -121,13 +120,11 @@ export class Summoner {
   }
 
   /**
-   * Checks what the backend can do, resolves every VM, reads its state and the
+   * Resolves every VM, reads its state and the
    * store's counters, and starts the reaper. The backend must be connected.
    */
   static async create(opts: SummonerOptions): Promise<Summoner> {
     const s = new Summoner(opts);
-    s.checkStopMode(opts.stopMode);
-    for (const spec of opts.specs) s.checkSpec(spec);
     const records = new Map((await s.storeWriter.load()).map((r) => [r.label, r]));
     for (const spec of opts.specs) {
       const vm = await resolveVm(s.parts, spec, records.get(spec.label));
@@ -191,7 +188,6 @@ export class Summoner {
 
   async stopVm(label: string, mode: StopMode = this.opts.stopMode): Promise<void> {
     const vm = this.get(label);
-    this.checkStopMode(mode);
     if (vm.flight !== null) await vm.flight.catch(() => undefined);
     if (vm.phase.kind === "stopping") await vm.phase.done;
     const state = await this.backend.state(vm.ref);
@@ -244,7 +240,6 @@ export class Summoner {
    * set untouched; unchanged VMs keep their state and in-flight starts.
    */
   async setSpecs(specs: readonly VmSpec[]): Promise<void> {
-    for (const spec of specs) this.checkSpec(spec);
     const next = await reloadVms(this.parts, this.vms, specs);
     this.vms.clear();
     for (const [label, vm] of next) this.vms.set(label, vm);
@@ -381,30 +376,6 @@ export class Summoner {
   }
 
   // ---- plumbing -------------------------------------------------------------
-
-  private checkStopMode(mode: StopMode): void {
-    if (this.backend.supports.has(mode)) return;
-    const can = STOP_MODES.filter((m) => this.backend.supports.has(m)).join(", ");
-    throw new UsageError(`the ${this.opts.backendName} backend cannot ${mode} VMs (it can: ${can})`, "-m");
-  }
-
-  private checkSpec(spec: VmSpec): void {
-    if (spec.waitForKey !== undefined && this.backend.waitForKey === undefined) {
-      throw new ConfigError(`the ${this.opts.backendName} backend cannot wait for keys`, {
-        vm: spec.label,
-        key: "wait_for_key",
-      });
-    }
-    if (spec.ips.length === 0 && this.backend.addresses === undefined) {
-      throw new ConfigError(
-        `required key is missing (the ${this.opts.backendName} backend cannot discover addresses)`,
-        {
-          vm: spec.label,
-          key: "ip",
-        },
-      );
-    }
-  }
 
   private get(label: string): Vm {
     const vm = this.vms.get(label);

@@ -2,14 +2,7 @@
  * A small in-memory VmBackend for the summoner's unit tests: the backend
  * boundary, with hooks to hold an operation until the test releases it.
  */
-import type {
-  BackendEvent,
-  Capability,
-  StopMode,
-  VmBackend,
-  VmRef,
-  VmState,
-} from "../../src/backends/contract.js";
+import type { BackendEvent, StopMode, VmBackend, VmRef, VmState } from "../../src/backends/contract.js";
 import { buildVmSpec, parseConfigString, type VmSpec } from "../../src/config/index.js";
 
 export interface Deferred<T = void> {
@@ -55,16 +48,11 @@ type Op = "start" | "resume" | "unpause" | "stop";
 
 export class TestBackend implements VmBackend {
   readonly name = "test";
-  readonly supports: ReadonlySet<Capability>;
   readonly states = new Map<string, VmState>();
   readonly calls: string[] = [];
   /** When set, the operation waits for this promise before changing the state. */
   readonly hold: Partial<Record<Op | "state", () => Promise<void>>> = {};
   private readonly listeners: ((e: BackendEvent) => void)[] = [];
-
-  constructor(modes: readonly StopMode[] = ["destroy", "shutdown", "suspend", "pause", "save"]) {
-    this.supports = new Set<Capability>([...modes, "events"]);
-  }
 
   async connect(): Promise<void> {}
 

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import { describe, it } from "node:test";
-import type { StopMode, VmRef } from "../../src/backends/contract.js";
+import type { VmRef } from "../../src/backends/contract.js";
 import { ManualClock } from "../../src/clock/index.js";
 import type { VmSpec } from "../../src/config/index.js";
-import { ConfigError, StartTimeoutError, UsageError } from "../../src/errors/index.js";
+import { ConfigError, StartTimeoutError } from "../../src/errors/index.js";
 import { createLogger } from "../../src/log/index.js";
 import { MemoryStore } from "../../src/store/index.js";
 import {
@@ -182,26 +182,6 @@ describe("Summoner", () => {
     await summoner.request("www");
     assert.deepEqual(backend.ops(), ["start:www", "stop:www:suspend", "resume:www"]);
     await summoner.close();
-  });
-
-  it("rejects a stop mode the backend cannot do at create", async () => {
-    const backend = new TestBackend(["destroy", "shutdown"]);
-    await assert.rejects(
-      setup([spec(WWW)], { stopMode: "save" as StopMode }, backend),
-      (err: unknown) =>
-        err instanceof UsageError && /cannot save VMs \(it can: destroy, shutdown\)/.test(err.message),
-    );
-  });
-
-  it("rejects wait_for_key at create when the backend cannot wait for keys", async () => {
-    await assert.rejects(
-      setup([spec(`${WWW},wait_for_key=data/ready`)]),
-      (err: unknown) =>
-        err instanceof ConfigError &&
-        err.vm === "www" &&
-        err.key === "wait_for_key" &&
-        /wait_for_key/.test(err.message),
-    );
   });
 
   it("waits for the key, then the response delay, then answers", async () => {

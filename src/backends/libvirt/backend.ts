@@ -6,15 +6,7 @@
  * wait for shut off; suspend and pause = virDomainSuspend (paused in memory);
  * save = virDomainManagedSave (memory to disk; the next create restores it).
  */
-import type {
-  BackendEvent,
-  BackendOptions,
-  Capability,
-  StopMode,
-  VmBackend,
-  VmRef,
-  VmState,
-} from "../contract.js";
+import type { BackendEvent, BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import type { Clock } from "../../clock/index.js";
 import type { VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, JitsuError } from "../../errors/index.js";
@@ -48,18 +40,6 @@ import type { LibvirtUri } from "./uri.js";
 import { XdrError } from "./xdr.js";
 
 export const BACKEND_NAME = "libvirt";
-
-export const LIBVIRT_CAPABILITIES: ReadonlySet<Capability> = new Set<Capability>([
-  "destroy",
-  "shutdown",
-  "suspend",
-  "pause",
-  "save",
-  "domainId",
-  "macs",
-  "events",
-  "addresses",
-]);
 
 interface Known {
   ref: VmRef;
@@ -99,7 +79,6 @@ export function mapDomainState(state: number, managedSave: boolean): VmState {
 
 export class LibvirtBackend implements VmBackend {
   readonly name = BACKEND_NAME;
-  readonly supports = LIBVIRT_CAPABILITIES;
   readonly connection: LibvirtConnection;
   private readonly log: Logger;
   private readonly clock: Clock;

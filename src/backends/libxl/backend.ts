@@ -11,7 +11,7 @@ import type { VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, describeError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
 import { XenstoreClient, waitForDomainKey } from "../../xen/xenstore/index.js";
-import type { BackendOptions, Capability, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
+import type { BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import { planDomain, type DomainPlan } from "./domain-config.js";
 import { Xl, parseNetworkList, parseXlList, parseXlListLong, stateOfFlags, type XlRow } from "./xl.js";
 
@@ -44,12 +44,6 @@ export interface LibxlDeps {
 
 export class LibxlBackend implements VmBackend {
   readonly name = "libxl";
-  readonly supports: ReadonlySet<Capability> = new Set<Capability>([
-    ...LIBXL_STOP_MODES,
-    "domainId",
-    "macs",
-    "waitForKey",
-  ]);
   private readonly xl: Xl;
   private readonly dir: string;
   private readonly log: Logger;

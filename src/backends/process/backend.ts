@@ -5,15 +5,7 @@
  */
 import { existsSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
-import type {
-  BackendEvent,
-  BackendOptions,
-  Capability,
-  StopMode,
-  VmBackend,
-  VmRef,
-  VmState,
-} from "../contract.js";
+import type { BackendEvent, BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import type { KeySpec, VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, describeError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
@@ -105,7 +97,6 @@ interface Running {
 
 export class ProcessBackend implements VmBackend {
   readonly name = NAME;
-  readonly supports: ReadonlySet<Capability> = new Set<Capability>([...PROCESS_STOP_MODES, "events"]);
   private readonly programs = new Map<string, Program>();
   private readonly running = new Map<string, Running>();
   /** VMs whose last exit was a crash (non-zero code or a signal we did not send). */

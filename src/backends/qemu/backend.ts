@@ -11,15 +11,7 @@
  */
 import { createHash } from "node:crypto";
 import { open, rm } from "node:fs/promises";
-import type {
-  BackendEvent,
-  BackendOptions,
-  Capability,
-  StopMode,
-  VmBackend,
-  VmRef,
-  VmState,
-} from "../contract.js";
+import type { BackendEvent, BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import type { Clock } from "../../clock/index.js";
 import type { VmSpec } from "../../config/index.js";
 import { BackendError, describeError } from "../../errors/index.js";
@@ -113,7 +105,6 @@ function stateOfRunStatus(status: string): VmState {
 
 export class QemuBackend implements VmBackend {
   readonly name = NAME;
-  readonly supports: ReadonlySet<Capability> = new Set<Capability>([...QEMU_STOP_MODES, "macs", "events"]);
   private readonly vms = new Map<string, Vm>();
   private readonly listeners: ((event: BackendEvent) => void)[] = [];
   private readonly log: Logger;

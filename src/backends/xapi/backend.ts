@@ -5,15 +5,7 @@
  * session ("Note on References vs UUIDs") and looked up again when the server
  * says HANDLE_INVALID.
  */
-import type {
-  BackendEvent,
-  BackendOptions,
-  Capability,
-  StopMode,
-  VmBackend,
-  VmRef,
-  VmState,
-} from "../contract.js";
+import type { BackendEvent, BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import type { VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, JitsuError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
@@ -51,13 +43,6 @@ export const XAPI_STOP_MODES: ReadonlySet<StopMode> = new Set(Object.keys(STOP_C
 
 export class XapiBackend implements VmBackend {
   readonly name = "xapi";
-  readonly supports: ReadonlySet<Capability> = new Set<Capability>([
-    ...XAPI_STOP_MODES,
-    "domainId",
-    "macs",
-    "events",
-    "waitForKey",
-  ]);
   /** dom0's xenstore, for wait_for_key; opened on first use (jitsu must run in the host's dom0 for it). */
   private xs: XenstoreClient | undefined;
   private readonly target: XapiTarget;

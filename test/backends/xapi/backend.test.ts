@@ -523,7 +523,7 @@ describe("xapi backend events (event.from)", () => {
 
   it("reports power-state changes made behind jitsu's back, also after EVENTS_LOST", async () => {
     const backend = backendFor(xapi.urlWith("root", PASSWORD));
-    assert.ok(backend.supports.has("events"));
+    assert.ok(xapiBackend.capabilities.optional.has("onEvent"));
     const events: BackendEvent[] = [];
     let notify: (() => void) | undefined;
     backend.onEvent!((e) => {
