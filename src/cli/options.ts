@@ -5,7 +5,7 @@
  */
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { STOP_MODES, type StopMode } from "../backends/index.js";
+import { BACKENDS, STOP_MODES, type StopMode } from "../backends/index.js";
 import {
   parseIntStrict,
   parseIp,
@@ -27,6 +27,17 @@ export interface OptionDef {
   readonly absent?: string;
 }
 
+/** "a, b or c": the registry's backend names in --help, in registry order. */
+function wordList(words: readonly string[], conjunction: "and" | "or"): string {
+  return words.length < 2
+    ? words.join("")
+    : `${words.slice(0, -1).join(", ")} ${conjunction} ${words.at(-1)}`;
+}
+
+/** The backends that take -c, as the original's help named them ("Libvirt and Xapi"). */
+const CONNECTING = BACKENDS.filter((b) => b.connects).map((b) => b.name[0]!.toUpperCase() + b.name.slice(1));
+const BACKEND_NAMES = BACKENDS.map((b) => b.name);
+
 export const OPTIONS: readonly OptionDef[] = [
   {
     flags: "-b, --bind <ADDR>",
@@ -38,7 +49,7 @@ export const OPTIONS: readonly OptionDef[] = [
     flags: "-c, --connect <CONNECT>",
     name: "connect",
     absent: "xen:///",
-    doc: "Libvirt and Xapi connection string (e.g. xen+ssh://x.x.x.x/system or vbox:///session)",
+    doc: `${wordList(CONNECTING, "and")} connection string (e.g. xen+ssh://x.x.x.x/system or vbox:///session)`,
   },
   {
     flags: "-d, --delay <SECONDS>",
@@ -74,7 +85,7 @@ export const OPTIONS: readonly OptionDef[] = [
     flags: "-x, --backend <BACKEND>",
     name: "backend",
     absent: "libvirt",
-    doc: "Which backend to use: libvirt, xapi, libxl, qemu or process.",
+    doc: `Which backend to use: ${wordList(BACKEND_NAMES, "or")}.`,
   },
   {
     flags: "--persistdb <path>",

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { BACKENDS } from "../../src/backends/index.js";
 import { parseArgs } from "../../src/cli/command.js";
+import { configHelp } from "../../src/cli/help.js";
+import { OPTIONS } from "../../src/cli/options.js";
 import { UsageError } from "../../src/errors/index.js";
 import { CLI, run } from "../support/index.js";
 
@@ -93,6 +96,22 @@ describe("command line", () => {
       );
     });
   }
+});
+
+describe("the backend registry in --help", () => {
+  it("names every registered backend for -x, and those that connect somewhere for -c", () => {
+    const doc = (name: string): string => OPTIONS.find((o) => o.name === name)!.doc;
+    assert.equal(doc("backend"), "Which backend to use: libvirt, process, xapi, libxl or qemu.");
+    assert.equal(
+      doc("connect"),
+      "Libvirt and Xapi connection string (e.g. xen+ssh://x.x.x.x/system or vbox:///session)",
+    );
+    const help = configHelp(BACKENDS);
+    for (const b of BACKENDS) {
+      const modes = [...b.capabilities.stopModes].join(", ");
+      assert.ok(help.includes(`(-x ${b.name}; stop modes: ${modes})`), `--help lacks the ${b.name} section`);
+    }
+  });
 });
 
 describe("the jitsu binary", () => {
