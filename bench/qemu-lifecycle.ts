@@ -26,7 +26,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import packet from "dns-packet";
 import { BACKENDS, type StopMode } from "../src/backends/index.js";
-import { DEFAULT_CMDLINE } from "../src/backends/qemu/config.js";
+import { DEFAULT_CMDLINE } from "../src/backends/qemu/keys.js";
 import { parseArgs } from "../src/cli/command.js";
 import { startJitsu, type Jitsu } from "../src/cli/run.js";
 import { silentLogger } from "../src/log/index.js";

@@ -5,24 +5,19 @@
 import type { BackendFactory, StopMode } from "../contract.js";
 import { UsageError } from "../../errors/index.js";
 import { BACKEND_NAME, LibvirtBackend } from "./backend.js";
+import { LIBVIRT_KEYS } from "./keys.js";
 import { parseLibvirtUri, UriError } from "./uri.js";
 
 export { LibvirtBackend, mapDomainState } from "./backend.js";
 export { LibvirtConnection } from "./connection.js";
+export { LIBVIRT_KEYS } from "./keys.js";
 export { LibvirtError } from "./rpc.js";
 export { parseLibvirtUri, type LibvirtUri } from "./uri.js";
 
 export const libvirtBackend: BackendFactory = {
   name: BACKEND_NAME,
   summary: "libvirt domains (KVM/QEMU, Xen, LXC, test) through libvirtd, local or remote (-c URI)",
-  keys: [
-    { key: "name", type: "string", doc: "Name of VM defined in libvirt (ignored if uuid is set)" },
-    {
-      key: "uuid",
-      type: "string",
-      doc: "UUID of VM defined in libvirt (required, but optional if name is set)",
-    },
-  ],
+  keys: LIBVIRT_KEYS,
   connects: true,
   capabilities: {
     stopModes: new Set<StopMode>(["destroy", "shutdown", "suspend", "pause", "save"]),

@@ -6,7 +6,7 @@
 import { existsSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import type { BackendEvent, BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
-import type { KeySpec, VmSpec } from "../../config/index.js";
+import type { VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, describeError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
 import {
@@ -17,36 +17,10 @@ import {
   type SupervisedProcess,
 } from "../../supervisor/index.js";
 import { splitCommandLine } from "./command-line.js";
+import { DEFAULT_GRACE_SECONDS } from "./keys.js";
 import { pidFileDir, pidFileName, pidFilePath } from "./pid-file.js";
 
 const NAME = "process";
-const DEFAULT_GRACE_SECONDS = 10;
-
-export const PROCESS_KEYS: readonly KeySpec[] = [
-  {
-    key: "name",
-    type: "string",
-    doc: "Name of the VM, used in logs and the stats table (defaults to the first DNS name).",
-  },
-  {
-    key: "exec",
-    type: "string",
-    required: true,
-    doc: "Command to run (required), split on spaces; '...' and \"...\" quote, \\ escapes. Runs without a shell, in its own process group. Values cannot contain commas: put longer scripts in a file.",
-  },
-  { key: "cwd", type: "path", doc: "Working directory of the command (default: jitsu's)." },
-  {
-    key: "env",
-    type: "string",
-    repeatable: true,
-    doc: "Environment variable for the command, as env=NAME=VALUE. Can be set more than once. JITSU_VM is always set to the VM's label.",
-  },
-  {
-    key: "stop_grace",
-    type: "seconds",
-    doc: `Seconds between SIGTERM and SIGKILL when the VM is shut down (default ${DEFAULT_GRACE_SECONDS}).`,
-  },
-];
 
 export const PROCESS_STOP_MODES: ReadonlySet<StopMode> = new Set<StopMode>([
   "destroy",

@@ -1,7 +1,9 @@
 import type { BackendFactory } from "../contract.js";
-import { PROCESS_KEYS, PROCESS_STOP_MODES, ProcessBackend } from "./backend.js";
+import { PROCESS_STOP_MODES, ProcessBackend } from "./backend.js";
+import { PROCESS_KEYS } from "./keys.js";
 
-export { ProcessBackend, PROCESS_KEYS } from "./backend.js";
+export { ProcessBackend } from "./backend.js";
+export { PROCESS_KEYS } from "./keys.js";
 export { splitCommandLine } from "./command-line.js";
 
 /** Local commands as VMs: the no-hypervisor backend for demos and development servers. */

@@ -1,9 +1,10 @@
 import type { BackendFactory } from "../contract.js";
 import { QEMU_STOP_MODES, QemuBackend } from "./backend.js";
-import { QEMU_KEYS } from "./config.js";
+import { QEMU_KEYS } from "./keys.js";
 
 export { QemuBackend, QEMU_STOP_MODES } from "./backend.js";
-export { QEMU_KEYS, parseMachine, type QemuMachine } from "./config.js";
+export { parseMachine, type QemuMachine } from "./config.js";
+export { QEMU_KEYS } from "./keys.js";
 export { QmpClient, QmpError, type QmpEvent, type QmpGreeting } from "./qmp.js";
 
 /** QEMU launched straight from a kernel, controlled over QMP. */

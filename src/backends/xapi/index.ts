@@ -1,15 +1,11 @@
 /**
  * XenServer / XCP-ng through the XenAPI (XML-RPC over HTTP(S)). See README.md.
  */
-import type { KeySpec } from "../../config/index.js";
 import type { BackendFactory } from "../contract.js";
 import { XAPI_STOP_MODES, XapiBackend } from "./backend.js";
+import { XAPI_KEYS } from "./keys.js";
 
-/** The original's XAPI CONFIGURATION keys (dns and ip are common keys). */
-export const XAPI_KEYS: readonly KeySpec[] = [
-  { key: "name", type: "string", doc: "Name of VM defined in Xapi (ignored if uuid is set)" },
-  { key: "uuid", type: "string", doc: "UUID of VM defined in Xapi (optional if name is set)" },
-];
+export { XAPI_KEYS } from "./keys.js";
 
 export const xapiBackend: BackendFactory = {
   name: "xapi",
