@@ -231,24 +231,11 @@ describe("the jitsu binary", () => {
   });
 
   it("a key the backend cannot honour is rejected at start-up", async () => {
-    const res = await run(process.execPath, [
-      CLI,
-      "-x",
-      "process",
-      "-f",
-      "0.0.0.0",
-      "dns=www.example.org,ip=10.0.0.1,name=www,exec=true,wait_for_key=data/ready",
-    ]);
+    const start = (config: string) => run(process.execPath, [CLI, "-x", "process", "-f", "0.0.0.0", config]);
+    const res = await start("dns=www.example.org,ip=10.0.0.1,name=www,exec=true,wait_for_key=data/ready");
     assert.equal(res.code, 1);
     assert.match(res.stderr, /VM 'www', key 'wait_for_key': the process backend cannot wait for keys/);
-    const noIp = await run(process.execPath, [
-      CLI,
-      "-x",
-      "process",
-      "-f",
-      "0.0.0.0",
-      "dns=www.example.org,exec=true",
-    ]);
+    const noIp = await start("dns=www.example.org,exec=true");
     assert.equal(noIp.code, 1);
     assert.match(
       noIp.stderr,
