@@ -121,7 +121,7 @@ describe("--config with SIGHUP reload, --http and --http-token (e2e)", () => {
     // What the backend cannot do is checked on reload as at start-up.
     await writeFile(
       file,
-      header() + vm("www", "127.0.0.1") + vm("new", "127.0.0.4") + "    wait_for_key: data/ready\n",
+      header() + yamlVm("www", "127.0.0.1") + yamlVm("new", "127.0.0.4") + "    wait_for_key: data/ready\n",
     );
     cli.child.kill("SIGHUP");
     await cli.waitFor(
