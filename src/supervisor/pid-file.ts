@@ -3,9 +3,11 @@
  * previous one left running. It holds the pid and what identifies the process
  * behind it (see identity.ts), plus fields of the owner's own.
  *
- * Format: one JSON object, `{"pid":123,"startTime":"4567","cmdline":["sleep","600"],...}`.
- * Older formats are read too (see `parsePidFile`): the process backend's JSON
- * without `cmdline`, and a bare decimal pid (what QEMU's `-pidfile` writes).
+ * Format: one JSON object,
+ * `{"pid":123,"startTime":"4567","bootId":"68d7...","cmdline":["sleep","600"],...}`.
+ * Older formats are read too (see `parsePidFile`): JSON without `bootId` (and
+ * the process backend's, without `cmdline` either), and a bare decimal pid
+ * (what QEMU's `-pidfile` writes).
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
@@ -15,7 +17,9 @@ export interface PidRecord {
   readonly pid: number;
   /** /proc/PID/stat field 22 when it was written; null in an older file without it. */
   readonly startTime: string | null;
-  /** /proc/PID/cmdline when it was written; null in an older file without it. */
+  /** /proc/sys/kernel/random/boot_id when it was written; null in an older file without it. */
+  readonly bootId: string | null;
+  /** /proc/PID/cmdline when it was written (for humans: not part of the identity); null in an older file. */
   readonly cmdline: readonly string[] | null;
   /** The owner's own fields, kept beside (e.g. the configured command, the stop mode that paused it). */
   readonly extra: Readonly<Record<string, unknown>>;
@@ -33,9 +37,10 @@ export class PidFile {
    * event loop (bench/: summon). The folder is made only when it is missing.
    */
   write(record: PidRecord): void {
-    const { pid, startTime, cmdline, extra } = record;
-    // The identity first for a reader, and never overwritten by an `extra` field of the same name.
-    const text = `${JSON.stringify(Object.assign({ pid, startTime, cmdline }, extra, { pid, startTime, cmdline }))}\n`;
+    const { pid, startTime, bootId, cmdline, extra } = record;
+    const own = { pid, startTime, bootId, cmdline };
+    // The supervisor's fields first for a reader, and never overwritten by an `extra` field of the same name.
+    const text = `${JSON.stringify(Object.assign({ ...own }, extra, own))}\n`;
     try {
       writeFileSync(this.path, text);
     } catch (err) {
@@ -81,7 +86,7 @@ export function parsePidFile(text: string): PidRecord | null {
   const trimmed = text.trim();
   if (/^\d+$/.test(trimmed)) {
     const pid = Number(trimmed);
-    return isPid(pid) ? { pid, startTime: null, cmdline: null, extra: NO_EXTRA } : null;
+    return isPid(pid) ? { pid, startTime: null, bootId: null, cmdline: null, extra: NO_EXTRA } : null;
   }
   let value: unknown;
   try {
@@ -90,14 +95,19 @@ export function parsePidFile(text: string): PidRecord | null {
     return null;
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) return null;
-  const { pid, startTime, cmdline, ...extra } = value as Record<string, unknown>;
+  const { pid, startTime, bootId, cmdline, ...extra } = value as Record<string, unknown>;
   if (typeof pid !== "number" || !isPid(pid)) return null;
   return {
     pid,
-    startTime: typeof startTime === "string" && startTime !== "" ? startTime : null,
+    startTime: nonEmpty(startTime),
+    bootId: nonEmpty(bootId),
     cmdline: Array.isArray(cmdline) && cmdline.every((w) => typeof w === "string") ? cmdline : null,
     extra,
   };
+}
+
+function nonEmpty(value: unknown): string | null {
+  return typeof value === "string" && value !== "" ? value : null;
 }
 
 function isPid(n: number): boolean {

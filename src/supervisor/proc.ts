@@ -1,7 +1,7 @@
 /**
- * What Linux says about a pid now (proc(5)): its state letter, its start time
- * and its command line. A pid that is free, or a zombie, is null: the process
- * is gone.
+ * What Linux says about a pid now (proc(5)): its state letter, its start time,
+ * its command line, and the boot it runs in. A pid that is free, or a zombie,
+ * is null: the process is gone.
  */
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -11,8 +11,28 @@ export interface ProcessInfo {
   readonly state: string;
   /** /proc/PID/stat field 22: start time in clock ticks since boot. With the pid, it names one process. */
   readonly startTime: string;
-  /** /proc/PID/cmdline: the argv it runs with (for a `#!` script, its interpreter's). */
+  /** /proc/PID/cmdline: the argv it runs with now (a `#!` script's is its interpreter's; an exec changes it). */
   readonly cmdline: readonly string[];
+  /** This boot's id (see `bootId`): with the pid and the start time, it names one process across reboots. */
+  readonly bootId: string | null;
+}
+
+let cachedBootId: string | null | undefined;
+
+/**
+ * /proc/sys/kernel/random/boot_id, a random UUID the kernel draws at each
+ * boot; null when it cannot be read. Read once (it does not change while we
+ * run), synchronously: a few dozen bytes procfs answers from memory.
+ */
+export function bootId(): string | null {
+  if (cachedBootId === undefined) {
+    try {
+      cachedBootId = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim() || null;
+    } catch {
+      cachedBootId = null;
+    }
+  }
+  return cachedBootId;
 }
 
 export async function readProcess(pid: number): Promise<ProcessInfo | null> {
@@ -53,7 +73,7 @@ function parseProcess(stat: string, cmdline: string): ProcessInfo | null {
   // NUL-terminated words; a process that rewrote its argv may leave no final NUL.
   const words = cmdline.split("\0");
   if (words.at(-1) === "") words.pop();
-  return { ...fields, cmdline: words };
+  return { ...fields, cmdline: words, bootId: bootId() };
 }
 
 function parseStat(text: string): { state: string; startTime: string } | null {

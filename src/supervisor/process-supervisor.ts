@@ -111,7 +111,7 @@ export class ProcessSupervisor {
       return null;
     }
     const proc = new SupervisedProcess(this.context, record.pid, now.startTime, now.cmdline, null);
-    if (ours !== null && ours.startTime !== null && ours.cmdline !== null) {
+    if (ours !== null && ours.startTime !== null && ours.bootId !== null) {
       proc.keepPidFile(pidFile);
     } else {
       try {

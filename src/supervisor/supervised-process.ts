@@ -9,7 +9,7 @@ import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import type { Clock, Timer } from "../clock/index.js";
 import type { PidFile } from "./pid-file.js";
-import { readProcessSync, readStartTime } from "./proc.js";
+import { bootId, readProcessSync, readStartTime } from "./proc.js";
 
 export interface ExitStatus {
   /** Both null for a process that was not our child: its status went to its own parent. */
@@ -102,11 +102,12 @@ export class SupervisedProcess {
   }
 
   /**
-   * Writes (or rewrites) its pid file: the pid, its start time, its command
-   * line (read again on a rewrite: it may have exec'd or rewritten its argv
-   * since it started), and the owner's `extra`. The file is removed when the process
-   * exits (unless another pid was written to it since). Throws when the file
-   * cannot be written; does nothing for a process gone before it was read.
+   * Writes (or rewrites) its pid file: the pid, its start time, the boot id
+   * (its identity: identity.ts), its command line (for humans; read again on a
+   * rewrite: it may have exec'd or rewritten its argv since it started), and
+   * the owner's `extra`. The file is removed when the process exits (unless
+   * another pid was written to it since). Throws when the file cannot be
+   * written; does nothing for a process gone before it was read.
    */
   writePidFile(file: PidFile, extra: Readonly<Record<string, unknown>> = {}): void {
     if (this.startTime === "") return;
@@ -114,7 +115,7 @@ export class SupervisedProcess {
     const now = this.pidFile !== null && this.exitStatus === null ? readProcessSync(this.pid) : null;
     if (now !== null && now.startTime === this.startTime) this.cmdline = now.cmdline;
     this.pidFile = file;
-    file.write({ pid: this.pid, startTime: this.startTime, cmdline: this.cmdline, extra });
+    file.write({ pid: this.pid, startTime: this.startTime, bootId: bootId(), cmdline: this.cmdline, extra });
   }
 
   /** Takes `file` as its pid file without writing it (the supervisor's adopt: it already describes the process). */

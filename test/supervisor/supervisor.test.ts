@@ -223,8 +223,11 @@ describe("SupervisedProcess: waits and grace periods on the injected clock", () 
   });
 });
 
+/** This boot's id, read here as the kernel gives it. */
+const BOOT_ID = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+
 describe("pid files and adoption", () => {
-  it("a pid file records pid, start time, command line and the owner's fields, and goes when the process exits", async () => {
+  it("a pid file records pid, start time, boot id, command line and the owner's fields, and goes when the process exits", async () => {
     const file = pidFile();
     const proc = await spawn(["sleep", "600"]);
     proc.writePidFile(file, { command: "sleep 600", stoppedAs: null });
@@ -232,6 +235,7 @@ describe("pid files and adoption", () => {
     assert.deepEqual(json, {
       pid: proc.pid,
       startTime: proc.startTime,
+      bootId: BOOT_ID,
       cmdline: ["sleep", "600"],
       command: "sleep 600",
       stoppedAs: null,
@@ -296,17 +300,48 @@ describe("pid files and adoption", () => {
     assert.notEqual(a.startTime, b.startTime);
     const file = pidFile();
     // a's record, but a is gone and its pid now belongs to b.
-    file.write({ pid: b.pid, startTime: a.startTime, cmdline: ["sleep", "600"], extra: {} });
+    file.write({ pid: b.pid, startTime: a.startTime, bootId: BOOT_ID, cmdline: ["sleep", "600"], extra: {} });
     assert.equal(await new ProcessSupervisor({ clock: systemClock }).adopt(file), null);
     assert.equal(await file.read(), null, "the stale pid file is removed");
     assert.ok(alive(b.pid), "and the other process is left alone");
   });
 
-  it("does not adopt a pid whose start time matches but whose command line does not", async () => {
+  it("does not adopt a pid whose start time matches but whose boot id does not (a process of another boot)", async () => {
     const proc = await spawn(["sleep", "600"]);
     const file = pidFile();
-    file.write({ pid: proc.pid, startTime: proc.startTime, cmdline: ["sleep", "601"], extra: {} });
+    const otherBoot = "00000000-0000-4000-8000-000000000000";
+    assert.notEqual(otherBoot, BOOT_ID);
+    file.write({
+      pid: proc.pid,
+      startTime: proc.startTime,
+      bootId: otherBoot,
+      cmdline: ["sleep", "600"],
+      extra: {},
+    });
     assert.equal(await new ProcessSupervisor({ clock: systemClock }).adopt(file), null);
+    assert.equal(await file.read(), null, "the stale pid file is removed");
+    assert.ok(alive(proc.pid), "and the process is left alone");
+
+    file.write({
+      pid: proc.pid,
+      startTime: proc.startTime,
+      bootId: BOOT_ID,
+      cmdline: ["sleep", "600"],
+      extra: {},
+    });
+    assert.equal((await new ProcessSupervisor({ clock: systemClock }).adopt(file))?.process.pid, proc.pid);
+  });
+
+  it("adopts a process whose command line changed after its pid file was written (a wrapper that execs)", async () => {
+    const proc = await spawn(["sh", "-c", "sleep 0.2; exec sleep 600"]);
+    const file = pidFile();
+    proc.writePidFile(file);
+    assert.deepEqual((await file.read())?.cmdline, ["sh", "-c", "sleep 0.2; exec sleep 600"]);
+    await waitFor("the exec", () => readFileSync(`/proc/${proc.pid}/cmdline`, "utf8").startsWith("sleep\0"));
+    const found = await new ProcessSupervisor({ clock: systemClock }).adopt(file);
+    assert.equal(found?.process.pid, proc.pid);
+    assert.equal(await found?.process.isRunning(), true);
+    assert.equal((await file.read())?.pid, proc.pid, "the pid file is kept");
   });
 
   it("does not adopt a pid that is gone, nor when the owner's expect says no", async () => {
@@ -340,7 +375,7 @@ describe("pid files and adoption", () => {
 });
 
 describe("pid files written before the supervisor", () => {
-  it("the process backend's JSON (no cmdline) is judged by its start time, then rewritten with both", async () => {
+  it("the process backend's JSON (no cmdline, no bootId) is judged by its start time, then rewritten", async () => {
     const proc = await spawn(["sleep", "600"]);
     const file = pidFile();
     const legacy = { pid: proc.pid, startTime: proc.startTime, command: "sleep 600", stoppedAs: "paused" };
@@ -350,6 +385,7 @@ describe("pid files written before the supervisor", () => {
     assert.deepEqual(found?.record.extra, { command: "sleep 600", stoppedAs: "paused" });
     assert.deepEqual(JSON.parse(await readFile(file.path, "utf8")), {
       ...legacy,
+      bootId: BOOT_ID,
       cmdline: ["sleep", "600"],
     });
 
@@ -378,53 +414,98 @@ describe("pid files written before the supervisor", () => {
     assert.deepEqual(written, {
       pid: proc.pid,
       startTime: proc.startTime,
+      bootId: BOOT_ID,
       cmdline: ["sleep", "600"],
       extra: {},
     });
   });
+
+  it("a file with the command line but no boot id is judged by its start time alone, then rewritten", async () => {
+    const proc = await spawn(["sleep", "600"]);
+    const file = pidFile();
+    const older = { pid: proc.pid, startTime: proc.startTime, cmdline: ["sleep", "601"], command: "c" };
+    await writeFile(file.path, JSON.stringify(older));
+    const found = await new ProcessSupervisor({ clock: systemClock }).adopt(file);
+    assert.equal(found?.process.pid, proc.pid, "a command line that differs does not matter");
+    assert.deepEqual(await file.read(), {
+      pid: proc.pid,
+      startTime: proc.startTime,
+      bootId: BOOT_ID,
+      cmdline: ["sleep", "600"],
+      extra: { command: "c" },
+    });
+
+    await writeFile(file.path, JSON.stringify({ ...older, startTime: "1" }));
+    assert.equal(await new ProcessSupervisor({ clock: systemClock }).adopt(file), null, "a reused pid");
+  });
 });
 
 describe("isRecordedProcess and parsePidFile", () => {
-  const now = { state: "S", startTime: "100", cmdline: ["qemu", "-pidfile", "/x"] };
-  const rec = (startTime: string | null, cmdline: string[] | null) => ({
+  const now = { state: "S", startTime: "100", cmdline: ["qemu", "-pidfile", "/x"], bootId: "b1" };
+  const rec = (startTime: string | null, bootId: string | null, cmdline: string[] | null = ["other"]) => ({
     pid: 42,
     startTime,
+    bootId,
     cmdline,
     extra: {},
   });
 
-  it("both recorded fields must match; a missing one is not checked; neither needs the owner's expect", () => {
-    assert.equal(isRecordedProcess(rec("100", ["qemu", "-pidfile", "/x"]), now), true);
-    assert.equal(isRecordedProcess(rec("101", ["qemu", "-pidfile", "/x"]), now), false);
-    assert.equal(isRecordedProcess(rec("100", ["qemu"]), now), false);
+  it("start time and boot id must match, the command line need not; a missing boot id is not checked", () => {
+    assert.equal(isRecordedProcess(rec("100", "b1"), now), true);
+    assert.equal(isRecordedProcess(rec("100", "b1", null), now), true);
+    assert.equal(isRecordedProcess(rec("101", "b1"), now), false);
+    assert.equal(isRecordedProcess(rec("100", "b2"), now), false);
+    assert.equal(isRecordedProcess(rec("100", "b1"), { ...now, bootId: null }), false);
     assert.equal(isRecordedProcess(rec("100", null), now), true);
-    assert.equal(isRecordedProcess(rec(null, ["qemu", "-pidfile", "/x"]), now), true);
-    assert.equal(isRecordedProcess(rec(null, null), now), false);
+    assert.equal(isRecordedProcess(rec("101", null), now), false);
+    assert.equal(isRecordedProcess(rec("100", "b1"), null), false);
+  });
+
+  it("a bare pid only by the owner's expect, which has its say in every case", () => {
+    assert.equal(isRecordedProcess(rec(null, null, null), now), false);
     assert.equal(
-      isRecordedProcess(rec(null, null), now, () => true),
+      isRecordedProcess(rec(null, null, null), now, () => true),
       true,
     );
     assert.equal(
-      isRecordedProcess(rec("100", null), now, () => false),
+      isRecordedProcess(rec("100", "b1"), now, () => false),
       false,
     );
-    assert.equal(isRecordedProcess(rec("100", null), null), false);
+    assert.equal(
+      isRecordedProcess(rec("100", "b2"), now, () => true),
+      false,
+    );
   });
 
   it("reads the current format, the older JSON and a bare pid; anything else is not a pid file", () => {
-    assert.deepEqual(parsePidFile('{"pid":7,"startTime":"9","cmdline":["a"],"x":1}'), {
+    assert.deepEqual(parsePidFile('{"pid":7,"startTime":"9","bootId":"b","cmdline":["a"],"x":1}'), {
       pid: 7,
       startTime: "9",
+      bootId: "b",
       cmdline: ["a"],
       extra: { x: 1 },
+    });
+    assert.deepEqual(parsePidFile('{"pid":7,"startTime":"9","cmdline":["a"]}'), {
+      pid: 7,
+      startTime: "9",
+      bootId: null,
+      cmdline: ["a"],
+      extra: {},
     });
     assert.deepEqual(parsePidFile('{"pid":7,"startTime":"9","command":"a"}'), {
       pid: 7,
       startTime: "9",
+      bootId: null,
       cmdline: null,
       extra: { command: "a" },
     });
-    assert.deepEqual(parsePidFile("1234\n"), { pid: 1234, startTime: null, cmdline: null, extra: {} });
+    assert.deepEqual(parsePidFile("1234\n"), {
+      pid: 1234,
+      startTime: null,
+      bootId: null,
+      cmdline: null,
+      extra: {},
+    });
     for (const bad of ["", "garbage", "[1]", '{"pid":"7"}', '{"pid":1}', "-5", "12 34"]) {
       assert.equal(parsePidFile(bad), null, bad);
     }

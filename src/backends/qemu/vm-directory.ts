@@ -23,7 +23,7 @@ export class VmDirectory implements RunPaths {
   readonly path: string;
   /** QEMU's own `-pidfile` (a bare pid, written and locked by QEMU). */
   readonly pidFile: string;
-  /** The supervisor's pid file (pid, start time, command line), written by jitsu. */
+  /** The supervisor's pid file (pid, start time, boot id, command line), written by jitsu. */
   readonly processFile: string;
   readonly qmpSocket: string;
   readonly consoleLog: string;

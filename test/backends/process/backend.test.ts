@@ -318,7 +318,7 @@ describe("process backend (real processes)", () => {
     await waitFor(() => !alive(pid), 5000, "the process to be gone");
   });
 
-  it("adopts from a pid file an older jitsu wrote (no cmdline) by its start time, and rewrites it with both", async () => {
+  it("adopts from a pid file an older jitsu wrote (no cmdline, no bootId) by its start time, and rewrites it", async () => {
     const stateDir = join(fx.dir, "legacy-state");
     const pairs: [string, string][] = [
       ["name", "legacy"],
@@ -329,8 +329,9 @@ describe("process backend (real processes)", () => {
     const pid = first.backend.pid(first.vm)!;
     await first.backend.close(); // kills nothing
     const file = join(stateDir, "process", "legacy.json");
-    const { cmdline, ...older } = JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
+    const { cmdline, bootId, ...older } = JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
     assert.deepEqual(cmdline, ["sleep", "600"]);
+    assert.equal(typeof bootId, "string");
     await writeFile(file, JSON.stringify({ ...older, stoppedAs: "suspended" }));
 
     const second = await make(pairs, captureLog(), stateDir);
@@ -338,6 +339,7 @@ describe("process backend (real processes)", () => {
     assert.equal(await second.backend.state(second.vm), "suspended", "the older file's fields are kept");
     const rewritten = JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
     assert.deepEqual(rewritten["cmdline"], ["sleep", "600"]);
+    assert.equal(rewritten["bootId"], bootId);
     assert.equal(rewritten["startTime"], older["startTime"]);
     await second.backend.stop(second.vm, "destroy");
     await waitFor(() => !alive(pid), 5000, "the process to be gone");
