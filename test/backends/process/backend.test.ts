@@ -286,6 +286,36 @@ describe("process backend (real processes)", () => {
     await assert.rejects(readFile(join(stateDir, "process", "kept.json")), /ENOENT/);
   });
 
+  it("adopts a process whose wrapper exec'd after the pid file was written, instead of starting a second copy", async () => {
+    const stateDir = join(fx.dir, "exec-state");
+    const pairs: [string, string][] = [
+      ["name", "wrapped"],
+      ["exec", "sh -c 'sleep 0.2; exec sleep 600'"],
+    ];
+    const first = await make(pairs, captureLog(), stateDir);
+    await first.backend.start(first.vm);
+    const pid = first.backend.pid(first.vm)!;
+    const file = join(stateDir, "process", "wrapped.json");
+    const record = JSON.parse(await readFile(file, "utf8")) as { cmdline: string[] };
+    assert.equal(record.cmdline[0], "sh", "the command line recorded is the wrapper's");
+    await waitFor(
+      async () => (await readFile(`/proc/${pid}/cmdline`, "utf8")).startsWith("sleep\0"),
+      5000,
+      "the wrapper to exec",
+    );
+    await first.backend.close(); // kills nothing
+
+    const captured = captureLog();
+    const second = await make(pairs, captured, stateDir);
+    assert.equal(await second.backend.state(second.vm), "running");
+    assert.equal(second.backend.pid(second.vm), pid);
+    await second.backend.start(second.vm); // already running: no second copy
+    assert.equal(second.backend.pid(second.vm), pid);
+    assert.ok(captured.lines.some((l) => /left running by an earlier jitsu/.test(l.msg)));
+    await second.backend.stop(second.vm, "destroy");
+    await waitFor(() => !alive(pid), 5000, "the process to be gone");
+  });
+
   it("after connect, adopts from the pid files listed then, labels with any characters included", async () => {
     const stateDir = join(fx.dir, "listed-state");
     const pairs: [string, string][] = [
