@@ -13,7 +13,7 @@ import {
   type VmSpec,
 } from "../config/index.js";
 import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
-import { describeError } from "../errors/index.js";
+import { ListenError, describeError } from "../errors/index.js";
 import { createLogger, perVmLevel, redactUri, type Logger } from "../log/index.js";
 import type { DnsCountersView, StatusServer } from "../http/index.js";
 import type { ClusterPrimary } from "../cluster/index.js";
@@ -160,6 +160,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     await store.close().catch(() => undefined);
     forwarder?.close();
     await backend.close().catch(() => undefined);
+    // A ListenError says what to do already; anything else is wrapped with where we tried.
+    if (err instanceof ListenError) throw err;
     throw new Error(`cannot listen on ${settings.bind}:${settings.listen}: ${describeError(err)}`, {
       cause: err,
     });
@@ -238,12 +240,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       await store.close().catch(() => undefined);
       forwarder?.close();
       await backend.close().catch(() => undefined);
-      throw new Error(
-        `cannot listen on ${settings.http.host}:${settings.http.port} (--http): ${describeError(err)}`,
-        {
-          cause: err,
-        },
-      );
+      throw ListenError.of("HTTP (--http)", settings.http.host, settings.http.port, err, "--http");
     }
     const at = http.address();
     log.info(

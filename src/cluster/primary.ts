@@ -8,7 +8,7 @@
 import cluster, { type Worker } from "node:cluster";
 import { fileURLToPath } from "node:url";
 import { DnsCounters, type CountersSnapshot, type ZoneVm } from "../dns/index.js";
-import { describeError } from "../errors/index.js";
+import { ListenError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { Summoner } from "../summoner/index.js";
 import {
@@ -258,7 +258,7 @@ export class ClusterPrimary {
         return;
       case "listen-failed":
         if (slot.worker !== worker) return;
-        slot.up?.reject(new Error(msg.error));
+        slot.up?.reject(new ListenError(msg.error));
         slot.up = null;
         return;
       case "summon":

@@ -13,7 +13,7 @@
  */
 import dgram from "node:dgram";
 import net from "node:net";
-import { describeError } from "../errors/index.js";
+import { ListenError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { DnsCounters } from "./counters.js";
 import type { Forwarder } from "./forwarder/forwarder.js";
@@ -132,7 +132,7 @@ export class DnsServer {
         });
       } catch (err) {
         udp.close();
-        throw new Error(`cannot listen on UDP ${host}:${port}: ${describeError(err)}`, { cause: err });
+        throw ListenError.of("UDP", host, port, err);
       }
       const actual = udp.address().port;
       const tcp = net.createServer((conn) => this.onTcpConnection(conn));
@@ -160,7 +160,7 @@ export class DnsServer {
       if (!shared) this.log.info(`Starting server on ${host}:${actual}...`);
       return;
     }
-    throw new Error(`cannot listen on TCP ${host}:${port}: ${describeError(lastErr)}`, { cause: lastErr });
+    throw ListenError.of("TCP", host, port, lastErr);
   }
 
   /** Swaps the zone (config reload). Queries in flight finish with the zone they started with. */

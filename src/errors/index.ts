@@ -4,7 +4,13 @@
  * Errors from outside (libvirt, XenAPI, xl, QMP) keep their own code and text
  * in `cause` / `detail`.
  */
-export type JitsuErrorCode = "ERR_CONFIG" | "ERR_USAGE" | "ERR_BACKEND" | "ERR_START_TIMEOUT" | "ERR_STORE";
+export type JitsuErrorCode =
+  | "ERR_CONFIG"
+  | "ERR_USAGE"
+  | "ERR_BACKEND"
+  | "ERR_START_TIMEOUT"
+  | "ERR_STORE"
+  | "ERR_LISTEN";
 
 export class JitsuError extends Error {
   readonly code: JitsuErrorCode;
@@ -90,4 +96,46 @@ export class StoreError extends JitsuError {
 export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message.split("\n")[0] ?? String(err);
   return String(err);
+}
+
+/**
+ * A socket jitsu could not listen on (DNS, --http), in one line that says
+ * what to do about it: the system's own code (EACCES, EADDRINUSE, ...) stays
+ * in the text and in `cause`.
+ */
+export class ListenError extends JitsuError {
+  /** `what`: the socket, e.g. "UDP" or "HTTP (--http)"; `portOption`: the option that picks the port. */
+  static of(what: string, host: string, port: number, err: unknown, portOption = "-l"): ListenError {
+    const code = (err as { code?: unknown } | null)?.code;
+    const where = `${what} ${host.includes(":") ? `[${host}]` : host}:${port}`;
+    return new ListenError(`cannot listen on ${where}: ${explain(code, err, host, port, portOption)}`, err);
+  }
+
+  /** A message made elsewhere (a --workers worker's, carried over IPC). */
+  constructor(message: string, cause?: unknown) {
+    super("ERR_LISTEN", message, { cause });
+  }
+}
+
+function explain(code: unknown, err: unknown, host: string, port: number, portOption: string): string {
+  switch (code) {
+    case "EACCES":
+      return port < 1024
+        ? `permission denied (EACCES): ports below 1024 need privileges. Run jitsu as root, or give Node the capability once with ` +
+            `sudo setcap cap_net_bind_service=+ep "$(readlink -f "$(command -v node)")", or choose a port of 1024 or above with ${portOption}`
+        : `permission denied (EACCES): something on this machine (a security policy) forbids it; choose another port with ${portOption}`;
+    case "EADDRINUSE":
+      return `the port is already in use (EADDRINUSE) by another program${usualHolder(port)}. See which with: ss -lntup 'sport = :${port}'; stop it, or choose another port with ${portOption}`;
+    case "EADDRNOTAVAIL":
+      return `${host} is not an address of this machine (EADDRNOTAVAIL); choose one it has with -b (see: ip -brief address)`;
+    default:
+      return err instanceof Error ? (err.message.split("\n")[0] ?? String(err)) : String(err);
+  }
+}
+
+function usualHolder(port: number): string {
+  if (port === 53)
+    return " (on port 53 usually a local resolver: systemd-resolved, dnsmasq, bind9 or unbound)";
+  if (port === 5353) return " (on port 5353 usually an mDNS responder such as avahi-daemon)";
+  return "";
 }
