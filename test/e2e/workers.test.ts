@@ -286,7 +286,12 @@ describe("--workers errors (e2e)", () => {
     try {
       const code = await new Promise<number | null>((resolve) => cli.child.once("exit", (c) => resolve(c)));
       assert.equal(code, 1, cli.output());
-      assert.match(cli.output(), new RegExp(`jitsu: cannot listen on UDP 127\\.0\\.0\\.1:${port}: the port is already in use \\(EADDRINUSE\\)`));
+      assert.match(
+        cli.output(),
+        new RegExp(
+          `jitsu: cannot listen on UDP 127\\.0\\.0\\.1:${port}: the port is already in use \\(EADDRINUSE\\)`,
+        ),
+      );
       assert.doesNotMatch(cli.output(), /Starting server on/);
     } finally {
       await cli.stop("SIGKILL");
