@@ -5,7 +5,9 @@
  * -f ADDR. Extra arguments are passed to jitsu (e.g. `npm run demo -- -t 30`).
  */
 import { spawn } from "node:child_process";
+import { createSocket } from "node:dgram";
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,7 +16,14 @@ const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, "..", "src", "cli", "main.js");
 const service = join(here, "demo-service.js");
 const userArgs = process.argv.slice(2);
-const port = process.env.JITSU_DEMO_PORT ?? "5353";
+const has = (flag: string, long: string): boolean =>
+  userArgs.some((a) => a === flag || a === long || a.startsWith(`${long}=`));
+const optionValue = (flag: string, long: string): string | undefined => {
+  const i = userArgs.findIndex((a) => a === flag || a === long);
+  if (i >= 0) return userArgs[i + 1];
+  return userArgs.find((a) => a.startsWith(`${long}=`))?.slice(long.length + 1);
+};
+const preferred = Number(process.env.JITSU_DEMO_PORT ?? "5353");
 
 interface DemoVm {
   name: string;
@@ -37,17 +46,50 @@ const configs = vms.map((vm) =>
   ].join(","),
 );
 
+/** Whether UDP and TCP `port` on 127.0.0.1 can both be bound now. */
+async function free(port: number): Promise<boolean> {
+  const udp = createSocket("udp4");
+  const udpOk = await new Promise<boolean>((resolve) => {
+    udp.once("error", () => resolve(false));
+    udp.bind(port, "127.0.0.1", () => resolve(true));
+  });
+  if (!udpOk) return false;
+  const tcp = createServer();
+  const tcpOk = await new Promise<boolean>((resolve) => {
+    tcp.once("error", () => resolve(false));
+    tcp.listen({ port, host: "127.0.0.1", exclusive: true }, () => resolve(true));
+  });
+  await new Promise<void>((resolve) => udp.close(() => resolve()));
+  if (tcpOk) await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  return tcpOk;
+}
+
+/**
+ * The port to serve on: -l if given (jitsu reports it if it is taken), else
+ * JITSU_DEMO_PORT or 5353, else (mDNS often holds 5353) the next free one.
+ */
+async function choosePort(): Promise<string> {
+  const given = optionValue("-l", "--listen");
+  if (given !== undefined) return given;
+  for (let port = preferred; port < preferred + 50 && port < 65536; port++) {
+    if (await free(port)) {
+      if (port !== preferred)
+        console.log(`jitsu demo: port ${preferred} is taken (mDNS, or another demo?); using ${port}.`);
+      return String(port);
+    }
+  }
+  throw new Error(`no free port from ${preferred} to ${preferred + 49} on 127.0.0.1; pass one with -l PORT`);
+}
+
+const port = await choosePort();
 const stateDir = mkdtempSync(join(tmpdir(), "jitsu-demo-"));
-const has = (flag: string, long: string): boolean =>
-  userArgs.some((a) => a === flag || a === long || a.startsWith(`${long}=`));
 const args = [
   cli,
   "-x",
   "process",
   "-b",
   "127.0.0.1",
-  "-l",
-  port,
+  ...(has("-l", "--listen") ? [] : ["-l", port]),
   ...(has("-f", "--forwarder") ? [] : ["-f", "0.0.0.0"]),
   ...(has("-t", "--ttl") ? [] : ["-t", "15"]),
   ...(has("-d", "--delay") ? [] : ["-d", "0"]),

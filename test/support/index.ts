@@ -180,7 +180,16 @@ export function countMatches(text: string, pattern: RegExp): number {
 
 /** Starts the built CLI with `args`; `t.after(() => cli.stop())` is the caller's job. */
 export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = {}): CliProcess {
-  const child = spawn(process.execPath, [CLI, ...args], {
+  return startScript(CLI, args, env);
+}
+
+/** Starts a built script (the CLI, the demo) under node, with the same handle as startCli. */
+export function startScript(
+  script: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+): CliProcess {
+  const child = spawn(process.execPath, [script, ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
