@@ -12,6 +12,8 @@ import type { Settings } from "./options.js";
 import { startJitsu, type Jitsu } from "./run.js";
 
 async function main(): Promise<void> {
+  // So `pidof jitsu`, `ps` and `top` find it (else it is "node"); workers are "jitsu-worker".
+  process.title = "jitsu";
   let settings: Settings;
   try {
     settings = parseArgs(process.argv.slice(2));

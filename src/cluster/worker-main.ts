@@ -5,4 +5,6 @@
 import "../runtime/heap.js";
 import { runWorker } from "./worker.js";
 
+// Not "jitsu": `kill -HUP $(pidof jitsu)` is for the primary (workers ignore signals anyway).
+process.title = "jitsu-worker";
 runWorker();
