@@ -17,6 +17,13 @@ export function parseConfigString(text: string, label: string): ConfigPair[] {
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!;
     const eq = entry.indexOf("=");
+    if (entry.trim() === "") {
+      throw new ConfigError(
+        i === entries.length - 1
+          ? `${label}: entry ${i + 1} is empty (a trailing comma? A CONFIG string continued on the next line must not be indented: the shell makes the rest a separate argument)`
+          : `${label}: entry ${i + 1} is empty (two commas in a row?)`,
+      );
+    }
     if (eq < 0) {
       throw new ConfigError(
         `${label}: entry ${i + 1} '${entry}' has no '='; expected key=value (values cannot contain commas)`,

@@ -86,6 +86,17 @@ describe("CONFIG grammar", () => {
     assert.throws(() => parseConfigString("", "CONFIG #1"), /CONFIG #1 is empty/);
     assert.throws(() => parseConfigString("=x", "CONFIG #1"), /empty key/);
   });
+
+  it("calls an empty entry what it is: a trailing comma (often a line break the shell split) or two commas", () => {
+    assert.throws(
+      () => parseConfigString("dns=a.example.org,name=a,", "CONFIG #1"),
+      /^ConfigError: CONFIG #1: entry 3 is empty \(a trailing comma\? A CONFIG string continued on the next line must not be indented/,
+    );
+    assert.throws(
+      () => parseConfigString("dns=a.example.org,,name=a", "CONFIG #2"),
+      /CONFIG #2: entry 2 is empty \(two commas in a row\?\)/,
+    );
+  });
 });
 
 describe("VmSpec validation", () => {
