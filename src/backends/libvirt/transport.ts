@@ -15,7 +15,14 @@ import { readFileSync } from "node:fs";
 import { connect as netConnect, type Socket } from "node:net";
 import { Duplex } from "node:stream";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
-import { DEFAULT_TCP_PORT, DEFAULT_TLS_PORT, tlsFiles, unixSocketPath, type LibvirtUri } from "./uri.js";
+import {
+  DEFAULT_TCP_PORT,
+  DEFAULT_TLS_PORT,
+  daemonHint,
+  tlsFiles,
+  unixSocketPath,
+  type LibvirtUri,
+} from "./uri.js";
 
 /** Why a transport could not be opened; `message` is one line for users. */
 export class TransportError extends Error {
@@ -38,7 +45,9 @@ export async function openTransport(uri: LibvirtUri, timeoutMs: number): Promise
   switch (uri.transport) {
     case "unix": {
       const path = unixSocketPath(uri);
-      const socket = await connectSocket(() => netConnect({ path }), `socket ${path}`, timeoutMs);
+      const socket = await connectSocket(() => netConnect({ path }), `socket ${path}`, timeoutMs, {
+        noDaemon: daemonHint(uri),
+      });
       return { stream: socket, endpoint: path };
     }
     case "tcp": {
@@ -55,12 +64,17 @@ export async function openTransport(uri: LibvirtUri, timeoutMs: number): Promise
   }
 }
 
-function describeSocketError(err: NodeJS.ErrnoException, where: string): string {
+/** `noDaemon`: what to say when nothing listens (a local socket's daemon and how to start it). */
+function describeSocketError(
+  err: NodeJS.ErrnoException,
+  where: string,
+  noDaemon = "is libvirtd running?",
+): string {
   switch (err.code) {
     case "ENOENT":
-      return `${where} does not exist (is libvirtd running?)`;
+      return `${where} does not exist (${noDaemon})`;
     case "ECONNREFUSED":
-      return `connection refused by ${where} (is libvirtd running?)`;
+      return `connection refused by ${where} (${noDaemon})`;
     case "EACCES":
     case "EPERM":
       return `permission denied on ${where} (run jitsu as a user allowed to use libvirt, e.g. in the libvirt group)`;
@@ -81,8 +95,9 @@ function connectSocket<S extends Socket>(
   make: () => S,
   where: string,
   timeoutMs: number,
-  event = "connect",
+  options: { event?: string; noDaemon?: string } = {},
 ): Promise<S> {
+  const event = options.event ?? "connect";
   return new Promise<S>((resolve, reject) => {
     const socket = make();
     const timer = setTimeout(() => {
@@ -97,7 +112,7 @@ function connectSocket<S extends Socket>(
     socket.once("error", (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       socket.destroy();
-      reject(new TransportError(describeSocketError(err, where), err.code));
+      reject(new TransportError(describeSocketError(err, where, options.noDaemon), err.code));
     });
   });
 }
@@ -133,7 +148,7 @@ async function openTls(uri: LibvirtUri, timeoutMs: number): Promise<OpenedTransp
       }),
     `TLS ${endpoint}`,
     timeoutMs,
-    "secureConnect",
+    { event: "secureConnect" },
   );
   // virNetClientSetTLSSession: the daemon checks our certificate, then sends '\1'.
   await new Promise<void>((resolve, reject) => {

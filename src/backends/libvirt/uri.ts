@@ -184,6 +184,28 @@ function modularDaemon(driver: string): string | undefined {
 }
 
 /**
+ * What to do when a local URI's daemon socket is missing or refuses us: which
+ * daemon serves the URI and how to start it. Unlike virsh, jitsu does not
+ * start a session daemon itself (libvirt's client autostart).
+ */
+export function daemonHint(uri: LibvirtUri): string {
+  const daemon = modularDaemon(uri.driver);
+  const which =
+    daemon === undefined ? "libvirtd" : `libvirtd, or ${daemon} where libvirt runs one daemon per driver`;
+  if (isSession(uri)) {
+    return (
+      `no per-user libvirt daemon serves ${uri.original}; unlike virsh, jitsu does not start one itself: ` +
+      `start it first as this user (${daemon ?? "libvirtd"} --daemon, or systemctl --user start ${daemon ?? "libvirtd"}.socket)`
+    );
+  }
+  const driver = uri.driver === "test" ? " (the test driver runs inside libvirtd too)" : "";
+  return (
+    `no libvirt daemon serves ${uri.original} here${driver}: start ${which} ` +
+    `(systemctl start ${daemon === undefined ? "libvirtd" : `${daemon} or libvirtd`}), or point ?socket=PATH at the socket of one that runs`
+  );
+}
+
+/**
  * The unix socket for a local URI (libvirt remote_sockets.c): `?socket=` if
  * given; else the session directory ($XDG_RUNTIME_DIR/libvirt, or
  * ~/.cache/libvirt) for /session URIs, /var/run/libvirt otherwise. With

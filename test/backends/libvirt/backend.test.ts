@@ -214,7 +214,7 @@ describe("libvirt backend against a real libvirtd (test driver)", { timeout: 120
     const missing = backendFor(`test+unix:///default?socket=${daemon.dir}/nowhere/libvirt-sock`);
     await rejectsWith(
       missing.connect(),
-      /^libvirt: cannot connect to test\+unix:\/\/\/default\?socket=.*: socket .*nowhere\/libvirt-sock does not exist \(is libvirtd running\?\)$/,
+      /^libvirt: cannot connect to test\+unix:\/\/\/default\?socket=.*: socket .*nowhere\/libvirt-sock does not exist \(no libvirt daemon serves test\+unix:\/\/\/default\?socket=.* here \(the test driver runs inside libvirtd too\): start libvirtd \(systemctl start libvirtd\), or point \?socket=PATH at the socket of one that runs\)$/,
     );
 
     // Permission denied by the kernel: the socket is 0700 and the client runs as another user

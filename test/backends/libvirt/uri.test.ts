@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseLibvirtUri, tlsFiles, unixSocketPath } from "../../../src/backends/libvirt/uri.js";
+import { daemonHint, parseLibvirtUri, tlsFiles, unixSocketPath } from "../../../src/backends/libvirt/uri.js";
 import { sshArgs } from "../../../src/backends/libvirt/transport.js";
 import { libvirtBackend } from "../../../src/backends/libvirt/index.js";
 import { silentLogger } from "../../../src/log/index.js";
@@ -69,6 +69,22 @@ describe("libvirt URIs", () => {
         }),
       /option '--connect': libvirt URI 'bogus:\/\/\/x': unsupported driver/,
     );
+  });
+
+  it("says which daemon a local URI needs and how to start it (jitsu does not autostart one)", () => {
+    assert.equal(
+      daemonHint(parseLibvirtUri("qemu:///system")),
+      "no libvirt daemon serves qemu:///system here: start libvirtd, or virtqemud where libvirt runs one daemon per driver (systemctl start virtqemud or libvirtd), or point ?socket=PATH at the socket of one that runs",
+    );
+    assert.equal(
+      daemonHint(parseLibvirtUri("test:///default")),
+      "no libvirt daemon serves test:///default here (the test driver runs inside libvirtd too): start libvirtd (systemctl start libvirtd), or point ?socket=PATH at the socket of one that runs",
+    );
+    assert.equal(
+      daemonHint(parseLibvirtUri("vbox:///session")),
+      "no per-user libvirt daemon serves vbox:///session; unlike virsh, jitsu does not start one itself: start it first as this user (virtvboxd --daemon, or systemctl --user start virtvboxd.socket)",
+    );
+    assert.match(daemonHint(parseLibvirtUri("qemu:///session")), /virtqemud --daemon/);
   });
 
   it("finds the daemon's socket as libvirt does", () => {
