@@ -43,7 +43,8 @@ function workerPids(primary: number): number[] {
     .map(Number)
     .filter((pid) => {
       try {
-        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("worker-main.js");
+        // Workers set their process title (cluster/worker-main.ts).
+        return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "jitsu-worker";
       } catch {
         return false;
       }
