@@ -5,12 +5,7 @@
  * in `cause` / `detail`.
  */
 export type JitsuErrorCode =
-  | "ERR_CONFIG"
-  | "ERR_USAGE"
-  | "ERR_BACKEND"
-  | "ERR_START_TIMEOUT"
-  | "ERR_STORE"
-  | "ERR_LISTEN";
+  "ERR_CONFIG" | "ERR_USAGE" | "ERR_BACKEND" | "ERR_START_TIMEOUT" | "ERR_STORE" | "ERR_LISTEN";
 
 export class JitsuError extends Error {
   readonly code: JitsuErrorCode;
