@@ -29,7 +29,8 @@ export function perVmLevel(vms: number): "info" | "debug" {
  * `https://root:***@host/`; a URI without a password is returned as it is.
  */
 export function redactUri(uri: string): string {
-  return uri.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, "$1:***@");
+  // Up to the last '@' of the authority, as URL parsers split (a password may contain '@').
+  return uri.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/]*@/i, "$1:***@");
 }
 
 export interface LoggerOptions {

@@ -20,6 +20,11 @@ test("a password containing ':' is hidden whole", () => {
   assert.equal(redactUri("https://root:a:b:c@host/"), "https://root:***@host/");
 });
 
+test("a password containing '@' is hidden whole (the authority ends at the last '@')", () => {
+  assert.equal(redactUri("https://root:p@ss@host/x"), "https://root:***@host/x");
+  assert.equal(redactUri("https://root:p@s@s@host:443"), "https://root:***@host:443");
+});
+
 test("an empty password is shown as hidden too", () => {
   assert.equal(redactUri("https://root:@host/"), "https://root:***@host/");
 });
