@@ -19,6 +19,7 @@ import {
   readProcess,
   type SupervisedProcess,
 } from "../../src/supervisor/index.js";
+import { alive, waitFor } from "../support/index.js";
 
 const pids: number[] = [];
 let dir: string;
@@ -69,23 +70,6 @@ function groupOf(pid: number): number {
   return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
 }
 
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return !"ZX".includes(stat.slice(stat.lastIndexOf(")") + 2)[0]!);
-  } catch {
-    return false;
-  }
-}
-
-async function waitFor(what: string, check: () => boolean, ms = 5000): Promise<void> {
-  const t0 = Date.now();
-  while (!check()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 /** Tracks a promise's outcome without awaiting it. */
 function watchOutcome<T>(p: Promise<T>): { settled: boolean; value: T | undefined } {
   const o: { settled: boolean; value: T | undefined } = { settled: false, value: undefined };
@@ -116,13 +100,13 @@ describe("ProcessSupervisor.spawn", () => {
   it("signals the whole group: a grandchild dies with its parent", async () => {
     const lines = { out: [] as string[], err: [] as string[] };
     const proc = await spawn(["sh", "-c", "sleep 600 & echo $!; wait"], systemClock, lines);
-    await waitFor("the grandchild's pid", () => lines.out.length > 0);
+    await waitFor(() => lines.out.length > 0, 5000, "the grandchild's pid");
     const grandchild = Number(lines.out[0]);
     pids.push(grandchild);
     assert.ok(alive(grandchild));
     assert.equal(proc.signal("SIGKILL"), true);
     await proc.exited;
-    await waitFor("the grandchild to die", () => !alive(grandchild));
+    await waitFor(() => !alive(grandchild), 5000, "the grandchild to die");
   });
 
   it("hands over stdout and stderr line by line and keeps the last stderr lines", async () => {
@@ -178,7 +162,7 @@ describe("SupervisedProcess: waits and grace periods on the injected clock", () 
     const clock = new ManualClock();
     const lines = { out: [] as string[], err: [] as string[] };
     const proc = await spawn(IGNORES_TERM, clock, lines);
-    await waitFor("the trap to be set", () => lines.out.includes("ready"));
+    await waitFor(() => lines.out.includes("ready"), 5000, "the trap to be set");
     const done = watchOutcome(proc.terminate({ graceMs: 10_000 }));
     await realMs(300);
     assert.equal(done.settled, false, "real time does not end the grace");
@@ -186,7 +170,7 @@ describe("SupervisedProcess: waits and grace periods on the injected clock", () 
     await clock.advance(9_999);
     assert.equal(done.settled, false);
     await clock.advance(1);
-    await waitFor("terminate to settle", () => done.settled);
+    await waitFor(() => done.settled, 5000, "terminate to settle");
     assert.equal(done.value, false, "it did not end within the grace");
     assert.deepEqual(proc.exit, { code: null, signal: "SIGKILL" });
   });
@@ -203,7 +187,7 @@ describe("SupervisedProcess: waits and grace periods on the injected clock", () 
     const clock = new ManualClock();
     const proc = await spawn(["sleep", "600"], clock);
     proc.signal("SIGSTOP");
-    await waitFor("it to stop", () => readFileSync(`/proc/${proc.pid}/stat`, "utf8").includes(") T "));
+    await waitFor(() => readFileSync(`/proc/${proc.pid}/stat`, "utf8").includes(") T "), 5000, "it to stop");
     assert.equal(await proc.terminate({ graceMs: 10_000, wake: true }), true);
     assert.deepEqual(proc.exit, { code: null, signal: "SIGTERM" });
   });
@@ -215,7 +199,7 @@ describe("SupervisedProcess: waits and grace periods on the injected clock", () 
     await realMs(100);
     assert.equal(first.settled, false);
     await clock.advance(1000);
-    await waitFor("waitExit to settle", () => first.settled);
+    await waitFor(() => first.settled, 5000, "waitExit to settle");
     assert.equal(first.value, false);
     proc.signal("SIGKILL");
     assert.equal(await proc.waitExit(1000), true);
@@ -278,7 +262,7 @@ describe("pid files and adoption", () => {
     await realMs(200);
     assert.equal(gone.settled, false, "looked for on the clock's ticks, not in real time");
     await clock.advance(1000);
-    await waitFor("the end to be noticed", () => gone.settled);
+    await waitFor(() => gone.settled, 5000, "the end to be noticed");
     assert.deepEqual(gone.value, { code: null, signal: null }, "not our child: no exit status");
   });
 
@@ -337,7 +321,11 @@ describe("pid files and adoption", () => {
     const file = pidFile();
     proc.writePidFile(file);
     assert.deepEqual((await file.read())?.cmdline, ["sh", "-c", "sleep 0.2; exec sleep 600"]);
-    await waitFor("the exec", () => readFileSync(`/proc/${proc.pid}/cmdline`, "utf8").startsWith("sleep\0"));
+    await waitFor(
+      () => readFileSync(`/proc/${proc.pid}/cmdline`, "utf8").startsWith("sleep\0"),
+      5000,
+      "the exec",
+    );
     const found = await new ProcessSupervisor({ clock: systemClock }).adopt(file);
     assert.equal(found?.process.pid, proc.pid);
     assert.equal(await found?.process.isRunning(), true);
@@ -366,7 +354,11 @@ describe("pid files and adoption", () => {
     const file = pidFile();
     proc.writePidFile(file);
     assert.equal((await file.read())?.cmdline?.[0], "sh");
-    await waitFor("the exec", () => readFileSync(`/proc/${proc.pid}/cmdline`, "utf8").startsWith("sleep"));
+    await waitFor(
+      () => readFileSync(`/proc/${proc.pid}/cmdline`, "utf8").startsWith("sleep"),
+      5000,
+      "the exec",
+    );
     proc.writePidFile(file);
     assert.deepEqual((await file.read())?.cmdline, ["sleep", "600"]);
     const found = await new ProcessSupervisor({ clock: systemClock }).adopt(file);

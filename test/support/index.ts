@@ -5,6 +5,7 @@
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createSocket } from "node:dgram";
+import { readFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -238,11 +239,12 @@ export function startScript(
   };
 }
 
-/** True if a process with this pid exists. */
+/** True if the process with this pid runs (exists and is not a zombie). */
 export function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    // A zombie (Z) or dead (X) process has a pid but runs no more.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !"ZX".includes(stat.slice(stat.lastIndexOf(")") + 2)[0]!);
   } catch {
     return false;
   }
