@@ -8,7 +8,7 @@
 import { specOptions, type BackendFactory } from "../backends/index.js";
 import {
   buildFileSpecs,
-  checkUniqueNames,
+  distinctVms,
   readConfigFile,
   type ConfigFile,
   type VmSpec,
@@ -49,8 +49,7 @@ export class ConfigReloader {
     try {
       file = readConfigFile(path, fileOptionSpecs());
       const fromFile = buildFileSpecs(file, specOptions(factory));
-      specs = [...this.opts.cliSpecs, ...fromFile];
-      checkUniqueNames(specs);
+      specs = distinctVms([...this.opts.cliSpecs, ...fromFile]);
     } catch (err) {
       log.error(`Reload rejected, keeping the running configuration: ${describeError(err)}`);
       return false;

@@ -5,13 +5,7 @@
  */
 import { checkStopMode, findBackend, specOptions, type VmBackend } from "../backends/index.js";
 import { systemClock, type Clock } from "../clock/index.js";
-import {
-  buildFileSpecs,
-  buildVmSpec,
-  checkUniqueNames,
-  parseConfigString,
-  type VmSpec,
-} from "../config/index.js";
+import { buildFileSpecs, buildVmSpec, distinctVms, parseConfigString, type VmSpec } from "../config/index.js";
 import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
 import { ListenError, describeError } from "../errors/index.js";
 import { createLogger, perVmLevel, redactUri, type Logger } from "../log/index.js";
@@ -58,8 +52,7 @@ export function buildSpecs(configs: readonly string[], backendName: string): VmS
     const source = `CONFIG #${i + 1}`;
     specs.push(buildVmSpec(parseConfigString(configs[i]!, source), source, opts));
   }
-  checkUniqueNames(specs);
-  return specs;
+  return distinctVms(specs);
 }
 
 export async function startJitsu(settings: Settings, deps: StartDeps = {}): Promise<Jitsu> {
@@ -67,12 +60,11 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   const log = deps.log ?? createLogger({ level: settings.logLevel, format: settings.logFormat });
   const factory = findBackend(settings.backend);
   const cliSpecs = buildSpecs(settings.configs, settings.backend);
+  // buildSpecs checked the command line's VMs; with a file, check them together.
   const specs =
     settings.file === undefined
       ? cliSpecs
-      : [...cliSpecs, ...buildFileSpecs(settings.file, specOptions(factory))];
-  // buildSpecs checked the command line's VMs; with a file, check them together.
-  if (settings.file !== undefined) checkUniqueNames(specs);
+      : distinctVms([...cliSpecs, ...buildFileSpecs(settings.file, specOptions(factory))]);
   checkStopMode(factory, settings.mode);
   if (specs.length === 0) log.warn("No VMs configured: every query is forwarded");
 

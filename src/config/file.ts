@@ -21,7 +21,7 @@ import { extname } from "node:path";
 import { createRequire } from "node:module";
 import { ConfigError } from "../errors/index.js";
 import { parseConfigString, type ConfigPair } from "./grammar.js";
-import { buildVmSpec, checkUniqueNames, type BuildSpecOptions, type VmSpec } from "./spec.js";
+import { buildVmSpec, distinctVms, type BuildSpecOptions, type VmSpec } from "./spec.js";
 import { parseBool } from "./values.js";
 
 /** A global option the file may set: its long name, and whether it takes a value or is a flag. */
@@ -127,12 +127,11 @@ export function buildFileSpecs(file: ConfigFile, opts: BuildSpecOptions): VmSpec
     }
   });
   try {
-    checkUniqueNames(specs);
+    return distinctVms(specs);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     throw new ConfigError(`config file '${file.path}': ${err.message}`, { cause: err });
   }
-  return specs;
 }
 
 /**

@@ -3,7 +3,8 @@ export { VmOptions, validate, checkValue, type KeySpec, type KeyType } from "./k
 export {
   COMMON_KEYS,
   buildVmSpec,
-  checkUniqueNames,
+  distinctVms,
+  samePairs,
   parseReadyProbe,
   type VmSpec,
   type ReadyProbe,

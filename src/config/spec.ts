@@ -177,10 +177,32 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
   return spec;
 }
 
-/** Duplicate DNS names across VMs are an error that names both VMs. */
-export function checkUniqueNames(specs: readonly VmSpec[]): void {
-  const owner = new Map<string, string>();
+/**
+ * The VMs `specs` describe, each once. Two specs with the same label (the same
+ * `name`, else `uuid`) are one VM described twice: accepted, once, when they
+ * are identical, an error naming the key otherwise (else one would silently
+ * win, with the other's names answered with its addresses). A DNS name used by
+ * two VMs is an error that names both.
+ */
+export function distinctVms(specs: readonly VmSpec[]): VmSpec[] {
+  const byLabel = new Map<string, VmSpec>();
+  const out: VmSpec[] = [];
   for (const spec of specs) {
+    const first = byLabel.get(spec.label);
+    if (first === undefined) {
+      byLabel.set(spec.label, spec);
+      out.push(spec);
+      continue;
+    }
+    if (samePairs(first, spec)) continue;
+    const key = spec.name !== undefined ? "name" : spec.uuid !== undefined ? "uuid" : "dns";
+    throw new ConfigError(
+      `another VM is configured with the same ${key} and different settings; give each VM its own ${key} (or describe it once)`,
+      { vm: spec.label, key },
+    );
+  }
+  const owner = new Map<string, string>();
+  for (const spec of out) {
     for (const name of spec.dns) {
       const other = owner.get(name);
       if (other !== undefined) {
@@ -194,4 +216,12 @@ export function checkUniqueNames(specs: readonly VmSpec[]): void {
       owner.set(name, spec.label);
     }
   }
+  return out;
+}
+
+/** Whether two specs say the same thing, key by key, in the same order. */
+export function samePairs(a: VmSpec, b: VmSpec): boolean {
+  const pa = a.options.pairs;
+  const pb = b.options.pairs;
+  return pa.length === pb.length && pa.every(([k, v], i) => pb[i]?.[0] === k && pb[i]?.[1] === v);
 }

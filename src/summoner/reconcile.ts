@@ -6,7 +6,7 @@
  */
 import type { StopMode, VmBackend } from "../backends/contract.js";
 import type { Clock } from "../clock/index.js";
-import type { VmSpec } from "../config/index.js";
+import { samePairs, type VmSpec } from "../config/index.js";
 import { describeError } from "../errors/index.js";
 import { perVmLevel, type Logger } from "../log/index.js";
 import type { Store, VmRecord } from "../store/index.js";
@@ -131,7 +131,7 @@ export async function reloadVms(
   const counts = { added: 0, changed: 0, removed: 0 };
   for (const spec of specs) {
     const old = current.get(spec.label);
-    if (old !== undefined && sameSpec(old.spec, spec)) {
+    if (old !== undefined && samePairs(old.spec, spec)) {
       next.set(spec.label, old);
       continue;
     }
@@ -194,10 +194,4 @@ function logChanges(
       `Configuration: ${counts.added} VMs added, ${counts.changed} changed, ${counts.removed} removed (one line each at --log-level debug)`,
     );
   }
-}
-
-function sameSpec(a: VmSpec, b: VmSpec): boolean {
-  const pa = a.options.pairs;
-  const pb = b.options.pairs;
-  return pa.length === pb.length && pa.every(([k, v], i) => pb[i]?.[0] === k && pb[i]?.[1] === v);
 }

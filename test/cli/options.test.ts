@@ -242,4 +242,21 @@ describe("the jitsu binary", () => {
       /VM 'www.example.org', key 'ip': required key is missing \(the process backend cannot discover addresses\)/,
     );
   });
+
+  it("two VMs with the same name are refused at start-up (one would answer for the other)", async () => {
+    const res = await run(process.execPath, [
+      CLI,
+      "-x",
+      "process",
+      "-f",
+      "0.0.0.0",
+      "dns=a.test,ip=127.0.0.5,name=one,exec=sleep 101",
+      "dns=b.test,ip=127.0.0.6,name=one,exec=sleep 102",
+    ]);
+    assert.equal(res.code, 1);
+    assert.equal(
+      res.stderr.trim(),
+      "jitsu: VM 'one', key 'name': another VM is configured with the same name and different settings; give each VM its own name (or describe it once)",
+    );
+  });
 });

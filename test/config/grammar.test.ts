@@ -8,7 +8,7 @@ import { describe, it } from "node:test";
 import {
   VmOptions,
   buildVmSpec,
-  checkUniqueNames,
+  distinctVms,
   parseBool,
   parseConfigString,
   parseDnsName,
@@ -178,8 +178,35 @@ describe("VmSpec validation", () => {
     const a = build("dns=www.example.org,ip=10.0.0.1,name=a");
     const b = build("dns=WWW.example.org,ip=10.0.0.2,name=b");
     assert.throws(
-      () => checkUniqueNames([a, b]),
+      () => distinctVms([a, b]),
       /VM 'b', key 'dns': DNS name 'www.example.org' is already used by VM 'a'/,
+    );
+  });
+
+  it("rejects two different VMs with the same name (or uuid), and takes one described twice identically once", () => {
+    const one = build("dns=a.test,ip=127.0.0.5,name=one");
+    assert.throws(
+      () => distinctVms([one, build("dns=b.test,ip=127.0.0.6,name=one")]),
+      /^ConfigError: VM 'one', key 'name': another VM is configured with the same name and different settings; give each VM its own name/,
+    );
+    const u = "7f5e1c4e-0000-4000-8000-000000000001";
+    const withUuid: readonly KeySpec[] = [...KEYS, { key: "uuid", type: "string", doc: "" }];
+    assert.throws(
+      () =>
+        distinctVms([
+          build(`dns=a.test,ip=127.0.0.5,uuid=${u}`, withUuid),
+          build(`dns=b.test,ip=127.0.0.6,uuid=${u}`, withUuid),
+        ]),
+      /key 'uuid': another VM is configured with the same uuid/,
+    );
+    const twice = distinctVms([
+      one,
+      build("dns=a.test,ip=127.0.0.5,name=one"),
+      build("dns=c.test,ip=127.0.0.7"),
+    ]);
+    assert.deepEqual(
+      twice.map((s) => s.label),
+      ["one", "c.test"],
     );
   });
 });
