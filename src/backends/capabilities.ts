@@ -17,6 +17,17 @@ export function checkStopMode(factory: BackendFactory, mode: StopMode): void {
   );
 }
 
+/**
+ * How --stop-on-exit stops the VMs jitsu started: with `-m` when it ends them
+ * (destroy, shutdown, save: nothing of the VM runs afterwards), otherwise
+ * (pause, suspend: a paused process would hold its memory and ports after
+ * jitsu is gone) with shutdown, or destroy where the backend cannot shut down.
+ */
+export function exitStopMode(factory: BackendFactory, mode: StopMode): StopMode {
+  if (mode === "destroy" || mode === "shutdown" || mode === "save") return mode;
+  return factory.capabilities.stopModes.has("shutdown") ? "shutdown" : "destroy";
+}
+
 /** One VM's keys that need an optional method: a ConfigError naming the VM and the key. */
 export function checkVmSpec(factory: BackendFactory, spec: VmSpec): void {
   const optional = factory.capabilities.optional;

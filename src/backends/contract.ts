@@ -6,6 +6,12 @@ import type { Clock } from "../clock/index.js";
 import type { KeySpec, VmSpec } from "../config/index.js";
 import type { Logger } from "../log/index.js";
 
+/**
+ * What a VM is doing. `paused`: frozen in memory, still holding its memory
+ * and ports (QMP stop, virDomainSuspend, SIGSTOP); `suspended`: saved out of
+ * memory, holding nothing but its image on disk (managed save, xl save,
+ * VM.suspend, QEMU's migrate to file).
+ */
 export type VmState = "running" | "paused" | "suspended" | "off" | "crashed" | "unknown";
 export type StopMode = "destroy" | "shutdown" | "suspend" | "pause" | "save";
 export const STOP_MODES: readonly StopMode[] = ["destroy", "shutdown", "suspend", "pause", "save"];

@@ -11,7 +11,7 @@ import { qemuBackend } from "./qemu/index.js";
 import { xapiBackend } from "./xapi/index.js";
 
 export * from "./contract.js";
-export { checkStopMode, checkVmSpec, specOptions } from "./capabilities.js";
+export { checkStopMode, checkVmSpec, exitStopMode, specOptions } from "./capabilities.js";
 
 export const BACKENDS: readonly BackendFactory[] = [
   libvirtBackend,

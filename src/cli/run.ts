@@ -3,7 +3,7 @@
  * stats table and signals. `startJitsu` is what the binary runs; tests call it
  * in-process too.
  */
-import { checkStopMode, findBackend, specOptions, type VmBackend } from "../backends/index.js";
+import { checkStopMode, exitStopMode, findBackend, specOptions, type VmBackend } from "../backends/index.js";
 import { systemClock, type Clock } from "../clock/index.js";
 import { buildFileSpecs, buildVmSpec, distinctVms, parseConfigString, type VmSpec } from "../config/index.js";
 import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
@@ -286,7 +286,10 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         await synjitsu?.close();
         await closeDns();
         forwarder?.close();
-        await summoner.close({ stopVms: options.stopVms === true });
+        await summoner.close({
+          stopVms: options.stopVms === true,
+          stopMode: exitStopMode(factory, settings.mode),
+        });
         await store
           .close()
           .catch((err: unknown) => log.error(`Closing the state store: ${describeError(err)}`));

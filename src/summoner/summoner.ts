@@ -251,17 +251,19 @@ export class Summoner {
     return this.reaper.tick();
   }
 
-  async close(options: { stopVms?: boolean } = {}): Promise<void> {
+  /**
+   * Stops the reaper and flushes the store. With `stopVms`, first ends the VMs
+   * this summoner (or the jitsu before it) started, with `stopMode`, which
+   * must end them (destroy, shutdown or save; the CLI's exitStopMode picks
+   * it): a VM paused in memory is unpaused first, so that a shutdown reaches
+   * it; a VM suspended (saved out of memory) is left as it is.
+   */
+  async close(options: { stopVms?: boolean; stopMode?: StopMode } = {}): Promise<void> {
     this.closed = true;
     await this.reaper.close();
     if (options.stopVms === true) {
-      await Promise.all(
-        [...this.vms.values()].map(async (vm) => {
-          if (vm.flight !== null) await vm.flight.catch(() => undefined);
-          if (!vm.startedByUs || vm.phase.kind === "off" || vm.phase.kind === "stopping") return;
-          await this.stop(vm, this.opts.stopMode, "at shutdown");
-        }),
-      );
+      const mode = options.stopMode ?? this.opts.stopMode;
+      await Promise.all([...this.vms.values()].map((vm) => this.stopAtExit(vm, mode)));
     }
     await this.flush();
   }
@@ -373,6 +375,31 @@ export class Summoner {
     })();
     this.setPhase(vm, { kind: "stopping", mode, done });
     return done;
+  }
+
+  private async stopAtExit(vm: Vm, mode: StopMode): Promise<void> {
+    if (vm.flight !== null) await vm.flight.catch(() => undefined);
+    if (vm.phase.kind === "stopping") await vm.phase.done;
+    if (!vm.startedByUs || vm.phase.kind === "off") return;
+    const label = vm.spec.label;
+    const state = await this.backend.state(vm.ref).catch((err: unknown) => {
+      this.log.warn(`Could not read the state of VM '${label}' at shutdown: ${describeError(err)}`);
+      return "unknown" as VmState;
+    });
+    if (state === "off" || state === "crashed" || state === "suspended") {
+      this.setPhase(vm, phaseFor(state, this.clock.now()));
+      return;
+    }
+    if (state === "paused") {
+      this.log.info(`Unpausing VM '${label}' to stop it (${mode}) at shutdown`);
+      try {
+        await this.backend.unpause(vm.ref);
+      } catch (err) {
+        // A destroy ends it paused or not; a shutdown is tried anyway, and logs its own failure.
+        this.log.warn(`Could not unpause VM '${label}': ${describeError(err)}`);
+      }
+    }
+    await this.stop(vm, mode, "at shutdown");
   }
 
   // ---- plumbing -------------------------------------------------------------

@@ -12,6 +12,7 @@ import {
   OPTIONAL_METHODS,
   STOP_MODES,
   checkStopMode,
+  exitStopMode,
   specOptions,
   type BackendFactory,
 } from "../../src/backends/index.js";
@@ -74,6 +75,19 @@ describe("backend capabilities", () => {
         err.message ===
           "option '--mode': the process backend cannot save VMs (it can: destroy, shutdown, suspend, pause)",
     );
+  });
+
+  it("--stop-on-exit stops with -m when that ends the VM, else with shutdown (a mode every backend has)", () => {
+    for (const factory of BACKENDS) {
+      for (const mode of factory.capabilities.stopModes) {
+        const atExit = exitStopMode(factory, mode);
+        assert.ok(factory.capabilities.stopModes.has(atExit), `${factory.name}: ${atExit}`);
+        assert.ok(["destroy", "shutdown", "save"].includes(atExit), `${factory.name} -m ${mode}: ${atExit}`);
+        if (mode === "destroy" || mode === "shutdown" || mode === "save") assert.equal(atExit, mode);
+      }
+    }
+    assert.equal(exitStopMode(processBackend, "pause"), "shutdown");
+    assert.equal(exitStopMode(processBackend, "suspend"), "shutdown");
   });
 
   it("requires `ip` unless the backend discovers addresses", () => {

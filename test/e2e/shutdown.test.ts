@@ -5,6 +5,7 @@
  * with --stop-on-exit, stops the VMs it started.
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, it } from "node:test";
 import { SqliteStore } from "../../src/store/index.js";
@@ -19,6 +20,7 @@ import {
   type CliProcess,
   killVmGroups,
 } from "../support/index.js";
+import { httpCall } from "../support/http.js";
 
 let cli: CliProcess | undefined;
 let dir: Awaited<ReturnType<typeof tempDir>> | undefined;
@@ -89,5 +91,52 @@ it("SIGTERM during a cold start answers the waiting clients, then flushes, stops
     assert.equal(rows.get("never")?.totalRequests, 1);
   } finally {
     await store.close();
+  }
+});
+
+it("--stop-on-exit with -m pause ends a paused VM too (unpaused, then shut down), not only the running ones", async () => {
+  const stateDir = await tempDir("jitsu-shutdown-pause-");
+  const dns = await freePort();
+  const http = await freePort();
+  const ports = [await freePort(), await freePort()];
+  const vm = (name: string, ip: string, port: number): string =>
+    `dns=${name}.jitsu.test,ip=${ip},name=${name},exec='${process.execPath}' '${DEMO_SERVICE}' 127.0.0.1 ${port} ${name} 0,ready=http://127.0.0.1:${port}/`;
+  const paused = startCli([
+    ...localArgs(dns, stateDir.path), // with --stop-on-exit
+    "-m",
+    "pause",
+    "--http",
+    `127.0.0.1:${http}`,
+    "--http-token",
+    "t0ken",
+    vm("frozen", "127.0.0.1", ports[0]!),
+    vm("awake", "127.0.0.2", ports[1]!),
+  ]);
+  try {
+    await paused.waitFor(/Serving \/status/);
+    for (const name of ["frozen", "awake"]) {
+      assert.equal((await dig(dns, [`${name}.jitsu.test`, "A"])).status, "NOERROR", paused.output());
+    }
+    // -m pause, on request: the process is SIGSTOPped, still holding its port.
+    const stop = await httpCall(http, "POST", "/vms/frozen/stop", { authorization: "Bearer t0ken" });
+    assert.equal(stop.status, 200, stop.body);
+    const pids = new Map(
+      [...paused.output().matchAll(/Started process (\d+) for VM '(\w+)'/g)].map((m) => [
+        m[2]!,
+        Number(m[1]),
+      ]),
+    );
+    const frozen = pids.get("frozen")!;
+    assert.match(readFileSync(`/proc/${frozen}/stat`, "utf8"), /\) T /, "paused (SIGSTOP)");
+
+    assert.equal(await paused.stop("SIGTERM"), 0, paused.output());
+    assert.match(paused.output(), /Unpausing VM 'frozen' to stop it \(shutdown\) at shutdown/);
+    assert.match(paused.output(), /Stopping VM 'awake' \(shutdown\) at shutdown/);
+    for (const [name, pid] of pids)
+      assert.equal(alive(pid), false, `VM '${name}' (process ${pid}) still runs`);
+  } finally {
+    await paused.stop("SIGKILL");
+    killVmGroups(paused.output());
+    await stateDir.remove();
   }
 });

@@ -145,7 +145,8 @@ export class ProcessBackend implements VmBackend {
       if (this.running.get(vm.ref) === proc) this.running.delete(vm.ref);
       return "off";
     }
-    if (proc !== undefined) return proc.stoppedAs ?? "running";
+    // SIGSTOP keeps the process in memory, holding its ports, whether -m said pause or suspend.
+    if (proc !== undefined) return proc.stoppedAs === null ? "running" : "paused";
     return this.crashed.has(vm.ref) ? "crashed" : "off";
   }
 
