@@ -90,7 +90,7 @@ export const OPTIONS: readonly OptionDef[] = [
   {
     flags: "--persistdb <path>",
     name: "persistdb",
-    doc: "Keep jitsu's state (per VM: starts, requests, timers) in this SQLite database, so it survives restarts. The default is to keep it in memory only.",
+    doc: "Keep jitsu's state (per VM: starts, requests, timers) in this SQLite database, so it survives restarts; given a directory, in jitsu.db inside it. The default is to keep it in memory only.",
   },
   {
     flags: "--synjitsu <UUID>",

@@ -12,8 +12,8 @@
  *   jitsu, a corrupt file or a SQLite database that is not jitsu's is an error;
  *   it is never replaced or "repaired".
  */
-import { existsSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { existsSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { createRequire } from "node:module";
 import type Database from "better-sqlite3";
 import { StoreError } from "../errors/index.js";
@@ -69,6 +69,17 @@ interface Row {
   stop_mode: string;
 }
 
+/** The database's name inside a directory given as --persistdb. */
+export const DB_FILE = "jitsu.db";
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 export class SqliteStore implements Store {
   readonly path: string;
   private readonly db: Database.Database;
@@ -115,9 +126,12 @@ export class SqliteStore implements Store {
   /**
    * Opens (creating if absent) and upgrades the database. Throws StoreError when
    * it is locked by another process, corrupt, not jitsu's, or from a newer jitsu.
+   * `given` may be a directory (what the original Jitsu's --persistdb took):
+   * the database is then `DB_FILE` inside it.
    */
-  static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
+  static open(given: string, options: SqliteStoreOptions = {}): SqliteStore {
     const migrations = options.migrations ?? MIGRATIONS;
+    const path = isDirectory(given) ? join(given, DB_FILE) : given;
     const full = resolve(path);
     if (!existsSync(dirname(full))) {
       throw new StoreError(path, `its directory '${dirname(full)}' does not exist; create it first`);

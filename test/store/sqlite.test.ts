@@ -1,6 +1,7 @@
 import { strict as assert } from "node:assert";
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,7 +9,7 @@ import { test } from "node:test";
 import Database from "better-sqlite3";
 import { StoreError } from "../../src/errors/index.js";
 import type { VmRecord } from "../../src/store/index.js";
-import { APPLICATION_ID, MIGRATIONS, SqliteStore, type Migration } from "../../src/store/sqlite.js";
+import { APPLICATION_ID, DB_FILE, MIGRATIONS, SqliteStore, type Migration } from "../../src/store/sqlite.js";
 
 async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "jitsu-sqlite-"));
@@ -72,6 +73,20 @@ test("a new database round-trips records, with nulls, and keeps other VMs on par
   assert.equal(reader.pragma("application_id", { simple: true }), APPLICATION_ID);
   assert.equal(reader.pragma("journal_mode", { simple: true }), "wal");
   reader.close();
+});
+
+test("--persistdb DIR (as the original took it): the database is jitsu.db inside the directory", async (t) => {
+  const dir = await tempDir(t);
+  const store = SqliteStore.open(dir);
+  await store.write([record("a")]);
+  await store.close();
+  assert.ok(existsSync(join(dir, DB_FILE)));
+  const again = SqliteStore.open(join(dir, DB_FILE));
+  assert.deepEqual(
+    (await again.load()).map((r) => r.label),
+    ["a"],
+  );
+  await again.close();
 });
 
 test("a closed store refuses writes with a clear error", async (t) => {
