@@ -66,7 +66,6 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       ? cliSpecs
       : distinctVms([...cliSpecs, ...buildFileSpecs(settings.file, specOptions(factory))]);
   checkStopMode(factory, settings.mode);
-  if (specs.length === 0) log.warn("No VMs configured: every query is forwarded");
 
   // --persistdb: opened before anything runs, so a locked or corrupt database stops us at once.
   const store =
@@ -118,6 +117,13 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         : [{ host: settings.forwarder, port: settings.port }];
   if (settings.forwarder !== null && upstreams.length === 0) {
     log.warn("No nameserver in /etc/resolv.conf: forwarding is disabled (use -f ADDR to set one)");
+  }
+  if (specs.length === 0) {
+    log.warn(
+      upstreams.length === 0
+        ? "No VMs configured and forwarding is off: every query is answered REFUSED"
+        : "No VMs configured: every query is forwarded",
+    );
   }
   let forwarder: Forwarder | null = null;
   let server: DnsServer | null = null;
