@@ -54,5 +54,9 @@ export function specOptions(factory: BackendFactory): BuildSpecOptions {
     backendKeys: factory.keys,
     backendName: factory.name,
     check: (spec) => checkVmSpec(factory, spec),
+    unsupportedKeys: factory.capabilities.optional.has("waitForKey") ? NO_KEYS : WAIT_FOR_KEY,
   };
 }
+
+const NO_KEYS: ReadonlySet<string> = new Set();
+const WAIT_FOR_KEY: ReadonlySet<string> = new Set(["wait_for_key"]);

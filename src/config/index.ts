@@ -1,5 +1,5 @@
 export { parseConfigString, parseTuple, type ConfigPair } from "./grammar.js";
-export { VmOptions, validate, checkValue, type KeySpec, type KeyType } from "./keys.js";
+export { VmOptions, validate, checkValue, closest, type KeySpec, type KeyType } from "./keys.js";
 export {
   COMMON_KEYS,
   buildVmSpec,

@@ -172,7 +172,16 @@ function keyIndexOf(specs: readonly KeySpec[]): KeyIndex {
   return index;
 }
 
-export function validate(options: VmOptions, specs: readonly KeySpec[], backend: string): void {
+/**
+ * `unlisted`: keys accepted here (so that a check elsewhere can say why they
+ * cannot be used) but left out of the list of known keys an unknown key gets.
+ */
+export function validate(
+  options: VmOptions,
+  specs: readonly KeySpec[],
+  backend: string,
+  unlisted: ReadonlySet<string> = NO_KEYS,
+): void {
   const { byKey, required } = keyIndexOf(specs);
   // Which keys were seen: a bit per key position (a Set only for lists longer than 31 keys).
   let seenBits = 0;
@@ -183,11 +192,16 @@ export function validate(options: VmOptions, specs: readonly KeySpec[], backend:
     const value = pairs[i]![1];
     const entry = byKey.get(key);
     if (entry === undefined) {
-      const known = [...byKey.keys()].sort().join(", ");
-      throw new ConfigError(`unknown key for the ${backend} backend (known keys: ${known})`, {
-        vm: options.label,
-        key,
-      });
+      const usable = [...byKey.keys()].filter((k) => !unlisted.has(k)).sort();
+      const near = closest(key, usable);
+      const hint = near === undefined ? "" : `; did you mean '${near}'?`;
+      throw new ConfigError(
+        `unknown key for the ${backend} backend${hint} (known keys: ${usable.join(", ")})`,
+        {
+          vm: options.label,
+          key,
+        },
+      );
     }
     const { spec, index } = entry;
     const again = seenSet === null ? (seenBits & (1 << index)) !== 0 : seenSet.has(index);
@@ -207,4 +221,40 @@ export function validate(options: VmOptions, specs: readonly KeySpec[], backend:
     const seen = seenSet === null ? (seenBits & (1 << index)) !== 0 : seenSet.has(index);
     if (!seen) throw new ConfigError("required key is missing", { vm: options.label, key: spec.key });
   }
+}
+
+const NO_KEYS: ReadonlySet<string> = new Set();
+
+/**
+ * The candidate nearest to `word` (a typo: `dsn` for `dns`), if one is within
+ * two edits and closer than half its length; as commander suggests options.
+ */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.min(2, Math.floor(word.length / 2));
+  for (const candidate of candidates) {
+    const d = editDistance(word, candidate);
+    if (d <= bestDistance && (best === undefined || d < editDistance(word, best))) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions and swaps of neighbours. */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
 }

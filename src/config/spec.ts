@@ -96,6 +96,8 @@ export interface BuildSpecOptions {
    * `specOptions(factory)` gives its keys, name and this check together.
    */
   readonly check?: (spec: VmSpec) => void;
+  /** Common keys this backend cannot honour (wait_for_key without xenstore): not listed as known. */
+  readonly unsupportedKeys?: ReadonlySet<string>;
 }
 
 const knownKeyLists = new WeakMap<readonly KeySpec[], readonly KeySpec[]>();
@@ -148,7 +150,7 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
   }
   const label = name ?? uuid ?? dnsText[0] ?? source;
   const options = new VmOptions(pairs, label);
-  validate(options, knownKeys(opts.backendKeys), opts.backendName);
+  validate(options, knownKeys(opts.backendKeys), opts.backendName, opts.unsupportedKeys);
 
   const ips = ipText === undefined ? NONE : Object.freeze(ipText.map((v) => parseIp(v).address));
   const ready =

@@ -198,6 +198,23 @@ describe("the jitsu binary", () => {
     assert.match(res.stderr, /VM 'www', key 'colour': unknown key for the process backend/);
   });
 
+  it("a mistyped key gets a suggestion, and the known keys leave out what the backend cannot do", async () => {
+    const res = await run(process.execPath, [
+      CLI,
+      "-x",
+      "process",
+      "-f",
+      "0.0.0.0",
+      "dsn=www.example.org,ip=10.0.0.1,name=www,exec=true",
+    ]);
+    assert.equal(res.code, 1);
+    assert.equal(
+      res.stderr.trim(),
+      "jitsu: VM 'www', key 'dsn': unknown key for the process backend; did you mean 'dns'? " +
+        "(known keys: cwd, dns, env, exec, ip, name, ready, response_delay, stop_grace, use_synjitsu)",
+    );
+  });
+
   it("an unknown backend fails with one line naming the option and the known ones", async () => {
     const res = await run(process.execPath, [
       CLI,

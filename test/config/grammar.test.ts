@@ -8,6 +8,7 @@ import { describe, it } from "node:test";
 import {
   VmOptions,
   buildVmSpec,
+  closest,
   distinctVms,
   parseBool,
   parseConfigString,
@@ -181,6 +182,16 @@ describe("VmSpec validation", () => {
       () => distinctVms([a, b]),
       /VM 'b', key 'dns': DNS name 'www.example.org' is already used by VM 'a'/,
     );
+  });
+
+  it("suggests the nearest key for a typo, and nothing for a word unlike any", () => {
+    const keys = ["dns", "ip", "name", "exec", "response_delay", "wait_for_key"];
+    assert.equal(closest("dsn", keys), "dns");
+    assert.equal(closest("nmae", keys), "name");
+    assert.equal(closest("respons_delay", keys), "response_delay");
+    assert.equal(closest("ipp", keys), "ip");
+    assert.equal(closest("colour", keys), undefined);
+    assert.equal(closest("x", keys), undefined);
   });
 
   it("rejects two different VMs with the same name (or uuid), and takes one described twice identically once", () => {
