@@ -185,28 +185,29 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     log,
   });
 
-  // The stats table at start-up and (debounced) whenever a VM changes state, as the original prints
-  // it; above PER_VM_LINES_MAX VMs, one line of counts by state (the table at debug).
-  const printTable = (): void => {
+  // The stats table at start-up, as the original prints it (above PER_VM_LINES_MAX VMs, one line
+  // of counts by state at info and the table at debug). A change of state is one line at info,
+  // the summoner's own ("VM 'www' is ready after 812 ms"); the table follows it (debounced) at
+  // debug only.
+  const table = (): string => `Stats table:\n${formatStatsTable(summoner.status())}`;
+  if (specs.length > 0) {
     const counts = summoner.stateCounts();
     let vms = 0;
     for (const n of counts.values()) vms += n;
-    if (perVmLevel(vms) === "info") {
-      log.info(`\n${formatStatsTable(summoner.status())}`);
-      return;
+    if (perVmLevel(vms) === "info") log.info(table());
+    else {
+      log.info(
+        `${formatStateSummary(counts)} (the full table at --log-level debug, or GET /status with --http)`,
+      );
+      if (log.isLevelEnabled("debug")) log.debug(table());
     }
-    log.info(
-      `${formatStateSummary(counts)} (the full table at --log-level debug, or GET /status with --http)`,
-    );
-    if (log.isLevelEnabled("debug")) log.debug(`\n${formatStatsTable(summoner.status())}`);
-  };
-  if (specs.length > 0) printTable();
+  }
   let pending: ReturnType<typeof setTimeout> | undefined;
   summoner.onChange(() => {
-    if (pending !== undefined) return;
+    if (pending !== undefined || !log.isLevelEnabled("debug")) return;
     pending = setTimeout(() => {
       pending = undefined;
-      printTable();
+      log.debug(`${formatStateSummary(summoner.stateCounts())}; ${table()}`);
     }, 200);
     pending.unref();
   });

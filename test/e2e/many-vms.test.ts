@@ -47,7 +47,7 @@ describe("jitsu with many VMs (e2e)", () => {
   }
 
   it("up to 100 VMs: one line per domain and PTR, and the full stats table, at info", async () => {
-    const { cli } = await start(100, "info");
+    const { cli, port } = await start(100, "info");
     await cli.waitFor(/\| total requests \| last request \|/);
     const out = cli.output();
     assert.equal(
@@ -60,6 +60,14 @@ describe("jitsu with many VMs (e2e)", () => {
     assert.equal(countMatches(out, /\| m\d+ +\| off /), 100);
     assert.doesNotMatch(out, /Added \d+/);
     assert.doesNotMatch(out, /\d+ VMs: /);
+    assert.match(out, /INFO: Stats table:\n\+--/, "a title, not an empty INFO line, before the table");
+    assert.doesNotMatch(out, /INFO: *\n/);
+
+    // A change of state is one line at info (the summoner's), not the table again.
+    assert.equal((await dig(port, ["h7.many.test", "A"])).status, "NOERROR");
+    await cli.waitFor(/INFO: VM 'm7' is ready after \d+ ms/);
+    await new Promise((resolve) => setTimeout(resolve, 400)); // past the table's debounce
+    assert.equal(countMatches(cli.output(), /Stats table:/), 1);
   });
 
   it("above 100 VMs: one summary line per kind and the states by count, at info", async () => {
@@ -74,18 +82,20 @@ describe("jitsu with many VMs (e2e)", () => {
     assert.doesNotMatch(out, /Adding (domain|SOA|A PTR)/);
     assert.doesNotMatch(out, /\| total requests \|/);
 
-    // Summoning one VM changes the counts in the summary line that follows.
+    // Summoning one VM: the summoner's own line at info, no table or summary after it.
     const a = await dig(port, ["h100.many.test", "A"]);
     assert.equal(a.status, "NOERROR");
     assert.deepEqual(
       a.answers.map((r) => r.data),
       ["127.0.0.101"],
     );
-    await cli.waitFor(/101 VMs: 1 ready, 100 off/);
+    await cli.waitFor(/INFO: VM 'm100' is ready after \d+ ms/);
+    await new Promise((resolve) => setTimeout(resolve, 400)); // past the table's debounce
+    assert.doesNotMatch(cli.output(), /101 VMs: 1 ready/);
   });
 
   it("above 100 VMs at --log-level debug: the per-VM lines and the full table too", async () => {
-    const { cli } = await start(101, "debug");
+    const { cli, port } = await start(101, "debug");
     await cli.waitFor(/\| total requests \| last request \|/);
     const out = cli.output();
     assert.equal(countMatches(out, /DEBUG: Adding domain 'h\d+\.many\.test' for VM 'm\d+' with ip /), 101);
@@ -94,5 +104,8 @@ describe("jitsu with many VMs (e2e)", () => {
     assert.match(out, /INFO: Added 101 domains for 101 VMs/);
     assert.match(out, /INFO: 101 VMs: 101 off/);
     assert.equal(countMatches(out, /\| m\d+ +\| off /), 101);
+    // A change of state: the counts and the table follow it, at debug.
+    assert.equal((await dig(port, ["h3.many.test", "A"])).status, "NOERROR");
+    await cli.waitFor(/DEBUG: 101 VMs: 1 ready, 100 off; Stats table:/);
   });
 });
