@@ -83,6 +83,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   });
   try {
     await backend.connect();
+    if (factory.connects) log.info(`Connected to ${shownUri}`);
   } catch (err) {
     await store.close().catch(() => undefined);
     throw err;

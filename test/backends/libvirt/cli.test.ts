@@ -69,6 +69,13 @@ describe("jitsu -x libvirt (e2e with dig and a real libvirtd)", { timeout: 120_0
 
   const state = (): string => daemon.virsh(uri, "domstate www");
 
+  it("says it is connecting, then that it connected", () => {
+    assert.match(
+      cli!.output(),
+      /Connecting to test\+unix:\/\/\/default\?socket=\S+\.\.\.\n[^]*Connected to test\+unix:/,
+    );
+  });
+
   it("starts the domain on a query and answers with its address", async () => {
     assert.equal(state(), "shut off");
     const res = await dig(port, ["www.jitsu.test", "A"]);

@@ -55,6 +55,7 @@ describe("jitsu -x xapi (e2e with dig)", () => {
   it("connects without printing the password", () => {
     const out = cli.output();
     assert.match(out, /Connecting to http:\/\/root:\*\*\*@127\.0\.0\.1:\d+\.\.\./);
+    assert.match(out, /Connected to http:\/\/root:\*\*\*@127\.0\.0\.1:\d+\n/);
     assert.ok(!out.includes(PASSWORD), out);
     assert.equal(xapi.vm("www").powerState, "Halted");
   });
