@@ -5,7 +5,13 @@
  * in `cause` / `detail`.
  */
 export type JitsuErrorCode =
-  "ERR_CONFIG" | "ERR_USAGE" | "ERR_BACKEND" | "ERR_START_TIMEOUT" | "ERR_STORE" | "ERR_LISTEN";
+  | "ERR_CONFIG"
+  | "ERR_USAGE"
+  | "ERR_BACKEND"
+  | "ERR_START_TIMEOUT"
+  | "ERR_STORE"
+  | "ERR_LISTEN"
+  | "ERR_SUMMON_REFUSED";
 
 export class JitsuError extends Error {
   readonly code: JitsuErrorCode;
@@ -75,6 +81,26 @@ export class BackendError extends JitsuError {
 export class StartTimeoutError extends JitsuError {
   constructor(vm: string, seconds: number, phase: string) {
     super("ERR_START_TIMEOUT", `VM '${vm}' was not ready after ${seconds} s (still ${phase})`);
+  }
+}
+
+/**
+ * Why a summon was refused (the `reason` label of `jitsu_dns_refused_total`):
+ * "summon-rate", the client's prefix is over `--summon-rate`.
+ */
+export type SummonRefusal = "summon-rate";
+
+/**
+ * A cold summon jitsu will not make for this client now (admission control,
+ * src/summoner/admission.ts). Not a failure of the VM: the DNS server answers
+ * REFUSED, not SERVFAIL, and logs nothing above debug (a flood must not flood
+ * the log).
+ */
+export class SummonRefusedError extends JitsuError {
+  readonly reason: SummonRefusal;
+  constructor(reason: SummonRefusal, message: string) {
+    super("ERR_SUMMON_REFUSED", message);
+    this.reason = reason;
   }
 }
 

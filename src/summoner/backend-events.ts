@@ -33,7 +33,13 @@ export function applyBackendEvent(host: EventHost, vm: Vm, event: BackendEvent):
   switch (event.state) {
     case "off":
     case "crashed":
-      if (phase.kind === "off" || phase.kind === "failed") return;
+      if (phase.kind === "off") return;
+      if (phase.kind === "failed") {
+        // A failed start that left the VM running has ended now: it no longer counts as up
+        // (--max-running), and its back-off stays.
+        if (phase.runs === "maybe") host.setPhase(vm, { ...phase, runs: "no" });
+        return;
+      }
       host.log.warn(`VM '${label}' is ${event.state}${reason}`);
       if (event.state === "crashed") vm.lastError = `crashed${reason}`;
       host.setPhase(vm, phaseFor(event.state, host.clock.now()));

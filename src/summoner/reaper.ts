@@ -91,6 +91,8 @@ export class Reaper {
       const phase = vm.phase;
       if (vm.flight !== null) continue;
       if (phase.kind === "failed") {
+        // Not while the backend's start may still be going on: a stop now could be undone by it.
+        if (phase.runs === "pending") continue;
         // A start that failed its readiness may have left the VM running: stop it once idle.
         const last = Math.max(vm.lastRequest ?? 0, vm.startedAt ?? 0);
         if (now - last >= idleMs) jobs.push(this.settleFailed(vm, Math.round((now - last) / 1000)));

@@ -172,8 +172,9 @@ function applyChangedSpec(old: Vm, fresh: Vm): void {
   const busy = old.flight !== null || old.phase.kind === "starting" || old.phase.kind === "stopping";
   if (!sameVm && !busy) old.phase = fresh.phase;
   else if (old.phase.kind === "failed" && !busy) {
-    // A changed configuration is the user's fix: try it at the next request, without back-off.
-    old.phase = OFF;
+    // A changed configuration is the user's fix: try it at the next request, without back-off
+    // (one that may still run stays failed, so that it still counts as up and is still settled).
+    old.phase = old.phase.runs !== "no" ? { ...old.phase, retryAt: 0 } : OFF;
     old.failures = 0;
   }
 }

@@ -5,8 +5,10 @@
  * failure, stops them, and tells its listeners. The other parts each live in a
  * file of their own and work on the same `Vm` records (vm.ts):
  * readiness.ts (what a VM must pass before it is answered), reaper.ts (idle
- * stops and re-checks), backend-events.ts (changes behind our back) and
- * reconcile.ts (the store and reloads). It knows the VmBackend contract only.
+ * stops and re-checks), backend-events.ts (changes behind our back),
+ * reconcile.ts (the store and reloads) and admission.ts (how many may start
+ * or run at once, and how often a client may summon). It knows the VmBackend
+ * contract only.
  */
 import type { StopMode, VmBackend, VmRef, VmState } from "../backends/contract.js";
 import type { Clock } from "../clock/index.js";
@@ -14,6 +16,7 @@ import type { VmSpec } from "../config/index.js";
 import { ConfigError, JitsuError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { Store } from "../store/index.js";
+import { Admission, NO_LIMITS, type AdmissionStatus, type StartSlot } from "./admission.js";
 import { applyBackendEvent, type EventHost } from "./backend-events.js";
 import { abortable, waitReady, type StartStep } from "./readiness.js";
 import { Reaper } from "./reaper.js";
@@ -36,6 +39,12 @@ export interface SummonerOptions {
   store: Store;
   /** How often the reaper runs (default 5000). */
   reaperIntervalMs?: number;
+  /** --max-starting: at most this many starts at once (default: no limit). */
+  maxStarting?: number;
+  /** --max-running: at most this many VMs up at once, evicting idle ones (default 0: no limit). */
+  maxRunning?: number;
+  /** --summon-rate: cold summons per second per client prefix (default 0: no limit). */
+  summonRate?: number;
 }
 
 export interface VmStatus {
@@ -70,6 +79,7 @@ export class Summoner {
   private readonly changeListeners: (() => void)[] = [];
   private readonly startedListeners: ((label: string, ref: VmRef) => void)[] = [];
   private readonly reaper: Reaper;
+  private readonly admission: Admission;
   private readonly storeWriter: StoreWriter;
   /** What reconcile.ts and backend-events.ts need. */
   private readonly parts: ReconcileOptions & EventHost;
@@ -102,6 +112,21 @@ export class Summoner {
         ttlSeconds: opts.ttlSeconds,
         stopMode: opts.stopMode,
         intervalMs: opts.reaperIntervalMs ?? 5000,
+      },
+    );
+    this.admission = new Admission(
+      {
+        vms: () => this.vms.values(),
+        stop: (vm, why) => this.stop(vm, opts.stopMode, why),
+        beforeEvict: () => this.reaper.beforeReap?.() ?? null,
+      },
+      {
+        clock: opts.clock,
+        log: opts.log,
+        ttlSeconds: opts.ttlSeconds,
+        maxStarting: opts.maxStarting ?? NO_LIMITS.maxStarting,
+        maxRunning: opts.maxRunning ?? NO_LIMITS.maxRunning,
+        summonRate: opts.summonRate ?? NO_LIMITS.summonRate,
       },
     );
   }
@@ -141,10 +166,19 @@ export class Summoner {
 
   // ---- the hot path -------------------------------------------------------
 
-  request(label: string): readonly string[] | Promise<readonly string[]> {
+  /**
+   * A query for `label` from `client` (its address; none for a caller of our
+   * own): the addresses at once when the VM is ready, else a promise of them.
+   * Throws SummonRefusedError when `client` may not cause a start now
+   * (--summon-rate); a refused query is not counted as a request.
+   */
+  request(label: string, client?: string): readonly string[] | Promise<readonly string[]> {
     const vm = this.vms.get(label);
     if (vm === undefined)
       return Promise.reject(new ConfigError(`no VM is configured with this label`, { vm: label }));
+    if (client !== undefined && vm.phase.kind !== "ready" && this.wouldStart(vm)) {
+      this.admission.checkRate(client, label);
+    }
     vm.totalRequests++;
     vm.lastRequest = this.clock.now();
     if (vm.phase.kind === "ready") return vm.addresses;
@@ -226,6 +260,11 @@ export class Summoner {
     return counts;
   }
 
+  /** Admission control as it stands: the limits, starts and VMs up, the queue, evictions. */
+  admissionStatus(): AdmissionStatus {
+    return this.admission.status();
+  }
+
   onChange(listener: () => void): void {
     this.changeListeners.push(listener);
   }
@@ -260,6 +299,7 @@ export class Summoner {
    */
   async close(options: { stopVms?: boolean; stopMode?: StopMode } = {}): Promise<void> {
     this.closed = true;
+    this.admission.close();
     await this.reaper.close();
     if (options.stopVms === true) {
       const mode = options.stopMode ?? this.opts.stopMode;
@@ -269,6 +309,12 @@ export class Summoner {
   }
 
   // ---- starting -------------------------------------------------------------
+
+  /** Whether a summon of `vm` now would begin a start (not join one, nor fail fast in its back-off). */
+  private wouldStart(vm: Vm): boolean {
+    const phase = vm.phase;
+    return vm.flight === null && !(phase.kind === "failed" && this.clock.now() < phase.retryAt);
+  }
 
   private summon(vm: Vm, admin = false): Promise<readonly string[]> {
     if (vm.flight !== null) return vm.flight;
@@ -285,23 +331,41 @@ export class Summoner {
   private async bringUp(vm: Vm): Promise<readonly string[]> {
     if (vm.phase.kind === "stopping") await vm.phase.done;
     const label = vm.spec.label;
-    const began = this.clock.now();
     const abort = new AbortController();
     const signal = abort.signal;
-    const step: StartStep = { name: "starting" };
+    const step: StartStep = { name: "waiting to start" };
     const timeoutS = this.opts.startTimeoutSeconds;
+    // Armed before admission: --start-timeout counts the time queued too.
     const timer =
       timeoutS > 0
         ? this.clock.setTimer(timeoutS * 1000, () =>
             abort.abort(new StartTimeoutError(label, timeoutS, step.name)),
           )
         : null;
+    let slot: StartSlot;
+    try {
+      const deadline = timeoutS > 0 ? this.clock.now() + timeoutS * 1000 : Infinity;
+      slot = await this.admission.admit(vm, signal, step, deadline);
+    } catch (err) {
+      // Never started: the VM keeps its phase, and no back-off (it did not fail).
+      timer?.cancel();
+      const error = signal.aborted && signal.reason instanceof Error ? signal.reason : asError(err, label);
+      this.log.warn(`VM '${label}' was not started: ${describeError(error)}`);
+      throw error;
+    }
+    const began = this.clock.now();
+    step.name = "starting";
     this.setPhase(vm, { kind: "starting", since: began, abort });
     // Precise durations for the log's fields (the clock above has whole ms and may be a test's).
     const t0 = performance.now();
+    /** Whether the backend may run the VM now (we asked it to, or found it running). */
+    let mayRun = false;
+    /** The backend's start, resume or unpause (it may go on after a timeout). */
+    let op: Promise<void> | null = null;
     try {
       const state = await abortable(this.backend.state(vm.ref), signal);
       let adopted = false;
+      mayRun = true;
       switch (state) {
         case "running":
           adopted = true;
@@ -309,15 +373,15 @@ export class Summoner {
           break;
         case "paused":
           this.log.info(`Unpausing VM '${label}'`);
-          await abortable(this.backend.unpause(vm.ref), signal);
+          await abortable((op = this.backend.unpause(vm.ref)), signal);
           break;
         case "suspended":
           this.log.info(`Resuming VM '${label}'`);
-          await abortable(this.backend.resume(vm.ref), signal);
+          await abortable((op = this.backend.resume(vm.ref)), signal);
           break;
         default:
           this.log.info(`Starting VM '${label}'`);
-          await abortable(this.backend.start(vm.ref), signal);
+          await abortable((op = this.backend.start(vm.ref)), signal);
           break;
       }
       const backendMs = performance.now() - t0;
@@ -343,15 +407,40 @@ export class Summoner {
       vm.failures++;
       const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (vm.failures - 1));
       vm.lastError = describeError(error);
-      this.setPhase(vm, { kind: "failed", error, retryAt: this.clock.now() + backoff });
+      const failed = {
+        kind: "failed",
+        error,
+        retryAt: this.clock.now() + backoff,
+        runs: mayRun ? "pending" : "no",
+      } as const;
+      this.setPhase(vm, failed);
       this.log.warn(
         `VM '${label}' could not be started: ${vm.lastError}; next try in ${backoff / 1000} s at the earliest`,
       );
+      if (mayRun) void this.settleRuns(vm, failed, op);
       throw error;
     } finally {
       timer?.cancel();
       if (!signal.aborted) abort.abort(new Error("start finished"));
+      slot.release();
     }
+  }
+
+  /**
+   * A failed start that may have left the VM running ("pending"): once the
+   * backend's operation has returned, the backend says whether the VM runs
+   * ("maybe": it counts as up until it is stopped, by an eviction or the
+   * reaper) or not ("no"). An operation that never returns leaves it pending.
+   */
+  private async settleRuns(
+    vm: Vm,
+    failed: Phase & { kind: "failed" },
+    op: Promise<void> | null,
+  ): Promise<void> {
+    await op?.catch(() => undefined);
+    const state = await this.backend.state(vm.ref).catch(() => "unknown" as VmState);
+    if (vm.phase !== failed) return; // a new start, a stop, an event: they know better
+    this.setPhase(vm, { ...failed, runs: state === "off" || state === "crashed" ? "no" : "maybe" });
   }
 
   // ---- stopping -------------------------------------------------------------
@@ -414,6 +503,8 @@ export class Summoner {
     const before = vm.phase.kind;
     vm.phase = phase;
     if (before !== phase.kind) this.changed();
+    // Also within a kind: a failed VM seen off no longer counts as up.
+    this.admission.changed();
   }
 
   private changed(): void {

@@ -17,7 +17,19 @@ export type Phase =
   | { readonly kind: "stopping"; readonly mode: StopMode; readonly done: Promise<void> }
   | { readonly kind: "suspended" }
   | { readonly kind: "paused" }
-  | { readonly kind: "failed"; readonly error: Error; readonly retryAt: number };
+  /** `runs`: whether the backend may still run it (see `FailedRuns`). */
+  | { readonly kind: "failed"; readonly error: Error; readonly retryAt: number; readonly runs: FailedRuns };
+
+/**
+ * After a failed start, whether the backend may still run the VM:
+ * - "no": it was never asked to, or it says the VM is off;
+ * - "pending": its start, resume or unpause has not returned yet, so the VM
+ *   may still come up: it counts as up, and nothing stops it until the
+ *   backend has answered (a stop before the start returns could be undone by it);
+ * - "maybe": the backend did start it (or found it running): it counts as up
+ *   (--max-running) until it is stopped or seen off.
+ */
+export type FailedRuns = "no" | "pending" | "maybe";
 
 export interface Vm {
   spec: VmSpec;
@@ -53,10 +65,28 @@ export function phaseFor(state: VmState, now: number): Phase {
       return SUSPENDED;
     case "crashed":
       // Crashed: the next request may restart it at once (no back-off for a crash we did not cause).
-      return { kind: "failed", error: new Error("the VM crashed"), retryAt: now };
+      return { kind: "failed", error: new Error("the VM crashed"), retryAt: now, runs: "no" };
     case "off":
     case "unknown":
       return OFF;
+  }
+}
+
+/**
+ * Whether the VM is up as --max-running counts it: anything the backend may
+ * still run (starting, ready, stopping, or a failed start that may still run).
+ * Paused and suspended VMs are not: they run no code.
+ */
+export function isUp(phase: Phase): boolean {
+  switch (phase.kind) {
+    case "starting":
+    case "ready":
+    case "stopping":
+      return true;
+    case "failed":
+      return phase.runs !== "no";
+    default:
+      return false;
   }
 }
 
