@@ -8,7 +8,7 @@
 import cluster, { type Worker } from "node:cluster";
 import { fileURLToPath } from "node:url";
 import { DnsCounters, type CountersSnapshot, type ZoneVm } from "../dns/index.js";
-import { ListenError, describeError } from "../errors/index.js";
+import { ListenError, SummonRefusedError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { Summoner } from "../summoner/index.js";
 import {
@@ -262,7 +262,7 @@ export class ClusterPrimary {
         slot.up = null;
         return;
       case "summon":
-        this.summon(worker, msg.id, msg.label);
+        this.summon(worker, msg.id, msg.label, msg.client);
         return;
       case "counts": {
         // At shutdown the workers' last counts are kept, but start nothing.
@@ -284,13 +284,24 @@ export class ClusterPrimary {
     }
   }
 
-  /** A worker's summon: the real Summoner's answer, or its error's message (the worker's SERVFAIL line shows it). */
-  private summon(worker: Worker, id: number, label: string): void {
+  /**
+   * A worker's summon for a query from `client`: the real Summoner's answer,
+   * or its error's message (the worker's SERVFAIL line shows it), marked
+   * `refused` when admission control refused it (the worker answers REFUSED).
+   */
+  private summon(worker: Worker, id: number, label: string, client: string | undefined): void {
+    const failed = (err: unknown): void =>
+      this.send(
+        worker,
+        err instanceof SummonRefusedError
+          ? { t: "summon-failed", id, error: describeError(err), refused: err.reason }
+          : { t: "summon-failed", id, error: describeError(err) },
+      );
     let r: readonly string[] | Promise<readonly string[]>;
     try {
-      r = this.opts.summoner.request(label);
+      r = this.opts.summoner.request(label, client);
     } catch (err) {
-      this.send(worker, { t: "summon-failed", id, error: describeError(err) });
+      failed(err);
       return;
     }
     if (Array.isArray(r)) {
@@ -299,7 +310,7 @@ export class ClusterPrimary {
     }
     (r as Promise<readonly string[]>).then(
       (addresses) => this.send(worker, { t: "summoned", id, addresses }),
-      (err: unknown) => this.send(worker, { t: "summon-failed", id, error: describeError(err) }),
+      failed,
     );
   }
 

@@ -5,6 +5,7 @@
  * it) and ignored, never trusted.
  */
 import type { CountersSnapshot, Upstream, ZoneVm } from "../dns/index.js";
+import type { SummonRefusal } from "../errors/index.js";
 import type { LogFormat, LogLevel } from "../log/index.js";
 
 /** A ready VM as the workers see it: label and addresses. */
@@ -35,7 +36,13 @@ export type ToWorker =
   /** VMs that became ready (or whose addresses changed), and those no longer ready. */
   | { readonly t: "ready"; readonly set: readonly ReadyEntry[]; readonly unset: readonly string[] }
   | { readonly t: "summoned"; readonly id: number; readonly addresses: readonly string[] }
-  | { readonly t: "summon-failed"; readonly id: number; readonly error: string }
+  /** `refused`: the summon was refused for the client (--summon-rate), not failed: the worker answers REFUSED. */
+  | {
+      readonly t: "summon-failed";
+      readonly id: number;
+      readonly error: string;
+      readonly refused?: SummonRefusal;
+    }
   /** Report your counts now, answering with this id. */
   | { readonly t: "flush"; readonly id: number }
   /** Config reload: the new zone. */
@@ -47,7 +54,8 @@ export type ToPrimary =
   | { readonly t: "hello" }
   | { readonly t: "listening"; readonly port: number }
   | { readonly t: "listen-failed"; readonly error: string }
-  | { readonly t: "summon"; readonly id: number; readonly label: string }
+  /** `client`: the address of the query that caused it (admission control's --summon-rate). */
+  | { readonly t: "summon"; readonly id: number; readonly label: string; readonly client?: string }
   /**
    * Requests answered from the ready map since the last report, per label, and
    * the worker's DNS counters (totals since it started). `id`: the flush this
@@ -121,6 +129,12 @@ function readyEntries(v: unknown, what: string): ReadyEntry[] {
   return list(v, what, (x, w) => pair(x, w, label, strings));
 }
 
+/** A client's address as a socket gives it (at most 64 characters: an IPv6 address with a zone id). */
+function address(x: unknown): string {
+  if (typeof x !== "string" || x === "" || x.length > 64) throw new Bad("'client': expected an address");
+  return x;
+}
+
 function zoneVms(v: unknown, what: string): ZoneVm[] {
   return list(v, what, (x, w) => {
     const o = obj(x, w);
@@ -158,6 +172,7 @@ function snapshot(v: unknown): CountersSnapshot {
     forwardFailures: count(o.forwardFailures, "dns.forwardFailures"),
     truncated: count(o.truncated, "dns.truncated"),
     tcpConnections: count(o.tcpConnections, "dns.tcpConnections"),
+    refusedSummonRate: count(o.refusedSummonRate, "dns.refusedSummonRate"),
     latencyBuckets: list(o.latencyBuckets, "dns.latencyBuckets", count),
     latencySum: count(o.latencySum, "dns.latencySum"),
     latencyCount: count(o.latencyCount, "dns.latencyCount"),
@@ -212,8 +227,12 @@ export function parseToWorker(raw: unknown): Parsed<ToWorker> {
           id: int(o, "id", 1, Number.MAX_SAFE_INTEGER),
           addresses: strings(o.addresses, "addresses"),
         };
-      case "summon-failed":
-        return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), error: str(o, "error") };
+      case "summon-failed": {
+        const id = int(o, "id", 1, Number.MAX_SAFE_INTEGER);
+        if (o.refused === undefined) return { t, id, error: str(o, "error") };
+        if (o.refused !== "summon-rate") throw new Bad("'refused': expected 'summon-rate'");
+        return { t, id, error: str(o, "error"), refused: o.refused };
+      }
       case "flush":
         return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER) };
       case "zone":
@@ -236,8 +255,11 @@ export function parseToPrimary(raw: unknown): Parsed<ToPrimary> {
         return { t, port: int(o, "port", 1, 65535) };
       case "listen-failed":
         return { t, error: str(o, "error") };
-      case "summon":
-        return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), label: label(o.label, "label") };
+      case "summon": {
+        const id = int(o, "id", 1, Number.MAX_SAFE_INTEGER);
+        if (o.client === undefined) return { t, id, label: label(o.label, "label") };
+        return { t, id, label: label(o.label, "label"), client: address(o.client) };
+      }
       case "counts":
         return {
           t,

@@ -2,9 +2,18 @@
  * A worker's SummonTarget: the ready VMs as the primary last said, answered
  * from memory (the hot path: a map lookup and a count, no IPC, no
  * allocation); anything else is asked of the primary's real Summoner, one
- * message per VM however many queries wait for it.
+ * message per VM and client prefix however many queries wait for it.
+ *
+ * Why per client prefix: the primary decides --summon-rate by the client of
+ * the summon it is sent. Had a query from another prefix joined the summon of
+ * a client over its rate, it would be refused with it (an attacker over its
+ * rate could keep anyone from summoning the names it floods); its own summon
+ * is judged by its own prefix instead, and the primary joins both into one
+ * start.
  */
 import type { SummonTarget } from "../dns/index.js";
+import { SummonRefusedError, type SummonRefusal } from "../errors/index.js";
+import { clientPrefix } from "../summoner/index.js";
 import type { ReadyEntry, ToPrimary } from "./protocol.js";
 
 interface Entry {
@@ -15,6 +24,7 @@ interface Entry {
 }
 
 interface Flight {
+  readonly label: string;
   readonly promise: Promise<readonly string[]>;
   resolve(addresses: readonly string[]): void;
   reject(err: Error): void;
@@ -24,25 +34,28 @@ interface Flight {
 
 export class RemoteSummoner implements SummonTarget {
   private readonly entries = new Map<string, Entry>();
+  /** By flightKey(label, client prefix). */
   private readonly flights = new Map<string, Flight>();
+  /** Summon id → its flight's key. */
   private readonly byId = new Map<number, string>();
   private nextId = 1;
 
   /** `send` delivers a message to the primary. */
   constructor(private readonly send: (msg: ToPrimary) => void) {}
 
-  request(label: string): readonly string[] | Promise<readonly string[]> {
+  request(label: string, client?: string): readonly string[] | Promise<readonly string[]> {
     const entry = this.entries.get(label);
     if (entry !== undefined && entry.addresses !== null) {
       entry.count++;
       return entry.addresses;
     }
-    const flight = this.flights.get(label);
+    const key = flightKey(label, client);
+    const flight = this.flights.get(key);
     if (flight !== undefined) {
       flight.joined++;
       return flight.promise;
     }
-    return this.summon(label);
+    return this.summon(label, key, client);
   }
 
   /** The primary's full map (at start) or a change. Unchanged addresses keep their array. */
@@ -63,18 +76,30 @@ export class RemoteSummoner implements SummonTarget {
     }
   }
 
-  /** The primary's answer to a summon. */
-  settle(id: number, outcome: { addresses: readonly string[] } | { error: string }): void {
-    const label = this.byId.get(id);
-    if (label === undefined) return;
+  /** The primary's answer to a summon (`refused`: for the client's --summon-rate, answered REFUSED). */
+  settle(
+    id: number,
+    outcome: { addresses: readonly string[] } | { error: string; refused?: SummonRefusal },
+  ): void {
+    const key = this.byId.get(id);
+    if (key === undefined) return;
     this.byId.delete(id);
-    const flight = this.flights.get(label);
+    const flight = this.flights.get(key);
     if (flight === undefined) return;
-    this.flights.delete(label);
+    this.flights.delete(key);
+    if ("error" in outcome) {
+      if (outcome.refused !== undefined) {
+        // Not counted: the primary counts no refused query, and those that joined were refused too.
+        flight.reject(new SummonRefusedError(outcome.refused, outcome.error));
+        return;
+      }
+      if (flight.joined > 0) this.count(flight.label, flight.joined);
+      flight.reject(new Error(outcome.error));
+      return;
+    }
     // The first query was counted by the primary's request(); those that joined are reported.
-    if (flight.joined > 0) this.count(label, flight.joined);
-    if ("error" in outcome) flight.reject(new Error(outcome.error));
-    else flight.resolve(outcome.addresses);
+    if (flight.joined > 0) this.count(flight.label, flight.joined);
+    flight.resolve(outcome.addresses);
   }
 
   /** The counts since the last call (and resets them): [label, requests]. */
@@ -96,7 +121,7 @@ export class RemoteSummoner implements SummonTarget {
     this.byId.clear();
   }
 
-  private summon(label: string): Promise<readonly string[]> {
+  private summon(label: string, key: string, client: string | undefined): Promise<readonly string[]> {
     let resolve!: (a: readonly string[]) => void;
     let reject!: (e: Error) => void;
     const promise = new Promise<readonly string[]>((res, rej) => {
@@ -104,9 +129,9 @@ export class RemoteSummoner implements SummonTarget {
       reject = rej;
     });
     const id = this.nextId++;
-    this.flights.set(label, { promise, resolve, reject, joined: 0 });
-    this.byId.set(id, label);
-    this.send({ t: "summon", id, label });
+    this.flights.set(key, { label, promise, resolve, reject, joined: 0 });
+    this.byId.set(id, key);
+    this.send(client === undefined ? { t: "summon", id, label } : { t: "summon", id, label, client });
     return promise;
   }
 
@@ -115,6 +140,11 @@ export class RemoteSummoner implements SummonTarget {
     if (entry === undefined) this.entries.set(label, { addresses: null, count: n });
     else entry.count += n;
   }
+}
+
+/** One summon in flight per VM and client prefix (see the top of this file). */
+function flightKey(label: string, client: string | undefined): string {
+  return client === undefined ? label : `${label}\n${clientPrefix(client)}`;
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {

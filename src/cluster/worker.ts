@@ -119,7 +119,10 @@ class Serving {
         this.summoner.settle(msg.id, { addresses: msg.addresses });
         return;
       case "summon-failed":
-        this.summoner.settle(msg.id, { error: msg.error });
+        this.summoner.settle(
+          msg.id,
+          msg.refused === undefined ? { error: msg.error } : { error: msg.error, refused: msg.refused },
+        );
         return;
       case "flush":
         this.report(msg.id);

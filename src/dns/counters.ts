@@ -3,6 +3,7 @@
  * exporter. Counting on the hot path is an array increment (no hashing, no
  * allocation); the maps are built only when someone reads them.
  */
+import type { SummonRefusal } from "../errors/index.js";
 import { qtypeName, rcodeName } from "./wire.js";
 
 /** Index of the "forwarded" result, after the 4096 extended rcodes (RFC 6891 §6.1.3). */
@@ -27,6 +28,8 @@ export interface CountersSnapshot {
   readonly forwardFailures: number;
   readonly truncated: number;
   readonly tcpConnections: number;
+  /** Queries answered REFUSED because the client was over --summon-rate. */
+  readonly refusedSummonRate: number;
   readonly latencyBuckets: readonly number[];
   readonly latencySum: number;
   readonly latencyCount: number;
@@ -57,6 +60,8 @@ export class DnsCounters {
   truncated = 0;
   /** TCP connections accepted. */
   tcpConnections = 0;
+  /** Cold summons answered REFUSED because the client's prefix was over --summon-rate. */
+  refusedSummonRate = 0;
 
   /** Queries by type mnemonic ("A", "AAAA", "TYPE65534"...), counted once decoded. */
   get queriesByType(): Map<string, number> {
@@ -76,6 +81,11 @@ export class DnsCounters {
     return out;
   }
 
+  /** Queries answered REFUSED by policy, by reason (the `reason` label of jitsu_dns_refused_total). */
+  get refusedByReason(): Map<string, number> {
+    return new Map([["summon-rate", this.refusedSummonRate]]);
+  }
+
   /** Every answer sent (all results). */
   get answered(): number {
     let sum = 0;
@@ -91,6 +101,10 @@ export class DnsCounters {
   countRcode(rcode: number): void {
     const i = rcode & 0xfff;
     this.byResult[i] = this.byResult[i]! + 1;
+  }
+
+  countRefused(reason: SummonRefusal): void {
+    if (reason === "summon-rate") this.refusedSummonRate++;
   }
 
   countForwarded(): void {
@@ -123,6 +137,7 @@ export class DnsCounters {
       forwardFailures: this.forwardFailures,
       truncated: this.truncated,
       tcpConnections: this.tcpConnections,
+      refusedSummonRate: this.refusedSummonRate,
       latencyBuckets: [...this.forwardLatencyBuckets],
       latencySum: this.forwardLatencySum,
       latencyCount: this.forwardLatencyCount,
@@ -142,6 +157,7 @@ export class DnsCounters {
     this.forwardFailures += sign * s.forwardFailures;
     this.truncated += sign * s.truncated;
     this.tcpConnections += sign * s.tcpConnections;
+    this.refusedSummonRate += sign * s.refusedSummonRate;
     const buckets = this.forwardLatencyBuckets;
     for (let i = 0; i < buckets.length && i < s.latencyBuckets.length; i++) {
       buckets[i] = buckets[i]! + sign * s.latencyBuckets[i]!;

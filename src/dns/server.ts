@@ -4,7 +4,8 @@
  * Each query is decoded into a reused QueryInfo (wire.ts), then:
  *  - A/AAAA for a managed name: `summoner.request(vm)`; an array means the VM
  *    is ready and the answer is patched from prepared bytes (the hot path);
- *    a promise is awaited (SERVFAIL if it rejects);
+ *    a promise is awaited (SERVFAIL if it rejects); a SummonRefusedError
+ *    (the client may not cause a start now) is answered REFUSED;
  *  - other types for managed names, SOA/NS at zone apexes, PTR for managed
  *    addresses: answered from the ZoneIndex, authoritatively;
  *  - anything else: forwarded, or with forwarding disabled NXDOMAIN (inside
@@ -13,7 +14,7 @@
  */
 import dgram from "node:dgram";
 import net from "node:net";
-import { ListenError, describeError } from "../errors/index.js";
+import { ListenError, SummonRefusedError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { DnsCounters } from "./counters.js";
 import type { Forwarder } from "./forwarder/forwarder.js";
@@ -42,8 +43,13 @@ import type dnsPacket from "dns-packet";
 
 /** What the DNS layer needs from the summoner (the Summoner class satisfies it). */
 export interface SummonTarget {
-  /** The VM's addresses: synchronously when it is ready, else a promise (rejects if it cannot be made ready). */
-  request(label: string): readonly string[] | Promise<readonly string[]>;
+  /**
+   * The VM's addresses: synchronously when it is ready, else a promise (rejects
+   * if it cannot be made ready). `client` is the querier's address as the
+   * socket gave it (admission control's --summon-rate): throws (or rejects
+   * with) SummonRefusedError when that client may not cause a start now.
+   */
+  request(label: string, client?: string): readonly string[] | Promise<readonly string[]>;
 }
 
 export interface DnsServerOptions {
@@ -205,7 +211,7 @@ export class DnsServer {
   private onUdpMessage(sock: dgram.Socket, msg: Buffer, port: number, address: string): void {
     // Port 0 cannot be answered (and is a classic reflection trick): drop it.
     if (this.closing || port === 0) return;
-    const r = this.safeHandle(msg, false);
+    const r = this.safeHandle(msg, false, address);
     if (r === null) return;
     if (r instanceof Buffer) {
       sock.send(r, port, address);
@@ -227,6 +233,8 @@ export class DnsServer {
     }
     this.counters.tcpConnections++;
     this.connections.add(conn);
+    // Read once: the getter asks the kernel the first time.
+    const client = conn.remoteAddress ?? "";
     conn.setNoDelay(true);
     let buffered: Buffer = Buffer.alloc(0);
     let outstanding = 0;
@@ -251,7 +259,7 @@ export class DnsServer {
         const msg = buffered.subarray(2, 2 + len);
         buffered = buffered.subarray(2 + len);
         if (this.closing) continue;
-        const r = this.safeHandle(msg, true);
+        const r = this.safeHandle(msg, true, client);
         if (r === null) continue;
         if (!(r instanceof Buffer)) {
           // Pipelining (RFC 7766 §6.2.1.1): later queries may be answered first.
@@ -268,9 +276,9 @@ export class DnsServer {
   }
 
   /** Every handler is wrapped: a bug answers SERVFAIL (or nothing), it never crashes the server. */
-  private safeHandle(msg: Buffer, tcp: boolean): Reply | Promise<Reply> {
+  private safeHandle(msg: Buffer, tcp: boolean, client: string): Reply | Promise<Reply> {
     try {
-      return this.handle(msg, tcp);
+      return this.handle(msg, tcp, client);
     } catch (err) {
       this.log.error(`DNS query handling failed: ${describeError(err)}`);
       if (msg.length < HEADER_LEN || (msg[2]! & 0x80) !== 0) return null;
@@ -322,8 +330,8 @@ export class DnsServer {
     }
   }
 
-  /** Decides the answer to one packet. Synchronous on the hot path. */
-  handle(msg: Buffer, tcp: boolean): Reply | Promise<Reply> {
+  /** Decides the answer to one packet from `client` (its address). Synchronous on the hot path. */
+  handle(msg: Buffer, tcp: boolean, client: string): Reply | Promise<Reply> {
     const q = decodeQuery(msg, this.q);
     if (q.status === "short" || q.status === "response") {
       this.counters.dropped++;
@@ -352,15 +360,21 @@ export class DnsServer {
     const zone = this.zone;
     if (q.qclass === QCLASS_IN && (q.qtype === QTYPE.A || q.qtype === QTYPE.AAAA)) {
       const entry = zone.lookupWire(msg, HEADER_LEN, q.nameEnd, q.nameHash);
-      if (entry !== undefined) return this.summon(msg, q, entry, limit);
+      if (entry !== undefined) return this.summon(msg, q, entry, limit, client);
     }
     return this.answerSlow(msg, copyQueryInfo(q), zone, limit);
   }
 
-  private summon(msg: Buffer, q: QueryInfo, entry: ManagedName, limit: number): Reply | Promise<Reply> {
+  private summon(
+    msg: Buffer,
+    q: QueryInfo,
+    entry: ManagedName,
+    limit: number,
+    client: string,
+  ): Reply | Promise<Reply> {
     let r: readonly string[] | Promise<readonly string[]>;
     try {
-      r = this.summoner.request(entry.vm);
+      r = this.summoner.request(entry.vm, client);
     } catch (err) {
       return this.summonFailed(msg, q, entry, err, limit);
     }
@@ -377,6 +391,11 @@ export class DnsServer {
   }
 
   private summonFailed(msg: Buffer, q: QueryInfo, entry: ManagedName, err: unknown, limit: number): Reply {
+    if (err instanceof SummonRefusedError) {
+      // Not a failure of the VM: this client may not start it now (the summoner logged why).
+      this.counters.countRefused(err.reason);
+      return this.reply(msg, q, { rcode: RCODE.REFUSED, aa: false, ra: this.ra }, limit);
+    }
     this.log.warn(
       { vm: entry.vm },
       `SERVFAIL for '${entry.name}' (${qtypeName(q.qtype)}): VM '${entry.vm}' is not ready: ${describeError(err)}`,

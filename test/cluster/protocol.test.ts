@@ -34,6 +34,7 @@ describe("cluster IPC messages", () => {
       { t: "ready", set: [], unset: ["www"] },
       { t: "summoned", id: 1, addresses: [] },
       { t: "summon-failed", id: 1, error: "boom" },
+      { t: "summon-failed", id: 1, error: "over its rate", refused: "summon-rate" },
       { t: "flush", id: 7 },
       { t: "zone", zone: [] },
       { t: "close" },
@@ -45,8 +46,12 @@ describe("cluster IPC messages", () => {
       { t: "listening", port: 53 },
       { t: "listen-failed", error: "EADDRINUSE" },
       { t: "summon", id: 1, label: "www" },
+      { t: "summon", id: 1, label: "www", client: "192.0.2.1" },
+      { t: "summon", id: 1, label: "www", client: "fe80::1%eth0" },
     ]) {
-      assert.ok(parseToPrimary(m).ok, JSON.stringify(m));
+      const r = parseToPrimary(m);
+      assert.ok(r.ok, JSON.stringify(m));
+      assert.deepEqual(r.msg, m);
     }
   });
 
@@ -59,6 +64,9 @@ describe("cluster IPC messages", () => {
       [{ t: "summon", id: 0, label: "www" }, /'id'/],
       [{ t: "summon", id: 1, label: "" }, /label/],
       [{ t: "summon", id: 1 }, /label/],
+      [{ t: "summon", id: 1, label: "www", client: "" }, /'client': expected an address/],
+      [{ t: "summon", id: 1, label: "www", client: "x".repeat(65) }, /'client'/],
+      [{ t: "summon", id: 1, label: "www", client: 7 }, /'client'/],
       [{ t: "listening", port: 70000 }, /'port'/],
       [
         { t: "counts", id: null, requests: [["www", -1]], dns: new DnsCounters().snapshot() },
@@ -74,6 +82,7 @@ describe("cluster IPC messages", () => {
     const toWorker: [unknown, RegExp][] = [
       [{ t: "ready", set: [["www", [1]]], unset: [] }, /set\[0\]\[1\]\[0\]: expected a string/],
       [{ t: "init", logLevel: "loud" }, /logLevel/],
+      [{ t: "summon-failed", id: 1, error: "no", refused: "mood" }, /'refused'/],
       [
         { t: "zone", zone: [{ label: "www", dns: "www.example.org", ips: [] }] },
         /zone\[0\]\.dns: expected a list/,

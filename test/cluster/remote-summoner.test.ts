@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { RemoteSummoner, type ToPrimary } from "../../src/cluster/index.js";
+import { SummonRefusedError } from "../../src/errors/index.js";
 
 function setup(): { sent: ToPrimary[]; target: RemoteSummoner } {
   const sent: ToPrimary[] = [];
@@ -52,6 +53,29 @@ describe("RemoteSummoner", () => {
     // An answer for an unknown id (a stale or duplicated message) changes nothing.
     target.settle(99, { addresses: ["10.0.0.1"] });
     target.failAll("the primary is gone");
+  });
+
+  it("sends the client's address; one summon per VM and client prefix, so a refusal is the prefix's own", async () => {
+    const { sent, target } = setup();
+    const a = target.request("www", "192.0.2.1") as Promise<readonly string[]>;
+    assert.equal(target.request("www", "192.0.2.77"), a, "the same /24 joins");
+    const b = target.request("www", "198.51.100.1") as Promise<readonly string[]>;
+    assert.notEqual(b, a, "another prefix: its own summon");
+    assert.equal(target.request("www", "198.51.100.9"), b);
+    assert.deepEqual(sent, [
+      { t: "summon", id: 1, label: "www", client: "192.0.2.1" },
+      { t: "summon", id: 2, label: "www", client: "198.51.100.1" },
+    ]);
+    // The primary refuses the first prefix (over its rate) and starts the VM for the second.
+    target.settle(1, { error: "client 192.0.2.0/24 is over --summon-rate", refused: "summon-rate" });
+    target.settle(2, { addresses: ["10.0.0.1"] });
+    await assert.rejects(
+      a,
+      (err: unknown) => err instanceof SummonRefusedError && err.reason === "summon-rate",
+    );
+    assert.deepEqual(await b, ["10.0.0.1"]);
+    // Refused queries are not counted; the one that joined the second summon is.
+    assert.deepEqual(target.takeCounts(), [["www", 1]]);
   });
 
   it("a VM no longer ready is summoned through the primary; its unreported count is kept", () => {

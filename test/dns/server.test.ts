@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import dnsPacket from "dns-packet";
 import { DnsServer, Forwarder, ZoneIndex, type SummonTarget } from "../../src/dns/index.js";
+import { SummonRefusedError } from "../../src/errors/index.js";
 import { silentLogger } from "../../src/log/index.js";
 import { dig, digAt, kdig } from "./helpers/dig.js";
 import { tcpClient } from "./helpers/raw.js";
@@ -18,14 +19,22 @@ const MANY = Array.from({ length: 40 }, (_, i) => `10.1.0.${i + 1}`);
 
 class FakeSummoner implements SummonTarget {
   readonly calls: string[] = [];
+  /** The client address each call was given. */
+  readonly clients: (string | undefined)[] = [];
   readonly addresses = new Map<string, readonly string[]>([
     ["www", ["10.0.0.1", "fd00::1"]],
     ["v4only", ["10.0.0.2"]],
     ["slow", ["10.0.0.3"]],
     ["many", MANY],
   ]);
-  request(label: string): readonly string[] | Promise<readonly string[]> {
+  request(label: string, client?: string): readonly string[] | Promise<readonly string[]> {
     this.calls.push(label);
+    this.clients.push(client);
+    // Admission control refusing the client: thrown (the Summoner) or as a rejection (a --workers worker).
+    if (label === "refused") throw new SummonRefusedError("summon-rate", "client over its rate");
+    if (label === "refusedlater") {
+      return Promise.reject(new SummonRefusedError("summon-rate", "client over its rate"));
+    }
     if (label === "slow") {
       return new Promise((resolve) => setTimeout(() => resolve(this.addresses.get("slow")!), 300));
     }
@@ -44,6 +53,8 @@ const SPECS = [
   specFrom("dns=throws.example.org,ip=10.0.0.5,name=throws"),
   specFrom("dns=badaddr.example.org,ip=10.0.0.6,name=badaddr"),
   specFrom(`dns=many.example.org,${MANY.map((ip) => `ip=${ip}`).join(",")},name=many`),
+  specFrom("dns=refused.example.org,ip=10.0.0.7,name=refused"),
+  specFrom("dns=refusedlater.example.org,ip=10.0.0.8,name=refusedlater"),
 ];
 
 function rawQuery(name: string, type: dnsPacket.RecordType, id = 0x4242): Buffer {
@@ -107,6 +118,27 @@ describe("DnsServer, forwarding disabled (-f 0.0.0.0)", () => {
     assert.equal((await dig(port, "broken.example.org")).status, "SERVFAIL");
     assert.equal((await dig(port, "throws.example.org")).status, "SERVFAIL");
     assert.equal((await dig(port, "badaddr.example.org")).status, "SERVFAIL");
+  });
+
+  it("gives the summoner the client's address (UDP and TCP)", async () => {
+    await dig(port, "www.example.org");
+    assert.equal(summoner.clients.at(-1), "127.0.0.1");
+    await dig(port, "+tcp", "www.example.org");
+    assert.equal(summoner.clients.at(-1), "127.0.0.1");
+  });
+
+  it("answers REFUSED (not SERVFAIL) when admission control refuses the client, and counts it", async () => {
+    const before = server.counters.refusedSummonRate;
+    const u = await dig(port, "+ednsopt=65001:abcd", "refused.example.org");
+    assert.equal(u.status, "REFUSED");
+    assert.equal(u.question, ";refused.example.org. IN A");
+    assert.match(u.edns ?? "", /version: 0/, "the query's OPT is answered with ours");
+    assert.deepEqual(u.answers, []);
+    assert.equal((await dig(port, "+tcp", "refused.example.org")).status, "REFUSED");
+    assert.equal((await dig(port, "refusedlater.example.org", "AAAA")).status, "REFUSED");
+    assert.equal(server.counters.refusedSummonRate, before + 3);
+    assert.equal(server.counters.refusedByReason.get("summon-rate"), before + 3);
+    assert.equal(server.counters.snapshot().refusedSummonRate, before + 3);
   });
 
   it("answers other types for managed names from the zone without summoning", async () => {
