@@ -149,6 +149,10 @@ export async function startJitsu(opts: JitsuOptions): Promise<JitsuServer> {
     "3600",
     "-d",
     "0",
+    // The summon row starts 100 VMs one after another from 127.0.0.1: more than the default
+    // --summon-rate lets one client prefix start (it measures a start, not admission control).
+    "--summon-rate",
+    "0",
     "--stop-on-exit",
     "--log-format",
     "json",

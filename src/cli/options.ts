@@ -3,10 +3,11 @@
  * defaults and meaning) plus ours. One table drives commander, --help and
  * validation, so they never drift apart.
  */
-import { homedir } from "node:os";
+import { availableParallelism, homedir } from "node:os";
 import { join } from "node:path";
 import { BACKENDS, STOP_MODES, type StopMode } from "../backends/index.js";
 import {
+  parseFloatStrict,
   parseIntStrict,
   parseIp,
   parsePort,
@@ -104,6 +105,24 @@ export const OPTIONS: readonly OptionDef[] = [
     doc: "How long a VM may take to become ready (start, wait_for_key, delay, ready probes) before the query is answered with SERVFAIL and the start is retried after a back-off.",
   },
   {
+    flags: "--max-starting <N>",
+    name: "max-starting",
+    absent: "the number of CPUs, at least 2",
+    doc: "At most N VMs start or resume at once; further summons wait in arrival order (their queries too, within --start-timeout, which counts the time waited; then SERVFAIL).",
+  },
+  {
+    flags: "--max-running <N>",
+    name: "max-running",
+    absent: "0, no limit",
+    doc: "At most N VMs up at once (starting, ready, stopping, or failed but still running). A summon beyond it stops, with -m, the least recently queried ready VM whose last query is older than the TTL (no client can still hold its address), then starts; with none such yet, it waits for the first (within --start-timeout, then SERVFAIL).",
+  },
+  {
+    flags: "--summon-rate <R>",
+    name: "summon-rate",
+    absent: "10",
+    doc: "Cold summons (queries that start a VM) per second per client prefix (/24 for IPv4, /56 for IPv6), with bursts of 2 x R; a client over it is answered REFUSED for names of VMs that are not ready (ready VMs and forwarded names are not limited). 0: no limit.",
+  },
+  {
     flags: "--state-dir <DIR>",
     name: "state-dir",
     absent: "$XDG_RUNTIME_DIR/jitsu or ~/.cache/jitsu",
@@ -180,6 +199,12 @@ export interface Settings {
   readonly stopOnExit: boolean;
   /** --workers: 1 is one process serving DNS itself; more forks DNS workers (src/cluster). */
   readonly workers: number;
+  /** --max-starting: starts at once (default: the number of CPUs, at least 2). */
+  readonly maxStarting: number;
+  /** --max-running: VMs up at once; 0 for no limit. */
+  readonly maxRunning: number;
+  /** --summon-rate: cold summons per second per client prefix; 0 for no limit. */
+  readonly summonRate: number;
   /** Everything as given, by long name, for backends' own global options. */
   readonly raw: Readonly<Record<string, string | undefined>>;
   /** Positional CONFIG strings. */
@@ -228,6 +253,38 @@ function workerCount(v: string): number {
   }
   if (n < 1 || n > MAX_WORKERS)
     throw new Error(`expected a whole number of worker processes from 1 to ${MAX_WORKERS}, got '${v}'`);
+  return n;
+}
+
+/** --max-starting's default: one start per CPU, and at least two so one slow boot does not hold up every other. */
+export function defaultMaxStarting(): number {
+  return Math.max(2, availableParallelism());
+}
+
+/** A whole number from `min` to 2^31 - 1 (`what` names it in the message). */
+function wholeNumber(min: number, what: string): (v: string) => number {
+  return (v) => {
+    let n: number;
+    try {
+      n = parseIntStrict(v);
+    } catch {
+      n = NaN;
+    }
+    if (!(n >= min && n <= 2147483647))
+      throw new Error(`expected a whole number of ${what} from ${min} to 2147483647, got '${v}'`);
+    return n;
+  };
+}
+
+function summonRate(v: string): number {
+  let n: number;
+  try {
+    n = parseFloatStrict(v);
+  } catch {
+    n = NaN;
+  }
+  if (!(n >= 0 && n <= 1e6))
+    throw new Error(`expected a number of summons per second from 0 (no limit) to 1000000, got '${v}'`);
   return n;
 }
 
@@ -292,6 +349,12 @@ export function toSettings(
     logFormat,
     stopOnExit: raw["stop-on-exit"] === true,
     workers: parseWith("--workers", str("workers") ?? "1", workerCount),
+    maxStarting:
+      str("max-starting") === undefined
+        ? defaultMaxStarting()
+        : parseWith("--max-starting", str("max-starting")!, wholeNumber(1, "VMs")),
+    maxRunning: parseWith("--max-running", str("max-running") ?? "0", wholeNumber(0, "VMs (0: no limit)")),
+    summonRate: parseWith("--summon-rate", str("summon-rate") ?? "10", summonRate),
     raw: stringRaw,
     configs,
     file,

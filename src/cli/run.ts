@@ -102,6 +102,9 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       startTimeoutSeconds: settings.startTimeout,
       stopMode: settings.mode,
       store,
+      maxStarting: settings.maxStarting,
+      maxRunning: settings.maxRunning,
+      summonRate: settings.summonRate,
     });
   } catch (err) {
     await backend.close().catch(() => undefined);

@@ -6,7 +6,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from "prom-client";
 import type { Clock } from "../clock/index.js";
-import type { DnsCountersView, SummonerView, VmStatusView } from "./view.js";
+import type { AdmissionView, DnsCountersView, SummonerView, VmStatusView } from "./view.js";
 
 /** Seconds: from a warm unpause (ms) to a cold VM boot with probes (minutes). */
 const START_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120];
@@ -100,6 +100,12 @@ export class JitsuMetrics {
       "Forwarded DNS queries that shared an identical upstream query already in flight.",
       (c) => c.forwardCoalesced,
     );
+    fromMap(
+      "jitsu_dns_refused_total",
+      "DNS queries answered REFUSED by policy, by reason (summon-rate: the client's prefix was over --summon-rate for a VM that was not ready).",
+      "reason",
+      (c) => c.refusedByReason,
+    );
     plain("jitsu_dns_truncated_total", "UDP answers sent truncated (TC set).", (c) => c.truncated);
     plain("jitsu_dns_tcp_connections_total", "DNS TCP connections accepted.", (c) => c.tcpConnections);
     // Read from the counters' buckets at scrape time (not observed one by one), so the
@@ -165,6 +171,40 @@ export class JitsuMetrics {
         }
       },
     });
+
+    // ---- admission control, read from Summoner.admissionStatus() at scrape time ----
+    const admission = summoner.admissionStatus?.bind(summoner);
+    if (admission !== undefined) {
+      const gauge = (name: string, help: string, read: (a: AdmissionView) => number) =>
+        new Gauge({
+          name,
+          help,
+          registers,
+          collect() {
+            this.set(read(admission()));
+          },
+        });
+      gauge(
+        "jitsu_summons_queued",
+        "Summons waiting to start (--max-starting, --max-running).",
+        (a) => a.queued.length,
+      );
+      gauge("jitsu_summons_starting", "VMs starting, resuming or unpausing now.", (a) => a.starting);
+      gauge(
+        "jitsu_vms_up",
+        "VMs up as --max-running counts them (starting, ready, stopping, failed but still running).",
+        (a) => a.up,
+      );
+      new Counter({
+        name: "jitsu_evictions_total",
+        help: "Ready VMs idle past their TTL (or failed ones still running) stopped to make room for another (--max-running).",
+        registers,
+        collect() {
+          this.reset();
+          this.inc(admission().evictions);
+        },
+      });
+    }
 
     // ---- VMs: observed from the summoner's events ----
     this.summons = new Counter({

@@ -150,6 +150,7 @@ export class StatusServer {
       version: this.opts.version,
       now: new Date(now).toISOString(),
       uptimeSeconds: Math.round((now - this.startedAt) / 1000),
+      admission: this.opts.summoner.admissionStatus?.() ?? null,
       vms: this.opts.summoner.status().map((vm) => ({
         label: vm.label,
         uuid: vm.uuid ?? null,

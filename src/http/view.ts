@@ -21,8 +21,24 @@ export interface VmStatusView {
   readonly ttlSeconds: number;
 }
 
+/** Admission control (--max-starting, --max-running, --summon-rate) as the summoner reports it. */
+export interface AdmissionView {
+  /** The limits; null for none. */
+  readonly maxStarting: number | null;
+  readonly maxRunning: number | null;
+  readonly summonRate: number | null;
+  readonly starting: number;
+  readonly up: number;
+  /** Labels of the VMs waiting to start, first in line first. */
+  readonly queued: readonly string[];
+  readonly evictions: number;
+  readonly refused: number;
+}
+
 export interface SummonerView {
   status(): readonly VmStatusView[];
+  /** Admission control; absent in summoners without it. */
+  admissionStatus?(): AdmissionView;
   startVm(label: string): Promise<void>;
   stopVm(label: string): Promise<void>;
   onChange(listener: () => void): void;
@@ -39,6 +55,8 @@ export interface DnsCountersView {
   readonly forwardCoalesced: number;
   readonly truncated: number;
   readonly tcpConnections: number;
+  /** Queries answered REFUSED by policy, by reason ("summon-rate", ...). */
+  readonly refusedByReason: ReadonlyMap<string, number>;
   /** Forward latencies: the histogram's upper bounds in seconds, the count per bucket (not cumulative, one more than bounds), sum and count. */
   readonly forwardLatencyBounds: readonly number[];
   readonly forwardLatencyBuckets: ArrayLike<number>;

@@ -20,6 +20,9 @@ test("--config: the file's options under the command line's; its VMs in settings
       "http: '[::1]:9053'",
       "http-token: from-the-file",
       "persistdb: /var/lib/jitsu/state.db",
+      "max-starting: 4",
+      "max-running: 12",
+      "summon-rate: 2.5",
       "vms:",
       "  - {name: www, dns: www.example.org, ip: 10.0.0.1}",
       "",
@@ -41,6 +44,7 @@ test("--config: the file's options under the command line's; its VMs in settings
   assert.deepEqual(s.http, { host: "::1", port: 9053 });
   assert.equal(s.httpToken, "from-the-file");
   assert.equal(s.persistdb, "/var/lib/jitsu/state.db");
+  assert.deepEqual([s.maxStarting, s.maxRunning, s.summonRate], [4, 12, 2.5]);
   assert.deepEqual(s.configs, ["dns=cli.example.org,ip=10.0.0.9"]);
   assert.equal(s.file?.path, file);
   assert.deepEqual(
@@ -60,6 +64,13 @@ test("--config: the file's options under the command line's; its VMs in settings
   assert.throws(
     () => parseArgs(["--config", file, "-t", "later"]),
     (err) => err instanceof UsageError && /'later'/.test(err.message),
+  );
+  await writeFile(file, "max-running: lots\n");
+  assert.throws(
+    () => parseArgs(["--config", file]),
+    (err) =>
+      err instanceof ConfigError &&
+      err.message.startsWith(`config file '${file}': option '--max-running': expected a whole number`),
   );
   await writeFile(file, "stop-on-exit: maybe\n");
   assert.throws(

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { availableParallelism } from "node:os";
 import { describe, it } from "node:test";
 import { BACKENDS } from "../../src/backends/index.js";
 import { parseArgs } from "../../src/cli/command.js";
@@ -21,6 +22,16 @@ describe("command line", () => {
     assert.equal(s.backend, "libvirt");
     assert.equal(s.startTimeout, 30);
     assert.deepEqual(s.configs, []);
+  });
+
+  it("admission control: --max-starting is the number of CPUs (at least 2), no --max-running, --summon-rate 10", () => {
+    const s = parseArgs([]);
+    assert.equal(s.maxStarting, Math.max(2, availableParallelism()));
+    assert.equal(s.maxRunning, 0);
+    assert.equal(s.summonRate, 10);
+    const t = parseArgs(["--max-starting", "1", "--max-running", "3", "--summon-rate", "0.5"]);
+    assert.deepEqual([t.maxStarting, t.maxRunning, t.summonRate], [1, 3, 0.5]);
+    assert.equal(parseArgs(["--summon-rate", "0"]).summonRate, 0);
   });
 
   it("reads short and long forms and positional CONFIG strings in order", () => {
@@ -87,6 +98,15 @@ describe("command line", () => {
     [["--workers", "x"], /option '--workers': .*got 'x'/],
     [["--workers", "65"], /option '--workers'.*'65'/],
     [["--workers", "2.5"], /option '--workers'.*'2\.5'/],
+    [
+      ["--max-starting", "0"],
+      /option '--max-starting': expected a whole number of VMs from 1 to 2147483647, got '0'/,
+    ],
+    [["--max-starting", "two"], /option '--max-starting'.*'two'/],
+    [["--max-running", "-1"], /option '--max-running': expected a whole number of VMs \(0: no limit\).*'-1'/],
+    [["--max-running", "1.5"], /option '--max-running'.*'1\.5'/],
+    [["--summon-rate", "-2"], /option '--summon-rate': expected a number of summons per second .*'-2'/],
+    [["--summon-rate", "fast"], /option '--summon-rate'.*'fast'/],
   ];
   for (const [args, message] of bad) {
     it(`rejects ${args.join(" ")} naming the option`, () => {
@@ -135,6 +155,9 @@ describe("the jitsu binary", () => {
       "--persistdb",
       "--synjitsu",
       "--workers",
+      "--max-starting",
+      "--max-running",
+      "--summon-rate",
       "--version",
     ]) {
       assert.ok(res.stdout.includes(flag), `--help lacks ${flag}`);

@@ -262,6 +262,69 @@ describe("StatusServer without a token", () => {
   });
 });
 
+describe("StatusServer and admission control", () => {
+  it("shows the limits, the queue, VMs up and evictions in /status and /metrics, and refusals by reason", async (t) => {
+    const clock = new ManualClock();
+    const backend = new TestBackend();
+    const counters = new DnsCounters();
+    const summoner = await Summoner.create(
+      summonerOptions({
+        backend,
+        specs: [1, 2, 3].map((i) => spec(`name=v${i},dns=v${i}.example.org,ip=10.0.0.${i}`)),
+        clock,
+        ttlSeconds: 1,
+        maxStarting: 1,
+        maxRunning: 2,
+        summonRate: 5,
+      }),
+    );
+    t.after(() => summoner.close());
+    const metrics = new JitsuMetrics({ summoner, counters, clock, processMetrics: false });
+    const server = new StatusServer({ summoner, metrics, log: silentLogger() });
+    await server.listen("127.0.0.1", 0);
+    t.after(() => server.close());
+    const port = server.address().port;
+    const read = async () => ({
+      status: (JSON.parse((await call(port, "GET", "/status")).body) as { admission: unknown }).admission,
+      metrics: parsePrometheus((await call(port, "GET", "/metrics")).body),
+    });
+
+    const gate = deferred();
+    backend.hold.start = () => gate.promise;
+    const v1 = summoner.request("v1");
+    const v2 = summoner.request("v2");
+    counters.countRefused("summon-rate");
+    await clock.advance(0);
+    let now = await read();
+    assert.deepEqual(now.status, {
+      maxStarting: 1,
+      maxRunning: 2,
+      summonRate: 5,
+      starting: 1,
+      up: 1,
+      queued: ["v2"],
+      evictions: 0,
+      refused: 0,
+    });
+    assert.equal(now.metrics.get("jitsu_summons_queued"), 1);
+    assert.equal(now.metrics.get("jitsu_summons_starting"), 1);
+    assert.equal(now.metrics.get("jitsu_vms_up"), 1);
+    assert.equal(now.metrics.get("jitsu_evictions_total"), 0);
+    assert.equal(now.metrics.get('jitsu_dns_refused_total{reason="summon-rate"}'), 1);
+
+    gate.resolve();
+    delete backend.hold.start;
+    await Promise.all([v1, v2]);
+    await clock.advance(1500); // both past their TTL of 1 s: v3 evicts the least recently queried
+    await summoner.request("v3");
+    now = await read();
+    assert.equal(now.metrics.get("jitsu_evictions_total"), 1);
+    assert.equal(now.metrics.get("jitsu_vms_up"), 2);
+    assert.equal(now.metrics.get("jitsu_summons_queued"), 0);
+    assert.equal((now.status as { evictions: number }).evictions, 1);
+  });
+});
+
 describe("parseHttpAddress", () => {
   it("takes ADDR:PORT and [v6]:PORT; anything else names --http", () => {
     assert.deepEqual(parseHttpAddress("127.0.0.1:9053"), { host: "127.0.0.1", port: 9053 });
