@@ -111,6 +111,7 @@ export class ClusterPrimary {
       throw err;
     }
     opts.summoner.beforeReap = () => p.collect();
+    opts.summoner.beforeEvict = (labels) => p.withhold(labels);
     return p;
   }
 
@@ -170,6 +171,24 @@ export class ClusterPrimary {
   }
 
   /**
+   * Before admission control evicts `labels`: the workers stop answering
+   * them from their copies of the ready map (a query for one goes to the
+   * Summoner, which counts it), then report their counts. The channel keeps
+   * the order, so those counts include every answer a worker gave from its
+   * copy: the Summoner judges the VMs idle on all of them, and none is
+   * answered from a copy between that judgement and its stop. The VMs it
+   * keeps after all are given back once it has decided (after its promise
+   * jobs: setImmediate).
+   */
+  async withhold(labels: readonly string[]): Promise<void> {
+    const hidden = labels.filter((label) => this.sent.has(label));
+    for (const label of hidden) this.sent.delete(label);
+    if (hidden.length > 0) this.broadcast({ t: "ready", set: [], unset: hidden });
+    await this.collect();
+    setImmediate(() => this.scheduleReadyPush());
+  }
+
+  /**
    * Tells every worker to close (stop accepting, answer what is in flight,
    * report its last counts) and waits for each to exit; one still running
    * after closeTimeoutMs is killed.
@@ -177,6 +196,7 @@ export class ClusterPrimary {
   async close(): Promise<void> {
     this.closing = true;
     this.opts.summoner.beforeReap = undefined;
+    this.opts.summoner.beforeEvict = undefined;
     for (const slot of this.slots) {
       if (slot.restartTimer !== null) clearTimeout(slot.restartTimer);
       slot.restartTimer = null;

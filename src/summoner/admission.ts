@@ -42,11 +42,12 @@ export interface AdmissionHost {
   /** Stops `vm` with the configured stop mode, logging `why`; never rejects. */
   stop(vm: Vm, why: string): Promise<void>;
   /**
-   * Run before a VM is chosen for eviction, or null when there is nothing to
-   * run: with --workers, it collects the requests the workers answered but
-   * have not reported, so that a VM in use does not look idle.
+   * Run before `vms` are evicted, or null when there is nothing to run: with
+   * --workers, the workers stop answering them from their copies of the ready
+   * map and report what they answered, so that a VM in use does not look
+   * idle (and none is answered between the last look and its stop).
    */
-  beforeEvict(): Promise<void> | null;
+  beforeEvict(vms: readonly Vm[]): Promise<void> | null;
 }
 
 export interface AdmissionOptions extends AdmissionLimits {
@@ -103,8 +104,8 @@ export class Admission {
   private lastRateWarning = -Infinity;
   /** Collecting the workers' counts before an eviction (beforeEvict). */
   private collecting = false;
-  /** Set while the pump that follows a collection runs: evict without collecting again. */
-  private collected = false;
+  /** While the pump that follows a collection runs: the VMs withheld, the only ones it may evict. */
+  private withheld: ReadonlySet<Vm> | null = null;
   /** Wakes the queue when the next ready VM passes its TTL. */
   private timer: Timer | null = null;
   private pumpScheduled = false;
@@ -290,11 +291,14 @@ export class Admission {
     const needed = up - stopping + wanting - this.opts.maxRunning;
     if (needed <= 0) return; // the stops in flight make the room
     const now = this.opts.clock.now();
-    const candidates = this.candidates(now);
-    if (candidates.length > 0 && !this.collected) {
-      const before = this.host.beforeEvict();
+    const withheld = this.withheld;
+    const candidates = this.candidates(now).filter((c) => withheld === null || withheld.has(c.vm));
+    if (candidates.length > 0 && withheld === null) {
+      const chosen = candidates.slice(0, needed).map((c) => c.vm);
+      const before = this.host.beforeEvict(chosen);
       if (before !== null) {
-        // Judge idleness on fresh counts, then look again.
+        // Judge them on complete counts, then look again (those used meanwhile are no longer idle;
+        // if none is left, the timer below tries the next ones).
         this.collecting = true;
         void before
           .catch((err: unknown) =>
@@ -302,11 +306,11 @@ export class Admission {
           )
           .then(() => {
             this.collecting = false;
-            this.collected = true;
+            this.withheld = new Set(chosen);
             try {
               this.pump();
             } finally {
-              this.collected = false;
+              this.withheld = null;
             }
           });
         return;

@@ -118,7 +118,7 @@ export class Summoner {
       {
         vms: () => this.vms.values(),
         stop: (vm, why) => this.stop(vm, opts.stopMode, why),
-        beforeEvict: () => this.reaper.beforeReap?.() ?? null,
+        beforeEvict: (vms) => this.beforeEvict?.(vms.map((vm) => vm.spec.label)) ?? null,
       },
       {
         clock: opts.clock,
@@ -143,6 +143,14 @@ export class Summoner {
   set beforeReap(fn: (() => Promise<void>) | undefined) {
     this.reaper.beforeReap = fn;
   }
+
+  /**
+   * Run before admission control evicts VMs (their labels): with --workers,
+   * the workers stop answering them from their copies and report their
+   * counts (see src/cluster), so a VM answered a moment ago is not evicted.
+   * Its failure is logged and the eviction goes on with what is known.
+   */
+  beforeEvict: ((labels: readonly string[]) => Promise<void>) | undefined = undefined;
 
   /**
    * Resolves every VM, reads its state and the

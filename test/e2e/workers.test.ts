@@ -15,6 +15,7 @@ import { getMetrics, getStatus } from "../support/http.js";
 import {
   CLI,
   alive,
+  childPids,
   countMatches,
   dig,
   freePort,
@@ -30,25 +31,14 @@ import {
 
 /** The pids of a primary's DNS workers, from /proc (its children running the worker entry). */
 function workerPids(primary: number): number[] {
-  let children: string;
-  try {
-    children = readFileSync(`/proc/${primary}/task/${primary}/children`, "utf8");
-  } catch {
-    return [];
-  }
-  return children
-    .trim()
-    .split(/\s+/)
-    .filter((p) => p !== "")
-    .map(Number)
-    .filter((pid) => {
-      try {
-        // Workers set their process title (cluster/worker-main.ts).
-        return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "jitsu-worker";
-      } catch {
-        return false;
-      }
-    });
+  return childPids(primary).filter((pid) => {
+    try {
+      // Workers set their process title (cluster/worker-main.ts).
+      return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "jitsu-worker";
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** A VM whose program does not exist: every start fails. */

@@ -266,6 +266,31 @@ describe("admission: --max-running", () => {
     await summoner.close();
   });
 
+  it("with --workers: the chosen VMs are withheld and judged on the workers' counts before they go", async () => {
+    const { clock, backend, summoner } = await setup(3, { maxRunning: 2, ttlSeconds: 60 });
+    await bringUp(summoner, "v1");
+    await clock.advance(1000);
+    await bringUp(summoner, "v2");
+    await clock.advance(61_000); // both past their TTL; v1 the least recently queried
+    const withheld: string[][] = [];
+    summoner.beforeEvict = async (labels) => {
+      withheld.push([...labels]);
+      // A worker had answered v1 from its copy of the ready map since its last report.
+      if (labels.includes("v1")) summoner.noteRequests("v1", 1);
+      await clock.sleep(10);
+    };
+    const v3 = track(summoner.request("v3") as Promise<unknown>);
+    await clock.advance(100);
+    assert.deepEqual(withheld, [["v1"], ["v2"]]);
+    assert.deepEqual(v3.value, ["10.0.0.3"]);
+    assert.deepEqual(
+      backend.ops().filter((op) => op.startsWith("stop:")),
+      ["stop:v2:destroy"],
+    );
+    assert.equal(state(summoner, "v1"), "ready");
+    await summoner.close();
+  });
+
   it("times out (SERVFAIL) if no VM passes its TTL within --start-timeout", async () => {
     const { clock, backend, summoner } = await setup(2, {
       maxRunning: 1,

@@ -5,7 +5,7 @@
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createSocket } from "node:dgram";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -17,7 +17,8 @@ export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.ur
 
 /**
  * dist/scripts/demo-service.js: a VM program for the process backend that
- * serves HTTP (argv: HOST PORT NAME BOOT-SECONDS).
+ * serves HTTP (argv: HOST PORT NAME BOOT-SECONDS [STAMP-FILE], the file
+ * getting a line `start MS` when it begins and `ready MS` when it listens).
  */
 export const DEMO_SERVICE = fileURLToPath(new URL("../../scripts/demo-service.js", import.meta.url));
 
@@ -237,6 +238,27 @@ export function startScript(
       return code;
     },
   };
+}
+
+/** The pids of a process's children (all its threads'), from /proc; empty if it is gone. */
+export function childPids(pid: number): number[] {
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const task of tasks) {
+    try {
+      for (const child of readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").split(" ")) {
+        if (child.trim() !== "") out.push(Number(child));
+      }
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
 }
 
 /** True if the process with this pid runs (exists and is not a zombie). */
