@@ -7,6 +7,7 @@
 import "../runtime/heap.js";
 import { CommanderError } from "commander";
 import { describeError, JitsuError, UsageError } from "../errors/index.js";
+import { createLogger } from "../log/index.js";
 import { parseArgs } from "./command.js";
 import type { Settings } from "./options.js";
 import { startJitsu, type Jitsu } from "./run.js";
@@ -35,9 +36,13 @@ async function main(): Promise<void> {
   process.on("SIGHUP", () => {
     if (jitsu !== undefined && !signalled) void jitsu.reload();
   });
+  // Created here, so the lines it holds (start-up lines batched per turn) go out before a fatal error.
+  const log = createLogger({ level: settings.logLevel, format: settings.logFormat });
   try {
-    jitsu = await startJitsu(settings);
+    jitsu = await startJitsu(settings, { log });
   } catch (err) {
+    // The error is the last line: nothing logged before it may follow it.
+    log.flush();
     process.stderr.write(`jitsu: ${describeError(err)}\n`);
     if (!(err instanceof JitsuError) && process.env.JITSU_DEBUG === "1") console.error(err);
     process.exit(err instanceof UsageError ? 2 : 1);
