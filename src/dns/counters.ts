@@ -3,7 +3,7 @@
  * exporter. Counting on the hot path is an array increment (no hashing, no
  * allocation); the maps are built only when someone reads them.
  */
-import { qtypeName, rcodeName } from "./wire.js";
+import { KNOWN_QTYPES, qtypeName, rcodeName } from "./wire.js";
 
 /** Index of the "forwarded" result, after the 4096 extended rcodes (RFC 6891 §6.1.3). */
 const FORWARDED = 4096;
@@ -14,10 +14,21 @@ export const FORWARD_LATENCY_BOUNDS: readonly number[] = Object.freeze([
 ]);
 
 /**
+ * Query types are counted in one slot per type known by name and one "other"
+ * slot (slot 0) for the rest: the type comes from the network, and each
+ * distinct label value would be one more series in /metrics (65,536 QTYPEs
+ * made 2.9 MB of text before).
+ */
+const TYPE_SLOT = new Uint8Array(65536);
+const SLOT_NAMES: readonly string[] = ["other", ...KNOWN_QTYPES.map((t) => qtypeName(t))];
+KNOWN_QTYPES.forEach((t, i) => (TYPE_SLOT[t] = i + 1));
+
+/**
  * The counters as plain data (what a --workers worker sends its primary):
  * per query type and per result only the non-zero entries, as [index, count].
  */
 export interface CountersSnapshot {
+  /** [type slot (0 = other), count]. */
   readonly types: readonly (readonly [number, number])[];
   readonly results: readonly (readonly [number, number])[];
   readonly malformed: number;
@@ -33,7 +44,7 @@ export interface CountersSnapshot {
 }
 
 export class DnsCounters {
-  private readonly byType = new Float64Array(65536);
+  private readonly byType = new Float64Array(SLOT_NAMES.length);
   private readonly byResult = new Float64Array(FORWARDED + 1);
   /** Packets that could be read up to the header but not further (answered FORMERR). */
   malformed = 0;
@@ -58,11 +69,11 @@ export class DnsCounters {
   /** TCP connections accepted. */
   tcpConnections = 0;
 
-  /** Queries by type mnemonic ("A", "AAAA", "TYPE65534"...), counted once decoded. */
+  /** Queries by type mnemonic ("A", "AAAA", ..., "other" for every type not known by name), counted once decoded. */
   get queriesByType(): Map<string, number> {
     const out = new Map<string, number>();
-    this.byType.forEach((n, t) => {
-      if (n > 0) out.set(qtypeName(t), n);
+    this.byType.forEach((n, slot) => {
+      if (n > 0) out.set(SLOT_NAMES[slot]!, n);
     });
     return out;
   }
@@ -84,7 +95,7 @@ export class DnsCounters {
   }
 
   countType(qtype: number): void {
-    const i = qtype & 0xffff;
+    const i = TYPE_SLOT[qtype & 0xffff]!;
     this.byType[i] = this.byType[i]! + 1;
   }
 
@@ -131,7 +142,9 @@ export class DnsCounters {
 
   /** Adds (`sign` 1) or takes away (-1) a snapshot: the primary's sum over its workers. */
   addSnapshot(s: CountersSnapshot, sign: 1 | -1 = 1): void {
-    for (const [i, n] of s.types) this.byType[i & 0xffff] = this.byType[i & 0xffff]! + sign * n;
+    for (const [i, n] of s.types) {
+      if (i >= 0 && i < this.byType.length) this.byType[i] = this.byType[i]! + sign * n;
+    }
     for (const [i, n] of s.results) {
       if (i >= 0 && i < this.byResult.length) this.byResult[i] = this.byResult[i]! + sign * n;
     }

@@ -58,6 +58,8 @@ export function rcodeName(rcode: number): string {
 }
 
 const TYPE_NAMES: string[] = [];
+/** The query types known by name (a bounded set: counters give every other type one "other" slot). */
+export const KNOWN_QTYPES: readonly number[] = [];
 for (const [name, value] of Object.entries({
   A: 1,
   NS: 2,
@@ -77,12 +79,24 @@ for (const [name, value] of Object.entries({
   TLSA: 52,
   SVCB: 64,
   HTTPS: 65,
+  NULL: 10,
+  LOC: 29,
+  DNAME: 39,
+  SSHFP: 44,
+  NSEC3: 50,
+  NSEC3PARAM: 51,
+  CDS: 59,
+  CDNSKEY: 60,
+  OPENPGPKEY: 61,
+  SPF: 99,
+  URI: 256,
   CAA: 257,
   IXFR: 251,
   AXFR: 252,
   ANY: 255,
 })) {
   TYPE_NAMES[value] = name;
+  (KNOWN_QTYPES as number[]).push(value);
 }
 /** A query type's mnemonic; constant strings for common types, so counting allocates nothing. */
 export function qtypeName(qtype: number): string {
