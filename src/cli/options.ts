@@ -14,6 +14,7 @@ import {
   type ConfigFile,
   type FileOptionSpec,
 } from "../config/index.js";
+import { parseAccessList } from "../dns/index.js";
 import { describeError, UsageError } from "../errors/index.js";
 import { LOG_LEVELS, PER_VM_LINES_MAX, type LogFormat, type LogLevel } from "../log/index.js";
 
@@ -25,6 +26,8 @@ export interface OptionDef {
   readonly doc: string;
   /** Default shown in --help, as the original's "(absent=...)". */
   readonly absent?: string;
+  /** Comma-separated on the command line; a config file may also give a YAML/JSON list. */
+  readonly list?: true;
 }
 
 /** "a, b or c": the registry's backend names in --help, in registry order. */
@@ -136,6 +139,20 @@ export const OPTIONS: readonly OptionDef[] = [
     doc: "Enable POST /vms/NAME/start and /stop on the HTTP endpoint for requests bearing this token.",
   },
   {
+    flags: "--allow-recursion <LIST>",
+    name: "allow-recursion",
+    absent: "localhost,localnets",
+    list: true,
+    doc: "Clients whose queries for names jitsu does not manage may be forwarded: comma-separated CIDRs (192.0.2.0/24, 2001:db8::/32), addresses, and localhost (127.0.0.0/8, ::1), localnets (the subnets of this host's interfaces, re-read on SIGHUP), any or none. Other clients get REFUSED for those names (as from BIND's allow-recursion), so jitsu on a public address is no open resolver; managed names are answered to everyone.",
+  },
+  {
+    flags: "--allow-summon <LIST>",
+    name: "allow-summon",
+    absent: "any",
+    list: true,
+    doc: "Clients whose queries may start a VM (same syntax as --allow-recursion). Other clients get the address of a VM that is already ready, and REFUSED for one that is not.",
+  },
+  {
     flags: "--stop-on-exit",
     name: "stop-on-exit",
     doc: "On SIGINT/SIGTERM, also stop the VMs that jitsu started.",
@@ -186,6 +203,9 @@ export interface Settings {
   readonly configs: readonly string[];
   /** --config: the file as read at start-up (its VMs are added to `configs`' VMs). */
   readonly file: ConfigFile | undefined;
+  /** --allow-recursion and --allow-summon, as parseAccessList returns them (words and canonical CIDRs). */
+  readonly allowRecursion: readonly string[];
+  readonly allowSummon: readonly string[];
   /** --http ADDR:PORT and --http-token. */
   readonly http: { readonly host: string; readonly port: number } | undefined;
   readonly httpToken: string | undefined;
@@ -295,6 +315,8 @@ export function toSettings(
     raw: stringRaw,
     configs,
     file,
+    allowRecursion: parseAccessList("--allow-recursion", str("allow-recursion") ?? "localhost,localnets"),
+    allowSummon: parseAccessList("--allow-summon", str("allow-summon") ?? "any"),
     http: str("http") === undefined ? undefined : parseHttpAddress(str("http")!),
     httpToken: nonEmpty("--http-token", str("http-token")),
   };
@@ -317,7 +339,7 @@ export function kebabKeys(given: Record<string, unknown>): Record<string, string
 
 /** The options a config file may set: every long option, flags marked as such. */
 export function fileOptionSpecs(): FileOptionSpec[] {
-  return OPTIONS.map((o) => ({ name: o.name, takesValue: /<[^>]+>/.test(o.flags) }));
+  return OPTIONS.map((o) => ({ name: o.name, takesValue: /<[^>]+>/.test(o.flags), list: o.list === true }));
 }
 
 /** Parses `ADDR:PORT` (`[v6]:PORT` for IPv6) as --http takes it. */

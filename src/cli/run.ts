@@ -6,7 +6,14 @@
 import { checkStopMode, exitStopMode, findBackend, specOptions, type VmBackend } from "../backends/index.js";
 import { systemClock, type Clock } from "../clock/index.js";
 import { buildFileSpecs, buildVmSpec, distinctVms, parseConfigString, type VmSpec } from "../config/index.js";
-import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
+import {
+  ClientAccess,
+  DnsServer,
+  Forwarder,
+  ZoneIndex,
+  localNetworks,
+  upstreamsFromResolvConf,
+} from "../dns/index.js";
 import { ListenError, describeError } from "../errors/index.js";
 import { createLogger, perVmLevel, redactUri, type Logger } from "../log/index.js";
 import type { DnsCountersView, StatusServer } from "../http/index.js";
@@ -126,13 +133,25 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         : "No VMs configured: every query is forwarded",
     );
   }
+  // --allow-recursion / --allow-summon; `localnets` is re-read on SIGHUP.
+  let localnets = localNetworks();
+  const allowRecursion = new ClientAccess(settings.allowRecursion, localnets);
+  const allowSummon = new ClientAccess(settings.allowSummon, localnets);
   let forwarder: Forwarder | null = null;
   let server: DnsServer | null = null;
   let cluster: ClusterPrimary | null = null;
   try {
     if (settings.workers === 1) {
       forwarder = upstreams.length === 0 ? null : new Forwarder({ upstreams, log });
-      server = new DnsServer({ zone, summoner, forwarder, log, ttlSeconds: settings.ttl });
+      server = new DnsServer({
+        zone,
+        summoner,
+        forwarder,
+        log,
+        ttlSeconds: settings.ttl,
+        allowRecursion,
+        allowSummon,
+      });
       await server.listen(settings.bind, settings.listen);
     } else {
       // --workers N: the workers build their own zones and forwarders from what this process sends.
@@ -148,12 +167,16 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         logFormat: settings.logFormat,
         upstreams,
         zone: specs,
+        allowRecursion: settings.allowRecursion,
+        allowSummon: settings.allowSummon,
+        localnets,
         // A worker answers its queries in flight, summons included, before it exits.
         closeTimeoutMs: (settings.startTimeout + 5) * 1000,
       });
       log.info(`Starting server on ${settings.bind}:${cluster.port}...`);
       log.info(`Serving DNS with ${settings.workers} workers`);
     }
+    if (!isLoopback(settings.bind)) log.info(accessLine(allowRecursion, allowSummon));
   } catch (err) {
     await summoner.close();
     await store.close().catch(() => undefined);
@@ -231,6 +254,12 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       token: settings.httpToken,
       version: version(),
       refresh: primary === null ? undefined : () => primary.collect(),
+      dns: () => ({
+        allowRecursion: allowRecursion.entries,
+        allowSummon: allowSummon.entries,
+        localnets,
+        refused: Object.fromEntries(counters.refusedByReason),
+      }),
     });
     try {
       await http.listen(settings.http.host, settings.http.port);
@@ -279,6 +308,15 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     log,
     http,
     reload() {
+      // localnets: the interfaces' subnets as they are now.
+      const now = localNetworks();
+      if (now.join() !== localnets.join()) {
+        localnets = now;
+        allowRecursion.setLocalnets(now);
+        allowSummon.setLocalnets(now);
+        primary?.setLocalnets(now);
+        log.info(`SIGHUP: local networks (localnets) are now ${now.join(", ")}`);
+      }
       if (reloader === null) {
         log.warn("SIGHUP: there is no --config file to reload");
         return Promise.resolve(false);
@@ -307,4 +345,16 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       return closing;
     },
   };
+}
+
+function isLoopback(address: string): boolean {
+  return address === "::1" || address.startsWith("127.");
+}
+
+/** The start-up line on a non-loopback address: who may recurse and who may summon. */
+function accessLine(recursion: ClientAccess, summon: ClientAccess): string {
+  const show = (access: ClientAccess): string =>
+    access.entries.join(",") +
+    (access.localNetworks.length > 0 ? ` (localnets: ${access.localNetworks.join(", ")})` : "");
+  return `Recursion allowed to ${show(recursion)}; summons allowed to ${show(summon)}`;
 }

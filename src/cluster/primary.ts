@@ -64,6 +64,7 @@ export class ClusterPrimary {
   /** The ready map as last sent to the workers (the Summoner's own address arrays). */
   private sent: Map<string, readonly string[]>;
   private zone: ZoneVm[];
+  private localnets: readonly string[];
   private pushScheduled = false;
   private nextFlushId = 1;
   private boundPort: number;
@@ -76,6 +77,7 @@ export class ClusterPrimary {
     this.log = opts.log;
     this.boundPort = opts.port;
     this.zone = plainZone(opts.zone);
+    this.localnets = opts.localnets;
     this.sent = opts.summoner.readyAddresses();
     for (let i = 1; i <= opts.workers; i++) {
       this.slots.push({
@@ -136,6 +138,12 @@ export class ClusterPrimary {
   setZone(vms: readonly ZoneVm[]): void {
     this.zone = plainZone(vms);
     this.broadcast({ t: "zone", zone: this.zone });
+  }
+
+  /** SIGHUP: what `localnets` stands for now; replacements start with it. */
+  setLocalnets(cidrs: readonly string[]): void {
+    this.localnets = [...cidrs];
+    this.broadcast({ t: "localnets", cidrs: this.localnets });
   }
 
   /**
@@ -247,6 +255,9 @@ export class ClusterPrimary {
           logFormat: this.opts.logFormat,
           upstreams: this.opts.upstreams,
           zone: this.zone,
+          allowRecursion: this.opts.allowRecursion,
+          allowSummon: this.opts.allowSummon,
+          localnets: this.localnets,
           ready: [...this.sent],
         });
         return;

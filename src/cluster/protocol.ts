@@ -20,6 +20,10 @@ export interface WorkerSettings {
   /** Empty: forwarding disabled. */
   readonly upstreams: readonly Upstream[];
   readonly zone: readonly ZoneVm[];
+  /** --allow-recursion and --allow-summon entries (parseAccessList's), and what `localnets` stands for. */
+  readonly allowRecursion: readonly string[];
+  readonly allowSummon: readonly string[];
+  readonly localnets: readonly string[];
 }
 
 /** What a worker needs to serve DNS, sent once after it says hello. */
@@ -38,6 +42,8 @@ export type ToWorker =
   | { readonly t: "summon-failed"; readonly id: number; readonly error: string }
   /** Report your counts now, answering with this id. */
   | { readonly t: "flush"; readonly id: number }
+  /** SIGHUP: the interfaces' subnets changed (what `localnets` stands for). */
+  | { readonly t: "localnets"; readonly cidrs: readonly string[] }
   /** Config reload: the new zone. */
   | { readonly t: "zone"; readonly zone: readonly ZoneVm[] }
   /** Stop accepting queries, answer those in flight, report, exit. */
@@ -158,6 +164,7 @@ function snapshot(v: unknown): CountersSnapshot {
     forwardFailures: count(o.forwardFailures, "dns.forwardFailures"),
     truncated: count(o.truncated, "dns.truncated"),
     tcpConnections: count(o.tcpConnections, "dns.tcpConnections"),
+    refused: list(o.refused, "dns.refused", count),
     latencyBuckets: list(o.latencyBuckets, "dns.latencyBuckets", count),
     latencySum: count(o.latencySum, "dns.latencySum"),
     latencyCount: count(o.latencyCount, "dns.latencyCount"),
@@ -201,6 +208,9 @@ export function parseToWorker(raw: unknown): Parsed<ToWorker> {
             return { host: str(u, "host"), port: int(u, "port", 1, 65535) };
           }),
           zone: zoneVms(o.zone, "zone"),
+          allowRecursion: strings(o.allowRecursion, "allowRecursion"),
+          allowSummon: strings(o.allowSummon, "allowSummon"),
+          localnets: strings(o.localnets, "localnets"),
           ready: readyEntries(o.ready, "ready"),
         };
       }
@@ -218,6 +228,8 @@ export function parseToWorker(raw: unknown): Parsed<ToWorker> {
         return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER) };
       case "zone":
         return { t, zone: zoneVms(o.zone, "zone") };
+      case "localnets":
+        return { t, cidrs: strings(o.cidrs, "cidrs") };
       case "close":
         return { t };
       default:

@@ -5,7 +5,7 @@
  * the VMs, and drives this process's life (close, reload).
  */
 import { describeError } from "../errors/index.js";
-import { DnsServer, Forwarder, ZoneIndex } from "../dns/index.js";
+import { ClientAccess, DnsServer, Forwarder, ZoneIndex } from "../dns/index.js";
 import { createLogger, silentLogger, type Logger } from "../log/index.js";
 import { parseToWorker, type InitMessage, type ToPrimary, type ToWorker } from "./protocol.js";
 import { RemoteSummoner } from "./remote-summoner.js";
@@ -77,6 +77,7 @@ class Serving {
   private readonly summoner: RemoteSummoner;
   private readonly forwarder: Forwarder | null;
   private readonly server: DnsServer;
+  private readonly access: readonly ClientAccess[];
   private timer: ReturnType<typeof setInterval> | null = null;
   private closing = false;
 
@@ -89,12 +90,18 @@ class Serving {
     this.summoner.setReady(init.ready, []);
     this.forwarder =
       init.upstreams.length === 0 ? null : new Forwarder({ upstreams: [...init.upstreams], log });
+    // The entries were checked by the primary (parseAccessList); the subnets are the primary's.
+    const allowRecursion = new ClientAccess(init.allowRecursion, init.localnets);
+    const allowSummon = new ClientAccess(init.allowSummon, init.localnets);
+    this.access = [allowRecursion, allowSummon];
     this.server = new DnsServer({
       zone: this.zone(init.zone),
       summoner: this.summoner,
       forwarder: this.forwarder,
       log,
       ttlSeconds: init.ttl,
+      allowRecursion,
+      allowSummon,
     });
   }
 
@@ -126,6 +133,9 @@ class Serving {
         return;
       case "zone":
         this.server.setZone(this.zone(msg.zone));
+        return;
+      case "localnets":
+        for (const access of this.access) access.setLocalnets(msg.cidrs);
         return;
       case "close":
         void this.close();

@@ -24,6 +24,25 @@ const SLOT_NAMES: readonly string[] = ["other", ...KNOWN_QTYPES.map((t) => qtype
 KNOWN_QTYPES.forEach((t, i) => (TYPE_SLOT[t] = i + 1));
 
 /**
+ * Why a query was answered REFUSED: the label values of
+ * jitsu_dns_refused_total{reason}, indexed by `REFUSED`'s values.
+ */
+export const REFUSED_REASONS = ["recursion", "summon", "norec", "transfer", "forwarding_off"] as const;
+export type RefusedReason = (typeof REFUSED_REASONS)[number];
+export const REFUSED = {
+  /** A query we would forward, from a client outside --allow-recursion. */
+  recursion: 0,
+  /** A cold VM asked for by a client outside --allow-summon. */
+  summon: 1,
+  /** A query we would forward that does not ask for recursion (RD clear). */
+  norec: 2,
+  /** AXFR / IXFR. */
+  transfer: 3,
+  /** Forwarding is off (-f 0.0.0.0) and the name is outside every managed zone (or not class IN). */
+  forwarding_off: 4,
+} as const satisfies Record<RefusedReason, number>;
+
+/**
  * The counters as plain data (what a --workers worker sends its primary):
  * per query type and per result only the non-zero entries, as [index, count].
  */
@@ -38,6 +57,8 @@ export interface CountersSnapshot {
   readonly forwardFailures: number;
   readonly truncated: number;
   readonly tcpConnections: number;
+  /** REFUSED answers by reason, indexed as REFUSED_REASONS. */
+  readonly refused: readonly number[];
   readonly latencyBuckets: readonly number[];
   readonly latencySum: number;
   readonly latencyCount: number;
@@ -45,6 +66,7 @@ export interface CountersSnapshot {
 
 export class DnsCounters {
   private readonly byType = new Float64Array(SLOT_NAMES.length);
+  private readonly byRefused = new Float64Array(REFUSED_REASONS.length);
   private readonly byResult = new Float64Array(FORWARDED + 1);
   /** Packets that could be read up to the header but not further (answered FORMERR). */
   malformed = 0;
@@ -78,6 +100,13 @@ export class DnsCounters {
     return out;
   }
 
+  /** REFUSED answers by reason, every reason present (0 included). */
+  get refusedByReason(): Map<RefusedReason, number> {
+    const out = new Map<RefusedReason, number>();
+    REFUSED_REASONS.forEach((reason, i) => out.set(reason, this.byRefused[i]!));
+    return out;
+  }
+
   /** Answers by result: an rcode name ("NOERROR", "NXDOMAIN", ...) or "forwarded". */
   get queriesByResult(): Map<string, number> {
     const out = new Map<string, number>();
@@ -97,6 +126,11 @@ export class DnsCounters {
   countType(qtype: number): void {
     const i = TYPE_SLOT[qtype & 0xffff]!;
     this.byType[i] = this.byType[i]! + 1;
+  }
+
+  /** One REFUSED answer, by reason (a `REFUSED` value). */
+  countRefused(reason: number): void {
+    this.byRefused[reason] = this.byRefused[reason]! + 1;
   }
 
   countRcode(rcode: number): void {
@@ -134,6 +168,7 @@ export class DnsCounters {
       forwardFailures: this.forwardFailures,
       truncated: this.truncated,
       tcpConnections: this.tcpConnections,
+      refused: [...this.byRefused],
       latencyBuckets: [...this.forwardLatencyBuckets],
       latencySum: this.forwardLatencySum,
       latencyCount: this.forwardLatencyCount,
@@ -144,6 +179,9 @@ export class DnsCounters {
   addSnapshot(s: CountersSnapshot, sign: 1 | -1 = 1): void {
     for (const [i, n] of s.types) {
       if (i >= 0 && i < this.byType.length) this.byType[i] = this.byType[i]! + sign * n;
+    }
+    for (let i = 0; i < this.byRefused.length && i < s.refused.length; i++) {
+      this.byRefused[i] = this.byRefused[i]! + sign * s.refused[i]!;
     }
     for (const [i, n] of s.results) {
       if (i >= 0 && i < this.byResult.length) this.byResult[i] = this.byResult[i]! + sign * n;

@@ -9,4 +9,11 @@ export {
   type ForwarderOptions,
   type Upstream,
 } from "./forwarder/index.js";
-export { DnsCounters, FORWARD_LATENCY_BOUNDS, type CountersSnapshot } from "./counters.js";
+export {
+  DnsCounters,
+  FORWARD_LATENCY_BOUNDS,
+  REFUSED_REASONS,
+  type CountersSnapshot,
+  type RefusedReason,
+} from "./counters.js";
+export { ClientAccess, localNetworks, parseAccessList } from "./access.js";

@@ -9,13 +9,17 @@
  *    addresses: answered from the ZoneIndex, authoritatively;
  *  - anything else: forwarded, or with forwarding disabled NXDOMAIN (inside
  *    a managed zone, with its SOA) or REFUSED (outside every managed zone).
+ * Access (access.ts): a query we would forward is REFUSED to a client outside
+ * --allow-recursion, or without RD; a cold VM is REFUSED to a client outside
+ * --allow-summon (a ready one is answered). Our own data is answered to all.
  * See README.md in this folder for the full table.
  */
 import dgram from "node:dgram";
 import net from "node:net";
 import { ListenError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
-import { DnsCounters } from "./counters.js";
+import { ClientAccess } from "./access.js";
+import { DnsCounters, REFUSED } from "./counters.js";
 import type { Forwarder } from "./forwarder/forwarder.js";
 import {
   HEADER_LEN,
@@ -44,6 +48,11 @@ import type dnsPacket from "dns-packet";
 export interface SummonTarget {
   /** The VM's addresses: synchronously when it is ready, else a promise (rejects if it cannot be made ready). */
   request(label: string): readonly string[] | Promise<readonly string[]>;
+  /**
+   * The VM's addresses if it is ready now (counted as a request, as request()
+   * counts it), else null: never starts it (a client outside --allow-summon).
+   */
+  requestIfReady(label: string): readonly string[] | null;
 }
 
 export interface DnsServerOptions {
@@ -56,6 +65,10 @@ export interface DnsServerOptions {
   tcpIdleTimeoutMs?: number;
   /** Open TCP connections beyond this are refused (default 128). */
   maxTcpConnections?: number;
+  /** --allow-recursion: clients whose queries may be forwarded (default: any; the CLI passes its own default). */
+  allowRecursion?: ClientAccess;
+  /** --allow-summon: clients whose queries may start a VM (default: any). */
+  allowSummon?: ClientAccess;
 }
 
 type Reply = Buffer | null;
@@ -81,6 +94,8 @@ export class DnsServer {
   private readonly ra: boolean;
   private readonly tcpIdleTimeoutMs: number;
   private readonly maxTcpConnections: number;
+  private readonly allowRecursion: ClientAccess;
+  private readonly allowSummon: ClientAccess;
   /** Reused for every query: the hot path allocates nothing but the reply. */
   private readonly q: QueryInfo = newQueryInfo();
   private udp: dgram.Socket | null = null;
@@ -103,6 +118,8 @@ export class DnsServer {
     this.ra = opts.forwarder !== null;
     this.tcpIdleTimeoutMs = opts.tcpIdleTimeoutMs ?? 10_000;
     this.maxTcpConnections = opts.maxTcpConnections ?? 128;
+    this.allowRecursion = opts.allowRecursion ?? new ClientAccess(["any"]);
+    this.allowSummon = opts.allowSummon ?? new ClientAccess(["any"]);
   }
 
   /** The port actually bound (useful after `listen(host, 0)`). */
@@ -205,7 +222,7 @@ export class DnsServer {
   private onUdpMessage(sock: dgram.Socket, msg: Buffer, port: number, address: string): void {
     // Port 0 cannot be answered (and is a classic reflection trick): drop it.
     if (this.closing || port === 0) return;
-    const r = this.safeHandle(msg, false);
+    const r = this.safeHandle(msg, false, address);
     if (r === null) return;
     if (r instanceof Buffer) {
       sock.send(r, port, address);
@@ -228,6 +245,7 @@ export class DnsServer {
     this.counters.tcpConnections++;
     this.connections.add(conn);
     conn.setNoDelay(true);
+    const client = conn.remoteAddress ?? "";
     let buffered: Buffer = Buffer.alloc(0);
     let outstanding = 0;
     // RFC 7766 §6.2.3: close idle connections; a connection waiting for an answer is not idle.
@@ -251,7 +269,7 @@ export class DnsServer {
         const msg = buffered.subarray(2, 2 + len);
         buffered = buffered.subarray(2 + len);
         if (this.closing) continue;
-        const r = this.safeHandle(msg, true);
+        const r = this.safeHandle(msg, true, client);
         if (r === null) continue;
         if (!(r instanceof Buffer)) {
           // Pipelining (RFC 7766 §6.2.1.1): later queries may be answered first.
@@ -268,9 +286,9 @@ export class DnsServer {
   }
 
   /** Every handler is wrapped: a bug answers SERVFAIL (or nothing), it never crashes the server. */
-  private safeHandle(msg: Buffer, tcp: boolean): Reply | Promise<Reply> {
+  private safeHandle(msg: Buffer, tcp: boolean, client: string): Reply | Promise<Reply> {
     try {
-      return this.handle(msg, tcp);
+      return this.handle(msg, tcp, client);
     } catch (err) {
       this.log.error(`DNS query handling failed: ${describeError(err)}`);
       if (msg.length < HEADER_LEN || (msg[2]! & 0x80) !== 0) return null;
@@ -322,8 +340,8 @@ export class DnsServer {
     }
   }
 
-  /** Decides the answer to one packet. Synchronous on the hot path. */
-  handle(msg: Buffer, tcp: boolean): Reply | Promise<Reply> {
+  /** Decides the answer to one packet from `client` (its address). Synchronous on the hot path. */
+  handle(msg: Buffer, tcp: boolean, client: string): Reply | Promise<Reply> {
     const q = decodeQuery(msg, this.q);
     if (q.status === "short" || q.status === "response") {
       this.counters.dropped++;
@@ -347,20 +365,33 @@ export class DnsServer {
       return this.reply(msg, q, { rcode: RCODE.BADVERS, aa: false, ra: this.ra }, limit);
     }
     if (q.qtype === QTYPE.AXFR || q.qtype === QTYPE.IXFR) {
-      return this.reply(msg, q, { rcode: RCODE.REFUSED, aa: false, ra: this.ra }, limit);
+      return this.refuse(msg, q, REFUSED.transfer, this.ra, limit);
     }
     const zone = this.zone;
     if (q.qclass === QCLASS_IN && (q.qtype === QTYPE.A || q.qtype === QTYPE.AAAA)) {
       const entry = zone.lookupWire(msg, HEADER_LEN, q.nameEnd, q.nameHash);
-      if (entry !== undefined) return this.summon(msg, q, entry, limit);
+      if (entry !== undefined) return this.summon(msg, q, entry, limit, client);
     }
-    return this.answerSlow(msg, copyQueryInfo(q), zone, limit);
+    return this.answerSlow(msg, copyQueryInfo(q), zone, limit, client);
   }
 
-  private summon(msg: Buffer, q: QueryInfo, entry: ManagedName, limit: number): Reply | Promise<Reply> {
+  private summon(
+    msg: Buffer,
+    q: QueryInfo,
+    entry: ManagedName,
+    limit: number,
+    client: string,
+  ): Reply | Promise<Reply> {
     let r: readonly string[] | Promise<readonly string[]>;
     try {
-      r = this.summoner.request(entry.vm);
+      if (this.allowSummon.all) r = this.summoner.request(entry.vm);
+      else {
+        // A ready VM is answered to anyone; only a start needs --allow-summon.
+        const ready = this.summoner.requestIfReady(entry.vm);
+        if (ready !== null) r = ready;
+        else if (this.allowSummon.allows(client)) r = this.summoner.request(entry.vm);
+        else return this.refuse(msg, q, REFUSED.summon, this.ra, limit);
+      }
     } catch (err) {
       return this.summonFailed(msg, q, entry, err, limit);
     }
@@ -417,6 +448,12 @@ export class DnsServer {
     return out;
   }
 
+  /** REFUSED, counted by reason; the question echoed and an OPT if the query had one (buildReply). */
+  private refuse(msg: Buffer, q: QueryInfo, reason: number, ra: boolean, limit: number): Buffer {
+    this.counters.countRefused(reason);
+    return this.reply(msg, q, { rcode: RCODE.REFUSED, aa: false, ra }, limit);
+  }
+
   private reply(msg: Buffer, q: QueryInfo, sections: ReplySections, limit: number): Buffer {
     const out = buildReply(msg, q, sections, limit);
     if ((out[2]! & 0x02) !== 0 && limit > 0) this.counters.truncated++;
@@ -425,10 +462,17 @@ export class DnsServer {
   }
 
   /** Everything but A/AAAA for a managed name. `q` is the caller's own copy. */
-  private answerSlow(msg: Buffer, q: QueryInfo, zone: ZoneIndex, limit: number): Reply | Promise<Reply> {
+  private answerSlow(
+    msg: Buffer,
+    q: QueryInfo,
+    zone: ZoneIndex,
+    limit: number,
+    client: string,
+  ): Reply | Promise<Reply> {
     const name = nameToString(msg, HEADER_LEN, q.nameEnd);
     const ra = this.ra;
-    if (q.qclass !== QCLASS_IN) return this.forwardOr(msg, q, limit, { rcode: RCODE.REFUSED, aa: false, ra });
+    if (q.qclass !== QCLASS_IN)
+      return this.forwardOr(msg, q, limit, client, { rcode: RCODE.REFUSED, aa: false, ra });
     const entry = zone.lookup(name);
     const apex = entry?.apexOf ?? zone.zone(name);
     const apexRecords: dnsPacket.Answer[] = [];
@@ -459,29 +503,45 @@ export class DnsServer {
       if (apexRecords.length > 0)
         return this.reply(msg, q, { rcode: RCODE.NOERROR, aa: true, ra, answers: apexRecords }, limit);
       // Other types at an apex we do not manage may exist upstream (example.org MX).
-      return this.forwardOr(msg, q, limit, { rcode: RCODE.NOERROR, aa: true, ra, authorities: [apex.soa] });
+      return this.forwardOr(msg, q, limit, client, {
+        rcode: RCODE.NOERROR,
+        aa: true,
+        ra,
+        authorities: [apex.soa],
+      });
     }
     const enclosing = zone.enclosingZone(name);
     if (enclosing !== undefined) {
-      return this.forwardOr(msg, q, limit, {
+      return this.forwardOr(msg, q, limit, client, {
         rcode: RCODE.NXDOMAIN,
         aa: true,
         ra,
         authorities: [enclosing.soa],
       });
     }
-    return this.forwardOr(msg, q, limit, { rcode: RCODE.REFUSED, aa: false, ra });
+    return this.forwardOr(msg, q, limit, client, { rcode: RCODE.REFUSED, aa: false, ra });
   }
 
-  /** Forwards when a forwarder is configured, else answers `otherwise`. */
+  /**
+   * Forwards when a forwarder is configured, else answers `otherwise`. Only for
+   * a client in --allow-recursion that asks for recursion (RD): anyone else
+   * is REFUSED, as BIND and unbound answer clients they do not recurse for.
+   */
   private forwardOr(
     msg: Buffer,
     q: QueryInfo,
     limit: number,
+    client: string,
     otherwise: ReplySections,
   ): Reply | Promise<Reply> {
     const forwarder = this.forwarder;
-    if (forwarder === null) return this.reply(msg, q, otherwise, limit);
+    if (forwarder === null) {
+      if (otherwise.rcode === RCODE.REFUSED) this.counters.countRefused(REFUSED.forwarding_off);
+      return this.reply(msg, q, otherwise, limit);
+    }
+    // RA clear: recursion is not available to this client.
+    if (!this.allowRecursion.allows(client)) return this.refuse(msg, q, REFUSED.recursion, false, limit);
+    if (!q.rd) return this.refuse(msg, q, REFUSED.norec, this.ra, limit);
     this.counters.forwarded++;
     const started = performance.now();
     return this.track(

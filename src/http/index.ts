@@ -1,4 +1,4 @@
 /** The status and metrics endpoint (--http). See README.md. */
 export { StatusServer, type StatusServerOptions } from "./server.js";
 export { JitsuMetrics, type MetricsOptions } from "./metrics.js";
-export type { SummonerView, VmStatusView, DnsCountersView } from "./view.js";
+export type { SummonerView, VmStatusView, DnsCountersView, DnsStatusView } from "./view.js";

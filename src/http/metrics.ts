@@ -67,6 +67,12 @@ export class JitsuMetrics {
       (c) => c.queriesByType,
     );
     fromMap(
+      "jitsu_dns_refused_total",
+      "DNS queries answered REFUSED, by reason: recursion (client outside --allow-recursion), summon (outside --allow-summon), norec (RD clear on a name we would forward), transfer (AXFR/IXFR), forwarding_off.",
+      "reason",
+      (c) => c.refusedByReason,
+    );
+    fromMap(
       "jitsu_dns_answers_total",
       "DNS answers sent, by result: the rcode (NOERROR, NXDOMAIN, SERVFAIL, ...) or 'forwarded'.",
       "result",

@@ -10,7 +10,7 @@ import type { AddressInfo } from "node:net";
 import { BackendError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { JitsuMetrics } from "./metrics.js";
-import type { SummonerView, VmStatusView } from "./view.js";
+import type { DnsStatusView, SummonerView, VmStatusView } from "./view.js";
 
 export interface StatusServerOptions {
   readonly summoner: SummonerView;
@@ -24,6 +24,8 @@ export interface StatusServerOptions {
    * workers' request counts and DNS counters, so a scrape sees them all.
    */
   readonly refresh?: () => Promise<void>;
+  /** The DNS access lists and REFUSED counts for /status (read after refresh). */
+  readonly dns?: () => DnsStatusView;
 }
 
 export class StatusServer {
@@ -150,6 +152,7 @@ export class StatusServer {
       version: this.opts.version,
       now: new Date(now).toISOString(),
       uptimeSeconds: Math.round((now - this.startedAt) / 1000),
+      ...(this.opts.dns === undefined ? {} : { dns: this.opts.dns() }),
       vms: this.opts.summoner.status().map((vm) => ({
         label: vm.label,
         uuid: vm.uuid ?? null,

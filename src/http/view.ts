@@ -31,6 +31,8 @@ export interface SummonerView {
 
 export interface DnsCountersView {
   readonly queriesByType: ReadonlyMap<string, number>;
+  /** REFUSED answers by reason (recursion, summon, ...), every reason present. */
+  readonly refusedByReason: ReadonlyMap<string, number>;
   readonly queriesByResult: ReadonlyMap<string, number>;
   readonly malformed: number;
   readonly dropped: number;
@@ -44,4 +46,13 @@ export interface DnsCountersView {
   readonly forwardLatencyBuckets: ArrayLike<number>;
   readonly forwardLatencySum: number;
   readonly forwardLatencyCount: number;
+}
+
+/** /status "dns": who may recurse and summon (--allow-recursion, --allow-summon), and the REFUSED counts. */
+export interface DnsStatusView {
+  readonly allowRecursion: readonly string[];
+  readonly allowSummon: readonly string[];
+  /** What `localnets` stands for now (re-read on SIGHUP). */
+  readonly localnets: readonly string[];
+  readonly refused: Readonly<Record<string, number>>;
 }

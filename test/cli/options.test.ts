@@ -62,6 +62,19 @@ describe("command line", () => {
     assert.equal(parseArgs(["--workers", "4"]).workers, 4);
   });
 
+  it("--allow-recursion is localhost,localnets and --allow-summon any unless given", () => {
+    assert.deepEqual(parseArgs([]).allowRecursion, ["localhost", "localnets"]);
+    assert.deepEqual(parseArgs([]).allowSummon, ["any"]);
+    const s = parseArgs([
+      "--allow-recursion",
+      "10.0.0.0/8, 2001:db8::/32,localhost",
+      "--allow-summon",
+      "none",
+    ]);
+    assert.deepEqual(s.allowRecursion, ["10.0.0.0/8", "2001:db8::/32", "localhost"]);
+    assert.deepEqual(s.allowSummon, ["none"]);
+  });
+
   it("-f 0.0.0.0 disables forwarding", () => {
     assert.equal(parseArgs(["-f", "0.0.0.0"]).forwarder, null);
   });
@@ -87,6 +100,16 @@ describe("command line", () => {
     [["--workers", "x"], /option '--workers': .*got 'x'/],
     [["--workers", "65"], /option '--workers'.*'65'/],
     [["--workers", "2.5"], /option '--workers'.*'2\.5'/],
+    [
+      ["--allow-recursion", "10.0.0.0/8,lan"],
+      /option '--allow-recursion': entry 'lan': expected an IPv4 or IPv6/,
+    ],
+    [
+      ["--allow-recursion", "192.168.1.1/24"],
+      /option '--allow-recursion': entry '192\.168\.1\.1\/24'.*192\.168\.1\.0\/24/,
+    ],
+    [["--allow-summon", "any,none"], /option '--allow-summon': 'any' cannot be combined/],
+    [["--allow-summon", ""], /option '--allow-summon': empty entry/],
   ];
   for (const [args, message] of bad) {
     it(`rejects ${args.join(" ")} naming the option`, () => {
@@ -135,10 +158,13 @@ describe("the jitsu binary", () => {
       "--persistdb",
       "--synjitsu",
       "--workers",
+      "--allow-recursion <LIST>",
+      "--allow-summon <LIST>",
       "--version",
     ]) {
       assert.ok(res.stdout.includes(flag), `--help lacks ${flag}`);
     }
+    assert.match(res.stdout, /\(absent=localhost,localnets\)/);
     assert.match(res.stdout, /COMMON CONFIGURATION/);
     assert.match(res.stdout, /response_delay/);
     assert.match(res.stdout, /wait_for_key/);

@@ -45,6 +45,9 @@ it("summons through a worker, answers from its ready map, and gives up on a work
     logFormat: "text",
     upstreams: [],
     zone: specs,
+    allowRecursion: ["any"],
+    allowSummon: ["any"],
+    localnets: [],
     closeTimeoutMs: 5000,
     restart: { minIntervalMs: 100, limit: 2, windowMs: 60_000 },
   });

@@ -25,6 +25,9 @@ describe("cluster IPC messages", () => {
       logFormat: "json",
       upstreams: [{ host: "127.0.0.1", port: 53 }],
       zone: [{ label: "www", dns: ["www.example.org"], ips: ["10.0.0.1"] }],
+      allowRecursion: ["localhost", "localnets"],
+      allowSummon: ["any"],
+      localnets: ["192.0.2.0/24", "fd00::/64"],
       ready: [["www", ["10.0.0.1"]]],
     };
     const w = parseToWorker(init);
@@ -36,6 +39,7 @@ describe("cluster IPC messages", () => {
       { t: "summon-failed", id: 1, error: "boom" },
       { t: "flush", id: 7 },
       { t: "zone", zone: [] },
+      { t: "localnets", cidrs: ["10.0.0.0/8"] },
       { t: "close" },
     ]) {
       assert.ok(parseToWorker(m).ok, JSON.stringify(m));
@@ -78,6 +82,7 @@ describe("cluster IPC messages", () => {
         { t: "zone", zone: [{ label: "www", dns: "www.example.org", ips: [] }] },
         /zone\[0\]\.dns: expected a list/,
       ],
+      [{ t: "localnets", cidrs: "10.0.0.0/8" }, /cidrs: expected a list/],
     ];
     for (const [msg, message] of toWorker) {
       const r = parseToWorker(msg);

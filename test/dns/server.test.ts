@@ -34,6 +34,12 @@ class FakeSummoner implements SummonTarget {
     if (label === "badaddr") return ["not-an-address"];
     return this.addresses.get(label)!;
   }
+  /** "slow", "broken" and "throws" are cold; the others are ready. */
+  requestIfReady(label: string): readonly string[] | null {
+    if (label === "slow" || label === "broken" || label === "throws") return null;
+    this.calls.push(label);
+    return this.addresses.get(label) ?? null;
+  }
 }
 
 const SPECS = [

@@ -124,9 +124,20 @@ function section(raw: string, title: string): DigAnswer["answers"] {
     });
 }
 
-/** Queries with real `dig` and parses its output. */
-export async function dig(port: number, args: readonly string[], host = "127.0.0.1"): Promise<DigAnswer> {
-  const res = await run("dig", [`@${host}`, "-p", String(port), "+time=10", "+tries=1", ...args], 30_000);
+/**
+ * Queries with real `dig` and parses its output; with `netns`, dig runs inside
+ * that network namespace (`ip netns exec`, see netns.ts).
+ */
+export async function dig(
+  port: number,
+  args: readonly string[],
+  host = "127.0.0.1",
+  netns?: string,
+): Promise<DigAnswer> {
+  const digArgs = [`@${host}`, "-p", String(port), "+time=10", "+tries=1", ...args];
+  const res = await (netns === undefined
+    ? run("dig", digArgs, 30_000)
+    : run("ip", ["netns", "exec", netns, "dig", ...digArgs], 30_000));
   const raw = res.stdout;
   const status = /status: (\w+)/.exec(raw)?.[1] ?? (res.code === 9 ? "TIMEOUT" : `EXIT${res.code}`);
   const flags = (/;; flags: ([^;]*);/.exec(raw)?.[1] ?? "").trim().split(/\s+/);
