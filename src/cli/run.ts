@@ -41,7 +41,7 @@ export interface Jitsu {
   readonly http: StatusServer | null;
   /** Stops serving, flushes state and closes the backend; `stopVms` also stops the VMs jitsu started. */
   close(options?: { stopVms?: boolean }): Promise<void>;
-  /** SIGHUP: re-reads --config; resolves false (and logs why) when the file was rejected or there is none. */
+  /** SIGHUP: re-reads the local networks (localnets) and --config; resolves false (and logs why) when the file was rejected or there is none. */
   reload(): Promise<boolean>;
 }
 
@@ -310,7 +310,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     reload() {
       // localnets: the interfaces' subnets as they are now.
       const now = localNetworks();
-      if (now.join() !== localnets.join()) {
+      const changed = now.join() !== localnets.join();
+      if (changed) {
         localnets = now;
         allowRecursion.setLocalnets(now);
         allowSummon.setLocalnets(now);
@@ -318,7 +319,9 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         log.info(`SIGHUP: local networks (localnets) are now ${now.join(", ")}`);
       }
       if (reloader === null) {
-        log.warn("SIGHUP: there is no --config file to reload");
+        // Nothing to warn about when the SIGHUP was for the local networks.
+        if (!changed)
+          log.warn("SIGHUP: there is no --config file to reload (and the local networks are unchanged)");
         return Promise.resolve(false);
       }
       return reloader.reload();
