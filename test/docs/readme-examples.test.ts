@@ -20,18 +20,20 @@
  *    double): jitsu is started for real, with only what a reader on another
  *    machine changes replaced, namely
  *    - `-l` (DNS), the ports of `ready=`, `--http`, `http.server` and the
- *      like: free loopback ports, the same in every line of the section;
+ *      like: free loopback ports, the same in every line of the example;
  *    - `-f` → `0.0.0.0` (never this machine's resolver), `-b` → 127.0.0.1,
  *      `-p` dropped, `--state-dir` and `--persistdb` → a temp dir, plus
  *      `--stop-on-exit`;
  *    - `--config PATH` → the README's block for PATH in a temp file.
  *    A managed name is resolved with dig and must be answered with its
- *    address (any address when the backend discovers it); then the section's `dig`, `host`, `curl` (with `| jq`,
- *    `| grep`) and `kill -HUP $(pidof jitsu)` lines after the command run
+ *    address (any address when the backend discovers it); then the `dig`,
+ *    `host`, `curl` (with `| jq`, `| grep`) and `kill -HUP $(pidof jitsu)`
+ *    lines after the command, up to the file's next jitsu command, run
  *    (dig at jitsu's port; `$(pidof jitsu)` must find it and is replaced by
  *    its pid, never another jitsu on the machine) and must succeed, and show
  *    the output the README shows after their `$ ` prompt (numbers and times
- *    aside; JSON compared by its keys and other values); a comment saying
+ *    aside; a JSON document shown over several lines is compared whole, key
+ *    by key in order); a comment saying
  *    something `logs "X"` or `prints "X"` must be true of jitsu's or the
  *    helpers' output. jitsu must then stop cleanly on SIGTERM.
  *
@@ -152,8 +154,11 @@ const scratch = mkdtempSync(join(tmpdir(), "jitsu-readme-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
 /** jitsu's arguments in a `jitsu ...` command line, as the shell passes them. */
-function jitsuArgs(text: string): { args: string[]; env: Record<string, string> } {
-  const words = shellWords(text);
+function jitsuArgs(
+  text: string,
+  sectionEnv: Readonly<Record<string, string>> = {},
+): { args: string[]; env: Record<string, string> } {
+  const words = shellWords(text, sectionEnv);
   const env: Record<string, string> = {};
   while (words.length > 0 && /^\w+=/.test(words[0]!)) {
     const [name, ...value] = words.shift()!.split("=");
@@ -331,6 +336,15 @@ function runShell(
   });
 }
 
+/** `text` as compact JSON, or undefined if it is not one JSON document. */
+function jsonText(text: string): string | undefined {
+  try {
+    return JSON.stringify(JSON.parse(text));
+  } catch {
+    return undefined;
+  }
+}
+
 /** A README's output line and a real one, compared without numbers, times and spacing; JSON by value. */
 function normalize(line: string): string {
   let text = line.trim();
@@ -346,13 +360,18 @@ function normalize(line: string): string {
 function checkOutput(c: Command, actual: string): void {
   if (c.output.length === 0) return;
   const lines = actual.split("\n").filter((l) => l.trim() !== "");
-  let whole: string | undefined;
-  try {
-    whole = normalize(JSON.stringify(JSON.parse(actual)));
-  } catch {
-    whole = undefined;
+  const whole = jsonText(actual);
+  // One JSON document over several lines: the same document, key for key, in the same order.
+  const shown = c.output.length > 1 ? jsonText(c.output.join("\n")) : undefined;
+  if (shown !== undefined) {
+    assert.equal(
+      whole === undefined ? undefined : normalize(whole),
+      normalize(shown),
+      `${where(c)}: the README shows another JSON document than the command printed:\n${actual}`,
+    );
+    return;
   }
-  const seen = new Set([...lines.map(normalize), ...(whole === undefined ? [] : [whole])]);
+  const seen = new Set([...lines.map(normalize), ...(whole === undefined ? [] : [normalize(whole)])]);
   for (const shown of c.output) {
     assert.ok(
       seen.has(normalize(shown)),
@@ -371,7 +390,7 @@ async function followUp(
 ): Promise<void> {
   const text = replacePorts(c.text, ports);
   if (c.kind === "query") {
-    const words = shellWords(text);
+    const words = shellWords(text, env);
     const tool = words.shift()!;
     // The server and port are jitsu's; the rest as written.
     const rest = withoutOptions(words, ["-p"]).filter((w) => !w.startsWith("@"));
@@ -459,7 +478,7 @@ async function runSession(
   let libvirtd: PrivateLibvirtd | undefined;
   let helperOutput = "";
   try {
-    const { args: written } = jitsuArgs(c.text);
+    const { args: written } = jitsuArgs(c.text, env);
     const configPath = optionValue(written, ["--config"]);
     const configText = configPath === undefined ? "" : (readme.configFiles.get(configPath) ?? "");
     const ports = await portMap([
@@ -484,7 +503,7 @@ async function runSession(
       }
     }
 
-    const { args: substituted } = jitsuArgs(replacePorts(c.text, ports));
+    const { args: substituted, env: assigned } = jitsuArgs(replacePorts(c.text, ports), env);
     let args = withConfigFile(substituted, readme, dir.path, (t) => replacePorts(t, ports));
     const parsed = parseCommand(args);
     const dnsPort = parsed.settings.listen >= 1024 ? parsed.settings.listen : await freePort();
@@ -510,7 +529,7 @@ async function runSession(
       ...(parsed.settings.persistdb === undefined ? [] : ["--persistdb", join(dir.path, "state.db")]),
       ...(parsed.settings.stopOnExit ? [] : ["--stop-on-exit"]),
     ];
-    cli = startCli(args, env);
+    cli = startCli(args, { ...env, ...assigned });
     await cli.waitFor(/Starting server on|Serving DNS with/, 30_000);
 
     // The first VM answered with its IPv4 addresses, or any address when the backend finds it.
@@ -594,9 +613,9 @@ for (const readme of READMES) {
     for (let i = 0; i < commands.length; i++) {
       const c = commands[i]!;
       if (c.kind !== "jitsu") {
-        // dig/host/curl/kill after a jitsu command of the section run with it (below); helpers
+        // dig/host/curl/kill after a jitsu command run with it (below); helpers
         // before one start with it; exports go into its environment. Anything else is not run.
-        const afterJitsu = commands.slice(0, i).some((p) => p.kind === "jitsu" && p.section === c.section);
+        const afterJitsu = commands.slice(0, i).some((p) => p.kind === "jitsu");
         if (c.kind === "other" || ((c.kind === "query" || c.kind === "shell") && !afterJitsu)) {
           notRun.push(`${where(c)}: ${c.text.split("\n")[0]}`);
         }
@@ -612,15 +631,16 @@ for (const readme of READMES) {
         const [name, ...value] = shellWords(p.text.replace(/^export\s+/, ""))[0]!.split("=");
         env[name!] = value.join("=");
       }
+      // What follows it up to the next jitsu command of the file (a later section may query it).
       const nextJitsu = commands.findIndex((p, j) => j > i && p.kind === "jitsu");
       const followUps = commands
         .slice(i + 1, nextJitsu === -1 ? undefined : nextJitsu)
-        .filter((p) => sameSection(p) && (p.kind === "query" || p.kind === "shell"));
+        .filter((p) => p.kind === "query" || p.kind === "shell");
 
       let parsed: Parsed | undefined;
       it(`line ${c.line}: ${c.text.split("\n")[0]!.slice(0, 70)} parses`, () => {
         try {
-          parsed = parseCommand(withConfigFile(jitsuArgs(c.text).args, readme, scratch));
+          parsed = parseCommand(withConfigFile(jitsuArgs(c.text, env).args, readme, scratch));
         } catch (err) {
           assert.fail(`${where(c)}: ${(err as Error).message}`);
         }
