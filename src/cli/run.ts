@@ -3,7 +3,14 @@
  * stats table and signals. `startJitsu` is what the binary runs; tests call it
  * in-process too.
  */
-import { checkStopMode, exitStopMode, findBackend, specOptions, type VmBackend } from "../backends/index.js";
+import {
+  checkStopMode,
+  exitStopMode,
+  findBackend,
+  specOptions,
+  type BackendFactory,
+  type VmBackend,
+} from "../backends/index.js";
 import { systemClock, type Clock } from "../clock/index.js";
 import { buildFileSpecs, buildVmSpec, distinctVms, parseConfigString, type VmSpec } from "../config/index.js";
 import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
@@ -55,9 +62,17 @@ export function buildSpecs(configs: readonly string[], backendName: string): VmS
   return distinctVms(specs);
 }
 
-export async function startJitsu(settings: Settings, deps: StartDeps = {}): Promise<Jitsu> {
-  const clock = deps.clock ?? systemClock;
-  const log = deps.log ?? createLogger({ level: settings.logLevel, format: settings.logFormat });
+/**
+ * What start-up checks before it opens, connects or starts anything: every VM
+ * (CONFIG strings and the --config file's) against the backend's keys and
+ * capabilities, and -m. The README examples test runs the same.
+ */
+export function checkSettings(settings: Settings): {
+  factory: BackendFactory;
+  /** The command line's VMs (a reload keeps them and re-reads the file's). */
+  cliSpecs: VmSpec[];
+  specs: VmSpec[];
+} {
   const factory = findBackend(settings.backend);
   const cliSpecs = buildSpecs(settings.configs, settings.backend);
   // buildSpecs checked the command line's VMs; with a file, check them together.
@@ -66,6 +81,13 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       ? cliSpecs
       : distinctVms([...cliSpecs, ...buildFileSpecs(settings.file, specOptions(factory))]);
   checkStopMode(factory, settings.mode);
+  return { factory, cliSpecs, specs };
+}
+
+export async function startJitsu(settings: Settings, deps: StartDeps = {}): Promise<Jitsu> {
+  const clock = deps.clock ?? systemClock;
+  const log = deps.log ?? createLogger({ level: settings.logLevel, format: settings.logFormat });
+  const { factory, cliSpecs, specs } = checkSettings(settings);
 
   // --persistdb: opened before anything runs, so a locked or corrupt database stops us at once.
   const store =

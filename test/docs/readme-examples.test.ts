@@ -48,12 +48,12 @@ import { tmpdir } from "node:os";
 import { basename, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
-import { checkStopMode, findBackend, specOptions } from "../../src/backends/index.js";
+import { findBackend } from "../../src/backends/index.js";
 import { parseArgs } from "../../src/cli/command.js";
 import type { Settings } from "../../src/cli/options.js";
-import { buildSpecs } from "../../src/cli/run.js";
+import { checkSettings } from "../../src/cli/run.js";
 import { systemClock } from "../../src/clock/index.js";
-import { buildFileSpecs, checkUniqueNames, type VmSpec } from "../../src/config/index.js";
+import type { VmSpec } from "../../src/config/index.js";
 import { silentLogger } from "../../src/log/index.js";
 import { PrivateLibvirtd } from "../doubles/libvirtd.js";
 import { dig, freePort, run, startCli, tempDir, type CliProcess } from "../support/index.js";
@@ -227,13 +227,7 @@ interface Parsed {
  */
 function parseCommand(args: readonly string[]): Parsed {
   const settings = parseArgs(args);
-  const factory = findBackend(settings.backend);
-  const specs = buildSpecs(settings.configs, settings.backend);
-  if (settings.file !== undefined) {
-    specs.push(...buildFileSpecs(settings.file, specOptions(factory)));
-    checkUniqueNames(specs);
-  }
-  checkStopMode(factory, settings.mode);
+  const { factory, specs } = checkSettings(settings);
   factory.create({
     connect: settings.connect,
     stateDir: settings.stateDir,
