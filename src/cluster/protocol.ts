@@ -158,6 +158,7 @@ function snapshot(v: unknown): CountersSnapshot {
     forwardFailures: count(o.forwardFailures, "dns.forwardFailures"),
     truncated: count(o.truncated, "dns.truncated"),
     tcpConnections: count(o.tcpConnections, "dns.tcpConnections"),
+    tcpClosed: list(o.tcpClosed, "dns.tcpClosed", count),
     latencyBuckets: list(o.latencyBuckets, "dns.latencyBuckets", count),
     latencySum: count(o.latencySum, "dns.latencySum"),
     latencyCount: count(o.latencyCount, "dns.latencyCount"),

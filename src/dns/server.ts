@@ -1,5 +1,6 @@
 /**
- * DnsServer: UDP and TCP (RFC 7766) on one address and port.
+ * DnsServer: UDP and TCP (RFC 7766) on one address and port. TCP connections
+ * and their limits are tcp.ts's.
  *
  * Each query is decoded into a reused QueryInfo (wire.ts), then:
  *  - A/AAAA for a managed name: `summoner.request(vm)`; an array means the VM
@@ -16,6 +17,7 @@ import net from "node:net";
 import { ListenError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { DnsCounters } from "./counters.js";
+import { LocalClientSlots, TcpConnections, type ClientSlots } from "./tcp.js";
 import type { Forwarder } from "./forwarder/forwarder.js";
 import {
   HEADER_LEN,
@@ -52,10 +54,18 @@ export interface DnsServerOptions {
   forwarder: Forwarder | null;
   log: Logger;
   ttlSeconds: number;
-  /** A TCP connection with no query outstanding is closed after this long (default 10 s, RFC 7766 §6.2.3). */
+  /**
+   * RFC 7766 §6.2.3 (default 10 s): a TCP connection is closed when no message
+   * begins within this long of the last message or answer, or a message takes
+   * longer than this from its first byte to its last.
+   */
   tcpIdleTimeoutMs?: number;
-  /** Open TCP connections beyond this are refused (default 128). */
+  /** At this many open TCP connections, a new one closes the one idle longest (default 128). */
   maxTcpConnections?: number;
+  /** Open TCP connections per client address (default 8; 0: no limit). Ignored when `clientSlots` is given. */
+  tcpPerClient?: number;
+  /** Who counts TCP connections per client (--workers: the primary, over every worker). */
+  clientSlots?: ClientSlots;
 }
 
 type Reply = Buffer | null;
@@ -79,13 +89,11 @@ export class DnsServer {
   private readonly log: Logger;
   private readonly ttl: number;
   private readonly ra: boolean;
-  private readonly tcpIdleTimeoutMs: number;
-  private readonly maxTcpConnections: number;
   /** Reused for every query: the hot path allocates nothing but the reply. */
   private readonly q: QueryInfo = newQueryInfo();
   private udp: dgram.Socket | null = null;
   private tcp: net.Server | null = null;
-  private readonly connections = new Set<net.Socket>();
+  private readonly connections: TcpConnections;
   /** Async answers not yet made (a summon or a forward in flight), and who waits for none to be left. */
   private pending = 0;
   private drained: (() => void) | null = null;
@@ -101,8 +109,14 @@ export class DnsServer {
     this.log = opts.log;
     this.ttl = opts.ttlSeconds;
     this.ra = opts.forwarder !== null;
-    this.tcpIdleTimeoutMs = opts.tcpIdleTimeoutMs ?? 10_000;
-    this.maxTcpConnections = opts.maxTcpConnections ?? 128;
+    this.connections = new TcpConnections({
+      idleTimeoutMs: opts.tcpIdleTimeoutMs ?? 10_000,
+      maxConnections: opts.maxTcpConnections ?? 128,
+      slots: opts.clientSlots ?? new LocalClientSlots(opts.tcpPerClient ?? 8),
+      counters: this.counters,
+      log: opts.log,
+      answer: (msg) => this.safeHandle(msg, true),
+    });
   }
 
   /** The port actually bound (useful after `listen(host, 0)`). */
@@ -135,8 +149,7 @@ export class DnsServer {
         throw ListenError.of("UDP", host, port, err);
       }
       const actual = udp.address().port;
-      const tcp = net.createServer((conn) => this.onTcpConnection(conn));
-      tcp.maxConnections = this.maxTcpConnections;
+      const tcp = net.createServer((conn) => this.connections.accept(conn));
       try {
         await new Promise<void>((resolve, reject) => {
           tcp.once("error", reject);
@@ -171,28 +184,16 @@ export class DnsServer {
   /** Stops accepting queries, answers those in flight, then closes the sockets. */
   async close(): Promise<void> {
     this.closing = true;
+    this.connections.stop();
     const tcpClosed =
       this.tcp === null
         ? Promise.resolve()
         : new Promise<void>((resolve) => this.tcp!.close(() => resolve()));
     if (this.pending > 0)
       await (this.drainedWait ??= new Promise<void>((resolve) => (this.drained = resolve)));
-    // Let the answers just produced reach their sockets, then close TCP gracefully
-    // (end() flushes what is written; destroy() only if the peer does not close).
+    // Let the answers just produced reach their sockets, then close TCP gracefully.
     await new Promise((resolve) => setImmediate(resolve));
-    const ends = [...this.connections].map(
-      (conn) =>
-        new Promise<void>((resolve) => {
-          const timer = setTimeout(() => conn.destroy(), 1000);
-          conn.once("close", () => {
-            clearTimeout(timer);
-            resolve();
-          });
-          conn.end();
-        }),
-    );
-    await Promise.all(ends);
-    this.connections.clear();
+    await this.connections.end();
     await tcpClosed;
     if (this.udp !== null) {
       const udp = this.udp;
@@ -218,53 +219,6 @@ export class DnsServer {
 
   private closedSocket(sock: dgram.Socket): boolean {
     return this.udp !== sock;
-  }
-
-  private onTcpConnection(conn: net.Socket): void {
-    if (this.closing) {
-      conn.destroy();
-      return;
-    }
-    this.counters.tcpConnections++;
-    this.connections.add(conn);
-    conn.setNoDelay(true);
-    let buffered: Buffer = Buffer.alloc(0);
-    let outstanding = 0;
-    // RFC 7766 §6.2.3: close idle connections; a connection waiting for an answer is not idle.
-    conn.setTimeout(this.tcpIdleTimeoutMs, () => {
-      if (outstanding === 0) conn.destroy();
-    });
-    conn.on("error", (err) => this.log.debug(`DNS TCP connection error: ${describeError(err)}`));
-    conn.on("close", () => this.connections.delete(conn));
-    const send = (buf: Buffer): void => {
-      if (conn.destroyed) return;
-      const framed = Buffer.allocUnsafe(2 + buf.length);
-      framed.writeUInt16BE(buf.length, 0);
-      buf.copy(framed, 2);
-      conn.write(framed);
-    };
-    conn.on("data", (chunk: Buffer) => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      while (buffered.length >= 2) {
-        const len = buffered.readUInt16BE(0);
-        if (buffered.length < 2 + len) break;
-        const msg = buffered.subarray(2, 2 + len);
-        buffered = buffered.subarray(2 + len);
-        if (this.closing) continue;
-        const r = this.safeHandle(msg, true);
-        if (r === null) continue;
-        if (!(r instanceof Buffer)) {
-          // Pipelining (RFC 7766 §6.2.1.1): later queries may be answered first.
-          outstanding++;
-          void (r as Promise<Reply>).then((buf) => {
-            outstanding--;
-            if (buf !== null) send(buf);
-          });
-        } else {
-          send(r);
-        }
-      }
-    });
   }
 
   /** Every handler is wrapped: a bug answers SERVFAIL (or nothing), it never crashes the server. */
