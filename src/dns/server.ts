@@ -1,6 +1,7 @@
 /**
- * DnsServer: UDP and TCP (RFC 7766) on one address and port. TCP connections
- * and their limits are tcp.ts's.
+ * DnsServer: UDP and TCP (RFC 7766) on one address and port. UDP is bound per
+ * local address when the address is a wildcard (udp.ts); TCP connections and
+ * their limits are tcp.ts's.
  *
  * Each query is decoded into a reused QueryInfo (wire.ts), then:
  *  - A/AAAA for a managed name: `summoner.request(vm)`; an array means the VM
@@ -12,12 +13,13 @@
  *    a managed zone, with its SOA) or REFUSED (outside every managed zone).
  * See README.md in this folder for the full table.
  */
-import dgram from "node:dgram";
+import type dgram from "node:dgram";
 import net from "node:net";
 import { ListenError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { DnsCounters } from "./counters.js";
 import { LocalClientSlots, TcpConnections, type ClientSlots } from "./tcp.js";
+import { UdpListeners, type Interfaces } from "./udp.js";
 import type { Forwarder } from "./forwarder/forwarder.js";
 import {
   HEADER_LEN,
@@ -66,20 +68,15 @@ export interface DnsServerOptions {
   tcpPerClient?: number;
   /** Who counts TCP connections per client (--workers: the primary, over every worker). */
   clientSlots?: ClientSlots;
+  /** With a wildcard address, how often the host's addresses are read (default 5 s). */
+  interfacePollMs?: number;
+  /** The host's interfaces (default os.networkInterfaces; tests substitute). */
+  interfaces?: Interfaces;
 }
 
 type Reply = Buffer | null;
 
 const TCP_LIMIT = 65535;
-
-/**
- * The UDP socket's receive buffer. A burst (a thousand clients asking for a
- * cold VM at once, a resolver's retries) arrives faster than one thread reads
- * it; with the kernel's default (~208 KiB, ~300 queries) the rest is dropped
- * and each client waits for its retry (bench/: storm). The kernel caps this at
- * net.core.rmem_max.
- */
-const UDP_RECEIVE_BUFFER = 4 << 20;
 
 export class DnsServer {
   readonly counters = new DnsCounters();
@@ -89,9 +86,11 @@ export class DnsServer {
   private readonly log: Logger;
   private readonly ttl: number;
   private readonly ra: boolean;
+  private readonly interfacePollMs: number | undefined;
+  private readonly interfaces: Interfaces | undefined;
   /** Reused for every query: the hot path allocates nothing but the reply. */
   private readonly q: QueryInfo = newQueryInfo();
-  private udp: dgram.Socket | null = null;
+  private udp: UdpListeners | null = null;
   private tcp: net.Server | null = null;
   private readonly connections: TcpConnections;
   /** Async answers not yet made (a summon or a forward in flight), and who waits for none to be left. */
@@ -109,6 +108,8 @@ export class DnsServer {
     this.log = opts.log;
     this.ttl = opts.ttlSeconds;
     this.ra = opts.forwarder !== null;
+    this.interfacePollMs = opts.interfacePollMs;
+    this.interfaces = opts.interfaces;
     this.connections = new TcpConnections({
       idleTimeoutMs: opts.tcpIdleTimeoutMs ?? 10_000,
       maxConnections: opts.maxTcpConnections ?? 128,
@@ -126,29 +127,26 @@ export class DnsServer {
 
   /**
    * Binds UDP, then TCP on the same port. With port 0, UDP picks it and TCP follows.
+   * A wildcard (0.0.0.0, ::) binds UDP on each of the host's addresses (udp.ts:
+   * each answer leaves from the address its query was sent to) and follows them
+   * as they come and go; TCP keeps one wildcard listener: a connection always
+   * answers from its own local address, and a new address is served at once.
    * `shared` (a --workers worker): TCP listens through node:cluster's shared handle
    * instead of exclusively, and the "Starting server" line is left to the primary.
    */
   async listen(host: string, port: number, options: { shared?: boolean } = {}): Promise<void> {
     const shared = options.shared === true;
-    // Not net.isIPv6: its first call compiles a large regular expression (~10 ms of start-up).
-    const type = host.includes(":") ? "udp6" : "udp4";
     let lastErr: unknown;
     for (let attempt = 0; attempt < (port === 0 ? 10 : 1); attempt++) {
-      const udp = dgram.createSocket({ type, recvBufferSize: UDP_RECEIVE_BUFFER });
-      try {
-        await new Promise<void>((resolve, reject) => {
-          udp.once("error", reject);
-          udp.bind(port, host, () => {
-            udp.off("error", reject);
-            resolve();
-          });
-        });
-      } catch (err) {
-        udp.close();
-        throw ListenError.of("UDP", host, port, err);
-      }
-      const actual = udp.address().port;
+      const udp = new UdpListeners({
+        host,
+        onMessage: (sock, msg, rinfo) => this.onUdpMessage(sock, msg, rinfo.port, rinfo.address),
+        log: this.log,
+        announce: !shared,
+        pollMs: this.interfacePollMs,
+        interfaces: this.interfaces,
+      });
+      const actual = await udp.bind(port);
       const tcp = net.createServer((conn) => this.connections.accept(conn));
       try {
         await new Promise<void>((resolve, reject) => {
@@ -159,13 +157,11 @@ export class DnsServer {
           });
         });
       } catch (err) {
-        udp.close();
+        await udp.close();
         lastErr = err;
         continue; // with port 0, TCP's port was taken: pick another
       }
-      udp.on("error", (err) => this.log.error(`DNS UDP socket error: ${describeError(err)}`));
       tcp.on("error", (err) => this.log.error(`DNS TCP server error: ${describeError(err)}`));
-      udp.on("message", (msg, rinfo) => this.onUdpMessage(udp, msg, rinfo.port, rinfo.address));
       this.udp = udp;
       this.tcp = tcp;
       this.boundPort = actual;
@@ -174,6 +170,16 @@ export class DnsServer {
       return;
     }
     throw ListenError.of("TCP", host, port, lastErr);
+  }
+
+  /** The addresses UDP is bound to (one, or with a wildcard each of the host's). */
+  get udpAddresses(): string[] {
+    return this.udp?.addresses ?? [];
+  }
+
+  /** Bound to a wildcard: reads the host's addresses now (SIGHUP) instead of at the next poll. */
+  refreshAddresses(): Promise<void> {
+    return this.udp?.refresh() ?? Promise.resolve();
   }
 
   /** Swaps the zone (config reload). Queries in flight finish with the zone they started with. */
@@ -195,10 +201,7 @@ export class DnsServer {
     await new Promise((resolve) => setImmediate(resolve));
     await this.connections.end();
     await tcpClosed;
-    if (this.udp !== null) {
-      const udp = this.udp;
-      await new Promise<void>((resolve) => udp.close(() => resolve()));
-    }
+    await this.udp?.close();
     this.udp = null;
     this.tcp = null;
   }
@@ -213,12 +216,9 @@ export class DnsServer {
       return;
     }
     void (r as Promise<Reply>).then((buf) => {
-      if (buf !== null && !this.closedSocket(sock)) sock.send(buf, port, address);
+      // Its address may be gone meanwhile (a wildcard follows the host's addresses).
+      if (buf !== null && this.udp?.has(sock) === true) sock.send(buf, port, address);
     });
-  }
-
-  private closedSocket(sock: dgram.Socket): boolean {
-    return this.udp !== sock;
   }
 
   /** Every handler is wrapped: a bug answers SERVFAIL (or nothing), it never crashes the server. */
