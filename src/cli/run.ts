@@ -41,7 +41,10 @@ export interface Jitsu {
   readonly http: StatusServer | null;
   /** Stops serving, flushes state and closes the backend; `stopVms` also stops the VMs jitsu started. */
   close(options?: { stopVms?: boolean }): Promise<void>;
-  /** SIGHUP: re-reads --config; resolves false (and logs why) when the file was rejected or there is none. */
+  /**
+   * SIGHUP: re-reads the host's addresses (a wildcard -b) and --config; resolves false (and logs why)
+   * when the file was rejected or there is none.
+   */
   reload(): Promise<boolean>;
 }
 
@@ -154,7 +157,14 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   try {
     if (settings.workers === 1) {
       forwarder = upstreams.length === 0 ? null : new Forwarder({ upstreams, log });
-      server = new DnsServer({ zone, summoner, forwarder, log, ttlSeconds: settings.ttl });
+      server = new DnsServer({
+        zone,
+        summoner,
+        forwarder,
+        log,
+        ttlSeconds: settings.ttl,
+        tcpPerClient: settings.tcpPerClient,
+      });
       await server.listen(settings.bind, settings.listen);
     } else {
       // --workers N: the workers build their own zones and forwarders from what this process sends.
@@ -169,6 +179,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         logLevel: settings.logLevel,
         logFormat: settings.logFormat,
         upstreams,
+        tcpPerClient: settings.tcpPerClient,
         zone: specs,
         // A worker answers its queries in flight, summons included, before it exits.
         closeTimeoutMs: (settings.startTimeout + 5) * 1000,
@@ -301,6 +312,9 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     log,
     http,
     reload() {
+      // Bound to a wildcard, DNS follows the host's addresses: read them now rather than at the next poll.
+      void server?.refreshAddresses();
+      primary?.refreshAddresses();
       if (reloader === null) {
         log.warn("SIGHUP: there is no --config file to reload");
         return Promise.resolve(false);

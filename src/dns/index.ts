@@ -9,4 +9,11 @@ export {
   type ForwarderOptions,
   type Upstream,
 } from "./forwarder/index.js";
-export { DnsCounters, FORWARD_LATENCY_BOUNDS, type CountersSnapshot } from "./counters.js";
+export {
+  DnsCounters,
+  FORWARD_LATENCY_BOUNDS,
+  TCP_CLOSE_REASONS,
+  type CountersSnapshot,
+  type TcpCloseReason,
+} from "./counters.js";
+export { LocalClientSlots, type ClientSlots } from "./tcp.js";

@@ -62,6 +62,12 @@ describe("command line", () => {
     assert.equal(parseArgs(["--workers", "4"]).workers, 4);
   });
 
+  it("--tcp-per-client is 8 unless given; 0 is no limit", () => {
+    assert.equal(parseArgs([]).tcpPerClient, 8);
+    assert.equal(parseArgs(["--tcp-per-client", "2"]).tcpPerClient, 2);
+    assert.equal(parseArgs(["--tcp-per-client", "0"]).tcpPerClient, 0);
+  });
+
   it("-f 0.0.0.0 disables forwarding", () => {
     assert.equal(parseArgs(["-f", "0.0.0.0"]).forwarder, null);
   });
@@ -87,6 +93,11 @@ describe("command line", () => {
     [["--workers", "x"], /option '--workers': .*got 'x'/],
     [["--workers", "65"], /option '--workers'.*'65'/],
     [["--workers", "2.5"], /option '--workers'.*'2\.5'/],
+    [
+      ["--tcp-per-client", "-1"],
+      /option '--tcp-per-client': expected a whole number of connections from 0 \(no limit\) to 65535, got '-1'/,
+    ],
+    [["--tcp-per-client", "many"], /option '--tcp-per-client': .*got 'many'/],
   ];
   for (const [args, message] of bad) {
     it(`rejects ${args.join(" ")} naming the option`, () => {
@@ -135,6 +146,7 @@ describe("the jitsu binary", () => {
       "--persistdb",
       "--synjitsu",
       "--workers",
+      "--tcp-per-client",
       "--version",
     ]) {
       assert.ok(res.stdout.includes(flag), `--help lacks ${flag}`);

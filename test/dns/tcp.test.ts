@@ -10,7 +10,7 @@ import dnsPacket from "dns-packet";
 import { DnsServer, Forwarder, ZoneIndex, type SummonTarget } from "../../src/dns/index.js";
 import { silentLogger } from "../../src/log/index.js";
 import { startUpstream, type TestUpstream } from "../doubles/dns-upstream.js";
-import { tcpClient } from "./helpers/raw.js";
+import { tcpClient } from "../support/dns-tcp.js";
 import { specFrom } from "./helpers/specs.js";
 
 const SPECS = [

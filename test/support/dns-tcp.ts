@@ -1,4 +1,4 @@
-/** Raw packets over TCP to a test server: what dig will not send (over UDP: sendRaw in test/support). */
+/** DNS over TCP from a test: raw length-prefixed messages (what dig will not send; over UDP: sendRaw in index.ts). */
 import net from "node:net";
 
 /**
