@@ -171,7 +171,14 @@ export class UdpListeners {
     for (const address of wanted) {
       if (this.sockets.has(address) || this.closed) continue;
       try {
-        await this.open(address, this.port);
+        const sock = await this.open(address, this.port);
+        if (this.closed) {
+          // close() ran while it was binding: it is not ours to keep.
+          this.sockets.delete(address);
+          this.bound.delete(sock);
+          sock.close();
+          return;
+        }
         this.failed.delete(address);
         say(`DNS: listening on UDP ${hostPort(address, this.port)} too`);
       } catch (err) {

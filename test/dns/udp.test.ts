@@ -14,7 +14,7 @@ import { PassThrough } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import dnsPacket from "dns-packet";
 import { DnsServer, ZoneIndex } from "../../src/dns/index.js";
-import { createLogger } from "../../src/log/index.js";
+import { createLogger, type Logger } from "../../src/log/index.js";
 import { run } from "../support/index.js";
 import { specFrom } from "./helpers/specs.js";
 
@@ -68,6 +68,26 @@ function ask(to: string, port: number): Promise<{ from: string; address: string 
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A DnsServer for www.example.org (10.0.0.1) on `host`, port 0, with the test's interfaces. */
+async function startServer(
+  host: string,
+  log: Logger,
+  interfaces: () => string[],
+  interfacePollMs?: number,
+): Promise<DnsServer> {
+  const server = new DnsServer({
+    zone: new ZoneIndex([specFrom("dns=www.example.org,ip=10.0.0.1,name=www")], 60, log),
+    summoner: { request: () => ["10.0.0.1"] },
+    forwarder: null,
+    log,
+    ttlSeconds: 60,
+    interfacePollMs,
+    interfaces: () => ({ lo: interfaces().map(iface) }),
+  });
+  await server.listen(host, 0);
+  return server;
+}
+
 describe("UDP on 0.0.0.0: a socket per local address", () => {
   const addresses = ["127.0.0.1", "127.0.0.2"];
   let server: DnsServer;
@@ -78,16 +98,7 @@ describe("UDP on 0.0.0.0: a socket per local address", () => {
     const out = new PassThrough();
     out.on("data", (d: Buffer) => (logged += d.toString()));
     const log = createLogger({ level: "info", format: "text", destination: out });
-    server = new DnsServer({
-      zone: new ZoneIndex([specFrom("dns=www.example.org,ip=10.0.0.1,name=www")], 60, log),
-      summoner: { request: () => ["10.0.0.1"] },
-      forwarder: null,
-      log,
-      ttlSeconds: 60,
-      interfacePollMs: 300,
-      interfaces: () => ({ lo: addresses.map(iface) }),
-    });
-    await server.listen("0.0.0.0", 0);
+    server = await startServer("0.0.0.0", log, () => addresses, 300);
     port = server.port;
   });
   after(async () => {
@@ -158,15 +169,7 @@ describe("UDP on ::: both families' addresses", () => {
   let server: DnsServer;
   before(async () => {
     const log = createLogger({ level: "silent", format: "text" });
-    server = new DnsServer({
-      zone: new ZoneIndex([specFrom("dns=www.example.org,ip=10.0.0.1,name=www")], 60, log),
-      summoner: { request: () => ["10.0.0.1"] },
-      forwarder: null,
-      log,
-      ttlSeconds: 60,
-      interfaces: () => ({ lo: ["127.0.0.1", "127.0.0.6", "::1"].map(iface) }),
-    });
-    await server.listen("::", 0);
+    server = await startServer("::", log, () => ["127.0.0.1", "127.0.0.6", "::1"]);
   });
   after(async () => {
     await server.close();
