@@ -7,6 +7,7 @@ import {
   checkStopMode,
   exitStopMode,
   findBackend,
+  runPreflight,
   specOptions,
   type BackendFactory,
   type VmBackend,
@@ -107,6 +108,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     clock,
   });
   try {
+    // Files, programs and --state-dir: every problem of every VM at once, before anything runs.
+    await runPreflight(backend, specs);
     await backend.connect();
     if (factory.connects) log.info(`Connected to ${shownUri}`);
   } catch (err) {
@@ -289,6 +292,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
           file: settings.file,
           cliSpecs,
           factory,
+          backend,
           summoner,
           applyZone: (next) => {
             if (server !== null) server.setZone(new ZoneIndex(next, settings.ttl, log));
