@@ -7,7 +7,7 @@
  */
 import { accessSync, constants, statSync, type Stats } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
-import { delimiter, join, resolve } from "node:path";
+import { delimiter, dirname, join, resolve } from "node:path";
 import type { VmSpec } from "../config/index.js";
 import { ConfigError, PreflightError, UsageError, describeError, type JitsuError } from "../errors/index.js";
 import type { VmBackend } from "./contract.js";
@@ -64,7 +64,7 @@ export async function stateDirProblem(
     return null;
   } catch (err) {
     return new UsageError(
-      `the ${backend} backend cannot write its files in ${dir}: ${fsReason(err)}`,
+      `the ${backend} backend cannot write its files in ${dir}: ${fsReason(whyNotCreated(dir, err))}`,
       "--state-dir",
     );
   } finally {
@@ -140,6 +140,25 @@ function accessible(path: string, mode: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * A recursive mkdir that fails says ENOENT even on a read-only file system
+ * (Node 20): ask the nearest folder that exists why it cannot be written in.
+ */
+function whyNotCreated(dir: string, err: unknown): unknown {
+  if ((err as { code?: unknown } | null)?.code !== "ENOENT") return err;
+  for (let parent = dirname(dir); ; parent = dirname(parent)) {
+    if (statOrNull(parent) !== null) {
+      try {
+        accessSync(parent, constants.W_OK);
+        return err;
+      } catch (denied) {
+        return denied;
+      }
+    }
+    if (parent === dirname(parent)) return err;
   }
 }
 
