@@ -18,6 +18,7 @@ import {
   run,
   startCli,
   tempDir,
+  yamlHeader,
   yamlVm,
   type CliProcess,
 } from "../support/index.js";
@@ -28,6 +29,11 @@ function errorLines(stderr: string): string[] {
     .split("\n")
     .filter((l) => l.startsWith("jitsu: "))
     .map((l) => l.slice("jitsu: ".length));
+}
+
+/** The start of a command line for `backend`, serving no DNS worth querying (none of them starts). */
+function backendArgs(backend: string, stateDir: string): string[] {
+  return ["-x", backend, "-l", "0", "-f", "0.0.0.0", "--state-dir", stateDir];
 }
 
 /** Runs the CLI to completion with `args` (none of them can start: each test expects exit 1). */
@@ -108,14 +114,7 @@ describe("start-up checks (e2e)", () => {
 
   it("qemu: the binary, kernel, initrd and disk files of every VM", async () => {
     const lines = await refused([
-      "-x",
-      "qemu",
-      "-l",
-      "0",
-      "-f",
-      "0.0.0.0",
-      "--state-dir",
-      join(dir.path, "qemu-state"),
+      ...backendArgs("qemu", join(dir.path, "qemu-state")),
       `dns=a.jitsu.test,ip=10.0.2.15,name=a,kernel=/nonexistent/vmlinuz,initrd=/nonexistent/initrd.gz,accel=tcg,qemu=/bin/true`,
       `dns=b.jitsu.test,ip=10.0.2.15,name=b,kernel=${join(dir.path, "kernel")},disk=/nonexistent/data.img@vdb,qemu=/nonexistent/qemu,accel=tcg`,
     ]);
@@ -129,16 +128,9 @@ describe("start-up checks (e2e)", () => {
 
   it("libxl: xl, the kernel and disk files, a rumprun_config that is not JSON", async () => {
     const lines = await refused([
-      "-x",
-      "libxl",
+      ...backendArgs("libxl", join(dir.path, "libxl-state")),
       "--xl",
       "/nonexistent/xl",
-      "-l",
-      "0",
-      "-f",
-      "0.0.0.0",
-      "--state-dir",
-      join(dir.path, "libxl-state"),
       `dns=www.jitsu.test,ip=10.0.0.1,name=www,memory=64M,kernel=/nonexistent/mirage-www.xen,disk=/nonexistent/data.iso@xvdb`,
       `dns=rump.jitsu.test,ip=10.0.0.2,name=rump,memory=64M,kernel=${join(dir.path, "kernel")},rumprun_config=${join(dir.path, "bad.json")}`,
     ]);
@@ -163,16 +155,14 @@ describe("start-up checks on SIGHUP reload (e2e)", () => {
   let file: string;
 
   const header = (): string =>
-    [
-      "backend: process",
-      "forwarder: 0.0.0.0",
-      `listen: ${dns}`,
-      "delay: 0",
-      "stop-on-exit: true",
-      `state-dir: ${dir.path}`,
-      "vms:",
-      "",
-    ].join("\n");
+    yamlHeader({
+      backend: "process",
+      forwarder: "0.0.0.0",
+      listen: dns,
+      delay: 0,
+      "stop-on-exit": true,
+      "state-dir": dir.path,
+    });
 
   before(async () => {
     dir = await tempDir("jitsu-preflight-reload-");

@@ -24,6 +24,7 @@ import {
   startCli,
   tempDir,
   type CliProcess,
+  yamlHeader,
   killVmGroups,
   yamlVm,
 } from "../support/index.js";
@@ -74,20 +75,18 @@ describe("--workers 3 (e2e)", () => {
   let forwarded = 0;
 
   const header = (): string =>
-    [
-      "backend: process",
-      "forwarder: 127.0.0.1",
-      `port: ${upstream.port}`,
-      `listen: ${dns}`,
-      "ttl: 1",
-      "delay: 0",
-      "workers: 3",
-      `http: 127.0.0.1:${http}`,
-      "stop-on-exit: true",
-      `state-dir: ${dir.path}`,
-      "vms:",
-      "",
-    ].join("\n");
+    yamlHeader({
+      backend: "process",
+      forwarder: "127.0.0.1",
+      port: upstream.port,
+      listen: dns,
+      ttl: 1,
+      delay: 0,
+      workers: 3,
+      http: `127.0.0.1:${http}`,
+      "stop-on-exit": true,
+      "state-dir": dir.path,
+    });
 
   before(async () => {
     dir = await tempDir("jitsu-workers-");

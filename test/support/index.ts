@@ -169,6 +169,13 @@ export function localArgs(
   ];
 }
 
+/** The head of a YAML config file: one `option: value` line each (long option names), then `vms:`. */
+export function yamlHeader(options: Readonly<Record<string, string | number | boolean>>): string {
+  return `${Object.entries(options)
+    .map(([name, value]) => `${name}: ${value}\n`)
+    .join("")}vms:\n`;
+}
+
 /** A VM entry of a YAML config file (under `vms:`): name.jitsu.test, a process that idles. */
 export function yamlVm(name: string, ip: string): string {
   return `  - name: ${name}\n    dns: ${name}.jitsu.test\n    ip: ${ip}\n    exec: ${process.execPath} -e "setInterval(() => {}, 1000)"\n`;
