@@ -6,7 +6,7 @@
 // First: V8 heap settings, before the other modules allocate.
 import "../runtime/heap.js";
 import { CommanderError } from "commander";
-import { describeError, JitsuError, UsageError } from "../errors/index.js";
+import { describeError, describeErrorLines, JitsuError, UsageError } from "../errors/index.js";
 import { createLogger } from "../log/index.js";
 import { parseArgs } from "./command.js";
 import type { Settings } from "./options.js";
@@ -41,9 +41,10 @@ async function main(): Promise<void> {
   try {
     jitsu = await startJitsu(settings, { log });
   } catch (err) {
-    // The error is the last line: nothing logged before it may follow it.
+    // The error is last: nothing logged before it may follow it.
     log.flush();
-    process.stderr.write(`jitsu: ${describeError(err)}\n`);
+    // One line per problem: a preflight reports every VM's at once.
+    for (const line of describeErrorLines(err)) process.stderr.write(`jitsu: ${line}\n`);
     if (!(err instanceof JitsuError) && process.env.JITSU_DEBUG === "1") console.error(err);
     process.exit(err instanceof UsageError ? 2 : 1);
   }

@@ -164,6 +164,12 @@ export const OPTIONS: readonly OptionDef[] = [
     doc: "Serve DNS from N worker processes (1 to 64) sharing the UDP and TCP socket, for more queries per second on several cores. With N > 1 the main process owns the VMs, the state, --http and reloads and serves no DNS itself; workers answer ready VMs from memory and report their request counts every second. A worker that dies is replaced (its queries in flight are lost; clients retry).",
   },
   {
+    flags: "--tcp-per-client <N>",
+    name: "tcp-per-client",
+    absent: "8",
+    doc: "At most N open DNS TCP connections from one client address (0: no limit); a further one is closed at once. With --workers, counted over all the workers.",
+  },
+  {
     flags: "--log-level <LEVEL>",
     name: "log-level",
     absent: "info",
@@ -197,6 +203,8 @@ export interface Settings {
   readonly stopOnExit: boolean;
   /** --workers: 1 is one process serving DNS itself; more forks DNS workers (src/cluster). */
   readonly workers: number;
+  /** --tcp-per-client: open DNS TCP connections per client address; 0 is no limit. */
+  readonly tcpPerClient: number;
   /** Everything as given, by long name, for backends' own global options. */
   readonly raw: Readonly<Record<string, string | undefined>>;
   /** Positional CONFIG strings. */
@@ -248,6 +256,24 @@ function workerCount(v: string): number {
   }
   if (n < 1 || n > MAX_WORKERS)
     throw new Error(`expected a whole number of worker processes from 1 to ${MAX_WORKERS}, got '${v}'`);
+  return n;
+}
+
+/** More than a process could hold open anyway. */
+const MAX_TCP_PER_CLIENT = 65535;
+
+function tcpPerClient(v: string): number {
+  const bad = (): Error =>
+    new Error(
+      `expected a whole number of connections from 0 (no limit) to ${MAX_TCP_PER_CLIENT}, got '${v}'`,
+    );
+  let n: number;
+  try {
+    n = parseIntStrict(v);
+  } catch {
+    throw bad();
+  }
+  if (n < 0 || n > MAX_TCP_PER_CLIENT) throw bad();
   return n;
 }
 
@@ -312,6 +338,7 @@ export function toSettings(
     logFormat,
     stopOnExit: raw["stop-on-exit"] === true,
     workers: parseWith("--workers", str("workers") ?? "1", workerCount),
+    tcpPerClient: parseWith("--tcp-per-client", str("tcp-per-client") ?? "8", tcpPerClient),
     raw: stringRaw,
     configs,
     file,

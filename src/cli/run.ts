@@ -3,7 +3,15 @@
  * stats table and signals. `startJitsu` is what the binary runs; tests call it
  * in-process too.
  */
-import { checkStopMode, exitStopMode, findBackend, specOptions, type VmBackend } from "../backends/index.js";
+import {
+  checkStopMode,
+  exitStopMode,
+  findBackend,
+  runPreflight,
+  specOptions,
+  type BackendFactory,
+  type VmBackend,
+} from "../backends/index.js";
 import { systemClock, type Clock } from "../clock/index.js";
 import { buildFileSpecs, buildVmSpec, distinctVms, parseConfigString, type VmSpec } from "../config/index.js";
 import {
@@ -41,7 +49,10 @@ export interface Jitsu {
   readonly http: StatusServer | null;
   /** Stops serving, flushes state and closes the backend; `stopVms` also stops the VMs jitsu started. */
   close(options?: { stopVms?: boolean }): Promise<void>;
-  /** SIGHUP: re-reads the local networks (localnets) and --config; resolves false (and logs why) when the file was rejected or there is none. */
+  /**
+   * SIGHUP: re-reads the host's addresses (a wildcard -b), its local networks (localnets) and
+   * --config; resolves false (and logs why) when the file was rejected or there is none.
+   */
   reload(): Promise<boolean>;
 }
 
@@ -62,9 +73,17 @@ export function buildSpecs(configs: readonly string[], backendName: string): VmS
   return distinctVms(specs);
 }
 
-export async function startJitsu(settings: Settings, deps: StartDeps = {}): Promise<Jitsu> {
-  const clock = deps.clock ?? systemClock;
-  const log = deps.log ?? createLogger({ level: settings.logLevel, format: settings.logFormat });
+/**
+ * What start-up checks before it opens, connects or starts anything: every VM
+ * (CONFIG strings and the --config file's) against the backend's keys and
+ * capabilities, and -m. The README examples test runs the same.
+ */
+export function checkSettings(settings: Settings): {
+  factory: BackendFactory;
+  /** The command line's VMs (a reload keeps them and re-reads the file's). */
+  cliSpecs: VmSpec[];
+  specs: VmSpec[];
+} {
   const factory = findBackend(settings.backend);
   const cliSpecs = buildSpecs(settings.configs, settings.backend);
   // buildSpecs checked the command line's VMs; with a file, check them together.
@@ -73,6 +92,13 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       ? cliSpecs
       : distinctVms([...cliSpecs, ...buildFileSpecs(settings.file, specOptions(factory))]);
   checkStopMode(factory, settings.mode);
+  return { factory, cliSpecs, specs };
+}
+
+export async function startJitsu(settings: Settings, deps: StartDeps = {}): Promise<Jitsu> {
+  const clock = deps.clock ?? systemClock;
+  const log = deps.log ?? createLogger({ level: settings.logLevel, format: settings.logFormat });
+  const { factory, cliSpecs, specs } = checkSettings(settings);
 
   // --persistdb: opened before anything runs, so a locked or corrupt database stops us at once.
   const store =
@@ -89,6 +115,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     clock,
   });
   try {
+    // Files, programs and --state-dir: every problem of every VM at once, before anything runs.
+    await runPreflight(backend, specs);
     await backend.connect();
     if (factory.connects) log.info(`Connected to ${shownUri}`);
   } catch (err) {
@@ -149,6 +177,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         forwarder,
         log,
         ttlSeconds: settings.ttl,
+        tcpPerClient: settings.tcpPerClient,
         allowRecursion,
         allowSummon,
       });
@@ -166,6 +195,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         logLevel: settings.logLevel,
         logFormat: settings.logFormat,
         upstreams,
+        tcpPerClient: settings.tcpPerClient,
         zone: specs,
         allowRecursion: settings.allowRecursion,
         allowSummon: settings.allowSummon,
@@ -176,7 +206,9 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       log.info(`Starting server on ${settings.bind}:${cluster.port}...`);
       log.info(`Serving DNS with ${settings.workers} workers`);
     }
+    // On a network, who may recurse and summon (and what localnets stands for) is worth a line at info.
     if (!isLoopback(settings.bind)) log.info(accessLine(allowRecursion, allowSummon));
+    else if (log.isLevelEnabled("debug")) log.debug(accessLine(allowRecursion, allowSummon));
   } catch (err) {
     await summoner.close();
     await store.close().catch(() => undefined);
@@ -257,7 +289,6 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       dns: () => ({
         allowRecursion: allowRecursion.entries,
         allowSummon: allowSummon.entries,
-        localnets,
         refused: Object.fromEntries(counters.refusedByReason),
       }),
     });
@@ -285,6 +316,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
           file: settings.file,
           cliSpecs,
           factory,
+          backend,
           summoner,
           applyZone: (next) => {
             if (server !== null) server.setZone(new ZoneIndex(next, settings.ttl, log));
@@ -308,6 +340,9 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     log,
     http,
     reload() {
+      // Bound to a wildcard, DNS follows the host's addresses: read them now rather than at the next poll.
+      void server?.refreshAddresses();
+      primary?.refreshAddresses();
       // localnets: the interfaces' subnets as they are now.
       const now = localNetworks();
       const changed = now.join() !== localnets.join();

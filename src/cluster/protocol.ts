@@ -19,6 +19,8 @@ export interface WorkerSettings {
   readonly logFormat: LogFormat;
   /** Empty: forwarding disabled. */
   readonly upstreams: readonly Upstream[];
+  /** --tcp-per-client (0: no limit): the primary counts for every worker (tcp-acquire). */
+  readonly tcpPerClient: number;
   readonly zone: readonly ZoneVm[];
   /** --allow-recursion and --allow-summon entries (parseAccessList's), and what `localnets` stands for. */
   readonly allowRecursion: readonly string[];
@@ -46,6 +48,10 @@ export type ToWorker =
   | { readonly t: "localnets"; readonly cidrs: readonly string[] }
   /** Config reload: the new zone. */
   | { readonly t: "zone"; readonly zone: readonly ZoneVm[] }
+  /** The answer to tcp-acquire `id`: may the worker keep that connection. */
+  | { readonly t: "tcp-acquired"; readonly id: number; readonly granted: boolean }
+  /** SIGHUP: read the host's addresses again (a wildcard bind follows them). */
+  | { readonly t: "refresh-addresses" }
   /** Stop accepting queries, answer those in flight, report, exit. */
   | { readonly t: "close" };
 
@@ -54,6 +60,10 @@ export type ToPrimary =
   | { readonly t: "listening"; readonly port: number }
   | { readonly t: "listen-failed"; readonly error: string }
   | { readonly t: "summon"; readonly id: number; readonly label: string }
+  /** A TCP connection from `client` accepted: may it stay (under --tcp-per-client over every worker)? */
+  | { readonly t: "tcp-acquire"; readonly id: number; readonly client: string }
+  /** A connection tcp-acquired for `client` closed. */
+  | { readonly t: "tcp-release"; readonly client: string }
   /**
    * Requests answered from the ready map since the last report, per label, and
    * the worker's DNS counters (totals since it started). `id`: the flush this
@@ -123,6 +133,13 @@ function label(x: unknown, w: string): string {
   return x;
 }
 
+/** A client address as a worker names it (an IPv6 address with a zone is at most ~60 characters). */
+function client(o: Record<string, unknown>): string {
+  const v = str(o, "client");
+  if (v === "" || v.length > 100) throw new Bad("'client': expected an address");
+  return v;
+}
+
 function readyEntries(v: unknown, what: string): ReadyEntry[] {
   return list(v, what, (x, w) => pair(x, w, label, strings));
 }
@@ -165,6 +182,7 @@ function snapshot(v: unknown): CountersSnapshot {
     truncated: count(o.truncated, "dns.truncated"),
     tcpConnections: count(o.tcpConnections, "dns.tcpConnections"),
     refused: list(o.refused, "dns.refused", count),
+    tcpClosed: list(o.tcpClosed, "dns.tcpClosed", count),
     latencyBuckets: list(o.latencyBuckets, "dns.latencyBuckets", count),
     latencySum: count(o.latencySum, "dns.latencySum"),
     latencyCount: count(o.latencyCount, "dns.latencyCount"),
@@ -207,6 +225,7 @@ export function parseToWorker(raw: unknown): Parsed<ToWorker> {
             const u = obj(x, w);
             return { host: str(u, "host"), port: int(u, "port", 1, 65535) };
           }),
+          tcpPerClient: int(o, "tcpPerClient", 0, 65535),
           zone: zoneVms(o.zone, "zone"),
           allowRecursion: strings(o.allowRecursion, "allowRecursion"),
           allowSummon: strings(o.allowSummon, "allowSummon"),
@@ -226,11 +245,17 @@ export function parseToWorker(raw: unknown): Parsed<ToWorker> {
         return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), error: str(o, "error") };
       case "flush":
         return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER) };
+      case "tcp-acquired": {
+        const granted = o.granted;
+        if (typeof granted !== "boolean") throw new Bad("'granted': expected true or false");
+        return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), granted };
+      }
       case "zone":
         return { t, zone: zoneVms(o.zone, "zone") };
       case "localnets":
         return { t, cidrs: strings(o.cidrs, "cidrs") };
       case "close":
+      case "refresh-addresses":
         return { t };
       default:
         throw new Bad(`unknown message type '${t}'`);
@@ -250,6 +275,10 @@ export function parseToPrimary(raw: unknown): Parsed<ToPrimary> {
         return { t, error: str(o, "error") };
       case "summon":
         return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), label: label(o.label, "label") };
+      case "tcp-acquire":
+        return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), client: client(o) };
+      case "tcp-release":
+        return { t, client: client(o) };
       case "counts":
         return {
           t,

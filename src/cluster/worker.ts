@@ -5,9 +5,10 @@
  * the VMs, and drives this process's life (close, reload).
  */
 import { describeError } from "../errors/index.js";
-import { ClientAccess, DnsServer, Forwarder, ZoneIndex } from "../dns/index.js";
+import { ClientAccess, DnsServer, Forwarder, LocalClientSlots, ZoneIndex } from "../dns/index.js";
 import { createLogger, silentLogger, type Logger } from "../log/index.js";
 import { parseToWorker, type InitMessage, type ToPrimary, type ToWorker } from "./protocol.js";
+import { RemoteClientSlots } from "./remote-client-slots.js";
 import { RemoteSummoner } from "./remote-summoner.js";
 
 /** How often a worker reports its request counts and DNS counters unasked. */
@@ -75,6 +76,8 @@ function fallbackLog(): Logger {
 
 class Serving {
   private readonly summoner: RemoteSummoner;
+  /** --tcp-per-client counted by the primary over every worker; null with no limit. */
+  private readonly clientSlots: RemoteClientSlots | null;
   private readonly forwarder: Forwarder | null;
   private readonly server: DnsServer;
   private readonly access: readonly ClientAccess[];
@@ -88,6 +91,7 @@ class Serving {
   ) {
     this.summoner = new RemoteSummoner((m) => send(m));
     this.summoner.setReady(init.ready, []);
+    this.clientSlots = init.tcpPerClient === 0 ? null : new RemoteClientSlots((m) => send(m));
     this.forwarder =
       init.upstreams.length === 0 ? null : new Forwarder({ upstreams: [...init.upstreams], log });
     // The entries were checked by the primary (parseAccessList); the subnets are the primary's.
@@ -100,6 +104,7 @@ class Serving {
       forwarder: this.forwarder,
       log,
       ttlSeconds: init.ttl,
+      clientSlots: this.clientSlots ?? new LocalClientSlots(0),
       allowRecursion,
       allowSummon,
     });
@@ -131,11 +136,17 @@ class Serving {
       case "flush":
         this.report(msg.id);
         return;
+      case "tcp-acquired":
+        this.clientSlots?.settle(msg.id, msg.granted);
+        return;
       case "zone":
         this.server.setZone(this.zone(msg.zone));
         return;
       case "localnets":
         for (const access of this.access) access.setLocalnets(msg.cidrs);
+        return;
+      case "refresh-addresses":
+        void this.server.refreshAddresses();
         return;
       case "close":
         void this.close();

@@ -8,6 +8,16 @@ import { KNOWN_QTYPES, qtypeName, rcodeName } from "./wire.js";
 /** Index of the "forwarded" result, after the 4096 extended rcodes (RFC 6891 §6.1.3). */
 const FORWARDED = 4096;
 
+/**
+ * Why jitsu closed a DNS TCP connection (RFC 7766 §6.2.3): no message began
+ * within the idle timeout (`idle`); a message took longer than it, or the
+ * client did not read its answers (`slow`); the client had `--tcp-per-client`
+ * connections open already (`per-client`); or the connection was the one idle
+ * longest when a new one came in at the limit (`evicted`).
+ */
+export const TCP_CLOSE_REASONS = ["idle", "slow", "per-client", "evicted"] as const;
+export type TcpCloseReason = (typeof TCP_CLOSE_REASONS)[number];
+
 /** Upper bounds (seconds) of the forward-latency histogram: an upstream answer on a LAN to a timeout. */
 export const FORWARD_LATENCY_BOUNDS: readonly number[] = Object.freeze([
   0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
@@ -59,6 +69,8 @@ export interface CountersSnapshot {
   readonly tcpConnections: number;
   /** REFUSED answers by reason, indexed as REFUSED_REASONS. */
   readonly refused: readonly number[];
+  /** Per TCP_CLOSE_REASONS entry, in that order. */
+  readonly tcpClosed: readonly number[];
   readonly latencyBuckets: readonly number[];
   readonly latencySum: number;
   readonly latencyCount: number;
@@ -90,6 +102,8 @@ export class DnsCounters {
   truncated = 0;
   /** TCP connections accepted. */
   tcpConnections = 0;
+  /** TCP connections jitsu closed, per TCP_CLOSE_REASONS entry (those the client closed are not counted). */
+  readonly tcpClosed = new Float64Array(TCP_CLOSE_REASONS.length);
 
   /** Queries by type mnemonic ("A", "AAAA", ..., "other" for every type not known by name), counted once decoded. */
   get queriesByType(): Map<string, number> {
@@ -138,6 +152,16 @@ export class DnsCounters {
     this.byResult[i] = this.byResult[i]! + 1;
   }
 
+  /** TCP connections closed by jitsu, by reason: every reason present, 0 included. */
+  get tcpClosedByReason(): Map<TcpCloseReason, number> {
+    return new Map(TCP_CLOSE_REASONS.map((r, i) => [r, this.tcpClosed[i]!]));
+  }
+
+  countTcpClosed(reason: TcpCloseReason): void {
+    const i = TCP_CLOSE_REASONS.indexOf(reason);
+    this.tcpClosed[i] = this.tcpClosed[i]! + 1;
+  }
+
   countForwarded(): void {
     this.byResult[FORWARDED] = this.byResult[FORWARDED]! + 1;
   }
@@ -169,6 +193,7 @@ export class DnsCounters {
       truncated: this.truncated,
       tcpConnections: this.tcpConnections,
       refused: [...this.byRefused],
+      tcpClosed: [...this.tcpClosed],
       latencyBuckets: [...this.forwardLatencyBuckets],
       latencySum: this.forwardLatencySum,
       latencyCount: this.forwardLatencyCount,
@@ -193,6 +218,9 @@ export class DnsCounters {
     this.forwardFailures += sign * s.forwardFailures;
     this.truncated += sign * s.truncated;
     this.tcpConnections += sign * s.tcpConnections;
+    for (let i = 0; i < this.tcpClosed.length && i < s.tcpClosed.length; i++) {
+      this.tcpClosed[i] = this.tcpClosed[i]! + sign * s.tcpClosed[i]!;
+    }
     const buckets = this.forwardLatencyBuckets;
     for (let i = 0; i < buckets.length && i < s.latencyBuckets.length; i++) {
       buckets[i] = buckets[i]! + sign * s.latencyBuckets[i]!;

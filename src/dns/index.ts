@@ -13,7 +13,10 @@ export {
   DnsCounters,
   FORWARD_LATENCY_BOUNDS,
   REFUSED_REASONS,
+  TCP_CLOSE_REASONS,
   type CountersSnapshot,
   type RefusedReason,
+  type TcpCloseReason,
 } from "./counters.js";
 export { ClientAccess, localNetworks, parseAccessList } from "./access.js";
+export { LocalClientSlots, type ClientSlots } from "./tcp.js";

@@ -1,5 +1,7 @@
 /**
- * DnsServer: UDP and TCP (RFC 7766) on one address and port.
+ * DnsServer: UDP and TCP (RFC 7766) on one address and port. UDP is bound per
+ * local address when the address is a wildcard (udp.ts); TCP connections and
+ * their limits are tcp.ts's.
  *
  * Each query is decoded into a reused QueryInfo (wire.ts), then:
  *  - A/AAAA for a managed name: `summoner.request(vm)`; an array means the VM
@@ -14,12 +16,14 @@
  * --allow-summon (a ready one is answered). Our own data is answered to all.
  * See README.md in this folder for the full table.
  */
-import dgram from "node:dgram";
+import type dgram from "node:dgram";
 import net from "node:net";
 import { ListenError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { ClientAccess } from "./access.js";
 import { DnsCounters, REFUSED } from "./counters.js";
+import { LocalClientSlots, TcpConnections, type ClientSlots } from "./tcp.js";
+import { UdpListeners, type Interfaces } from "./udp.js";
 import type { Forwarder } from "./forwarder/forwarder.js";
 import {
   HEADER_LEN,
@@ -61,28 +65,31 @@ export interface DnsServerOptions {
   forwarder: Forwarder | null;
   log: Logger;
   ttlSeconds: number;
-  /** A TCP connection with no query outstanding is closed after this long (default 10 s, RFC 7766 §6.2.3). */
+  /**
+   * RFC 7766 §6.2.3 (default 10 s): a TCP connection is closed when no message
+   * begins within this long of the last message or answer, or a message takes
+   * longer than this from its first byte to its last.
+   */
   tcpIdleTimeoutMs?: number;
-  /** Open TCP connections beyond this are refused (default 128). */
+  /** At this many open TCP connections, a new one closes the one idle longest (default 128). */
   maxTcpConnections?: number;
   /** --allow-recursion: clients whose queries may be forwarded (default: any; the CLI passes its own default). */
   allowRecursion?: ClientAccess;
   /** --allow-summon: clients whose queries may start a VM (default: any). */
   allowSummon?: ClientAccess;
+  /** Open TCP connections per client address (default 8; 0: no limit). Ignored when `clientSlots` is given. */
+  tcpPerClient?: number;
+  /** Who counts TCP connections per client (--workers: the primary, over every worker). */
+  clientSlots?: ClientSlots;
+  /** With a wildcard address, how often the host's addresses are read (default 5 s). */
+  interfacePollMs?: number;
+  /** The host's interfaces (default os.networkInterfaces; tests substitute). */
+  interfaces?: Interfaces;
 }
 
 type Reply = Buffer | null;
 
 const TCP_LIMIT = 65535;
-
-/**
- * The UDP socket's receive buffer. A burst (a thousand clients asking for a
- * cold VM at once, a resolver's retries) arrives faster than one thread reads
- * it; with the kernel's default (~208 KiB, ~300 queries) the rest is dropped
- * and each client waits for its retry (bench/: storm). The kernel caps this at
- * net.core.rmem_max.
- */
-const UDP_RECEIVE_BUFFER = 4 << 20;
 
 export class DnsServer {
   readonly counters = new DnsCounters();
@@ -92,15 +99,15 @@ export class DnsServer {
   private readonly log: Logger;
   private readonly ttl: number;
   private readonly ra: boolean;
-  private readonly tcpIdleTimeoutMs: number;
-  private readonly maxTcpConnections: number;
+  private readonly interfacePollMs: number | undefined;
+  private readonly interfaces: Interfaces | undefined;
   private readonly allowRecursion: ClientAccess;
   private readonly allowSummon: ClientAccess;
   /** Reused for every query: the hot path allocates nothing but the reply. */
   private readonly q: QueryInfo = newQueryInfo();
-  private udp: dgram.Socket | null = null;
+  private udp: UdpListeners | null = null;
   private tcp: net.Server | null = null;
-  private readonly connections = new Set<net.Socket>();
+  private readonly connections: TcpConnections;
   /** Async answers not yet made (a summon or a forward in flight), and who waits for none to be left. */
   private pending = 0;
   private drained: (() => void) | null = null;
@@ -116,8 +123,16 @@ export class DnsServer {
     this.log = opts.log;
     this.ttl = opts.ttlSeconds;
     this.ra = opts.forwarder !== null;
-    this.tcpIdleTimeoutMs = opts.tcpIdleTimeoutMs ?? 10_000;
-    this.maxTcpConnections = opts.maxTcpConnections ?? 128;
+    this.interfacePollMs = opts.interfacePollMs;
+    this.interfaces = opts.interfaces;
+    this.connections = new TcpConnections({
+      idleTimeoutMs: opts.tcpIdleTimeoutMs ?? 10_000,
+      maxConnections: opts.maxTcpConnections ?? 128,
+      slots: opts.clientSlots ?? new LocalClientSlots(opts.tcpPerClient ?? 8),
+      counters: this.counters,
+      log: opts.log,
+      answer: (msg, client) => this.safeHandle(msg, true, client),
+    });
     this.allowRecursion = opts.allowRecursion ?? new ClientAccess(["any"]);
     this.allowSummon = opts.allowSummon ?? new ClientAccess(["any"]);
   }
@@ -129,31 +144,27 @@ export class DnsServer {
 
   /**
    * Binds UDP, then TCP on the same port. With port 0, UDP picks it and TCP follows.
+   * A wildcard (0.0.0.0, ::) binds UDP on each of the host's addresses (udp.ts:
+   * each answer leaves from the address its query was sent to) and follows them
+   * as they come and go; TCP keeps one wildcard listener: a connection always
+   * answers from its own local address, and a new address is served at once.
    * `shared` (a --workers worker): TCP listens through node:cluster's shared handle
    * instead of exclusively, and the "Starting server" line is left to the primary.
    */
   async listen(host: string, port: number, options: { shared?: boolean } = {}): Promise<void> {
     const shared = options.shared === true;
-    // Not net.isIPv6: its first call compiles a large regular expression (~10 ms of start-up).
-    const type = host.includes(":") ? "udp6" : "udp4";
     let lastErr: unknown;
     for (let attempt = 0; attempt < (port === 0 ? 10 : 1); attempt++) {
-      const udp = dgram.createSocket({ type, recvBufferSize: UDP_RECEIVE_BUFFER });
-      try {
-        await new Promise<void>((resolve, reject) => {
-          udp.once("error", reject);
-          udp.bind(port, host, () => {
-            udp.off("error", reject);
-            resolve();
-          });
-        });
-      } catch (err) {
-        udp.close();
-        throw ListenError.of("UDP", host, port, err);
-      }
-      const actual = udp.address().port;
-      const tcp = net.createServer((conn) => this.onTcpConnection(conn));
-      tcp.maxConnections = this.maxTcpConnections;
+      const udp = new UdpListeners({
+        host,
+        onMessage: (sock, msg, rinfo) => this.onUdpMessage(sock, msg, rinfo.port, rinfo.address),
+        log: this.log,
+        announce: !shared,
+        pollMs: this.interfacePollMs,
+        interfaces: this.interfaces,
+      });
+      const actual = await udp.bind(port);
+      const tcp = net.createServer((conn) => this.connections.accept(conn));
       try {
         await new Promise<void>((resolve, reject) => {
           tcp.once("error", reject);
@@ -163,13 +174,11 @@ export class DnsServer {
           });
         });
       } catch (err) {
-        udp.close();
+        await udp.close();
         lastErr = err;
         continue; // with port 0, TCP's port was taken: pick another
       }
-      udp.on("error", (err) => this.log.error(`DNS UDP socket error: ${describeError(err)}`));
       tcp.on("error", (err) => this.log.error(`DNS TCP server error: ${describeError(err)}`));
-      udp.on("message", (msg, rinfo) => this.onUdpMessage(udp, msg, rinfo.port, rinfo.address));
       this.udp = udp;
       this.tcp = tcp;
       this.boundPort = actual;
@@ -180,6 +189,16 @@ export class DnsServer {
     throw ListenError.of("TCP", host, port, lastErr);
   }
 
+  /** The addresses UDP is bound to (one, or with a wildcard each of the host's). */
+  get udpAddresses(): string[] {
+    return this.udp?.addresses ?? [];
+  }
+
+  /** Bound to a wildcard: reads the host's addresses now (SIGHUP) instead of at the next poll. */
+  refreshAddresses(): Promise<void> {
+    return this.udp?.refresh() ?? Promise.resolve();
+  }
+
   /** Swaps the zone (config reload). Queries in flight finish with the zone they started with. */
   setZone(zone: ZoneIndex): void {
     this.zone = zone;
@@ -188,33 +207,18 @@ export class DnsServer {
   /** Stops accepting queries, answers those in flight, then closes the sockets. */
   async close(): Promise<void> {
     this.closing = true;
+    this.connections.stop();
     const tcpClosed =
       this.tcp === null
         ? Promise.resolve()
         : new Promise<void>((resolve) => this.tcp!.close(() => resolve()));
     if (this.pending > 0)
       await (this.drainedWait ??= new Promise<void>((resolve) => (this.drained = resolve)));
-    // Let the answers just produced reach their sockets, then close TCP gracefully
-    // (end() flushes what is written; destroy() only if the peer does not close).
+    // Let the answers just produced reach their sockets, then close TCP gracefully.
     await new Promise((resolve) => setImmediate(resolve));
-    const ends = [...this.connections].map(
-      (conn) =>
-        new Promise<void>((resolve) => {
-          const timer = setTimeout(() => conn.destroy(), 1000);
-          conn.once("close", () => {
-            clearTimeout(timer);
-            resolve();
-          });
-          conn.end();
-        }),
-    );
-    await Promise.all(ends);
-    this.connections.clear();
+    await this.connections.end();
     await tcpClosed;
-    if (this.udp !== null) {
-      const udp = this.udp;
-      await new Promise<void>((resolve) => udp.close(() => resolve()));
-    }
+    await this.udp?.close();
     this.udp = null;
     this.tcp = null;
   }
@@ -229,59 +233,8 @@ export class DnsServer {
       return;
     }
     void (r as Promise<Reply>).then((buf) => {
-      if (buf !== null && !this.closedSocket(sock)) sock.send(buf, port, address);
-    });
-  }
-
-  private closedSocket(sock: dgram.Socket): boolean {
-    return this.udp !== sock;
-  }
-
-  private onTcpConnection(conn: net.Socket): void {
-    if (this.closing) {
-      conn.destroy();
-      return;
-    }
-    this.counters.tcpConnections++;
-    this.connections.add(conn);
-    conn.setNoDelay(true);
-    const client = conn.remoteAddress ?? "";
-    let buffered: Buffer = Buffer.alloc(0);
-    let outstanding = 0;
-    // RFC 7766 §6.2.3: close idle connections; a connection waiting for an answer is not idle.
-    conn.setTimeout(this.tcpIdleTimeoutMs, () => {
-      if (outstanding === 0) conn.destroy();
-    });
-    conn.on("error", (err) => this.log.debug(`DNS TCP connection error: ${describeError(err)}`));
-    conn.on("close", () => this.connections.delete(conn));
-    const send = (buf: Buffer): void => {
-      if (conn.destroyed) return;
-      const framed = Buffer.allocUnsafe(2 + buf.length);
-      framed.writeUInt16BE(buf.length, 0);
-      buf.copy(framed, 2);
-      conn.write(framed);
-    };
-    conn.on("data", (chunk: Buffer) => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      while (buffered.length >= 2) {
-        const len = buffered.readUInt16BE(0);
-        if (buffered.length < 2 + len) break;
-        const msg = buffered.subarray(2, 2 + len);
-        buffered = buffered.subarray(2 + len);
-        if (this.closing) continue;
-        const r = this.safeHandle(msg, true, client);
-        if (r === null) continue;
-        if (!(r instanceof Buffer)) {
-          // Pipelining (RFC 7766 §6.2.1.1): later queries may be answered first.
-          outstanding++;
-          void (r as Promise<Reply>).then((buf) => {
-            outstanding--;
-            if (buf !== null) send(buf);
-          });
-        } else {
-          send(r);
-        }
-      }
+      // Its address may be gone meanwhile (a wildcard follows the host's addresses).
+      if (buf !== null && this.udp?.has(sock) === true) sock.send(buf, port, address);
     });
   }
 

@@ -108,6 +108,12 @@ export class JitsuMetrics {
     );
     plain("jitsu_dns_truncated_total", "UDP answers sent truncated (TC set).", (c) => c.truncated);
     plain("jitsu_dns_tcp_connections_total", "DNS TCP connections accepted.", (c) => c.tcpConnections);
+    fromMap(
+      "jitsu_dns_tcp_closed_total",
+      "DNS TCP connections jitsu closed, by reason: idle (no query within the idle timeout), slow (a query not completed, or answers not read, within it), per-client (over --tcp-per-client), evicted (idle longest when a new connection came at the limit).",
+      "reason",
+      (c) => c.tcpClosedByReason,
+    );
     // Read from the counters' buckets at scrape time (not observed one by one), so the
     // buckets of --workers workers add up to one histogram in the primary.
     if (counters !== null) this.registry.registerMetric(forwardLatencyHistogram(counters));

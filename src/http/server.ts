@@ -152,7 +152,6 @@ export class StatusServer {
       version: this.opts.version,
       now: new Date(now).toISOString(),
       uptimeSeconds: Math.round((now - this.startedAt) / 1000),
-      ...(this.opts.dns === undefined ? {} : { dns: this.opts.dns() }),
       vms: this.opts.summoner.status().map((vm) => ({
         label: vm.label,
         uuid: vm.uuid ?? null,
@@ -171,6 +170,7 @@ export class StatusServer {
         lastRequest: iso(vm.lastRequest),
         lastError: vm.lastError,
       })),
+      ...(this.opts.dns === undefined ? {} : { dns: this.opts.dns() }),
     };
   }
 }

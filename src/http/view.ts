@@ -41,6 +41,8 @@ export interface DnsCountersView {
   readonly forwardCoalesced: number;
   readonly truncated: number;
   readonly tcpConnections: number;
+  /** TCP connections jitsu closed, by reason (idle, slow, per-client, evicted: a fixed set). */
+  readonly tcpClosedByReason: ReadonlyMap<string, number>;
   /** Forward latencies: the histogram's upper bounds in seconds, the count per bucket (not cumulative, one more than bounds), sum and count. */
   readonly forwardLatencyBounds: readonly number[];
   readonly forwardLatencyBuckets: ArrayLike<number>;
@@ -52,7 +54,5 @@ export interface DnsCountersView {
 export interface DnsStatusView {
   readonly allowRecursion: readonly string[];
   readonly allowSummon: readonly string[];
-  /** What `localnets` stands for now (re-read on SIGHUP). */
-  readonly localnets: readonly string[];
   readonly refused: Readonly<Record<string, number>>;
 }

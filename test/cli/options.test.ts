@@ -62,6 +62,12 @@ describe("command line", () => {
     assert.equal(parseArgs(["--workers", "4"]).workers, 4);
   });
 
+  it("--tcp-per-client is 8 unless given; 0 is no limit", () => {
+    assert.equal(parseArgs([]).tcpPerClient, 8);
+    assert.equal(parseArgs(["--tcp-per-client", "2"]).tcpPerClient, 2);
+    assert.equal(parseArgs(["--tcp-per-client", "0"]).tcpPerClient, 0);
+  });
+
   it("--allow-recursion is localhost,localnets and --allow-summon any unless given", () => {
     assert.deepEqual(parseArgs([]).allowRecursion, ["localhost", "localnets"]);
     assert.deepEqual(parseArgs([]).allowSummon, ["any"]);
@@ -100,6 +106,11 @@ describe("command line", () => {
     [["--workers", "x"], /option '--workers': .*got 'x'/],
     [["--workers", "65"], /option '--workers'.*'65'/],
     [["--workers", "2.5"], /option '--workers'.*'2\.5'/],
+    [
+      ["--tcp-per-client", "-1"],
+      /option '--tcp-per-client': expected a whole number of connections from 0 \(no limit\) to 65535, got '-1'/,
+    ],
+    [["--tcp-per-client", "many"], /option '--tcp-per-client': .*got 'many'/],
     [
       ["--allow-recursion", "10.0.0.0/8,lan"],
       /option '--allow-recursion': entry 'lan': expected an IPv4 or IPv6/,
@@ -160,6 +171,7 @@ describe("the jitsu binary", () => {
       "--workers",
       "--allow-recursion <LIST>",
       "--allow-summon <LIST>",
+      "--tcp-per-client",
       "--version",
     ]) {
       assert.ok(res.stdout.includes(flag), `--help lacks ${flag}`);

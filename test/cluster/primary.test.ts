@@ -44,6 +44,7 @@ it("summons through a worker, answers from its ready map, and gives up on a work
     logLevel: "error",
     logFormat: "text",
     upstreams: [],
+    tcpPerClient: 8,
     zone: specs,
     allowRecursion: ["any"],
     allowSummon: ["any"],

@@ -24,6 +24,7 @@ describe("cluster IPC messages", () => {
       logLevel: "info",
       logFormat: "json",
       upstreams: [{ host: "127.0.0.1", port: 53 }],
+      tcpPerClient: 8,
       zone: [{ label: "www", dns: ["www.example.org"], ips: ["10.0.0.1"] }],
       allowRecursion: ["localhost", "localnets"],
       allowSummon: ["any"],
@@ -40,6 +41,8 @@ describe("cluster IPC messages", () => {
       { t: "flush", id: 7 },
       { t: "zone", zone: [] },
       { t: "localnets", cidrs: ["10.0.0.0/8"] },
+      { t: "tcp-acquired", id: 4, granted: false },
+      { t: "refresh-addresses" },
       { t: "close" },
     ]) {
       assert.ok(parseToWorker(m).ok, JSON.stringify(m));
@@ -49,6 +52,8 @@ describe("cluster IPC messages", () => {
       { t: "listening", port: 53 },
       { t: "listen-failed", error: "EADDRINUSE" },
       { t: "summon", id: 1, label: "www" },
+      { t: "tcp-acquire", id: 4, client: "192.0.2.1" },
+      { t: "tcp-release", client: "2001:db8::1" },
     ]) {
       assert.ok(parseToPrimary(m).ok, JSON.stringify(m));
     }
@@ -69,6 +74,8 @@ describe("cluster IPC messages", () => {
         /requests\[0\]\[1\]: expected a count/,
       ],
       [{ t: "counts", id: null, requests: [], dns: { types: "many" } }, /dns\.types/],
+      [{ t: "tcp-acquire", id: 1, client: "" }, /'client': expected an address/],
+      [{ t: "tcp-release" }, /'client'/],
     ];
     for (const [msg, message] of bad) {
       const r = parseToPrimary(msg);
@@ -78,6 +85,7 @@ describe("cluster IPC messages", () => {
     const toWorker: [unknown, RegExp][] = [
       [{ t: "ready", set: [["www", [1]]], unset: [] }, /set\[0\]\[1\]\[0\]: expected a string/],
       [{ t: "init", logLevel: "loud" }, /logLevel/],
+      [{ t: "tcp-acquired", id: 1, granted: "yes" }, /'granted': expected true or false/],
       [
         { t: "zone", zone: [{ label: "www", dns: "www.example.org", ips: [] }] },
         /zone\[0\]\.dns: expected a list/,

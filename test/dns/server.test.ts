@@ -9,7 +9,7 @@ import dnsPacket from "dns-packet";
 import { DnsServer, Forwarder, ZoneIndex, type SummonTarget } from "../../src/dns/index.js";
 import { silentLogger } from "../../src/log/index.js";
 import { dig, digAt, kdig } from "./helpers/dig.js";
-import { tcpClient } from "./helpers/raw.js";
+import { tcpClient } from "../support/dns-tcp.js";
 import { sendRaw } from "../support/index.js";
 import { specFrom } from "./helpers/specs.js";
 import { startUpstream, type TestUpstream } from "../doubles/dns-upstream.js";
@@ -279,49 +279,6 @@ describe("DnsServer, forwarding disabled (-f 0.0.0.0)", () => {
     assert.ok((c.queriesByResult.get("REFUSED") ?? 0) >= 2);
     assert.ok((c.queriesByResult.get("SERVFAIL") ?? 0) >= 2);
     assert.ok(c.truncated >= 2);
-  });
-});
-
-describe("DnsServer TCP limits", () => {
-  let server: DnsServer;
-  before(async () => {
-    const log = silentLogger();
-    server = new DnsServer({
-      zone: new ZoneIndex(SPECS, 60, log),
-      summoner: new FakeSummoner(),
-      forwarder: null,
-      log,
-      ttlSeconds: 60,
-      tcpIdleTimeoutMs: 300,
-      maxTcpConnections: 2,
-    });
-    await server.listen("127.0.0.1", 0);
-  });
-  after(async () => {
-    await server.close();
-  });
-
-  it("closes idle connections, but not one waiting for an answer", async () => {
-    const idle = await tcpClient(server.port);
-    const t0 = Date.now();
-    await idle.closed;
-    assert.ok(Date.now() - t0 >= 250);
-    const busy = await tcpClient(server.port);
-    busy.send(rawQuery("slow.example.org", "A", 5)); // answered after 300 ms, the idle timeout
-    const [m] = await busy.waitFor(1);
-    assert.equal(m?.readUInt16BE(0), 5);
-    busy.sock.destroy();
-  });
-
-  it("refuses connections beyond the limit", async () => {
-    const a = await tcpClient(server.port);
-    const b = await tcpClient(server.port);
-    const c = await tcpClient(server.port);
-    await c.closed;
-    a.send(rawQuery("www.example.org", "A", 6));
-    assert.equal((await a.waitFor(1))[0]?.readUInt16BE(0), 6);
-    a.sock.destroy();
-    b.sock.destroy();
   });
 });
 
