@@ -287,8 +287,8 @@ function ednsOption(rng: Prng): Buffer {
       const addr = rng.bytes(rng.chance(0.8) ? Math.ceil(source / 8) : rng.int(20));
       return opt(8, Buffer.concat([u16(family), Buffer.from([source, rng.int(256)]), addr]));
     }
-    case 2: // padding (RFC 7830)
-      return opt(12, Buffer.alloc(rng.int(200)));
+    case 2: // padding (RFC 7830); now and then a query of many kilobytes
+      return opt(12, Buffer.alloc(rng.chance(0.02) ? rng.range(4000, 60_000) : rng.int(200)));
     case 3: // TCP keepalive (RFC 7828)
       return opt(11, rng.bytes(rng.pick([0, 2, 1])));
     case 4: // NSID (RFC 5001)

@@ -12,9 +12,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startUpstream, type TestUpstream } from "../../test/doubles/dns-upstream.js";
 import { httpCall, parsePrometheus } from "../../test/support/http.js";
-import { encodeQuery, queryOnce, waitForDns } from "../dns-client.js";
-import { startProcess, type BenchProcess } from "../procs.js";
-import { JITSU_CLI, VM_EXEC, rssMb } from "../servers.js";
+import { encodeQuery, queryOnce } from "../dns-client.js";
+import type { BenchProcess } from "../procs.js";
+import { VM_EXEC, rssMb, startJitsu } from "../servers.js";
 import { freePort } from "../tools.js";
 import type { FuzzNames } from "./packets.js";
 
@@ -70,39 +70,24 @@ export class FuzzTarget {
     const upstream = forward ? await startUpstream(UPSTREAM_IP, { record: false }) : null;
     const stateDir = mkdtempSync(join(tmpdir(), "jitsu-fuzz-"));
     try {
-      const port = await freePort();
       const httpPort = await freePort();
-      const fwd = upstream === null ? ["-f", "0.0.0.0"] : ["-f", "127.0.0.1", "-p", String(upstream.port)];
-      const proc = await startProcess("jitsu", process.execPath, [
-        JITSU_CLI,
-        "-x",
-        "process",
-        "-b",
-        "127.0.0.1",
-        "-l",
-        String(port),
-        ...fwd,
-        "-t",
-        "3600",
-        "-d",
-        "0",
-        "--state-dir",
-        stateDir,
-        "--stop-on-exit",
-        "--http",
-        `127.0.0.1:${httpPort}`,
-        "--log-format",
-        "json",
-        "--log-level",
-        "warn",
-        `name=www,dns=www.fuzz.test,ip=${WWW_IP},exec=${VM_EXEC}`,
-        `name=db,dns=db.fuzz.test,dns=fuzz.test,ip=${DB_IP},ip=${DB_IP6},exec=${VM_EXEC}`,
-      ]);
-      const target = new FuzzTarget(proc, port, httpPort, upstream, stateDir);
+      const jitsu = await startJitsu({
+        label: "jitsu",
+        configs: [
+          `name=www,dns=www.fuzz.test,ip=${WWW_IP},exec=${VM_EXEC}`,
+          `name=db,dns=db.fuzz.test,dns=fuzz.test,ip=${DB_IP},ip=${DB_IP6},exec=${VM_EXEC}`,
+        ],
+        upstreamPort: upstream?.port ?? null,
+        logLevel: "warn",
+        probe: { name: "fuzz.test", type: "SOA" },
+        extraArgs: ["--state-dir", stateDir, "--http", `127.0.0.1:${httpPort}`],
+        readyTimeoutMs: 30_000,
+      });
+      const proc = jitsu.proc;
+      const target = new FuzzTarget(proc, jitsu.port, httpPort, upstream, stateDir);
       const exited = proc.exited.then(() => {
         throw new Error(`jitsu ${proc.describeExit()} at start-up: ${proc.lines.slice(-3).join(" | ")}`);
       });
-      await Promise.race([waitForDns(port, "fuzz.test", "SOA", 30_000), exited]);
       await Promise.race([waitForHttp(httpPort, 10_000), exited]);
       void exited.catch(() => undefined);
       return target;
