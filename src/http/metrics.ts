@@ -40,7 +40,10 @@ export class JitsuMetrics {
     const registers = [this.registry];
     const counters = opts.counters;
     const summoner = opts.summoner;
-    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "jitsu_" });
+    if (opts.processMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry, prefix: "jitsu_" });
+      dropTotalGauges(this.registry);
+    }
 
     // ---- DNS, read from DnsServer.counters at scrape time ----
     const fromMap = (
@@ -258,6 +261,19 @@ export class JitsuMetrics {
       entry.state = vm.state;
     }
     for (const label of this.seen.keys()) if (!present.has(label)) this.seen.delete(label);
+  }
+}
+
+/**
+ * prom-client's defaults include gauges named like counters
+ * (`nodejs_active_handles_total`, the sum of `nodejs_active_handles{type}`),
+ * which `promtool check metrics` rejects: a `_total` suffix is for counters
+ * (OpenMetrics). Each such sum is left out; its per-type gauge stays.
+ */
+function dropTotalGauges(registry: Registry): void {
+  for (const metric of registry.getMetricsAsArray()) {
+    if (!(metric instanceof Counter) && metric.name.endsWith("_total"))
+      registry.removeSingleMetric(metric.name);
   }
 }
 
