@@ -4,6 +4,7 @@
  */
 import type { Clock } from "../clock/index.js";
 import type { KeySpec, VmSpec } from "../config/index.js";
+import type { JitsuError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 
 /**
@@ -64,6 +65,15 @@ export interface VmBackend {
   waitForKey?(vm: VmRef, key: string, signal: AbortSignal): Promise<void>;
   /** Registers a listener for changes made behind our back. */
   onEvent?(listener: (event: BackendEvent) => void): void;
+  /**
+   * The checks of `specs` that need nothing but this machine (files and
+   * programs the VMs need, --state-dir writable), run by the CLI before
+   * connect() and again on each reload: every problem found, each a
+   * ConfigError naming the VM and the key or a UsageError naming the option;
+   * none when all is well. Changes nothing but creating the backend's folder
+   * under --state-dir, as the backend would.
+   */
+  preflight?(specs: readonly VmSpec[]): Promise<JitsuError[]>;
   close(): Promise<void>;
 }
 
@@ -74,6 +84,7 @@ export const OPTIONAL_METHODS = [
   "addresses",
   "waitForKey",
   "onEvent",
+  "preflight",
 ] as const satisfies readonly (keyof VmBackend)[];
 export type OptionalMethod = (typeof OPTIONAL_METHODS)[number];
 
@@ -88,7 +99,8 @@ export interface BackendCapabilities {
   /**
    * Its optional methods: `addresses` (then `ip` may be omitted), `waitForKey`
    * (then `wait_for_key` may be given), `domainId` and `macs` (Synjitsu,
-   * xenstore), `onEvent` (changes made behind our back).
+   * xenstore), `onEvent` (changes made behind our back), `preflight` (local
+   * checks at start-up and reload).
    */
   readonly optional: ReadonlySet<OptionalMethod>;
 }

@@ -12,6 +12,7 @@ import { xapiBackend } from "./xapi/index.js";
 
 export * from "./contract.js";
 export { checkStopMode, checkVmSpec, exitStopMode, specOptions } from "./capabilities.js";
+export { runPreflight } from "./preflight.js";
 
 export const BACKENDS: readonly BackendFactory[] = [
   libvirtBackend,

@@ -6,7 +6,8 @@
 // First: V8 heap settings, before the other modules allocate.
 import "../runtime/heap.js";
 import { CommanderError } from "commander";
-import { describeError, JitsuError, UsageError } from "../errors/index.js";
+import { describeError, describeErrorLines, JitsuError, UsageError } from "../errors/index.js";
+import { createLogger } from "../log/index.js";
 import { parseArgs } from "./command.js";
 import type { Settings } from "./options.js";
 import { startJitsu, type Jitsu } from "./run.js";
@@ -35,10 +36,15 @@ async function main(): Promise<void> {
   process.on("SIGHUP", () => {
     if (jitsu !== undefined && !signalled) void jitsu.reload();
   });
+  // Created here, so the lines it holds (start-up lines batched per turn) go out before a fatal error.
+  const log = createLogger({ level: settings.logLevel, format: settings.logFormat });
   try {
-    jitsu = await startJitsu(settings);
+    jitsu = await startJitsu(settings, { log });
   } catch (err) {
-    process.stderr.write(`jitsu: ${describeError(err)}\n`);
+    // The error is last: nothing logged before it may follow it.
+    log.flush();
+    // One line per problem: a preflight reports every VM's at once.
+    for (const line of describeErrorLines(err)) process.stderr.write(`jitsu: ${line}\n`);
     if (!(err instanceof JitsuError) && process.env.JITSU_DEBUG === "1") console.error(err);
     process.exit(err instanceof UsageError ? 2 : 1);
   }

@@ -15,6 +15,7 @@ import {
   type ConfigFile,
   type FileOptionSpec,
 } from "../config/index.js";
+import { parseAccessList } from "../dns/index.js";
 import { describeError, UsageError } from "../errors/index.js";
 import { LOG_LEVELS, PER_VM_LINES_MAX, type LogFormat, type LogLevel } from "../log/index.js";
 
@@ -26,6 +27,8 @@ export interface OptionDef {
   readonly doc: string;
   /** Default shown in --help, as the original's "(absent=...)". */
   readonly absent?: string;
+  /** Comma-separated on the command line; a config file may also give a YAML/JSON list. */
+  readonly list?: true;
 }
 
 /** "a, b or c": the registry's backend names in --help, in registry order. */
@@ -155,6 +158,20 @@ export const OPTIONS: readonly OptionDef[] = [
     doc: "Enable POST /vms/NAME/start and /stop on the HTTP endpoint for requests bearing this token.",
   },
   {
+    flags: "--allow-recursion <LIST>",
+    name: "allow-recursion",
+    absent: "localhost,localnets",
+    list: true,
+    doc: "Clients whose queries for names jitsu does not manage may be forwarded: comma-separated CIDRs (192.0.2.0/24, 2001:db8::/32), addresses, and localhost (127.0.0.0/8, ::1), localnets (the subnets of this host's interfaces, re-read on SIGHUP), any or none. Other clients get REFUSED for those names (as from BIND's allow-recursion), so jitsu on a public address is no open resolver; managed names are answered to everyone.",
+  },
+  {
+    flags: "--allow-summon <LIST>",
+    name: "allow-summon",
+    absent: "any",
+    list: true,
+    doc: "Clients whose queries may start a VM (same syntax as --allow-recursion). Other clients get the address of a VM that is already ready, and REFUSED for one that is not.",
+  },
+  {
     flags: "--stop-on-exit",
     name: "stop-on-exit",
     doc: "On SIGINT/SIGTERM, also stop the VMs that jitsu started.",
@@ -164,6 +181,12 @@ export const OPTIONS: readonly OptionDef[] = [
     name: "workers",
     absent: "1",
     doc: "Serve DNS from N worker processes (1 to 64) sharing the UDP and TCP socket, for more queries per second on several cores. With N > 1 the main process owns the VMs, the state, --http and reloads and serves no DNS itself; workers answer ready VMs from memory and report their request counts every second. A worker that dies is replaced (its queries in flight are lost; clients retry).",
+  },
+  {
+    flags: "--tcp-per-client <N>",
+    name: "tcp-per-client",
+    absent: "8",
+    doc: "At most N open DNS TCP connections from one client address (0: no limit); a further one is closed at once. With --workers, counted over all the workers.",
   },
   {
     flags: "--log-level <LEVEL>",
@@ -205,12 +228,17 @@ export interface Settings {
   readonly maxRunning: number;
   /** --summon-rate: cold summons per second per client prefix; 0 for no limit. */
   readonly summonRate: number;
+  /** --tcp-per-client: open DNS TCP connections per client address; 0 is no limit. */
+  readonly tcpPerClient: number;
   /** Everything as given, by long name, for backends' own global options. */
   readonly raw: Readonly<Record<string, string | undefined>>;
   /** Positional CONFIG strings. */
   readonly configs: readonly string[];
   /** --config: the file as read at start-up (its VMs are added to `configs`' VMs). */
   readonly file: ConfigFile | undefined;
+  /** --allow-recursion and --allow-summon, as parseAccessList returns them (words and canonical CIDRs). */
+  readonly allowRecursion: readonly string[];
+  readonly allowSummon: readonly string[];
   /** --http ADDR:PORT and --http-token. */
   readonly http: { readonly host: string; readonly port: number } | undefined;
   readonly httpToken: string | undefined;
@@ -288,6 +316,24 @@ function summonRate(v: string): number {
   return n;
 }
 
+/** More than a process could hold open anyway. */
+const MAX_TCP_PER_CLIENT = 65535;
+
+function tcpPerClient(v: string): number {
+  const bad = (): Error =>
+    new Error(
+      `expected a whole number of connections from 0 (no limit) to ${MAX_TCP_PER_CLIENT}, got '${v}'`,
+    );
+  let n: number;
+  try {
+    n = parseIntStrict(v);
+  } catch {
+    throw bad();
+  }
+  if (n < 0 || n > MAX_TCP_PER_CLIENT) throw bad();
+  return n;
+}
+
 function positive(v: string): number {
   const n = parseSeconds(v);
   if (n <= 0) throw new Error(`expected a number of seconds above 0, got '${v}'`);
@@ -355,9 +401,12 @@ export function toSettings(
         : parseWith("--max-starting", str("max-starting")!, wholeNumber(1, "VMs")),
     maxRunning: parseWith("--max-running", str("max-running") ?? "0", wholeNumber(0, "VMs (0: no limit)")),
     summonRate: parseWith("--summon-rate", str("summon-rate") ?? "10", summonRate),
+    tcpPerClient: parseWith("--tcp-per-client", str("tcp-per-client") ?? "8", tcpPerClient),
     raw: stringRaw,
     configs,
     file,
+    allowRecursion: parseAccessList("--allow-recursion", str("allow-recursion") ?? "localhost,localnets"),
+    allowSummon: parseAccessList("--allow-summon", str("allow-summon") ?? "any"),
     http: str("http") === undefined ? undefined : parseHttpAddress(str("http")!),
     httpToken: nonEmpty("--http-token", str("http-token")),
   };
@@ -380,7 +429,7 @@ export function kebabKeys(given: Record<string, unknown>): Record<string, string
 
 /** The options a config file may set: every long option, flags marked as such. */
 export function fileOptionSpecs(): FileOptionSpec[] {
-  return OPTIONS.map((o) => ({ name: o.name, takesValue: /<[^>]+>/.test(o.flags) }));
+  return OPTIONS.map((o) => ({ name: o.name, takesValue: /<[^>]+>/.test(o.flags), list: o.list === true }));
 }
 
 /** Parses `ADDR:PORT` (`[v6]:PORT` for IPv6) as --http takes it. */

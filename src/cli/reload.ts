@@ -1,11 +1,12 @@
 /**
  * SIGHUP: re-read --config and apply its VMs without dropping a query. The new
- * VMs are built and validated first; if anything is wrong the running
+ * VMs are built and validated first, and the backend's start-up checks
+ * (preflight) run on them; if anything is wrong the running
  * configuration stays and the error is logged. Then the summoner takes the new
  * specs (added VMs resolved, removed ones left as they are, changed ones
  * updated) and, in the same turn of the event loop, the DNS server the new zone.
  */
-import { specOptions, type BackendFactory } from "../backends/index.js";
+import { runPreflight, specOptions, type BackendFactory, type VmBackend } from "../backends/index.js";
 import {
   buildFileSpecs,
   distinctVms,
@@ -13,7 +14,7 @@ import {
   type ConfigFile,
   type VmSpec,
 } from "../config/index.js";
-import { describeError } from "../errors/index.js";
+import { describeErrorLines } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { Summoner } from "../summoner/index.js";
 import { fileOptionSpecs } from "./options.js";
@@ -23,6 +24,8 @@ export interface ReloaderOptions {
   /** VMs from CONFIG strings on the command line (they stay across reloads). */
   readonly cliSpecs: readonly VmSpec[];
   readonly factory: BackendFactory;
+  /** Runs its start-up checks (preflight) on the new VMs. */
+  readonly backend: VmBackend;
   readonly summoner: Summoner;
   /** Gives the DNS server(s) the new VMs' zone (in the same turn as the summoner takes them). */
   readonly applyZone: (specs: readonly VmSpec[]) => void;
@@ -50,14 +53,15 @@ export class ConfigReloader {
       file = readConfigFile(path, fileOptionSpecs());
       const fromFile = buildFileSpecs(file, specOptions(factory));
       specs = distinctVms([...this.opts.cliSpecs, ...fromFile]);
+      await runPreflight(this.opts.backend, specs);
     } catch (err) {
-      log.error(`Reload rejected, keeping the running configuration: ${describeError(err)}`);
+      rejected(log, err);
       return false;
     }
     try {
       await this.opts.summoner.setSpecs(specs);
     } catch (err) {
-      log.error(`Reload rejected, keeping the running configuration: ${describeError(err)}`);
+      rejected(log, err);
       return false;
     }
     // No await between the summoner taking the specs and the server taking the zone.
@@ -71,5 +75,12 @@ export class ConfigReloader {
     }
     log.info(`Reloaded '${path}': ${specs.length} VM${specs.length === 1 ? "" : "s"}`);
     return true;
+  }
+}
+
+/** One line per problem (a preflight finds them all at once). */
+function rejected(log: Logger, err: unknown): void {
+  for (const line of describeErrorLines(err)) {
+    log.error(`Reload rejected, keeping the running configuration: ${line}`);
   }
 }

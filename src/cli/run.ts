@@ -3,10 +3,25 @@
  * stats table and signals. `startJitsu` is what the binary runs; tests call it
  * in-process too.
  */
-import { checkStopMode, exitStopMode, findBackend, specOptions, type VmBackend } from "../backends/index.js";
+import {
+  checkStopMode,
+  exitStopMode,
+  findBackend,
+  runPreflight,
+  specOptions,
+  type BackendFactory,
+  type VmBackend,
+} from "../backends/index.js";
 import { systemClock, type Clock } from "../clock/index.js";
 import { buildFileSpecs, buildVmSpec, distinctVms, parseConfigString, type VmSpec } from "../config/index.js";
-import { DnsServer, Forwarder, ZoneIndex, upstreamsFromResolvConf } from "../dns/index.js";
+import {
+  ClientAccess,
+  DnsServer,
+  Forwarder,
+  ZoneIndex,
+  localNetworks,
+  upstreamsFromResolvConf,
+} from "../dns/index.js";
 import { ListenError, describeError } from "../errors/index.js";
 import { createLogger, perVmLevel, redactUri, type Logger } from "../log/index.js";
 import type { DnsCountersView, StatusServer } from "../http/index.js";
@@ -34,7 +49,10 @@ export interface Jitsu {
   readonly http: StatusServer | null;
   /** Stops serving, flushes state and closes the backend; `stopVms` also stops the VMs jitsu started. */
   close(options?: { stopVms?: boolean }): Promise<void>;
-  /** SIGHUP: re-reads --config; resolves false (and logs why) when the file was rejected or there is none. */
+  /**
+   * SIGHUP: re-reads the host's addresses (a wildcard -b), its local networks (localnets) and
+   * --config; resolves false (and logs why) when the file was rejected or there is none.
+   */
   reload(): Promise<boolean>;
 }
 
@@ -55,9 +73,17 @@ export function buildSpecs(configs: readonly string[], backendName: string): VmS
   return distinctVms(specs);
 }
 
-export async function startJitsu(settings: Settings, deps: StartDeps = {}): Promise<Jitsu> {
-  const clock = deps.clock ?? systemClock;
-  const log = deps.log ?? createLogger({ level: settings.logLevel, format: settings.logFormat });
+/**
+ * What start-up checks before it opens, connects or starts anything: every VM
+ * (CONFIG strings and the --config file's) against the backend's keys and
+ * capabilities, and -m. The README examples test runs the same.
+ */
+export function checkSettings(settings: Settings): {
+  factory: BackendFactory;
+  /** The command line's VMs (a reload keeps them and re-reads the file's). */
+  cliSpecs: VmSpec[];
+  specs: VmSpec[];
+} {
   const factory = findBackend(settings.backend);
   const cliSpecs = buildSpecs(settings.configs, settings.backend);
   // buildSpecs checked the command line's VMs; with a file, check them together.
@@ -66,6 +92,13 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       ? cliSpecs
       : distinctVms([...cliSpecs, ...buildFileSpecs(settings.file, specOptions(factory))]);
   checkStopMode(factory, settings.mode);
+  return { factory, cliSpecs, specs };
+}
+
+export async function startJitsu(settings: Settings, deps: StartDeps = {}): Promise<Jitsu> {
+  const clock = deps.clock ?? systemClock;
+  const log = deps.log ?? createLogger({ level: settings.logLevel, format: settings.logFormat });
+  const { factory, cliSpecs, specs } = checkSettings(settings);
 
   // --persistdb: opened before anything runs, so a locked or corrupt database stops us at once.
   const store =
@@ -82,6 +115,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     clock,
   });
   try {
+    // Files, programs and --state-dir: every problem of every VM at once, before anything runs.
+    await runPreflight(backend, specs);
     await backend.connect();
     if (factory.connects) log.info(`Connected to ${shownUri}`);
   } catch (err) {
@@ -129,13 +164,26 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         : "No VMs configured: every query is forwarded",
     );
   }
+  // --allow-recursion / --allow-summon; `localnets` is re-read on SIGHUP.
+  let localnets = localNetworks();
+  const allowRecursion = new ClientAccess(settings.allowRecursion, localnets);
+  const allowSummon = new ClientAccess(settings.allowSummon, localnets);
   let forwarder: Forwarder | null = null;
   let server: DnsServer | null = null;
   let cluster: ClusterPrimary | null = null;
   try {
     if (settings.workers === 1) {
       forwarder = upstreams.length === 0 ? null : new Forwarder({ upstreams, log });
-      server = new DnsServer({ zone, summoner, forwarder, log, ttlSeconds: settings.ttl });
+      server = new DnsServer({
+        zone,
+        summoner,
+        forwarder,
+        log,
+        ttlSeconds: settings.ttl,
+        tcpPerClient: settings.tcpPerClient,
+        allowRecursion,
+        allowSummon,
+      });
       await server.listen(settings.bind, settings.listen);
     } else {
       // --workers N: the workers build their own zones and forwarders from what this process sends.
@@ -150,13 +198,20 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         logLevel: settings.logLevel,
         logFormat: settings.logFormat,
         upstreams,
+        tcpPerClient: settings.tcpPerClient,
         zone: specs,
+        allowRecursion: settings.allowRecursion,
+        allowSummon: settings.allowSummon,
+        localnets,
         // A worker answers its queries in flight, summons included, before it exits.
         closeTimeoutMs: (settings.startTimeout + 5) * 1000,
       });
       log.info(`Starting server on ${settings.bind}:${cluster.port}...`);
       log.info(`Serving DNS with ${settings.workers} workers`);
     }
+    // On a network, who may recurse and summon (and what localnets stands for) is worth a line at info.
+    if (!isLoopback(settings.bind)) log.info(accessLine(allowRecursion, allowSummon));
+    else if (log.isLevelEnabled("debug")) log.debug(accessLine(allowRecursion, allowSummon));
   } catch (err) {
     await summoner.close();
     await store.close().catch(() => undefined);
@@ -234,6 +289,11 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       token: settings.httpToken,
       version: version(),
       refresh: primary === null ? undefined : () => primary.collect(),
+      dns: () => ({
+        allowRecursion: allowRecursion.entries,
+        allowSummon: allowSummon.entries,
+        refused: Object.fromEntries(counters.refusedByReason),
+      }),
     });
     try {
       await http.listen(settings.http.host, settings.http.port);
@@ -259,6 +319,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
           file: settings.file,
           cliSpecs,
           factory,
+          backend,
           summoner,
           applyZone: (next) => {
             if (server !== null) server.setZone(new ZoneIndex(next, settings.ttl, log));
@@ -282,8 +343,23 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     log,
     http,
     reload() {
+      // Bound to a wildcard, DNS follows the host's addresses: read them now rather than at the next poll.
+      void server?.refreshAddresses();
+      primary?.refreshAddresses();
+      // localnets: the interfaces' subnets as they are now.
+      const now = localNetworks();
+      const changed = now.join() !== localnets.join();
+      if (changed) {
+        localnets = now;
+        allowRecursion.setLocalnets(now);
+        allowSummon.setLocalnets(now);
+        primary?.setLocalnets(now);
+        log.info(`SIGHUP: local networks (localnets) are now ${now.join(", ")}`);
+      }
       if (reloader === null) {
-        log.warn("SIGHUP: there is no --config file to reload");
+        // Nothing to warn about when the SIGHUP was for the local networks.
+        if (!changed)
+          log.warn("SIGHUP: there is no --config file to reload (and the local networks are unchanged)");
         return Promise.resolve(false);
       }
       return reloader.reload();
@@ -310,4 +386,16 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       return closing;
     },
   };
+}
+
+function isLoopback(address: string): boolean {
+  return address === "::1" || address.startsWith("127.");
+}
+
+/** The start-up line on a non-loopback address: who may recurse and who may summon. */
+function accessLine(recursion: ClientAccess, summon: ClientAccess): string {
+  const show = (access: ClientAccess): string =>
+    access.entries.join(",") +
+    (access.localNetworks.length > 0 ? ` (localnets: ${access.localNetworks.join(", ")})` : "");
+  return `Recursion allowed to ${show(recursion)}; summons allowed to ${show(summon)}`;
 }

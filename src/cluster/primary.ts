@@ -7,7 +7,7 @@
  */
 import cluster, { type Worker } from "node:cluster";
 import { fileURLToPath } from "node:url";
-import { DnsCounters, type CountersSnapshot, type ZoneVm } from "../dns/index.js";
+import { DnsCounters, LocalClientSlots, type CountersSnapshot, type ZoneVm } from "../dns/index.js";
 import { ListenError, SummonRefusedError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { Summoner } from "../summoner/index.js";
@@ -52,6 +52,8 @@ interface Slot {
   answered: number;
   /** When replacements were started, for the back-off and the limit. */
   restarts: number[];
+  /** The TCP connections per client its worker holds (given back if it dies). */
+  tcpHeld: LocalClientSlots;
   restartTimer: ReturnType<typeof setTimeout> | null;
 }
 
@@ -64,10 +66,13 @@ export class ClusterPrimary {
   /** The ready map as last sent to the workers (the Summoner's own address arrays). */
   private sent: Map<string, readonly string[]>;
   private zone: ZoneVm[];
+  private localnets: readonly string[];
   private pushScheduled = false;
   private nextFlushId = 1;
   private boundPort: number;
   private closing = false;
+  /** --tcp-per-client over every worker. */
+  private readonly tcpSlots: LocalClientSlots;
   /** Each worker's last counters, to turn its totals into changes of the sum. */
   private readonly lastCounters = new WeakMap<Worker, CountersSnapshot>();
 
@@ -76,6 +81,8 @@ export class ClusterPrimary {
     this.log = opts.log;
     this.boundPort = opts.port;
     this.zone = plainZone(opts.zone);
+    this.localnets = opts.localnets;
+    this.tcpSlots = new LocalClientSlots(opts.tcpPerClient);
     this.sent = opts.summoner.readyAddresses();
     for (let i = 1; i <= opts.workers; i++) {
       this.slots.push({
@@ -88,6 +95,7 @@ export class ClusterPrimary {
         answered: 0,
         restarts: [],
         restartTimer: null,
+        tcpHeld: new LocalClientSlots(0),
       });
     }
   }
@@ -137,6 +145,17 @@ export class ClusterPrimary {
   setZone(vms: readonly ZoneVm[]): void {
     this.zone = plainZone(vms);
     this.broadcast({ t: "zone", zone: this.zone });
+  }
+
+  /** SIGHUP: what `localnets` stands for now; replacements start with it. */
+  setLocalnets(cidrs: readonly string[]): void {
+    this.localnets = [...cidrs];
+    this.broadcast({ t: "localnets", cidrs: this.localnets });
+  }
+
+  /** SIGHUP: every worker reads the host's addresses again (a wildcard bind follows them). */
+  refreshAddresses(): void {
+    this.broadcast({ t: "refresh-addresses" });
   }
 
   /**
@@ -266,7 +285,11 @@ export class ClusterPrimary {
           logLevel: this.opts.logLevel,
           logFormat: this.opts.logFormat,
           upstreams: this.opts.upstreams,
+          tcpPerClient: this.opts.tcpPerClient,
           zone: this.zone,
+          allowRecursion: this.opts.allowRecursion,
+          allowSummon: this.opts.allowSummon,
+          localnets: this.localnets,
           ready: [...this.sent],
         });
         return;
@@ -283,6 +306,19 @@ export class ClusterPrimary {
         return;
       case "summon":
         this.summon(worker, msg.id, msg.label, msg.client);
+        return;
+      case "tcp-acquire": {
+        if (slot.worker !== worker) return;
+        const granted = this.tcpSlots.acquire(msg.client);
+        if (granted) slot.tcpHeld.acquire(msg.client);
+        this.send(worker, { t: "tcp-acquired", id: msg.id, granted });
+        return;
+      }
+      case "tcp-release":
+        // Only what this worker was granted: a stray release frees nobody else's slot.
+        if (slot.worker !== worker || slot.tcpHeld.count(msg.client) === 0) return;
+        slot.tcpHeld.release(msg.client);
+        this.tcpSlots.release(msg.client);
         return;
       case "counts": {
         // At shutdown the workers' last counts are kept, but start nothing.
@@ -339,6 +375,10 @@ export class ClusterPrimary {
     slot.worker = null;
     slot.inited = false;
     slot.listening = false;
+    // Its connections died with it.
+    for (const [client, n] of slot.tcpHeld.entries())
+      for (let i = 0; i < n; i++) this.tcpSlots.release(client);
+    slot.tcpHeld = new LocalClientSlots(0);
     for (const done of slot.flushes.values()) done();
     slot.flushes.clear();
     const how = signal !== null ? `signal ${signal}` : `code ${code}`;

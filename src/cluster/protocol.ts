@@ -20,7 +20,13 @@ export interface WorkerSettings {
   readonly logFormat: LogFormat;
   /** Empty: forwarding disabled. */
   readonly upstreams: readonly Upstream[];
+  /** --tcp-per-client (0: no limit): the primary counts for every worker (tcp-acquire). */
+  readonly tcpPerClient: number;
   readonly zone: readonly ZoneVm[];
+  /** --allow-recursion and --allow-summon entries (parseAccessList's), and what `localnets` stands for. */
+  readonly allowRecursion: readonly string[];
+  readonly allowSummon: readonly string[];
+  readonly localnets: readonly string[];
 }
 
 /** What a worker needs to serve DNS, sent once after it says hello. */
@@ -45,8 +51,14 @@ export type ToWorker =
     }
   /** Report your counts now, answering with this id. */
   | { readonly t: "flush"; readonly id: number }
+  /** SIGHUP: the interfaces' subnets changed (what `localnets` stands for). */
+  | { readonly t: "localnets"; readonly cidrs: readonly string[] }
   /** Config reload: the new zone. */
   | { readonly t: "zone"; readonly zone: readonly ZoneVm[] }
+  /** The answer to tcp-acquire `id`: may the worker keep that connection. */
+  | { readonly t: "tcp-acquired"; readonly id: number; readonly granted: boolean }
+  /** SIGHUP: read the host's addresses again (a wildcard bind follows them). */
+  | { readonly t: "refresh-addresses" }
   /** Stop accepting queries, answer those in flight, report, exit. */
   | { readonly t: "close" };
 
@@ -56,6 +68,10 @@ export type ToPrimary =
   | { readonly t: "listen-failed"; readonly error: string }
   /** `client`: the address of the query that caused it (admission control's --summon-rate). */
   | { readonly t: "summon"; readonly id: number; readonly label: string; readonly client?: string }
+  /** A TCP connection from `client` accepted: may it stay (under --tcp-per-client over every worker)? */
+  | { readonly t: "tcp-acquire"; readonly id: number; readonly client: string }
+  /** A connection tcp-acquired for `client` closed. */
+  | { readonly t: "tcp-release"; readonly client: string }
   /**
    * Requests answered from the ready map since the last report, per label, and
    * the worker's DNS counters (totals since it started). `id`: the flush this
@@ -125,6 +141,13 @@ function label(x: unknown, w: string): string {
   return x;
 }
 
+/** A client address as a worker names it (an IPv6 address with a zone is at most ~60 characters). */
+function client(o: Record<string, unknown>): string {
+  const v = str(o, "client");
+  if (v === "" || v.length > 100) throw new Bad("'client': expected an address");
+  return v;
+}
+
 function readyEntries(v: unknown, what: string): ReadyEntry[] {
   return list(v, what, (x, w) => pair(x, w, label, strings));
 }
@@ -172,7 +195,8 @@ function snapshot(v: unknown): CountersSnapshot {
     forwardFailures: count(o.forwardFailures, "dns.forwardFailures"),
     truncated: count(o.truncated, "dns.truncated"),
     tcpConnections: count(o.tcpConnections, "dns.tcpConnections"),
-    refusedSummonRate: count(o.refusedSummonRate, "dns.refusedSummonRate"),
+    refused: list(o.refused, "dns.refused", count),
+    tcpClosed: list(o.tcpClosed, "dns.tcpClosed", count),
     latencyBuckets: list(o.latencyBuckets, "dns.latencyBuckets", count),
     latencySum: count(o.latencySum, "dns.latencySum"),
     latencyCount: count(o.latencyCount, "dns.latencyCount"),
@@ -215,7 +239,11 @@ export function parseToWorker(raw: unknown): Parsed<ToWorker> {
             const u = obj(x, w);
             return { host: str(u, "host"), port: int(u, "port", 1, 65535) };
           }),
+          tcpPerClient: int(o, "tcpPerClient", 0, 65535),
           zone: zoneVms(o.zone, "zone"),
+          allowRecursion: strings(o.allowRecursion, "allowRecursion"),
+          allowSummon: strings(o.allowSummon, "allowSummon"),
+          localnets: strings(o.localnets, "localnets"),
           ready: readyEntries(o.ready, "ready"),
         };
       }
@@ -235,9 +263,17 @@ export function parseToWorker(raw: unknown): Parsed<ToWorker> {
       }
       case "flush":
         return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER) };
+      case "tcp-acquired": {
+        const granted = o.granted;
+        if (typeof granted !== "boolean") throw new Bad("'granted': expected true or false");
+        return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), granted };
+      }
       case "zone":
         return { t, zone: zoneVms(o.zone, "zone") };
+      case "localnets":
+        return { t, cidrs: strings(o.cidrs, "cidrs") };
       case "close":
+      case "refresh-addresses":
         return { t };
       default:
         throw new Bad(`unknown message type '${t}'`);
@@ -260,6 +296,10 @@ export function parseToPrimary(raw: unknown): Parsed<ToPrimary> {
         if (o.client === undefined) return { t, id, label: label(o.label, "label") };
         return { t, id, label: label(o.label, "label"), client: address(o.client) };
       }
+      case "tcp-acquire":
+        return { t, id: int(o, "id", 1, Number.MAX_SAFE_INTEGER), client: client(o) };
+      case "tcp-release":
+        return { t, client: client(o) };
       case "counts":
         return {
           t,

@@ -58,6 +58,14 @@ export class RemoteSummoner implements SummonTarget {
     return this.summon(label, key, client);
   }
 
+  /** A ready VM's addresses from the copy (counted), else null: never asks the primary to start it. */
+  requestIfReady(label: string): readonly string[] | null {
+    const entry = this.entries.get(label);
+    if (entry === undefined || entry.addresses === null) return null;
+    entry.count++;
+    return entry.addresses;
+  }
+
   /** The primary's full map (at start) or a change. Unchanged addresses keep their array. */
   setReady(set: readonly ReadyEntry[], unset: readonly string[]): void {
     for (const label of unset) {

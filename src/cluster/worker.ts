@@ -5,9 +5,10 @@
  * the VMs, and drives this process's life (close, reload).
  */
 import { describeError } from "../errors/index.js";
-import { DnsServer, Forwarder, ZoneIndex } from "../dns/index.js";
+import { ClientAccess, DnsServer, Forwarder, LocalClientSlots, ZoneIndex } from "../dns/index.js";
 import { createLogger, silentLogger, type Logger } from "../log/index.js";
 import { parseToWorker, type InitMessage, type ToPrimary, type ToWorker } from "./protocol.js";
+import { RemoteClientSlots } from "./remote-client-slots.js";
 import { RemoteSummoner } from "./remote-summoner.js";
 
 /** How often a worker reports its request counts and DNS counters unasked. */
@@ -75,8 +76,11 @@ function fallbackLog(): Logger {
 
 class Serving {
   private readonly summoner: RemoteSummoner;
+  /** --tcp-per-client counted by the primary over every worker; null with no limit. */
+  private readonly clientSlots: RemoteClientSlots | null;
   private readonly forwarder: Forwarder | null;
   private readonly server: DnsServer;
+  private readonly access: readonly ClientAccess[];
   private timer: ReturnType<typeof setInterval> | null = null;
   private closing = false;
 
@@ -87,14 +91,22 @@ class Serving {
   ) {
     this.summoner = new RemoteSummoner((m) => send(m));
     this.summoner.setReady(init.ready, []);
+    this.clientSlots = init.tcpPerClient === 0 ? null : new RemoteClientSlots((m) => send(m));
     this.forwarder =
       init.upstreams.length === 0 ? null : new Forwarder({ upstreams: [...init.upstreams], log });
+    // The entries were checked by the primary (parseAccessList); the subnets are the primary's.
+    const allowRecursion = new ClientAccess(init.allowRecursion, init.localnets);
+    const allowSummon = new ClientAccess(init.allowSummon, init.localnets);
+    this.access = [allowRecursion, allowSummon];
     this.server = new DnsServer({
       zone: this.zone(init.zone),
       summoner: this.summoner,
       forwarder: this.forwarder,
       log,
       ttlSeconds: init.ttl,
+      clientSlots: this.clientSlots ?? new LocalClientSlots(0),
+      allowRecursion,
+      allowSummon,
     });
   }
 
@@ -127,8 +139,17 @@ class Serving {
       case "flush":
         this.report(msg.id);
         return;
+      case "tcp-acquired":
+        this.clientSlots?.settle(msg.id, msg.granted);
+        return;
       case "zone":
         this.server.setZone(this.zone(msg.zone));
+        return;
+      case "localnets":
+        for (const access of this.access) access.setLocalnets(msg.cidrs);
+        return;
+      case "refresh-addresses":
+        void this.server.refreshAddresses();
         return;
       case "close":
         void this.close();

@@ -28,6 +28,8 @@ import { parseBool } from "./values.js";
 export interface FileOptionSpec {
   readonly name: string;
   readonly takesValue: boolean;
+  /** A comma-separated list: the file may give a list instead (joined with commas). */
+  readonly list?: boolean;
 }
 
 export interface ConfigFileVm {
@@ -93,7 +95,7 @@ export function parseConfigText(
           : `unknown option '${key}' (known: vms, ${known.sort().join(", ")})`,
       );
     }
-    const scalar = asScalar(value);
+    const scalar = spec.list === true && Array.isArray(value) ? listText(key, value, fail) : asScalar(value);
     if (scalar === undefined) return fail(`option '${key}': expected a single value, got ${describe(value)}`);
     if (spec.takesValue) {
       if (scalar === "") return fail(`option '${key}': expected a value, got an empty one`);
@@ -109,6 +111,19 @@ export function parseConfigText(
     }
   }
   return { path, options, vms };
+}
+
+/** A list option's items as the command line's comma-separated text. */
+function listText(key: string, value: unknown[], fail: (message: string) => never): string {
+  if (value.length === 0) return fail(`option '${key}': empty list`);
+  return value
+    .map((item, i) => {
+      const text = asScalar(item);
+      if (text === undefined || text === "" || text.includes(","))
+        return fail(`option '${key}': item ${i + 1}: expected one value, got ${describe(item)}`);
+      return text;
+    })
+    .join(",");
 }
 
 /**

@@ -3,11 +3,20 @@
  * exporter. Counting on the hot path is an array increment (no hashing, no
  * allocation); the maps are built only when someone reads them.
  */
-import type { SummonRefusal } from "../errors/index.js";
-import { qtypeName, rcodeName } from "./wire.js";
+import { KNOWN_QTYPES, qtypeName, rcodeName } from "./wire.js";
 
 /** Index of the "forwarded" result, after the 4096 extended rcodes (RFC 6891 §6.1.3). */
 const FORWARDED = 4096;
+
+/**
+ * Why jitsu closed a DNS TCP connection (RFC 7766 §6.2.3): no message began
+ * within the idle timeout (`idle`); a message took longer than it, or the
+ * client did not read its answers (`slow`); the client had `--tcp-per-client`
+ * connections open already (`per-client`); or the connection was the one idle
+ * longest when a new one came in at the limit (`evicted`).
+ */
+export const TCP_CLOSE_REASONS = ["idle", "slow", "per-client", "evicted"] as const;
+export type TcpCloseReason = (typeof TCP_CLOSE_REASONS)[number];
 
 /** Upper bounds (seconds) of the forward-latency histogram: an upstream answer on a LAN to a timeout. */
 export const FORWARD_LATENCY_BOUNDS: readonly number[] = Object.freeze([
@@ -15,10 +24,49 @@ export const FORWARD_LATENCY_BOUNDS: readonly number[] = Object.freeze([
 ]);
 
 /**
+ * Query types are counted in one slot per type known by name and one "other"
+ * slot (slot 0) for the rest: the type comes from the network, and each
+ * distinct label value would be one more series in /metrics (65,536 QTYPEs
+ * made 2.9 MB of text before).
+ */
+const TYPE_SLOT = new Uint8Array(65536);
+const SLOT_NAMES: readonly string[] = ["other", ...KNOWN_QTYPES.map((t) => qtypeName(t))];
+KNOWN_QTYPES.forEach((t, i) => (TYPE_SLOT[t] = i + 1));
+
+/**
+ * Why a query was answered REFUSED: the label values of
+ * jitsu_dns_refused_total{reason}, indexed by `REFUSED`'s values.
+ */
+export const REFUSED_REASONS = [
+  "recursion",
+  "summon",
+  "norec",
+  "transfer",
+  "forwarding_off",
+  "summon-rate",
+] as const;
+export type RefusedReason = (typeof REFUSED_REASONS)[number];
+export const REFUSED = {
+  /** A query we would forward, from a client outside --allow-recursion. */
+  recursion: 0,
+  /** A cold VM asked for by a client outside --allow-summon. */
+  summon: 1,
+  /** A query we would forward that does not ask for recursion (RD clear). */
+  norec: 2,
+  /** AXFR / IXFR. */
+  transfer: 3,
+  /** Forwarding is off (-f 0.0.0.0) and the name is outside every managed zone (or not class IN). */
+  forwarding_off: 4,
+  /** A cold VM asked for by a client whose prefix is over --summon-rate. */
+  "summon-rate": 5,
+} as const satisfies Record<RefusedReason, number>;
+
+/**
  * The counters as plain data (what a --workers worker sends its primary):
  * per query type and per result only the non-zero entries, as [index, count].
  */
 export interface CountersSnapshot {
+  /** [type slot (0 = other), count]. */
   readonly types: readonly (readonly [number, number])[];
   readonly results: readonly (readonly [number, number])[];
   readonly malformed: number;
@@ -28,15 +76,18 @@ export interface CountersSnapshot {
   readonly forwardFailures: number;
   readonly truncated: number;
   readonly tcpConnections: number;
-  /** Queries answered REFUSED because the client was over --summon-rate. */
-  readonly refusedSummonRate: number;
+  /** REFUSED answers by reason, indexed as REFUSED_REASONS. */
+  readonly refused: readonly number[];
+  /** Per TCP_CLOSE_REASONS entry, in that order. */
+  readonly tcpClosed: readonly number[];
   readonly latencyBuckets: readonly number[];
   readonly latencySum: number;
   readonly latencyCount: number;
 }
 
 export class DnsCounters {
-  private readonly byType = new Float64Array(65536);
+  private readonly byType = new Float64Array(SLOT_NAMES.length);
+  private readonly byRefused = new Float64Array(REFUSED_REASONS.length);
   private readonly byResult = new Float64Array(FORWARDED + 1);
   /** Packets that could be read up to the header but not further (answered FORMERR). */
   malformed = 0;
@@ -60,15 +111,22 @@ export class DnsCounters {
   truncated = 0;
   /** TCP connections accepted. */
   tcpConnections = 0;
-  /** Cold summons answered REFUSED because the client's prefix was over --summon-rate. */
-  refusedSummonRate = 0;
+  /** TCP connections jitsu closed, per TCP_CLOSE_REASONS entry (those the client closed are not counted). */
+  readonly tcpClosed = new Float64Array(TCP_CLOSE_REASONS.length);
 
-  /** Queries by type mnemonic ("A", "AAAA", "TYPE65534"...), counted once decoded. */
+  /** Queries by type mnemonic ("A", "AAAA", ..., "other" for every type not known by name), counted once decoded. */
   get queriesByType(): Map<string, number> {
     const out = new Map<string, number>();
-    this.byType.forEach((n, t) => {
-      if (n > 0) out.set(qtypeName(t), n);
+    this.byType.forEach((n, slot) => {
+      if (n > 0) out.set(SLOT_NAMES[slot]!, n);
     });
+    return out;
+  }
+
+  /** REFUSED answers by reason, every reason present (0 included). */
+  get refusedByReason(): Map<RefusedReason, number> {
+    const out = new Map<RefusedReason, number>();
+    REFUSED_REASONS.forEach((reason, i) => out.set(reason, this.byRefused[i]!));
     return out;
   }
 
@@ -81,11 +139,6 @@ export class DnsCounters {
     return out;
   }
 
-  /** Queries answered REFUSED by policy, by reason (the `reason` label of jitsu_dns_refused_total). */
-  get refusedByReason(): Map<string, number> {
-    return new Map([["summon-rate", this.refusedSummonRate]]);
-  }
-
   /** Every answer sent (all results). */
   get answered(): number {
     let sum = 0;
@@ -94,8 +147,13 @@ export class DnsCounters {
   }
 
   countType(qtype: number): void {
-    const i = qtype & 0xffff;
+    const i = TYPE_SLOT[qtype & 0xffff]!;
     this.byType[i] = this.byType[i]! + 1;
+  }
+
+  /** One REFUSED answer, by reason (a `REFUSED` value). */
+  countRefused(reason: number): void {
+    this.byRefused[reason] = this.byRefused[reason]! + 1;
   }
 
   countRcode(rcode: number): void {
@@ -103,8 +161,14 @@ export class DnsCounters {
     this.byResult[i] = this.byResult[i]! + 1;
   }
 
-  countRefused(reason: SummonRefusal): void {
-    if (reason === "summon-rate") this.refusedSummonRate++;
+  /** TCP connections closed by jitsu, by reason: every reason present, 0 included. */
+  get tcpClosedByReason(): Map<TcpCloseReason, number> {
+    return new Map(TCP_CLOSE_REASONS.map((r, i) => [r, this.tcpClosed[i]!]));
+  }
+
+  countTcpClosed(reason: TcpCloseReason): void {
+    const i = TCP_CLOSE_REASONS.indexOf(reason);
+    this.tcpClosed[i] = this.tcpClosed[i]! + 1;
   }
 
   countForwarded(): void {
@@ -137,7 +201,8 @@ export class DnsCounters {
       forwardFailures: this.forwardFailures,
       truncated: this.truncated,
       tcpConnections: this.tcpConnections,
-      refusedSummonRate: this.refusedSummonRate,
+      refused: [...this.byRefused],
+      tcpClosed: [...this.tcpClosed],
       latencyBuckets: [...this.forwardLatencyBuckets],
       latencySum: this.forwardLatencySum,
       latencyCount: this.forwardLatencyCount,
@@ -146,7 +211,12 @@ export class DnsCounters {
 
   /** Adds (`sign` 1) or takes away (-1) a snapshot: the primary's sum over its workers. */
   addSnapshot(s: CountersSnapshot, sign: 1 | -1 = 1): void {
-    for (const [i, n] of s.types) this.byType[i & 0xffff] = this.byType[i & 0xffff]! + sign * n;
+    for (const [i, n] of s.types) {
+      if (i >= 0 && i < this.byType.length) this.byType[i] = this.byType[i]! + sign * n;
+    }
+    for (let i = 0; i < this.byRefused.length && i < s.refused.length; i++) {
+      this.byRefused[i] = this.byRefused[i]! + sign * s.refused[i]!;
+    }
     for (const [i, n] of s.results) {
       if (i >= 0 && i < this.byResult.length) this.byResult[i] = this.byResult[i]! + sign * n;
     }
@@ -157,7 +227,9 @@ export class DnsCounters {
     this.forwardFailures += sign * s.forwardFailures;
     this.truncated += sign * s.truncated;
     this.tcpConnections += sign * s.tcpConnections;
-    this.refusedSummonRate += sign * s.refusedSummonRate;
+    for (let i = 0; i < this.tcpClosed.length && i < s.tcpClosed.length; i++) {
+      this.tcpClosed[i] = this.tcpClosed[i]! + sign * s.tcpClosed[i]!;
+    }
     const buckets = this.forwardLatencyBuckets;
     for (let i = 0; i < buckets.length && i < s.latencyBuckets.length; i++) {
       buckets[i] = buckets[i]! + sign * s.latencyBuckets[i]!;

@@ -9,4 +9,15 @@ export {
   type ForwarderOptions,
   type Upstream,
 } from "./forwarder/index.js";
-export { DnsCounters, FORWARD_LATENCY_BOUNDS, type CountersSnapshot } from "./counters.js";
+export {
+  DnsCounters,
+  FORWARD_LATENCY_BOUNDS,
+  REFUSED,
+  REFUSED_REASONS,
+  TCP_CLOSE_REASONS,
+  type CountersSnapshot,
+  type RefusedReason,
+  type TcpCloseReason,
+} from "./counters.js";
+export { ClientAccess, localNetworks, parseAccessList } from "./access.js";
+export { LocalClientSlots, type ClientSlots } from "./tcp.js";

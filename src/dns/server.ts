@@ -1,5 +1,7 @@
 /**
- * DnsServer: UDP and TCP (RFC 7766) on one address and port.
+ * DnsServer: UDP and TCP (RFC 7766) on one address and port. UDP is bound per
+ * local address when the address is a wildcard (udp.ts); TCP connections and
+ * their limits are tcp.ts's.
  *
  * Each query is decoded into a reused QueryInfo (wire.ts), then:
  *  - A/AAAA for a managed name: `summoner.request(vm)`; an array means the VM
@@ -10,13 +12,19 @@
  *    addresses: answered from the ZoneIndex, authoritatively;
  *  - anything else: forwarded, or with forwarding disabled NXDOMAIN (inside
  *    a managed zone, with its SOA) or REFUSED (outside every managed zone).
+ * Access (access.ts): a query we would forward is REFUSED to a client outside
+ * --allow-recursion, or without RD; a cold VM is REFUSED to a client outside
+ * --allow-summon (a ready one is answered). Our own data is answered to all.
  * See README.md in this folder for the full table.
  */
-import dgram from "node:dgram";
+import type dgram from "node:dgram";
 import net from "node:net";
 import { ListenError, SummonRefusedError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
-import { DnsCounters } from "./counters.js";
+import { ClientAccess } from "./access.js";
+import { DnsCounters, REFUSED } from "./counters.js";
+import { LocalClientSlots, TcpConnections, type ClientSlots } from "./tcp.js";
+import { UdpListeners, type Interfaces } from "./udp.js";
 import type { Forwarder } from "./forwarder/forwarder.js";
 import {
   HEADER_LEN,
@@ -50,6 +58,11 @@ export interface SummonTarget {
    * with) SummonRefusedError when that client may not cause a start now.
    */
   request(label: string, client?: string): readonly string[] | Promise<readonly string[]>;
+  /**
+   * The VM's addresses if it is ready now (counted as a request, as request()
+   * counts it), else null: never starts it (a client outside --allow-summon).
+   */
+  requestIfReady(label: string): readonly string[] | null;
 }
 
 export interface DnsServerOptions {
@@ -58,24 +71,31 @@ export interface DnsServerOptions {
   forwarder: Forwarder | null;
   log: Logger;
   ttlSeconds: number;
-  /** A TCP connection with no query outstanding is closed after this long (default 10 s, RFC 7766 §6.2.3). */
+  /**
+   * RFC 7766 §6.2.3 (default 10 s): a TCP connection is closed when no message
+   * begins within this long of the last message or answer, or a message takes
+   * longer than this from its first byte to its last.
+   */
   tcpIdleTimeoutMs?: number;
-  /** Open TCP connections beyond this are refused (default 128). */
+  /** At this many open TCP connections, a new one closes the one idle longest (default 128). */
   maxTcpConnections?: number;
+  /** --allow-recursion: clients whose queries may be forwarded (default: any; the CLI passes its own default). */
+  allowRecursion?: ClientAccess;
+  /** --allow-summon: clients whose queries may start a VM (default: any). */
+  allowSummon?: ClientAccess;
+  /** Open TCP connections per client address (default 8; 0: no limit). Ignored when `clientSlots` is given. */
+  tcpPerClient?: number;
+  /** Who counts TCP connections per client (--workers: the primary, over every worker). */
+  clientSlots?: ClientSlots;
+  /** With a wildcard address, how often the host's addresses are read (default 5 s). */
+  interfacePollMs?: number;
+  /** The host's interfaces (default os.networkInterfaces; tests substitute). */
+  interfaces?: Interfaces;
 }
 
 type Reply = Buffer | null;
 
 const TCP_LIMIT = 65535;
-
-/**
- * The UDP socket's receive buffer. A burst (a thousand clients asking for a
- * cold VM at once, a resolver's retries) arrives faster than one thread reads
- * it; with the kernel's default (~208 KiB, ~300 queries) the rest is dropped
- * and each client waits for its retry (bench/: storm). The kernel caps this at
- * net.core.rmem_max.
- */
-const UDP_RECEIVE_BUFFER = 4 << 20;
 
 export class DnsServer {
   readonly counters = new DnsCounters();
@@ -85,13 +105,15 @@ export class DnsServer {
   private readonly log: Logger;
   private readonly ttl: number;
   private readonly ra: boolean;
-  private readonly tcpIdleTimeoutMs: number;
-  private readonly maxTcpConnections: number;
+  private readonly interfacePollMs: number | undefined;
+  private readonly interfaces: Interfaces | undefined;
+  private readonly allowRecursion: ClientAccess;
+  private readonly allowSummon: ClientAccess;
   /** Reused for every query: the hot path allocates nothing but the reply. */
   private readonly q: QueryInfo = newQueryInfo();
-  private udp: dgram.Socket | null = null;
+  private udp: UdpListeners | null = null;
   private tcp: net.Server | null = null;
-  private readonly connections = new Set<net.Socket>();
+  private readonly connections: TcpConnections;
   /** Async answers not yet made (a summon or a forward in flight), and who waits for none to be left. */
   private pending = 0;
   private drained: (() => void) | null = null;
@@ -107,8 +129,18 @@ export class DnsServer {
     this.log = opts.log;
     this.ttl = opts.ttlSeconds;
     this.ra = opts.forwarder !== null;
-    this.tcpIdleTimeoutMs = opts.tcpIdleTimeoutMs ?? 10_000;
-    this.maxTcpConnections = opts.maxTcpConnections ?? 128;
+    this.interfacePollMs = opts.interfacePollMs;
+    this.interfaces = opts.interfaces;
+    this.connections = new TcpConnections({
+      idleTimeoutMs: opts.tcpIdleTimeoutMs ?? 10_000,
+      maxConnections: opts.maxTcpConnections ?? 128,
+      slots: opts.clientSlots ?? new LocalClientSlots(opts.tcpPerClient ?? 8),
+      counters: this.counters,
+      log: opts.log,
+      answer: (msg, client) => this.safeHandle(msg, true, client),
+    });
+    this.allowRecursion = opts.allowRecursion ?? new ClientAccess(["any"]);
+    this.allowSummon = opts.allowSummon ?? new ClientAccess(["any"]);
   }
 
   /** The port actually bound (useful after `listen(host, 0)`). */
@@ -118,31 +150,27 @@ export class DnsServer {
 
   /**
    * Binds UDP, then TCP on the same port. With port 0, UDP picks it and TCP follows.
+   * A wildcard (0.0.0.0, ::) binds UDP on each of the host's addresses (udp.ts:
+   * each answer leaves from the address its query was sent to) and follows them
+   * as they come and go; TCP keeps one wildcard listener: a connection always
+   * answers from its own local address, and a new address is served at once.
    * `shared` (a --workers worker): TCP listens through node:cluster's shared handle
    * instead of exclusively, and the "Starting server" line is left to the primary.
    */
   async listen(host: string, port: number, options: { shared?: boolean } = {}): Promise<void> {
     const shared = options.shared === true;
-    // Not net.isIPv6: its first call compiles a large regular expression (~10 ms of start-up).
-    const type = host.includes(":") ? "udp6" : "udp4";
     let lastErr: unknown;
     for (let attempt = 0; attempt < (port === 0 ? 10 : 1); attempt++) {
-      const udp = dgram.createSocket({ type, recvBufferSize: UDP_RECEIVE_BUFFER });
-      try {
-        await new Promise<void>((resolve, reject) => {
-          udp.once("error", reject);
-          udp.bind(port, host, () => {
-            udp.off("error", reject);
-            resolve();
-          });
-        });
-      } catch (err) {
-        udp.close();
-        throw ListenError.of("UDP", host, port, err);
-      }
-      const actual = udp.address().port;
-      const tcp = net.createServer((conn) => this.onTcpConnection(conn));
-      tcp.maxConnections = this.maxTcpConnections;
+      const udp = new UdpListeners({
+        host,
+        onMessage: (sock, msg, rinfo) => this.onUdpMessage(sock, msg, rinfo.port, rinfo.address),
+        log: this.log,
+        announce: !shared,
+        pollMs: this.interfacePollMs,
+        interfaces: this.interfaces,
+      });
+      const actual = await udp.bind(port);
+      const tcp = net.createServer((conn) => this.connections.accept(conn));
       try {
         await new Promise<void>((resolve, reject) => {
           tcp.once("error", reject);
@@ -152,13 +180,11 @@ export class DnsServer {
           });
         });
       } catch (err) {
-        udp.close();
+        await udp.close();
         lastErr = err;
         continue; // with port 0, TCP's port was taken: pick another
       }
-      udp.on("error", (err) => this.log.error(`DNS UDP socket error: ${describeError(err)}`));
       tcp.on("error", (err) => this.log.error(`DNS TCP server error: ${describeError(err)}`));
-      udp.on("message", (msg, rinfo) => this.onUdpMessage(udp, msg, rinfo.port, rinfo.address));
       this.udp = udp;
       this.tcp = tcp;
       this.boundPort = actual;
@@ -169,6 +195,16 @@ export class DnsServer {
     throw ListenError.of("TCP", host, port, lastErr);
   }
 
+  /** The addresses UDP is bound to (one, or with a wildcard each of the host's). */
+  get udpAddresses(): string[] {
+    return this.udp?.addresses ?? [];
+  }
+
+  /** Bound to a wildcard: reads the host's addresses now (SIGHUP) instead of at the next poll. */
+  refreshAddresses(): Promise<void> {
+    return this.udp?.refresh() ?? Promise.resolve();
+  }
+
   /** Swaps the zone (config reload). Queries in flight finish with the zone they started with. */
   setZone(zone: ZoneIndex): void {
     this.zone = zone;
@@ -177,33 +213,18 @@ export class DnsServer {
   /** Stops accepting queries, answers those in flight, then closes the sockets. */
   async close(): Promise<void> {
     this.closing = true;
+    this.connections.stop();
     const tcpClosed =
       this.tcp === null
         ? Promise.resolve()
         : new Promise<void>((resolve) => this.tcp!.close(() => resolve()));
     if (this.pending > 0)
       await (this.drainedWait ??= new Promise<void>((resolve) => (this.drained = resolve)));
-    // Let the answers just produced reach their sockets, then close TCP gracefully
-    // (end() flushes what is written; destroy() only if the peer does not close).
+    // Let the answers just produced reach their sockets, then close TCP gracefully.
     await new Promise((resolve) => setImmediate(resolve));
-    const ends = [...this.connections].map(
-      (conn) =>
-        new Promise<void>((resolve) => {
-          const timer = setTimeout(() => conn.destroy(), 1000);
-          conn.once("close", () => {
-            clearTimeout(timer);
-            resolve();
-          });
-          conn.end();
-        }),
-    );
-    await Promise.all(ends);
-    this.connections.clear();
+    await this.connections.end();
     await tcpClosed;
-    if (this.udp !== null) {
-      const udp = this.udp;
-      await new Promise<void>((resolve) => udp.close(() => resolve()));
-    }
+    await this.udp?.close();
     this.udp = null;
     this.tcp = null;
   }
@@ -218,60 +239,8 @@ export class DnsServer {
       return;
     }
     void (r as Promise<Reply>).then((buf) => {
-      if (buf !== null && !this.closedSocket(sock)) sock.send(buf, port, address);
-    });
-  }
-
-  private closedSocket(sock: dgram.Socket): boolean {
-    return this.udp !== sock;
-  }
-
-  private onTcpConnection(conn: net.Socket): void {
-    if (this.closing) {
-      conn.destroy();
-      return;
-    }
-    this.counters.tcpConnections++;
-    this.connections.add(conn);
-    // Read once: the getter asks the kernel the first time.
-    const client = conn.remoteAddress ?? "";
-    conn.setNoDelay(true);
-    let buffered: Buffer = Buffer.alloc(0);
-    let outstanding = 0;
-    // RFC 7766 §6.2.3: close idle connections; a connection waiting for an answer is not idle.
-    conn.setTimeout(this.tcpIdleTimeoutMs, () => {
-      if (outstanding === 0) conn.destroy();
-    });
-    conn.on("error", (err) => this.log.debug(`DNS TCP connection error: ${describeError(err)}`));
-    conn.on("close", () => this.connections.delete(conn));
-    const send = (buf: Buffer): void => {
-      if (conn.destroyed) return;
-      const framed = Buffer.allocUnsafe(2 + buf.length);
-      framed.writeUInt16BE(buf.length, 0);
-      buf.copy(framed, 2);
-      conn.write(framed);
-    };
-    conn.on("data", (chunk: Buffer) => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      while (buffered.length >= 2) {
-        const len = buffered.readUInt16BE(0);
-        if (buffered.length < 2 + len) break;
-        const msg = buffered.subarray(2, 2 + len);
-        buffered = buffered.subarray(2 + len);
-        if (this.closing) continue;
-        const r = this.safeHandle(msg, true, client);
-        if (r === null) continue;
-        if (!(r instanceof Buffer)) {
-          // Pipelining (RFC 7766 §6.2.1.1): later queries may be answered first.
-          outstanding++;
-          void (r as Promise<Reply>).then((buf) => {
-            outstanding--;
-            if (buf !== null) send(buf);
-          });
-        } else {
-          send(r);
-        }
-      }
+      // Its address may be gone meanwhile (a wildcard follows the host's addresses).
+      if (buf !== null && this.udp?.has(sock) === true) sock.send(buf, port, address);
     });
   }
 
@@ -355,14 +324,14 @@ export class DnsServer {
       return this.reply(msg, q, { rcode: RCODE.BADVERS, aa: false, ra: this.ra }, limit);
     }
     if (q.qtype === QTYPE.AXFR || q.qtype === QTYPE.IXFR) {
-      return this.reply(msg, q, { rcode: RCODE.REFUSED, aa: false, ra: this.ra }, limit);
+      return this.refuse(msg, q, REFUSED.transfer, this.ra, limit);
     }
     const zone = this.zone;
     if (q.qclass === QCLASS_IN && (q.qtype === QTYPE.A || q.qtype === QTYPE.AAAA)) {
       const entry = zone.lookupWire(msg, HEADER_LEN, q.nameEnd, q.nameHash);
       if (entry !== undefined) return this.summon(msg, q, entry, limit, client);
     }
-    return this.answerSlow(msg, copyQueryInfo(q), zone, limit);
+    return this.answerSlow(msg, copyQueryInfo(q), zone, limit, client);
   }
 
   private summon(
@@ -374,7 +343,14 @@ export class DnsServer {
   ): Reply | Promise<Reply> {
     let r: readonly string[] | Promise<readonly string[]>;
     try {
-      r = this.summoner.request(entry.vm, client);
+      if (this.allowSummon.all) r = this.summoner.request(entry.vm, client);
+      else {
+        // A ready VM is answered to anyone; only a start needs --allow-summon.
+        const ready = this.summoner.requestIfReady(entry.vm);
+        if (ready !== null) r = ready;
+        else if (this.allowSummon.allows(client)) r = this.summoner.request(entry.vm, client);
+        else return this.refuse(msg, q, REFUSED.summon, this.ra, limit);
+      }
     } catch (err) {
       return this.summonFailed(msg, q, entry, err, limit);
     }
@@ -393,8 +369,7 @@ export class DnsServer {
   private summonFailed(msg: Buffer, q: QueryInfo, entry: ManagedName, err: unknown, limit: number): Reply {
     if (err instanceof SummonRefusedError) {
       // Not a failure of the VM: this client may not start it now (the summoner logged why).
-      this.counters.countRefused(err.reason);
-      return this.reply(msg, q, { rcode: RCODE.REFUSED, aa: false, ra: this.ra }, limit);
+      return this.refuse(msg, q, REFUSED["summon-rate"], this.ra, limit);
     }
     this.log.warn(
       { vm: entry.vm },
@@ -436,6 +411,12 @@ export class DnsServer {
     return out;
   }
 
+  /** REFUSED, counted by reason; the question echoed and an OPT if the query had one (buildReply). */
+  private refuse(msg: Buffer, q: QueryInfo, reason: number, ra: boolean, limit: number): Buffer {
+    this.counters.countRefused(reason);
+    return this.reply(msg, q, { rcode: RCODE.REFUSED, aa: false, ra }, limit);
+  }
+
   private reply(msg: Buffer, q: QueryInfo, sections: ReplySections, limit: number): Buffer {
     const out = buildReply(msg, q, sections, limit);
     if ((out[2]! & 0x02) !== 0 && limit > 0) this.counters.truncated++;
@@ -444,10 +425,17 @@ export class DnsServer {
   }
 
   /** Everything but A/AAAA for a managed name. `q` is the caller's own copy. */
-  private answerSlow(msg: Buffer, q: QueryInfo, zone: ZoneIndex, limit: number): Reply | Promise<Reply> {
+  private answerSlow(
+    msg: Buffer,
+    q: QueryInfo,
+    zone: ZoneIndex,
+    limit: number,
+    client: string,
+  ): Reply | Promise<Reply> {
     const name = nameToString(msg, HEADER_LEN, q.nameEnd);
     const ra = this.ra;
-    if (q.qclass !== QCLASS_IN) return this.forwardOr(msg, q, limit, { rcode: RCODE.REFUSED, aa: false, ra });
+    if (q.qclass !== QCLASS_IN)
+      return this.forwardOr(msg, q, limit, client, { rcode: RCODE.REFUSED, aa: false, ra });
     const entry = zone.lookup(name);
     const apex = entry?.apexOf ?? zone.zone(name);
     const apexRecords: dnsPacket.Answer[] = [];
@@ -478,29 +466,45 @@ export class DnsServer {
       if (apexRecords.length > 0)
         return this.reply(msg, q, { rcode: RCODE.NOERROR, aa: true, ra, answers: apexRecords }, limit);
       // Other types at an apex we do not manage may exist upstream (example.org MX).
-      return this.forwardOr(msg, q, limit, { rcode: RCODE.NOERROR, aa: true, ra, authorities: [apex.soa] });
+      return this.forwardOr(msg, q, limit, client, {
+        rcode: RCODE.NOERROR,
+        aa: true,
+        ra,
+        authorities: [apex.soa],
+      });
     }
     const enclosing = zone.enclosingZone(name);
     if (enclosing !== undefined) {
-      return this.forwardOr(msg, q, limit, {
+      return this.forwardOr(msg, q, limit, client, {
         rcode: RCODE.NXDOMAIN,
         aa: true,
         ra,
         authorities: [enclosing.soa],
       });
     }
-    return this.forwardOr(msg, q, limit, { rcode: RCODE.REFUSED, aa: false, ra });
+    return this.forwardOr(msg, q, limit, client, { rcode: RCODE.REFUSED, aa: false, ra });
   }
 
-  /** Forwards when a forwarder is configured, else answers `otherwise`. */
+  /**
+   * Forwards when a forwarder is configured, else answers `otherwise`. Only for
+   * a client in --allow-recursion that asks for recursion (RD): anyone else
+   * is REFUSED, as BIND and unbound answer clients they do not recurse for.
+   */
   private forwardOr(
     msg: Buffer,
     q: QueryInfo,
     limit: number,
+    client: string,
     otherwise: ReplySections,
   ): Reply | Promise<Reply> {
     const forwarder = this.forwarder;
-    if (forwarder === null) return this.reply(msg, q, otherwise, limit);
+    if (forwarder === null) {
+      if (otherwise.rcode === RCODE.REFUSED) this.counters.countRefused(REFUSED.forwarding_off);
+      return this.reply(msg, q, otherwise, limit);
+    }
+    // RA clear: recursion is not available to this client.
+    if (!this.allowRecursion.allows(client)) return this.refuse(msg, q, REFUSED.recursion, false, limit);
+    if (!q.rd) return this.refuse(msg, q, REFUSED.norec, this.ra, limit);
     this.counters.forwarded++;
     const started = performance.now();
     return this.track(

@@ -12,6 +12,12 @@ import dnsPacket from "dns-packet";
 
 export const HEADER_LEN = 12;
 export const OPT_LEN = 11;
+/**
+ * RFC 1035 §3.1: a name is at most 255 bytes on the wire, length octets and
+ * the root's zero included; so its labels (with their length octets) take at
+ * most 254.
+ */
+const MAX_LABELS_LEN = 254;
 /** What we advertise in our OPT (RFC 6891 §6.2.5; the DNS Flag Day 2020 value). */
 export const OUR_UDP_SIZE = 1232;
 
@@ -58,6 +64,8 @@ export function rcodeName(rcode: number): string {
 }
 
 const TYPE_NAMES: string[] = [];
+/** The query types known by name (a bounded set: counters give every other type one "other" slot). */
+export const KNOWN_QTYPES: readonly number[] = [];
 for (const [name, value] of Object.entries({
   A: 1,
   NS: 2,
@@ -77,12 +85,24 @@ for (const [name, value] of Object.entries({
   TLSA: 52,
   SVCB: 64,
   HTTPS: 65,
+  NULL: 10,
+  LOC: 29,
+  DNAME: 39,
+  SSHFP: 44,
+  NSEC3: 50,
+  NSEC3PARAM: 51,
+  CDS: 59,
+  CDNSKEY: 60,
+  OPENPGPKEY: 61,
+  SPF: 99,
+  URI: 256,
   CAA: 257,
   IXFR: 251,
   AXFR: 252,
   ANY: 255,
 })) {
   TYPE_NAMES[value] = name;
+  (KNOWN_QTYPES as number[]).push(value);
 }
 /** A query type's mnemonic; constant strings for common types, so counting allocates nothing. */
 export function qtypeName(qtype: number): string {
@@ -232,7 +252,7 @@ function skipName(buf: Uint8Array, off: number): number {
     if ((len & 0xc0) === 0xc0) return off + 2 <= buf.length ? off + 2 : -1;
     if ((len & 0xc0) !== 0) return -1; // RFC 6891 §5: extended label types are gone
     total += len + 1;
-    if (total > 255) return -1;
+    if (total > MAX_LABELS_LEN) return -1;
     off += len + 1;
   }
 }
@@ -290,7 +310,7 @@ export function decodeQuery(buf: Uint8Array, q: QueryInfo): QueryInfo {
       }
       if ((len & 0xc0) !== 0) return fail(q, "compressed or extended label in the question");
       total += len + 1;
-      if (total > 255) return fail(q, "question name longer than 255 bytes");
+      if (total > MAX_LABELS_LEN) return fail(q, "question name longer than 255 bytes");
       off += len + 1;
     }
     if (off + 4 > buf.length) return fail(q, "question type/class missing");

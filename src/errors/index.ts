@@ -11,6 +11,7 @@ export type JitsuErrorCode =
   | "ERR_START_TIMEOUT"
   | "ERR_STORE"
   | "ERR_LISTEN"
+  | "ERR_PREFLIGHT"
   | "ERR_SUMMON_REFUSED";
 
 export class JitsuError extends Error {
@@ -113,10 +114,30 @@ export class StoreError extends JitsuError {
   }
 }
 
+/**
+ * Every problem a backend's start-up checks found (its `preflight`: a missing
+ * file, a program not on PATH, an unwritable --state-dir), each a ConfigError
+ * naming the VM and the key or a UsageError naming the option. The message
+ * has one line per problem; `describeErrorLines` gives them one by one.
+ */
+export class PreflightError extends JitsuError {
+  readonly problems: readonly JitsuError[];
+  constructor(problems: readonly JitsuError[]) {
+    super("ERR_PREFLIGHT", problems.map((p) => p.message).join("\n"));
+    this.problems = problems;
+  }
+}
+
 /** Turns anything thrown into a one-line message for a user. */
 export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message.split("\n")[0] ?? String(err);
   return String(err);
+}
+
+/** Like describeError, but one line per problem of a PreflightError. */
+export function describeErrorLines(err: unknown): string[] {
+  if (err instanceof PreflightError) return err.problems.map((p) => describeError(p));
+  return [describeError(err)];
 }
 
 /**

@@ -40,7 +40,10 @@ export class JitsuMetrics {
     const registers = [this.registry];
     const counters = opts.counters;
     const summoner = opts.summoner;
-    if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "jitsu_" });
+    if (opts.processMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry, prefix: "jitsu_" });
+      dropTotalGauges(this.registry);
+    }
 
     // ---- DNS, read from DnsServer.counters at scrape time ----
     const fromMap = (
@@ -65,6 +68,12 @@ export class JitsuMetrics {
       "DNS queries received, by query type.",
       "type",
       (c) => c.queriesByType,
+    );
+    fromMap(
+      "jitsu_dns_refused_total",
+      "DNS queries answered REFUSED, by reason: recursion (client outside --allow-recursion), summon (outside --allow-summon), norec (RD clear on a name we would forward), transfer (AXFR/IXFR), forwarding_off, summon-rate (the client's prefix was over --summon-rate for a VM that was not ready).",
+      "reason",
+      (c) => c.refusedByReason,
     );
     fromMap(
       "jitsu_dns_answers_total",
@@ -100,14 +109,14 @@ export class JitsuMetrics {
       "Forwarded DNS queries that shared an identical upstream query already in flight.",
       (c) => c.forwardCoalesced,
     );
-    fromMap(
-      "jitsu_dns_refused_total",
-      "DNS queries answered REFUSED by policy, by reason (summon-rate: the client's prefix was over --summon-rate for a VM that was not ready).",
-      "reason",
-      (c) => c.refusedByReason,
-    );
     plain("jitsu_dns_truncated_total", "UDP answers sent truncated (TC set).", (c) => c.truncated);
     plain("jitsu_dns_tcp_connections_total", "DNS TCP connections accepted.", (c) => c.tcpConnections);
+    fromMap(
+      "jitsu_dns_tcp_closed_total",
+      "DNS TCP connections jitsu closed, by reason: idle (no query within the idle timeout), slow (a query not completed, or answers not read, within it), per-client (over --tcp-per-client), evicted (idle longest when a new connection came at the limit).",
+      "reason",
+      (c) => c.tcpClosedByReason,
+    );
     // Read from the counters' buckets at scrape time (not observed one by one), so the
     // buckets of --workers workers add up to one histogram in the primary.
     if (counters !== null) this.registry.registerMetric(forwardLatencyHistogram(counters));
@@ -286,6 +295,19 @@ export class JitsuMetrics {
       entry.state = vm.state;
     }
     for (const label of this.seen.keys()) if (!present.has(label)) this.seen.delete(label);
+  }
+}
+
+/**
+ * prom-client's defaults include gauges named like counters
+ * (`nodejs_active_handles_total`, the sum of `nodejs_active_handles{type}`),
+ * which `promtool check metrics` rejects: a `_total` suffix is for counters
+ * (OpenMetrics). Each such sum is left out; its per-type gauge stays.
+ */
+function dropTotalGauges(registry: Registry): void {
+  for (const metric of registry.getMetricsAsArray()) {
+    if (!(metric instanceof Counter) && metric.name.endsWith("_total"))
+      registry.removeSingleMetric(metric.name);
   }
 }
 

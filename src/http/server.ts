@@ -10,7 +10,7 @@ import type { AddressInfo } from "node:net";
 import { BackendError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { JitsuMetrics } from "./metrics.js";
-import type { SummonerView, VmStatusView } from "./view.js";
+import type { DnsStatusView, SummonerView, VmStatusView } from "./view.js";
 
 export interface StatusServerOptions {
   readonly summoner: SummonerView;
@@ -24,7 +24,21 @@ export interface StatusServerOptions {
    * workers' request counts and DNS counters, so a scrape sees them all.
    */
   readonly refresh?: () => Promise<void>;
+  /** The DNS access lists and REFUSED counts for /status (read after refresh). */
+  readonly dns?: () => DnsStatusView;
+  /** Open connections beyond this are closed as they arrive (default `HTTP_MAX_CONNECTIONS`). */
+  readonly maxConnections?: number;
+  /** A connection that has not sent a request's headers within this is closed with 408 (default `HTTP_HEADERS_TIMEOUT_MS`). */
+  readonly headersTimeoutMs?: number;
 }
+
+/**
+ * Limits that keep a client that connects and never finishes from locking
+ * others out (slowloris): at most this many connections at once (a status
+ * endpoint has a handful of scrapers), and headers within 10 s.
+ */
+export const HTTP_MAX_CONNECTIONS = 64;
+export const HTTP_HEADERS_TIMEOUT_MS = 10_000;
 
 export class StatusServer {
   private readonly server: Server;
@@ -36,15 +50,21 @@ export class StatusServer {
   constructor(opts: StatusServerOptions) {
     this.opts = opts;
     this.tokenDigest = opts.token === undefined || opts.token === "" ? null : digest(opts.token);
-    this.server = createServer((req, res) => {
+    const headersTimeout = opts.headersTimeoutMs ?? HTTP_HEADERS_TIMEOUT_MS;
+    // Node checks the timeouts below every connectionsCheckingInterval (30 s by default, so a
+    // slow client would hold its connection for up to 40 s): check often enough to keep the limit.
+    const checkEvery = Math.max(50, Math.min(1000, Math.floor(headersTimeout / 4)));
+    this.server = createServer({ connectionsCheckingInterval: checkEvery }, (req, res) => {
       this.route(req, res).catch((err: unknown) => {
         opts.log.error(`HTTP ${req.method} ${req.url}: ${describeError(err)}`);
         if (!res.headersSent) send(res, 500, { error: "internal error" });
         else res.destroy();
       });
     });
-    this.server.headersTimeout = 10_000;
-    this.server.requestTimeout = 30_000;
+    // Both count from the connection's first byte (or its opening, for a silent one).
+    this.server.headersTimeout = headersTimeout;
+    this.server.requestTimeout = Math.max(30_000, headersTimeout);
+    this.server.maxConnections = opts.maxConnections ?? HTTP_MAX_CONNECTIONS;
     this.server.keepAliveTimeout = 5_000;
   }
 
@@ -81,8 +101,8 @@ export class StatusServer {
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     req.resume(); // no endpoint reads a body; drain it
-    const url = new URL(req.url ?? "/", "http://localhost");
-    const path = url.pathname;
+    const path = requestPath(req.url);
+    if (path === null) return send(res, 400, { error: "malformed request target" });
     const method = req.method ?? "GET";
     if (path === "/status" || path === "/metrics" || path === "/healthz") {
       if (method !== "GET" && method !== "HEAD") return sendMethodNotAllowed(res, "GET, HEAD");
@@ -101,7 +121,12 @@ export class StatusServer {
     const admin = /^\/vms\/([^/]+)\/(start|stop)$/.exec(path);
     if (admin !== null) {
       if (method !== "POST") return sendMethodNotAllowed(res, "POST");
-      return this.admin(req, res, decodeURIComponent(admin[1]!), admin[2] as "start" | "stop");
+      const name = decodePathSegment(admin[1]!);
+      if (name === null) {
+        this.opts.log.debug(`HTTP ${method} ${path}: malformed percent-encoding, answered 400`);
+        return send(res, 400, { error: "malformed percent-encoding in the VM name" });
+      }
+      return this.admin(req, res, name, admin[2] as "start" | "stop");
     }
     send(res, 404, { error: `no such endpoint: ${path} (try /status, /metrics, /healthz)` });
   }
@@ -169,7 +194,26 @@ export class StatusServer {
         lastRequest: iso(vm.lastRequest),
         lastError: vm.lastError,
       })),
+      ...(this.opts.dns === undefined ? {} : { dns: this.opts.dns() }),
     };
+  }
+}
+
+/** The path of a request target (origin or absolute form), or null if it cannot be parsed. */
+function requestPath(target: string | undefined): string | null {
+  try {
+    return new URL(target ?? "/", "http://localhost").pathname;
+  } catch {
+    return null; // e.g. "//[" (a bad authority): the client's mistake, not ours
+  }
+}
+
+/** decodeURIComponent, or null for a malformed escape ("%ZZ", a lone "%", bad UTF-8): a 400, not a 500. */
+function decodePathSegment(segment: string): string | null {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return null;
   }
 }
 

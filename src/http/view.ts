@@ -47,6 +47,8 @@ export interface SummonerView {
 
 export interface DnsCountersView {
   readonly queriesByType: ReadonlyMap<string, number>;
+  /** REFUSED answers by reason (recursion, summon, ...), every reason present. */
+  readonly refusedByReason: ReadonlyMap<string, number>;
   readonly queriesByResult: ReadonlyMap<string, number>;
   readonly malformed: number;
   readonly dropped: number;
@@ -55,11 +57,18 @@ export interface DnsCountersView {
   readonly forwardCoalesced: number;
   readonly truncated: number;
   readonly tcpConnections: number;
-  /** Queries answered REFUSED by policy, by reason ("summon-rate", ...). */
-  readonly refusedByReason: ReadonlyMap<string, number>;
+  /** TCP connections jitsu closed, by reason (idle, slow, per-client, evicted: a fixed set). */
+  readonly tcpClosedByReason: ReadonlyMap<string, number>;
   /** Forward latencies: the histogram's upper bounds in seconds, the count per bucket (not cumulative, one more than bounds), sum and count. */
   readonly forwardLatencyBounds: readonly number[];
   readonly forwardLatencyBuckets: ArrayLike<number>;
   readonly forwardLatencySum: number;
   readonly forwardLatencyCount: number;
+}
+
+/** /status "dns": who may recurse and summon (--allow-recursion, --allow-summon), and the REFUSED counts. */
+export interface DnsStatusView {
+  readonly allowRecursion: readonly string[];
+  readonly allowSummon: readonly string[];
+  readonly refused: Readonly<Record<string, number>>;
 }

@@ -95,12 +95,15 @@ class BatchedLines implements DestinationStream {
     if (batch) process.once("exit", () => this.flush());
   }
 
-  flush(): void {
+  /** Writes what is pending now (also pino's logger.flush()). */
+  flush(done?: (err?: Error) => void): void {
     this.scheduled = false;
-    if (this.pending.length === 0) return;
-    const chunk = this.pending.join("");
-    this.pending = [];
-    this.out.write(chunk);
+    if (this.pending.length > 0) {
+      const chunk = this.pending.join("");
+      this.pending = [];
+      this.out.write(chunk);
+    }
+    done?.();
   }
 
   write(line: string): void {

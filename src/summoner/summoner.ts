@@ -194,6 +194,19 @@ export class Summoner {
   }
 
   /**
+   * The hot path for a client that may not start VMs (--allow-summon): the
+   * addresses if the VM is ready (counted as request() counts), else null.
+   * Never starts, resumes or waits.
+   */
+  requestIfReady(label: string): readonly string[] | null {
+    const vm = this.vms.get(label);
+    if (vm === undefined || vm.phase.kind !== "ready") return null;
+    vm.totalRequests++;
+    vm.lastRequest = this.clock.now();
+    return vm.addresses;
+  }
+
+  /**
    * Requests answered elsewhere (a --workers worker, from its copy of the ready
    * VMs) and reported later: counted as if they came through request(). A VM
    * that is no longer up (it stopped in the moment before the worker heard) is

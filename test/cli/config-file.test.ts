@@ -78,3 +78,49 @@ test("--config: the file's options under the command line's; its VMs in settings
     (err) => err instanceof ConfigError && /option 'stop-on-exit': expected true\/false/.test(err.message),
   );
 });
+
+test("--config: allow-recursion and allow-summon as YAML lists or comma-separated text", async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), "jitsu-cli-config-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, "jitsu.yaml");
+  await writeFile(
+    file,
+    "allow-recursion:\n  - localhost\n  - 192.0.2.0/24\n  - '2001:db8::/32'\nallow-summon: localnets, ::1\n",
+  );
+  const s = parseArgs(["--config", file]);
+  assert.deepEqual(s.allowRecursion, ["localhost", "192.0.2.0/24", "2001:db8::/32"]);
+  assert.deepEqual(s.allowSummon, ["localnets", "::1/128"]);
+  // The command line wins.
+  assert.deepEqual(parseArgs(["--config", file, "--allow-recursion", "any"]).allowRecursion, ["any"]);
+  const json = join(dir, "jitsu.json");
+  await writeFile(json, JSON.stringify({ "allow-recursion": ["10.0.0.0/8", "localnets"] }));
+  assert.deepEqual(parseArgs(["--config", json]).allowRecursion, ["10.0.0.0/8", "localnets"]);
+
+  // A bad entry names the file, the option and the entry.
+  await writeFile(file, "allow-recursion: [localhost, 10.0.0.1/8]\n");
+  assert.throws(
+    () => parseArgs(["--config", file]),
+    (err) =>
+      err instanceof ConfigError &&
+      err.message.startsWith(`config file '${file}': option '--allow-recursion': entry '10.0.0.1/8': `),
+  );
+  await writeFile(file, "allow-summon: []\n");
+  assert.throws(
+    () => parseArgs(["--config", file]),
+    (err) => err instanceof ConfigError && /option 'allow-summon': empty list/.test(err.message),
+  );
+  await writeFile(file, "allow-summon: [{a: 1}]\n");
+  assert.throws(
+    () => parseArgs(["--config", file]),
+    (err) =>
+      err instanceof ConfigError &&
+      /option 'allow-summon': item 1: expected one value, got a map/.test(err.message),
+  );
+  // Other options still take one value.
+  await writeFile(file, "ttl: [60, 90]\n");
+  assert.throws(
+    () => parseArgs(["--config", file]),
+    (err) =>
+      err instanceof ConfigError && /option 'ttl': expected a single value, got a list/.test(err.message),
+  );
+});

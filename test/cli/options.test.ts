@@ -73,6 +73,25 @@ describe("command line", () => {
     assert.equal(parseArgs(["--workers", "4"]).workers, 4);
   });
 
+  it("--tcp-per-client is 8 unless given; 0 is no limit", () => {
+    assert.equal(parseArgs([]).tcpPerClient, 8);
+    assert.equal(parseArgs(["--tcp-per-client", "2"]).tcpPerClient, 2);
+    assert.equal(parseArgs(["--tcp-per-client", "0"]).tcpPerClient, 0);
+  });
+
+  it("--allow-recursion is localhost,localnets and --allow-summon any unless given", () => {
+    assert.deepEqual(parseArgs([]).allowRecursion, ["localhost", "localnets"]);
+    assert.deepEqual(parseArgs([]).allowSummon, ["any"]);
+    const s = parseArgs([
+      "--allow-recursion",
+      "10.0.0.0/8, 2001:db8::/32,localhost",
+      "--allow-summon",
+      "none",
+    ]);
+    assert.deepEqual(s.allowRecursion, ["10.0.0.0/8", "2001:db8::/32", "localhost"]);
+    assert.deepEqual(s.allowSummon, ["none"]);
+  });
+
   it("-f 0.0.0.0 disables forwarding", () => {
     assert.equal(parseArgs(["-f", "0.0.0.0"]).forwarder, null);
   });
@@ -107,6 +126,21 @@ describe("command line", () => {
     [["--max-running", "1.5"], /option '--max-running'.*'1\.5'/],
     [["--summon-rate", "-2"], /option '--summon-rate': expected a number of summons per second .*'-2'/],
     [["--summon-rate", "fast"], /option '--summon-rate'.*'fast'/],
+    [
+      ["--tcp-per-client", "-1"],
+      /option '--tcp-per-client': expected a whole number of connections from 0 \(no limit\) to 65535, got '-1'/,
+    ],
+    [["--tcp-per-client", "many"], /option '--tcp-per-client': .*got 'many'/],
+    [
+      ["--allow-recursion", "10.0.0.0/8,lan"],
+      /option '--allow-recursion': entry 'lan': expected an IPv4 or IPv6/,
+    ],
+    [
+      ["--allow-recursion", "192.168.1.1/24"],
+      /option '--allow-recursion': entry '192\.168\.1\.1\/24'.*192\.168\.1\.0\/24/,
+    ],
+    [["--allow-summon", "any,none"], /option '--allow-summon': 'any' cannot be combined/],
+    [["--allow-summon", ""], /option '--allow-summon': empty entry/],
   ];
   for (const [args, message] of bad) {
     it(`rejects ${args.join(" ")} naming the option`, () => {
@@ -158,10 +192,14 @@ describe("the jitsu binary", () => {
       "--max-starting",
       "--max-running",
       "--summon-rate",
+      "--allow-recursion <LIST>",
+      "--allow-summon <LIST>",
+      "--tcp-per-client",
       "--version",
     ]) {
       assert.ok(res.stdout.includes(flag), `--help lacks ${flag}`);
     }
+    assert.match(res.stdout, /\(absent=localhost,localnets\)/);
     assert.match(res.stdout, /COMMON CONFIGURATION/);
     assert.match(res.stdout, /response_delay/);
     assert.match(res.stdout, /wait_for_key/);

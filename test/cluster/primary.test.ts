@@ -44,7 +44,11 @@ it("summons through a worker, answers from its ready map, and gives up on a work
     logLevel: "error",
     logFormat: "text",
     upstreams: [],
+    tcpPerClient: 8,
     zone: specs,
+    allowRecursion: ["any"],
+    allowSummon: ["any"],
+    localnets: [],
     closeTimeoutMs: 5000,
     restart: { minIntervalMs: 100, limit: 2, windowMs: 60_000 },
   });

@@ -24,7 +24,11 @@ describe("cluster IPC messages", () => {
       logLevel: "info",
       logFormat: "json",
       upstreams: [{ host: "127.0.0.1", port: 53 }],
+      tcpPerClient: 8,
       zone: [{ label: "www", dns: ["www.example.org"], ips: ["10.0.0.1"] }],
+      allowRecursion: ["localhost", "localnets"],
+      allowSummon: ["any"],
+      localnets: ["192.0.2.0/24", "fd00::/64"],
       ready: [["www", ["10.0.0.1"]]],
     };
     const w = parseToWorker(init);
@@ -37,6 +41,9 @@ describe("cluster IPC messages", () => {
       { t: "summon-failed", id: 1, error: "over its rate", refused: "summon-rate" },
       { t: "flush", id: 7 },
       { t: "zone", zone: [] },
+      { t: "localnets", cidrs: ["10.0.0.0/8"] },
+      { t: "tcp-acquired", id: 4, granted: false },
+      { t: "refresh-addresses" },
       { t: "close" },
     ]) {
       assert.ok(parseToWorker(m).ok, JSON.stringify(m));
@@ -48,6 +55,8 @@ describe("cluster IPC messages", () => {
       { t: "summon", id: 1, label: "www" },
       { t: "summon", id: 1, label: "www", client: "192.0.2.1" },
       { t: "summon", id: 1, label: "www", client: "fe80::1%eth0" },
+      { t: "tcp-acquire", id: 4, client: "192.0.2.1" },
+      { t: "tcp-release", client: "2001:db8::1" },
     ]) {
       const r = parseToPrimary(m);
       assert.ok(r.ok, JSON.stringify(m));
@@ -73,6 +82,8 @@ describe("cluster IPC messages", () => {
         /requests\[0\]\[1\]: expected a count/,
       ],
       [{ t: "counts", id: null, requests: [], dns: { types: "many" } }, /dns\.types/],
+      [{ t: "tcp-acquire", id: 1, client: "" }, /'client': expected an address/],
+      [{ t: "tcp-release" }, /'client'/],
     ];
     for (const [msg, message] of bad) {
       const r = parseToPrimary(msg);
@@ -83,10 +94,12 @@ describe("cluster IPC messages", () => {
       [{ t: "ready", set: [["www", [1]]], unset: [] }, /set\[0\]\[1\]\[0\]: expected a string/],
       [{ t: "init", logLevel: "loud" }, /logLevel/],
       [{ t: "summon-failed", id: 1, error: "no", refused: "mood" }, /'refused'/],
+      [{ t: "tcp-acquired", id: 1, granted: "yes" }, /'granted': expected true or false/],
       [
         { t: "zone", zone: [{ label: "www", dns: "www.example.org", ips: [] }] },
         /zone\[0\]\.dns: expected a list/,
       ],
+      [{ t: "localnets", cidrs: "10.0.0.0/8" }, /cidrs: expected a list/],
     ];
     for (const [msg, message] of toWorker) {
       const r = parseToWorker(msg);

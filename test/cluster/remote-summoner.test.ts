@@ -32,6 +32,19 @@ describe("RemoteSummoner", () => {
     assert.deepEqual(target.request("www"), ["10.0.0.9"]);
   });
 
+  it("requestIfReady answers from the copy (counted) and never asks the primary to start a VM", () => {
+    const { sent, target } = setup();
+    assert.equal(target.requestIfReady("www"), null);
+    target.setReady([["www", ["10.0.0.1"]]], []);
+    const a = target.requestIfReady("www");
+    assert.deepEqual(a, ["10.0.0.1"]);
+    assert.equal(target.request("www"), a);
+    target.setReady([], ["www"]);
+    assert.equal(target.requestIfReady("www"), null);
+    assert.deepEqual(sent, [], "no summon message");
+    assert.deepEqual(target.takeCounts(), [["www", 2]]);
+  });
+
   it("sends one summon for concurrent requests of a VM that is not ready, and counts those that joined", async () => {
     const { sent, target } = setup();
     const p = [target.request("www"), target.request("www"), target.request("www")];

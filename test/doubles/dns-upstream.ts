@@ -6,6 +6,8 @@
  *  - "wrong-id-first": first sends a reply with a wrong ID, then one with a
  *    wrong question, then one from another source port, then the right one;
  *  - "silent": never answers.
+ * A query it cannot decode (or without a question) is answered FORMERR with
+ * the question echoed, as a real server would (unless "silent").
  */
 import dgram from "node:dgram";
 import net from "node:net";
@@ -19,7 +21,7 @@ export interface TestUpstream {
   address: string;
   /** Leave the OPT out of replies even when the query had one (an EDNS-unaware upstream). */
   omitOpt: boolean;
-  /** Every query received, decoded, with the transport. */
+  /** Every query received, decoded, with the transport (unless started with `record: false`). */
   readonly received: { transport: "udp" | "tcp"; packet: dnsPacket.Packet; raw: Buffer; srcPort: number }[];
   close(): Promise<void>;
 }
@@ -27,21 +29,26 @@ export interface TestUpstream {
 function answerFor(
   query: dnsPacket.Packet,
   address: string,
-  opts: { tc?: boolean; id?: number; name?: string; omitOpt?: boolean },
+  opts: { tc?: boolean; id?: number; name?: string; omitOpt?: boolean; raw?: Buffer },
 ): Buffer {
   const q = query.questions![0]!;
   const name = opts.name ?? q.name;
+  // With the raw query (and no name of our own), its question is echoed byte for byte, as a
+  // real server does: dns-packet's decode and encode do not keep every name as it was (a '.'
+  // or a byte above 0x7f inside a label). A placeholder question is encoded, then replaced,
+  // and the A record's owner is a pointer to the question (RFC 1035 §4.1.4).
+  const rawEnd = opts.raw === undefined || opts.name !== undefined ? -1 : questionEnd(opts.raw);
   const answers: dnsPacket.Answer[] =
     opts.tc === true ? [] : q.type === "A" ? [{ type: "A", name, ttl: 30, class: "IN", data: address }] : [];
-  return dnsPacket.encode({
+  const reply = dnsPacket.encode({
     type: "response",
     id: opts.id ?? query.id!,
     flags:
       (opts.tc === true ? dnsPacket.TRUNCATED_RESPONSE : 0) |
       dnsPacket.RECURSION_AVAILABLE |
       (query.flags! & 0x100),
-    questions: [{ ...q, name }],
-    answers,
+    questions: [{ ...q, name: rawEnd < 0 ? name : "q" }],
+    answers: rawEnd < 0 ? answers : [],
     additionals:
       opts.omitOpt !== true && query.additionals?.some((a) => a.type === "OPT")
         ? [
@@ -55,9 +62,60 @@ function answerFor(
           ]
         : [],
   });
+  if (rawEnd < 0) return reply;
+  const header = Buffer.from(reply.subarray(0, 12));
+  header.writeUInt16BE(answers.length, 6);
+  const rrs = answers.map(() => {
+    const rr = Buffer.alloc(16);
+    rr.writeUInt16BE(0xc00c, 0);
+    rr.writeUInt16BE(1, 2); // A
+    rr.writeUInt16BE(1, 4); // IN
+    rr.writeUInt32BE(30, 6);
+    rr.writeUInt16BE(4, 10);
+    Buffer.from(address.split(".").map(Number)).copy(rr, 12);
+    return rr;
+  });
+  const placeholderEnd = 12 + 3 + 4; // "q": 01 71 00, type, class
+  return Buffer.concat([header, opts.raw!.subarray(12, rawEnd), ...rrs, reply.subarray(placeholderEnd)]);
 }
 
-export async function startUpstream(address = "192.0.2.7"): Promise<TestUpstream> {
+/** The offset just after the first question (uncompressed name, type, class), or -1. */
+function questionEnd(msg: Buffer): number {
+  let o = 12;
+  while (o < msg.length && msg[o]! !== 0) {
+    if ((msg[o]! & 0xc0) !== 0) return -1;
+    o += msg[o]! + 1;
+  }
+  return o + 5 <= msg.length ? o + 5 : -1;
+}
+
+/** The query decoded, or null if dns-packet cannot read it or it has no question. */
+function decodeQuery(raw: Buffer): dnsPacket.Packet | null {
+  try {
+    const packet = dnsPacket.decode(raw);
+    return (packet.questions?.length ?? 0) > 0 ? packet : null;
+  } catch {
+    return null;
+  }
+}
+
+/** FORMERR for an undecodable query: its header and (if it can be found) its first question, echoed. */
+function formerrFor(raw: Buffer): Buffer {
+  const end = raw.readUInt16BE(4) > 0 ? questionEnd(raw) : -1;
+  const qEnd = end < 0 ? 12 : end;
+  const out = Buffer.alloc(Math.max(12, qEnd));
+  raw.copy(out, 0, 0, Math.min(raw.length, qEnd));
+  out[2] = 0x80 | (out[2]! & 0x79); // QR, opcode and RD kept, AA and TC clear
+  out[3] = 0x80 | 1; // RA, FORMERR
+  out.writeUInt16BE(qEnd > 12 ? 1 : 0, 4);
+  out.fill(0, 6, 12);
+  return out;
+}
+
+export async function startUpstream(
+  address = "192.0.2.7",
+  { record = true }: { record?: boolean } = {},
+): Promise<TestUpstream> {
   const udp = dgram.createSocket("udp4");
   await new Promise<void>((resolve) => udp.bind(0, "127.0.0.1", () => resolve()));
   const port = udp.address().port;
@@ -83,25 +141,30 @@ export async function startUpstream(address = "192.0.2.7"): Promise<TestUpstream
     },
   };
   udp.on("message", (raw, rinfo) => {
-    const packet = dnsPacket.decode(raw);
-    state.received.push({ transport: "udp", packet, raw, srcPort: rinfo.port });
     const send = (buf: Buffer, from = udp): void => {
       from.send(buf, rinfo.port, rinfo.address);
     };
+    if (raw.length < 12) return;
+    const packet = decodeQuery(raw);
+    if (packet === null) {
+      if (state.mode !== "silent") send(formerrFor(raw));
+      return;
+    }
+    if (record) state.received.push({ transport: "udp", packet, raw, srcPort: rinfo.port });
     switch (state.mode) {
       case "silent":
         return;
       case "truncate":
-        send(answerFor(packet, state.address, { tc: true }));
+        send(answerFor(packet, state.address, { tc: true, raw }));
         return;
       case "wrong-id-first":
-        send(answerFor(packet, "203.0.113.66", { id: (packet.id! + 1) & 0xffff }));
+        send(answerFor(packet, "203.0.113.66", { id: (packet.id! + 1) & 0xffff, raw }));
         send(answerFor(packet, "203.0.113.67", { name: "other.example.net" }));
-        send(answerFor(packet, "203.0.113.68", {}), spoofer);
-        setTimeout(() => send(answerFor(packet, state.address, {})), 50);
+        send(answerFor(packet, "203.0.113.68", { raw }), spoofer);
+        setTimeout(() => send(answerFor(packet, state.address, { raw })), 50);
         return;
       case "answer":
-        send(answerFor(packet, state.address, { omitOpt: state.omitOpt }));
+        send(answerFor(packet, state.address, { omitOpt: state.omitOpt, raw }));
     }
   });
   tcp.on("connection", (conn) => {
@@ -114,15 +177,18 @@ export async function startUpstream(address = "192.0.2.7"): Promise<TestUpstream
       while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
         const raw = buf.subarray(2, 2 + buf.readUInt16BE(0));
         buf = buf.subarray(2 + raw.length);
-        const packet = dnsPacket.decode(raw);
-        state.received.push({
-          transport: "tcp",
-          packet,
-          raw: Buffer.from(raw),
-          srcPort: conn.remotePort ?? 0,
-        });
+        if (raw.length < 12) continue;
+        const packet = decodeQuery(raw);
+        if (packet !== null && record) {
+          state.received.push({
+            transport: "tcp",
+            packet,
+            raw: Buffer.from(raw),
+            srcPort: conn.remotePort ?? 0,
+          });
+        }
         if (state.mode === "silent") continue;
-        const reply = answerFor(packet, state.address, {});
+        const reply = packet === null ? formerrFor(raw) : answerFor(packet, state.address, { raw });
         const framed = Buffer.alloc(2 + reply.length);
         framed.writeUInt16BE(reply.length, 0);
         reply.copy(framed, 2);

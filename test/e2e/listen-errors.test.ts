@@ -52,22 +52,26 @@ describe("listen errors (e2e)", () => {
     assert.match(line, /a port of 1024 or above with -l$/);
   });
 
-  it("a port another program holds: EADDRINUSE, how to find the holder, and -l", async () => {
-    const port = await freePort();
-    const blocker: Socket = createSocket("udp4");
-    await new Promise<void>((resolve) => blocker.bind(port, "127.0.0.1", () => resolve()));
-    try {
-      const res = await run(process.execPath, jitsu(["-l", String(port)]));
-      assert.equal(res.code, 1, res.stderr);
-      assert.equal(
-        errorLine(res.stderr),
-        `jitsu: cannot listen on UDP 127.0.0.1:${port}: the port is already in use (EADDRINUSE) by another program. ` +
-          `See which with: ss -lntup 'sport = :${port}'; stop it, or choose another port with -l`,
-      );
-    } finally {
-      blocker.close();
-    }
-  });
+  for (const workers of ["1", "2"]) {
+    it(`a port another program holds (--workers ${workers}): EADDRINUSE, how to find the holder, and -l, as the last line`, async () => {
+      const port = await freePort();
+      const blocker: Socket = createSocket("udp4");
+      await new Promise<void>((resolve) => blocker.bind(port, "127.0.0.1", () => resolve()));
+      try {
+        const res = await run(process.execPath, jitsu(["-l", String(port), "--workers", workers]));
+        assert.equal(res.code, 1, res.stderr);
+        // The zone's start-up lines were logged before the error: they come before it.
+        assert.match(res.stderr, /Adding domain 'a\.jitsu\.test'/);
+        assert.equal(
+          errorLine(res.stderr),
+          `jitsu: cannot listen on UDP 127.0.0.1:${port}: the port is already in use (EADDRINUSE) by another program. ` +
+            `See which with: ss -lntup 'sport = :${port}'; stop it, or choose another port with -l`,
+        );
+      } finally {
+        blocker.close();
+      }
+    });
+  }
 
   it("an address the machine does not have: EADDRNOTAVAIL and -b", async () => {
     // Binding sends nothing: 192.0.2.1 (TEST-NET-1) only has to be absent from this machine.
@@ -101,9 +105,10 @@ describe("listen errors (e2e)", () => {
   });
 });
 
-/** The one line jitsu prints for a fatal error (the log's lines go to stderr too). */
+/** The one line jitsu prints for a fatal error (the log's lines go to stderr too), which is the last line: nothing follows it. */
 function errorLine(stderr: string): string {
   const lines = stderr.split("\n").filter((l) => l.startsWith("jitsu: "));
   assert.equal(lines.length, 1, stderr);
+  assert.equal(stderr.trimEnd().split("\n").at(-1), lines[0], `the error is not the last line:\n${stderr}`);
   return lines[0]!;
 }

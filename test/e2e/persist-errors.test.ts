@@ -81,6 +81,6 @@ it("a config file with a mistake names the file, the VM and the key", async () =
   assert.notEqual(typo.code, 0);
   assert.match(
     typo.stderr,
-    /^jitsu: config file '.*jitsu\.json': unknown option 'tll' \(known: vms, backend, bind,/,
+    /^jitsu: config file '.*jitsu\.json': unknown option 'tll' \(known: vms, allow-recursion, allow-summon, backend, bind,/,
   );
 });

@@ -25,6 +25,7 @@ import {
   startCli,
   tempDir,
   type CliProcess,
+  yamlHeader,
   killVmGroups,
   yamlVm,
 } from "../support/index.js";
@@ -41,9 +42,12 @@ function workerPids(primary: number): number[] {
   });
 }
 
-/** A VM whose program does not exist: every start fails. */
-const BAD_VM =
-  "  - name: bad\n    dns: bad.jitsu.test\n    ip: 127.0.0.9\n    exec: /nonexistent/jitsu-test-vm\n";
+/**
+ * A VM whose program is a script whose interpreter does not exist: start-up
+ * finds the script (a missing program would be refused there), every start fails.
+ */
+const badVm = (script: string): string =>
+  `  - name: bad\n    dns: bad.jitsu.test\n    ip: 127.0.0.9\n    exec: ${script}\n`;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -54,26 +58,25 @@ describe("--workers 3 (e2e)", () => {
   let dns: number;
   let http: number;
   let file: string;
+  let badScript: string;
   /** A queries for www.jitsu.test sent so far (each must be counted once). */
   let wwwQueries = 0;
   /** Queries forwarded to the upstream so far. */
   let forwarded = 0;
 
   const header = (): string =>
-    [
-      "backend: process",
-      "forwarder: 127.0.0.1",
-      `port: ${upstream.port}`,
-      `listen: ${dns}`,
-      "ttl: 1",
-      "delay: 0",
-      "workers: 3",
-      `http: 127.0.0.1:${http}`,
-      "stop-on-exit: true",
-      `state-dir: ${dir.path}`,
-      "vms:",
-      "",
-    ].join("\n");
+    yamlHeader({
+      backend: "process",
+      forwarder: "127.0.0.1",
+      port: upstream.port,
+      listen: dns,
+      ttl: 1,
+      delay: 0,
+      workers: 3,
+      http: `127.0.0.1:${http}`,
+      "stop-on-exit": true,
+      "state-dir": dir.path,
+    });
 
   before(async () => {
     dir = await tempDir("jitsu-workers-");
@@ -81,7 +84,9 @@ describe("--workers 3 (e2e)", () => {
     dns = await freePort();
     http = await freePort();
     file = join(dir.path, "jitsu.yaml");
-    await writeFile(file, header() + yamlVm("www", "127.0.0.1") + BAD_VM);
+    badScript = join(dir.path, "bad-vm");
+    await writeFile(badScript, "#!/nonexistent/jitsu-test-interpreter\n", { mode: 0o755 });
+    await writeFile(file, header() + yamlVm("www", "127.0.0.1") + badVm(badScript));
     // workers: 3 comes from the file, as any long option may.
     cli = startCli(["--config", file]);
     await cli.waitFor(/Serving \/status/, 30_000);
@@ -202,7 +207,10 @@ describe("--workers 3 (e2e)", () => {
   });
 
   it("SIGHUP reloads --config and every worker serves the new name", async () => {
-    await writeFile(file, header() + yamlVm("www", "127.0.0.1") + BAD_VM + yamlVm("fresh", "127.0.0.2"));
+    await writeFile(
+      file,
+      header() + yamlVm("www", "127.0.0.1") + badVm(badScript) + yamlVm("fresh", "127.0.0.2"),
+    );
     cli.child.kill("SIGHUP");
     await cli.waitFor(/Reloaded '.*jitsu\.yaml': 3 VMs/, 20_000);
     // A worker still on the old zone would forward the name (the upstream says 192.0.2.7).

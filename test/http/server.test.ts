@@ -7,7 +7,7 @@ import { strict as assert } from "node:assert";
 import { request } from "node:http";
 import { after, before, describe, it } from "node:test";
 import { ManualClock } from "../../src/clock/index.js";
-import { DnsCounters } from "../../src/dns/index.js";
+import { DnsCounters, REFUSED } from "../../src/dns/index.js";
 import { parseHttpAddress } from "../../src/cli/options.js";
 import { JitsuMetrics, StatusServer } from "../../src/http/index.js";
 import { silentLogger } from "../../src/log/index.js";
@@ -293,7 +293,7 @@ describe("StatusServer and admission control", () => {
     backend.hold.start = () => gate.promise;
     const v1 = summoner.request("v1");
     const v2 = summoner.request("v2");
-    counters.countRefused("summon-rate");
+    counters.countRefused(REFUSED["summon-rate"]);
     await clock.advance(0);
     let now = await read();
     assert.deepEqual(now.status, {

@@ -69,6 +69,23 @@ describe("Summoner", () => {
     await summoner.close();
   });
 
+  it("requestIfReady: a ready VM's addresses (counted), else null without starting or waiting", async () => {
+    const { backend, summoner, clock } = await setup();
+    assert.equal(summoner.requestIfReady("www"), null);
+    assert.equal(summoner.requestIfReady("nope"), null);
+    assert.deepEqual(backend.ops(), [], "nothing was started");
+    assert.equal(state(summoner), "off");
+    assert.equal(summoner.status()[0]!.totalRequests, 0);
+    const first = await summoner.request("www");
+    clock.advance(1000);
+    assert.equal(summoner.requestIfReady("www"), first, "the hot path's own array");
+    const row = summoner.status()[0]!;
+    assert.equal(row.totalRequests, 2);
+    assert.equal(row.lastRequest, clock.now(), "it keeps the VM from being idle");
+    assert.deepEqual(backend.ops(), ["start:www"]);
+    await summoner.close();
+  });
+
   it("starts a cold VM exactly once for 1000 concurrent requests", async () => {
     const { backend, summoner } = await setup();
     const gate = deferred();

@@ -125,9 +125,20 @@ function section(raw: string, title: string): DigAnswer["answers"] {
     });
 }
 
-/** Queries with real `dig` and parses its output. */
-export async function dig(port: number, args: readonly string[], host = "127.0.0.1"): Promise<DigAnswer> {
-  const res = await run("dig", [`@${host}`, "-p", String(port), "+time=10", "+tries=1", ...args], 30_000);
+/**
+ * Queries with real `dig` and parses its output; with `netns`, dig runs inside
+ * that network namespace (`ip netns exec`, see netns.ts).
+ */
+export async function dig(
+  port: number,
+  args: readonly string[],
+  host = "127.0.0.1",
+  netns?: string,
+): Promise<DigAnswer> {
+  const digArgs = [`@${host}`, "-p", String(port), "+time=10", "+tries=1", ...args];
+  const res = await (netns === undefined
+    ? run("dig", digArgs, 30_000)
+    : run("ip", ["netns", "exec", netns, "dig", ...digArgs], 30_000));
   const raw = res.stdout;
   const status = /status: (\w+)/.exec(raw)?.[1] ?? (res.code === 9 ? "TIMEOUT" : `EXIT${res.code}`);
   const flags = (/;; flags: ([^;]*);/.exec(raw)?.[1] ?? "").trim().split(/\s+/);
@@ -170,6 +181,13 @@ export function localArgs(
   ];
 }
 
+/** The head of a YAML config file: one `option: value` line each (long option names), then `vms:`. */
+export function yamlHeader(options: Readonly<Record<string, string | number | boolean>>): string {
+  return `${Object.entries(options)
+    .map(([name, value]) => `${name}: ${value}\n`)
+    .join("")}vms:\n`;
+}
+
 /** A VM entry of a YAML config file (under `vms:`): name.jitsu.test, a process that idles. */
 export function yamlVm(name: string, ip: string): string {
   return `  - name: ${name}\n    dns: ${name}.jitsu.test\n    ip: ${ip}\n    exec: ${process.execPath} -e "setInterval(() => {}, 1000)"\n`;
@@ -180,9 +198,17 @@ export function countMatches(text: string, pattern: RegExp): number {
   return (text.match(new RegExp(pattern.source, "g")) ?? []).length;
 }
 
-/** Starts the built CLI with `args`; `t.after(() => cli.stop())` is the caller's job. */
-export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = {}): CliProcess {
-  return startScript(CLI, args, env);
+/**
+ * Starts the built CLI with `args` (inside network namespace `netns` if given:
+ * `ip netns exec` runs node itself, so signals reach it); `t.after(() => cli.stop())`
+ * is the caller's job.
+ */
+export function startCli(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = {},
+  opts: { netns?: string } = {},
+): CliProcess {
+  return startScript(CLI, args, env, opts);
 }
 
 /** Starts a built script (the CLI, the demo) under node, with the same handle as startCli. */
@@ -190,8 +216,11 @@ export function startScript(
   script: string,
   args: readonly string[],
   env: NodeJS.ProcessEnv = {},
+  opts: { netns?: string } = {},
 ): CliProcess {
-  const child = spawn(process.execPath, [script, ...args], {
+  const argv = [process.execPath, script, ...args];
+  if (opts.netns !== undefined) argv.unshift("ip", "netns", "exec", opts.netns);
+  const child = spawn(argv[0]!, argv.slice(1), {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -8,11 +8,12 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { VmSpec } from "../../config/index.js";
-import { BackendError, ConfigError, describeError } from "../../errors/index.js";
+import { BackendError, ConfigError, describeError, type JitsuError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
 import { XenstoreClient, waitForDomainKey } from "../../xen/xenstore/index.js";
 import type { BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import { planDomain, type DomainPlan } from "./domain-config.js";
+import { checkLibxlVms } from "./preflight.js";
 import { Xl, parseNetworkList, parseXlList, parseXlListLong, stateOfFlags, type XlRow } from "./xl.js";
 
 export const LIBXL_STOP_MODES: ReadonlySet<StopMode> = new Set([
@@ -207,6 +208,11 @@ export class LibxlBackend implements VmBackend {
       signal,
       (message, detail, cause) => new BackendError("libxl", message, { vm: vm.label, detail, cause }),
     );
+  }
+
+  /** xl, --state-dir, and each created VM's files and keys (preflight.ts). */
+  preflight(specs: readonly VmSpec[]): Promise<JitsuError[]> {
+    return checkLibxlVms(this.dir, this.xl.command, specs);
   }
 
   async close(): Promise<void> {

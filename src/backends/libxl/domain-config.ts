@@ -4,10 +4,11 @@
  * `'format=raw, vdev=xvda, access=rw, target=/path'` (target last, as that
  * page asks), NICs the xl-network-configuration(5) form `'bridge=br0,script=...'`.
  */
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
-import { ConfigError } from "../../errors/index.js";
+import { ConfigError, describeError } from "../../errors/index.js";
 import type { VmSpec } from "../../config/index.js";
+import { fileProblem, missingReporter } from "../preflight.js";
 
 const MIB = 1024 * 1024;
 /** 4096 minus the longest "/local/domain/65535/rumprun/cfg" and its nul. */
@@ -42,20 +43,15 @@ function absolutePath(spec: VmSpec, key: string, value: string, cwd: string): st
   return checkPlain(spec, key, isAbsolute(value) ? value : resolve(cwd, value));
 }
 
-function requireFile(spec: VmSpec, key: string, path: string): void {
-  let ok: boolean;
-  try {
-    ok = statSync(path).isFile();
-  } catch {
-    ok = false;
-  }
-  if (!ok)
-    throw new ConfigError(`file '${path}' does not exist or is not a regular file`, { vm: spec.label, key });
-}
-
-/** Builds (and checks) the domain configuration; relative paths are taken from `cwd`. */
-export function planDomain(spec: VmSpec, cwd: string = process.cwd()): DomainPlan {
+/**
+ * Builds (and checks) the domain configuration; relative paths are taken from
+ * `cwd`. With `problems` (the preflight), what is missing on this machine (the
+ * kernel, disk and rumprun_config files, a rumprun_config that is not JSON) is
+ * added there, every one, and the building goes on; other errors still throw.
+ */
+export function planDomain(spec: VmSpec, cwd: string = process.cwd(), problems?: ConfigError[]): DomainPlan {
   const o = spec.options;
+  const missing = missingReporter(spec.label, problems);
   const name = checkPlain(spec, "name", o.requireStr("name"));
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) {
     throw new ConfigError(
@@ -67,7 +63,8 @@ export function planDomain(spec: VmSpec, cwd: string = process.cwd()): DomainPla
     );
   }
   const kernel = absolutePath(spec, "kernel", o.requireStr("kernel"), cwd);
-  requireFile(spec, "kernel", kernel);
+  const kernelProblem = fileProblem(kernel);
+  if (kernelProblem !== null) missing(kernelProblem, "kernel");
   const bytes = o.sizeBytes("memory", 1024);
   if (bytes === undefined || bytes <= 0)
     throw new ConfigError("expected a size above 0", { vm: spec.label, key: "memory" });
@@ -113,6 +110,8 @@ export function planDomain(spec: VmSpec, cwd: string = process.cwd()): DomainPla
       });
     }
     const target = absolutePath(spec, "disk", left, cwd);
+    const problem = fileProblem(target);
+    if (problem !== null) missing(problem, "disk");
     return `'format=raw, vdev=${right}, access=rw, target=${target}'`;
   });
 
@@ -120,26 +119,8 @@ export function planDomain(spec: VmSpec, cwd: string = process.cwd()): DomainPla
   const rumprunConfig =
     rumprun === undefined ? undefined : absolutePath(spec, "rumprun_config", rumprun, cwd);
   if (rumprunConfig !== undefined) {
-    requireFile(spec, "rumprun_config", rumprunConfig);
-    let size: number;
-    try {
-      size = readFileSync(rumprunConfig).length;
-    } catch (err) {
-      throw new ConfigError(`cannot read '${rumprunConfig}': ${(err as Error).message}`, {
-        vm: spec.label,
-        key: "rumprun_config",
-      });
-    }
-    // One xenstore message (XENSTORE_PAYLOAD_MAX, 4096 bytes) carries the path, a nul and the value.
-    if (size > RUMPRUN_MAX) {
-      throw new ConfigError(
-        `'${rumprunConfig}' is ${size} bytes; a xenstore value holds at most ${RUMPRUN_MAX}`,
-        {
-          vm: spec.label,
-          key: "rumprun_config",
-        },
-      );
-    }
+    const problem = rumprunProblem(rumprunConfig);
+    if (problem !== null) missing(problem, "rumprun_config");
   }
 
   const lines = [
@@ -158,4 +139,26 @@ export function planDomain(spec: VmSpec, cwd: string = process.cwd()): DomainPla
     "",
   ];
   return { name, text: lines.join("\n"), rumprunConfig, memoryMiB };
+}
+
+/** What keeps the rumprun JSON from going to xenstore as it is, or null. */
+function rumprunProblem(path: string): string | null {
+  const problem = fileProblem(path);
+  if (problem !== null) return problem;
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    return `cannot read '${path}': ${describeError(err)}`;
+  }
+  // One xenstore message (XENSTORE_PAYLOAD_MAX, 4096 bytes) carries the path, a nul and the value.
+  if (bytes.length > RUMPRUN_MAX) {
+    return `'${path}' is ${bytes.length} bytes; a xenstore value holds at most ${RUMPRUN_MAX}`;
+  }
+  try {
+    JSON.parse(bytes.toString("utf8"));
+  } catch (err) {
+    return `'${path}' is not valid JSON (${describeError(err)}); rumprun reads it as JSON (rumprun -T DIR writes DIR/json.cfg)`;
+  }
+  return null;
 }

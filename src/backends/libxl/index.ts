@@ -16,7 +16,7 @@ export const libxlBackend: BackendFactory = {
   connects: false,
   capabilities: {
     stopModes: LIBXL_STOP_MODES,
-    optional: new Set(["domainId", "macs", "waitForKey"]),
+    optional: new Set(["domainId", "macs", "waitForKey", "preflight"]),
   },
   create: (options) => new LibxlBackend(options),
 };

@@ -25,6 +25,9 @@ export interface XlRow {
 const NOISE =
   /^(Parsing config from |Loading new save file |Savefile contains xl domain config| xl: .*progress)/;
 
+/** What to do when xl cannot be found. */
+export const XL_HINT = "install xen-utils, or give its path with --xl PATH";
+
 /** xl's stderr as one line for a user: noise dropped, lines joined. */
 export function stderrSummary(stderr: string): string {
   const lines = stderr
@@ -57,14 +60,10 @@ export class Xl {
           const ctx = opts.vm === undefined ? {} : { vm: opts.vm };
           if (err.code === "ENOENT") {
             reject(
-              new BackendError(
-                "libxl",
-                `cannot run '${this.command}': not found (install xen-utils, or give its path with --xl PATH)`,
-                {
-                  ...ctx,
-                  cause: err,
-                },
-              ),
+              new BackendError("libxl", `cannot run '${this.command}': not found (${XL_HINT})`, {
+                ...ctx,
+                cause: err,
+              }),
             );
             return;
           }

@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import type { BackendEvent, BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import type { VmSpec } from "../../config/index.js";
-import { BackendError, ConfigError, describeError } from "../../errors/index.js";
+import { BackendError, describeError, type JitsuError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
 import {
   PidFile,
@@ -16,9 +16,9 @@ import {
   type ExitStatus,
   type SupervisedProcess,
 } from "../../supervisor/index.js";
-import { splitCommandLine } from "./command-line.js";
-import { DEFAULT_GRACE_SECONDS } from "./keys.js";
 import { pidFileDir, pidFileName, pidFilePath } from "./pid-file.js";
+import { checkProcessVms } from "./preflight.js";
+import { readArgv, readEnv, readGraceMs, type Argv } from "./program-spec.js";
 
 const NAME = "process";
 
@@ -41,7 +41,7 @@ class Program {
   constructor(
     readonly label: string,
     readonly command: string,
-    readonly argv: readonly [string, ...string[]],
+    readonly argv: Argv,
     readonly cwd: string | undefined,
     readonly env: Readonly<Record<string, string>>,
     readonly graceMs: number,
@@ -57,8 +57,6 @@ class Program {
     return (this.file ??= new PidFile(pidFilePath(this.stateDir, this.label)));
   }
 }
-
-const NO_ENV: Readonly<Record<string, string>> = Object.freeze({});
 
 interface Running {
   /** Our child, or a process adopted from a pid file (left running by an earlier jitsu). */
@@ -78,7 +76,7 @@ export class ProcessBackend implements VmBackend {
   private readonly listeners: ((event: BackendEvent) => void)[] = [];
   private readonly log: Logger;
   /** argv by `exec` value: many VMs often run the same command. */
-  private readonly argvs = new Map<string, readonly [string, ...string[]]>();
+  private readonly argvs = new Map<string, Argv>();
   /**
    * The pid files an earlier jitsu left, listed once at connect (null before):
    * one readdir instead of a lookup per VM. A file missing from the list can
@@ -105,23 +103,11 @@ export class ProcessBackend implements VmBackend {
     const command = spec.options.requireStr("exec");
     let argv = this.argvs.get(command);
     if (argv === undefined) {
-      try {
-        argv = splitCommandLine(command) as [string, ...string[]];
-      } catch (err) {
-        throw new ConfigError(describeError(err), { vm: label, key: "exec" });
-      }
+      argv = readArgv(label, command);
       this.argvs.set(command, argv);
     }
-    let env = NO_ENV;
-    for (const pair of spec.options.all("env")) {
-      const eq = pair.indexOf("=");
-      if (eq <= 0) throw new ConfigError(`expected NAME=VALUE, got '${pair}'`, { vm: label, key: "env" });
-      if (env === NO_ENV) env = {};
-      (env as Record<string, string>)[pair.slice(0, eq)] = pair.slice(eq + 1);
-    }
-    const grace = spec.options.float("stop_grace") ?? DEFAULT_GRACE_SECONDS;
-    if (grace < 0)
-      throw new ConfigError(`expected 0 seconds or more, got ${grace}`, { vm: label, key: "stop_grace" });
+    const env = readEnv(spec);
+    const graceMs = readGraceMs(spec);
     this.programs.set(
       label,
       new Program(
@@ -130,7 +116,7 @@ export class ProcessBackend implements VmBackend {
         argv,
         spec.options.str("cwd"),
         env,
-        grace * 1000,
+        graceMs,
         this.log,
         this.options.stateDir,
       ),
@@ -233,6 +219,11 @@ export class ProcessBackend implements VmBackend {
 
   onEvent(listener: (event: BackendEvent) => void): void {
     this.listeners.push(listener);
+  }
+
+  /** Each VM's keys, `cwd` and `exec` program, and `<state-dir>/process` (preflight.ts). */
+  preflight(specs: readonly VmSpec[]): Promise<JitsuError[]> {
+    return checkProcessVms(this.options.stateDir, specs);
   }
 
   /** The process ID of a running VM (for diagnostics and tests). */

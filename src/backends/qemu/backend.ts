@@ -14,7 +14,7 @@ import { open, rm } from "node:fs/promises";
 import type { BackendEvent, BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import type { Clock } from "../../clock/index.js";
 import type { VmSpec } from "../../config/index.js";
-import { BackendError, describeError } from "../../errors/index.js";
+import { BackendError, describeError, type JitsuError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
 import {
   PidFile,
@@ -25,6 +25,7 @@ import {
 } from "../../supervisor/index.js";
 import { qemuArgs, shellQuote } from "./command-line.js";
 import { parseMachine, type QemuMachine } from "./config.js";
+import { checkQemuVms } from "./preflight.js";
 import { QmpClient, QmpError, type QmpEvent } from "./qmp.js";
 import { VmDirectory } from "./vm-directory.js";
 
@@ -303,6 +304,11 @@ export class QemuBackend implements VmBackend {
 
   onEvent(listener: (event: BackendEvent) => void): void {
     this.listeners.push(listener);
+  }
+
+  /** --state-dir, and each VM's binary, files and keys (preflight.ts). */
+  preflight(specs: readonly VmSpec[]): Promise<JitsuError[]> {
+    return checkQemuVms(this.options.stateDir, specs);
   }
 
   /** Leaves the VMs running (a restarted jitsu re-adopts them); only our connections go. */

@@ -2,11 +2,12 @@
  * The qemu backend's CONFIG keys (keys.ts) parsed into a typed machine
  * description.
  */
-import { accessSync, constants, existsSync, statSync } from "node:fs";
+import { accessSync, constants } from "node:fs";
 import { createHash } from "node:crypto";
-import { delimiter, join, resolve } from "node:path";
+import { resolve } from "node:path";
 import type { VmSpec } from "../../config/index.js";
 import { ConfigError } from "../../errors/index.js";
+import { fileProblem, missingReporter, lookupProgram } from "../preflight.js";
 import {
   DEFAULT_CMDLINE,
   DEFAULT_MACHINE,
@@ -58,46 +59,34 @@ export function kvmUsable(): boolean {
   }
 }
 
-/** Finds an executable by path or on PATH; undefined if there is none. */
-export function findExecutable(name: string): string | undefined {
-  const candidates = name.includes("/")
-    ? [resolve(name)]
-    : (process.env["PATH"] ?? "").split(delimiter).map((d) => join(d, name));
-  for (const c of candidates) {
-    try {
-      accessSync(c, constants.X_OK);
-      if (statSync(c).isFile()) return c;
-    } catch {
-      // not this one
-    }
-  }
-  return undefined;
-}
-
 const HOSTFWD = /^(tcp|udp):([0-9.]*):(\d{1,5})-([0-9.]*):(\d{1,5})$/;
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 
-function fileKey(spec: VmSpec, key: string, value: string): string {
-  const path = resolve(value);
-  if (!existsSync(path)) throw new ConfigError(`file '${value}' does not exist`, { vm: spec.label, key });
-  return path;
-}
-
-/** Reads and checks the qemu keys of one VM; ConfigError naming the VM and key when one cannot be used. */
-export function parseMachine(spec: VmSpec): QemuMachine {
+/**
+ * Reads and checks the qemu keys of one VM; ConfigError naming the VM and key
+ * when one cannot be used. With `problems` (the preflight), what is missing on
+ * this machine (the QEMU binary, the kernel, initrd and disk files, KVM) is added
+ * there, every one, and the reading goes on; other errors still throw.
+ */
+export function parseMachine(spec: VmSpec, problems?: ConfigError[]): QemuMachine {
   const o = spec.options;
   const label = spec.label;
+  const missing = missingReporter(spec.label, problems);
+  const fileKey = (key: string, value: string): string => {
+    const path = resolve(value);
+    const problem = fileProblem(path, value);
+    if (problem !== null) missing(problem, key);
+    return path;
+  };
   const qemuName = o.str("qemu") ?? DEFAULT_QEMU;
-  const qemu = findExecutable(qemuName);
-  if (qemu === undefined) {
-    throw new ConfigError(`QEMU binary '${qemuName}' not found (install qemu-system-x86 or set qemu=PATH)`, {
-      vm: label,
-      key: "qemu",
-    });
+  const found = lookupProgram(qemuName);
+  if ("problem" in found) {
+    missing(`QEMU binary ${found.problem}; install qemu-system-x86 or set qemu=PATH`, "qemu");
   }
-  const kernel = fileKey(spec, "kernel", o.requireStr("kernel"));
+  const qemu = "path" in found ? found.path : qemuName;
+  const kernel = fileKey("kernel", o.requireStr("kernel"));
   const initrdValue = o.str("initrd");
-  const initrd = initrdValue === undefined ? undefined : fileKey(spec, "initrd", initrdValue);
+  const initrd = initrdValue === undefined ? undefined : fileKey("initrd", initrdValue);
 
   const memoryBytes = o.sizeBytes("memory", 1024) ?? DEFAULT_MEMORY_KIB * 1024;
   const memoryMiB = Math.ceil(memoryBytes / (1024 * 1024));
@@ -116,12 +105,8 @@ export function parseMachine(spec: VmSpec): QemuMachine {
   if (accelValue === undefined) {
     accel = kvmUsable() ? "kvm" : "tcg";
   } else if (accelValue === "kvm" || accelValue === "tcg") {
-    if (accelValue === "kvm" && !kvmUsable()) {
-      throw new ConfigError("/dev/kvm is missing or not writable here (use accel=tcg)", {
-        vm: label,
-        key: "accel",
-      });
-    }
+    if (accelValue === "kvm" && !kvmUsable())
+      missing("/dev/kvm is missing or not writable here (use accel=tcg)", "accel");
     accel = accelValue;
   } else {
     throw new ConfigError(`expected kvm or tcg, got '${accelValue}'`, { vm: label, key: "accel" });
@@ -152,7 +137,7 @@ export function parseMachine(spec: VmSpec): QemuMachine {
     if (usedVdevs.has(vdev))
       throw new ConfigError(`disk name '${vdev}' is given twice`, { vm: label, key: "disk" });
     usedVdevs.add(vdev);
-    const file = fileKey(spec, "disk", t.left);
+    const file = fileKey("disk", t.left);
     disks.push({ file, vdev, format: file.endsWith(".qcow2") ? "qcow2" : "raw" });
   }
   disks.sort((a, b) => a.vdev.localeCompare(b.vdev));

@@ -14,6 +14,6 @@ export const qemuBackend: BackendFactory = {
     "QEMU microVMs booted from a kernel, controlled over QMP (pause = stop, suspend/save = memory to a file)",
   keys: QEMU_KEYS,
   connects: false,
-  capabilities: { stopModes: QEMU_STOP_MODES, optional: new Set(["macs", "onEvent"]) },
+  capabilities: { stopModes: QEMU_STOP_MODES, optional: new Set(["macs", "onEvent", "preflight"]) },
   create: (options) => new QemuBackend(options),
 };

@@ -54,18 +54,17 @@ interface WatchEntry {
 
 /** Operations that may run inside a transaction (tx 0 = none). */
 abstract class XenstoreOps {
-  protected abstract call(
-    type: number,
-    payload: Buffer,
-    op: string,
-    path: string | undefined,
-    tx: number,
-  ): Promise<Buffer>;
   protected abstract readonly tx: number;
+  /** The client whose connection carries this one's requests. */
+  protected abstract client(): XenstoreClient;
+
+  private call(type: number, payload: Buffer, op: string, path: string | undefined): Promise<Buffer> {
+    return this.client().request(type, payload, op, path, this.tx);
+  }
 
   /** The value at `path` as bytes; XenstoreError ENOENT if it does not exist. */
   readBytes(path: string): Promise<Buffer> {
-    return this.call(XsType.READ, nulStrings(checkPath(path)), "read", path, this.tx);
+    return this.call(XsType.READ, nulStrings(checkPath(path)), "read", path);
   }
 
   async read(path: string): Promise<string> {
@@ -94,29 +93,27 @@ abstract class XenstoreOps {
         `xenstore write ${path}: the value is ${bytes.length} bytes, more than a xenstore message holds (${PAYLOAD_MAX} bytes with the path)`,
       );
     }
-    await this.call(XsType.WRITE, Buffer.concat([head, bytes]), "write", path, this.tx);
+    await this.call(XsType.WRITE, Buffer.concat([head, bytes]), "write", path);
   }
 
   async mkdir(path: string): Promise<void> {
-    await this.call(XsType.MKDIR, nulStrings(checkPath(path)), "mkdir", path, this.tx);
+    await this.call(XsType.MKDIR, nulStrings(checkPath(path)), "mkdir", path);
   }
 
   /** Removes `path` and its children; not an error if it does not exist (but its parent must). */
   async rm(path: string): Promise<void> {
-    await this.call(XsType.RM, nulStrings(checkPath(path)), "rm", path, this.tx);
+    await this.call(XsType.RM, nulStrings(checkPath(path)), "rm", path);
   }
 
   /** The names (not paths) of the children of `path`. */
   async directory(path: string): Promise<string[]> {
-    return splitNul(
-      await this.call(XsType.DIRECTORY, nulStrings(checkPath(path)), "directory", path, this.tx),
-    );
+    return splitNul(await this.call(XsType.DIRECTORY, nulStrings(checkPath(path)), "directory", path));
   }
 }
 
 export class XenstoreTransaction extends XenstoreOps {
   constructor(
-    private readonly client: XenstoreClient,
+    private readonly owner: XenstoreClient,
     readonly id: number,
   ) {
     super();
@@ -124,14 +121,8 @@ export class XenstoreTransaction extends XenstoreOps {
   protected get tx(): number {
     return this.id;
   }
-  protected call(
-    type: number,
-    payload: Buffer,
-    op: string,
-    path: string | undefined,
-    tx: number,
-  ): Promise<Buffer> {
-    return this.client.request(type, payload, op, path, tx);
+  protected client(): XenstoreClient {
+    return this.owner;
   }
 }
 
@@ -152,14 +143,8 @@ export class XenstoreClient extends XenstoreOps {
 
   protected readonly tx = 0;
 
-  protected call(
-    type: number,
-    payload: Buffer,
-    op: string,
-    path: string | undefined,
-    tx: number,
-  ): Promise<Buffer> {
-    return this.request(type, payload, op, path, tx);
+  protected client(): XenstoreClient {
+    return this;
   }
 
   /** Connects now (otherwise the first request connects); rejects with where it looked. */

@@ -125,8 +125,8 @@ test("the README's rumprun example, with relative paths as written there, become
   await fx.kernel("nginx.bin");
   await mkdir(join(fx.dir, "images"));
   await mkdir(join(fx.dir, "tmp"));
-  for (const f of ["images/stubetc.iso", "images/data.iso", "tmp/json.cfg"])
-    await writeFile(join(fx.dir, f), "x");
+  for (const f of ["images/stubetc.iso", "images/data.iso"]) await writeFile(join(fx.dir, f), "x");
+  await writeFile(join(fx.dir, "tmp/json.cfg"), "{}");
   const plan = planDomain(
     libxlSpec(
       "dns=www.example.org,memory=64000,ip=10.0.0.1,name=rumprun,kernel=nginx.bin,disk=images/stubetc.iso@xvda,disk=images/data.iso@xvdb,nic=br0,rumprun_config=tmp/json.cfg",
@@ -160,6 +160,17 @@ test("bad CONFIG values are ConfigErrors naming the VM and the key", async (t) =
     [`${base},kernel=${kernel},uuid=nope`, /key 'uuid': expected a UUID/],
   ];
   await writeFile(join(fx.dir, "huge.json"), Buffer.alloc(5000, 0x20));
+  await writeFile(join(fx.dir, "bad.json"), "{net: 1}");
+  cases.push(
+    [
+      `${base},kernel=${kernel},disk=${fx.dir}/none.iso@xvda`,
+      /key 'disk': file '.*none\.iso' does not exist/,
+    ],
+    [
+      `${base},kernel=${kernel},rumprun_config=${fx.dir}/bad.json`,
+      /key 'rumprun_config': '.*bad\.json' is not valid JSON \(.*\); rumprun reads it as JSON/,
+    ],
+  );
   cases.push([
     `${base},kernel=${kernel},rumprun_config=${fx.dir}/huge.json`,
     /key 'rumprun_config': '.*huge\.json' is 5000 bytes; a xenstore value holds at most 4064/,
@@ -178,6 +189,41 @@ test("bad CONFIG values are ConfigErrors naming the VM and the key", async (t) =
   assert.throws(
     () => libxlSpec(`dns=www.example.org,ip=10.0.0.1,name=www,kernel=${kernel},memory=lots`),
     /key 'memory'/,
+  );
+});
+
+test("preflight: xl, the state folder and every created VM's files, at once", async (t) => {
+  const fx = await xenFixture(t);
+  const kernel = await fx.kernel("k.xen");
+  await writeFile(join(fx.dir, "bad.json"), "not json");
+  const stateDir = join(fx.dir, "preflight-state");
+  const backend = (xl: string): LibxlBackend =>
+    new LibxlBackend({ connect: "", stateDir, settings: { xl }, log: silentLogger(), clock: systemClock });
+  const base = "ip=10.0.0.1,memory=64M";
+  const specs = [
+    libxlSpec(`dns=ok.example.org,${base},name=ok,kernel=${kernel}`),
+    libxlSpec(
+      `dns=www.example.org,${base},name=www,kernel=${fx.dir}/missing.xen,disk=${fx.dir}/none.iso@xvda,rumprun_config=${fx.dir}/bad.json`,
+    ),
+    libxlSpec(`dns=u.example.org,${base},name=u,kernel=${kernel},uuid=nope`),
+  ];
+  assert.deepEqual(
+    (await backend(XL_DOUBLE).preflight(specs)).map((p) =>
+      p.message.replace(/ \(Unexpected[^)]*\)/, " (...)"),
+    ),
+    [
+      `VM 'www', key 'kernel': file '${fx.dir}/missing.xen' does not exist`,
+      `VM 'www', key 'disk': file '${fx.dir}/none.iso' does not exist`,
+      `VM 'www', key 'rumprun_config': '${fx.dir}/bad.json' is not valid JSON (...); rumprun reads it as JSON (rumprun -T DIR writes DIR/json.cfg)`,
+      "VM 'u', key 'uuid': expected a UUID such as 6e696eb7-09f4-484c-981b-8d34efa0304d, got 'nope'",
+    ],
+  );
+  assert.ok(existsSync(join(stateDir, "libxl")));
+  assert.deepEqual(
+    (await backend(join(fx.dir, "no-such-xl")).preflight(specs.slice(0, 1))).map((p) => p.message),
+    [
+      `option '--xl': program '${fx.dir}/no-such-xl' does not exist; install xen-utils, or give its path with --xl PATH`,
+    ],
   );
 });
 

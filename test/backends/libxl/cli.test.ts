@@ -136,7 +136,7 @@ describe("jitsu -x libxl through the xl and xenstored doubles (e2e)", () => {
     );
   });
 
-  it("--xl PATH that does not exist: a clear error at start-up", async () => {
+  it("--xl PATH that does not exist: a clear error at start-up, naming the option", async () => {
     const res = await run(process.execPath, [
       CLI,
       "-x",
@@ -154,7 +154,7 @@ describe("jitsu -x libxl through the xl and xenstored doubles (e2e)", () => {
     assert.notEqual(res.code, 0);
     assert.match(
       res.stderr,
-      /cannot run '\/nonexistent\/xl': not found \(install xen-utils, or give its path with --xl PATH\)/,
+      /^jitsu: option '--xl': program '\/nonexistent\/xl' does not exist; install xen-utils, or give its path with --xl PATH$/m,
     );
   });
 });

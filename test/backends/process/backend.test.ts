@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readFile, writeFile, mkdir } from "node:fs/promises";
+import { readFile, readdir, writeFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { BackendEvent, VmRef } from "../../../src/backends/contract.js";
@@ -247,6 +247,37 @@ describe("process backend (real processes)", () => {
     );
     await assert.rejects(b.start(missing), /working directory '\/nonexistent\/dir' does not exist/);
     await b.close();
+  });
+
+  it("preflight: every VM's cwd, exec program and keys, and the pid-file folder, at once", async () => {
+    const stateDir = join(fx.dir, "preflight-state");
+    const b = processBackend.create(backendOptions(captureLog().log, stateDir));
+    const vm = (name: string, ...pairs: [string, string][]) =>
+      processSpec([["dns", `${name}.example.org`], ["ip", "10.0.0.1"], ["name", name], ...pairs]);
+    const specs = [
+      vm("ok", ["exec", `${process.execPath} server.cjs 0`], ["cwd", fx.dir]),
+      vm("plain", ["exec", "./server.cjs"], ["cwd", fx.dir]),
+      vm("web", ["exec", "jitsu-no-such-program --flag"], ["cwd", "/nonexistent/dir"]),
+      vm("rel", ["exec", "./run.sh"], ["cwd", "/nonexistent/dir"]),
+      vm("env-path", ["exec", "sleep 1"], ["env", "PATH=/nonexistent"]),
+      vm("bad", ["exec", "sleep 'oops"], ["env", "NOEQUALS"]),
+    ];
+    // server.cjs is not executable: the one VM that runs it directly is refused.
+    assert.deepEqual(
+      (await b.preflight!(specs)).map((p) => p.message),
+      [
+        `VM 'plain', key 'exec': program '${join(fx.dir, "server.cjs")}' is not executable (chmod +x?)`,
+        "VM 'web', key 'cwd': directory '/nonexistent/dir' does not exist",
+        `VM 'web', key 'exec': program 'jitsu-no-such-program' is not on PATH (${process.env["PATH"]})`,
+        // Its program would be looked for in the missing directory: one line, the directory's.
+        "VM 'rel', key 'cwd': directory '/nonexistent/dir' does not exist",
+        "VM 'env-path', key 'exec': program 'sleep' is not on PATH (/nonexistent)",
+        "VM 'bad', key 'env': expected NAME=VALUE, got 'NOEQUALS'",
+        "VM 'bad', key 'exec': unterminated ' quote in 'sleep 'oops'",
+      ],
+    );
+    assert.deepEqual(await readdir(join(stateDir, "process")), []);
+    assert.deepEqual(await b.preflight!(specs.slice(0, 1)), []);
   });
 
   it("adopts a process an earlier jitsu left running, through its pid file", async () => {

@@ -3,11 +3,13 @@
  * one-line errors (naming the VM and the key) for values that cannot work.
  */
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { buildVmSpec, parseConfigString, type VmSpec } from "../../../src/config/index.js";
 import { ConfigError } from "../../../src/errors/index.js";
+import { systemClock } from "../../../src/clock/index.js";
+import { silentLogger } from "../../../src/log/index.js";
 import { parseMachine, qemuBackend } from "../../../src/backends/qemu/index.js";
 import { qemuArgs } from "../../../src/backends/qemu/command-line.js";
 import { kvmUsable } from "../../../src/backends/qemu/config.js";
@@ -155,7 +157,7 @@ describe("qemu CONFIG keys", () => {
   it("qemu: a binary that is not there is an error naming the key", () => {
     fails(
       `,kernel=${kernel},qemu=/nonexistent/qemu`,
-      /key 'qemu': QEMU binary '\/nonexistent\/qemu' not found/,
+      /key 'qemu': QEMU binary '\/nonexistent\/qemu' does not exist; install qemu-system-x86 or set qemu=PATH$/,
     );
   });
 
@@ -176,6 +178,46 @@ describe("qemu CONFIG keys", () => {
       (e: unknown) =>
         e instanceof ConfigError && /longer than 107 bytes .*use a shorter --state-dir/.test(e.message),
     );
+  });
+
+  it("preflight: every VM's binary, files and socket path, and the state folder, at once", async () => {
+    const state = join(dir.path, "state");
+    const backend = qemuBackend.create({
+      connect: "",
+      stateDir: state,
+      settings: {},
+      log: silentLogger(),
+      clock: systemClock,
+    });
+    const specs = [
+      spec(`,kernel=${kernel}`),
+      spec(
+        `2,kernel=/nonexistent/vmlinuz,initrd=${dir.path},disk=/nonexistent.img@vdb,qemu=/nonexistent/qemu`,
+      ),
+      spec(`3,kernel=${kernel},memory=1M`),
+    ];
+    assert.deepEqual(
+      (await backend.preflight!(specs)).map((p) => p.message),
+      [
+        "VM 'q2', key 'qemu': QEMU binary '/nonexistent/qemu' does not exist; install qemu-system-x86 or set qemu=PATH",
+        "VM 'q2', key 'kernel': file '/nonexistent/vmlinuz' does not exist",
+        `VM 'q2', key 'initrd': '${dir.path}' is a directory, not a file`,
+        "VM 'q2', key 'disk': file '/nonexistent.img' does not exist",
+        "VM 'q3', key 'memory': 1 MiB is too little for a VM (at least 16M)",
+      ],
+    );
+    assert.ok(statSync(join(state, "qemu")).isDirectory());
+    // The socket path limit, found before any QEMU is run.
+    const deep = qemuBackend.create({
+      connect: "",
+      stateDir: join(dir.path, "d".repeat(100)),
+      settings: {},
+      log: silentLogger(),
+      clock: systemClock,
+    });
+    const tooLong = await deep.preflight!([spec(`,kernel=${kernel}`)]);
+    assert.equal(tooLong.length, 1);
+    assert.match(tooLong[0]!.message, /^VM 'q': the QMP socket path .* is longer than 107 bytes/);
   });
 
   it("every key has help text, and every stop mode is supported", () => {

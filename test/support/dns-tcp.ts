@@ -1,15 +1,21 @@
-/** Raw packets over TCP to a test server: what dig will not send (over UDP: sendRaw in test/support). */
+/** DNS over TCP from a test: raw length-prefixed messages (what dig will not send; over UDP: sendRaw in index.ts). */
 import net from "node:net";
 
-/** Opens a TCP connection and collects length-prefixed messages as they arrive. */
-export async function tcpClient(port: number): Promise<{
+/**
+ * Opens a TCP connection (to 127.0.0.1, from `localAddress` if given: any
+ * 127.x address is this host's) and collects length-prefixed messages as they arrive.
+ */
+export async function tcpClient(
+  port: number,
+  opts: { localAddress?: string } = {},
+): Promise<{
   sock: net.Socket;
   messages: Buffer[];
   send(packet: Buffer): void;
   waitFor(n: number, ms?: number): Promise<Buffer[]>;
   closed: Promise<void>;
 }> {
-  const sock = net.connect(port, "127.0.0.1");
+  const sock = net.connect({ port, host: "127.0.0.1", localAddress: opts.localAddress });
   await new Promise<void>((resolve, reject) => {
     sock.once("connect", () => resolve());
     sock.once("error", reject);

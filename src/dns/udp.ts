@@ -1,0 +1,224 @@
+/**
+ * The UDP side of a DnsServer. Bound to one address: one socket. Bound to a
+ * wildcard (0.0.0.0, ::): one socket per local address, as BIND and dnsmasq's
+ * --bind-interfaces do, so each answer leaves from the address its query was
+ * sent to. A wildcard socket would answer from the address of the interface
+ * the route back to the client uses, and on a multi-homed host a client that
+ * asked another address discards that answer ("reply from unexpected
+ * source"); Node cannot read the destination address of a datagram
+ * (IP_PKTINFO), so a socket per address is the way. Addresses that come and
+ * go are followed: the interfaces are read every `pollMs` and on `refresh()`
+ * (SIGHUP).
+ */
+import dgram from "node:dgram";
+import os from "node:os";
+import { ListenError, describeError } from "../errors/index.js";
+import type { Logger } from "../log/index.js";
+
+/**
+ * The UDP socket's receive buffer. A burst (a thousand clients asking for a
+ * cold VM at once, a resolver's retries) arrives faster than one thread reads
+ * it; with the kernel's default (~208 KiB, ~300 queries) the rest is dropped
+ * and each client waits for its retry (bench/: storm). The kernel caps this at
+ * net.core.rmem_max.
+ */
+const UDP_RECEIVE_BUFFER = 4 << 20;
+
+/** How often a wildcard bind reads the host's addresses. */
+export const INTERFACE_POLL_MS = 5000;
+
+export type Interfaces = () => NodeJS.Dict<os.NetworkInterfaceInfo[]>;
+
+export interface UdpListenersOptions {
+  /** The address given to listen(): one of the host's, or a wildcard. */
+  readonly host: string;
+  readonly onMessage: (sock: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo) => void;
+  readonly log: Logger;
+  /** Log the addresses that come and go at info (a single process) or debug (a --workers worker: the primary's log would repeat them N times). */
+  readonly announce: boolean;
+  readonly pollMs?: number;
+  /** The host's interfaces (default os.networkInterfaces). */
+  readonly interfaces?: Interfaces;
+}
+
+/** 0.0.0.0 or :: (any spelling of the unspecified address). */
+export function isWildcard(host: string): boolean {
+  return host === "0.0.0.0" || (host.includes("::") && /^[0:]+$/.test(host));
+}
+
+/** The addresses a wildcard covers: IPv4 for 0.0.0.0; both families for :: (a dual-stack socket gets both). */
+export function localAddresses(host: string, interfaces: Interfaces): string[] {
+  const v6 = host !== "0.0.0.0";
+  const out: string[] = [];
+  for (const [name, infos] of Object.entries(interfaces())) {
+    for (const info of infos ?? []) {
+      if (info.family === "IPv4") out.push(info.address);
+      else if (v6 && info.family === "IPv6") {
+        // A link-local address is bound on its own link (fe80::1%eth0).
+        out.push(info.scopeid !== undefined && info.scopeid !== 0 ? `${info.address}%${name}` : info.address);
+      }
+    }
+  }
+  return [...new Set(out)];
+}
+
+export class UdpListeners {
+  private readonly opts: UdpListenersOptions;
+  private readonly interfaces: Interfaces;
+  private readonly sockets = new Map<string, dgram.Socket>();
+  /** The same sockets, for has() on every delayed reply. */
+  private readonly bound = new Set<dgram.Socket>();
+  /** Addresses that could not be bound, with why (logged once; tried again at each poll). */
+  private readonly failed = new Map<string, string>();
+  private port = 0;
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private refreshing: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(opts: UdpListenersOptions) {
+    this.opts = opts;
+    this.interfaces = opts.interfaces ?? os.networkInterfaces;
+  }
+
+  /** The addresses bound now. */
+  get addresses(): string[] {
+    return [...this.sockets.keys()];
+  }
+
+  /** One of ours: a reply may still be sent on it. */
+  has(sock: dgram.Socket): boolean {
+    return this.bound.has(sock);
+  }
+
+  /**
+   * Binds `port` (0: the first address picks one, the others follow it) on the
+   * host, or on each of its addresses; resolves with the port. On a wildcard,
+   * an address that cannot be bound (another program holds the port there, an
+   * IPv6 address still in duplicate address detection) is logged and tried
+   * again at each poll; only if none can be bound does this reject, with a
+   * ListenError naming the address.
+   */
+  async bind(port: number): Promise<number> {
+    const host = this.opts.host;
+    const wildcard = isWildcard(host);
+    const addresses = wildcard ? localAddresses(host, this.interfaces) : [host];
+    if (addresses.length === 0) {
+      throw new ListenError(
+        `cannot listen on UDP ${host}: this machine has no ${host === "0.0.0.0" ? "IPv4 " : ""}address to listen on`,
+      );
+    }
+    this.port = port;
+    let first: ListenError | null = null;
+    for (const address of addresses) {
+      try {
+        this.port = (await this.open(address, this.port)).address().port;
+      } catch (err) {
+        first ??= ListenError.of("UDP", address, this.port, err);
+        if (wildcard) this.noteFailed(address, err);
+      }
+    }
+    if (this.sockets.size === 0) {
+      this.failed.clear();
+      throw first!;
+    }
+    if (wildcard) {
+      this.timer = setInterval(() => void this.refresh(), this.opts.pollMs ?? INTERFACE_POLL_MS);
+      this.timer.unref();
+    }
+    return this.port;
+  }
+
+  /** Reads the host's addresses again: binds the new ones, closes the sockets of those gone. */
+  refresh(): Promise<void> {
+    if (!isWildcard(this.opts.host)) return Promise.resolve();
+    this.refreshing = this.refreshing.then(() => this.follow());
+    return this.refreshing;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    await this.closeSockets();
+  }
+
+  private async closeSockets(): Promise<void> {
+    const socks = [...this.sockets.values()];
+    this.sockets.clear();
+    this.bound.clear();
+    await Promise.all(socks.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  }
+
+  private async follow(): Promise<void> {
+    if (this.closed) return;
+    let wanted: Set<string>;
+    try {
+      wanted = new Set(localAddresses(this.opts.host, this.interfaces));
+    } catch (err) {
+      this.opts.log.warn(`DNS: cannot read this machine's addresses: ${describeError(err)}`);
+      return;
+    }
+    const say = (text: string): void =>
+      this.opts.announce ? this.opts.log.info(text) : this.opts.log.debug(text);
+    for (const [address, sock] of this.sockets) {
+      if (wanted.has(address)) continue;
+      this.sockets.delete(address);
+      this.bound.delete(sock);
+      sock.close();
+      say(`DNS: ${address} is gone; no longer listening on UDP ${hostPort(address, this.port)}`);
+    }
+    for (const address of this.failed.keys()) if (!wanted.has(address)) this.failed.delete(address);
+    for (const address of wanted) {
+      if (this.sockets.has(address) || this.closed) continue;
+      try {
+        const sock = await this.open(address, this.port);
+        if (this.closed) {
+          // close() ran while it was binding: it is not ours to keep.
+          this.sockets.delete(address);
+          this.bound.delete(sock);
+          sock.close();
+          return;
+        }
+        this.failed.delete(address);
+        say(`DNS: listening on UDP ${hostPort(address, this.port)} too`);
+      } catch (err) {
+        this.noteFailed(address, err);
+      }
+    }
+  }
+
+  private noteFailed(address: string, err: unknown): void {
+    const why = describeError(ListenError.of("UDP", address, this.port, err));
+    if (this.failed.get(address) === why) return;
+    this.failed.set(address, why);
+    this.opts.log.warn(`DNS: ${why} (tried again every ${(this.opts.pollMs ?? INTERFACE_POLL_MS) / 1000} s)`);
+  }
+
+  /** Binds one socket; with --workers through node:cluster's shared handle for that address (dgram's default). */
+  private async open(address: string, port: number): Promise<dgram.Socket> {
+    // Not net.isIPv6: its first call compiles a large regular expression (~10 ms of start-up).
+    const type = address.includes(":") ? "udp6" : "udp4";
+    const sock = dgram.createSocket({ type, recvBufferSize: UDP_RECEIVE_BUFFER });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        sock.once("error", reject);
+        sock.bind(port, address, () => {
+          sock.off("error", reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      sock.close();
+      throw err;
+    }
+    sock.on("error", (err) => this.opts.log.error(`DNS UDP socket error: ${describeError(err)}`));
+    sock.on("message", (msg, rinfo) => this.opts.onMessage(sock, msg, rinfo));
+    this.sockets.set(address, sock);
+    this.bound.add(sock);
+    return sock;
+  }
+}
+
+function hostPort(address: string, port: number): string {
+  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+}
