@@ -38,7 +38,8 @@ export interface FuzzReport {
   readonly seed: number;
   readonly packets: number;
   readonly seconds: number;
-  readonly udp: { sent: number; answered: number; shouldDrop: number };
+  /** `sendErrors`: datagrams the fuzzer's own socket could not send (counted in `sent`, never in jitsu's). */
+  readonly udp: { sent: number; answered: number; shouldDrop: number; sendErrors: number };
   readonly tcp: { streams: number; messages: number; answered: number; shouldDrop: number; errors: number };
   /** Answers by rcode name (UDP and TCP), BADVERS from the OPT's extended rcode. */
   readonly answers: Readonly<Record<string, number>>;
@@ -120,7 +121,7 @@ class FuzzRun {
   private readonly undecodable: { reply: Buffer; query: number }[] = [];
   /** The index of the last UDP case sent with each ID, to find the query behind a bad reply. */
   private readonly lastById = new Int32Array(0x10000).fill(-1);
-  private readonly udp = { sent: 0, answered: 0, shouldDrop: 0 };
+  private readonly udp = { sent: 0, answered: 0, shouldDrop: 0, sendErrors: 0 };
   private readonly tcp: TcpTally = {
     streams: 0,
     messages: 0,
@@ -165,9 +166,15 @@ class FuzzRun {
       since.push({ index: skip + i, c });
       if (c.transport === "udp") {
         udp.sent++;
-        if (!answerable(c.packet)) udp.shouldDrop++;
+        const dropped = !answerable(c.packet);
+        if (dropped) udp.shouldDrop++;
         if (c.packet.length >= 2) this.lastById[c.packet.readUInt16BE(0)] = skip + i;
-        fuzz.send(c.packet);
+        fuzz.send(c.packet, (err) => {
+          if (err === null) return;
+          // Never reached jitsu: neither answered nor one of its drops.
+          udp.sendErrors++;
+          if (dropped) udp.shouldDrop--;
+        });
         if (++batch === BATCH) {
           batch = 0;
           if (!(await barrier())) {
@@ -218,7 +225,7 @@ class FuzzRun {
     const end = after ?? { ...before, ours: 0 };
     const jitsuDropped = end.counters.dropped - before.counters.dropped;
     const kernel = end.kernel - before.kernel;
-    const unexplained = udp.sent - udp.answered - udp.shouldDrop - kernel - end.ours;
+    const unexplained = udp.sent - udp.sendErrors - udp.answered - udp.shouldDrop - kernel - end.ours;
     if (findings.length === 0) {
       if (unexplained !== 0)
         findings.push(
@@ -429,7 +436,7 @@ export function formatReport(r: FuzzReport): string {
   return [
     `seed ${r.seed}: ${n(r.packets)} packets in ${r.seconds.toFixed(1)} s (${n(Math.round(r.packets / r.seconds))}/s): ${n(r.udp.sent)} UDP datagrams, ${n(r.tcp.streams)} TCP streams carrying ${n(r.tcp.messages)} messages`,
     `answers: ${answered || "none"} (UDP ${n(r.udp.answered)}, TCP ${n(r.tcp.answered)}); malformed (jitsu_dns_malformed_total) ${n(r.malformed)}`,
-    `not answered: ${n(r.udp.sent - r.udp.answered)} UDP: dropped by jitsu on purpose ${n(r.udp.shouldDrop)} (too short or QR set; jitsu_dns_dropped_total +${n(r.drops.jitsu)} with ${n(r.tcp.shouldDrop)} TCP), by the kernel on jitsu's socket ${n(r.drops.kernel)}, on ours ${n(r.drops.ours)}, unexplained ${n(r.drops.unexplained)}; TCP connection errors ${n(r.tcp.errors)}`,
+    `not answered: ${n(r.udp.sent - r.udp.answered)} UDP: dropped by jitsu on purpose ${n(r.udp.shouldDrop)} (too short or QR set; jitsu_dns_dropped_total +${n(r.drops.jitsu)} with ${n(r.tcp.shouldDrop)} TCP), by the kernel on jitsu's socket ${n(r.drops.kernel)}, on ours ${n(r.drops.ours)}, not sent (our socket's error) ${n(r.udp.sendErrors)}, unexplained ${n(r.drops.unexplained)}; TCP connection errors ${n(r.tcp.errors)}`,
     `liveness checks passed: ${r.checksPassed}; jitsu logged ${n(r.jitsuLog.warn)} warnings, ${n(r.jitsuLog.error)} errors; ${r.jitsuExit} on SIGTERM`,
     `jitsu RSS: ${r.rssMb.before.toFixed(1)} MB before, ${r.rssMb.after.toFixed(1)} MB after (${growth >= 0 ? "+" : ""}${growth.toFixed(1)} MB), peak ${r.rssMb.peak.toFixed(1)} MB; V8 heap used ${r.heapMb.before.toFixed(1)} MB before, ${r.heapMb.after.toFixed(1)} MB after`,
     r.findings.length === 0

@@ -35,6 +35,8 @@ export type FuzzCase =
   | { readonly transport: "tcp"; readonly kind: string; readonly chunks: readonly Buffer[] };
 
 const HEADER = 12;
+/** The largest UDP payload over IPv4 (65535 - 20 - 8): a longer datagram cannot be sent at all. */
+const MAX_DATAGRAM = 65_507;
 const T = {
   A: 1,
   NS: 2,
@@ -104,7 +106,7 @@ export class PacketGenerator {
     const rng = this.rng;
     if (rng.chance(0.03)) return { kind: "random", packet: rng.bytes(rng.int(rng.chance(0.5) ? 16 : 600)) };
     const base = this.query();
-    if (rng.chance(0.2)) return { kind: "valid", packet: base.bytes };
+    if (rng.chance(0.2)) return { kind: "valid", packet: base.bytes.subarray(0, MAX_DATAGRAM) };
     const kinds: string[] = [];
     let bytes = base.bytes;
     const rounds = rng.range(1, 3);
@@ -113,7 +115,7 @@ export class PacketGenerator {
       kinds.push(kind);
       bytes = mutate(rng, { ...base, bytes }, () => this.query());
     }
-    return { kind: kinds.join("+"), packet: bytes };
+    return { kind: kinds.join("+"), packet: bytes.subarray(0, MAX_DATAGRAM) };
   }
 
   /** One well-formed query (perhaps with records in the other sections). */
