@@ -112,18 +112,36 @@ function formerrFor(raw: Buffer): Buffer {
   return out;
 }
 
+/**
+ * A UDP socket on a free loopback port and a TCP server on the same port. The
+ * UDP port is free for TCP most of the time, not always (another test's
+ * connection may hold it): then both go and another port is tried, so a
+ * failed start leaves no socket open to keep the test process alive.
+ */
+async function bindBoth(): Promise<{ udp: dgram.Socket; tcp: net.Server; port: number }> {
+  for (let attempt = 0; ; attempt++) {
+    const udp = dgram.createSocket("udp4");
+    await new Promise<void>((resolve) => udp.bind(0, "127.0.0.1", () => resolve()));
+    const port = udp.address().port;
+    const tcp = net.createServer();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once("error", reject);
+        tcp.listen(port, "127.0.0.1", () => resolve());
+      });
+      return { udp, tcp, port };
+    } catch (err) {
+      udp.close();
+      if (attempt === 9) throw err;
+    }
+  }
+}
+
 export async function startUpstream(
   address = "192.0.2.7",
   { record = true }: { record?: boolean } = {},
 ): Promise<TestUpstream> {
-  const udp = dgram.createSocket("udp4");
-  await new Promise<void>((resolve) => udp.bind(0, "127.0.0.1", () => resolve()));
-  const port = udp.address().port;
-  const tcp = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    tcp.once("error", reject);
-    tcp.listen(port, "127.0.0.1", () => resolve());
-  });
+  const { udp, tcp, port } = await bindBoth();
   const spoofer = dgram.createSocket("udp4");
   await new Promise<void>((resolve) => spoofer.bind(0, "127.0.0.1", () => resolve()));
   const conns = new Set<net.Socket>();
