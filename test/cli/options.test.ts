@@ -169,6 +169,10 @@ describe("the backend registry in --help", () => {
 });
 
 describe("the jitsu binary", () => {
+  /** The built CLI with the process backend, forwarding off (never this machine's resolver), and `args`. */
+  const runProcessCli = (...args: string[]) =>
+    run(process.execPath, [CLI, "-x", "process", "-f", "0.0.0.0", ...args]);
+
   it("--help lists every option and the CONFIG keys of each backend", async () => {
     const res = await run(process.execPath, [CLI, "--help"]);
     assert.equal(res.code, 0);
@@ -233,41 +237,20 @@ describe("the jitsu binary", () => {
   });
 
   it("a bad CONFIG value names the VM and the key", async () => {
-    const res = await run(process.execPath, [
-      CLI,
-      "-x",
-      "process",
-      "-f",
-      "0.0.0.0",
-      "dns=www.example.org,ip=10.0.0.300,name=www,exec=true",
-    ]);
+    const res = await runProcessCli("dns=www.example.org,ip=10.0.0.300,name=www,exec=true");
     assert.equal(res.code, 1);
     assert.equal(res.stderr.trim().split("\n").length, 1);
     assert.match(res.stderr, /VM 'www', key 'ip': expected an IPv4 or IPv6 address/);
   });
 
   it("an unknown CONFIG key names the VM and the key", async () => {
-    const res = await run(process.execPath, [
-      CLI,
-      "-x",
-      "process",
-      "-f",
-      "0.0.0.0",
-      "dns=www.example.org,ip=10.0.0.1,name=www,exec=true,colour=red",
-    ]);
+    const res = await runProcessCli("dns=www.example.org,ip=10.0.0.1,name=www,exec=true,colour=red");
     assert.equal(res.code, 1);
     assert.match(res.stderr, /VM 'www', key 'colour': unknown key for the process backend/);
   });
 
   it("a mistyped key gets a suggestion, and the known keys leave out what the backend cannot do", async () => {
-    const res = await run(process.execPath, [
-      CLI,
-      "-x",
-      "process",
-      "-f",
-      "0.0.0.0",
-      "dsn=www.example.org,ip=10.0.0.1,name=www,exec=true",
-    ]);
+    const res = await runProcessCli("dsn=www.example.org,ip=10.0.0.1,name=www,exec=true");
     assert.equal(res.code, 1);
     assert.equal(
       res.stderr.trim(),
@@ -294,26 +277,18 @@ describe("the jitsu binary", () => {
   });
 
   it("a stop mode the backend cannot do is rejected at start-up", async () => {
-    const res = await run(process.execPath, [
-      CLI,
-      "-x",
-      "process",
-      "-m",
-      "save",
-      "-f",
-      "0.0.0.0",
-      "dns=www.example.org,ip=10.0.0.1,name=www,exec=true",
-    ]);
+    const res = await runProcessCli("-m", "save", "dns=www.example.org,ip=10.0.0.1,name=www,exec=true");
     assert.equal(res.code, 2, "a usage error");
     assert.match(res.stderr, /option '--mode': the process backend cannot save VMs/);
   });
 
   it("a key the backend cannot honour is rejected at start-up", async () => {
-    const start = (config: string) => run(process.execPath, [CLI, "-x", "process", "-f", "0.0.0.0", config]);
-    const res = await start("dns=www.example.org,ip=10.0.0.1,name=www,exec=true,wait_for_key=data/ready");
+    const res = await runProcessCli(
+      "dns=www.example.org,ip=10.0.0.1,name=www,exec=true,wait_for_key=data/ready",
+    );
     assert.equal(res.code, 1);
     assert.match(res.stderr, /VM 'www', key 'wait_for_key': the process backend cannot wait for keys/);
-    const noIp = await start("dns=www.example.org,exec=true");
+    const noIp = await runProcessCli("dns=www.example.org,exec=true");
     assert.equal(noIp.code, 1);
     assert.match(
       noIp.stderr,
@@ -322,15 +297,10 @@ describe("the jitsu binary", () => {
   });
 
   it("two VMs with the same name are refused at start-up (one would answer for the other)", async () => {
-    const res = await run(process.execPath, [
-      CLI,
-      "-x",
-      "process",
-      "-f",
-      "0.0.0.0",
+    const res = await runProcessCli(
       "dns=a.test,ip=127.0.0.5,name=one,exec=sleep 101",
       "dns=b.test,ip=127.0.0.6,name=one,exec=sleep 102",
-    ]);
+    );
     assert.equal(res.code, 1);
     assert.equal(
       res.stderr.trim(),
