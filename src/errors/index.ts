@@ -171,7 +171,7 @@ function explain(code: unknown, err: unknown, host: string, port: number, portOp
     case "EADDRNOTAVAIL":
       return `${host} is not an address of this machine (EADDRNOTAVAIL); choose one it has with -b (see: ip -brief address)`;
     default:
-      return err instanceof Error ? (err.message.split("\n")[0] ?? String(err)) : String(err);
+      return describeError(err);
   }
 }
 
