@@ -4,6 +4,7 @@
  */
 import { UsageError } from "../errors/index.js";
 import type { BackendFactory } from "./contract.js";
+import { dockerBackend } from "./docker/index.js";
 import { libvirtBackend } from "./libvirt/index.js";
 import { libxlBackend } from "./libxl/index.js";
 import { processBackend } from "./process/index.js";
@@ -20,6 +21,7 @@ export const BACKENDS: readonly BackendFactory[] = [
   xapiBackend,
   libxlBackend,
   qemuBackend,
+  dockerBackend,
 ];
 
 export function findBackend(name: string): BackendFactory {

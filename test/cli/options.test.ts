@@ -155,10 +155,10 @@ describe("command line", () => {
 describe("the backend registry in --help", () => {
   it("names every registered backend for -x, and those that connect somewhere for -c", () => {
     const doc = (name: string): string => OPTIONS.find((o) => o.name === name)!.doc;
-    assert.equal(doc("backend"), "Which backend to use: libvirt, process, xapi, libxl or qemu.");
+    assert.equal(doc("backend"), "Which backend to use: libvirt, process, xapi, libxl, qemu or docker.");
     assert.equal(
       doc("connect"),
-      "Libvirt and Xapi connection string (e.g. xen+ssh://x.x.x.x/system or vbox:///session)",
+      "Libvirt, Xapi and Docker connection string (e.g. xen+ssh://x.x.x.x/system or vbox:///session)",
     );
     const help = configHelp(BACKENDS);
     for (const b of BACKENDS) {
@@ -272,7 +272,7 @@ describe("the jitsu binary", () => {
     assert.equal(res.stderr.trim().split("\n").length, 1);
     assert.match(
       res.stderr,
-      /option '--backend': unknown backend 'vbox' \(known: libvirt, process, xapi, libxl, qemu\)/,
+      /option '--backend': unknown backend 'vbox' \(known: libvirt, process, xapi, libxl, qemu, docker\)/,
     );
   });
 

@@ -1,0 +1,621 @@
+/**
+ * The docker VmBackend: a VM is a container of a Docker Engine API server
+ * (Docker, or Podman's compatible service), found by name or id, or created
+ * from `image` on the first summon. Spoken through dockerode.
+ *
+ * Stop modes: destroy = kill (SIGKILL); shutdown = stop (SIGTERM, SIGKILL
+ * after stop_timeout); pause = pause (cgroup freezer); suspend and save =
+ * checkpoint (CRIU), restored by the next summon, where the engine can
+ * (checked in connect(), never silently replaced).
+ */
+import Docker from "dockerode";
+import type { ContainerInspectInfo } from "dockerode";
+import type { Clock } from "../../clock/index.js";
+import type { VmSpec } from "../../config/index.js";
+import { BackendError, ConfigError, JitsuError, UsageError } from "../../errors/index.js";
+import type { Logger } from "../../log/index.js";
+import type { BackendEvent, BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
+import { lookupProgram } from "../preflight.js";
+import { planContainer, type ContainerPlan } from "./container-plan.js";
+import { EventWatcher, describeEvent, eventState, type ContainerEvent } from "./events.js";
+import { CREATED_LABEL } from "./keys.js";
+import type { DockerTarget } from "./target.js";
+
+export const BACKEND_NAME = "docker";
+export const DOCKER_STOP_MODES: ReadonlySet<StopMode> = new Set<StopMode>([
+  "destroy",
+  "shutdown",
+  "suspend",
+  "pause",
+  "save",
+]);
+const CHECKPOINT_ID = "jitsu";
+
+interface Known {
+  readonly ref: VmRef;
+  readonly plan: ContainerPlan;
+  /** The container's id once found or created; undefined while it does not exist. */
+  id: string | undefined;
+  /** The state we last saw or reported, so events report changes only. */
+  last: VmState | undefined;
+  /** Bumped by every operation and state read: an event's re-read begun before that is stale. */
+  generation: number;
+  /** Checkpointed by us (suspend/save) and not restored since. */
+  checkpointed: boolean;
+}
+
+export interface EngineInfo {
+  readonly kind: "docker" | "podman";
+  readonly version: string;
+  readonly apiVersion: string;
+  readonly experimental: boolean;
+}
+
+export interface DockerBackendTuning {
+  readonly reconnectInitialMs?: number;
+  readonly reconnectMaxMs?: number;
+  /** How long `stop(vm, "destroy")` waits for the killed container to be gone. */
+  readonly killWaitMs?: number;
+}
+
+/** dockerode's errors: an HTTP status and the engine's JSON body, or a socket error code. */
+interface EngineError extends Error {
+  statusCode?: number;
+  json?: { message?: string } | null;
+  reason?: string;
+  code?: string;
+}
+
+export class DockerBackend implements VmBackend {
+  readonly name = BACKEND_NAME;
+  /** For requests (bounded: a hung engine does not hold a stop forever). */
+  readonly docker: Docker;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private readonly byLabel = new Map<string, Known>();
+  private readonly listeners: ((e: BackendEvent) => void)[] = [];
+  private readonly watcher: EventWatcher;
+  private eventChain: Promise<void> = Promise.resolve();
+  private readonly mode: string | undefined;
+  private readonly bind: string | undefined;
+  private readonly killWaitMs: number;
+  engine: EngineInfo | undefined;
+
+  constructor(
+    readonly target: DockerTarget,
+    options: Pick<BackendOptions, "log" | "clock" | "settings">,
+    tuning: DockerBackendTuning = {},
+  ) {
+    this.log = options.log;
+    this.clock = options.clock;
+    this.mode = options.settings["mode"];
+    this.bind = options.settings["bind"];
+    this.killWaitMs = tuning.killWaitMs ?? 30_000;
+    this.docker = new Docker({ ...target.options, timeout: 300_000 });
+    // The event stream stays open for hours: no timeout on its requests.
+    const events = new Docker({ ...target.options });
+    this.watcher = new EventWatcher({
+      docker: events,
+      display: target.display,
+      clock: this.clock,
+      log: this.log,
+      onEvent: (e) => this.onEngineEvent(e),
+      onReconnect: () => this.reconcile("engine reconnected"),
+      ...(tuning.reconnectInitialMs === undefined ? {} : { reconnectInitialMs: tuning.reconnectInitialMs }),
+      ...(tuning.reconnectMaxMs === undefined ? {} : { reconnectMaxMs: tuning.reconnectMaxMs }),
+    });
+  }
+
+  get eventStats(): { opens: number; reconnects: number } {
+    return this.watcher.stats;
+  }
+
+  async connect(): Promise<void> {
+    let version: Docker.DockerVersion & { Components?: { Name?: string }[]; Experimental?: boolean };
+    try {
+      version = await this.docker.version();
+    } catch (err) {
+      throw this.fail(err, "connect");
+    }
+    const podman = (version.Components ?? []).some((c) => /podman/i.test(c.Name ?? ""));
+    this.engine = {
+      kind: podman ? "podman" : "docker",
+      version: version.Version ?? "?",
+      apiVersion: version.ApiVersion ?? "?",
+      experimental: version.Experimental === true,
+    };
+    this.log.info(
+      `docker: ${this.target.display} is ${podman ? "Podman" : "Docker"} ${this.engine.version} (API ${this.engine.apiVersion})`,
+    );
+    if (this.mode === "suspend" || this.mode === "save") this.checkCheckpoints(this.mode, this.engine);
+    try {
+      await this.watcher.start();
+    } catch (err) {
+      throw this.fail(err, "follow the event stream");
+    }
+  }
+
+  async resolve(spec: VmSpec): Promise<VmRef> {
+    const plan = planContainer(spec);
+    const known: Known = {
+      ref: { label: spec.label, ref: plan.name },
+      plan,
+      id: undefined,
+      last: undefined,
+      generation: 0,
+      checkpointed: false,
+    };
+    let info: ContainerInspectInfo | undefined;
+    try {
+      info = await this.docker.getContainer(plan.name).inspect();
+    } catch (err) {
+      if (!isNotFound(err)) throw this.fail(err, "look up the container", spec.label, plan.name);
+    }
+    if (info !== undefined) {
+      known.id = info.Id;
+      if (plan.create !== undefined && info.Config?.Labels?.[CREATED_LABEL] === undefined) {
+        this.log.info(
+          `docker: VM '${spec.label}': container '${plan.name}' exists and was not created by jitsu; it is used as it is (image and the other creation keys are not applied)`,
+        );
+      }
+    } else if (plan.create === undefined) {
+      throw new BackendError(
+        BACKEND_NAME,
+        `no such container '${plan.name}' at ${this.target.display} (create it first, or give 'image' so that jitsu creates it)`,
+        { vm: spec.label },
+      );
+    } else {
+      try {
+        await this.docker.getImage(plan.create.Image!).inspect();
+      } catch (err) {
+        throw this.fail(err, "look up the image", spec.label, plan.name, plan.create.Image);
+      }
+    }
+    this.byLabel.set(spec.label, known);
+    return known.ref;
+  }
+
+  async state(vm: VmRef): Promise<VmState> {
+    const known = this.known(vm);
+    known.generation++;
+    try {
+      const state = await this.readState(known);
+      known.last = state;
+      return state;
+    } catch (err) {
+      throw this.fail(err, "read the state", vm.label, known.plan.name);
+    }
+  }
+
+  async start(vm: VmRef): Promise<void> {
+    const known = this.known(vm);
+    known.generation++;
+    try {
+      if (known.id === undefined && known.plan.create !== undefined) await this.create(known);
+      try {
+        await this.container(known).start();
+      } catch (err) {
+        if (isNotModified(err)) {
+          // already running
+        } else if (isNotFound(err) && known.plan.create !== undefined) {
+          // Removed since we last saw it: made again, as on the first summon.
+          await this.create(known);
+          await this.container(known).start();
+        } else throw err;
+      }
+      known.last = "running";
+      known.checkpointed = false;
+    } catch (err) {
+      throw this.fail(err, "start the container", vm.label, known.plan.name);
+    }
+  }
+
+  /** From suspended: restored from our checkpoint; a container merely stopped is started. */
+  async resume(vm: VmRef): Promise<void> {
+    const known = this.known(vm);
+    if (!known.checkpointed) return this.start(vm);
+    known.generation++;
+    try {
+      if (this.engine?.kind === "podman") {
+        await this.libpod(`/containers/${encodeURIComponent(this.idOf(known))}/restore?`, {
+          keep: "true",
+          tcpEstablished: "true",
+        });
+      } else {
+        // POST /containers/{id}/start?checkpoint=ID (experimental Docker); dockerode's types omit it.
+        await this.container(known).start({ checkpoint: CHECKPOINT_ID } as Docker.ContainerStartOptions);
+      }
+      known.checkpointed = false;
+      known.last = "running";
+    } catch (err) {
+      throw this.fail(err, "restore the container from its checkpoint", vm.label, known.plan.name);
+    }
+  }
+
+  async unpause(vm: VmRef): Promise<void> {
+    const known = this.known(vm);
+    known.generation++;
+    try {
+      await this.container(known).unpause();
+      known.last = "running";
+    } catch (err) {
+      throw this.fail(err, "unpause the container", vm.label, known.plan.name);
+    }
+  }
+
+  async stop(vm: VmRef, mode: StopMode): Promise<void> {
+    const known = this.known(vm);
+    known.generation++;
+    const c = this.container(known);
+    try {
+      switch (mode) {
+        case "destroy":
+          try {
+            await c.kill({ signal: "SIGKILL" });
+          } catch (err) {
+            if (!isConflict(err)) throw err; // 409: not running already
+          }
+          await this.waitNotRunning(known);
+          known.last = "off";
+          return;
+        case "shutdown":
+          try {
+            await c.stop(known.plan.stopTimeout === undefined ? {} : { t: known.plan.stopTimeout });
+          } catch (err) {
+            if (!isNotModified(err)) throw err; // 304: stopped already
+          }
+          known.last = "off";
+          return;
+        case "pause":
+          await c.pause();
+          known.last = "paused";
+          return;
+        case "suspend":
+        case "save":
+          await this.checkpoint(known);
+          known.checkpointed = true;
+          known.last = "suspended";
+          return;
+      }
+    } catch (err) {
+      throw this.fail(err, `stop the container (${mode})`, vm.label, known.plan.name);
+    }
+  }
+
+  /**
+   * The container's addresses on its networks (from inspect), or, with the
+   * host's network, the address clients reach this host by: -b's when it is
+   * one address of this host, else 127.0.0.1 (README: "Addresses").
+   */
+  async addresses(vm: VmRef): Promise<string[]> {
+    const known = this.known(vm);
+    let info: ContainerInspectInfo;
+    try {
+      info = await this.container(known).inspect();
+    } catch (err) {
+      throw this.fail(err, "read the addresses", vm.label, known.plan.name);
+    }
+    if (info.HostConfig?.NetworkMode === "host") return [this.hostAddress()];
+    const found = new Set<string>();
+    // The old top-level IPAddress (the default bridge) is still filled in by Docker and Podman.
+    const settings = info.NetworkSettings as
+      (ContainerInspectInfo["NetworkSettings"] & { IPAddress?: string }) | undefined;
+    for (const net of Object.values(settings?.Networks ?? {})) {
+      if (net?.IPAddress) found.add(net.IPAddress);
+      if (net?.GlobalIPv6Address) found.add(net.GlobalIPv6Address);
+    }
+    if (settings?.IPAddress) found.add(settings.IPAddress);
+    if (found.size === 0 && info.State?.Running === true) {
+      throw new BackendError(
+        BACKEND_NAME,
+        `container '${known.plan.name}' runs but has no address on its networks (network '${info.HostConfig?.NetworkMode ?? "?"}'); give ip=`,
+        { vm: vm.label },
+      );
+    }
+    return [...found];
+  }
+
+  onEvent(listener: (event: BackendEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  async preflight(specs: readonly VmSpec[]): Promise<JitsuError[]> {
+    const problems: ConfigError[] = [];
+    for (const spec of specs) {
+      try {
+        planContainer(spec, problems);
+      } catch (err) {
+        if (err instanceof ConfigError) problems.push(err);
+        else throw err;
+      }
+    }
+    return problems;
+  }
+
+  async close(): Promise<void> {
+    this.watcher.close();
+    await this.eventChain.catch(() => undefined);
+  }
+
+  private known(vm: VmRef): Known {
+    const k = this.byLabel.get(vm.label);
+    if (k === undefined)
+      throw new BackendError(BACKEND_NAME, "was never resolved by this backend", { vm: vm.label });
+    return k;
+  }
+
+  private idOf(known: Known): string {
+    return known.id ?? known.plan.name;
+  }
+
+  private container(known: Known): Docker.Container {
+    return this.docker.getContainer(this.idOf(known));
+  }
+
+  private async create(known: Known): Promise<void> {
+    try {
+      const c = await this.docker.createContainer(known.plan.create!);
+      known.id = c.id;
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+      // 409: a container of that name appeared meanwhile (made by hand, or by another jitsu): use it.
+      known.id = (await this.docker.getContainer(known.plan.name).inspect()).Id;
+    }
+    this.log.info(
+      `docker: created container '${known.plan.name}' from ${known.plan.create!.Image} for VM '${known.ref.label}'`,
+    );
+  }
+
+  private async readState(known: Known): Promise<VmState> {
+    let info: ContainerInspectInfo;
+    try {
+      info = await this.docker.getContainer(this.idOf(known)).inspect();
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      // Gone (removed behind our back): off; a created one is made again by the next start.
+      known.id = undefined;
+      known.checkpointed = false;
+      return "off";
+    }
+    known.id = info.Id;
+    return mapContainerState(info.State, known.checkpointed);
+  }
+
+  private async waitNotRunning(known: Known): Promise<void> {
+    const deadline = this.clock.now() + this.killWaitMs;
+    for (;;) {
+      const state = await this.readState(known);
+      if (state !== "running" && state !== "paused") return;
+      if (this.clock.now() >= deadline) {
+        throw new BackendError(
+          BACKEND_NAME,
+          `container '${known.plan.name}' still runs ${this.killWaitMs / 1000} s after SIGKILL`,
+          { vm: known.ref.label },
+        );
+      }
+      await this.clock.sleep(50);
+    }
+  }
+
+  private async checkpoint(known: Known): Promise<void> {
+    if (this.engine?.kind === "podman") {
+      await this.libpod(`/containers/${encodeURIComponent(this.idOf(known))}/checkpoint?`, {
+        keep: "true",
+        tcpEstablished: "true",
+      });
+      return;
+    }
+    const c = this.container(known) as Docker.Container & {
+      deleteCheckpoint(id: string): Promise<unknown>;
+      createCheckpoint(opts: object): Promise<unknown>;
+    };
+    await c.deleteCheckpoint(CHECKPOINT_ID).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    });
+    await c.createCheckpoint({ CheckpointID: CHECKPOINT_ID, Exit: true });
+  }
+
+  /** A call to Podman's own API (libpod), for what the Docker API has no word for. */
+  private libpod(path: string, query: Record<string, string>): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.docker.modem.dial(
+        {
+          path: `/v4.0.0/libpod${path}`,
+          method: "POST",
+          options: query,
+          statusCodes: {
+            200: true,
+            204: true,
+            404: "no such container",
+            409: "conflict",
+            500: "server error",
+          },
+        },
+        (err: unknown, data: unknown) => (err ? reject(err as Error) : resolve(data)),
+      );
+    });
+  }
+
+  /**
+   * -m suspend/save need checkpoints: CRIU on the engine's host, and Podman or
+   * an experimental Docker. A UsageError naming why, at start-up.
+   */
+  private checkCheckpoints(mode: string, engine: EngineInfo): void {
+    const cannot = (why: string): UsageError =>
+      new UsageError(
+        `the docker backend cannot ${mode} containers at ${this.target.display} (${engine.kind === "podman" ? "Podman" : "Docker"} ${engine.version}): ${why}; use -m pause (frozen in memory) or -m shutdown instead`,
+        "--mode",
+      );
+    if (engine.kind === "docker" && !engine.experimental) {
+      throw cannot(
+        `Docker checkpoints are experimental and this daemon is not ("experimental": true in /etc/docker/daemon.json)`,
+      );
+    }
+    if (this.target.socketPath === undefined) {
+      this.log.warn(
+        `docker: cannot check from here that ${this.target.display} has CRIU for -m ${mode}; the first checkpoint will tell`,
+      );
+      return;
+    }
+    const path = `${process.env["PATH"] ?? "/usr/bin:/bin"}:/usr/sbin:/sbin`;
+    if ("problem" in lookupProgram("criu", { searchPath: path })) {
+      throw cannot(
+        "checkpoint and restore need CRIU on the engine's host, and criu is not installed here (apt-get install criu)",
+      );
+    }
+  }
+
+  private onEngineEvent(e: ContainerEvent): void {
+    const state = eventState(e.action);
+    if (state === undefined) return;
+    for (const known of this.byLabel.values()) {
+      const matches =
+        (known.id !== undefined && e.id === known.id) ||
+        e.name === known.plan.name ||
+        (known.id === undefined && e.id.startsWith(known.plan.name));
+      if (!matches) continue;
+      this.enqueueRead(known, describeEvent(e));
+    }
+  }
+
+  /**
+   * Re-reads the container after an event (in the order events came) and
+   * reports a change: the engine's state, not the event's, so an event
+   * delivered after our own later operation cannot undo it.
+   */
+  private enqueueRead(known: Known, reason: string): void {
+    this.eventChain = this.eventChain.then(async () => {
+      const generation = known.generation;
+      let state: VmState;
+      try {
+        state = await this.readState(known);
+      } catch (err) {
+        this.log.debug(
+          `docker: cannot read the state of VM '${known.ref.label}' after an event: ${(err as Error).message}`,
+        );
+        return;
+      }
+      if (known.generation !== generation) return; // an operation or state read since then knows better
+      this.report(known, state, reason);
+    });
+  }
+
+  private report(known: Known, state: VmState, reason: string): void {
+    if (state === known.last) return;
+    known.last = state;
+    const event: BackendEvent = { vm: known.ref, state, reason };
+    for (const l of this.listeners) {
+      try {
+        l(event);
+      } catch (err) {
+        this.log.error(`docker: event listener failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  private reconcile(reason: string): void {
+    for (const known of this.byLabel.values()) this.enqueueRead(known, reason);
+  }
+
+  private hostAddress(): string {
+    const b = this.bind;
+    if (b === undefined || b === "0.0.0.0" || b === "::" || b.startsWith("127.") || b === "::1")
+      return "127.0.0.1";
+    return b;
+  }
+
+  /**
+   * One line for users, naming the URI and the VM (BackendError adds the
+   * VM), with the engine's own text as the detail.
+   */
+  private fail(err: unknown, what: string, vm?: string, name?: string, image?: string): JitsuError {
+    if (err instanceof JitsuError) return err;
+    const uri = this.target.display;
+    const e = err as EngineError;
+    const engineText =
+      e.json?.message ?? (typeof e.reason === "string" && e.reason !== "" ? e.reason : undefined);
+    const make = (message: string, detail?: string): BackendError =>
+      new BackendError(BACKEND_NAME, message, {
+        ...(vm === undefined ? {} : { vm }),
+        ...(detail === undefined ? {} : { detail }),
+        cause: err,
+      });
+    if (typeof e.statusCode === "number") {
+      const detail = `HTTP ${e.statusCode}: ${engineText ?? e.message}`;
+      if (e.statusCode === 404) {
+        if (/image/i.test(engineText ?? "")) {
+          const img = image ?? this.byLabel.get(vm ?? "")?.plan.create?.Image;
+          return make(
+            `no such image${img === undefined ? "" : ` '${img}'`} at ${uri} (pull or build it on the engine first: jitsu does not pull)`,
+            detail,
+          );
+        }
+        return make(`no such container${name === undefined ? "" : ` '${name}'`} at ${uri}`, detail);
+      }
+      if (e.statusCode === 401 || e.statusCode === 403)
+        return make(`permission denied to ${what} at ${uri}`, detail);
+      return make(`cannot ${what} at ${uri}`, detail);
+    }
+    const sock = this.target.socketPath;
+    switch (e.code) {
+      case "ENOENT":
+        return make(
+          `cannot connect to ${uri}: no socket at ${sock ?? "?"} (is the engine running? systemctl start docker, or podman system service)`,
+        );
+      case "ECONNREFUSED":
+        return make(`cannot connect to ${uri}: connection refused (is the engine running?)`);
+      case "EACCES":
+      case "EPERM":
+        return make(
+          `permission denied on ${sock === undefined ? uri : `the socket ${sock}`} (run jitsu as root, or as a user in the socket's group, e.g. docker)`,
+        );
+      case "ECONNRESET":
+      case "EPIPE":
+        return make(
+          `lost the connection to ${uri} while trying to ${what}; the state will be re-read`,
+          e.code,
+        );
+      default:
+        if (typeof e.code === "string" && /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO/.test(e.code)) {
+          return make(
+            `TLS with ${uri} failed (${e.code}): set DOCKER_CERT_PATH to the folder with the engine's ca.pem and your cert.pem and key.pem`,
+          );
+        }
+        return make(`cannot ${what} at ${uri}`, e.code ?? (err as Error).message);
+    }
+  }
+}
+
+/** The engine's State -> our VmState (Status, not Running: Podman 4.3 reports a paused container as not running). */
+export function mapContainerState(
+  state: ContainerInspectInfo["State"] | undefined,
+  checkpointed: boolean,
+): VmState {
+  switch (state?.Status) {
+    case "running":
+    case "restarting":
+      return "running";
+    case "paused":
+      return "paused";
+    case "created":
+    case "exited":
+    case "removing":
+    case "stopped":
+    case "configured":
+      return checkpointed ? "suspended" : "off";
+    case "dead":
+      return "crashed";
+    default:
+      return "unknown";
+  }
+}
+
+function isNotFound(err: unknown): boolean {
+  return (err as EngineError | null)?.statusCode === 404;
+}
+function isNotModified(err: unknown): boolean {
+  return (err as EngineError | null)?.statusCode === 304;
+}
+function isConflict(err: unknown): boolean {
+  return (err as EngineError | null)?.statusCode === 409;
+}
