@@ -112,21 +112,6 @@ describe("jitsu -x docker (e2e with dig and a real Podman service)", { timeout: 
     assert.equal(await podman.status("web"), "running");
   });
 
-  it("notices at once a container killed with podman behind its back", async () => {
-    const before = destroyJitsu.cli.output().length;
-    await podman.must(["kill", "web"]);
-    // The reaper re-reads every 5 s and says no reason: the event stream says why, within a moment.
-    const ms = await until(
-      "jitsu to notice the kill",
-      () => /VM 'web' is off \(died with exit code \d+\)/.test(destroyJitsu.cli.output().slice(before)),
-      4000,
-    );
-    assert.ok(ms < 4000);
-    const r = await dig(destroyJitsu.port, ["web.jitsu.test", "A"]);
-    assert.equal(r.status, "NOERROR");
-    assert.equal(await podman.status("web"), "running");
-  });
-
   let madeId = "";
   it("creates a container from image on the first summon, labelled, and reuses it after", async () => {
     assert.equal(await podman.status("made"), "missing");
@@ -150,40 +135,94 @@ describe("jitsu -x docker (e2e with dig and a real Podman service)", { timeout: 
     assert.equal((destroyJitsu.cli.output().match(/created container 'made'/g) ?? []).length, 1);
   });
 
-  it("notices a container removed behind its back, and creates it again on the next query", async () => {
-    const before = destroyJitsu.cli.output().length;
-    await podman.must(["rm", "--force", "--time", "0", "made"]);
+  // Changes behind jitsu's back, on a jitsu whose reaper stays out of the way (TTL 600 s).
+  let watch: { cli: CliProcess; port: number };
+  let watchedPort = 0;
+
+  it("notices at once a container killed with podman behind its back", async () => {
+    watchedPort = await freePort();
+    const freshPort = await freePort();
+    await podman.must([
+      "create",
+      "--name",
+      "watched",
+      "--network",
+      "host",
+      IMAGE,
+      ...httpd(watchedPort).split(" "),
+    ]);
+    const port = await freePort();
+    const cli = startCli([
+      ...["-x", "docker", "-c", podman.uri, "-l", String(port), "-f", "0.0.0.0", "-t", "600", "-d", "0"],
+      ...[
+        "--state-dir",
+        dir.path,
+        `dns=watched.jitsu.test,name=watched,ready=http://127.0.0.1:${watchedPort}/`,
+      ],
+      `dns=fresh.jitsu.test,name=fresh,image=${IMAGE},cmd=${httpd(freshPort)},network=host,ready=tcp:127.0.0.1:${freshPort}`,
+    ]);
+    clis.push(cli);
+    await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+/, 30_000);
+    watch = { cli, port };
+    assert.equal((await dig(port, ["watched.jitsu.test", "A"])).status, "NOERROR");
+    const before = cli.output().length;
+    await podman.must(["kill", "watched"]);
+    // The reaper says no reason (and is 5 s away): the event stream says why, within a moment.
     await until(
-      "jitsu to notice the removal",
-      () =>
-        /VM 'made' is off \((removed|died with exit code \d+)\)/.test(
-          destroyJitsu.cli.output().slice(before),
-        ),
+      "jitsu to notice the kill",
+      () => /VM 'watched' is off \(died with exit code \d+\)/.test(cli.output().slice(before)),
       4000,
     );
-    const r = await dig(destroyJitsu.port, ["made.jitsu.test", "A"]);
+    const r = await dig(port, ["watched.jitsu.test", "A"]);
     assert.equal(r.status, "NOERROR");
-    assert.equal(await podman.status("made"), "running");
-    assert.notEqual(await podman.must(["inspect", "--format", "{{.Id}}", "made"]), madeId);
+    assert.equal(await podman.status("watched"), "running");
+    // Paused behind its back: noticed, and the next query unpauses it.
+    const pausedFrom = cli.output().length;
+    await podman.must(["pause", "watched"]);
+    await until(
+      "jitsu to notice the pause",
+      () => /VM 'watched' is paused \(pause\)/.test(cli.output().slice(pausedFrom)),
+      4000,
+    );
+    assert.equal((await dig(port, ["watched.jitsu.test", "A"])).status, "NOERROR");
+    assert.equal(await podman.status("watched"), "running");
+  });
+
+  it("notices a container removed behind its back, and creates it again on the next query", async () => {
+    const { cli, port } = watch;
+    assert.equal((await dig(port, ["fresh.jitsu.test", "A"])).status, "NOERROR");
+    const id = await podman.must(["inspect", "--format", "{{.Id}}", "fresh"]);
+    const before = cli.output().length;
+    await podman.must(["rm", "--force", "--time", "0", "fresh"]);
+    await until(
+      "jitsu to notice the removal",
+      () => /VM 'fresh' is off \((removed|died with exit code \d+)\)/.test(cli.output().slice(before)),
+      4000,
+    );
+    const r = await dig(port, ["fresh.jitsu.test", "A"]);
+    assert.equal(r.status, "NOERROR");
+    assert.equal(await podman.status("fresh"), "running");
+    assert.notEqual(await podman.must(["inspect", "--format", "{{.Id}}", "fresh"]), id);
   });
 
   it("follows the engine through a restart of the service (events reconnect)", async () => {
-    const cli = destroyJitsu.cli;
-    await dig(destroyJitsu.port, ["web.jitsu.test", "A"]);
+    const { cli, port } = watch;
     await podman.stopService();
     await cli.waitFor(/lost the event stream of unix:\/\/\S+ \([^)]*\); reconnecting/, 10_000);
     await podman.startService();
     await cli.waitFor(/docker: event stream of unix:\/\/\S+ is back/, 20_000);
     const before = cli.output().length;
-    await podman.must(["kill", "web"]);
+    await podman.must(["kill", "watched"]);
     await until(
       "jitsu to notice a kill after the reconnect",
-      () => /VM 'web' is off \(died with exit code \d+\)/.test(cli.output().slice(before)),
+      () => /VM 'watched' is off \(died with exit code \d+\)/.test(cli.output().slice(before)),
       4000,
     );
-    const r = await dig(destroyJitsu.port, ["web.jitsu.test", "A"]);
+    const r = await dig(port, ["watched.jitsu.test", "A"]);
     assert.equal(r.status, "NOERROR");
-    assert.equal(await httpOk(webPort), true);
+    assert.equal(await httpOk(watchedPort), true);
+    await cli.stop();
+    await destroyJitsu.cli.stop();
   });
 
   it("-m shutdown: stops the idle container (SIGTERM, SIGKILL after stop_timeout)", async () => {
@@ -215,16 +254,6 @@ describe("jitsu -x docker (e2e with dig and a real Podman service)", { timeout: 
     assert.equal(r.status, "NOERROR");
     assert.equal(await podman.status("nap"), "running");
     assert.equal(await httpOk(port), true);
-    // Paused behind its back: noticed through the events too.
-    const before = cli.output().length;
-    await podman.must(["pause", "nap"]);
-    await until(
-      "jitsu to notice the pause",
-      () => /VM 'nap' is paused \(pause\)/.test(cli.output().slice(before)),
-      4000,
-    );
-    assert.equal((await dig(dns, ["nap.jitsu.test", "A"])).status, "NOERROR");
-    assert.equal(await podman.status("nap"), "running");
     await cli.stop();
   });
 
