@@ -13,7 +13,14 @@ import {
   type VmBackend,
 } from "../backends/index.js";
 import { systemClock, type Clock } from "../clock/index.js";
-import { buildFileSpecs, buildVmSpec, distinctVms, parseConfigString, type VmSpec } from "../config/index.js";
+import {
+  buildFileSpecs,
+  buildVmSpec,
+  distinctVms,
+  groupPlans,
+  parseConfigString,
+  type VmSpec,
+} from "../config/index.js";
 import {
   ClientAccess,
   DnsServer,
@@ -76,7 +83,7 @@ export function buildSpecs(configs: readonly string[], backendName: string): VmS
 /**
  * What start-up checks before it opens, connects or starts anything: every VM
  * (CONFIG strings and the --config file's) against the backend's keys and
- * capabilities, and -m. The README examples test runs the same.
+ * capabilities, -m, and the groups (group=, after=, --max-running). The README examples test runs the same.
  */
 export function checkSettings(settings: Settings): {
   factory: BackendFactory;
@@ -92,6 +99,8 @@ export function checkSettings(settings: Settings): {
       ? cliSpecs
       : distinctVms([...cliSpecs, ...buildFileSpecs(settings.file, specOptions(factory))]);
   checkStopMode(factory, settings.mode);
+  // group= and after= over every VM (the summoner checks a reload's the same way).
+  groupPlans(specs, { maxRunning: settings.maxRunning });
   return { factory, cliSpecs, specs };
 }
 

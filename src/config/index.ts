@@ -20,3 +20,4 @@ export {
   type ConfigFileVm,
   type FileOptionSpec,
 } from "./file.js";
+export { groupPlans, type GroupPlan, type GroupCheckOptions } from "./groups.js";

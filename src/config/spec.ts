@@ -26,6 +26,10 @@ export interface VmSpec {
   readonly waitForKey: string | undefined;
   readonly useSynjitsu: boolean;
   readonly ready: readonly ReadyProbe[];
+  /** `group=`: VMs with the same group start and stop together (src/summoner groups.ts). */
+  readonly group: string | undefined;
+  /** `after=`: labels of members of the same group that must be ready before this one starts. */
+  readonly after: readonly string[];
   /** Every pair, for the backend to read its own keys. */
   readonly options: VmOptions;
 }
@@ -66,7 +70,21 @@ export const COMMON_KEYS: readonly KeySpec[] = [
     repeatable: true,
     doc: "Readiness probe that must succeed before the DNS answer is sent: tcp:PORT, tcp:HOST:PORT or http://HOST:PORT/path (any 2xx/3xx). Can be set more than once; all must pass.",
   },
+  {
+    key: "group",
+    type: "string",
+    doc: "Group name (letters, digits, '.', '_', '-'): VMs with the same group start together. A query for any member starts every member that is not up (in parallel, except for after=) and is answered when all are ready; a query for any member keeps the whole group up, and the group is stopped together 2 x TTL after the last one. A member that fails to start fails the query (SERVFAIL); the members already up stay up.",
+  },
+  {
+    key: "after",
+    type: "string",
+    repeatable: true,
+    doc: "Start this group member only once the member with this name (its name, else uuid, else first dns) is ready, and, with -m shutdown, stop it before that one. Needs group=, and names a member of the same group. Can be set more than once.",
+  },
 ];
+
+/** What a group name may be: it shows in logs, /status and metrics labels. */
+const GROUP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 export function parseReadyProbe(value: string): ReadyProbe {
   if (value.startsWith("http://")) {
@@ -123,6 +141,8 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
   const dnsText: string[] = [];
   let ipText: string[] | undefined;
   let readyText: string[] | undefined;
+  let group: string | undefined;
+  let afterText: string[] | undefined;
   // Index loops, no destructuring: cold code (run once per VM) gets no iterator objects.
   for (let i = 0; i < pairs.length; i++) {
     const pair = pairs[i]!;
@@ -146,6 +166,12 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
       case "wait_for_key":
         waitForKey = value;
         break;
+      case "group":
+        group = value;
+        break;
+      case "after":
+        (afterText ??= []).push(value);
+        break;
     }
   }
   const label = name ?? uuid ?? dnsText[0] ?? source;
@@ -163,6 +189,18 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
             throw new ConfigError((err as Error).message, { vm: label, key: "ready" });
           }
         });
+  if (group !== undefined && !GROUP_NAME.test(group)) {
+    throw new ConfigError(
+      `expected a group name of letters, digits, '.', '_' and '-' (at most 63, starting with a letter or digit), got '${group}'`,
+      { vm: label, key: "group" },
+    );
+  }
+  if (afterText !== undefined && group === undefined) {
+    throw new ConfigError(
+      "after= orders the start of a group's members, but this VM has no group=; give it the group of the VM it starts after",
+      { vm: label, key: "after" },
+    );
+  }
   const spec: VmSpec = {
     label,
     name,
@@ -173,6 +211,8 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
     waitForKey,
     useSynjitsu: options.bool("use_synjitsu") ?? false,
     ready,
+    group,
+    after: afterText === undefined ? NONE : Object.freeze(afterText),
     options,
   };
   opts.check?.(spec);

@@ -6,4 +6,11 @@ export {
   type StatusServerOptions,
 } from "./server.js";
 export { JitsuMetrics, type MetricsOptions } from "./metrics.js";
-export type { AdmissionView, SummonerView, VmStatusView, DnsCountersView, DnsStatusView } from "./view.js";
+export type {
+  AdmissionView,
+  GroupStatusView,
+  SummonerView,
+  VmStatusView,
+  DnsCountersView,
+  DnsStatusView,
+} from "./view.js";

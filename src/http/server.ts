@@ -176,6 +176,14 @@ export class StatusServer {
       now: new Date(now).toISOString(),
       uptimeSeconds: Math.round((now - this.startedAt) / 1000),
       admission: this.opts.summoner.admissionStatus?.() ?? null,
+      groups: (this.opts.summoner.groupStatus?.() ?? []).map((group) => ({
+        name: group.name,
+        state: group.state,
+        members: group.members,
+        after: group.after,
+        lastRequest: iso(group.lastRequest),
+        lastError: group.lastError,
+      })),
       vms: this.opts.summoner.status().map((vm) => ({
         label: vm.label,
         uuid: vm.uuid ?? null,
@@ -193,6 +201,8 @@ export class StatusServer {
         totalRequests: vm.totalRequests,
         lastRequest: iso(vm.lastRequest),
         lastError: vm.lastError,
+        group: vm.group ?? null,
+        after: vm.after ?? [],
       })),
       ...(this.opts.dns === undefined ? {} : { dns: this.opts.dns() }),
     };

@@ -19,6 +19,24 @@ export interface VmStatusView {
   readonly stopMode: string;
   readonly lastError: string | null;
   readonly ttlSeconds: number;
+  /** Its group (`group=`), or null; absent in summoners without groups. */
+  readonly group?: string | null;
+  /** The members of its group it starts after (`after=`). */
+  readonly after?: readonly string[];
+}
+
+/** A group (`group=`) as the summoner reports it. */
+export interface GroupStatusView {
+  readonly name: string;
+  /** starting, stopping, the members' common state (ready, off, ...), failed or partial. */
+  readonly state: string;
+  /** Member labels in start order. */
+  readonly members: readonly string[];
+  /** Per member: the members it starts after. */
+  readonly after: Readonly<Record<string, readonly string[]>>;
+  /** The last query for any member (ms since the epoch), or null. */
+  readonly lastRequest: number | null;
+  readonly lastError: string | null;
 }
 
 /** Admission control (--max-starting, --max-running, --summon-rate) as the summoner reports it. */
@@ -39,6 +57,8 @@ export interface SummonerView {
   status(): readonly VmStatusView[];
   /** Admission control; absent in summoners without it. */
   admissionStatus?(): AdmissionView;
+  /** Groups; absent in summoners without them. */
+  groupStatus?(): readonly GroupStatusView[];
   startVm(label: string): Promise<void>;
   stopVm(label: string): Promise<void>;
   onChange(listener: () => void): void;

@@ -42,6 +42,11 @@ export interface AdmissionHost {
   /** Stops `vm` with the configured stop mode, logging `why`; never rejects. */
   stop(vm: Vm, why: string): Promise<void>;
   /**
+   * When `vm` was last in use: its last query, or when it became ready if
+   * later; for a group member, its whole group's (groups.ts).
+   */
+  lastActivity(vm: Vm): number;
+  /**
    * Run before `vms` are evicted, or null when there is nothing to run: with
    * --workers, the workers stop answering them from their copies of the ready
    * map and report what they answered, so that a VM in use does not look
@@ -346,7 +351,7 @@ export class Admission {
       if (vm.flight !== null || this.granted.has(vm)) continue;
       if (phase.kind === "failed" && phase.runs === "maybe") out.push({ vm, last: -Infinity });
       else if (phase.kind === "ready") {
-        const last = lastQuery(vm, phase.since);
+        const last = this.host.lastActivity(vm);
         if (now - last > ttlMs) out.push({ vm, last });
       }
     }
@@ -359,7 +364,7 @@ export class Admission {
     let first = Infinity;
     for (const vm of this.host.vms()) {
       if (vm.phase.kind !== "ready" || vm.flight !== null) continue;
-      first = Math.min(first, lastQuery(vm, vm.phase.since) + ttlMs + 1);
+      first = Math.min(first, this.host.lastActivity(vm) + ttlMs + 1);
     }
     if (first === Infinity) return;
     this.timer = this.opts.clock.setTimer(Math.max(1, first - now), () => {
@@ -367,11 +372,6 @@ export class Admission {
       this.pump();
     });
   }
-}
-
-/** When a ready VM was last asked for (or became ready, if later). */
-function lastQuery(vm: Vm, readySince: number): number {
-  return Math.max(vm.lastRequest ?? 0, readySince);
 }
 
 // ---- --summon-rate ------------------------------------------------------------

@@ -15,6 +15,10 @@ export interface ReaperHost {
   vms(): Iterable<Vm>;
   /** Stops `vm` with `mode`, logging `why`; never rejects. */
   stop(vm: Vm, mode: StopMode, why: string): Promise<void>;
+  /** Stops a ready VM found idle: a group member's whole group (groups.ts); never rejects. */
+  stopIdle(vm: Vm, mode: StopMode, why: string): Promise<void>;
+  /** When `vm` was last in use: its last request or ready time, a group member's its group's. */
+  lastActivity(vm: Vm): number;
   setPhase(vm: Vm, phase: Phase): void;
   /** Writes every VM's record to the store; never rejects. */
   flush(): Promise<void>;
@@ -94,14 +98,14 @@ export class Reaper {
         // Not while the backend's start may still be going on: a stop now could be undone by it.
         if (phase.runs === "pending") continue;
         // A start that failed its readiness may have left the VM running: stop it once idle.
-        const last = Math.max(vm.lastRequest ?? 0, vm.startedAt ?? 0);
+        const last = Math.max(this.host.lastActivity(vm), vm.startedAt ?? 0);
         if (now - last >= idleMs) jobs.push(this.settleFailed(vm, Math.round((now - last) / 1000)));
         continue;
       }
       if (phase.kind !== "ready") continue;
-      const last = Math.max(vm.lastRequest ?? 0, phase.since);
+      const last = this.host.lastActivity(vm);
       if (now - last >= idleMs) {
-        jobs.push(this.host.stop(vm, stopMode, `after ${Math.round((now - last) / 1000)} s idle`));
+        jobs.push(this.host.stopIdle(vm, stopMode, `after ${Math.round((now - last) / 1000)} s idle`));
         continue;
       }
       jobs.push(this.recheck(vm));

@@ -63,6 +63,7 @@ export async function resolveVm(
     failures: 0,
     // Started by the jitsu before this one: --stop-on-exit stops it too.
     startedByUs: wasUp && stillUp && record.startedAt !== null,
+    group: null,
   };
   if (vm.phase.kind === "ready" && spec.ips.length === 0) {
     const found = (await backend.addresses?.(ref)) ?? [];

@@ -12,18 +12,20 @@
  */
 import type { StopMode, VmBackend, VmRef, VmState } from "../backends/contract.js";
 import type { Clock } from "../clock/index.js";
-import type { VmSpec } from "../config/index.js";
+import { groupPlans, type VmSpec } from "../config/index.js";
 import { ConfigError, JitsuError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { Store } from "../store/index.js";
 import { Admission, NO_LIMITS, type AdmissionStatus, type StartSlot } from "./admission.js";
 import { applyBackendEvent, type EventHost } from "./backend-events.js";
+import { Groups, type GroupStatus } from "./groups.js";
 import { abortable, waitReady, type StartStep } from "./readiness.js";
 import { Reaper } from "./reaper.js";
 import { StoreWriter, recordOf, reloadVms, resolveVm, type ReconcileOptions } from "./reconcile.js";
 import { OFF, phaseAfterStop, phaseFor, type Phase, type SummonerState, type Vm } from "./vm.js";
 
 export type { SummonerState } from "./vm.js";
+export type { GroupStatus } from "./groups.js";
 
 export interface SummonerOptions {
   backend: VmBackend;
@@ -66,6 +68,10 @@ export interface VmStatus {
   lastError: string | null;
   /** The DNS TTL in seconds (the VM is stopped after 2 x TTL idle). */
   ttlSeconds: number;
+  /** Its group (`group=`), or null. */
+  group: string | null;
+  /** The members of its group it starts after (`after=`, as labels). */
+  after: string[];
 }
 
 const BACKOFF_FIRST_MS = 1000;
@@ -80,6 +86,7 @@ export class Summoner {
   private readonly startedListeners: ((label: string, ref: VmRef) => void)[] = [];
   private readonly reaper: Reaper;
   private readonly admission: Admission;
+  private readonly groups: Groups;
   private readonly storeWriter: StoreWriter;
   /** What reconcile.ts and backend-events.ts need. */
   private readonly parts: ReconcileOptions & EventHost;
@@ -98,10 +105,19 @@ export class Summoner {
       setPhase: (vm, phase) => this.setPhase(vm, phase),
     };
     this.storeWriter = new StoreWriter(opts.store, opts.log);
+    this.groups = new Groups(
+      {
+        summon: (vm, admin) => this.summonOne(vm, admin),
+        stop: (vm, mode, why) => this.stop(vm, mode, why),
+      },
+      { clock: opts.clock, log: opts.log },
+    );
     this.reaper = new Reaper(
       {
         vms: () => this.vms.values(),
         stop: (vm, mode, why) => this.stop(vm, mode, why),
+        stopIdle: (vm, mode, why) => this.groups.stopIdle(vm, mode, why),
+        lastActivity: (vm) => this.groups.lastActivity(vm),
         setPhase: (vm, phase) => this.setPhase(vm, phase),
         flush: () => this.flush(),
       },
@@ -118,6 +134,7 @@ export class Summoner {
       {
         vms: () => this.vms.values(),
         stop: (vm, why) => this.stop(vm, opts.stopMode, why),
+        lastActivity: (vm) => this.groups.lastActivity(vm),
         beforeEvict: (vms) => this.beforeEvict?.(vms.map((vm) => vm.spec.label)) ?? null,
       },
       {
@@ -158,11 +175,14 @@ export class Summoner {
    */
   static async create(opts: SummonerOptions): Promise<Summoner> {
     const s = new Summoner(opts);
+    // Checked by the CLI before anything started; checked again for callers of our own.
+    const plans = groupPlans(opts.specs, { maxRunning: opts.maxRunning });
     const records = new Map((await s.storeWriter.load()).map((r) => [r.label, r]));
     for (const spec of opts.specs) {
       const vm = await resolveVm(s.parts, spec, records.get(spec.label));
       s.vms.set(spec.label, vm);
     }
+    s.groups.configure(s.vms, plans);
     opts.backend.onEvent?.((event) => {
       const vm = s.vms.get(event.vm.label);
       if (vm === undefined || vm.ref.ref !== event.vm.ref) return;
@@ -184,12 +204,14 @@ export class Summoner {
     const vm = this.vms.get(label);
     if (vm === undefined)
       return Promise.reject(new ConfigError(`no VM is configured with this label`, { vm: label }));
-    if (client !== undefined && vm.phase.kind !== "ready" && this.wouldStart(vm)) {
+    // A group member only while its whole group is ready (groups.ts).
+    const hot = vm.phase.kind === "ready" && (vm.group === null || vm.group.ready);
+    if (client !== undefined && !hot && this.wouldStart(vm)) {
       this.admission.checkRate(client, label);
     }
     vm.totalRequests++;
     vm.lastRequest = this.clock.now();
-    if (vm.phase.kind === "ready") return vm.addresses;
+    if (hot) return vm.addresses;
     return this.summon(vm);
   }
 
@@ -200,7 +222,7 @@ export class Summoner {
    */
   requestIfReady(label: string): readonly string[] | null {
     const vm = this.vms.get(label);
-    if (vm === undefined || vm.phase.kind !== "ready") return null;
+    if (vm === undefined || vm.phase.kind !== "ready" || (vm.group !== null && !vm.group.ready)) return null;
     vm.totalRequests++;
     vm.lastRequest = this.clock.now();
     return vm.addresses;
@@ -219,28 +241,38 @@ export class Summoner {
     vm.totalRequests += count;
     vm.lastRequest = this.clock.now();
     const kind = vm.phase.kind;
-    if (kind === "ready" || kind === "starting" || kind === "failed" || vm.flight !== null) return;
+    if (vm.group !== null) {
+      if (!this.groups.shouldResummon(vm)) return;
+    } else if (kind === "ready" || kind === "starting" || kind === "failed" || vm.flight !== null) return;
     // Not while shutting down (`summon: false`): nobody will use the VM.
     if (this.closed || options.summon === false) return;
-    this.log.info(`VM '${label}' was answered as ready while ${kind}; summoning it again`);
-    this.summon(vm).catch(() => undefined); // a failure is logged by bringUp
+    const what = vm.group === null ? kind : `its group '${vm.group.name}' was not`;
+    this.log.info(`VM '${label}' was answered as ready while ${what}; summoning it again`);
+    this.summon(vm).catch(() => undefined); // a failure is logged by bringUp (and groups)
   }
 
   /** Each ready VM's label and addresses (the same array instances the hot path returns). */
   readyAddresses(): Map<string, readonly string[]> {
     const out = new Map<string, readonly string[]>();
-    for (const [label, vm] of this.vms) if (vm.phase.kind === "ready") out.set(label, vm.addresses);
+    for (const [label, vm] of this.vms) {
+      if (vm.phase.kind === "ready" && (vm.group === null || vm.group.ready)) out.set(label, vm.addresses);
+    }
     return out;
   }
 
   // ---- admin ----------------------------------------------------------------
 
+  /** Starts `label` now (a group member: its whole group), ignoring the back-off. */
   async startVm(label: string): Promise<void> {
     const vm = this.get(label);
-    if (vm.phase.kind === "ready") return;
+    if (vm.phase.kind === "ready" && (vm.group === null || vm.group.ready)) return;
     await this.summon(vm, true);
   }
 
+  /**
+   * Stops `label` now with `mode`: that VM only, even in a group (its group is
+   * then not ready, and the next query for any member starts it again).
+   */
   async stopVm(label: string, mode: StopMode = this.opts.stopMode): Promise<void> {
     const vm = this.get(label);
     if (vm.flight !== null) await vm.flight.catch(() => undefined);
@@ -271,7 +303,14 @@ export class Summoner {
       stopMode: this.opts.stopMode,
       lastError: vm.lastError,
       ttlSeconds: this.opts.ttlSeconds,
+      group: vm.group?.name ?? null,
+      after: this.groups.afterOf(vm),
     }));
+  }
+
+  /** Every group (`group=`): its members in start order, state, last query and last error. */
+  groupStatus(): GroupStatus[] {
+    return this.groups.status();
   }
 
   /** How many VMs are in each state (states with none left out), without building `status()`. */
@@ -300,9 +339,12 @@ export class Summoner {
    * set untouched; unchanged VMs keep their state and in-flight starts.
    */
   async setSpecs(specs: readonly VmSpec[]): Promise<void> {
+    // Groups first: a bad group= or after= leaves everything as it was.
+    const plans = groupPlans(specs, { maxRunning: this.opts.maxRunning });
     const next = await reloadVms(this.parts, this.vms, specs);
     this.vms.clear();
     for (const [label, vm] of next) this.vms.set(label, vm);
+    this.groups.configure(this.vms, plans);
     this.changed();
   }
 
@@ -324,7 +366,8 @@ export class Summoner {
     await this.reaper.close();
     if (options.stopVms === true) {
       const mode = options.stopMode ?? this.opts.stopMode;
-      await Promise.all([...this.vms.values()].map((vm) => this.stopAtExit(vm, mode)));
+      // Group members with -m shutdown: each once those that start after it are down.
+      await this.groups.stopAll([...this.vms.values()], mode, (vm) => this.stopAtExit(vm, mode));
     }
     await this.flush();
   }
@@ -333,11 +376,18 @@ export class Summoner {
 
   /** Whether a summon of `vm` now would begin a start (not join one, nor fail fast in its back-off). */
   private wouldStart(vm: Vm): boolean {
+    if (vm.group !== null) return this.groups.wouldStart(vm);
     const phase = vm.phase;
     return vm.flight === null && !(phase.kind === "failed" && this.clock.now() < phase.retryAt);
   }
 
+  /** Brings `vm` up; a group member with its whole group (groups.ts). */
   private summon(vm: Vm, admin = false): Promise<readonly string[]> {
+    return vm.group !== null ? this.groups.summon(vm, admin) : this.summonOne(vm, admin);
+  }
+
+  /** The one start in flight of `vm` alone. */
+  private summonOne(vm: Vm, admin: boolean): Promise<readonly string[]> {
     if (vm.flight !== null) return vm.flight;
     const phase = vm.phase;
     if (!admin && phase.kind === "failed" && this.clock.now() < phase.retryAt)
@@ -523,6 +573,7 @@ export class Summoner {
   private setPhase(vm: Vm, phase: Phase): void {
     const before = vm.phase.kind;
     vm.phase = phase;
+    this.groups.changed(vm);
     if (before !== phase.kind) this.changed();
     // Also within a kind: a failed VM seen off no longer counts as up.
     this.admission.changed();

@@ -31,6 +31,16 @@ export type Phase =
  */
 export type FailedRuns = "no" | "pending" | "maybe";
 
+/**
+ * The group a VM belongs to (`group=`), as the centre's hot path reads it;
+ * groups.ts keeps the rest (members, order, the group's start and stop).
+ */
+export interface VmGroup {
+  readonly name: string;
+  /** Every member is ready: only then is a member answered from memory. */
+  readonly ready: boolean;
+}
+
 export interface Vm {
   spec: VmSpec;
   ref: VmRef;
@@ -48,6 +58,8 @@ export interface Vm {
   failures: number;
   /** Whether we brought it up (close({stopVms}) only stops those). */
   startedByUs: boolean;
+  /** Its group, or null (set by groups.ts at start-up and on each reload). */
+  group: VmGroup | null;
 }
 
 export const OFF: Phase = { kind: "off" };

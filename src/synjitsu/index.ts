@@ -310,6 +310,8 @@ function lookupSpec(uuid: string): VmSpec {
     waitForKey: undefined,
     useSynjitsu: false,
     ready: [],
+    group: undefined,
+    after: [],
     options: new VmOptions([["uuid", uuid]], `synjitsu ${uuid}`),
   };
 }

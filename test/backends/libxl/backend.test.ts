@@ -420,6 +420,8 @@ test("an existing domain (the Synjitsu VM) is found by uuid from xl list -l", as
     waitForKey: undefined,
     useSynjitsu: false,
     ready: [],
+    group: undefined,
+    after: [],
     options: new VmOptions([["uuid", u]], "synjitsu"),
   });
   const ref = await backend.resolve(lookup(uuid.toUpperCase()));
