@@ -104,7 +104,10 @@ function startOrder(
       (m) => !placed.has(m.label) && after.get(m.label)!.every((d) => placed.has(d)),
     );
     if (next.length === 0) {
-      const cycle = findCycle(members.filter((m) => !placed.has(m.label)).map((m) => m.label), after);
+      const cycle = findCycle(
+        members.filter((m) => !placed.has(m.label)).map((m) => m.label),
+        after,
+      );
       throw new ConfigError(
         `after= makes a cycle in group '${group}' (${cycle.join(" after ")}): none of them could start first; drop one of these after=`,
         { vm: cycle[0], key: "after" },

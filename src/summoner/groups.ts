@@ -159,7 +159,9 @@ export class Groups {
   shouldResummon(vm: Vm): boolean {
     const group = vm.group as Group;
     if (group.ready || group.flight !== null) return false;
-    return group.members.every((m) => m.flight === null && m.phase.kind !== "failed" && m.phase.kind !== "starting");
+    return group.members.every(
+      (m) => m.flight === null && m.phase.kind !== "failed" && m.phase.kind !== "starting",
+    );
   }
 
   /**
@@ -322,7 +324,8 @@ function refresh(group: Group): void {
 function backingOff(group: Group, now: number): { vm: Vm; error: Error } | null {
   for (const m of group.members) {
     const phase = m.phase;
-    if (m.flight === null && phase.kind === "failed" && now < phase.retryAt) return { vm: m, error: phase.error };
+    if (m.flight === null && phase.kind === "failed" && now < phase.retryAt)
+      return { vm: m, error: phase.error };
   }
   return null;
 }
@@ -347,7 +350,9 @@ function describeMembers(group: Group, failed: Vm): string {
     else if (kind === "starting" || m.flight !== null) parts.push(`${label} is starting`);
     else {
       const deps = group.after.get(m)!.map((d) => d.spec.label);
-      parts.push(`${label} was not started${deps.length > 0 ? ` (it starts after ${deps.join(" and ")})` : ""}`);
+      parts.push(
+        `${label} was not started${deps.length > 0 ? ` (it starts after ${deps.join(" and ")})` : ""}`,
+      );
     }
   }
   return parts.length === 0 ? "it is the only member" : parts.join("; ");

@@ -50,8 +50,11 @@ export class TestBackend implements VmBackend {
   readonly name = "test";
   readonly states = new Map<string, VmState>();
   readonly calls: string[] = [];
-  /** When set, the operation waits for this promise before changing the state. */
-  readonly hold: Partial<Record<Op | "state", () => Promise<void>>> = {};
+  /**
+   * When set, the operation waits for this promise (given the VM's label)
+   * before changing the state; a rejection fails the operation.
+   */
+  readonly hold: Partial<Record<Op | "state", (label: string) => Promise<void>>> = {};
   private readonly listeners: ((e: BackendEvent) => void)[] = [];
 
   async connect(): Promise<void> {}
@@ -63,7 +66,7 @@ export class TestBackend implements VmBackend {
 
   async state(vm: VmRef): Promise<VmState> {
     this.calls.push(`state:${vm.label}`);
-    await this.hold.state?.();
+    await this.hold.state?.(vm.label);
     return this.states.get(vm.label) ?? "unknown";
   }
 
@@ -83,7 +86,7 @@ export class TestBackend implements VmBackend {
     const next: VmState =
       mode === "pause" ? "paused" : mode === "suspend" || mode === "save" ? "suspended" : "off";
     this.calls.push(`stop:${vm.label}:${mode}`);
-    await this.hold.stop?.();
+    await this.hold.stop?.(vm.label);
     this.states.set(vm.label, next);
   }
 
@@ -104,7 +107,7 @@ export class TestBackend implements VmBackend {
 
   private async op(name: Op, vm: VmRef, next: VmState): Promise<void> {
     this.calls.push(`${name}:${vm.label}`);
-    await this.hold[name]?.();
+    await this.hold[name]?.(vm.label);
     this.states.set(vm.label, next);
   }
 }
