@@ -185,11 +185,12 @@ export class Groups {
     if (group.flight !== null) return Promise.resolve(); // starting: in use
     const up = group.members.filter((m) => m.phase.kind === "ready" && m.flight === null);
     if (up.length === 0) return Promise.resolve();
-    const ordered = stopsInOrder(mode) && group.members.some((m) => group.after.get(m)!.length > 0);
-    const order = ordered ? [...up].reverse() : up;
-    this.opts.log.info(
-      `Stopping group '${group.name}' (${mode}) ${why}: ${order.map((m) => m.spec.label).join(ordered ? ", then " : ", ")}`,
-    );
+    const order = stopsInOrder(mode)
+      ? stopStages(group, up)
+          .map((stage) => stage.join(" and "))
+          .join(", then ")
+      : up.map((m) => m.spec.label).join(", ");
+    this.opts.log.info(`Stopping group '${group.name}' (${mode}) ${why}: ${order}`);
     const stopping = this.inOrder(group.members, mode, (m) =>
       up.includes(m) ? this.host.stop(m, mode, `with group '${group.name}' ${why}`) : Promise.resolve(),
     ).finally(() => {
@@ -314,6 +315,25 @@ export class Groups {
 /** A member's own last use: its last request, or when it became ready if later. */
 function ownActivity(vm: Vm): number {
   return Math.max(vm.lastRequest ?? 0, vm.phase.kind === "ready" ? vm.phase.since : 0);
+}
+
+/**
+ * The labels of `up` in the stages of an ordered stop: first the members no
+ * other member starts after, then those whose dependents are all down, ...
+ */
+function stopStages(group: Group, up: readonly Vm[]): string[][] {
+  const depth = new Map<Vm, number>();
+  const depthOf = (vm: Vm): number => {
+    let d = depth.get(vm);
+    if (d === undefined) {
+      d = Math.max(-1, ...group.dependents(vm).map(depthOf)) + 1;
+      depth.set(vm, d);
+    }
+    return d;
+  };
+  const stages: string[][] = [];
+  for (const vm of up) (stages[depthOf(vm)] ??= []).push(vm.spec.label);
+  return stages.filter((stage) => stage !== undefined);
 }
 
 function refresh(group: Group): void {

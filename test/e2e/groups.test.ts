@@ -158,7 +158,9 @@ describe("groups (e2e, process backend)", () => {
     await until(http, (b) => b.vms.every((v) => v.state === "off"), 20_000, "the group to stop");
     const log = messages(cli);
     assert.ok(
-      log.some((m) => /^Stopping group 'shop' \(shutdown\) after \d+ s idle: web, then /.test(m)),
+      log.some((m) =>
+        /^Stopping group 'shop' \(shutdown\) after \d+ s idle: worker and web, then db$/.test(m),
+      ),
       log.join("\n"),
     );
     const webStopped = log.findIndex((m) => m.startsWith("VM 'web' stopped (shutdown)"));

@@ -238,7 +238,7 @@ describe("groups: activity and the idle stop", () => {
     held.get("db")!.resolve();
     await tick;
     assert.ok(
-      lines.some((l) => l.startsWith("Stopping group 'shop' (shutdown) after 120 s idle: web, then")),
+      lines.some((l) => l === "Stopping group 'shop' (shutdown) after 120 s idle: worker and web, then db"),
     );
     await clock.advance(0);
     assert.deepEqual(again.value, ["10.0.0.1"]);
