@@ -27,9 +27,9 @@
  * The part never changes a phase: it starts and stops VMs through its host.
  */
 import type { StopMode } from "../backends/contract.js";
-import type { Clock } from "../clock/index.js";
+import type { Clock, Timer } from "../clock/index.js";
 import type { GroupPlan } from "../config/index.js";
-import { describeError } from "../errors/index.js";
+import { StartTimeoutError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import type { SummonerState } from "./vm.js";
 import type { Vm, VmGroup } from "./vm.js";
@@ -45,6 +45,11 @@ export interface GroupHost {
 export interface GroupOptions {
   readonly clock: Clock;
   readonly log: Logger;
+  /**
+   * --start-timeout (0: none): a group's start answers its queries within
+   * it too, even when `after=` chains members' starts one after another.
+   */
+  readonly startTimeoutSeconds: number;
 }
 
 /** A group as /status shows it. */
@@ -136,7 +141,7 @@ export class Groups {
     const group = vm.group as Group;
     let flight = group.flight;
     if (flight === null) {
-      const started = this.bringUp(group, admin).finally(() => {
+      const started = this.bringUp(group, admin, vm.spec.label).finally(() => {
         if (group.flight === started) group.flight = null;
         group.activeAt = this.opts.clock.now();
       });
@@ -237,7 +242,8 @@ export class Groups {
 
   // ---- starting -------------------------------------------------------------
 
-  private async bringUp(group: Group, admin: boolean): Promise<void> {
+  /** `label`: the member whose summon began it (named by a timeout). */
+  private async bringUp(group: Group, admin: boolean, label: string): Promise<void> {
     // A query that arrives while the group stops waits for the stop, then starts it again.
     if (group.stopping !== null) await group.stopping;
     const { clock, log } = this.opts;
@@ -267,15 +273,40 @@ export class Groups {
       }
       return p;
     };
+    // Each member's start has its own timeout; this one bounds a chain of them (a step later,
+    // so that a member's own timeout, more precise, has the first word).
+    const timeoutS = this.opts.startTimeoutSeconds;
+    let timer: Timer | null = null;
+    const timedOut = new Error("group start timeout");
+    const deadline =
+      timeoutS > 0
+        ? new Promise<never>((_, reject) => {
+            timer = clock.setTimer(timeoutS * 1000 + 1, () => reject(timedOut));
+          })
+        : null;
+    const all = Promise.all(members.map(up));
     try {
-      await Promise.all(members.map(up));
+      await (deadline === null ? all : Promise.race([all, deadline]));
     } catch (err) {
+      if (err === timedOut) {
+        all.catch(() => undefined); // the members' starts go on, and log their own end
+        const error = new StartTimeoutError(
+          label,
+          timeoutS,
+          `waiting for group '${group.name}': ${describeMembers(group, null)}`,
+        );
+        group.lastError = describeError(error);
+        log.warn(`Group '${group.name}' is not ready: ${group.lastError} (the members up stay up)`);
+        throw error;
+      }
       const failed: { vm: Vm; error: unknown } = failure ?? { vm: members[0]!, error: err };
       group.lastError = `VM '${failed.vm.spec.label}' could not be started: ${describeError(failed.error)}`;
       log.warn(
         `Group '${group.name}' is not ready: ${group.lastError}; ${describeMembers(group, failed.vm)} (the members up stay up)`,
       );
       throw failed.error;
+    } finally {
+      (timer as Timer | null)?.cancel();
     }
     group.lastError = null;
     if (startedAny) {
@@ -360,7 +391,7 @@ function groupState(group: Group): GroupStatus["state"] {
 }
 
 /** "web was not started (it starts after db); worker is ready" for the failure's log line. */
-function describeMembers(group: Group, failed: Vm): string {
+function describeMembers(group: Group, failed: Vm | null): string {
   const parts: string[] = [];
   for (const m of group.members) {
     if (m === failed) continue;

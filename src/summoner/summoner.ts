@@ -110,7 +110,7 @@ export class Summoner {
         summon: (vm, admin) => this.summonOne(vm, admin),
         stop: (vm, mode, why) => this.stop(vm, mode, why),
       },
-      { clock: opts.clock, log: opts.log },
+      { clock: opts.clock, log: opts.log, startTimeoutSeconds: opts.startTimeoutSeconds },
     );
     this.reaper = new Reaper(
       {

@@ -190,6 +190,32 @@ describe("groups: a member that fails to start", () => {
   });
 });
 
+describe("groups: --start-timeout over an after= chain", () => {
+  it("answers within --start-timeout even when the members' starts follow one another", async () => {
+    const { clock, backend, summoner, lines } = await setup(SHOP, { startTimeoutSeconds: 5 });
+    const gates = gateStarts(backend);
+    const answer = track(summoner.request("web") as Promise<unknown>);
+    await clock.advance(0);
+    gates.get("worker")!.resolve();
+    await clock.advance(4000);
+    gates.get("db")!.resolve(); // ready after 4 s: web starts, with 5 s of its own
+    await clock.advance(0);
+    assert.deepEqual(starts(backend), ["start:db", "start:worker", "start:web"]);
+    assert.equal(answer.settled, false);
+    await clock.advance(1001);
+    assert.ok(answer.settled);
+    assert.match(
+      String(answer.error),
+      /VM 'web' was not ready after 5 s \(still waiting for group 'shop': db is ready; worker is ready; web is starting\)/,
+    );
+    assert.ok(lines.some((l) => l.startsWith("Group 'shop' is not ready: VM 'web' was not ready after 5 s")));
+    // web's own start goes on, and the group is ready when it is.
+    gates.get("web")!.resolve();
+    await clock.advance(0);
+    assert.equal(group(summoner)?.state, "ready");
+  });
+});
+
 describe("groups: activity and the idle stop", () => {
   it("a query for any member keeps the whole group up; it stops together 2 x TTL after the last", async () => {
     const { clock, backend, summoner, lines } = await setup();
