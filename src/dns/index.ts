@@ -2,6 +2,7 @@
 export { DnsServer, type DnsServerOptions, type SummonTarget } from "./server.js";
 export { ZoneIndex, reverseName, type ZoneVm } from "./zone-index.js";
 export {
+  FORWARD_DEFAULTS,
   Forwarder,
   ForwardError,
   parseResolvConf,

@@ -2,30 +2,40 @@
  * Forwarder: sends a query we do not answer to the upstream resolvers and
  * relays the answer.
  *
- * Defences against spoofing (RFC 5452 §9): every upstream query gets a fresh
- * random ID and a UDP socket of its own, bound to a random port (port 0),
- * connected to the upstream and closed once that query is over. An off-path
- * attacker who gets a query of its own forwarded must not learn a port that
- * later queries reuse, so no port serves two queries even though sharing would
- * be faster (bench/ measured about 3x the forwarded QPS with 128 queries a
- * socket). A reply counts only if it comes from the
- * upstream's address and port (the socket is connected), and matches the ID
- * and the question (name case-insensitively, type, class). Anything else is
- * ignored and we keep waiting. Identical queries in flight at the same time
- * (same question bytes, flags and EDNS) share one upstream query (RFC 5452
- * §5: several outstanding queries for one question would let a spoofer
- * play the birthday paradox); each client gets the reply with its own ID.
- * A truncated reply (TC) is
- * retried over TCP (RFC 7766 §5). An upstream that errors or stays silent
- * past the attempt timeout is failed over to the next; when the overall
- * timeout passes, `forward` rejects and the server answers SERVFAIL.
+ * Defences against spoofing (RFC 5452 §9, README.md): each upstream query
+ * goes out with a fresh random ID on a socket drawn at random from the
+ * upstream's pool (socket-pool.ts: at least 64 sockets on random ports,
+ * connected to the upstream, each replaced after a bounded number of queries
+ * or seconds). A reply counts only if it comes from the upstream's address
+ * and port (the socket is connected), on the socket the query went out on,
+ * with its ID and question (name case-insensitively, or exactly with DNS
+ * 0x20, type, class). Anything else is ignored and counted (`onMismatched`),
+ * and we keep waiting. Identical queries in flight at the same time (same
+ * question bytes, flags and EDNS) share one upstream query (RFC 5452 §5:
+ * several outstanding queries for one question would let a spoofer play the
+ * birthday paradox); each client gets the reply with its own ID. A truncated
+ * reply (TC) is retried over TCP (RFC 7766 §5). An upstream that errors or
+ * stays silent past the attempt timeout is failed over to the next; when the
+ * overall timeout passes, `forward` rejects and the server answers SERVFAIL.
  */
-import { randomFillSync } from "node:crypto";
-import dgram from "node:dgram";
 import net from "node:net";
 import type { Logger } from "../../log/index.js";
 import { HEADER_LEN, OPT_LEN, OUR_UDP_SIZE, QTYPE, sameName, type QueryInfo } from "../wire.js";
+import { RandomBytes } from "./random-bytes.js";
 import type { Upstream } from "./resolv-conf.js";
+import { UdpSocketPool, type PoolQuery, type Ticket } from "./socket-pool.js";
+
+/** The defaults of the pool and 0x20 options (the CLI's --forward-* options show them in --help). */
+export const FORWARD_DEFAULTS = {
+  /** UDP sockets per upstream (dnsmasq's default, RFC 5452 §9.2). */
+  sockets: 64,
+  /** Queries one socket sends before it is replaced by one on a new random port. */
+  socketQueries: 100,
+  /** Seconds after which a socket sends no more queries and is replaced. */
+  socketSeconds: 30,
+  /** DNS 0x20: random case in the upstream question, checked in the reply. */
+  caseRandomization: false,
+} as const;
 
 export interface ForwarderOptions {
   upstreams: Upstream[];
@@ -34,37 +44,29 @@ export interface ForwarderOptions {
   /** Time given to one upstream before failing over to the next (default 2000 ms). */
   attemptTimeoutMs?: number;
   /**
-   * Upstream queries in flight at once (each holds a socket); beyond it a query
-   * that would need a new one gets SERVFAIL at once (default 1000). Client
-   * queries joining one in flight hold no socket: up to 10 times as many wait.
+   * Upstream queries in flight at once; beyond it a query that would need a
+   * new one gets SERVFAIL at once (default 1000). Client queries joining one in
+   * flight send nothing: up to 10 times as many wait.
    */
   maxInFlight?: number;
+  /** UDP sockets per upstream (default FORWARD_DEFAULTS.sockets). */
+  sockets?: number;
+  /** Queries per socket before it is replaced (default FORWARD_DEFAULTS.socketQueries). */
+  socketQueries?: number;
+  /** Seconds a socket serves before it is replaced (default FORWARD_DEFAULTS.socketSeconds). */
+  socketSeconds?: number;
+  /** DNS 0x20 (default off). */
+  caseRandomization?: boolean;
   log: Logger;
 }
 
 /** EDNS COOKIE (RFC 7873) is between the client and us; it is not passed upstream. */
 const OPTION_COOKIE = 10;
 
-/** Random 16-bit IDs from a buffer refilled from the CSPRNG (randomInt per query costs more). */
-class RandomIds {
-  private readonly buf = Buffer.alloc(2048);
-  private off = this.buf.length;
-
-  next(): number {
-    if (this.off >= this.buf.length) {
-      randomFillSync(this.buf);
-      this.off = 0;
-    }
-    const id = (this.buf[this.off]! << 8) | this.buf[this.off + 1]!;
-    this.off += 2;
-    return id;
-  }
-}
-
-const ids = new RandomIds();
-
 /** How often waiting queries are checked against their deadlines (one timer, not one per query). */
 const SWEEP_MS = 25;
+/** How often the pools' idle sockets are checked for age (on the sweep's ticks). */
+const AGE_SWEEP_MS = 1000;
 
 type Done = (err: Error | null, reply?: Buffer) => void;
 
@@ -77,40 +79,44 @@ interface Waiter {
 }
 
 /**
- * One upstream query over UDP, on a socket of its own: bound to a random port
- * (port 0) and connected to the upstream, so it receives only the upstream's
- * datagrams and gets ICMP port-unreachable as an error (a dead upstream fails
- * over at once). Closed when the query is answered, fails or passes its deadline.
+ * One upstream query over UDP, waiting on a pool socket: over when its reply
+ * comes, its socket fails (ICMP unreachable: fail over at once) or its
+ * deadline passes.
  */
-class UdpExchange {
-  private readonly sock: dgram.Socket;
+class UdpAttempt implements PoolQuery {
+  private ticket: Ticket | null = null;
   private finished = false;
 
   constructor(
-    private readonly up: Upstream,
-    family: "udp4" | "udp6",
-    private readonly packet: Buffer,
+    private readonly pool: UdpSocketPool,
+    /** The bytes sent: the pool writes the ID into them. */
+    private readonly sent: Buffer,
+    readonly question: string,
     private readonly query: Uint8Array,
     private readonly q: QueryInfo,
-    private readonly deadline: number,
+    /** With 0x20, the reply's question must have the very case we sent. */
+    private readonly exactCase: boolean,
+    readonly deadline: number,
     private readonly done: Done,
-    private readonly log: Logger,
-    private readonly onGone: (ex: UdpExchange) => void,
-  ) {
-    this.sock = dgram.createSocket(family);
-    this.sock.on("error", (err) =>
-      this.finish(err instanceof ForwardError ? err : new ForwardError(err.message)),
-    );
-    this.sock.on("message", (msg) => this.onMessage(msg));
-    // exclusive: in a --workers worker, a socket of its own; without it node:cluster
-    // would hand every exchange of every worker the one socket the primary bound for port 0.
-    this.sock.bind({ port: 0, exclusive: true }, () => {
-      if (this.finished) return;
-      this.sock.connect(up.port, up.host, () => {
-        // No callback: a send error is an 'error' event (above), and none saves a tick per query.
-        if (!this.finished) this.sock.send(packet);
-      });
-    });
+    private readonly onGone: (a: UdpAttempt) => void,
+    private readonly onCaseLost: () => void,
+  ) {}
+
+  start(): void {
+    this.ticket = this.pool.send(this.sent, this);
+  }
+
+  reply(msg: Buffer): boolean {
+    if (!replyMatches(msg, this.sent, this.query, this.q, this.exactCase)) {
+      if (this.exactCase && replyMatches(msg, this.sent, this.query, this.q, false)) this.onCaseLost();
+      return false;
+    }
+    this.finish(null, msg);
+    return true;
+  }
+
+  fail(err: Error): void {
+    this.finish(err instanceof ForwardError ? err : new ForwardError(err.message));
   }
 
   /** Fails the query if its deadline has passed. */
@@ -118,25 +124,11 @@ class UdpExchange {
     if (this.deadline <= now) this.finish(new ForwardError("timed out"));
   }
 
-  private onMessage(msg: Buffer): void {
-    if (!replyMatches(msg, this.packet, this.query, this.q)) {
-      this.log.debug(
-        `forwarder: ignored a reply from ${this.up.host}#${this.up.port} that does not match a query`,
-      );
-      return;
-    }
-    this.finish(null, msg);
-  }
-
-  /** Ends the exchange, once: closes the socket, then calls `done` (the caller may fail over). */
+  /** Ends the attempt, once: frees its place on the socket, then calls `done` (the caller may fail over). */
   finish(err: Error | null, reply?: Buffer): void {
     if (this.finished) return;
     this.finished = true;
-    try {
-      this.sock.close();
-    } catch {
-      // already closed
-    }
+    if (this.ticket !== null) this.pool.release(this.ticket, this);
     this.onGone(this);
     this.done(err, reply);
   }
@@ -155,10 +147,15 @@ export class Forwarder {
   private readonly attemptTimeoutMs: number;
   private readonly log: Logger;
   private readonly open = new Set<{ close(): void }>();
-  /** Per upstream (by index), its socket type. */
+  /** Per upstream (by index), its socket type, and its socket pool once a query went to it. */
   private readonly families: ("udp4" | "udp6")[];
-  private readonly exchanges = new Set<UdpExchange>();
+  private readonly pools: (UdpSocketPool | null)[];
+  private readonly pool: { size: number; socketQueries: number; socketMs: number };
+  private readonly caseRandomization: boolean;
+  private readonly random = new RandomBytes();
+  private readonly attempts = new Set<UdpAttempt>();
   private sweeper: ReturnType<typeof setInterval> | null = null;
+  private lastAgeSweep = 0;
   private closed = false;
   private readonly maxInFlight: number;
   /** Upstream queries in flight (distinct questions), and client queries that joined one of them. */
@@ -166,8 +163,12 @@ export class Forwarder {
   private joinedCount = 0;
   /** Upstream queries in flight by their bytes after the ID, with the clients that joined them. */
   private readonly asked = new Map<string, Waiter[]>();
+  /** Upstreams (by index) already warned about for not keeping the 0x20 case. */
+  private readonly caseWarned = new Set<number>();
   /** Called for each client query that joins an identical upstream query in flight (a counter). */
   onCoalesced: (() => void) | undefined = undefined;
+  /** Called for each datagram on a pool socket that answers no query in flight (a counter). */
+  onMismatched: (() => void) | undefined = undefined;
 
   constructor(opts: ForwarderOptions) {
     this.upstreams = opts.upstreams.map((u) => ({ host: u.host, port: u.port }));
@@ -176,6 +177,18 @@ export class Forwarder {
     this.maxInFlight = opts.maxInFlight ?? 1000;
     this.log = opts.log;
     this.families = this.upstreams.map((u) => (net.isIPv6(u.host.replace(/%.*$/, "")) ? "udp6" : "udp4"));
+    this.pools = this.upstreams.map(() => null);
+    this.pool = {
+      size: opts.sockets ?? FORWARD_DEFAULTS.sockets,
+      socketQueries: opts.socketQueries ?? FORWARD_DEFAULTS.socketQueries,
+      socketMs: (opts.socketSeconds ?? FORWARD_DEFAULTS.socketSeconds) * 1000,
+    };
+    this.caseRandomization = opts.caseRandomization ?? FORWARD_DEFAULTS.caseRandomization;
+  }
+
+  /** The local ports of upstream `i`'s pool sockets now (empty before its first query). */
+  poolPorts(i: number): number[] {
+    return this.pools[i]?.ports() ?? [];
   }
 
   /**
@@ -213,6 +226,8 @@ export class Forwarder {
     this.inFlight++;
     const waiters: Waiter[] = [];
     this.asked.set(key, waiters);
+    // The question whatever its case (type and class too): no socket waits twice for one.
+    const question = packet.toString("latin1", HEADER_LEN, q.questionEnd).toLowerCase();
     return new Promise((resolve, reject) => {
       const ok = (reply: Buffer): void => {
         this.asked.delete(key);
@@ -236,7 +251,7 @@ export class Forwarder {
         for (const w of waiters) w.reject(err);
         reject(err);
       };
-      this.attempt(0, packet, query, q, Date.now() + this.timeoutMs, [], ok, failed);
+      this.attempt(0, packet, question, query, q, Date.now() + this.timeoutMs, [], ok, failed);
     });
   }
 
@@ -244,6 +259,7 @@ export class Forwarder {
   private attempt(
     i: number,
     packet: Buffer,
+    question: string,
     query: Uint8Array,
     q: QueryInfo,
     deadline: number,
@@ -262,37 +278,65 @@ export class Forwarder {
       const why = `${up.host}#${up.port}: ${err.message}`;
       problems.push(why);
       this.log.debug(`forwarder: ${why}`);
-      this.attempt(i + 1, packet, query, q, deadline, problems, resolve, reject);
+      this.attempt(i + 1, packet, question, query, q, deadline, problems, resolve, reject);
     };
     const onDone: Done = (err, reply) => {
       if (err !== null) return next(err);
       if ((reply![2]! & 0x02) === 0) return resolve(reply!);
-      // Truncated: the same question over TCP (RFC 7766 §5).
-      this.exchangeTcp(up, withId(packet, ids.next()), query, q, attemptDeadline).then(resolve, next);
+      // Truncated: the same question over TCP (RFC 7766 §5), matched whatever its case.
+      this.exchangeTcp(up, withId(packet, this.random.u16()), query, q, attemptDeadline).then(resolve, next);
     };
-    const ex = new UdpExchange(
-      up,
-      this.families[i]!,
-      withId(packet, ids.next()),
+    // A copy per attempt: the pool writes its ID into it, 0x20 its case.
+    const sent = withId(packet, 0);
+    if (this.caseRandomization) randomizeCase(sent, q.nameEnd, this.random);
+    const ex = new UdpAttempt(
+      (this.pools[i] ??= new UdpSocketPool(
+        up,
+        this.families[i]!,
+        this.pool,
+        this.random,
+        () => this.onMismatched?.(),
+        this.log,
+      )),
+      sent,
+      question,
       query,
       q,
+      this.caseRandomization,
       attemptDeadline,
       onDone,
-      this.log,
       (gone) => {
-        this.exchanges.delete(gone);
+        this.attempts.delete(gone);
         // Nothing in flight: no timer either (an idle jitsu wakes up for nothing).
-        if (this.exchanges.size === 0 && this.sweeper !== null) {
+        if (this.attempts.size === 0 && this.sweeper !== null) {
           clearInterval(this.sweeper);
           this.sweeper = null;
         }
       },
+      () => this.caseLost(i),
     );
-    this.exchanges.add(ex);
-    this.sweeper ??= setInterval(() => {
-      const now = Date.now();
-      for (const x of [...this.exchanges]) x.sweep(now);
-    }, SWEEP_MS).unref();
+    this.attempts.add(ex);
+    this.sweeper ??= setInterval(() => this.sweep(), SWEEP_MS).unref();
+    ex.start();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const x of [...this.attempts]) x.sweep(now);
+    if (now - this.lastAgeSweep >= AGE_SWEEP_MS) {
+      this.lastAgeSweep = now;
+      for (const p of this.pools) p?.sweep(now);
+    }
+  }
+
+  /** A reply from upstream `i` right but for the case of its question (0x20): warned once per upstream. */
+  private caseLost(i: number): void {
+    if (this.caseWarned.has(i)) return;
+    this.caseWarned.add(i);
+    const up = this.upstreams[i]!;
+    this.log.warn(
+      `forwarder: ${up.host}#${up.port} answered with the question in another case than asked (--forward-0x20): such replies are ignored (counted as mismatched), so queries to it time out; turn --forward-0x20 off if this upstream does not keep the case`,
+    );
   }
 
   private exchangeTcp(
@@ -354,7 +398,8 @@ export class Forwarder {
     for (const h of [...this.open]) h.close();
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.sweeper = null;
-    for (const ex of [...this.exchanges]) ex.finish(new ForwardError("forwarder closed"));
+    for (const ex of [...this.attempts]) ex.finish(new ForwardError("forwarder closed"));
+    for (const p of this.pools) p?.close();
   }
 }
 
@@ -423,9 +468,16 @@ export function upstreamQuery(query: Uint8Array, q: QueryInfo, id: number): Buff
 
 /**
  * Whether `reply` answers `sent`: a response, same ID, one question with the
- * same name (case-insensitive), type and class as the client's.
+ * same name (case-insensitive; with `exactCase`, the very bytes of `sent`, as
+ * DNS 0x20 checks), type and class as the client's.
  */
-export function replyMatches(reply: Uint8Array, sent: Uint8Array, query: Uint8Array, q: QueryInfo): boolean {
+export function replyMatches(
+  reply: Uint8Array,
+  sent: Uint8Array,
+  query: Uint8Array,
+  q: QueryInfo,
+  exactCase = false,
+): boolean {
   if (reply.length < HEADER_LEN) return false;
   if ((reply[2]! & 0x80) === 0) return false;
   if (reply[0] !== sent[0] || reply[1] !== sent[1]) return false;
@@ -433,7 +485,36 @@ export function replyMatches(reply: Uint8Array, sent: Uint8Array, query: Uint8Ar
   const nameLen = q.nameEnd - HEADER_LEN;
   const rEnd = HEADER_LEN + nameLen;
   if (rEnd + 4 > reply.length) return false;
-  if (!sameName(reply, HEADER_LEN, rEnd, query, HEADER_LEN, q.nameEnd)) return false;
+  if (exactCase) {
+    for (let i = HEADER_LEN; i < rEnd; i++) if (reply[i] !== sent[i]) return false;
+  } else if (!sameName(reply, HEADER_LEN, rEnd, query, HEADER_LEN, q.nameEnd)) return false;
   for (let i = 0; i < 4; i++) if (reply[rEnd + i] !== query[q.nameEnd + i]) return false;
   return true;
+}
+
+/**
+ * DNS 0x20 (draft-vixie-dnsext-dns0x20): each ASCII letter of the question
+ * name in `packet` (an uncompressed name from HEADER_LEN to `nameEnd`) gets a
+ * random case, so a forged reply must also guess one bit per letter.
+ */
+export function randomizeCase(packet: Buffer, nameEnd: number, random: RandomBytes): void {
+  let bits = 0;
+  let left = 0;
+  let o = HEADER_LEN;
+  while (o < nameEnd) {
+    const len = packet[o]!;
+    if (len === 0 || (len & 0xc0) !== 0) return;
+    for (let i = o + 1; i <= o + len && i < nameEnd; i++) {
+      const c = packet[i]! | 0x20;
+      if (c < 0x61 || c > 0x7a) continue;
+      if (left === 0) {
+        bits = random.byte();
+        left = 8;
+      }
+      packet[i] = bits & 1 ? c & ~0x20 : c;
+      bits >>= 1;
+      left--;
+    }
+    o += len + 1;
+  }
 }

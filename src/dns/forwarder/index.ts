@@ -1,2 +1,11 @@
-export { Forwarder, ForwardError, replyMatches, upstreamQuery, type ForwarderOptions } from "./forwarder.js";
+export {
+  FORWARD_DEFAULTS,
+  Forwarder,
+  ForwardError,
+  randomizeCase,
+  replyMatches,
+  upstreamQuery,
+  type ForwarderOptions,
+} from "./forwarder.js";
+export { RandomBytes } from "./random-bytes.js";
 export { parseResolvConf, upstreamsFromResolvConf, type Upstream } from "./resolv-conf.js";
