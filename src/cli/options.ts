@@ -15,7 +15,7 @@ import {
   type ConfigFile,
   type FileOptionSpec,
 } from "../config/index.js";
-import { parseAccessList } from "../dns/index.js";
+import { FORWARD_DEFAULTS, parseAccessList, type ForwardingOptions } from "../dns/index.js";
 import { describeError, UsageError } from "../errors/index.js";
 import { LOG_LEVELS, PER_VM_LINES_MAX, type LogFormat, type LogLevel } from "../log/index.js";
 
@@ -39,6 +39,13 @@ function wordList(words: readonly string[], conjunction: "and" | "or"): string {
 }
 
 /** The backends that take -c, as the original's help named them ("Libvirt and Xapi"). */
+/** --forward-sockets: at least dnsmasq's 64 (RFC 5452 §9.2); at most what a process should hold open per upstream. */
+const MIN_FORWARD_SOCKETS = 64;
+const MAX_FORWARD_SOCKETS = 1024;
+/** --forward-socket-queries and --forward-socket-seconds: "a few hundred queries" and "a minute" at most (issue 22). */
+const MAX_FORWARD_SOCKET_QUERIES = 500;
+const MAX_FORWARD_SOCKET_SECONDS = 60;
+
 const CONNECTING = BACKENDS.filter((b) => b.connects).map((b) => b.name[0]!.toUpperCase() + b.name.slice(1));
 const BACKEND_NAMES = BACKENDS.map((b) => b.name);
 
@@ -65,6 +72,29 @@ export const OPTIONS: readonly OptionDef[] = [
     flags: "-f, --forwarder <ADDR>",
     name: "forwarder",
     doc: "IP address of DNS server queries should be forwarded to if no local match is found. Defaults to system default (/etc/resolv.conf) if not specified. Set to 0.0.0.0 to disable forwarding.",
+  },
+  {
+    flags: "--forward-sockets <N>",
+    name: "forward-sockets",
+    absent: String(FORWARD_DEFAULTS.sockets),
+    doc: `UDP sockets, each on a random port, that forwarded queries go out on, per upstream (${MIN_FORWARD_SOCKETS} to ${MAX_FORWARD_SOCKETS}); each query takes one at random, with a fresh random ID. With --workers, per worker.`,
+  },
+  {
+    flags: "--forward-socket-queries <N>",
+    name: "forward-socket-queries",
+    absent: String(FORWARD_DEFAULTS.socketQueries),
+    doc: `A forwarding socket is replaced by one on a new random port after sending this many queries (1 to ${MAX_FORWARD_SOCKET_QUERIES}), so no port is used for long.`,
+  },
+  {
+    flags: "--forward-socket-seconds <SECONDS>",
+    name: "forward-socket-seconds",
+    absent: String(FORWARD_DEFAULTS.socketSeconds),
+    doc: `... or after this many seconds (above 0, at most ${MAX_FORWARD_SOCKET_SECONDS}), whichever comes first.`,
+  },
+  {
+    flags: "--forward-random-case",
+    name: "forward-random-case",
+    doc: "DNS 0x20: send the question upstream in random upper and lower case and take only a reply that echoes that very case (one more bit for a spoofer to guess per letter). Only for upstreams that keep the case of the question (BIND, Unbound, Knot Resolver, PowerDNS and dnsmasq do): replies from one that does not are ignored and the queries time out (SERVFAIL), with a warning.",
   },
   {
     flags: "-l, --listen <PORT>",
@@ -230,6 +260,8 @@ export interface Settings {
   readonly summonRate: number;
   /** --tcp-per-client: open DNS TCP connections per client address; 0 is no limit. */
   readonly tcpPerClient: number;
+  /** --forward-sockets, --forward-socket-queries, --forward-socket-seconds, --forward-random-case. */
+  readonly forwarding: ForwardingOptions;
   /** Everything as given, by long name, for backends' own global options. */
   readonly raw: Readonly<Record<string, string | undefined>>;
   /** Positional CONFIG strings. */
@@ -334,6 +366,35 @@ function tcpPerClient(v: string): number {
   return n;
 }
 
+/** A whole number from `min` to `max` (`what` names it in the message). */
+function wholeIn(min: number, max: number, what: string): (v: string) => number {
+  return (v) => {
+    let n: number;
+    try {
+      n = parseIntStrict(v);
+    } catch {
+      n = NaN;
+    }
+    if (!(n >= min && n <= max))
+      throw new Error(`expected a whole number of ${what} from ${min} to ${max}, got '${v}'`);
+    return n;
+  };
+}
+
+function socketSeconds(v: string): number {
+  let n: number;
+  try {
+    n = parseSeconds(v);
+  } catch {
+    n = NaN;
+  }
+  if (!(n > 0 && n <= MAX_FORWARD_SOCKET_SECONDS))
+    throw new Error(
+      `expected a number of seconds above 0 and at most ${MAX_FORWARD_SOCKET_SECONDS}, got '${v}'`,
+    );
+  return n;
+}
+
 function positive(v: string): number {
   const n = parseSeconds(v);
   if (n <= 0) throw new Error(`expected a number of seconds above 0, got '${v}'`);
@@ -402,6 +463,24 @@ export function toSettings(
     maxRunning: parseWith("--max-running", str("max-running") ?? "0", wholeNumber(0, "VMs (0: no limit)")),
     summonRate: parseWith("--summon-rate", str("summon-rate") ?? "10", summonRate),
     tcpPerClient: parseWith("--tcp-per-client", str("tcp-per-client") ?? "8", tcpPerClient),
+    forwarding: {
+      sockets: parseWith(
+        "--forward-sockets",
+        str("forward-sockets") ?? String(FORWARD_DEFAULTS.sockets),
+        wholeIn(MIN_FORWARD_SOCKETS, MAX_FORWARD_SOCKETS, "sockets"),
+      ),
+      socketQueries: parseWith(
+        "--forward-socket-queries",
+        str("forward-socket-queries") ?? String(FORWARD_DEFAULTS.socketQueries),
+        wholeIn(1, MAX_FORWARD_SOCKET_QUERIES, "queries"),
+      ),
+      socketSeconds: parseWith(
+        "--forward-socket-seconds",
+        str("forward-socket-seconds") ?? String(FORWARD_DEFAULTS.socketSeconds),
+        socketSeconds,
+      ),
+      caseRandomization: raw["forward-random-case"] === true,
+    },
     raw: stringRaw,
     configs,
     file,

@@ -182,7 +182,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   let cluster: ClusterPrimary | null = null;
   try {
     if (settings.workers === 1) {
-      forwarder = upstreams.length === 0 ? null : new Forwarder({ upstreams, log });
+      forwarder = upstreams.length === 0 ? null : new Forwarder({ upstreams, ...settings.forwarding, log });
       server = new DnsServer({
         zone,
         summoner,
@@ -207,6 +207,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         logLevel: settings.logLevel,
         logFormat: settings.logFormat,
         upstreams,
+        forwarding: settings.forwarding,
         tcpPerClient: settings.tcpPerClient,
         zone: specs,
         allowRecursion: settings.allowRecursion,
@@ -302,6 +303,15 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         allowRecursion: allowRecursion.entries,
         allowSummon: allowSummon.entries,
         refused: Object.fromEntries(counters.refusedByReason),
+        forward:
+          upstreams.length === 0
+            ? null
+            : {
+                queries: counters.forwarded,
+                failures: counters.forwardFailures,
+                coalesced: counters.forwardCoalesced,
+                mismatched: counters.forwardMismatched,
+              },
       }),
     });
     try {

@@ -285,6 +285,7 @@ export class ClusterPrimary {
           logLevel: this.opts.logLevel,
           logFormat: this.opts.logFormat,
           upstreams: this.opts.upstreams,
+          forwarding: this.opts.forwarding,
           tcpPerClient: this.opts.tcpPerClient,
           zone: this.zone,
           allowRecursion: this.opts.allowRecursion,

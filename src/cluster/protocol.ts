@@ -4,7 +4,7 @@
  * the parser for its direction: a malformed one is reported (the caller logs
  * it) and ignored, never trusted.
  */
-import type { CountersSnapshot, Upstream, ZoneVm } from "../dns/index.js";
+import type { CountersSnapshot, ForwardingOptions, Upstream, ZoneVm } from "../dns/index.js";
 import type { SummonRefusal } from "../errors/index.js";
 import type { LogFormat, LogLevel } from "../log/index.js";
 
@@ -20,6 +20,8 @@ export interface WorkerSettings {
   readonly logFormat: LogFormat;
   /** Empty: forwarding disabled. */
   readonly upstreams: readonly Upstream[];
+  /** --forward-sockets, --forward-socket-queries, --forward-socket-seconds, --forward-random-case. */
+  readonly forwarding: ForwardingOptions;
   /** --tcp-per-client (0: no limit): the primary counts for every worker (tcp-acquire). */
   readonly tcpPerClient: number;
   readonly zone: readonly ZoneVm[];
@@ -169,6 +171,22 @@ function zoneVms(v: unknown, what: string): ZoneVm[] {
   });
 }
 
+function forwarding(v: unknown): ForwardingOptions {
+  const o = obj(v, "'forwarding'");
+  const seconds = o.socketSeconds;
+  if (typeof seconds !== "number" || !(seconds > 0 && seconds <= 60)) {
+    throw new Bad("'forwarding.socketSeconds': expected seconds above 0, at most 60");
+  }
+  if (typeof o.caseRandomization !== "boolean")
+    throw new Bad("'forwarding.caseRandomization': expected a boolean");
+  return {
+    sockets: int(o, "sockets", 1, 1024),
+    socketQueries: int(o, "socketQueries", 1, 500),
+    socketSeconds: seconds,
+    caseRandomization: o.caseRandomization,
+  };
+}
+
 function snapshot(v: unknown): CountersSnapshot {
   const o = obj(v, "'dns'");
   const sparse = (x: unknown, w: string): (readonly [number, number])[] =>
@@ -192,6 +210,7 @@ function snapshot(v: unknown): CountersSnapshot {
     dropped: count(o.dropped, "dns.dropped"),
     forwarded: count(o.forwarded, "dns.forwarded"),
     forwardCoalesced: count(o.forwardCoalesced, "dns.forwardCoalesced"),
+    forwardMismatched: count(o.forwardMismatched, "dns.forwardMismatched"),
     forwardFailures: count(o.forwardFailures, "dns.forwardFailures"),
     truncated: count(o.truncated, "dns.truncated"),
     tcpConnections: count(o.tcpConnections, "dns.tcpConnections"),
@@ -239,6 +258,7 @@ export function parseToWorker(raw: unknown): Parsed<ToWorker> {
             const u = obj(x, w);
             return { host: str(u, "host"), port: int(u, "port", 1, 65535) };
           }),
+          forwarding: forwarding(o.forwarding),
           tcpPerClient: int(o, "tcpPerClient", 0, 65535),
           zone: zoneVms(o.zone, "zone"),
           allowRecursion: strings(o.allowRecursion, "allowRecursion"),

@@ -93,7 +93,9 @@ class Serving {
     this.summoner.setReady(init.ready, []);
     this.clientSlots = init.tcpPerClient === 0 ? null : new RemoteClientSlots((m) => send(m));
     this.forwarder =
-      init.upstreams.length === 0 ? null : new Forwarder({ upstreams: [...init.upstreams], log });
+      init.upstreams.length === 0
+        ? null
+        : new Forwarder({ upstreams: [...init.upstreams], ...init.forwarding, log });
     // The entries were checked by the primary (parseAccessList); the subnets are the primary's.
     const allowRecursion = new ClientAccess(init.allowRecursion, init.localnets);
     const allowSummon = new ClientAccess(init.allowSummon, init.localnets);

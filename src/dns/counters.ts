@@ -73,6 +73,7 @@ export interface CountersSnapshot {
   readonly dropped: number;
   readonly forwarded: number;
   readonly forwardCoalesced: number;
+  readonly forwardMismatched: number;
   readonly forwardFailures: number;
   readonly truncated: number;
   readonly tcpConnections: number;
@@ -97,6 +98,12 @@ export class DnsCounters {
   forwarded = 0;
   /** Forwarded queries that joined an identical upstream query in flight instead of sending their own. */
   forwardCoalesced = 0;
+  /**
+   * Datagrams on the forwarder's sockets (from the upstream's address and port)
+   * that answer no query in flight there: a wrong ID, a wrong question (or case,
+   * with 0x20), not a response, or a late reply. Spoofing attempts show up here.
+   */
+  forwardMismatched = 0;
   /** Forwarded queries no upstream answered in time (answered SERVFAIL). */
   forwardFailures = 0;
   /** Sum and count of forward latencies in seconds, for a summary or histogram. */
@@ -198,6 +205,7 @@ export class DnsCounters {
       dropped: this.dropped,
       forwarded: this.forwarded,
       forwardCoalesced: this.forwardCoalesced,
+      forwardMismatched: this.forwardMismatched,
       forwardFailures: this.forwardFailures,
       truncated: this.truncated,
       tcpConnections: this.tcpConnections,
@@ -224,6 +232,7 @@ export class DnsCounters {
     this.dropped += sign * s.dropped;
     this.forwarded += sign * s.forwarded;
     this.forwardCoalesced += sign * s.forwardCoalesced;
+    this.forwardMismatched += sign * s.forwardMismatched;
     this.forwardFailures += sign * s.forwardFailures;
     this.truncated += sign * s.truncated;
     this.tcpConnections += sign * s.tcpConnections;

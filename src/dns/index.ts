@@ -8,6 +8,7 @@ export {
   parseResolvConf,
   upstreamsFromResolvConf,
   type ForwarderOptions,
+  type ForwardingOptions,
   type Upstream,
 } from "./forwarder/index.js";
 export {

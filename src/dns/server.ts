@@ -125,7 +125,10 @@ export class DnsServer {
     this.zone = opts.zone;
     this.summoner = opts.summoner;
     this.forwarder = opts.forwarder;
-    if (opts.forwarder !== null) opts.forwarder.onCoalesced = () => void this.counters.forwardCoalesced++;
+    if (opts.forwarder !== null) {
+      opts.forwarder.onCoalesced = () => void this.counters.forwardCoalesced++;
+      opts.forwarder.onMismatched = () => void this.counters.forwardMismatched++;
+    }
     this.log = opts.log;
     this.ttl = opts.ttlSeconds;
     this.ra = opts.forwarder !== null;

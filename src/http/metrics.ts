@@ -109,6 +109,11 @@ export class JitsuMetrics {
       "Forwarded DNS queries that shared an identical upstream query already in flight.",
       (c) => c.forwardCoalesced,
     );
+    plain(
+      "jitsu_dns_forward_mismatched_total",
+      "Datagrams from an upstream on the forwarder's sockets that answered no query in flight there (wrong ID, question or 0x20 case, or too late): ignored. Spoofing attempts count here; forged replies from another address or port are dropped by the kernel (its Udp NoPorts counter).",
+      (c) => c.forwardMismatched,
+    );
     plain("jitsu_dns_truncated_total", "UDP answers sent truncated (TC set).", (c) => c.truncated);
     plain("jitsu_dns_tcp_connections_total", "DNS TCP connections accepted.", (c) => c.tcpConnections);
     fromMap(

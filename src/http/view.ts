@@ -75,6 +75,7 @@ export interface DnsCountersView {
   readonly forwarded: number;
   readonly forwardFailures: number;
   readonly forwardCoalesced: number;
+  readonly forwardMismatched: number;
   readonly truncated: number;
   readonly tcpConnections: number;
   /** TCP connections jitsu closed, by reason (idle, slow, per-client, evicted: a fixed set). */
@@ -86,9 +87,18 @@ export interface DnsCountersView {
   readonly forwardLatencyCount: number;
 }
 
-/** /status "dns": who may recurse and summon (--allow-recursion, --allow-summon), and the REFUSED counts. */
+/**
+ * /status "dns": who may recurse and summon (--allow-recursion, --allow-summon),
+ * the REFUSED counts, and the forwarder's counts (null with forwarding off).
+ */
 export interface DnsStatusView {
   readonly allowRecursion: readonly string[];
   readonly allowSummon: readonly string[];
   readonly refused: Readonly<Record<string, number>>;
+  readonly forward: {
+    readonly queries: number;
+    readonly failures: number;
+    readonly coalesced: number;
+    readonly mismatched: number;
+  } | null;
 }

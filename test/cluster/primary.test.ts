@@ -10,6 +10,7 @@ import { PassThrough } from "node:stream";
 import { it } from "node:test";
 import { ManualClock } from "../../src/clock/index.js";
 import { ClusterPrimary } from "../../src/cluster/index.js";
+import { FORWARD_DEFAULTS } from "../../src/dns/index.js";
 import { createLogger } from "../../src/log/index.js";
 import { Summoner } from "../../src/summoner/index.js";
 import { dig } from "../support/index.js";
@@ -44,6 +45,7 @@ it("summons through a worker, answers from its ready map, and gives up on a work
     logLevel: "error",
     logFormat: "text",
     upstreams: [],
+    forwarding: FORWARD_DEFAULTS,
     tcpPerClient: 8,
     zone: specs,
     allowRecursion: ["any"],

@@ -24,6 +24,7 @@ describe("cluster IPC messages", () => {
       logLevel: "info",
       logFormat: "json",
       upstreams: [{ host: "127.0.0.1", port: 53 }],
+      forwarding: { sockets: 64, socketQueries: 100, socketSeconds: 0.5, caseRandomization: true },
       tcpPerClient: 8,
       zone: [{ label: "www", dns: ["www.example.org"], ips: ["10.0.0.1"] }],
       allowRecursion: ["localhost", "localnets"],

@@ -5,6 +5,14 @@
  *  - "truncate": over UDP answers with TC set and no records; over TCP answers normally;
  *  - "wrong-id-first": first sends a reply with a wrong ID, then one with a
  *    wrong question, then one from another source port, then the right one;
+ *  - "spoof": a spoofing upstream: for each UDP query, first `spoof.wrongIds`
+ *    forged replies with other IDs and one with the right ID and another
+ *    question, all from its own address and port to the query's source port,
+ *    and `spoof.wrongPorts` with everything right but sent from another port;
+ *    then, `spoof.delayMs` later, the true answer. Forged replies carry
+ *    203.0.113.x addresses; `forged` counts what was sent;
+ *  - "lowercase": answers with the question name lower-cased (an upstream
+ *    that does not keep the case, as DNS 0x20 must notice);
  *  - "silent": never answers.
  * A query it cannot decode (or without a question) is answered FORMERR with
  * the question echoed, as a real server would (unless "silent").
@@ -13,7 +21,7 @@ import dgram from "node:dgram";
 import net from "node:net";
 import dnsPacket from "dns-packet";
 
-export type UpstreamMode = "answer" | "truncate" | "wrong-id-first" | "silent";
+export type UpstreamMode = "answer" | "truncate" | "wrong-id-first" | "spoof" | "lowercase" | "silent";
 
 export interface TestUpstream {
   readonly port: number;
@@ -21,6 +29,10 @@ export interface TestUpstream {
   address: string;
   /** Leave the OPT out of replies even when the query had one (an EDNS-unaware upstream). */
   omitOpt: boolean;
+  /** "spoof": forged replies per query (wrong IDs, wrong source port) and the delay of the true answer. */
+  spoof: { wrongIds: number; wrongPorts: number; delayMs: number };
+  /** Forged replies sent in "spoof" mode, by kind. */
+  readonly forged: { wrongId: number; wrongQuestion: number; wrongPort: number };
   /** Every query received, decoded, with the transport (unless started with `record: false`). */
   readonly received: { transport: "udp" | "tcp"; packet: dnsPacket.Packet; raw: Buffer; srcPort: number }[];
   close(): Promise<void>;
@@ -150,6 +162,8 @@ export async function startUpstream(
     mode: "answer",
     address,
     omitOpt: false,
+    spoof: { wrongIds: 8, wrongPorts: 2, delayMs: 40 },
+    forged: { wrongId: 0, wrongQuestion: 0, wrongPort: 0 },
     received: [],
     close: async () => {
       for (const c of conns) c.destroy();
@@ -181,6 +195,29 @@ export async function startUpstream(
         send(answerFor(packet, "203.0.113.68", { raw }), spoofer);
         setTimeout(() => send(answerFor(packet, state.address, { raw })), 50);
         return;
+      case "spoof": {
+        const { wrongIds, wrongPorts, delayMs } = state.spoof;
+        for (let i = 1; i <= wrongIds; i++) {
+          send(answerFor(packet, "203.0.113.66", { id: (packet.id! + i * 4099) & 0xffff, raw }));
+          state.forged.wrongId++;
+        }
+        send(answerFor(packet, "203.0.113.67", { name: "other.example.net" }));
+        state.forged.wrongQuestion++;
+        for (let i = 0; i < wrongPorts; i++) {
+          send(answerFor(packet, "203.0.113.68", { raw }), spoofer);
+          state.forged.wrongPort++;
+        }
+        setTimeout(() => send(answerFor(packet, state.address, { raw })), delayMs);
+        return;
+      }
+      case "lowercase": {
+        const reply = answerFor(packet, state.address, { raw });
+        for (let i = 12; i < questionEnd(raw) - 4; i++) {
+          if (reply[i]! >= 0x41 && reply[i]! <= 0x5a) reply[i] = reply[i]! | 0x20;
+        }
+        send(reply);
+        return;
+      }
       case "answer":
         send(answerFor(packet, state.address, { omitOpt: state.omitOpt, raw }));
     }

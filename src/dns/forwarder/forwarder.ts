@@ -26,7 +26,7 @@ import type { Upstream } from "./resolv-conf.js";
 import { UdpSocketPool, type PoolQuery, type Ticket } from "./socket-pool.js";
 
 /** The defaults of the pool and 0x20 options (the CLI's --forward-* options show them in --help). */
-export const FORWARD_DEFAULTS = {
+export const FORWARD_DEFAULTS: ForwardingOptions = {
   /** UDP sockets per upstream (dnsmasq's default, RFC 5452 §9.2). */
   sockets: 64,
   /** Queries one socket sends before it is replaced by one on a new random port. */
@@ -35,9 +35,21 @@ export const FORWARD_DEFAULTS = {
   socketSeconds: 30,
   /** DNS 0x20: random case in the upstream question, checked in the reply. */
   caseRandomization: false,
-} as const;
+};
 
-export interface ForwarderOptions {
+/** The socket pool and 0x20 settings (the CLI's --forward-* options; a --workers worker gets them in its init). */
+export interface ForwardingOptions {
+  /** UDP sockets per upstream. */
+  readonly sockets: number;
+  /** Queries per socket before it is replaced. */
+  readonly socketQueries: number;
+  /** Seconds a socket serves before it is replaced. */
+  readonly socketSeconds: number;
+  /** DNS 0x20. */
+  readonly caseRandomization: boolean;
+}
+
+export interface ForwarderOptions extends Partial<ForwardingOptions> {
   upstreams: Upstream[];
   /** Overall time for one forwarded query, all upstreams included (default 5000 ms). */
   timeoutMs?: number;
@@ -49,14 +61,6 @@ export interface ForwarderOptions {
    * flight send nothing: up to 10 times as many wait.
    */
   maxInFlight?: number;
-  /** UDP sockets per upstream (default FORWARD_DEFAULTS.sockets). */
-  sockets?: number;
-  /** Queries per socket before it is replaced (default FORWARD_DEFAULTS.socketQueries). */
-  socketQueries?: number;
-  /** Seconds a socket serves before it is replaced (default FORWARD_DEFAULTS.socketSeconds). */
-  socketSeconds?: number;
-  /** DNS 0x20 (default off). */
-  caseRandomization?: boolean;
   log: Logger;
 }
 
@@ -335,7 +339,7 @@ export class Forwarder {
     this.caseWarned.add(i);
     const up = this.upstreams[i]!;
     this.log.warn(
-      `forwarder: ${up.host}#${up.port} answered with the question in another case than asked (--forward-0x20): such replies are ignored (counted as mismatched), so queries to it time out; turn --forward-0x20 off if this upstream does not keep the case`,
+      `forwarder: ${up.host}#${up.port} answered with the question in another case than asked (--forward-random-case): such replies are ignored (counted as mismatched), so queries to it time out; turn --forward-random-case off if this upstream does not keep the case`,
     );
   }
 

@@ -6,6 +6,7 @@ export {
   replyMatches,
   upstreamQuery,
   type ForwarderOptions,
+  type ForwardingOptions,
 } from "./forwarder.js";
 export { RandomBytes } from "./random-bytes.js";
 export { parseResolvConf, upstreamsFromResolvConf, type Upstream } from "./resolv-conf.js";

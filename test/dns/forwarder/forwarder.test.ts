@@ -1,15 +1,18 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { PassThrough } from "node:stream";
 import { after, before, describe, it } from "node:test";
 import dnsPacket from "dns-packet";
 import { Forwarder, parseResolvConf, upstreamsFromResolvConf } from "../../../src/dns/index.js";
 import { replyMatches, upstreamQuery } from "../../../src/dns/forwarder/index.js";
 import { decodeQuery, newQueryInfo } from "../../../src/dns/wire.js";
-import { silentLogger } from "../../../src/log/index.js";
+import { createLogger, silentLogger } from "../../../src/log/index.js";
 import { startUpstream, type TestUpstream } from "../../doubles/dns-upstream.js";
+import { countMatches } from "../../support/index.js";
 
 function query(name: string, type: dnsPacket.RecordType = "A", edns = false): Buffer {
   return dnsPacket.encode({
@@ -136,16 +139,17 @@ describe("Forwarder against a local upstream", () => {
     return new Forwarder({ upstreams, timeoutMs, attemptTimeoutMs, log: silentLogger() });
   }
 
-  it("relays the answer with the client's ID, from a fresh ID and source port each time", async () => {
+  it("relays the answer with the client's ID, sent with a fresh ID from a socket of the pool", async () => {
     up.mode = "answer";
     up.received.length = 0;
     const f = forwarder([{ host: "127.0.0.1", port: up.port }]);
     const c = query("www.example.net");
     const r1 = dnsPacket.decode(await f.forward(c, decoded(c)));
     const r2 = dnsPacket.decode(await f.forward(c, decoded(c)));
-    // Nothing in flight any more: its sockets closed, and no deadline timer is left waking it up.
+    // Nothing in flight any more: no deadline timer is left waking it up.
     await new Promise((resolve) => setImmediate(resolve));
     assert.equal((f as unknown as { sweeper: unknown }).sweeper, null);
+    const ports = f.poolPorts(0);
     f.close();
     assert.equal(r1.id, 0x1234);
     assert.equal(r2.id, 0x1234);
@@ -153,12 +157,12 @@ describe("Forwarder against a local upstream", () => {
     assert.equal(up.received.length, 2);
     const [a, b] = up.received;
     assert.notEqual(a!.packet.id, 0x1234);
-    // Two fresh IDs and ports: equal twice in a row has a chance of 1 in 2^16 each.
-    assert.ok(a!.packet.id !== b!.packet.id || a!.srcPort !== b!.srcPort);
-    assert.notEqual(a!.srcPort, b!.srcPort);
+    // Two fresh IDs: equal twice in a row has a chance of 1 in 2^16.
+    assert.notEqual(a!.packet.id, b!.packet.id);
+    for (const x of [a!, b!]) assert.ok(ports.includes(x.srcPort), `${x.srcPort} is not a pool port`);
   });
 
-  it("gives each of many concurrent queries its own reply, from source ports that keep changing", async () => {
+  it("gives each of many concurrent queries its own reply, spread over the pool's 64 ports", async () => {
     up.mode = "answer";
     up.received.length = 0;
     const f = forwarder([{ host: "127.0.0.1", port: up.port }]);
@@ -183,9 +187,12 @@ describe("Forwarder against a local upstream", () => {
     assert.equal(up.received.length, names.length);
     const perPort = new Map<number, number>();
     for (const x of up.received) perPort.set(x.srcPort, (perPort.get(x.srcPort) ?? 0) + 1);
-    // A fresh socket per upstream query: no port serves two queries in a row... and the kernel
-    // may hand out a port again later, so allow a few reuses over 1500 queries.
-    assert.ok(perPort.size >= 1400, `${perPort.size} source ports`);
+    // 1500 queries drawn uniformly over 64 sockets (about 23 each, none rotated at 100): every
+    // socket is used (a socket missed has a chance of 64 x (63/64)^1500, about 1e-9), none
+    // beyond the rotation count, and no one socket takes a share a fair draw would not give.
+    assert.equal(perPort.size, 64, `${perPort.size} source ports`);
+    const counts = [...perPort.values()];
+    assert.ok(Math.max(...counts) <= 60, `a socket sent ${Math.max(...counts)} of 1500`);
   });
 
   it("sends identical queries in flight upstream once, and gives each client the reply with its own ID", async () => {
@@ -340,3 +347,287 @@ describe("Forwarder against a local upstream", () => {
     f.close();
   });
 });
+
+/** The kernel's count of UDP datagrams that found no socket (/proc/net/snmp "Udp: ... NoPorts"). */
+function udpNoPorts(): number {
+  const lines = readFileSync("/proc/net/snmp", "utf8")
+    .split("\n")
+    .filter((l) => l.startsWith("Udp:"));
+  const names = lines[0]!.split(/\s+/);
+  return Number(lines[1]!.split(/\s+/)[names.indexOf("NoPorts")]);
+}
+
+/** Forwards `names` (A queries), `window` at a time; resolves with each name's reply decoded. */
+async function forwardAll(f: Forwarder, names: readonly string[], window = 50): Promise<dnsPacket.Packet[]> {
+  const out: dnsPacket.Packet[] = [];
+  for (let i = 0; i < names.length; i += window) {
+    const batch = await Promise.all(
+      names.slice(i, i + window).map(async (name) => {
+        const c = query(name);
+        return dnsPacket.decode(await f.forward(c, decoded(c)));
+      }),
+    );
+    out.push(...batch);
+  }
+  return out;
+}
+
+describe("Forwarder's socket pool", () => {
+  let up: TestUpstream;
+  before(async () => {
+    up = await startUpstream("192.0.2.7");
+  });
+  after(async () => {
+    await up.close();
+  });
+
+  it("relays no forged reply from a spoofing upstream while real queries are in flight, and counts those that reach it", async () => {
+    const spoofer = await startUpstream("192.0.2.9");
+    spoofer.mode = "spoof";
+    const f = new Forwarder({ upstreams: [{ host: "127.0.0.1", port: spoofer.port }], log: silentLogger() });
+    let mismatched = 0;
+    f.onMismatched = () => void mismatched++;
+    const noPorts = udpNoPorts();
+    try {
+      const names = Array.from({ length: 300 }, (_, i) => `s${i}.example.net`);
+      const replies = await forwardAll(f, names);
+      replies.forEach((r, i) => {
+        assert.equal(r.questions![0]!.name, names[i]);
+        assert.deepEqual(addresses(r), ["192.0.2.9"], `a forged answer for ${names[i]} was relayed`);
+      });
+      const { wrongId, wrongQuestion, wrongPort } = spoofer.forged;
+      assert.equal(wrongId, 300 * 8);
+      assert.equal(wrongQuestion, 300);
+      assert.equal(wrongPort, 300 * 2);
+      // From the upstream's address and port to the right socket: each seen, ignored and counted.
+      assert.equal(mismatched, wrongId + wrongQuestion);
+      // From another port: the connected sockets never see them; the kernel drops and counts
+      // them (machine-wide, so other traffic may add to it, never take away).
+      assert.ok(udpNoPorts() - noPorts >= wrongPort, `NoPorts grew by ${udpNoPorts() - noPorts}`);
+      // The forged replies went to the pool's own ports, and no more than 64 of them.
+      const ports = new Set(spoofer.received.map((x) => x.srcPort));
+      assert.ok(ports.size <= 64, `${ports.size} source ports`);
+      for (const p of f.poolPorts(0)) assert.ok(ports.has(p) || f.poolPorts(0).length <= 64);
+    } finally {
+      f.close();
+      await spoofer.close();
+    }
+  });
+
+  it("replaces a socket by one on a new port after the configured number of queries (seen at the upstream)", async () => {
+    up.mode = "answer";
+    up.received.length = 0;
+    // One socket, so the sequence of source ports shows each rotation exactly.
+    const f = new Forwarder({
+      upstreams: [{ host: "127.0.0.1", port: up.port }],
+      sockets: 1,
+      socketQueries: 3,
+      log: silentLogger(),
+    });
+    try {
+      for (let i = 0; i < 15; i++) {
+        const c = query(`r${i}.example.net`);
+        await f.forward(c, decoded(c));
+      }
+    } finally {
+      f.close();
+    }
+    const ports = up.received.map((x) => x.srcPort);
+    assert.equal(ports.length, 15);
+    for (let i = 0; i < 15; i++) {
+      // Three queries from one port, then a new socket: the kernel could hand out the same port
+      // again (about 1 in 28,000 per rotation here), which this would report as a failure.
+      if (i % 3 === 0) {
+        if (i > 0) assert.notEqual(ports[i], ports[i - 1], `query ${i} still went out from ${ports[i - 1]}`);
+      } else assert.equal(ports[i], ports[i - 1], `query ${i} changed port early: ${ports.join(" ")}`);
+    }
+  });
+
+  it("rotates all 64 sockets: each port sends at most the configured count (many queries at once)", async () => {
+    up.mode = "answer";
+    up.received.length = 0;
+    const f = new Forwarder({
+      upstreams: [{ host: "127.0.0.1", port: up.port }],
+      socketQueries: 5,
+      log: silentLogger(),
+    });
+    try {
+      await forwardAll(
+        f,
+        Array.from({ length: 960 }, (_, i) => `m${i}.example.net`),
+        32,
+      );
+    } finally {
+      f.close();
+    }
+    const perPort = new Map<number, number>();
+    for (const x of up.received) perPort.set(x.srcPort, (perPort.get(x.srcPort) ?? 0) + 1);
+    // 960 queries, 5 a socket: at least 192 sockets. The kernel may give a closed socket's port
+    // to a later one (a few times among ~200 ports out of ~28,000): at most twice the count then.
+    assert.ok(perPort.size >= 180, `${perPort.size} source ports`);
+    const over = [...perPort.values()].filter((n) => n > 5);
+    assert.ok(over.length <= 3 && over.every((n) => n <= 10), `counts over 5: ${over.join(" ")}`);
+  });
+
+  it("replaces a socket after the configured seconds", async () => {
+    up.mode = "answer";
+    up.received.length = 0;
+    const f = new Forwarder({
+      upstreams: [{ host: "127.0.0.1", port: up.port }],
+      sockets: 1,
+      socketSeconds: 0.3,
+      log: silentLogger(),
+    });
+    try {
+      for (const name of ["t1.example.net", "t2.example.net"]) {
+        const c = query(name);
+        await f.forward(c, decoded(c));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 350));
+      const c = query("t3.example.net");
+      await f.forward(c, decoded(c));
+    } finally {
+      f.close();
+    }
+    const [a, b, c] = up.received.map((x) => x.srcPort);
+    assert.equal(a, b);
+    assert.notEqual(c, b);
+  });
+
+  it("never has two queries for one question waiting on the same socket", async () => {
+    up.mode = "answer";
+    up.received.length = 0;
+    // Two sockets; the same question asked two ways (plain, and with EDNS + DO) are two upstream
+    // queries in flight at once: by chance they would share a socket every other round.
+    const f = new Forwarder({
+      upstreams: [{ host: "127.0.0.1", port: up.port }],
+      sockets: 2,
+      log: silentLogger(),
+    });
+    try {
+      for (let round = 0; round < 20; round++) {
+        const plain = query("same.example.net");
+        const withDo = query("same.example.net", "A", true);
+        await Promise.all([f.forward(plain, decoded(plain)), f.forward(withDo, decoded(withDo))]);
+      }
+    } finally {
+      f.close();
+    }
+    assert.equal(up.received.length, 40);
+    for (let i = 0; i < 40; i += 2) {
+      assert.notEqual(up.received[i]!.srcPort, up.received[i + 1]!.srcPort, `round ${i / 2}`);
+    }
+  });
+
+  it("fails over from a silent upstream, from a refusing one, and retries TC over TCP, all through the pool", async () => {
+    const spare = await startUpstream("192.0.2.8");
+    const closed = dgram.createSocket("udp4");
+    await new Promise<void>((resolve) => closed.bind(0, "127.0.0.1", () => resolve()));
+    const deadPort = closed.address().port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    up.mode = "silent";
+    const f = new Forwarder({
+      upstreams: [
+        { host: "127.0.0.1", port: deadPort },
+        { host: "127.0.0.1", port: up.port },
+        { host: "127.0.0.1", port: spare.port },
+      ],
+      attemptTimeoutMs: 300,
+      log: silentLogger(),
+    });
+    try {
+      // Many at once: the ICMP error of one socket fails over only the queries waiting on it.
+      const names = Array.from({ length: 40 }, (_, i) => `fo${i}.example.net`);
+      const t0 = Date.now();
+      const replies = await forwardAll(f, names, 40);
+      for (const r of replies) assert.deepEqual(addresses(r), ["192.0.2.8"]);
+      assert.ok(Date.now() - t0 < 1500, `took ${Date.now() - t0} ms`);
+      spare.mode = "truncate";
+      spare.received.length = 0;
+      const c = query("big.example.net");
+      const r = dnsPacket.decode(await f.forward(c, decoded(c)));
+      assert.deepEqual(addresses(r), ["192.0.2.8"]);
+      assert.deepEqual(
+        spare.received.map((x) => x.transport),
+        ["udp", "tcp"],
+      );
+    } finally {
+      f.close();
+      up.mode = "answer";
+      await spare.close();
+    }
+  });
+});
+
+describe("DNS 0x20 (--forward-random-case)", () => {
+  let up: TestUpstream;
+  before(async () => {
+    up = await startUpstream("192.0.2.7");
+  });
+  after(async () => {
+    await up.close();
+  });
+
+  it("sends the question in random case and takes the reply that echoes it", async () => {
+    up.mode = "answer";
+    up.received.length = 0;
+    const f = new Forwarder({
+      upstreams: [{ host: "127.0.0.1", port: up.port }],
+      caseRandomization: true,
+      log: silentLogger(),
+    });
+    try {
+      const names = Array.from({ length: 40 }, (_, i) => `casetest${i}.example.net`);
+      const replies = await forwardAll(f, names, 20);
+      for (const r of replies) assert.deepEqual(addresses(r), ["192.0.2.7"]);
+    } finally {
+      f.close();
+    }
+    const sent = up.received.map((x) => x.packet.questions![0]!.name);
+    // Each of the 40 names has 20 letters: all lower case by chance has odds of 2^-20 each.
+    for (const name of sent) assert.notEqual(name, name.toLowerCase(), `${name} went out in lower case`);
+    assert.equal(new Set(sent.map((n) => n.replace(/\d+/, ""))).size > 30, true);
+  });
+
+  it("ignores (and counts) replies from an upstream that does not keep the case, with one warning", async () => {
+    up.mode = "lowercase";
+    const out = new PassThrough();
+    let logged = "";
+    out.on("data", (d: Buffer) => (logged += d.toString()));
+    const f = new Forwarder({
+      upstreams: [{ host: "127.0.0.1", port: up.port }],
+      caseRandomization: true,
+      timeoutMs: 400,
+      attemptTimeoutMs: 400,
+      log: createLogger({ level: "warn", format: "text", destination: out }),
+    });
+    let mismatched = 0;
+    f.onMismatched = () => void mismatched++;
+    try {
+      const asked = ["lower1.example.net", "lower2.example.net"].map((n) => {
+        const c = query(n);
+        return f.forward(c, decoded(c));
+      });
+      for (const p of asked) await assert.rejects(p, /no upstream answered/);
+    } finally {
+      f.close();
+      up.mode = "answer";
+    }
+    assert.equal(mismatched, 2);
+    assert.equal(countMatches(logged, /does not keep the case/), 1, logged);
+    // Without 0x20 the same upstream is fine.
+    up.mode = "lowercase";
+    const plain = forwarderPlain(up.port);
+    try {
+      const c = query("Lower3.Example.Net");
+      assert.deepEqual(addresses(dnsPacket.decode(await plain.forward(c, decoded(c)))), ["192.0.2.7"]);
+    } finally {
+      plain.close();
+      up.mode = "answer";
+    }
+  });
+});
+
+function forwarderPlain(port: number): Forwarder {
+  return new Forwarder({ upstreams: [{ host: "127.0.0.1", port }], log: silentLogger() });
+}
