@@ -8,7 +8,8 @@
  * `--only scale` runs only the scale start-up and memory shapes, a few times
  * each, and prints their medians (bench/scale.ts); `--only workers` runs only
  * the all-CPUs rows (`--workers N` against one process and the peers,
- * bench/workers.ts).
+ * bench/workers.ts); `--only forward` only the hot path UDP and the forwarded
+ * rows (bench/throughput.ts forwardOnly).
  */
 export interface Params {
   quick: boolean;
@@ -17,7 +18,7 @@ export interface Params {
   /** Servers under test on a CPU of their own, the load on the others (off with `--no-pin`). */
   pin: boolean;
   /** Run one section only, or null for all. */
-  only: "scale" | "workers" | null;
+  only: "scale" | "workers" | "forward" | null;
   /** `--only scale`: starts of each shape. */
   scaleRepeats: number;
   /** dnsperf run length, s. */
@@ -32,13 +33,13 @@ export interface Params {
   scaleNames: number;
 }
 
-const USAGE = "usage: npm run bench -- [--quick] [--nice N] [--no-pin] [--only scale|workers]";
+const USAGE = "usage: npm run bench -- [--quick] [--nice N] [--no-pin] [--only scale|workers|forward]";
 
 export function parseParams(argv: readonly string[]): Params {
   let quick = false;
   let nice: number | null = null;
   let pin = true;
-  let only: "scale" | "workers" | null = null;
+  let only: "scale" | "workers" | "forward" | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--quick") quick = true;
@@ -52,8 +53,8 @@ export function parseParams(argv: readonly string[]): Params {
       nice = n;
     } else if (a === "--only") {
       const v = argv[++i];
-      if (v !== "scale" && v !== "workers") {
-        throw new Error(`bench: --only takes 'scale' or 'workers', got '${v ?? ""}' (${USAGE})`);
+      if (v !== "scale" && v !== "workers" && v !== "forward") {
+        throw new Error(`bench: --only takes 'scale', 'workers' or 'forward', got '${v ?? ""}' (${USAGE})`);
       }
       only = v;
     } else throw new Error(`bench: unknown argument '${a}' (${USAGE})`);

@@ -19,8 +19,8 @@ import { scaleOnly, scaleSection, startNamesInstance, stopNamesInstance } from "
 import { JITSU_CLI } from "./servers.js";
 import { startFullServers, startSharedServers, stopAllButUnbound } from "./shared-servers.js";
 import { idleBaseline, summonSection } from "./summon.js";
-import { issue5Targets } from "./targets.js";
-import { throughputSection } from "./throughput.js";
+import { forwardTargets, issue5Targets } from "./targets.js";
+import { forwardOnly, throughputSection } from "./throughput.js";
 import { pinTo, requireTools } from "./tools.js";
 import { allCpusSection } from "./workers.js";
 
@@ -77,7 +77,7 @@ async function runAll(ctx: BenchContext): Promise<void> {
         : `\n\ndnsperf failed (not counted): ${Object.entries(failed)
             .map(([k, v]) => `${k} x${v.length}: ${v[0]!.slice(0, 160)}`)
             .join("; ")}`
-    }\n\nTargets (issue 5):\n${formatTargets(targets)}\n`,
+    }\n\nTargets (issue 5):\n${formatTargets(targets)}\n\nTargets (issue 22, forwarding):\n${formatTargets(forwardTargets(throughput))}\n`,
   );
 
   mkdirSync(RESULTS_DIR, { recursive: true });
@@ -97,6 +97,7 @@ async function runAll(ctx: BenchContext): Promise<void> {
     failed,
     rows,
     targets,
+    forwardTargets: forwardTargets(throughput),
   };
   writeFileSync(file, JSON.stringify(json, null, 2) + "\n");
   process.stdout.write(`\nResults: ${file}\n`);
@@ -112,6 +113,19 @@ async function runWorkersOnly(ctx: BenchContext): Promise<void> {
   );
 }
 
+/** `--only forward`: the hot path UDP and the forwarded rows against the node responder and dnsmasq. */
+async function runForwardOnly(ctx: BenchContext): Promise<void> {
+  if (ctx.plan !== null) pinTo(process.pid, ctx.plan.load);
+  const servers = await startFullServers(ctx);
+  const r = await forwardOnly(ctx, servers);
+  await Promise.all([stopAllButUnbound(servers), servers.unbound.proc.stop(), servers.upstream.proc.stop()]);
+  process.stdout.write(
+    `\nForwarding, dnsperf -c 4 -q 100, ${ctx.params.seconds} s a run, best of ${ctx.params.rounds} per side, interleaved, load ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(" ")}\n\n${formatTable(r.rows)}\n\nTargets (issue 22, forwarding):\n${formatTargets(forwardTargets(r))}\n`,
+  );
+}
+
 async function main(): Promise<void> {
   const params = parseParams(process.argv.slice(2));
   const tools = requireTools();
@@ -121,6 +135,7 @@ async function main(): Promise<void> {
   const ctx = makeContext(params, tools, log);
   if (params.only === "scale") process.stdout.write(await scaleOnly(ctx));
   else if (params.only === "workers") await runWorkersOnly(ctx);
+  else if (params.only === "forward") await runForwardOnly(ctx);
   else await runAll(ctx);
   rmSync(ctx.dir, { recursive: true, force: true });
 }

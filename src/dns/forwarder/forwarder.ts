@@ -95,15 +95,16 @@ class UdpAttempt implements PoolQuery {
     private readonly pool: UdpSocketPool,
     /** The bytes sent: the pool writes the ID into them. */
     private readonly sent: Buffer,
-    readonly question: string,
+    readonly question: number,
     private readonly query: Uint8Array,
     private readonly q: QueryInfo,
     /** With 0x20, the reply's question must have the very case we sent. */
     private readonly exactCase: boolean,
     readonly deadline: number,
     private readonly done: Done,
-    private readonly onGone: (a: UdpAttempt) => void,
-    private readonly onCaseLost: () => void,
+    /** Told when the attempt is over, and when upstream `upstream` lost the 0x20 case. */
+    private readonly owner: { attemptGone(a: UdpAttempt): void; caseLost(upstream: number): void },
+    private readonly upstream: number,
   ) {}
 
   start(): void {
@@ -112,7 +113,9 @@ class UdpAttempt implements PoolQuery {
 
   reply(msg: Buffer): boolean {
     if (!replyMatches(msg, this.sent, this.query, this.q, this.exactCase)) {
-      if (this.exactCase && replyMatches(msg, this.sent, this.query, this.q, false)) this.onCaseLost();
+      if (this.exactCase && replyMatches(msg, this.sent, this.query, this.q, false)) {
+        this.owner.caseLost(this.upstream);
+      }
       return false;
     }
     this.finish(null, msg);
@@ -133,7 +136,7 @@ class UdpAttempt implements PoolQuery {
     if (this.finished) return;
     this.finished = true;
     if (this.ticket !== null) this.pool.release(this.ticket, this);
-    this.onGone(this);
+    this.owner.attemptGone(this);
     this.done(err, reply);
   }
 }
@@ -231,7 +234,7 @@ export class Forwarder {
     const waiters: Waiter[] = [];
     this.asked.set(key, waiters);
     // The question whatever its case (type and class too): no socket waits twice for one.
-    const question = packet.toString("latin1", HEADER_LEN, q.questionEnd).toLowerCase();
+    const question = (q.nameHash ^ Math.imul(q.qtype, 0x9e3779b1) ^ (q.qclass << 7)) >>> 0;
     return new Promise((resolve, reject) => {
       const ok = (reply: Buffer): void => {
         this.asked.delete(key);
@@ -263,7 +266,7 @@ export class Forwarder {
   private attempt(
     i: number,
     packet: Buffer,
-    question: string,
+    question: number,
     query: Uint8Array,
     q: QueryInfo,
     deadline: number,
@@ -290,8 +293,9 @@ export class Forwarder {
       // Truncated: the same question over TCP (RFC 7766 §5), matched whatever its case.
       this.exchangeTcp(up, withId(packet, this.random.u16()), query, q, attemptDeadline).then(resolve, next);
     };
-    // A copy per attempt: the pool writes its ID into it, 0x20 its case.
-    const sent = withId(packet, 0);
+    // The pool writes its ID into the bytes sent, 0x20 its case: the first attempt sends
+    // `packet` itself, a failover a copy (the first may still sit in a socket's queue).
+    const sent = i === 0 ? packet : withId(packet, 0);
     if (this.caseRandomization) randomizeCase(sent, q.nameEnd, this.random);
     const ex = new UdpAttempt(
       (this.pools[i] ??= new UdpSocketPool(
@@ -309,19 +313,23 @@ export class Forwarder {
       this.caseRandomization,
       attemptDeadline,
       onDone,
-      (gone) => {
-        this.attempts.delete(gone);
-        // Nothing in flight: no timer either (an idle jitsu wakes up for nothing).
-        if (this.attempts.size === 0 && this.sweeper !== null) {
-          clearInterval(this.sweeper);
-          this.sweeper = null;
-        }
-      },
-      () => this.caseLost(i),
+      this,
+      i,
     );
     this.attempts.add(ex);
-    this.sweeper ??= setInterval(() => this.sweep(), SWEEP_MS).unref();
+    // Ref'd while queries wait (the pool's sockets are not): a process with a query in flight stays up.
+    this.sweeper ??= setInterval(() => this.sweep(), SWEEP_MS);
     ex.start();
+  }
+
+  /** An attempt is over (UdpAttempt calls it). */
+  attemptGone(a: UdpAttempt): void {
+    this.attempts.delete(a);
+    // Nothing in flight: no timer either (an idle jitsu wakes up for nothing).
+    if (this.attempts.size === 0 && this.sweeper !== null) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
   }
 
   private sweep(): void {
@@ -334,7 +342,7 @@ export class Forwarder {
   }
 
   /** A reply from upstream `i` right but for the case of its question (0x20): warned once per upstream. */
-  private caseLost(i: number): void {
+  caseLost(i: number): void {
     if (this.caseWarned.has(i)) return;
     this.caseWarned.add(i);
     const up = this.upstreams[i]!;

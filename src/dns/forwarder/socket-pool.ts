@@ -34,8 +34,12 @@ export interface PoolOptions {
 
 /** A query waiting on a pool socket for its reply. */
 export interface PoolQuery {
-  /** Its question, lower-cased, with type and class: no two queries for one question share a socket. */
-  readonly question: string;
+  /**
+   * Its question (a hash of the lower-cased name, type and class): no two
+   * queries with one question value share a socket (a collision of two
+   * questions only keeps them apart too).
+   */
+  readonly question: number;
   /** A datagram from the upstream on this query's socket with this query's ID: true if it is the reply. */
   reply(msg: Buffer): boolean;
   /** The socket failed (an ICMP error, a send error) or the pool closed: the query is over. */
@@ -53,7 +57,7 @@ export class PoolSocket {
   /** Queries waiting for their reply, by ID. */
   readonly waiting = new Map<number, PoolQuery>();
   /** Questions waiting, with how many queries each (normally one). */
-  readonly questions = new Map<string, number>();
+  readonly questions = new Map<number, number>();
   sent = 0;
   /** Packets sent before the socket was connected, sent once it is. */
   queue: Buffer[] | null = [];
@@ -109,7 +113,6 @@ export class UdpSocketPool {
     while (s.waiting.has(id)) id = this.random.u16();
     packet[0] = id >> 8;
     packet[1] = id & 0xff;
-    if (s.waiting.size === 0) s.sock.ref();
     s.waiting.set(id, query);
     s.questions.set(query.question, (s.questions.get(query.question) ?? 0) + 1);
     s.sent++;
@@ -128,10 +131,7 @@ export class UdpSocketPool {
     const n = s.questions.get(query.question)!;
     if (n <= 1) s.questions.delete(query.question);
     else s.questions.set(query.question, n - 1);
-    if (s.waiting.size === 0) {
-      if (s.retired) this.closeSocket(s);
-      else s.sock.unref();
-    }
+    if (s.waiting.size === 0 && s.retired) this.closeSocket(s);
   }
 
   /** Replaces the sockets `socketMs` old that wait for nothing (the forwarder's sweep calls it). */
@@ -161,7 +161,7 @@ export class UdpSocketPool {
    * `question` (rejection sampling: a redraw keeps the draw uniform among the
    * rest). An empty slot, or one whose socket is too old, gets a fresh socket.
    */
-  private pick(question: string, now: number): PoolSocket {
+  private pick(question: number, now: number): PoolSocket {
     const n = this.slots.length;
     for (let tries = 0; tries < 16; tries++) {
       const s = this.socketAt(this.random.below(n), now);
@@ -184,6 +184,7 @@ export class UdpSocketPool {
     const s = new PoolSocket(slot, now, this.family);
     this.slots[slot] = s;
     this.opened++;
+    // Never what keeps the process alive: the forwarder's sweep timer is, while queries wait.
     s.sock.unref();
     s.sock.on("message", (msg: Buffer) => {
       const w = msg.length >= 12 ? s.waiting.get((msg[0]! << 8) | msg[1]!) : undefined;
