@@ -92,6 +92,27 @@ describe("command line", () => {
     assert.deepEqual(s.allowSummon, ["none"]);
   });
 
+  it("the forwarder's pool: 64 sockets, each replaced after 100 queries or 30 s; 0x20 off unless given", () => {
+    assert.deepEqual(parseArgs([]).forwarding, {
+      sockets: 64,
+      socketQueries: 100,
+      socketSeconds: 30,
+      caseRandomization: false,
+    });
+    assert.deepEqual(
+      parseArgs([
+        "--forward-sockets",
+        "256",
+        "--forward-socket-queries",
+        "500",
+        "--forward-socket-seconds",
+        "2.5",
+        "--forward-random-case",
+      ]).forwarding,
+      { sockets: 256, socketQueries: 500, socketSeconds: 2.5, caseRandomization: true },
+    );
+  });
+
   it("-f 0.0.0.0 disables forwarding", () => {
     assert.equal(parseArgs(["-f", "0.0.0.0"]).forwarder, null);
   });
@@ -131,6 +152,23 @@ describe("command line", () => {
       /option '--tcp-per-client': expected a whole number of connections from 0 \(no limit\) to 65535, got '-1'/,
     ],
     [["--tcp-per-client", "many"], /option '--tcp-per-client': .*got 'many'/],
+    [
+      ["--forward-sockets", "63"],
+      /option '--forward-sockets': expected a whole number of sockets from 64 to 1024, got '63'/,
+    ],
+    [["--forward-sockets", "1025"], /option '--forward-sockets'.*'1025'/],
+    [["--forward-sockets", "lots"], /option '--forward-sockets'.*'lots'/],
+    [
+      ["--forward-socket-queries", "0"],
+      /option '--forward-socket-queries': expected a whole number of queries from 1 to 500, got '0'/,
+    ],
+    [["--forward-socket-queries", "501"], /option '--forward-socket-queries'.*'501'/],
+    [
+      ["--forward-socket-seconds", "0"],
+      /option '--forward-socket-seconds': expected a number of seconds above 0 and at most 60, got '0'/,
+    ],
+    [["--forward-socket-seconds", "61"], /option '--forward-socket-seconds'.*'61'/],
+    [["--forward-socket-seconds", "soon"], /option '--forward-socket-seconds'.*'soon'/],
     [
       ["--allow-recursion", "10.0.0.0/8,lan"],
       /option '--allow-recursion': entry 'lan': expected an IPv4 or IPv6/,
@@ -199,6 +237,10 @@ describe("the jitsu binary", () => {
       "--allow-recursion <LIST>",
       "--allow-summon <LIST>",
       "--tcp-per-client",
+      "--forward-sockets <N>",
+      "--forward-socket-queries <N>",
+      "--forward-socket-seconds <SECONDS>",
+      "--forward-random-case",
       "--version",
     ]) {
       assert.ok(res.stdout.includes(flag), `--help lacks ${flag}`);

@@ -130,7 +130,7 @@ describe("--workers 3 (e2e)", () => {
     );
   });
 
-  it("forwards other names to the upstream, each query from a socket of its own", async () => {
+  it("forwards other names to the upstream, from each worker's own pool of random-port sockets", async () => {
     const res = await dig(dns, ["example.com", "A"]);
     forwarded++;
     assert.equal(res.status, "NOERROR");
@@ -138,8 +138,10 @@ describe("--workers 3 (e2e)", () => {
       res.answers.map((a) => a.data),
       ["192.0.2.7"],
     );
-    // 20 names at once, over the workers: every one answered, each sent upstream from its own
-    // port (a worker's exchange sockets are its own, not one socket node:cluster would share).
+    // 20 names at once, over the workers: every one answered, sent upstream from sockets drawn
+    // at random from the workers' pools (each worker's own, not one socket node:cluster would
+    // share for every port-0 bind): 20 draws among 64 sockets give about 17 ports, under 10 has
+    // odds below 1e-6.
     const names = Array.from({ length: 20 }, (_, i) => `n${i}.example.com`);
     const answers = await Promise.all(names.map((name) => dig(dns, [name, "A"])));
     forwarded += names.length;
@@ -149,7 +151,7 @@ describe("--workers 3 (e2e)", () => {
         .filter((r) => names.includes(r.packet.questions?.[0]?.name ?? ""))
         .map((r) => r.srcPort),
     );
-    assert.ok(ports.size >= names.length, `source ports: ${[...ports].join(" ")}`);
+    assert.ok(ports.size >= 10, `source ports: ${[...ports].join(" ")}`);
   });
 
   it("a VM that cannot start: SERVFAIL, and the worker's warning carries the primary's reason", async () => {
