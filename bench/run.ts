@@ -122,7 +122,9 @@ async function runForwardOnly(ctx: BenchContext): Promise<void> {
   process.stdout.write(
     `\nForwarding, dnsperf -c 4 -q 100, ${ctx.params.seconds} s a run, best of ${ctx.params.rounds} per side, interleaved, load ${loadavg()
       .map((l) => l.toFixed(1))
-      .join(" ")}\n\n${formatTable(r.rows)}\n\nTargets (issue 22, forwarding):\n${formatTargets(forwardTargets(r))}\n`,
+      .join(
+        " ",
+      )}\n\n${formatTable(r.rows)}\n\nTargets (issue 22, forwarding):\n${formatTargets(forwardTargets(r))}\n`,
   );
 }
 

@@ -11,7 +11,15 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { startUpstream, type TestUpstream } from "../doubles/dns-upstream.js";
 import { getMetrics, httpCall } from "../support/http.js";
-import { countMatches, dig, freePort, localArgs, startCli, tempDir, type CliProcess } from "../support/index.js";
+import {
+  countMatches,
+  dig,
+  freePort,
+  localArgs,
+  startCli,
+  tempDir,
+  type CliProcess,
+} from "../support/index.js";
 
 interface ForwardStatus {
   dns: { forward: { queries: number; failures: number; coalesced: number; mismatched: number } | null };
