@@ -72,8 +72,6 @@ const SWEEP_MS = 25;
 /** How often the pools' idle sockets are checked for age (on the sweep's ticks). */
 const AGE_SWEEP_MS = 1000;
 
-type Done = (err: Error | null, reply?: Buffer) => void;
-
 /** A client query that joined an identical one in flight: its ID, and its promise's ends. */
 interface Waiter {
   readonly id0: number;
@@ -82,62 +80,126 @@ interface Waiter {
   readonly reject: (err: Error) => void;
 }
 
+/** What an Exchange needs from its Forwarder. */
+interface ExchangeOwner {
+  readonly upstreams: readonly Upstream[];
+  readonly closed: boolean;
+  readonly caseRandomization: boolean;
+  readonly random: RandomBytes;
+  readonly attemptTimeoutMs: number;
+  readonly log: Logger;
+  pool(upstream: number): UdpSocketPool;
+  /** A UDP attempt begins (deadline sweeps) or is over. */
+  waiting(ex: Exchange): void;
+  waited(ex: Exchange): void;
+  caseLost(upstream: number): void;
+  exchangeTcp(
+    up: Upstream,
+    packet: Buffer,
+    query: Uint8Array,
+    q: QueryInfo,
+    deadline: number,
+  ): Promise<Buffer>;
+  /** The exchange is over: its answer, or why there is none. */
+  settle(ex: Exchange, err: Error | null, reply?: Buffer): void;
+}
+
 /**
- * One upstream query over UDP, waiting on a pool socket: over when its reply
- * comes, its socket fails (ICMP unreachable: fail over at once) or its
- * deadline passes.
+ * One upstream query and the client queries waiting for it: tries the
+ * upstreams in order, each over UDP on a pool socket (and TCP if the reply is
+ * truncated), until one answers or the deadline passes. One object per
+ * upstream query, with no closures: it is also the pool's PoolQuery for the
+ * UDP attempt in flight (one at a time).
  */
-class UdpAttempt implements PoolQuery {
+class Exchange implements PoolQuery {
+  /** Client queries that joined this one, or null while none has. */
+  waiters: Waiter[] | null = null;
+  /** The upstream being tried (index), its UDP attempt's socket and deadline. */
+  private upstream = -1;
   private ticket: Ticket | null = null;
-  private finished = false;
+  private sent: Buffer | null = null;
+  attemptDeadline = 0;
+  private problems: string[] | null = null;
 
   constructor(
-    private readonly pool: UdpSocketPool,
-    /** The bytes sent: the pool writes the ID into them. */
-    private readonly sent: Buffer,
+    private readonly owner: ExchangeOwner,
+    readonly key: string,
+    /** The upstream query with ID 0 (the first attempt sends it, the others copies). */
+    private readonly packet: Buffer,
     readonly question: number,
-    private readonly query: Uint8Array,
+    /** The client's query (its ID goes back into the reply). */
+    readonly query: Uint8Array,
     private readonly q: QueryInfo,
-    /** With 0x20, the reply's question must have the very case we sent. */
-    private readonly exactCase: boolean,
-    readonly deadline: number,
-    private readonly done: Done,
-    /** Told when the attempt is over, and when upstream `upstream` lost the 0x20 case. */
-    private readonly owner: { attemptGone(a: UdpAttempt): void; caseLost(upstream: number): void },
-    private readonly upstream: number,
+    private readonly deadline: number,
+    readonly resolve: (reply: Buffer) => void,
+    readonly reject: (err: Error) => void,
   ) {}
 
-  start(): void {
-    this.ticket = this.pool.send(this.sent, this);
+  /** Tries the next upstream, after `err` from this one (null: the first). */
+  next(err: Error | null): void {
+    const owner = this.owner;
+    if (err !== null) {
+      const up = owner.upstreams[this.upstream]!;
+      const why = `${up.host}#${up.port}: ${err.message}`;
+      (this.problems ??= []).push(why);
+      owner.log.debug(`forwarder: ${why}`);
+    }
+    const i = ++this.upstream;
+    const now = Date.now();
+    if (i >= owner.upstreams.length || now >= this.deadline || owner.closed) {
+      const problems = this.problems?.join("; ") ?? "timed out";
+      owner.settle(this, new ForwardError(`no upstream answered (${problems})`));
+      return;
+    }
+    this.attemptDeadline = now + Math.min(owner.attemptTimeoutMs, this.deadline - now);
+    // The pool writes its ID into the bytes sent, 0x20 its case: the first attempt sends
+    // `packet` itself, a failover a copy (the first may still sit in a socket's queue).
+    const sent = i === 0 ? this.packet : withId(this.packet, 0);
+    if (owner.caseRandomization) randomizeCase(sent, this.q.nameEnd, owner.random);
+    this.sent = sent;
+    owner.waiting(this);
+    this.ticket = owner.pool(i).send(sent, this);
   }
 
   reply(msg: Buffer): boolean {
-    if (!replyMatches(msg, this.sent, this.query, this.q, this.exactCase)) {
-      if (this.exactCase && replyMatches(msg, this.sent, this.query, this.q, false)) {
+    const exact = this.owner.caseRandomization;
+    if (!replyMatches(msg, this.sent!, this.query, this.q, exact)) {
+      if (exact && replyMatches(msg, this.sent!, this.query, this.q, false))
         this.owner.caseLost(this.upstream);
-      }
       return false;
     }
-    this.finish(null, msg);
+    this.endUdp();
+    if ((msg[2]! & 0x02) === 0) {
+      this.owner.settle(this, null, msg);
+      return true;
+    }
+    // Truncated: the same question over TCP (RFC 7766 §5), matched whatever its case.
+    const up = this.owner.upstreams[this.upstream]!;
+    this.owner
+      .exchangeTcp(up, withId(this.packet, this.owner.random.u16()), this.query, this.q, this.attemptDeadline)
+      .then(
+        (reply) => this.owner.settle(this, null, reply),
+        (err: Error) => this.next(err),
+      );
     return true;
   }
 
   fail(err: Error): void {
-    this.finish(err instanceof ForwardError ? err : new ForwardError(err.message));
+    if (this.ticket === null) return;
+    this.endUdp();
+    this.next(err instanceof ForwardError ? err : new ForwardError(err.message));
   }
 
-  /** Fails the query if its deadline has passed. */
+  /** Fails the UDP attempt in flight if its deadline has passed. */
   sweep(now: number): void {
-    if (this.deadline <= now) this.finish(new ForwardError("timed out"));
+    if (this.attemptDeadline <= now) this.fail(new ForwardError("timed out"));
   }
 
-  /** Ends the attempt, once: frees its place on the socket, then calls `done` (the caller may fail over). */
-  finish(err: Error | null, reply?: Buffer): void {
-    if (this.finished) return;
-    this.finished = true;
-    if (this.ticket !== null) this.pool.release(this.ticket, this);
-    this.owner.attemptGone(this);
-    this.done(err, reply);
+  private endUdp(): void {
+    if (this.ticket === null) return;
+    this.owner.pool(this.upstream).release(this.ticket, this);
+    this.ticket = null;
+    this.owner.waited(this);
   }
 }
 
@@ -148,28 +210,29 @@ export class ForwardError extends Error {
   }
 }
 
-export class Forwarder {
+export class Forwarder implements ExchangeOwner {
   readonly upstreams: readonly Upstream[];
   private readonly timeoutMs: number;
-  private readonly attemptTimeoutMs: number;
-  private readonly log: Logger;
+  readonly attemptTimeoutMs: number;
+  readonly log: Logger;
   private readonly open = new Set<{ close(): void }>();
   /** Per upstream (by index), its socket type, and its socket pool once a query went to it. */
   private readonly families: ("udp4" | "udp6")[];
   private readonly pools: (UdpSocketPool | null)[];
-  private readonly pool: { size: number; socketQueries: number; socketMs: number };
-  private readonly caseRandomization: boolean;
-  private readonly random = new RandomBytes();
-  private readonly attempts = new Set<UdpAttempt>();
+  private readonly poolOptions: { size: number; socketQueries: number; socketMs: number };
+  readonly caseRandomization: boolean;
+  readonly random = new RandomBytes();
+  /** Exchanges with a UDP attempt in flight (checked against its deadline by the sweep). */
+  private readonly attempts = new Set<Exchange>();
   private sweeper: ReturnType<typeof setInterval> | null = null;
   private lastAgeSweep = 0;
-  private closed = false;
+  closed = false;
   private readonly maxInFlight: number;
   /** Upstream queries in flight (distinct questions), and client queries that joined one of them. */
   private inFlight = 0;
   private joinedCount = 0;
-  /** Upstream queries in flight by their bytes after the ID, with the clients that joined them. */
-  private readonly asked = new Map<string, Waiter[]>();
+  /** Upstream queries in flight by their bytes after the ID. */
+  private readonly asked = new Map<string, Exchange>();
   /** Upstreams (by index) already warned about for not keeping the 0x20 case. */
   private readonly caseWarned = new Set<number>();
   /** Called for each client query that joins an identical upstream query in flight (a counter). */
@@ -185,7 +248,7 @@ export class Forwarder {
     this.log = opts.log;
     this.families = this.upstreams.map((u) => (net.isIPv6(u.host.replace(/%.*$/, "")) ? "udp6" : "udp4"));
     this.pools = this.upstreams.map(() => null);
-    this.pool = {
+    this.poolOptions = {
       size: opts.sockets ?? FORWARD_DEFAULTS.sockets,
       socketQueries: opts.socketQueries ?? FORWARD_DEFAULTS.socketQueries,
       socketMs: (opts.socketSeconds ?? FORWARD_DEFAULTS.socketSeconds) * 1000,
@@ -222,7 +285,7 @@ export class Forwarder {
       this.joinedCount++;
       this.onCoalesced?.();
       return new Promise((resolve, reject) =>
-        joined.push({ id0: query[0]!, id1: query[1]!, resolve, reject }),
+        (joined.waiters ??= []).push({ id0: query[0]!, id1: query[1]!, resolve, reject }),
       );
     }
     if (this.inFlight >= this.maxInFlight) {
@@ -231,100 +294,69 @@ export class Forwarder {
       );
     }
     this.inFlight++;
-    const waiters: Waiter[] = [];
-    this.asked.set(key, waiters);
     // The question whatever its case (type and class too): no socket waits twice for one.
     const question = (q.nameHash ^ Math.imul(q.qtype, 0x9e3779b1) ^ (q.qclass << 7)) >>> 0;
     return new Promise((resolve, reject) => {
-      const ok = (reply: Buffer): void => {
-        this.asked.delete(key);
-        this.inFlight--;
-        this.joinedCount -= waiters.length;
-        // Each joined client gets its own copy (sends are asynchronous), with its ID.
-        for (const w of waiters) {
-          const copy = Buffer.from(reply);
-          copy[0] = w.id0;
-          copy[1] = w.id1;
-          w.resolve(copy);
-        }
-        reply[0] = query[0]!;
-        reply[1] = query[1]!;
-        resolve(reply);
-      };
-      const failed = (err: Error): void => {
-        this.asked.delete(key);
-        this.inFlight--;
-        this.joinedCount -= waiters.length;
-        for (const w of waiters) w.reject(err);
-        reject(err);
-      };
-      this.attempt(0, packet, question, query, q, Date.now() + this.timeoutMs, [], ok, failed);
+      const ex = new Exchange(
+        this,
+        key,
+        packet,
+        question,
+        query,
+        q,
+        Date.now() + this.timeoutMs,
+        resolve,
+        reject,
+      );
+      this.asked.set(key, ex);
+      ex.next(null);
     });
   }
 
-  /** Tries upstream `i`, then the next ones on failure, until the deadline (callbacks: no promise per step). */
-  private attempt(
-    i: number,
-    packet: Buffer,
-    question: number,
-    query: Uint8Array,
-    q: QueryInfo,
-    deadline: number,
-    problems: string[],
-    resolve: (reply: Buffer) => void,
-    reject: (err: Error) => void,
-  ): void {
-    const now = Date.now();
-    if (i >= this.upstreams.length || now >= deadline || this.closed) {
-      reject(new ForwardError(`no upstream answered (${problems.join("; ") || "timed out"})`));
+  settle(ex: Exchange, err: Error | null, reply?: Buffer): void {
+    if (this.asked.get(ex.key) !== ex) return;
+    this.asked.delete(ex.key);
+    this.inFlight--;
+    const waiters = ex.waiters;
+    if (waiters !== null) this.joinedCount -= waiters.length;
+    if (err !== null) {
+      if (waiters !== null) for (const w of waiters) w.reject(err);
+      ex.reject(err);
       return;
     }
-    const up = this.upstreams[i]!;
-    const attemptDeadline = now + Math.min(this.attemptTimeoutMs, deadline - now);
-    const next = (err: Error): void => {
-      const why = `${up.host}#${up.port}: ${err.message}`;
-      problems.push(why);
-      this.log.debug(`forwarder: ${why}`);
-      this.attempt(i + 1, packet, question, query, q, deadline, problems, resolve, reject);
-    };
-    const onDone: Done = (err, reply) => {
-      if (err !== null) return next(err);
-      if ((reply![2]! & 0x02) === 0) return resolve(reply!);
-      // Truncated: the same question over TCP (RFC 7766 §5), matched whatever its case.
-      this.exchangeTcp(up, withId(packet, this.random.u16()), query, q, attemptDeadline).then(resolve, next);
-    };
-    // The pool writes its ID into the bytes sent, 0x20 its case: the first attempt sends
-    // `packet` itself, a failover a copy (the first may still sit in a socket's queue).
-    const sent = i === 0 ? packet : withId(packet, 0);
-    if (this.caseRandomization) randomizeCase(sent, q.nameEnd, this.random);
-    const ex = new UdpAttempt(
-      (this.pools[i] ??= new UdpSocketPool(
-        up,
-        this.families[i]!,
-        this.pool,
-        this.random,
-        () => this.onMismatched?.(),
-        this.log,
-      )),
-      sent,
-      question,
-      query,
-      q,
-      this.caseRandomization,
-      attemptDeadline,
-      onDone,
-      this,
-      i,
-    );
+    // Each joined client gets its own copy (sends are asynchronous), with its ID.
+    if (waiters !== null) {
+      for (const w of waiters) {
+        const copy = Buffer.from(reply!);
+        copy[0] = w.id0;
+        copy[1] = w.id1;
+        w.resolve(copy);
+      }
+    }
+    reply![0] = ex.query[0]!;
+    reply![1] = ex.query[1]!;
+    ex.resolve(reply!);
+  }
+
+  pool(i: number): UdpSocketPool {
+    return (this.pools[i] ??= new UdpSocketPool(
+      this.upstreams[i]!,
+      this.families[i]!,
+      this.poolOptions,
+      this.random,
+      () => this.onMismatched?.(),
+      this.log,
+    ));
+  }
+
+  waiting(ex: Exchange): void {
     this.attempts.add(ex);
     // Ref'd while queries wait (the pool's sockets are not): a process with a query in flight stays up.
     this.sweeper ??= setInterval(() => this.sweep(), SWEEP_MS);
-    ex.start();
   }
 
-  /** An attempt is over (UdpAttempt calls it). */
-  attemptGone(a: UdpAttempt): void {
-    this.attempts.delete(a);
+  waited(ex: Exchange): void {
+    this.attempts.delete(ex);
     // Nothing in flight: no timer either (an idle jitsu wakes up for nothing).
     if (this.attempts.size === 0 && this.sweeper !== null) {
       clearInterval(this.sweeper);
@@ -351,7 +383,7 @@ export class Forwarder {
     );
   }
 
-  private exchangeTcp(
+  exchangeTcp(
     up: Upstream,
     packet: Buffer,
     query: Uint8Array,
@@ -410,7 +442,7 @@ export class Forwarder {
     for (const h of [...this.open]) h.close();
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.sweeper = null;
-    for (const ex of [...this.attempts]) ex.finish(new ForwardError("forwarder closed"));
+    for (const ex of [...this.attempts]) ex.fail(new ForwardError("forwarder closed"));
     for (const p of this.pools) p?.close();
   }
 }
