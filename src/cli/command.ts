@@ -17,6 +17,14 @@ export function version(): string {
   return pkg.version;
 }
 
+/** The subcommands (src/cli/subcommands.ts), recognised only as the first argument. */
+const SUBCOMMAND_NAMES = ["status", "start", "stop", "check"] as const;
+export type Subcommand = (typeof SUBCOMMAND_NAMES)[number];
+
+export function isSubcommand(word: string | undefined): word is Subcommand {
+  return (SUBCOMMAND_NAMES as readonly (string | undefined)[]).includes(word);
+}
+
 export function buildCommand(): Command {
   const program = new Command("jitsu")
     .description(
@@ -32,7 +40,16 @@ export function buildCommand(): Command {
     const doc = opt.absent === undefined ? opt.doc : `${opt.doc} (absent=${opt.absent})`;
     program.option(opt.flags, doc);
   }
-  program.addHelpText("after", () => configHelp(BACKENDS));
+  program.addHelpText(
+    "after",
+    () =>
+      "\nCommands (the first argument; each has --help):\n" +
+      "  jitsu check [OPTIONS] [CONFIG...]    check everything a start would, start nothing\n" +
+      "  jitsu status [--http ADDR:PORT] [--json] [NAME...]\n" +
+      "                                       the VMs of a running jitsu (its --http endpoint)\n" +
+      "  jitsu start NAME, jitsu stop NAME    start or stop a VM now (--http-token or JITSU_HTTP_TOKEN)\n" +
+      configHelp(BACKENDS),
+  );
   return program;
 }
 
@@ -43,6 +60,12 @@ export function parseArgs(argv: readonly string[]): Settings {
   // The original accepted --help=FMT (pager, plain, groff); we print plain text for all.
   const args = argv.map((a) => (a.startsWith("--help=") ? "--help" : a));
   program.parse(args, { from: "user" });
+  // `jitsu -x process status`: a subcommand must come first (its name is no CONFIG string).
+  const misplaced = program.args.find((a) => isSubcommand(a));
+  if (misplaced !== undefined)
+    throw new UsageError(
+      `'${misplaced}' is a command, and commands come first: jitsu ${misplaced} [OPTIONS]... (a CONFIG string is key=value,...)`,
+    );
   const given = kebabKeys(program.opts());
   // --config FILE: the file's options, with the command line's on top.
   const file = typeof given.config === "string" ? readConfigFile(given.config, fileOptionSpecs()) : undefined;

@@ -27,9 +27,12 @@ import {
   Forwarder,
   ZoneIndex,
   localNetworks,
+  socketKind,
   upstreamsFromResolvConf,
+  type SocketKind,
 } from "../dns/index.js";
-import { ListenError, describeError } from "../errors/index.js";
+import { ListenError, UsageError, describeError } from "../errors/index.js";
+import { HTTP_FD_NAME, type ListenFd } from "../systemd/index.js";
 import { createLogger, perVmLevel, redactUri, type Logger } from "../log/index.js";
 import type { DnsCountersView, StatusServer } from "../http/index.js";
 import type { ClusterPrimary } from "../cluster/index.js";
@@ -67,6 +70,26 @@ export interface StartDeps {
   readonly clock?: Clock;
   readonly log?: Logger;
   readonly store?: Store;
+  /**
+   * Socket activation: the descriptors systemd passed (src/systemd listenFds).
+   * Those named `http` serve --http; the others, UDP and TCP, serve DNS
+   * instead of binding -b/-l.
+   */
+  readonly sockets?: readonly ListenFd[];
+}
+
+/** The passed descriptors for DNS, each with its kind; a UsageError for one that is no UDP/TCP socket. */
+function dnsSockets(sockets: readonly ListenFd[]): { fd: number; kind: SocketKind }[] {
+  return sockets
+    .filter((s) => s.name !== HTTP_FD_NAME)
+    .map(({ fd, name }) => {
+      const kind = socketKind(fd);
+      if (kind === null)
+        throw new UsageError(
+          `socket activation: descriptor ${fd} (${name}) is not a UDP or TCP socket; jitsu.socket may list only ListenDatagram= and ListenStream= addresses`,
+        );
+      return { fd, kind };
+    });
 }
 
 /** Parses every CONFIG string against the chosen backend's keys and what it can do. */
@@ -108,6 +131,18 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   const clock = deps.clock ?? systemClock;
   const log = deps.log ?? createLogger({ level: settings.logLevel, format: settings.logFormat });
   const { factory, cliSpecs, specs } = checkSettings(settings);
+  const passed = deps.sockets ?? [];
+  const passedDns = dnsSockets(passed);
+  const passedHttp = passed.find((s) => s.name === HTTP_FD_NAME);
+  if (passedHttp !== undefined && socketKind(passedHttp.fd)?.startsWith("tcp") !== true)
+    throw new UsageError(
+      `socket activation: descriptor ${passedHttp.fd} (http) is not a listening TCP socket`,
+    );
+  if (passedDns.length > 0 && settings.workers > 1)
+    throw new UsageError(
+      "socket activation (LISTEN_FDS) serves DNS from one process; remove --workers or the socket unit",
+      "--workers",
+    );
 
   // --persistdb: opened before anything runs, so a locked or corrupt database stops us at once.
   const store =
@@ -193,7 +228,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         allowRecursion,
         allowSummon,
       });
-      await server.listen(settings.bind, settings.listen);
+      if (passedDns.length > 0) await server.adopt(passedDns);
+      else await server.listen(settings.bind, settings.listen);
     } else {
       // --workers N: the workers build their own zones and forwarders from what this process sends.
       const { ClusterPrimary } = await import("../cluster/index.js");
@@ -283,7 +319,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
 
   // --http: status, metrics and (with --http-token) admin endpoints.
   let http: StatusServer | null = null;
-  if (settings.http !== undefined) {
+  if (settings.http !== undefined || passedHttp !== undefined) {
     // Loaded only when asked for: prom-client and its default metrics cost ~15 MB of RSS.
     const { JitsuMetrics, StatusServer } = await import("../http/index.js");
     const metrics = new JitsuMetrics({
@@ -315,14 +351,17 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       }),
     });
     try {
-      await http.listen(settings.http.host, settings.http.port);
+      if (passedHttp !== undefined) await http.adopt(passedHttp.fd);
+      else await http.listen(settings.http!.host, settings.http!.port);
     } catch (err) {
       await closeDns();
       await summoner.close();
       await store.close().catch(() => undefined);
       forwarder?.close();
       await backend.close().catch(() => undefined);
-      throw ListenError.of("HTTP (--http)", settings.http.host, settings.http.port, err, "--http");
+      if (passedHttp !== undefined)
+        throw new ListenError(`cannot serve HTTP on the socket systemd passed: ${describeError(err)}`, err);
+      throw ListenError.of("HTTP (--http)", settings.http!.host, settings.http!.port, err, "--http");
     }
     const at = http.address();
     log.info(

@@ -23,3 +23,4 @@ export {
 } from "./counters.js";
 export { ClientAccess, localNetworks, parseAccessList } from "./access.js";
 export { LocalClientSlots, type ClientSlots } from "./tcp.js";
+export { socketKind, type SocketKind } from "./socket-kind.js";

@@ -24,6 +24,7 @@ import type { Logger } from "../log/index.js";
 import { ClientAccess } from "./access.js";
 import { DnsCounters, REFUSED } from "./counters.js";
 import { LocalClientSlots, TcpConnections, type ClientSlots } from "./tcp.js";
+import type { SocketKind } from "./socket-kind.js";
 import { UdpListeners, type Interfaces } from "./udp.js";
 import type { Forwarder } from "./forwarder/forwarder.js";
 import {
@@ -112,7 +113,7 @@ export class DnsServer {
   /** Reused for every query: the hot path allocates nothing but the reply. */
   private readonly q: QueryInfo = newQueryInfo();
   private udp: UdpListeners | null = null;
-  private tcp: net.Server | null = null;
+  private tcp: net.Server[] = [];
   private readonly connections: TcpConnections;
   /** Async answers not yet made (a summon or a forward in flight), and who waits for none to be left. */
   private pending = 0;
@@ -189,13 +190,60 @@ export class DnsServer {
       }
       tcp.on("error", (err) => this.log.error(`DNS TCP server error: ${describeError(err)}`));
       this.udp = udp;
-      this.tcp = tcp;
+      this.tcp = [tcp];
       this.boundPort = actual;
       // Logged once both sockets are bound, so whoever waits for this line can query at once.
       if (!shared) this.log.info(`Starting server on ${host}:${actual}...`);
       return;
     }
     throw ListenError.of("TCP", host, port, lastErr);
+  }
+
+  /**
+   * Socket activation: serves on the sockets systemd bound (jitsu.socket) and
+   * passed as descriptors, each UDP or TCP as `socketKind` found it; nothing
+   * is bound by us. Logs "Starting server on ..." with each address.
+   */
+  async adopt(sockets: readonly { fd: number; kind: SocketKind }[]): Promise<void> {
+    const udpFds = sockets.filter((s) => s.kind === "udp4" || s.kind === "udp6");
+    const tcpFds = sockets.filter((s) => s.kind === "tcp4" || s.kind === "tcp6");
+    const udp = new UdpListeners({
+      host: "0.0.0.0",
+      onMessage: (sock, msg, rinfo) => this.onUdpMessage(sock, msg, rinfo.port, rinfo.address),
+      log: this.log,
+      announce: true,
+    });
+    const tcps: net.Server[] = [];
+    try {
+      await udp.adopt(udpFds.map((s) => ({ fd: s.fd, type: s.kind as "udp4" | "udp6" })));
+      for (const { fd } of tcpFds) {
+        const tcp = net.createServer((conn) => this.connections.accept(conn));
+        await new Promise<void>((resolve, reject) => {
+          tcp.once("error", reject);
+          tcp.listen({ fd }, () => {
+            tcp.off("error", reject);
+            resolve();
+          });
+        });
+        tcp.on("error", (err) => this.log.error(`DNS TCP server error: ${describeError(err)}`));
+        tcps.push(tcp);
+      }
+    } catch (err) {
+      await udp.close();
+      for (const tcp of tcps) tcp.close();
+      throw new ListenError(`cannot serve DNS on the sockets systemd passed: ${describeError(err)}`, err);
+    }
+    this.udp = udp;
+    this.tcp = tcps;
+    const where: string[] = [];
+    for (const a of udp.addresses) where.push(`UDP ${a.includes(":") ? `[${a}]` : a}:${udp.boundPort}`);
+    for (const tcp of tcps) {
+      const a = tcp.address() as net.AddressInfo;
+      where.push(`TCP ${a.address.includes(":") ? `[${a.address}]` : a.address}:${a.port}`);
+      if (this.boundPort === 0) this.boundPort = a.port;
+    }
+    if (udp.boundPort !== 0) this.boundPort = udp.boundPort;
+    this.log.info(`Starting server on the sockets systemd passed (${where.join(", ")})...`);
   }
 
   /** The addresses UDP is bound to (one, or with a wildcard each of the host's). */
@@ -217,10 +265,9 @@ export class DnsServer {
   async close(): Promise<void> {
     this.closing = true;
     this.connections.stop();
-    const tcpClosed =
-      this.tcp === null
-        ? Promise.resolve()
-        : new Promise<void>((resolve) => this.tcp!.close(() => resolve()));
+    const tcpClosed = Promise.all(
+      this.tcp.map((tcp) => new Promise<void>((resolve) => tcp.close(() => resolve()))),
+    );
     if (this.pending > 0)
       await (this.drainedWait ??= new Promise<void>((resolve) => (this.drained = resolve)));
     // Let the answers just produced reach their sockets, then close TCP gracefully.
@@ -229,7 +276,7 @@ export class DnsServer {
     await tcpClosed;
     await this.udp?.close();
     this.udp = null;
-    this.tcp = null;
+    this.tcp = [];
   }
 
   private onUdpMessage(sock: dgram.Socket, msg: Buffer, port: number, address: string): void {

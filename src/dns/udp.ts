@@ -74,6 +74,8 @@ export class UdpListeners {
   private timer: ReturnType<typeof setInterval> | null = null;
   private refreshing: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Serving sockets passed by systemd (adopt), not ones we bound. */
+  private adopted = false;
 
   constructor(opts: UdpListenersOptions) {
     this.opts = opts;
@@ -83,6 +85,11 @@ export class UdpListeners {
   /** The addresses bound now. */
   get addresses(): string[] {
     return [...this.sockets.keys()];
+  }
+
+  /** The port bound (0 before bind or adopt). */
+  get boundPort(): number {
+    return this.port;
   }
 
   /** One of ours: a reply may still be sent on it. */
@@ -128,9 +135,24 @@ export class UdpListeners {
     return this.port;
   }
 
+  /**
+   * Socket activation: serves on sockets systemd bound and passed (`fd`, of
+   * the family given); they are not followed or re-bound. Resolves with the
+   * port of the first.
+   */
+  async adopt(sockets: readonly { fd: number; type: "udp4" | "udp6" }[]): Promise<number> {
+    this.adopted = true;
+    for (const { fd, type } of sockets) {
+      const sock = await this.open(null, 0, { fd, type });
+      const at = sock.address();
+      if (this.port === 0) this.port = at.port;
+    }
+    return this.port;
+  }
+
   /** Reads the host's addresses again: binds the new ones, closes the sockets of those gone. */
   refresh(): Promise<void> {
-    if (!isWildcard(this.opts.host)) return Promise.resolve();
+    if (this.adopted || !isWildcard(this.opts.host)) return Promise.resolve();
     this.refreshing = this.refreshing.then(() => this.follow());
     return this.refreshing;
   }
@@ -195,22 +217,29 @@ export class UdpListeners {
   }
 
   /** Binds one socket; with --workers through node:cluster's shared handle for that address (dgram's default). */
-  private async open(address: string, port: number): Promise<dgram.Socket> {
+  private async open(
+    given: string | null,
+    port: number,
+    passed?: { fd: number; type: "udp4" | "udp6" },
+  ): Promise<dgram.Socket> {
     // Not net.isIPv6: its first call compiles a large regular expression (~10 ms of start-up).
-    const type = address.includes(":") ? "udp6" : "udp4";
+    const type = passed?.type ?? (given!.includes(":") ? "udp6" : "udp4");
     const sock = dgram.createSocket({ type, recvBufferSize: UDP_RECEIVE_BUFFER });
     try {
       await new Promise<void>((resolve, reject) => {
         sock.once("error", reject);
-        sock.bind(port, address, () => {
+        const bound = (): void => {
           sock.off("error", reject);
           resolve();
-        });
+        };
+        if (passed === undefined) sock.bind(port, given!, bound);
+        else sock.bind({ fd: passed.fd }, bound);
       });
     } catch (err) {
       sock.close();
       throw err;
     }
+    const address = given ?? sock.address().address;
     sock.on("error", (err) => this.opts.log.error(`DNS UDP socket error: ${describeError(err)}`));
     sock.on("message", (msg, rinfo) => this.opts.onMessage(sock, msg, rinfo));
     this.sockets.set(address, sock);

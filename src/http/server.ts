@@ -70,10 +70,24 @@ export class StatusServer {
 
   /** Listens on exactly host:port; port 0 picks a free one (see address()). */
   listen(host: string, port: number): Promise<void> {
+    return this.listenWith({ host, port, exclusive: true });
+  }
+
+  /** Socket activation: serves on a listening TCP socket systemd passed (FileDescriptorName=http). */
+  adopt(fd: number): Promise<void> {
+    return this.listenWith({ fd });
+  }
+
+  private listenWith(options: {
+    host?: string;
+    port?: number;
+    exclusive?: boolean;
+    fd?: number;
+  }): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(err);
       this.server.once("error", onError);
-      this.server.listen({ host, port, exclusive: true }, () => {
+      this.server.listen(options, () => {
         this.server.off("error", onError);
         this.server.on("error", (err) => this.opts.log.error(`HTTP server: ${describeError(err)}`));
         resolve();

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "jitsu_sd_notify",
+      "sources": ["sd_notify.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}
