@@ -97,7 +97,7 @@ function call(
     req.on("timeout", () => {
       req.destroy(
         new RemoteError(
-          `no answer from ${showEndpoint(endpoint)} within ${Math.round(timeoutMs / 1000)} s (is jitsu there stuck, or is it another program?)`,
+          `no answer from ${showEndpoint(endpoint)} within ${timeoutMs / 1000} s: is that jitsu's --http address (or is that jitsu stuck)?`,
         ),
       );
     });

@@ -39,6 +39,7 @@ function remoteCommand(name: Exclude<Subcommand, "check">): Command {
   if (name === "status") {
     cmd.usage("[--http ADDR:PORT] [--json] [NAME...]").argument("[NAME...]", "only these VMs");
     cmd.option("--json", "Print /status as JSON (with NAME: only those VMs).");
+    cmd.option("--timeout <SECONDS>", "How long to wait for the answer (default 10).");
   } else {
     cmd
       .usage("[--http ADDR:PORT] [--http-token TOKEN] NAME")
@@ -96,7 +97,7 @@ async function remote(name: Exclude<Subcommand, "check">, argv: readonly string[
   const opts = cmd.opts();
   const { endpoint, token } = target(opts);
   if (name === "status") {
-    const status = await fetchStatus(endpoint);
+    const status = await fetchStatus(endpoint, timeoutMs(opts.timeout, 10_000));
     const vms = selectVms(status.vms, cmd.args);
     if (opts.json === true) {
       const body = cmd.args.length === 0 ? status : { ...status, vms };
