@@ -15,4 +15,25 @@ export default tseslint.config(
     files: ["**/*.mjs", "**/*.js"],
     languageOptions: { globals: { process: "readonly", console: "readonly" } },
   },
+  {
+    // The status page's script runs in the browser.
+    files: ["src/http/page/**/*.js"],
+    languageOptions: {
+      sourceType: "script",
+      globals: Object.fromEntries(
+        [
+          "window",
+          "document",
+          "fetch",
+          "EventSource",
+          "sessionStorage",
+          "performance",
+          "requestAnimationFrame",
+          "setTimeout",
+          "clearTimeout",
+          "setInterval",
+        ].map((name) => [name, "readonly"]),
+      ),
+    },
+  },
 );

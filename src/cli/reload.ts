@@ -15,6 +15,7 @@ import {
   type VmSpec,
 } from "../config/index.js";
 import { describeErrorLines } from "../errors/index.js";
+import type { EventBus } from "../events/index.js";
 import type { Logger } from "../log/index.js";
 import type { Summoner } from "../summoner/index.js";
 import { fileOptionSpecs } from "./options.js";
@@ -30,6 +31,8 @@ export interface ReloaderOptions {
   /** Gives the DNS server(s) the new VMs' zone (in the same turn as the summoner takes them). */
   readonly applyZone: (specs: readonly VmSpec[]) => void;
   readonly log: Logger;
+  /** Where each reload is reported (`config.reloaded`). */
+  readonly events?: EventBus;
 }
 
 export class ConfigReloader {
@@ -55,13 +58,14 @@ export class ConfigReloader {
       specs = distinctVms([...this.opts.cliSpecs, ...fromFile]);
       await runPreflight(this.opts.backend, specs);
     } catch (err) {
-      rejected(log, err);
+      this.rejected(err);
       return false;
     }
+    let counts: { added: number; changed: number; removed: number };
     try {
-      await this.opts.summoner.setSpecs(specs);
+      counts = await this.opts.summoner.setSpecs(specs);
     } catch (err) {
-      rejected(log, err);
+      this.rejected(err);
       return false;
     }
     // No await between the summoner taking the specs and the server taking the zone.
@@ -73,14 +77,45 @@ export class ConfigReloader {
         log.warn(`Option '${name}' changed in '${path}'; it takes effect when jitsu restarts`);
       }
     }
-    log.info(`Reloaded '${path}': ${specs.length} VM${specs.length === 1 ? "" : "s"}`);
+    log.info(
+      { type: "config.reloaded" },
+      `Reloaded '${path}': ${specs.length} VM${specs.length === 1 ? "" : "s"}`,
+    );
+    this.opts.events?.emit({
+      type: "config.reloaded",
+      ok: true,
+      file: path,
+      vms: specs.length,
+      ...counts,
+      error: null,
+    });
     return true;
+  }
+
+  /** One line per problem (a preflight finds them all at once), and one event with them all. */
+  private rejected(err: unknown): void {
+    const lines = describeErrorLines(err);
+    for (const line of lines) {
+      this.opts.log.error(
+        { type: "config.reloaded" },
+        `Reload rejected, keeping the running configuration: ${line}`,
+      );
+    }
+    this.opts.events?.emit({
+      type: "config.reloaded",
+      ok: false,
+      file: this.opts.file.path,
+      vms: countVms(this.opts.summoner),
+      added: 0,
+      changed: 0,
+      removed: 0,
+      error: lines.join("; "),
+    });
   }
 }
 
-/** One line per problem (a preflight finds them all at once). */
-function rejected(log: Logger, err: unknown): void {
-  for (const line of describeErrorLines(err)) {
-    log.error(`Reload rejected, keeping the running configuration: ${line}`);
-  }
+function countVms(summoner: Summoner): number {
+  let n = 0;
+  for (const count of summoner.stateCounts().values()) n += count;
+  return n;
 }

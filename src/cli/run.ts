@@ -32,9 +32,10 @@ import {
   type SocketKind,
 } from "../dns/index.js";
 import { ListenError, UsageError, describeError } from "../errors/index.js";
+import { EventBus } from "../events/index.js";
 import { HTTP_FD_NAME, type ListenFd } from "../systemd/index.js";
 import { createLogger, perVmLevel, redactUri, type Logger } from "../log/index.js";
-import type { DnsCountersView, StatusServer } from "../http/index.js";
+import type { DnsCountersView, StatsHistory, StatusServer } from "../http/index.js";
 import type { ClusterPrimary } from "../cluster/index.js";
 import { MemoryStore, SqliteStore, type Store } from "../store/index.js";
 import { Summoner, formatStateSummary, formatStatsTable } from "../summoner/index.js";
@@ -57,6 +58,8 @@ export interface Jitsu {
   readonly log: Logger;
   /** The --http endpoint, if any. */
   readonly http: StatusServer | null;
+  /** Every VM state change, start, stop, failure and reload (src/events); /events streams it. */
+  readonly events: EventBus;
   /** Stops serving, flushes state and closes the backend; `stopVms` also stops the VMs jitsu started. */
   close(options?: { stopVms?: boolean }): Promise<void>;
   /**
@@ -168,6 +171,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     throw err;
   }
 
+  const events = new EventBus(() => clock.now());
   let summoner: Summoner;
   try {
     summoner = await Summoner.create({
@@ -184,6 +188,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       maxStarting: settings.maxStarting,
       maxRunning: settings.maxRunning,
       summonRate: settings.summonRate,
+      events,
     });
   } catch (err) {
     await backend.close().catch(() => undefined);
@@ -319,9 +324,12 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
 
   // --http: status, metrics and (with --http-token) admin endpoints.
   let http: StatusServer | null = null;
+  let history: StatsHistory | null = null;
   if (settings.http !== undefined || passedHttp !== undefined) {
     // Loaded only when asked for: prom-client and its default metrics cost ~15 MB of RSS.
-    const { JitsuMetrics, StatusServer } = await import("../http/index.js");
+    const { JitsuMetrics, StatsHistory, StatusServer } = await import("../http/index.js");
+    // The page's charts: queries per second and cold starts over the last hour, in memory.
+    history = new StatsHistory({ bus: events, counters, summoner, clock });
     const metrics = new JitsuMetrics({
       summoner,
       counters,
@@ -349,11 +357,16 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
                 mismatched: counters.forwardMismatched,
               },
       }),
+      events,
+      history,
+      counters,
+      host: factory.connects ? shownUri : null,
     });
     try {
       if (passedHttp !== undefined) await http.adopt(passedHttp.fd);
       else await http.listen(settings.http!.host, settings.http!.port);
     } catch (err) {
+      history.close();
       await closeDns();
       await summoner.close();
       await store.close().catch(() => undefined);
@@ -365,9 +378,10 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     }
     const at = http.address();
     log.info(
-      `Serving /status, /metrics and /healthz on http://${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}/` +
+      `Serving the status page, /status, /events, /metrics and /healthz on http://${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}/` +
         (settings.httpToken === undefined ? "" : " (admin endpoints enabled)"),
     );
+    history.start();
   }
 
   const reloader =
@@ -379,6 +393,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
           factory,
           backend,
           summoner,
+          events,
           applyZone: (next) => {
             if (server !== null) server.setZone(new ZoneIndex(next, settings.ttl, log));
             else {
@@ -400,6 +415,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     backend,
     log,
     http,
+    events,
     reload() {
       // Bound to a wildcard, DNS follows the host's addresses: read them now rather than at the next poll.
       void server?.refreshAddresses();
@@ -438,6 +454,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         await store
           .close()
           .catch((err: unknown) => log.error(`Closing the state store: ${describeError(err)}`));
+        history?.close();
         await http?.close();
         await backend.close();
       })();

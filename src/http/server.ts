@@ -1,16 +1,22 @@
 /**
- * `--http ADDR:PORT`: GET /status (JSON), GET /metrics (Prometheus text),
- * GET /healthz, and, only with `--http-token`, POST /vms/NAME/start and
- * /vms/NAME/stop for requests bearing `Authorization: Bearer TOKEN`. Binds
- * exactly the address given. See README.md.
+ * `--http ADDR:PORT`: the status page at / (page-files.ts), GET /status
+ * (JSON), GET /events (Server-Sent Events, event-stream.ts), GET /history
+ * (the page's charts), GET /metrics (Prometheus text), GET /healthz, and,
+ * only with `--http-token`, POST /vms/NAME/start and /vms/NAME/stop for
+ * requests bearing `Authorization: Bearer TOKEN`. Binds exactly the address
+ * given. See README.md.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { BackendError, StartTimeoutError, describeError } from "../errors/index.js";
+import type { EventBus } from "../events/index.js";
 import type { Logger } from "../log/index.js";
+import { EventStream } from "./event-stream.js";
+import { dnsTotals, type StatsHistory } from "./history.js";
 import type { JitsuMetrics } from "./metrics.js";
-import type { DnsStatusView, SummonerView, VmStatusView } from "./view.js";
+import { PAGE_CSP, loadPageFiles, type PageFile } from "./page-files.js";
+import type { DnsCountersView, DnsStatusView, SummonerView, VmStatusView } from "./view.js";
 
 export interface StatusServerOptions {
   readonly summoner: SummonerView;
@@ -30,6 +36,16 @@ export interface StatusServerOptions {
   readonly maxConnections?: number;
   /** A connection that has not sent a request's headers within this is closed with 408 (default `HTTP_HEADERS_TIMEOUT_MS`). */
   readonly headersTimeoutMs?: number;
+  /** GET /events streams this bus; without it /events answers 404. */
+  readonly events?: EventBus;
+  /** /events limits (tests): streams open at once, bytes buffered for one client, keep-alive period. */
+  readonly eventStream?: { maxClients?: number; maxBufferBytes?: number; keepAliveMs?: number };
+  /** GET /history (the page's charts); without it /history answers 404. */
+  readonly history?: StatsHistory;
+  /** The DNS counters for /status `dns.counters` (the page's counters). */
+  readonly counters?: DnsCountersView;
+  /** Where the VMs run: `-c` (its password hidden), or null for this host (/status `host`). */
+  readonly host?: string | null;
 }
 
 /**
@@ -46,6 +62,8 @@ export class StatusServer {
   private readonly tokenDigest: Buffer | null;
   private readonly startedAt = Date.now();
   private shuttingDown = false;
+  private readonly stream: EventStream | null;
+  private readonly page = loadPageFiles();
 
   constructor(opts: StatusServerOptions) {
     this.opts = opts;
@@ -66,6 +84,15 @@ export class StatusServer {
     this.server.requestTimeout = Math.max(30_000, headersTimeout);
     this.server.maxConnections = opts.maxConnections ?? HTTP_MAX_CONNECTIONS;
     this.server.keepAliveTimeout = 5_000;
+    this.stream =
+      opts.events === undefined
+        ? null
+        : new EventStream({ bus: opts.events, log: opts.log, ...opts.eventStream });
+  }
+
+  /** Open /events streams. */
+  get eventClients(): number {
+    return this.stream?.size ?? 0;
   }
 
   /** Listens on exactly host:port; port 0 picks a free one (see address()). */
@@ -107,6 +134,7 @@ export class StatusServer {
 
   close(): Promise<void> {
     this.shuttingDown = true;
+    this.stream?.close();
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -115,9 +143,31 @@ export class StatusServer {
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     req.resume(); // no endpoint reads a body; drain it
-    const path = requestPath(req.url);
-    if (path === null) return send(res, 400, { error: "malformed request target" });
+    const url = requestUrl(req.url);
+    if (url === null) return send(res, 400, { error: "malformed request target" });
+    const path = url.pathname;
     const method = req.method ?? "GET";
+    const file = this.page.get(path);
+    if (file !== undefined) {
+      if (method !== "GET" && method !== "HEAD") return sendMethodNotAllowed(res, "GET, HEAD");
+      return sendFile(req, res, file, method);
+    }
+    if (path === "/events" || path === "/history") {
+      if (method !== "GET" && method !== "HEAD") return sendMethodNotAllowed(res, "GET, HEAD");
+      if (path === "/history") {
+        if (this.opts.history === undefined) return send(res, 404, { error: "no history kept" });
+        return send(res, 200, this.opts.history.body(), method, false);
+      }
+      if (this.stream === null) return send(res, 404, { error: "no event stream" });
+      if (method === "HEAD") {
+        res.writeHead(200, {
+          "content-type": "text/event-stream; charset=utf-8",
+          "cache-control": "no-store",
+        });
+        return void res.end();
+      }
+      return this.stream.open(req, res, url);
+    }
     if (path === "/status" || path === "/metrics" || path === "/healthz") {
       if (method !== "GET" && method !== "HEAD") return sendMethodNotAllowed(res, "GET, HEAD");
       if (path === "/healthz") {
@@ -126,7 +176,9 @@ export class StatusServer {
           : send(res, 200, { status: "ok" }, method);
       }
       if (this.opts.refresh !== undefined) await this.opts.refresh();
-      if (path === "/status") return send(res, 200, this.statusBody(), method);
+      // ?compact: one line (the page reads 10,000 VMs; indented, /status is half spaces).
+      if (path === "/status")
+        return send(res, 200, this.statusBody(), method, !url.searchParams.has("compact"));
       const text = await this.opts.metrics.metrics();
       res.writeHead(200, { "content-type": this.opts.metrics.contentType, "cache-control": "no-store" });
       res.end(method === "HEAD" ? undefined : text);
@@ -142,7 +194,7 @@ export class StatusServer {
       }
       return this.admin(req, res, name, admin[2] as "start" | "stop");
     }
-    send(res, 404, { error: `no such endpoint: ${path} (try /status, /metrics, /healthz)` });
+    send(res, 404, { error: `no such endpoint: ${path} (try /, /status, /events, /metrics, /healthz)` });
   }
 
   private async admin(
@@ -185,10 +237,16 @@ export class StatusServer {
 
   private statusBody(): unknown {
     const now = Date.now();
+    const host = this.opts.host ?? null;
+    const dns = this.opts.dns?.();
+    const counters = this.opts.counters === undefined ? {} : { counters: dnsTotals(this.opts.counters) };
     return {
       version: this.opts.version,
       now: new Date(now).toISOString(),
       uptimeSeconds: Math.round((now - this.startedAt) / 1000),
+      admin: this.tokenDigest !== null,
+      // The last event this body reflects: a client following /events applies only later ones.
+      lastEventId: this.opts.events === undefined ? null : this.opts.events.next - 1,
       admission: this.opts.summoner.admissionStatus?.() ?? null,
       groups: (this.opts.summoner.groupStatus?.() ?? []).map((group) => ({
         name: group.name,
@@ -217,16 +275,20 @@ export class StatusServer {
         lastError: vm.lastError,
         group: vm.group ?? null,
         after: vm.after ?? [],
+        backend: vm.backend ?? null,
+        host: vm.host ?? host,
+        stateSince: iso(vm.stateSince ?? null),
+        idleStopAt: iso(vm.idleStopAt ?? null),
       })),
-      ...(this.opts.dns === undefined ? {} : { dns: this.opts.dns() }),
+      ...(dns === undefined && this.opts.counters === undefined ? {} : { dns: { ...dns, ...counters } }),
     };
   }
 }
 
-/** The path of a request target (origin or absolute form), or null if it cannot be parsed. */
-function requestPath(target: string | undefined): string | null {
+/** A request target (origin or absolute form) as a URL, or null if it cannot be parsed. */
+function requestUrl(target: string | undefined): URL | null {
   try {
-    return new URL(target ?? "/", "http://localhost").pathname;
+    return new URL(target ?? "/", "http://localhost");
   } catch {
     return null; // e.g. "//[" (a bad authority): the client's mistake, not ours
   }
@@ -258,8 +320,8 @@ function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
 }
 
-function send(res: ServerResponse, status: number, body: unknown, method = "GET"): void {
-  const text = `${JSON.stringify(body, null, 2)}\n`;
+function send(res: ServerResponse, status: number, body: unknown, method = "GET", indent = true): void {
+  const text = `${indent ? JSON.stringify(body, null, 2) : JSON.stringify(body)}\n`;
   res.writeHead(status, {
     "content-type": "application/json; charset=utf-8",
     "content-length": Buffer.byteLength(text),
@@ -271,4 +333,21 @@ function send(res: ServerResponse, status: number, body: unknown, method = "GET"
 function sendMethodNotAllowed(res: ServerResponse, allow: string): void {
   res.setHeader("allow", allow);
   send(res, 405, { error: `method not allowed (use ${allow})` });
+}
+
+function sendFile(req: IncomingMessage, res: ServerResponse, file: PageFile, method: string): void {
+  const headers = {
+    "content-type": file.contentType,
+    etag: file.etag,
+    "cache-control": "no-cache",
+    "content-security-policy": PAGE_CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+  };
+  if (req.headers["if-none-match"] === file.etag) {
+    res.writeHead(304, headers);
+    return void res.end();
+  }
+  res.writeHead(200, { ...headers, "content-length": file.body.length });
+  res.end(method === "HEAD" ? undefined : file.body);
 }

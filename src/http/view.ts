@@ -23,6 +23,13 @@ export interface VmStatusView {
   readonly group?: string | null;
   /** The members of its group it starts after (`after=`). */
   readonly after?: readonly string[];
+  /** When the state last changed (ms since the epoch). */
+  readonly stateSince?: number | null;
+  /** A ready VM's earliest idle stop (ms since the epoch); null otherwise. */
+  readonly idleStopAt?: number | null;
+  /** The backend's name, and where the VM runs when it is not where `-c` says (a per-VM URI). */
+  readonly backend?: string;
+  readonly host?: string | null;
 }
 
 /** A group (`group=`) as the summoner reports it. */

@@ -40,7 +40,10 @@ export function applyBackendEvent(host: EventHost, vm: Vm, event: BackendEvent):
         if (phase.runs === "maybe") host.setPhase(vm, { ...phase, runs: "no" });
         return;
       }
-      host.log.warn(`VM '${label}' is ${event.state}${reason}`);
+      host.log.warn(
+        { type: event.state === "crashed" ? "vm.failed" : "vm.stopped" },
+        `VM '${label}' is ${event.state}${reason}`,
+      );
       if (event.state === "crashed") vm.lastError = `crashed${reason}`;
       host.setPhase(vm, phaseFor(event.state, host.clock.now()));
       return;
@@ -53,7 +56,10 @@ export function applyBackendEvent(host: EventHost, vm: Vm, event: BackendEvent):
     case "paused":
     case "suspended":
       if (phase.kind === event.state || vm.flight !== null) return;
-      host.log.info(`VM '${label}' is ${event.state}${reason}`);
+      host.log.info(
+        { type: phase.kind === "ready" ? "vm.stopped" : "vm.state" },
+        `VM '${label}' is ${event.state}${reason}`,
+      );
       host.setPhase(vm, event.state === "paused" ? PAUSED : SUSPENDED);
       return;
     case "unknown":

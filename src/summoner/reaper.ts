@@ -141,7 +141,8 @@ export class Reaper {
     const state = await this.readState(vm);
     if (state === null) return;
     if (vm.phase.kind !== "ready" || vm.flight !== null || state === "running" || state === "unknown") return;
-    this.opts.log.warn(`VM '${vm.spec.label}' is ${state} (changed behind our back)`);
+    const type = state === "crashed" ? "vm.failed" : "vm.stopped";
+    this.opts.log.warn({ type }, `VM '${vm.spec.label}' is ${state} (changed behind our back)`);
     this.host.setPhase(vm, phaseFor(state, this.opts.clock.now()));
   }
 }

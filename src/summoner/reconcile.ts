@@ -52,6 +52,7 @@ export async function resolveVm(
     spec,
     ref,
     phase,
+    since: now,
     // Frozen specs (buildVmSpec) share their array; the hot path keys its answers by identity.
     addresses: Object.isFrozen(spec.ips) ? spec.ips : Object.freeze([...spec.ips]),
     flight: null,
@@ -124,7 +125,7 @@ export async function reloadVms(
   opts: ReconcileOptions,
   current: ReadonlyMap<string, Vm>,
   specs: readonly VmSpec[],
-): Promise<Map<string, Vm>> {
+): Promise<{ vms: Map<string, Vm>; counts: ReloadCounts }> {
   const next = new Map<string, Vm>();
   const updates: (() => void)[] = [];
   // One line per added, changed or removed VM, logged at the end (see logChanges).
@@ -158,7 +159,14 @@ export async function reloadVms(
     }
   }
   logChanges(opts.log, notes, counts);
-  return next;
+  return { vms: next, counts };
+}
+
+/** What a reload changed: VMs added, changed and removed. */
+export interface ReloadCounts {
+  added: number;
+  changed: number;
+  removed: number;
 }
 
 /** `old` takes `fresh`'s spec and reference (and, unless it is busy, its phase). */
@@ -171,8 +179,10 @@ function applyChangedSpec(old: Vm, fresh: Vm): void {
     old.addresses = fresh.addresses;
   }
   const busy = old.flight !== null || old.phase.kind === "starting" || old.phase.kind === "stopping";
-  if (!sameVm && !busy) old.phase = fresh.phase;
-  else if (old.phase.kind === "failed" && !busy) {
+  if (!sameVm && !busy && old.phase.kind !== fresh.phase.kind) {
+    old.phase = fresh.phase;
+    old.since = fresh.since;
+  } else if (old.phase.kind === "failed" && !busy) {
     // A changed configuration is the user's fix: try it at the next request, without back-off
     // (one that may still run stays failed, so that it still counts as up and is still settled).
     old.phase = old.phase.runs !== "no" ? { ...old.phase, retryAt: 0 } : OFF;
@@ -184,11 +194,7 @@ function applyChangedSpec(old: Vm, fresh: Vm): void {
  * A reload's per-VM lines at info, as for start-up: above PER_VM_LINES_MAX
  * of them, at debug, and one line of counts at info.
  */
-function logChanges(
-  log: Logger,
-  notes: readonly string[],
-  counts: { added: number; changed: number; removed: number },
-): void {
+function logChanges(log: Logger, notes: readonly string[], counts: ReloadCounts): void {
   const level = perVmLevel(notes.length);
   if (log.isLevelEnabled(level)) for (const note of notes) log[level](note);
   if (level !== "info") {

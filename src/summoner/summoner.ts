@@ -14,6 +14,7 @@ import type { StopMode, VmBackend, VmRef, VmState } from "../backends/contract.j
 import type { Clock } from "../clock/index.js";
 import { groupPlans, type VmSpec } from "../config/index.js";
 import { ConfigError, JitsuError, StartTimeoutError, describeError } from "../errors/index.js";
+import type { EventBus, EventInput, StopReason } from "../events/index.js";
 import type { Logger } from "../log/index.js";
 import type { Store } from "../store/index.js";
 import { Admission, NO_LIMITS, type AdmissionStatus, type StartSlot } from "./admission.js";
@@ -21,7 +22,14 @@ import { applyBackendEvent, type EventHost } from "./backend-events.js";
 import { Groups, type GroupStatus } from "./groups.js";
 import { abortable, waitReady, type StartStep } from "./readiness.js";
 import { Reaper } from "./reaper.js";
-import { StoreWriter, recordOf, reloadVms, resolveVm, type ReconcileOptions } from "./reconcile.js";
+import {
+  StoreWriter,
+  recordOf,
+  reloadVms,
+  resolveVm,
+  type ReconcileOptions,
+  type ReloadCounts,
+} from "./reconcile.js";
 import { OFF, phaseAfterStop, phaseFor, type Phase, type SummonerState, type Vm } from "./vm.js";
 
 export type { SummonerState } from "./vm.js";
@@ -47,6 +55,8 @@ export interface SummonerOptions {
   maxRunning?: number;
   /** --summon-rate: cold summons per second per client prefix (default 0: no limit). */
   summonRate?: number;
+  /** Where every state change, start, stop and failure is reported (src/events); none in most unit tests. */
+  events?: EventBus;
 }
 
 export interface VmStatus {
@@ -72,6 +82,12 @@ export interface VmStatus {
   group: string | null;
   /** The members of its group it starts after (`after=`, as labels). */
   after: string[];
+  /** When the state last changed (ms since the epoch, on the clock). */
+  stateSince: number;
+  /** When a ready VM will be stopped if nobody asks for it (the reaper's next pass after this); null if not ready. */
+  idleStopAt: number | null;
+  /** The backend's name (`-x`). */
+  backend: string;
 }
 
 const BACKOFF_FIRST_MS = 1000;
@@ -108,14 +124,14 @@ export class Summoner {
     this.groups = new Groups(
       {
         summon: (vm, admin) => this.summonOne(vm, admin),
-        stop: (vm, mode, why) => this.stop(vm, mode, why),
+        stop: (vm, mode, why) => this.stop(vm, mode, why, "idle"),
       },
       { clock: opts.clock, log: opts.log, startTimeoutSeconds: opts.startTimeoutSeconds },
     );
     this.reaper = new Reaper(
       {
         vms: () => this.vms.values(),
-        stop: (vm, mode, why) => this.stop(vm, mode, why),
+        stop: (vm, mode, why) => this.stop(vm, mode, why, "idle"),
         stopIdle: (vm, mode, why) => this.groups.stopIdle(vm, mode, why),
         lastActivity: (vm) => this.groups.lastActivity(vm),
         setPhase: (vm, phase) => this.setPhase(vm, phase),
@@ -133,7 +149,7 @@ export class Summoner {
     this.admission = new Admission(
       {
         vms: () => this.vms.values(),
-        stop: (vm, why) => this.stop(vm, opts.stopMode, why),
+        stop: (vm, why) => this.stop(vm, opts.stopMode, why, "eviction"),
         lastActivity: (vm) => this.groups.lastActivity(vm),
         beforeEvict: (vms) => this.beforeEvict?.(vms.map((vm) => vm.spec.label)) ?? null,
       },
@@ -282,7 +298,7 @@ export class Summoner {
       this.setPhase(vm, OFF);
       return;
     }
-    await this.stop(vm, mode, "on request");
+    await this.stop(vm, mode, "on request", "admin");
   }
 
   status(): VmStatus[] {
@@ -305,12 +321,21 @@ export class Summoner {
       ttlSeconds: this.opts.ttlSeconds,
       group: vm.group?.name ?? null,
       after: this.groups.afterOf(vm),
+      stateSince: vm.since,
+      idleStopAt: this.idleStopAt(vm),
+      backend: this.opts.backendName,
     }));
   }
 
   /** Every group (`group=`): its members in start order, state, last query and last error. */
   groupStatus(): GroupStatus[] {
     return this.groups.status();
+  }
+
+  /** A ready VM's earliest idle stop: 2 x TTL after its last activity (its group's, for a member). */
+  private idleStopAt(vm: Vm): number | null {
+    if (vm.phase.kind !== "ready") return null;
+    return this.groups.lastActivity(vm) + 2 * this.opts.ttlSeconds * 1000;
   }
 
   /** How many VMs are in each state (states with none left out), without building `status()`. */
@@ -338,14 +363,15 @@ export class Summoner {
    * Config reload. New VMs are resolved first, so a bad spec leaves the running
    * set untouched; unchanged VMs keep their state and in-flight starts.
    */
-  async setSpecs(specs: readonly VmSpec[]): Promise<void> {
+  async setSpecs(specs: readonly VmSpec[]): Promise<ReloadCounts> {
     // Groups first: a bad group= or after= leaves everything as it was.
     const plans = groupPlans(specs, { maxRunning: this.opts.maxRunning });
-    const next = await reloadVms(this.parts, this.vms, specs);
+    const { vms, counts } = await reloadVms(this.parts, this.vms, specs);
     this.vms.clear();
-    for (const [label, vm] of next) this.vms.set(label, vm);
+    for (const [label, vm] of vms) this.vms.set(label, vm);
     this.groups.configure(this.vms, plans);
     this.changed();
+    return counts;
   }
 
   /** One reaper pass: stop idle VMs, notice crashes, flush the store. Never overlaps another. */
@@ -421,7 +447,14 @@ export class Summoner {
       // Never started: the VM keeps its phase, and no back-off (it did not fail).
       timer?.cancel();
       const error = signal.aborted && signal.reason instanceof Error ? signal.reason : asError(err, label);
-      this.log.warn(`VM '${label}' was not started: ${describeError(error)}`);
+      this.log.warn({ type: "vm.failed" }, `VM '${label}' was not started: ${describeError(error)}`);
+      this.emit({
+        type: "vm.failed",
+        vm: label,
+        during: "start",
+        error: describeError(error),
+        retryInMs: null,
+      });
       throw error;
     }
     const began = this.clock.now();
@@ -436,17 +469,21 @@ export class Summoner {
     try {
       const state = await abortable(this.backend.state(vm.ref), signal);
       let adopted = false;
+      let how: "start" | "resume" | "unpause" | "adopt" = "start";
       mayRun = true;
       switch (state) {
         case "running":
           adopted = true;
+          how = "adopt";
           this.log.info(`VM '${label}' is already running; adopting it`);
           break;
         case "paused":
+          how = "unpause";
           this.log.info(`Unpausing VM '${label}'`);
           await abortable((op = this.backend.unpause(vm.ref)), signal);
           break;
         case "suspended":
+          how = "resume";
           this.log.info(`Resuming VM '${label}'`);
           await abortable((op = this.backend.resume(vm.ref)), signal);
           break;
@@ -468,10 +505,12 @@ export class Summoner {
       this.setPhase(vm, { kind: "ready", since: this.clock.now() });
       // startMs/backendMs (JSON logs): how long the start took, and how much of it the backend's
       // state and start calls; the rest is readiness (wait_for_key, delay, probes, addresses).
+      const startMs = round3(performance.now() - t0);
       this.log.info(
-        { startMs: round3(performance.now() - t0), backendMs: round3(backendMs) },
+        { type: "vm.started", startMs, backendMs: round3(backendMs) },
         `VM '${label}' is ready after ${this.clock.now() - began} ms`,
       );
+      this.emit({ type: "vm.started", vm: label, how, durationMs: startMs, backendMs: round3(backendMs) });
       return vm.addresses;
     } catch (err) {
       const error = signal.aborted && signal.reason instanceof Error ? signal.reason : asError(err, label);
@@ -486,6 +525,7 @@ export class Summoner {
       } as const;
       this.setPhase(vm, failed);
       this.log.warn(
+        { type: "vm.failed" },
         `VM '${label}' could not be started: ${vm.lastError}; next try in ${backoff / 1000} s at the earliest`,
       );
       if (mayRun) void this.settleRuns(vm, failed, op);
@@ -516,7 +556,7 @@ export class Summoner {
 
   // ---- stopping -------------------------------------------------------------
 
-  private stop(vm: Vm, mode: StopMode, why: string): Promise<void> {
+  private stop(vm: Vm, mode: StopMode, why: string, reason: StopReason): Promise<void> {
     if (vm.phase.kind === "stopping") return vm.phase.done;
     const label = vm.spec.label;
     this.log.info(`Stopping VM '${label}' (${mode}) ${why}`);
@@ -525,15 +565,19 @@ export class Summoner {
       try {
         await this.backend.stop(vm.ref, mode);
         this.setPhase(vm, phaseAfterStop(mode));
-        this.log.info(`VM '${label}' stopped (${mode}) after ${this.clock.now() - began} ms`);
+        this.log.info(
+          { type: "vm.stopped" },
+          `VM '${label}' stopped (${mode}) after ${this.clock.now() - began} ms`,
+        );
       } catch (err) {
         vm.lastError = describeError(err);
-        this.log.error(`Could not stop VM '${label}' (${mode}): ${vm.lastError}`);
+        this.log.error({ type: "vm.failed" }, `Could not stop VM '${label}' (${mode}): ${vm.lastError}`);
+        this.emit({ type: "vm.failed", vm: label, during: "stop", error: vm.lastError, retryInMs: null });
         const state = await this.backend.state(vm.ref).catch(() => "unknown" as VmState);
         this.setPhase(vm, phaseFor(state, this.clock.now()));
       }
     })();
-    this.setPhase(vm, { kind: "stopping", mode, done });
+    this.setPhase(vm, { kind: "stopping", mode, done, reason, since: began });
     return done;
   }
 
@@ -559,7 +603,7 @@ export class Summoner {
         this.log.warn(`Could not unpause VM '${label}': ${describeError(err)}`);
       }
     }
-    await this.stop(vm, mode, "at shutdown");
+    await this.stop(vm, mode, "at shutdown", "shutdown");
   }
 
   // ---- plumbing -------------------------------------------------------------
@@ -571,12 +615,59 @@ export class Summoner {
   }
 
   private setPhase(vm: Vm, phase: Phase): void {
-    const before = vm.phase.kind;
+    const before = vm.phase;
     vm.phase = phase;
     this.groups.changed(vm);
-    if (before !== phase.kind) this.changed();
+    if (before.kind !== phase.kind) {
+      vm.since = this.clock.now();
+      if (this.opts.events !== undefined) this.reportChange(vm, before, phase);
+      this.changed();
+    }
     // Also within a kind: a failed VM seen off no longer counts as up.
     this.admission.changed();
+  }
+
+  /**
+   * The events of a change of state: `vm.state` always; `vm.stopped` when a
+   * stop ends (with the reason it was begun for) or the VM is found stopped
+   * (reason "backend"); `vm.failed` when a start fails or a VM crashes.
+   */
+  private reportChange(vm: Vm, before: Phase, after: Phase): void {
+    const label = vm.spec.label;
+    if (this.log.isLevelEnabled("debug"))
+      this.log.debug({ type: "vm.state" }, `VM '${label}': ${before.kind} -> ${after.kind}`);
+    this.emit({ type: "vm.state", vm: label, from: before.kind, to: after.kind });
+    const now = this.clock.now();
+    if (after.kind === "off" || after.kind === "paused" || after.kind === "suspended") {
+      if (before.kind === "stopping") {
+        const durationMs = now - before.since;
+        this.emit({
+          type: "vm.stopped",
+          vm: label,
+          reason: before.reason,
+          mode: before.mode,
+          durationMs,
+          to: after.kind,
+        });
+      } else if (before.kind === "ready") {
+        this.emit({
+          type: "vm.stopped",
+          vm: label,
+          reason: "backend",
+          mode: null,
+          durationMs: null,
+          to: after.kind,
+        });
+      }
+    } else if (after.kind === "failed") {
+      const during = before.kind === "starting" ? "start" : "run";
+      const error = describeError(after.error);
+      this.emit({ type: "vm.failed", vm: label, during, error, retryInMs: Math.max(0, after.retryAt - now) });
+    }
+  }
+
+  private emit(event: EventInput): void {
+    this.opts.events?.emit(event);
   }
 
   private changed(): void {

@@ -6,6 +6,7 @@
  */
 import type { StopMode, VmRef, VmState } from "../backends/contract.js";
 import type { VmSpec } from "../config/index.js";
+import type { StopReason } from "../events/index.js";
 
 export type SummonerState = "off" | "starting" | "ready" | "stopping" | "suspended" | "paused" | "failed";
 
@@ -14,7 +15,14 @@ export type Phase =
   | { readonly kind: "off" }
   | { readonly kind: "starting"; readonly since: number; readonly abort: AbortController }
   | { readonly kind: "ready"; readonly since: number }
-  | { readonly kind: "stopping"; readonly mode: StopMode; readonly done: Promise<void> }
+  | {
+      readonly kind: "stopping";
+      readonly mode: StopMode;
+      readonly done: Promise<void>;
+      /** Why it is stopped (the `vm.stopped` event's reason), and since when. */
+      readonly reason: StopReason;
+      readonly since: number;
+    }
   | { readonly kind: "suspended" }
   | { readonly kind: "paused" }
   /** `runs`: whether the backend may still run it (see `FailedRuns`). */
@@ -45,6 +53,8 @@ export interface Vm {
   spec: VmSpec;
   ref: VmRef;
   phase: Phase;
+  /** When the phase last changed kind (ms on the clock): the state's age on the status page. */
+  since: number;
   /** The answer for the hot path: the same instance while it does not change. */
   addresses: readonly string[];
   /** The one start in flight, shared by every request that arrives meanwhile. */
