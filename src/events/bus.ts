@@ -65,7 +65,7 @@ export class EventBus {
    * longer kept (or `id` is from the future: another process's ids).
    */
   since(id: number): { event: JitsuEvent; json: string }[] | null {
-    if (!Number.isInteger(id) || id < 0 || id >= this.nextId) return id === this.nextId - 1 ? [] : null;
+    if (!Number.isInteger(id) || id < 0 || id >= this.nextId) return null;
     if (this.nextId - 1 - id > this.keep) return null;
     const out: Kept[] = [];
     for (let i = id + 1; i < this.nextId; i++) {
