@@ -8,6 +8,8 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { promisify } from "node:util";
+import { gzip } from "node:zlib";
 import type { AddressInfo } from "node:net";
 import { BackendError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { EventBus } from "../events/index.js";
@@ -176,9 +178,7 @@ export class StatusServer {
           : send(res, 200, { status: "ok" }, method);
       }
       if (this.opts.refresh !== undefined) await this.opts.refresh();
-      // ?compact: one line (the page reads 10,000 VMs; indented, /status is half spaces).
-      if (path === "/status")
-        return send(res, 200, this.statusBody(), method, !url.searchParams.has("compact"));
+      if (path === "/status") return this.sendStatus(req, res, url, method);
       const text = await this.opts.metrics.metrics();
       res.writeHead(200, { "content-type": this.opts.metrics.contentType, "cache-control": "no-store" });
       res.end(method === "HEAD" ? undefined : text);
@@ -233,6 +233,40 @@ export class StatusServer {
     }
     const after = findVm(this.opts.summoner.status(), vm.label);
     send(res, 200, { vm: vm.label, state: after?.state ?? "unknown" });
+  }
+
+  /**
+   * /status; `?compact`: on one line (indented, half of it is spaces); `?fields=a,b`: only those
+   * fields of each VM (the page reads 10,000 VMs); gzip when the client takes it and it is large.
+   */
+  private async sendStatus(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    method: string,
+  ): Promise<void> {
+    const body = this.statusBody() as { vms: Record<string, unknown>[] };
+    const fields = url.searchParams.get("fields");
+    if (fields !== null) {
+      const keep = fields.split(",").filter((f) => f !== "");
+      body.vms = body.vms.map((vm) => Object.fromEntries(keep.filter((f) => f in vm).map((f) => [f, vm[f]])));
+    }
+    const compact = url.searchParams.has("compact");
+    const text = `${compact ? JSON.stringify(body) : JSON.stringify(body, null, 2)}\n`;
+    const headers: Record<string, string | number> = {
+      "content-type": "application/json; charset=utf-8",
+      "cache-control": "no-store",
+      vary: "accept-encoding",
+    };
+    const accepts = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""));
+    if (!accepts || text.length < GZIP_ABOVE_BYTES) {
+      res.writeHead(200, { ...headers, "content-length": Buffer.byteLength(text) });
+      return void res.end(method === "HEAD" ? undefined : text);
+    }
+    // In the thread pool, at the fastest level: 3.7 MB of 10,000 VMs becomes ~0.2 MB.
+    const zipped = await gzipAsync(text, { level: 1 });
+    res.writeHead(200, { ...headers, "content-encoding": "gzip", "content-length": zipped.length });
+    res.end(method === "HEAD" ? undefined : zipped);
   }
 
   private statusBody(): unknown {
@@ -319,6 +353,10 @@ function digest(token: string): Buffer {
 function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
 }
+
+const gzipAsync = promisify(gzip);
+/** /status bodies above this are sent gzipped to clients that take it. */
+const GZIP_ABOVE_BYTES = 64 * 1024;
 
 function send(res: ServerResponse, status: number, body: unknown, method = "GET", indent = true): void {
   const text = `${indent ? JSON.stringify(body, null, 2) : JSON.stringify(body)}\n`;

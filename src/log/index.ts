@@ -61,7 +61,18 @@ const LEVEL_NAMES: Readonly<Record<number, string>> = {
  * Fields the text format leaves out: shown elsewhere on the line, precise copies of the message's
  * numbers, or the event type (src/events) a line reports, which is for machines (`--log-format json`).
  */
-const OMIT = new Set(["time", "level", "msg", "vm", "pid", "hostname", "stream", "startMs", "backendMs", "type"]);
+const OMIT = new Set([
+  "time",
+  "level",
+  "msg",
+  "vm",
+  "pid",
+  "hostname",
+  "stream",
+  "startMs",
+  "backendMs",
+  "type",
+]);
 
 const pad = (n: number, width = 2): string => String(n).padStart(width, "0");
 

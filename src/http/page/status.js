@@ -7,6 +7,10 @@
 (() => {
   const HOUR_MS = 3_600_000;
   const TOKEN_KEY = "jitsu-token";
+  /** /status on one line with only what the page shows of each VM (10,000 VMs: a third of the bytes). */
+  const STATUS_URL =
+    "/status?compact&fields=label,name,dns,ips,state,stateSince,lastRequest,startedAt,totalStarts," +
+    "totalRequests,stopMode,ttl,lastError,backend,host";
   const $ = (id) => document.getElementById(id);
 
   /** label -> VM as /status gives it, times turned into ms. */
@@ -82,7 +86,7 @@
     queued = [];
     let body;
     try {
-      const res = await fetch("/status?compact", { cache: "no-store" });
+      const res = await fetch(STATUS_URL, { cache: "no-store" });
       if (!res.ok) throw new Error(`/status answered ${res.status}`);
       body = await res.json();
     } catch (err) {
@@ -342,7 +346,8 @@
     const t1 = now();
     const t0 = t1 - HOUR_MS;
     const max = Math.max(1e-9, ...points.map((p) => p[1]));
-    const x = (t) => ((t - t0) / HOUR_MS) * W;
+    const pad = 4; // so that a dot at "now" is not cut in half
+    const x = (t) => pad + ((t - t0) / HOUR_MS) * (W - 2 * pad);
     const y = (v) => H - (v / max) * (H - top);
     const parts = [];
     if (dots) {
