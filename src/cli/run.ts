@@ -378,7 +378,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     }
     const at = http.address();
     log.info(
-      `Serving the status page, /status, /events, /metrics and /healthz on http://${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}/` +
+      `Serving /status, /metrics, /healthz, /events and the status page on http://${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}/` +
         (settings.httpToken === undefined ? "" : " (admin endpoints enabled)"),
     );
     history.start();

@@ -42,7 +42,7 @@ it("streams a summon, an admin stop and a reload in order, each also a JSON log 
     // Ready 0.5 s after its process starts: "starting" lasts long enough to be seen.
     "name=www,dns=www.jitsu.test,ip=127.0.0.9,response_delay=0.5,exec=sleep 300",
   ]);
-  await cli.waitFor(/Serving the status page/);
+  await cli.waitFor(/Serving \/status/);
   sse = await openEvents(http);
   assert.equal(sse.status, 200);
 

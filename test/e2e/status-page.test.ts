@@ -62,7 +62,7 @@ describe("the status page in headless Chromium", () => {
       ...args,
     ]);
     clis.push(cli);
-    await cli.waitFor(/Serving the status page/, 60_000);
+    await cli.waitFor(/Serving \/status/, 60_000);
     return { dns, http, dir: dir.path };
   }
 
