@@ -40,6 +40,13 @@ export interface BackendOptions {
   readonly settings: Readonly<Record<string, string | undefined>>;
   readonly log: Logger;
   readonly clock: Clock;
+  /**
+   * --start-timeout in ms: how long a daemon (libvirtd, the container engine,
+   * XAPI) may leave the backend without an answer before it is taken for hung,
+   * its connection reset and the calls in flight failed. Unset: the backend's
+   * default (30 s).
+   */
+  readonly callTimeoutMs?: number;
 }
 
 export interface VmBackend {

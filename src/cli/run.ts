@@ -160,6 +160,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     settings: settings.raw,
     log,
     clock,
+    // A daemon that leaves a call unanswered this long is taken for hung (its connection reset).
+    callTimeoutMs: settings.startTimeout > 0 ? settings.startTimeout * 1000 : undefined,
   });
   try {
     // Files, programs and --state-dir: every problem of every VM at once, before anything runs.
@@ -177,6 +179,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     summoner = await Summoner.create({
       backend,
       backendName: factory.name,
+      backendTarget: factory.connects ? shownUri : undefined,
       specs,
       clock,
       log,

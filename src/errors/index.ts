@@ -55,15 +55,20 @@ export class UsageError extends JitsuError {
 /**
  * A backend operation that failed. `detail` keeps the backend's own code and text
  * (libvirt's error code, XenAPI's ErrorDescription, xl's stderr, QMP's class).
+ * `unavailable`: the daemon behind the backend (libvirtd, the container
+ * engine, XAPI) could not be reached or did not answer: the VM is not at
+ * fault, so the summoner does not back off from it (it may work as soon as
+ * the daemon is back).
  */
 export class BackendError extends JitsuError {
   readonly backend: string;
   readonly vm: string | undefined;
   readonly detail: string | undefined;
+  readonly unavailable: boolean;
   constructor(
     backend: string,
     message: string,
-    context: { vm?: string; detail?: string; cause?: unknown } = {},
+    context: { vm?: string; detail?: string; cause?: unknown; unavailable?: boolean } = {},
   ) {
     super(
       "ERR_BACKEND",
@@ -75,6 +80,7 @@ export class BackendError extends JitsuError {
     this.backend = backend;
     this.vm = context.vm;
     this.detail = context.detail;
+    this.unavailable = context.unavailable === true;
   }
 }
 

@@ -13,7 +13,7 @@
 import type { StopMode, VmBackend, VmRef, VmState } from "../backends/contract.js";
 import type { Clock } from "../clock/index.js";
 import { groupPlans, type VmSpec } from "../config/index.js";
-import { ConfigError, JitsuError, StartTimeoutError, describeError } from "../errors/index.js";
+import { BackendError, ConfigError, JitsuError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { EventBus, EventInput, StopReason } from "../events/index.js";
 import type { Logger } from "../log/index.js";
 import type { Store } from "../store/index.js";
@@ -38,6 +38,8 @@ export type { GroupStatus } from "./groups.js";
 export interface SummonerOptions {
   backend: VmBackend;
   backendName: string;
+  /** Where the backend connects (-c, without a password), for messages; none for local backends. */
+  backendTarget?: string;
   specs: readonly VmSpec[];
   clock: Clock;
   log: Logger;
@@ -458,7 +460,8 @@ export class Summoner {
       throw error;
     }
     const began = this.clock.now();
-    step.name = "starting";
+    // Named so that a timeout says which backend (and daemon) did not answer.
+    step.name = `waiting for the ${this.backendWhere()} to start it`;
     this.setPhase(vm, { kind: "starting", since: began, abort });
     // Precise durations for the log's fields (the clock above has whole ms and may be a test's).
     const t0 = performance.now();
@@ -466,6 +469,8 @@ export class Summoner {
     let mayRun = false;
     /** The backend's start, resume or unpause (it may go on after a timeout). */
     let op: Promise<void> | null = null;
+    /** Whether the backend's state read or start is what we wait for (a timeout then blames its daemon). */
+    let inBackendCall = true;
     try {
       const state = await abortable(this.backend.state(vm.ref), signal);
       let adopted = false;
@@ -493,6 +498,7 @@ export class Summoner {
           break;
       }
       const backendMs = performance.now() - t0;
+      inBackendCall = false;
       if (!adopted) {
         vm.totalStarts++;
         vm.startedAt = this.clock.now();
@@ -514,8 +520,12 @@ export class Summoner {
       return vm.addresses;
     } catch (err) {
       const error = signal.aborted && signal.reason instanceof Error ? signal.reason : asError(err, label);
-      vm.failures++;
-      const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (vm.failures - 1));
+      // The daemon was down or hung (not the VM's fault): no back-off, so the
+      // first query after it is back starts the VM (the backend bounds its calls).
+      const daemonFault =
+        isDaemonFault(err) || (signal.aborted && inBackendCall && this.opts.backendTarget !== undefined);
+      if (!daemonFault) vm.failures++;
+      const backoff = daemonFault ? 0 : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (vm.failures - 1));
       vm.lastError = describeError(error);
       const failed = {
         kind: "failed",
@@ -526,7 +536,9 @@ export class Summoner {
       this.setPhase(vm, failed);
       this.log.warn(
         { type: "vm.failed" },
-        `VM '${label}' could not be started: ${vm.lastError}; next try in ${backoff / 1000} s at the earliest`,
+        daemonFault
+          ? `VM '${label}' could not be started: ${vm.lastError}; the ${this.backendWhere()} did not answer: the next query tries again`
+          : `VM '${label}' could not be started: ${vm.lastError}; next try in ${backoff / 1000} s at the earliest`,
       );
       if (mayRun) void this.settleRuns(vm, failed, op);
       throw error;
@@ -608,6 +620,12 @@ export class Summoner {
 
   // ---- plumbing -------------------------------------------------------------
 
+  /** "libvirt backend at URI", "process backend": for messages. */
+  private backendWhere(): string {
+    const target = this.opts.backendTarget;
+    return `${this.opts.backendName} backend${target === undefined ? "" : ` at ${target}`}`;
+  }
+
   private get(label: string): Vm {
     const vm = this.vms.get(label);
     if (vm === undefined) throw new ConfigError("no VM is configured with this label", { vm: label });
@@ -678,6 +696,11 @@ export class Summoner {
   private flush(): Promise<void> {
     return this.storeWriter.write([...this.vms.values()].map((vm) => recordOf(this.parts, vm)));
   }
+}
+
+/** A backend error that blames the daemon (unreachable, hung, connection lost), not the VM. */
+function isDaemonFault(err: unknown): boolean {
+  return err instanceof BackendError && err.unavailable;
 }
 
 function asError(err: unknown, label: string): Error {

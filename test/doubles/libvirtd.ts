@@ -153,8 +153,8 @@ export class PrivateLibvirtd {
     }
   }
 
-  /** Freezes (SIGSTOP) or thaws (SIGCONT) the daemon: a hung daemon, for keepalive tests. */
-  signal(signal: "SIGSTOP" | "SIGCONT"): void {
+  /** Freezes (SIGSTOP) or thaws (SIGCONT) the daemon: a hung daemon; or kills it (SIGKILL: then `stop()`, `start()`). */
+  signal(signal: "SIGSTOP" | "SIGCONT" | "SIGKILL"): void {
     if (this.child === null) throw new Error("libvirtd is not running");
     this.child.kill(signal);
   }

@@ -127,7 +127,7 @@ describe("admission: --max-starting", () => {
     await clock.advance(1);
     assert.match(
       String(v1!.error),
-      /^StartTimeoutError: VM 'v1' was not ready after 5 s \(still starting\)$/,
+      /^StartTimeoutError: VM 'v1' was not ready after 5 s \(still waiting for the test backend to start it\)$/,
     );
     for (const [label, t] of [
       ["v2", v2],
@@ -168,7 +168,10 @@ describe("admission: --max-starting", () => {
     assert.equal(second.settled, false);
     await clock.advance(1);
     assert.ok(second.error instanceof StartTimeoutError);
-    assert.match((second.error as Error).message, /after 5 s \(still starting\)/);
+    assert.match(
+      (second.error as Error).message,
+      /after 5 s \(still waiting for the test backend to start it\)/,
+    );
     assert.equal(state(summoner, "v2"), "failed");
     await summoner.close();
   });

@@ -409,10 +409,16 @@ export class LibvirtBackend implements VmBackend {
     if (err instanceof JitsuError) return err;
     const uri = this.uri.original;
     const at = what === "connect" ? `to ${uri}` : `at ${uri}`;
-    const ctx = (detail?: string): { vm?: string; detail?: string; cause: unknown } => ({
+    // The daemon could not be reached or stopped answering: not the VM's fault.
+    const unavailable =
+      err instanceof TransportError || err instanceof UnreachableError || err instanceof ConnectionLostError;
+    const ctx = (
+      detail?: string,
+    ): { vm?: string; detail?: string; cause: unknown; unavailable: boolean } => ({
       ...(vm === undefined ? {} : { vm }),
       ...(detail === undefined ? {} : { detail }),
       cause: err,
+      unavailable,
     });
     const make = (message: string, detail?: string): BackendError =>
       new BackendError(BACKEND_NAME, message, ctx(detail));
@@ -434,7 +440,7 @@ export class LibvirtBackend implements VmBackend {
     }
     if (err instanceof TransportError || err instanceof AuthError)
       return make(`cannot connect to ${uri}: ${err.message}`);
-    if (err instanceof UnreachableError) return make(`cannot ${what}: ${err.message}`);
+    if (err instanceof UnreachableError) return make(`cannot ${what} at ${uri}: ${err.message}`);
     if (err instanceof ConnectionLostError) {
       return make(
         `lost the connection to ${uri} while trying to ${what}; the outcome is unknown and the state will be re-read`,

@@ -27,8 +27,16 @@ export interface ConnectionOptions {
   /** First and largest delay between reconnection attempts. */
   reconnectInitialMs?: number;
   reconnectMaxMs?: number;
-  /** How long a call may wait for the daemon to come back. */
+  /** How long a call may wait for the daemon to come back (default: callTimeoutMs). */
   queueTimeoutMs?: number;
+  /**
+   * A daemon silent this long (no reply, no keepalive answer) is taken for
+   * hung: the connection is reset (calls in flight fail) and reopened. The
+   * keepalive is tuned to it (default 30 s, jitsu's --start-timeout).
+   */
+  callTimeoutMs?: number;
+  /** At most this many calls in flight and waiting at once; more fail at once (default 256). */
+  maxCalls?: number;
 }
 
 export class AuthError extends Error {
@@ -67,8 +75,10 @@ export class LibvirtConnection {
   private readonly openHooks: (() => Promise<void>)[] = [];
   private readonly reconnectListeners: (() => void)[] = [];
   private readonly opts: Required<Omit<ConnectionOptions, "clock" | "log">>;
-  /** Counts, for tests and logs. */
-  readonly stats = { opens: 0, reconnects: 0, retried: 0 };
+  /** Counts, for tests and logs (`refused`: calls failed at once by the maxCalls bound). */
+  readonly stats = { opens: 0, reconnects: 0, retried: 0, refused: 0 };
+  /** Calls made and not yet answered or failed (in flight, or waiting for the daemon). */
+  private outstanding = 0;
 
   constructor(
     readonly uri: LibvirtUri,
@@ -76,13 +86,26 @@ export class LibvirtConnection {
   ) {
     this.clock = options.clock ?? systemClock;
     this.log = options.log;
+    const callTimeoutMs = options.callTimeoutMs ?? 30_000;
+    // Our PINGs go out after `interval` of silence; `count` unanswered ones end the
+    // connection, interval x (count + 1) after the last byte: within callTimeoutMs.
+    const keepaliveIntervalMs = Math.max(
+      50,
+      Math.min(options.keepaliveIntervalMs ?? 5000, Math.floor(callTimeoutMs / 4)),
+    );
+    const keepaliveCount = Math.max(
+      1,
+      Math.min(options.keepaliveCount ?? 5, Math.floor(callTimeoutMs / keepaliveIntervalMs) - 1),
+    );
     this.opts = {
-      keepaliveIntervalMs: options.keepaliveIntervalMs ?? 5000,
-      keepaliveCount: options.keepaliveCount ?? 5,
-      connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+      keepaliveIntervalMs,
+      keepaliveCount,
+      connectTimeoutMs: options.connectTimeoutMs ?? Math.min(10_000, callTimeoutMs),
       reconnectInitialMs: options.reconnectInitialMs ?? 100,
       reconnectMaxMs: options.reconnectMaxMs ?? 5000,
-      queueTimeoutMs: options.queueTimeoutMs ?? 60_000,
+      queueTimeoutMs: options.queueTimeoutMs ?? callTimeoutMs,
+      callTimeoutMs,
+      maxCalls: options.maxCalls ?? 256,
     };
     this.reconnectDelay = this.opts.reconnectInitialMs;
   }
@@ -124,6 +147,31 @@ export class LibvirtConnection {
    * before their reply; the others fail with ConnectionLostError then.
    */
   async call(
+    proc: number,
+    args: ((w: XdrWriter) => void) | undefined,
+    readOnly: boolean,
+  ): Promise<XdrReader> {
+    // A hung daemon must not gather an unbounded queue of calls behind it.
+    if (this.outstanding >= this.opts.maxCalls) {
+      this.stats.refused++;
+      throw new UnreachableError(
+        `${this.outstanding} calls to ${this.uri.original} are already waiting for an answer (is the daemon hung?); not sending more`,
+      );
+    }
+    this.outstanding++;
+    try {
+      return await this.callOnce(proc, args, readOnly);
+    } finally {
+      this.outstanding--;
+    }
+  }
+
+  /** Calls made and not yet answered or failed. */
+  get waiting(): number {
+    return this.outstanding;
+  }
+
+  private async callOnce(
     proc: number,
     args: ((w: XdrWriter) => void) | undefined,
     readOnly: boolean,
@@ -185,6 +233,7 @@ export class LibvirtConnection {
         }),
       };
       this.queue.push(entry);
+      this.reconnectNow();
     });
   }
 
@@ -259,26 +308,43 @@ export class LibvirtConnection {
     this.reconnectDelay = Math.min(this.reconnectDelay * 2, this.opts.reconnectMaxMs);
     this.reconnectTimer = this.clock.setTimer(delay, () => {
       this.reconnectTimer = null;
-      if (this.stateValue !== "down") return;
-      this.open().then(
-        () => {
-          this.stats.reconnects++;
-          this.lastError = null;
-          this.log.info(`libvirt: reconnected to ${this.uri.original}`);
-          const waiting = this.queue.splice(0);
-          for (const q of waiting) {
-            q.timer.cancel();
-            q.run();
-          }
-          for (const l of this.reconnectListeners) l();
-        },
-        (err: Error) => {
-          this.lastError = err;
-          this.log.debug(`libvirt: reconnecting to ${this.uri.original} failed: ${err.message}`);
-          this.scheduleReconnect();
-        },
-      );
+      this.reconnect();
     });
+  }
+
+  /**
+   * A call arrived while the daemon is away and no attempt is under way: try
+   * now rather than at the end of the back-off, so that the first query after
+   * the daemon is back finds it (the back-off only paces attempts nobody waits for).
+   */
+  private reconnectNow(): void {
+    if (this.stateValue !== "down" || this.reconnectTimer === null) return;
+    this.reconnectTimer.cancel();
+    this.reconnectTimer = null;
+    this.reconnectDelay = this.opts.reconnectInitialMs;
+    this.reconnect();
+  }
+
+  private reconnect(): void {
+    if (this.stateValue !== "down") return;
+    this.open().then(
+      () => {
+        this.stats.reconnects++;
+        this.lastError = null;
+        this.log.info(`libvirt: reconnected to ${this.uri.original}`);
+        const waiting = this.queue.splice(0);
+        for (const q of waiting) {
+          q.timer.cancel();
+          q.run();
+        }
+        for (const l of this.reconnectListeners) l();
+      },
+      (err: Error) => {
+        this.lastError = err;
+        this.log.debug(`libvirt: reconnecting to ${this.uri.original} failed: ${err.message}`);
+        this.scheduleReconnect();
+      },
+    );
   }
 }
 

@@ -31,6 +31,6 @@ export const libvirtBackend: BackendFactory = {
       if (err instanceof UriError) throw new UsageError(err.message, "--connect");
       throw err;
     }
-    return new LibvirtBackend(uri, options);
+    return new LibvirtBackend(uri, options, { callTimeoutMs: options.callTimeoutMs });
   },
 };
