@@ -166,6 +166,8 @@ export class QemuBackend implements VmBackend {
         });
         return stateOfRunStatus(status.status);
       } catch (err) {
+        // QMP fails as QEMU dies: let its exit be seen (then it is off or crashed), not "unknown".
+        if (vm.instance === inst && (await inst.process.waitExit(1000))) await inst.process.exited;
         if (vm.instance !== inst) return this.state(ref);
         vm.log.warn(`Cannot read the state of VM '${ref.label}': ${describeError(err)}`);
         return "unknown";
@@ -201,6 +203,12 @@ export class QemuBackend implements VmBackend {
           vm: ref.label,
         });
       }
+      const problem = await vm.dir.imageProblem(meta);
+      if (problem !== null) {
+        await this.endStandby(vm);
+        await this.bootInstead(vm, vm.dir.image, `its saved memory is damaged (${problem})`);
+        return;
+      }
       if (meta.machineHash !== vm.machineHash) {
         vm.log.warn(
           `The saved memory of VM '${ref.label}' was taken with another configuration; discarding it and booting afresh`,
@@ -212,7 +220,18 @@ export class QemuBackend implements VmBackend {
       }
       const t0 = this.clock.now();
       const standby = current?.standby === true ? current : null;
-      const inst = standby ?? (await this.launch(vm, IMAGE_URI));
+      let inst: Instance;
+      try {
+        inst = standby ?? (await this.launch(vm, IMAGE_URI));
+      } catch (err) {
+        if (!(err instanceof QemuExitedError)) throw err;
+        await this.bootInstead(
+          vm,
+          vm.dir.image,
+          `its saved memory could not be loaded (${describeError(err)})`,
+        );
+        return;
+      }
       const up = this.clock.now() - t0;
       let loaded: number;
       try {
@@ -231,14 +250,12 @@ export class QemuBackend implements VmBackend {
         await qmp.execute("cont");
         inst.standby = false;
       } catch (err) {
+        // QEMU exited while loading (a cut-short or corrupt image), or refused it:
+        // that image is never tried again; the VM boots afresh in the same call.
         await this.kill(vm, inst);
-        await vm.dir.dropImage();
-        throw this.failure(
-          vm,
-          inst,
-          "cannot resume from the saved memory (discarded; the next start boots afresh)",
-          err,
-        );
+        const why = describeError(this.failure(vm, inst, "QEMU could not load it", err));
+        await this.bootInstead(vm, vm.dir.image, `its saved memory could not be loaded (${why})`);
+        return;
       }
       await vm.dir.dropImage();
       vm.log.info(
@@ -324,6 +341,19 @@ export class QemuBackend implements VmBackend {
 
   // ---- operations -------------------------------------------------------------
 
+  /**
+   * A saved image that must not be loaded: moved aside (named in the log, kept
+   * for inspection), then the VM boots afresh, within the same resume.
+   */
+  private async bootInstead(vm: Vm, image: string, why: string): Promise<void> {
+    const aside = await vm.dir.moveImageAside(image, "unloadable", this.clock.now());
+    await vm.dir.dropImage();
+    vm.log.warn(
+      `VM '${vm.ref.label}': ${why}; ${aside === null ? "" : `moved aside to ${aside}; `}booting it afresh`,
+    );
+    await this.launch(vm);
+  }
+
   private async cont(vm: Vm, inst: Instance): Promise<void> {
     await this.command(vm, inst, "cont");
   }
@@ -334,6 +364,8 @@ export class QemuBackend implements VmBackend {
     const qmp = await this.qmpOf(vm, inst);
     const tmp = `${vm.dir.image}.partial`;
     await rm(tmp, { force: true });
+    // QEMU killed during our save is no crash of the guest: it ends off (its image was not saved).
+    inst.expectedExit = true;
     try {
       // A stopped guest dirties no pages: one pass, a consistent image, and RESUME-free restore.
       await qmp.execute("stop");
@@ -359,8 +391,17 @@ export class QemuBackend implements VmBackend {
       }
       await vm.dir.commitImage(tmp, { machineHash: vm.machineHash, savedAt: this.clock.now() });
     } catch (err) {
-      await rm(tmp, { force: true });
-      throw this.failure(vm, inst, "cannot save the memory to a file", err);
+      const error = this.failure(vm, inst, "cannot save the memory to a file", err);
+      // Never resumed from (it has no meta), but kept for inspection.
+      const aside = await vm.dir.moveImageAside(tmp, "partial", this.clock.now()).catch(() => null);
+      if (aside !== null) {
+        vm.log.warn(
+          `The partial save of VM '${vm.ref.label}' was moved aside to ${aside}: ${describeError(error)}`,
+        );
+      }
+      // Still running (a refused or failed migration): its exit is news again.
+      if (vm.instance === inst) inst.expectedExit = false;
+      throw error;
     }
     inst.expectedExit = true;
     await this.quit(vm, inst);
@@ -369,12 +410,21 @@ export class QemuBackend implements VmBackend {
 
   /** ACPI power button; quit after the grace period, SIGKILL after that. */
   private async powerDown(vm: Vm, inst: Instance): Promise<void> {
-    const qmp = await this.qmpOf(vm, inst);
     inst.expectedExit = true;
-    // A paused guest cannot see the button.
-    const { status } = await qmp.execute<{ status: string }>("query-status");
-    if (status !== "running") await qmp.execute("cont");
-    await qmp.execute("system_powerdown");
+    try {
+      const qmp = await this.qmpOf(vm, inst);
+      // A paused guest cannot see the button.
+      const { status } = await qmp.execute<{ status: string }>("query-status");
+      if (status !== "running") await qmp.execute("cont");
+      await qmp.execute("system_powerdown");
+    } catch (err) {
+      // QEMU died meanwhile (killed, OOM): it is off, which is what was asked.
+      if (await inst.process.waitExit(1000)) {
+        vm.log.warn(`QEMU of VM '${vm.ref.label}' ended during its shutdown: ${describeError(err)}`);
+        return;
+      }
+      throw err;
+    }
     if (await inst.process.waitExit(vm.machine.shutdownTimeoutMs)) return;
     vm.log.warn(
       `VM '${vm.ref.label}' did not power off within ${vm.machine.shutdownTimeoutMs / 1000} s of the power button; quitting QEMU`,
@@ -494,7 +544,8 @@ export class QemuBackend implements VmBackend {
       const exit = await proc.exited;
       // Its last stderr lines say why; they may still be on their way.
       await Promise.race([proc.drained, this.clock.sleep(500)]);
-      return this.failure(vm, inst, `QEMU exited at start-up (${exitText(exit)})`);
+      const what = `QEMU exited at start-up (${exitText(exit)})`;
+      return new QemuExitedError(what, this.failure(vm, inst, what));
     };
     for (;;) {
       if (vm.instance !== inst) throw await exitedEarly();
@@ -663,6 +714,17 @@ export class QemuBackend implements VmBackend {
     const result = vm.queue.then(run, run);
     vm.queue = result.catch(() => undefined);
     return result;
+  }
+}
+
+/** QEMU ended before it answered on QMP (a bad image given to -incoming, a bad kernel, a port taken). */
+class QemuExitedError extends BackendError {
+  constructor(what: string, error: BackendError) {
+    super(NAME, what, {
+      vm: error.vm,
+      detail: error.detail,
+      cause: error.cause,
+    });
   }
 }
 

@@ -4,7 +4,7 @@
  * the saved memory image of a suspended VM.
  */
 import { createHash } from "node:crypto";
-import { access, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { access, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ConfigError } from "../../errors/index.js";
 import { PidFile } from "../../supervisor/index.js";
@@ -17,7 +17,12 @@ const MAX_SOCKET_PATH = 107;
 export interface SavedImageMeta {
   readonly machineHash: string;
   readonly savedAt: number;
+  /** The image's size when it was committed (absent in images of older versions). */
+  readonly bytes?: number;
 }
+
+/** How many images moved aside are kept for inspection (the oldest go first). */
+const KEEP_BAD_IMAGES = 2;
 
 export class VmDirectory implements RunPaths {
   readonly path: string;
@@ -88,9 +93,44 @@ export class VmDirectory implements RunPaths {
 
   /** Moves a completed image into place, then writes its meta (the meta's presence marks a usable image). */
   async commitImage(tmp: string, meta: SavedImageMeta): Promise<void> {
+    meta = { ...meta, bytes: (await stat(tmp)).size };
     await rename(tmp, this.image);
     await writeFile(`${this.imageMeta}.tmp`, JSON.stringify(meta));
     await rename(`${this.imageMeta}.tmp`, this.imageMeta);
+  }
+
+  /**
+   * Why the image on disk cannot be the one its meta describes (its size
+   * differs: cut short or overwritten), or null when it may be.
+   */
+  async imageProblem(meta: SavedImageMeta): Promise<string | null> {
+    if (meta.bytes === undefined) return null;
+    const size = await stat(this.image).then(
+      (s) => s.size,
+      () => -1,
+    );
+    return size === meta.bytes ? null : `it has ${size} bytes, ${meta.bytes} were saved`;
+  }
+
+  /**
+   * Moves a memory image that must not be loaded (`file`: the image, or a
+   * partial one) aside as bad-<time>-<kind>.img in this directory, kept for
+   * inspection (the newest KEEP_BAD_IMAGES), drops the meta, and returns
+   * the new path (null when there was no file).
+   */
+  async moveImageAside(file: string, kind: "partial" | "unloadable", now: number): Promise<string | null> {
+    await rm(this.imageMeta, { force: true });
+    const aside = join(this.path, `bad-${new Date(now).toISOString().replace(/[:.]/g, "-")}-${kind}.img`);
+    try {
+      await rename(file, aside);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw err;
+    }
+    const bad = (await readdir(this.path)).filter((f) => f.startsWith("bad-") && f.endsWith(".img")).sort();
+    for (const old of bad.slice(0, Math.max(0, bad.length - KEEP_BAD_IMAGES)))
+      await rm(join(this.path, old), { force: true });
+    return aside;
   }
 
   async dropImage(): Promise<void> {
