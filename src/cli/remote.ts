@@ -38,6 +38,10 @@ export interface RemoteVm {
   readonly lastRequest: string | null;
   readonly lastError: string | null;
   readonly ttl?: number;
+  /** When the state last changed, and a ready VM's earliest idle stop (jitsu 0.1 with the events work). */
+  readonly stateSince?: string | null;
+  readonly idleStopAt?: string | null;
+  readonly group?: string | null;
 }
 
 export interface RemoteStatus {

@@ -47,19 +47,47 @@ export function age(iso: string | null, nowMs: number): string {
   return `${Math.floor(s / 86400)}d`;
 }
 
-const HEADERS = ["NAME", "STATE", "UP", "DNS", "IP", "STARTS", "REQUESTS", "LAST REQUEST", "STOP", "ERROR"];
+/** "in 42s", "in 5m" until `iso`, "now" once it has passed, or "-". */
+export function until(iso: string | null | undefined, nowMs: number): string {
+  if (iso === null || iso === undefined) return "-";
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return "-";
+  if (t <= nowMs) return "now";
+  return `in ${age(new Date(nowMs).toISOString(), t)}`;
+}
+
+const HEADERS = [
+  "NAME",
+  "STATE",
+  "FOR",
+  "DNS",
+  "IP",
+  "STARTS",
+  "REQUESTS",
+  "LAST REQUEST",
+  "IDLE STOP",
+  "STOP",
+  "ERROR",
+];
 
 function row(vm: RemoteVm, nowMs: number): string[] {
-  const up = vm.state === "ready" || vm.state === "stopping" ? age(vm.startedAt, nowMs) : "-";
+  // How long it has been in this state (older jitsus: how long it has been up).
+  const since =
+    vm.stateSince !== undefined
+      ? age(vm.stateSince, nowMs)
+      : vm.state === "ready" || vm.state === "stopping"
+        ? age(vm.startedAt, nowMs)
+        : "-";
   return [
     vm.label,
     vm.state,
-    up,
+    since,
     vm.dns.join(",") || "-",
     vm.ips.join(",") || "-",
     String(vm.totalStarts),
     String(vm.totalRequests),
     vm.lastRequest === null ? "never" : `${age(vm.lastRequest, nowMs)} ago`,
+    until(vm.idleStopAt, nowMs),
     vm.stopMode,
     vm.lastError === null ? "" : vm.lastError.replace(/\s+/g, " "),
   ];
@@ -100,7 +128,7 @@ export function formatStatus(status: RemoteStatus, vms: readonly RemoteVm[], col
           ? (i, t) =>
               i === 1
                 ? `${stateColour(vm.state)}${t}${ANSI.reset}`
-                : i === 9 && t !== ""
+                : i === HEADERS.length - 1 && t !== ""
                   ? `${ANSI.red}${t}${ANSI.reset}`
                   : t
           : undefined,

@@ -71,9 +71,12 @@ describe("jitsu status, start and stop (e2e)", () => {
     assert.match(lines[0]!, /^jitsu \S+, up \d+s: 2 VMs, 2 off$/);
     assert.match(
       lines[1]!,
-      /^NAME\s+STATE\s+UP\s+DNS\s+IP\s+STARTS\s+REQUESTS\s+LAST REQUEST\s+STOP\s+ERROR$/,
+      /^NAME\s+STATE\s+FOR\s+DNS\s+IP\s+STARTS\s+REQUESTS\s+LAST REQUEST\s+IDLE STOP\s+STOP\s+ERROR$/,
     );
-    assert.match(lines[2]!, /^www\s+off\s+-\s+www\.jitsu\.test\s+127\.0\.0\.1\s+0\s+0\s+never\s+destroy$/);
+    assert.match(
+      lines[2]!,
+      /^www\s+off\s+\d+s\s+www\.jitsu\.test\s+127\.0\.0\.1\s+0\s+0\s+never\s+-\s+destroy$/,
+    );
     assert.match(lines[3]!, /^db\s+off\s+/);
     // Not a terminal: no colour codes.
     assert.ok(!res.stdout.includes("\x1b["), "colour codes in piped output");
@@ -94,7 +97,10 @@ describe("jitsu status, start and stop (e2e)", () => {
     assert.equal(started.stdout, `VM 'www' is ready (http://127.0.0.1:${http})\n`);
     assert.equal((await getStatus(http)).get("www")?.state, "ready");
     const row = await jitsu(["status", "www"], { JITSU_HTTP: `127.0.0.1:${http}` });
-    assert.match(row.stdout, /\nwww\s+ready\s+\d+s\s+www\.jitsu\.test\s+127\.0\.0\.1\s+1\s+0\s+never/);
+    assert.match(
+      row.stdout,
+      /\nwww\s+ready\s+\d+s\s+www\.jitsu\.test\s+127\.0\.0\.1\s+1\s+0\s+never\s+in \d+[smh]\s+destroy/,
+    );
     assert.ok(!row.stdout.includes("\ndb "), "status NAME shows only that VM");
     assert.deepEqual(
       (await dig(dns, ["www.jitsu.test", "A"])).answers.map((a) => a.data),

@@ -259,6 +259,8 @@ function parseOnlyReason(parsed: Parsed, helpers: readonly Command[]): string | 
       // not a URL with a host
     }
     if (/^(127\.|localhost$|\[::1\]$)/.test(host) && helpers.length > 0) return null;
+    if (settings.backend === "docker")
+      return "docker: needs a Docker or Podman engine (started by test/backends/docker, not here)";
     return `${settings.backend}: needs the hypervisor at ${settings.connect}`;
   }
   if (settings.backend === "libxl") return "libxl: needs Xen (dom0, xl)";
