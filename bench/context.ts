@@ -26,9 +26,9 @@ export interface BenchContext {
   queryFile(file: string, names: readonly string[]): string;
 }
 
-/** Only the full run pins (`--only scale` and `--only workers` leave CPU affinity alone). */
+/** The full run and `--only summon` pin (`--only scale` and `--only workers` leave CPU affinity alone). */
 export function makeContext(params: Params, tools: Tools, log: (line: string) => void): BenchContext {
-  const plan = params.only === null ? cpuPlan(cpus().length, params.pin) : null;
+  const plan = params.only === null || params.only === "summon" ? cpuPlan(cpus().length, params.pin) : null;
   const dir = makeTempDir();
   return {
     params,

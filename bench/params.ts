@@ -9,7 +9,8 @@
  * each, and prints their medians (bench/scale.ts); `--only workers` runs only
  * the all-CPUs rows (`--workers N` against one process and the peers,
  * bench/workers.ts); `--only forward` only the hot path UDP and the forwarded
- * rows (bench/throughput.ts forwardOnly).
+ * rows (bench/throughput.ts forwardOnly); `--only summon` only the summon rows
+ * and their idle baseline (bench/summon.ts), pinned as in the full run.
  */
 export interface Params {
   quick: boolean;
@@ -18,7 +19,7 @@ export interface Params {
   /** Servers under test on a CPU of their own, the load on the others (off with `--no-pin`). */
   pin: boolean;
   /** Run one section only, or null for all. */
-  only: "scale" | "workers" | "forward" | null;
+  only: "scale" | "workers" | "forward" | "summon" | null;
   /** `--only scale`: starts of each shape. */
   scaleRepeats: number;
   /** dnsperf run length, s. */
@@ -33,13 +34,13 @@ export interface Params {
   scaleNames: number;
 }
 
-const USAGE = "usage: npm run bench -- [--quick] [--nice N] [--no-pin] [--only scale|workers|forward]";
+const USAGE = "usage: npm run bench -- [--quick] [--nice N] [--no-pin] [--only scale|workers|forward|summon]";
 
 export function parseParams(argv: readonly string[]): Params {
   let quick = false;
   let nice: number | null = null;
   let pin = true;
-  let only: "scale" | "workers" | "forward" | null = null;
+  let only: "scale" | "workers" | "forward" | "summon" | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--quick") quick = true;
@@ -53,8 +54,10 @@ export function parseParams(argv: readonly string[]): Params {
       nice = n;
     } else if (a === "--only") {
       const v = argv[++i];
-      if (v !== "scale" && v !== "workers" && v !== "forward") {
-        throw new Error(`bench: --only takes 'scale', 'workers' or 'forward', got '${v ?? ""}' (${USAGE})`);
+      if (v !== "scale" && v !== "workers" && v !== "forward" && v !== "summon") {
+        throw new Error(
+          `bench: --only takes 'scale', 'workers', 'forward' or 'summon', got '${v ?? ""}' (${USAGE})`,
+        );
       }
       only = v;
     } else throw new Error(`bench: unknown argument '${a}' (${USAGE})`);

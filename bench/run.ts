@@ -19,7 +19,7 @@ import { scaleOnly, scaleSection, startNamesInstance, stopNamesInstance } from "
 import { JITSU_CLI } from "./servers.js";
 import { startFullServers, startSharedServers, stopAllButUnbound } from "./shared-servers.js";
 import { idleBaseline, summonSection } from "./summon.js";
-import { forwardTargets, issue5Targets } from "./targets.js";
+import { forwardTargets, issue5Targets, summonTarget } from "./targets.js";
 import { forwardOnly, throughputSection } from "./throughput.js";
 import { pinTo, requireTools } from "./tools.js";
 import { allCpusSection } from "./workers.js";
@@ -128,6 +128,21 @@ async function runForwardOnly(ctx: BenchContext): Promise<void> {
   );
 }
 
+/** `--only summon`: the idle baseline on the shared servers (pinned), then the summon rows, and their table. */
+async function runSummonOnly(ctx: BenchContext): Promise<void> {
+  if (ctx.plan !== null) pinTo(process.pid, ctx.plan.load);
+  const servers = await startSharedServers(ctx);
+  const idle = await idleBaseline(ctx, servers);
+  await Promise.all([stopAllButUnbound(servers), servers.upstream.proc.stop()]);
+  const r = await summonSection(ctx, idle);
+  const target = summonTarget(r);
+  process.stdout.write(
+    `\nSummon (${ctx.params.summonStarts} cold starts, load ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(" ")})\n\n${formatTable(r.rows)}\n\n${formatTargets([target])}\n`,
+  );
+}
+
 async function main(): Promise<void> {
   const params = parseParams(process.argv.slice(2));
   const tools = requireTools();
@@ -138,6 +153,7 @@ async function main(): Promise<void> {
   if (params.only === "scale") process.stdout.write(await scaleOnly(ctx));
   else if (params.only === "workers") await runWorkersOnly(ctx);
   else if (params.only === "forward") await runForwardOnly(ctx);
+  else if (params.only === "summon") await runSummonOnly(ctx);
   else await runAll(ctx);
   rmSync(ctx.dir, { recursive: true, force: true });
 }

@@ -18,18 +18,32 @@
  * summonSection gives the summon and storm rows; idleBaseline measures their
  * baseline rows earlier, while the shared servers are still pinned.
  */
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { systemClock } from "../src/clock/index.js";
 import { buildSpecs } from "../src/cli/run.js";
 import { findBackend } from "../src/backends/index.js";
 import { silentLogger } from "../src/log/index.js";
 import { queryOnce, storm, type StormResult } from "./dns-client.js";
 import type { BenchContext } from "./context.js";
-import { vs, type Row } from "./report.js";
+import { ratio, vs, type Row } from "./report.js";
+import { startProcess } from "./procs.js";
 import { logMessages, logRecords, startJitsu, stopJitsu, VM_EXEC, type Server } from "./servers.js";
 import { NAME, type SharedServers } from "./shared-servers.js";
 import { percentile } from "./stats.js";
+import { which } from "./tools.js";
+
+/** bench/peers/fork-exec.c in the source tree (this file runs from dist/bench/). */
+const FORK_EXEC_SOURCE = join(
+  dirname(fileURLToPath(import.meta.url)),
+  "..",
+  "..",
+  "bench",
+  "peers",
+  "fork-exec.c",
+);
 
 export function summonConfigs(count: number): string[] {
   const configs: string[] = [];
@@ -53,6 +67,8 @@ export interface SummonResult {
   /** Per start: query time minus jitsu's startMs (start to ready): the DNS layer and dispatch. */
   dnsOverheadMs: { p50: number; p99: number };
   failures: number;
+  /** The peer, interleaved with jitsu's starts: query -> answer of bench/peers/fork-exec.c (null: not measured). */
+  peerMs: { p50: number; p99: number; max: number; samples: number } | null;
 }
 
 function summary(values: number[]): { p50: number; p99: number; max: number } {
@@ -93,6 +109,7 @@ export async function measureSummon(
   stateDir: string,
   count: number,
   warmup: number,
+  peer: Server | null = null,
 ): Promise<SummonResult> {
   const factory = findBackend("process");
   const backend = factory.create({
@@ -112,9 +129,17 @@ export async function measureSummon(
   const backendMs: number[] = [];
   const perStart: number[] = [];
   const queried: { vm: string; ms: number }[] = [];
+  const peerMs: number[] = [];
   let failures = 0;
   try {
     for (let i = 0; i < warmup + count; i++) {
+      if (peer !== null) {
+        // The peer first, after the same quiet as jitsu's query gets below (the backend's stop).
+        await new Promise((r) => setTimeout(r, IDLE_GAP_MS));
+        const a = await queryOnce(peer.port, `summon-${i}.cold.example`, "A", 10_000);
+        if (a !== null && a.addresses.length > 0 && i >= warmup) peerMs.push(a.ms);
+        killStarted(peer);
+      }
       const t0 = performance.now();
       await backend.state(ref);
       await backend.start(ref);
@@ -134,6 +159,10 @@ export async function measureSummon(
   } finally {
     await backend.stop(ref, "destroy").catch(() => undefined);
     await backend.close();
+    if (peer !== null) {
+      await new Promise((r) => setTimeout(r, 50));
+      killStarted(peer);
+    }
   }
   // jitsu's own account of each start, read from its log once the starts are done.
   await new Promise((r) => setTimeout(r, 300));
@@ -160,7 +189,44 @@ export async function measureSummon(
     perStartOverheadMs: { ...summary(perStart), samples: perStart.length },
     dnsOverheadMs: { p50: percentile(dnsPart, 50), p99: percentile(dnsPart, 99) },
     failures,
+    peerMs: peer === null ? null : { ...summary(peerMs), samples: peerMs.length },
   };
+}
+
+/**
+ * The summon rows' peer (bench/peers/fork-exec.c): compiled with the
+ * machine's C compiler into the bench's temp dir and started; null, with the
+ * reason logged, when there is no compiler.
+ */
+export async function startForkExecPeer(ctx: BenchContext): Promise<Server | null> {
+  const cc = which("cc") ?? which("gcc");
+  if (cc === null) {
+    ctx.log("summon: no C compiler (cc, gcc): the fork+exec peer is not measured (apt-get install gcc)");
+    return null;
+  }
+  const binary = join(ctx.dir, "fork-exec");
+  execFileSync(cc, ["-O2", "-o", binary, FORK_EXEC_SOURCE], { stdio: "inherit" });
+  const proc = await startProcess("fork-exec peer", binary, VM_EXEC.split(" "), {
+    readyLine: (l) => l.startsWith("ready "),
+    keepLines: true,
+  });
+  const port = Number(proc.lines.find((l) => l.startsWith("ready "))!.slice(6));
+  return { label: "fork-exec peer", port, proc };
+}
+
+/** Kills (by process group) the commands the fork-exec peer started so far: it prints each pid. */
+function killStarted(peer: Server): void {
+  const lines = peer.proc.lines;
+  for (let i = 0; i < lines.length; i++) {
+    const pid = Number(lines[i]);
+    if (!Number.isInteger(pid) || pid <= 1) continue;
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {
+      // gone already
+    }
+    lines[i] = "";
+  }
 }
 
 /** UDP datagrams the kernel dropped for a full receive buffer, machine-wide (/proc/net/snmp "Udp: RcvbufErrors"). */
@@ -238,15 +304,32 @@ export async function summonSection(ctx: BenchContext, idle: IdleBaseline): Prom
       probe: { name: "cold.example", type: "SOA" },
     }),
   );
-  const summon = await measureSummon(jitsu, join(ctx.dir, "state"), params.summonStarts, warmup);
+  const peer = await startForkExecPeer(ctx);
+  if (peer !== null) ctx.underTest(peer);
+  const summon = await measureSummon(jitsu, join(ctx.dir, "state"), params.summonStarts, warmup, peer);
+  await peer?.proc.stop();
   const stormResult = await measureStorm(jitsu, params.stormQueries);
   await stopJitsu(jitsu);
+  const p = summon.peerMs;
   const rows: Row[] = [
     {
       scenario: `summon: cold query -> answer (${summon.starts} starts)`,
       p50Ms: summon.queryMs.p50,
       p99Ms: summon.queryMs.p99,
+      vs:
+        p === null
+          ? ""
+          : `${vs(summon.queryMs.p50, p.p50, "fork+exec")} (p99: ${ratio(summon.queryMs.p99, p.p99).toFixed(2)} x)`,
       note: summon.failures > 0 ? `${summon.failures} failed` : "",
+    },
+    {
+      scenario: "  peer: fork+exec by a minimal C launcher",
+      p50Ms: p?.p50,
+      p99Ms: p?.p99,
+      note:
+        p === null
+          ? "not measured (no C compiler)"
+          : `bench/peers/fork-exec.c: the same query, answered once '${VM_EXEC}' is exec'd; interleaved, ${p.samples} starts`,
     },
     {
       scenario: "  overhead per start (query - its backend work)",
