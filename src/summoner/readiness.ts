@@ -5,12 +5,17 @@
  * when none is configured. Every wait is on the injected clock and ends as soon
  * as the start's signal aborts (its timeout, or the VM exiting meanwhile).
  */
+import { setMaxListeners } from "node:events";
 import type { VmBackend } from "../backends/contract.js";
 import type { Clock } from "../clock/index.js";
-import { describeProbe, probeOnce } from "./probes.js";
+import type { ReadyProbe } from "../config/index.js";
+import { describeProbe, PROBE_ATTEMPT_TIMEOUT_MS, probeOnce } from "./probes.js";
 import { sameList, type Vm } from "./vm.js";
 
+/** A new probe attempt this often, whether the earlier ones have ended or not (see untilPasses). */
 const PROBE_RETRY_MS = 50;
+/** At most this many attempts of one probe at once: as many as the interval fits into one attempt's timeout. */
+const PROBE_IN_FLIGHT_MAX = Math.ceil(PROBE_ATTEMPT_TIMEOUT_MS / PROBE_RETRY_MS);
 const ADDRESS_RETRY_MS = 250;
 
 export interface ReadinessOptions {
@@ -49,7 +54,7 @@ export async function waitReady(
   }
   for (const probe of spec.ready) {
     step.name = `waiting for ${describeProbe(probe)}`;
-    while (!(await abortable(probeOnce(probe), signal))) await clock.sleep(PROBE_RETRY_MS, signal);
+    await untilPasses(probe, clock, signal);
   }
   if (spec.ips.length === 0 && backend.addresses !== undefined) {
     step.name = "waiting for an address";
@@ -61,6 +66,52 @@ export async function waitReady(
       }
       await clock.sleep(ADDRESS_RETRY_MS, signal);
     }
+  }
+}
+
+/**
+ * Resolves when an attempt of `probe` passes; rejects with the signal's reason
+ * when it aborts first. A new attempt starts every PROBE_RETRY_MS even while
+ * earlier ones still wait: a connection to an address that is not up yet
+ * can hang until its timeout (a SYN nobody answers: QEMU's user networking
+ * holds a hostfwd connection while the guest's NIC is not up, a bridged
+ * guest's address has no ARP answer yet), and one attempt at a time would
+ * then notice a service that came up meanwhile only at that attempt's end,
+ * up to PROBE_ATTEMPT_TIMEOUT_MS late (bench/qemu-lifecycle.ts, cold boot).
+ * Whichever attempt passes first ends the others.
+ */
+async function untilPasses(probe: ReadyProbe, clock: Clock, signal: AbortSignal): Promise<void> {
+  /** Aborted when one attempt passed or `signal` aborted: ends the sleep and every attempt in flight. */
+  const stop = new AbortController();
+  // Each attempt in flight listens to it (and the sleep): more than Node's default warning level of 10.
+  setMaxListeners(PROBE_IN_FLIGHT_MAX + 2, stop.signal);
+  const onAbort = (): void => stop.abort(signal.reason);
+  signal.addEventListener("abort", onAbort, { once: true });
+  let passed = false;
+  let inFlight = 0;
+  try {
+    for (;;) {
+      if (signal.aborted) throw signal.reason as Error;
+      if (inFlight < PROBE_IN_FLIGHT_MAX) {
+        inFlight++;
+        void probeOnce(probe, PROBE_ATTEMPT_TIMEOUT_MS, stop.signal).then((ok) => {
+          inFlight--;
+          if (ok && !stop.signal.aborted) {
+            passed = true;
+            stop.abort();
+          }
+        });
+      }
+      try {
+        await clock.sleep(PROBE_RETRY_MS, stop.signal);
+      } catch (err) {
+        if (passed) return;
+        throw err;
+      }
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    stop.abort();
   }
 }
 
