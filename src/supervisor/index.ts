@@ -12,6 +12,7 @@ export {
   type SupervisorOptions,
 } from "./process-supervisor.js";
 export { SupervisedProcess, SupervisorError, type ExitStatus } from "./supervised-process.js";
+export { SpawnGate, type GateCommand } from "./spawn-gate.js";
 export { PidFile, parsePidFile, type PidRecord } from "./pid-file.js";
 export { isRecordedProcess, type ExpectProcess } from "./identity.js";
 export { readProcess, type ProcessInfo } from "./proc.js";

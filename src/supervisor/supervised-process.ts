@@ -77,6 +77,8 @@ export class SupervisedProcess {
     this.drained = new Promise<void>((resolve) => child.once("close", () => resolve()));
     child.once("exit", (code, signal) => this.finish({ code, signal }));
     if (child.stdout !== null && onStdout !== undefined) eachLine(child.stdout, onStdout);
+    // A stdout nobody reads (a gate's is always a pipe) must still be drained, or the process blocks on it.
+    else child.stdout?.resume();
     if (child.stderr !== null) {
       eachLine(child.stderr, (line) => {
         this.tail.push(line);

@@ -19,7 +19,7 @@ import {
   readProcess,
   type SupervisedProcess,
 } from "../../src/supervisor/index.js";
-import { alive, waitFor } from "../support/index.js";
+import { alive, childPids, waitFor } from "../support/index.js";
 
 const pids: number[] = [];
 let dir: string;
@@ -501,5 +501,98 @@ describe("isRecordedProcess and parsePidFile", () => {
     for (const bad of ["", "garbage", "[1]", '{"pid":"7"}', '{"pid":1}', "-5", "12 34"]) {
       assert.equal(parsePidFile(bad), null, bad);
     }
+  });
+});
+
+describe("ProcessSupervisor with prestart (a spawn gate)", () => {
+  /** A supervisor whose gate waits; closed by the test. */
+  async function gated(): Promise<ProcessSupervisor> {
+    const supervisor = new ProcessSupervisor({ clock: systemClock, prestart: true });
+    await supervisor.prestart();
+    return supervisor;
+  }
+
+  /** The pid of the shell waiting as the gate (a child of ours running the gate script). */
+  function gatePids(): number[] {
+    return childPids(process.pid).filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("read -r line <&3");
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  it("runs the command in the waiting shell's process: same pid and start time, its argv, env, cwd, output and exit status", async () => {
+    const supervisor = await gated();
+    const [gatePid] = gatePids();
+    assert.ok(gatePid !== undefined, "a gate waits after prestart()");
+    const cwd = join(dir, "gate-cwd");
+    mkdirSync(cwd, { recursive: true });
+    const lines = { out: [] as string[], err: [] as string[] };
+    const env: NodeJS.ProcessEnv = { ...process.env, JITSU_GATE_TEST: 'it\'s "quoted" $HOME `x`' };
+    delete env["JITSU_GATE_ABSENT"];
+    const proc = await supervisor.spawn({
+      argv: [
+        "sh",
+        "-c",
+        'echo "$JITSU_GATE_TEST"; pwd; echo "${JITSU_GATE_ABSENT-unset}" >&2; exit 3',
+        "x y",
+      ],
+      cwd,
+      env,
+      onStdout: (l) => lines.out.push(l),
+      onStderr: (l) => lines.err.push(l),
+    });
+    pids.push(proc.pid);
+    assert.equal(proc.pid, gatePid, "the gate's process became the command");
+    assert.ok(proc.isChild);
+    const exit = await proc.exited;
+    await proc.drained;
+    assert.deepEqual(exit, { code: 3, signal: null });
+    assert.deepEqual(lines.out, [`it's "quoted" $HOME \`x\``, cwd]);
+    assert.deepEqual(lines.err, ["unset"]);
+    // The next gate is forked after the spawn.
+    await waitFor(() => gatePids().length === 1, 5_000, "the next gate");
+    supervisor.close();
+    await waitFor(() => gatePids().length === 0, 5_000, "the gate to end once closed");
+  });
+
+  it("a variable missing from the command's environment is unset; process group and signals as spawn gives them", async () => {
+    process.env["JITSU_GATE_DROP"] = "1";
+    const supervisor = await gated();
+    delete process.env["JITSU_GATE_DROP"];
+    const env = { ...process.env };
+    const lines = { out: [] as string[], err: [] as string[] };
+    const proc = await supervisor.spawn({
+      argv: ["sh", "-c", 'echo "${JITSU_GATE_DROP-gone}"; sleep 600 & wait'],
+      env,
+      onStdout: (l) => lines.out.push(l),
+    });
+    pids.push(proc.pid);
+    await waitFor(() => lines.out.length === 1, 5_000, "its first line");
+    assert.deepEqual(lines.out, ["gone"]);
+    assert.equal((await readProcess(proc.pid))?.cmdline[0], "sh");
+    const stat = readFileSync(`/proc/${proc.pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    assert.equal(Number(fields[2]), proc.pid, "it leads its own process group");
+    assert.equal(await proc.terminate({ graceMs: 5_000 }), true);
+    supervisor.close();
+  });
+
+  it("what the gate cannot run as spawn would goes to spawn: a missing program or directory keeps spawn's error", async () => {
+    const supervisor = await gated();
+    const err = await supervisor
+      .spawn({ argv: ["/nonexistent/jitsu-no-such-command"] })
+      .catch((e: unknown) => e);
+    assert.ok(err instanceof SupervisorError);
+    assert.match(err.detail, /^ENOENT: /);
+    assert.equal(gatePids().length, 1, "the gate still waits for a command it can run");
+    const missingDir = await supervisor
+      .spawn({ argv: ["true"], cwd: join(dir, "no-such-dir") })
+      .catch((e: unknown) => e);
+    assert.ok(missingDir instanceof SupervisorError);
+    supervisor.close();
+    await waitFor(() => gatePids().length === 0, 5_000, "the gate to end once closed");
   });
 });

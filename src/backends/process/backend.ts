@@ -87,7 +87,8 @@ export class ProcessBackend implements VmBackend {
 
   constructor(private readonly options: BackendOptions) {
     this.log = options.log;
-    this.supervisor = new ProcessSupervisor({ clock: options.clock });
+    // prestart: a cold start costs a write to a waiting shell, not a fork of jitsu (README, "Spawn").
+    this.supervisor = new ProcessSupervisor({ clock: options.clock, prestart: true });
   }
 
   async connect(): Promise<void> {
@@ -96,6 +97,7 @@ export class ProcessBackend implements VmBackend {
     } catch {
       this.leftPidFiles = new Set();
     }
+    await this.supervisor.prestart();
   }
 
   async resolve(spec: VmSpec): Promise<VmRef> {
@@ -237,6 +239,7 @@ export class ProcessBackend implements VmBackend {
    */
   async close(): Promise<void> {
     this.listeners.length = 0;
+    this.supervisor.close();
     for (const proc of this.running.values()) proc.process.unref();
   }
 
