@@ -12,10 +12,12 @@ import type { ReadyProbe } from "../config/index.js";
 import { describeProbe, PROBE_ATTEMPT_TIMEOUT_MS, probeOnce } from "./probes.js";
 import { sameList, type Vm } from "./vm.js";
 
-/** A new probe attempt this often, whether the earlier ones have ended or not (see untilPasses). */
+/** How often the probe loop looks: a new attempt when none is in flight (the retry after a failed one). */
 const PROBE_RETRY_MS = 50;
-/** At most this many attempts of one probe at once: as many as the interval fits into one attempt's timeout. */
-const PROBE_IN_FLIGHT_MAX = Math.ceil(PROBE_ATTEMPT_TIMEOUT_MS / PROBE_RETRY_MS);
+/** An attempt still waiting after this long gets another one beside it (see untilPasses). */
+const PROBE_HEDGE_MS = 250;
+/** At most this many attempts of one probe at once: as many hedges as fit into one attempt's timeout. */
+const PROBE_IN_FLIGHT_MAX = Math.ceil(PROBE_ATTEMPT_TIMEOUT_MS / PROBE_HEDGE_MS);
 const ADDRESS_RETRY_MS = 250;
 
 export interface ReadinessOptions {
@@ -71,29 +73,36 @@ export async function waitReady(
 
 /**
  * Resolves when an attempt of `probe` passes; rejects with the signal's reason
- * when it aborts first. A new attempt starts every PROBE_RETRY_MS even while
- * earlier ones still wait: a connection to an address that is not up yet
- * can hang until its timeout (a SYN nobody answers: QEMU's user networking
- * holds a hostfwd connection while the guest's NIC is not up, a bridged
- * guest's address has no ARP answer yet), and one attempt at a time would
- * then notice a service that came up meanwhile only at that attempt's end,
- * up to PROBE_ATTEMPT_TIMEOUT_MS late (bench/qemu-lifecycle.ts, cold boot).
- * Whichever attempt passes first ends the others.
+ * when it aborts first. One attempt at a time, a new one PROBE_RETRY_MS after
+ * the last ended; but an attempt still waiting after PROBE_HEDGE_MS gets
+ * another beside it (up to PROBE_IN_FLIGHT_MAX). A connection opened before
+ * a guest's network is up can hang until its timeout: QEMU's user networking
+ * accepts the hostfwd connection and queues the guest's SYN until the
+ * guest's NIC answers ARP, then drops it after about a second (a bridged
+ * guest's address without an ARP answer does the same). One attempt at a
+ * time then noticed a service that came up meanwhile only at that attempt's
+ * end, up to PROBE_ATTEMPT_TIMEOUT_MS late; with a young attempt always in
+ * flight, the network coming up ends it (refused or answered) at once. Not
+ * more: each attempt that reaches the guest is a request it must serve while
+ * it boots. Whichever attempt passes first ends the others.
  */
 async function untilPasses(probe: ReadyProbe, clock: Clock, signal: AbortSignal): Promise<void> {
   /** Aborted when one attempt passed or `signal` aborted: ends the sleep and every attempt in flight. */
   const stop = new AbortController();
-  // Each attempt in flight listens to it (and the sleep): more than Node's default warning level of 10.
+  // Each attempt in flight listens to it, and the sleep.
   setMaxListeners(PROBE_IN_FLIGHT_MAX + 2, stop.signal);
   const onAbort = (): void => stop.abort(signal.reason);
   signal.addEventListener("abort", onAbort, { once: true });
   let passed = false;
   let inFlight = 0;
+  let lastStart = -Infinity;
   try {
     for (;;) {
       if (signal.aborted) throw signal.reason as Error;
-      if (inFlight < PROBE_IN_FLIGHT_MAX) {
+      const now = clock.now();
+      if (inFlight === 0 || (inFlight < PROBE_IN_FLIGHT_MAX && now - lastStart >= PROBE_HEDGE_MS)) {
         inFlight++;
+        lastStart = now;
         void probeOnce(probe, PROBE_ATTEMPT_TIMEOUT_MS, stop.signal).then((ok) => {
           inFlight--;
           if (ok && !stop.signal.aborted) {

@@ -53,6 +53,8 @@ export class SpawnGate {
       child.once("spawn", resolve);
       child.once("error", reject);
     });
+    // Written once and closed; the shell's end closing may reset it (ECONNRESET on our end): nothing to act on.
+    (child.stdio[3] as Writable).on("error", () => undefined);
     const gate = new SpawnGate(child, env);
     // Waiting, it holds nothing open: Node may exit (and the shell then reads EOF).
     gate.setRef(false);

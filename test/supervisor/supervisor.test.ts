@@ -580,6 +580,22 @@ describe("ProcessSupervisor with prestart (a spawn gate)", () => {
     supervisor.close();
   });
 
+  it("starts one after another, through a gate each time it is back, and none upsets Node (the gate's fd 3 reset)", async () => {
+    const supervisor = await gated();
+    let throughGate = 0;
+    for (let i = 0; i < 8; i++) {
+      await supervisor.prestart();
+      const [gatePid] = gatePids();
+      const proc = await supervisor.spawn({ argv: ["sleep", "600"] });
+      pids.push(proc.pid);
+      if (proc.pid === gatePid) throughGate++;
+      assert.equal(await proc.kill(5_000), true);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(throughGate, 8);
+    supervisor.close();
+  });
+
   it("what the gate cannot run as spawn would goes to spawn: a missing program or directory keeps spawn's error", async () => {
     const supervisor = await gated();
     const err = await supervisor
