@@ -17,8 +17,9 @@
  * same guest, kernel command line and QEMU binary), when that backend is in
  * the build; otherwise the report says it was not measured. And for the cold
  * boot, the very same QEMU command line run by hand, interleaved with jitsu's
- * runs (one before each): spawn -> first HTTP byte, the first byte seen by a
- * poller that opens a new connection every 10 ms (each waits up to 1 s), so
+ * runs (before jitsu's boot in even rounds, after it in odd ones): spawn ->
+ * first HTTP byte, the first byte seen by a poller that opens a new
+ * connection every 10 ms (each waits up to 1 s), so
  * that it sees the guest serve within about 10 ms whatever the connections
  * opened before the guest's network was up do (QEMU's user networking holds
  * them).
@@ -308,16 +309,23 @@ async function benchBackend(
         const s0 = performance.now();
         await jitsu.summoner.stopVm(LABEL, sc.stop);
         stops.push(performance.now() - s0);
-        if (byHand && sc.stop === "destroy") {
-          // jitsu's VM is off: its hostfwd port is free for the same command line by hand, first.
+        // The same command line by hand while jitsu's VM is off (its hostfwd port free): before
+        // jitsu's boot in even rounds, after it in odd ones, so a drift in the host's load favours neither.
+        const handRound = byHand && sc.stop === "destroy";
+        const byHandNow = async (): Promise<void> => {
           await new Promise((r) => setTimeout(r, 200));
           handMs.push(await bootByHand(handArgv, join(handDir, "qemu", LABEL), httpPort));
           log(`QEMU by hand ${sc.name} #${i + 1}: spawn -> first HTTP byte ${handMs.at(-1)!.toFixed(1)} ms`);
-        }
+        };
+        if (handRound && i % 2 === 0) await byHandNow();
         // Let the host settle a moment after the stop, as a real idle VM would.
         await new Promise((r) => setTimeout(r, 200));
         const sample = await measure(dnsPort, httpPort, 300_000, observe && sc.stop === "destroy");
         samples.push(sample);
+        if (handRound && i % 2 === 1) {
+          await jitsu.summoner.stopVm(LABEL, "destroy");
+          await byHandNow();
+        }
         log(
           `${label} ${sc.name} #${i + 1}: answer ${sample.answerMs.toFixed(1)} ms, first HTTP byte ${sample.firstByteMs.toFixed(1)} ms (stop took ${stops.at(-1)!.toFixed(0)} ms)${
             sample.observedMs === undefined
