@@ -107,7 +107,7 @@ export class ProcessSupervisor {
    */
   async spawn(command: SpawnCommand): Promise<SupervisedProcess> {
     const viaGate = this.throughGate(command);
-    if (viaGate !== null) return viaGate;
+    if (viaGate !== null) return this.confirmExec(viaGate, command.argv[0]);
     if (this.usesGate) setImmediate(() => void this.prestart());
     const [file, ...args] = command.argv;
     const child = spawn(file, args, {
@@ -159,12 +159,41 @@ export class ProcessSupervisor {
     setImmediate(() => void this.prestart());
     child.on("error", (err) => command.onError?.(err));
     const now = readProcessSync(child.pid!);
-    return new SupervisedProcess(this.context, child.pid!, now?.startTime ?? "", command.argv, {
+    const proc = new SupervisedProcess(this.context, child.pid!, now?.startTime ?? "", command.argv, {
       child,
       stderrTailLines: command.stderrTailLines ?? 5,
       onStdout: command.onStdout,
       onStderr: command.onStderr,
     });
+    return proc;
+  }
+
+  /**
+   * Resolves with the gate's process once the shell has exec'd the command
+   * (its command line is no longer the gate's); rejects as spawn does when
+   * the exec failed (the shell exits 126 or 127: a `#!` interpreter that is
+   * missing, a file that is no program), with the shell's own words. spawn
+   * learns of that from the exec itself; here /proc says it, read every
+   * millisecond (the exec takes about one).
+   */
+  private async confirmExec(proc: SupervisedProcess, file: string): Promise<SupervisedProcess> {
+    // Not "differs from what was read after the hand-over": the shell may have exec'd before that read.
+    const execd = (): boolean => {
+      const now = readProcessSync(proc.pid);
+      return now !== null && now.startTime === proc.startTime && !SpawnGate.isGate(now.cmdline);
+    };
+    let gone = false;
+    void proc.exited.then(() => (gone = true));
+    while (!gone && !execd()) await new Promise((r) => setTimeout(r, 1));
+    if (!gone) return proc;
+    const exit = proc.exit!;
+    if (exit.code !== 126 && exit.code !== 127) return proc;
+    // The shell's message ("exec: ...: not found") may still be on its way.
+    await Promise.race([proc.drained, new Promise((r) => setTimeout(r, 200))]);
+    throw new SupervisorError(
+      `cannot run '${file}'`,
+      proc.stderrTail.at(-1) ?? `the shell could not exec it (exit code ${exit.code})`,
+    );
   }
 
   /**

@@ -24,6 +24,7 @@ import type { Writable } from "node:stream";
 
 /** Reads one line from fd 3, stops reading it, and runs the line (the `cd`, the `export`s and the `exec`). */
 const GATE_SCRIPT = 'IFS= read -r line <&3 || exit 0; exec 3<&-; eval "$line"';
+const GATE_ARGV = ["/bin/sh", "-c", GATE_SCRIPT] as const;
 /** A name `export` takes without quoting, so the environment is passed exactly. */
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -44,7 +45,7 @@ export class SpawnGate {
   /** Spawns the waiting shell (off the cold path); rejects when /bin/sh cannot run. */
   static async create(): Promise<SpawnGate> {
     const env = { ...process.env };
-    const child = spawn("/bin/sh", ["-c", GATE_SCRIPT], {
+    const child = spawn(GATE_ARGV[0], GATE_ARGV.slice(1), {
       env,
       detached: true,
       stdio: ["ignore", "pipe", "pipe", "pipe"],
@@ -59,6 +60,11 @@ export class SpawnGate {
     // Waiting, it holds nothing open: Node may exit (and the shell then reads EOF).
     gate.setRef(false);
     return gate;
+  }
+
+  /** Whether a command line (/proc/PID/cmdline) is a gate's: the shell has not exec'd the command yet. */
+  static isGate(cmdline: readonly string[]): boolean {
+    return cmdline.length === GATE_ARGV.length && cmdline.every((w, i) => w === GATE_ARGV[i]);
   }
 
   /** Whether it still waits for a command. */

@@ -596,6 +596,19 @@ describe("ProcessSupervisor with prestart (a spawn gate)", () => {
     supervisor.close();
   });
 
+  it("an exec the shell cannot do (a #! interpreter that is missing) rejects as spawn does, with the shell's words", async () => {
+    const supervisor = await gated();
+    const script = join(dir, "bad-interpreter");
+    await writeFile(script, "#!/nonexistent/jitsu-test-interpreter\n", { mode: 0o755 });
+    const [gatePid] = gatePids();
+    const err = await supervisor.spawn({ argv: [script] }).catch((e: unknown) => e);
+    assert.ok(err instanceof SupervisorError, String(err));
+    assert.equal(err.message, `cannot run '${script}'`);
+    assert.match(err.detail, /not found|No such file/);
+    assert.equal(alive(gatePid!), false, "it went through the gate");
+    supervisor.close();
+  });
+
   it("what the gate cannot run as spawn would goes to spawn: a missing program or directory keeps spawn's error", async () => {
     const supervisor = await gated();
     const err = await supervisor
