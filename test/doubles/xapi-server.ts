@@ -9,9 +9,12 @@
  * in the client's codec cannot hide behind the same bug here.
  *
  * Run alone for a demo: node dist/test/doubles/xapi-server.js --port 8080
- *   --user root:secret --vm www --vm db:Halted
+ *   --user root:secret --vm www --vm db:Halted [--state FILE] [--delay VM.start:2000]
+ * (--state keeps the power states across a restart, so that a test can
+ * SIGKILL it mid-call and start it again; --delay holds a method's answer).
  */
 import { randomUUID } from "node:crypto";
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
@@ -664,12 +667,18 @@ function encodeFault(code: number, message: string): string {
 async function main(argv: string[]): Promise<void> {
   const users: Record<string, string> = {};
   const vms: DoubleVmInit[] = [];
+  const delays: Record<string, number> = {};
+  let stateFile: string | undefined;
   let port = 0;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const next = argv[++i] ?? "";
     if (arg === "--port") port = Number(next);
-    else if (arg === "--user") {
+    else if (arg === "--state") stateFile = next;
+    else if (arg === "--delay") {
+      const [method, ms] = next.split(":");
+      delays[method!] = Number(ms);
+    } else if (arg === "--user") {
       const [u, p] = next.split(":");
       users[u!] = p ?? "";
     } else if (arg === "--vm") {
@@ -681,14 +690,31 @@ async function main(argv: string[]): Promise<void> {
       });
     } else
       throw new Error(
-        `usage: xapi-server.js [--port N] [--user USER:PASSWORD]... [--vm NAME[:Halted|Running|Paused|Suspended]]...`,
+        `usage: xapi-server.js [--port N] [--user USER:PASSWORD]... [--vm NAME[:Halted|Running|Paused|Suspended]]... [--state FILE] [--delay METHOD:MS]...`,
       );
+  }
+  // --state: the VMs' power states survive a kill and restart (a test kills this process mid-call).
+  const saved: Record<string, PowerState> =
+    stateFile !== undefined && existsSync(stateFile)
+      ? (JSON.parse(readFileSync(stateFile, "utf8")) as Record<string, PowerState>)
+      : {};
+  for (const [i, vm] of vms.entries()) {
+    const st = saved[vm.name];
+    if (st !== undefined) vms[i] = { ...vm, powerState: st };
   }
   const double = await XapiServerDouble.start({
     port,
     users: Object.keys(users).length > 0 ? users : undefined,
     vms,
+    delays,
   });
+  const save = (): void => {
+    if (stateFile === undefined) return;
+    const now = Object.fromEntries(vms.map((vm) => [vm.name, double.vm(vm.name).powerState]));
+    writeFileSync(`${stateFile}.tmp`, JSON.stringify(now));
+    renameSync(`${stateFile}.tmp`, stateFile);
+  };
+  save();
   for (const vm of vms) {
     const v = double.vm(vm.name);
     console.log(`VM ${v.name} uuid=${v.uuid} ${v.powerState}`);
@@ -699,10 +725,13 @@ async function main(argv: string[]): Promise<void> {
   setInterval(() => {
     for (const vm of vms) {
       const now = double.vm(vm.name).powerState;
-      if (last.get(vm.name) !== now) console.log(`VM ${vm.name}: ${last.get(vm.name)} -> ${now}`);
+      if (last.get(vm.name) !== now) {
+        console.log(`VM ${vm.name}: ${last.get(vm.name)} -> ${now}`);
+        save();
+      }
       last.set(vm.name, now);
     }
-  }, 200);
+  }, 20);
   process.on("SIGINT", () => void double.close().then(() => process.exit(0)));
   process.on("SIGTERM", () => void double.close().then(() => process.exit(0)));
 }

@@ -12,6 +12,7 @@ import type { Logger } from "../../log/index.js";
 import { XapiEventWatcher, type VmPowerChange } from "./events.js";
 import { XenApiFailure, XenApiSession } from "./session.js";
 import { parseXapiTarget, type XapiTarget } from "./target.js";
+import { TransportError } from "./transport.js";
 import type { XmlRpcValue } from "./xmlrpc.js";
 import { XenstoreClient, waitForDomainKey } from "../../xen/xenstore/index.js";
 
@@ -411,6 +412,14 @@ export class XapiBackend implements VmBackend {
       return this.error(`${what} failed on ${this.session.display}`, { vm, detail: err.detail, cause: err });
     }
     const message = err instanceof Error ? err.message : String(err);
+    // Unreachable, reset, timed out or too busy: XAPI's fault, not the VM's (no back-off).
+    if (err instanceof TransportError) {
+      return new BackendError("xapi", this.scrub(`${what}: ${message}`), {
+        vm,
+        cause: err,
+        unavailable: true,
+      });
+    }
     return this.error(`${what}: ${message}`, { vm, cause: err });
   }
 

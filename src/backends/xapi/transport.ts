@@ -14,6 +14,8 @@ export interface TransportOptions {
   readonly insecure: boolean;
   /** Per-call limit; XenAPI calls such as VM.clean_shutdown are synchronous and may take minutes. */
   readonly timeoutMs: number;
+  /** How many calls may wait for an answer at once; more fail at once (a hung XAPI builds no queue). Default 256. */
+  readonly maxCalls?: number;
 }
 
 /** The endpoint could not be reached or answered something that is not XML-RPC. */
@@ -45,6 +47,8 @@ export class XmlRpcTransport {
   private readonly agent: http.Agent;
   private readonly origin: string;
   private closed = false;
+  /** Calls waiting for an answer. */
+  waiting = 0;
 
   constructor(private readonly options: TransportOptions) {
     const secure = options.url.protocol === "https:";
@@ -57,8 +61,21 @@ export class XmlRpcTransport {
   /** Sends one call; resolves with the decoded value, rejects with XmlRpcFault, XmlRpcFormatError or TransportError. */
   async call(method: string, params: readonly XmlRpcValue[]): Promise<XmlRpcValue> {
     if (this.closed) throw new TransportError(`the connection to ${this.origin} is closed`, "ERR_CLOSED");
+    const max = this.options.maxCalls ?? 256;
+    if (this.waiting >= max) {
+      throw new TransportError(
+        `${this.waiting} calls to ${this.origin} are already waiting for an answer (is XAPI hung?); ${method} not sent`,
+        "ERR_BUSY",
+      );
+    }
     const body = Buffer.from(encodeMethodCall(method, params), "utf8");
-    const text = await this.post(body, method, true);
+    this.waiting++;
+    let text: string;
+    try {
+      text = await this.post(body, method, true);
+    } finally {
+      this.waiting--;
+    }
     const response = decodeMethodResponse(text);
     if (response.kind === "fault") throw response.fault;
     return response.value;
