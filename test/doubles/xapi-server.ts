@@ -10,8 +10,13 @@
  *
  * Run alone for a demo: node dist/test/doubles/xapi-server.js --port 8080
  *   --user root:secret --vm www --vm db:Halted [--state FILE] [--delay VM.start:2000]
- * (--state keeps the power states across a restart, so that a test can
- * SIGKILL it mid-call and start it again; --delay holds a method's answer).
+ *   [--hold VM.start:2000]
+ * (--state keeps the VMs, with their uuids, opaque references, power states
+ * and domids, and the event counter across a restart, as xapi's database
+ * does, so that a test can SIGKILL it mid-call and start it again; --delay
+ * waits before a method does anything, --hold does the method's work at once
+ * and holds only its answer, as a VM.start whose domain is up while xapi is
+ * still busy with the call).
  */
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
@@ -31,6 +36,10 @@ export interface DoubleVmInit {
   readonly macs?: readonly string[];
   readonly isTemplate?: boolean;
   readonly isControlDomain?: boolean;
+  /** Restored from a state file: the VM's opaque reference, domid and VIF references. */
+  readonly ref?: string;
+  readonly domid?: number;
+  readonly vifRefs?: readonly string[];
 }
 
 export interface DoubleVm {
@@ -63,7 +72,14 @@ export interface XapiDoubleOptions {
   readonly host?: string;
   /** Milliseconds each named method waits before answering (e.g. {"VM.start": 200}). */
   readonly delays?: Readonly<Record<string, number>>;
+  /** Milliseconds each named method holds its answer after doing its work. */
+  readonly holds?: Readonly<Record<string, number>>;
   readonly port?: number;
+  /** Restored from a state file: the last event id and the next domid handed out. */
+  readonly lastEventId?: number;
+  readonly nextDomid?: number;
+  /** Called after every change to a VM (to persist it). */
+  readonly onChange?: () => void;
 }
 
 export interface RecordedCall {
@@ -102,6 +118,8 @@ export class XapiServerDouble {
     raw?: { status: number; body: string };
   }[] = [];
   private nextDomid = 1;
+  /** The id of the last event before this process (restored with --state). */
+  private readonly eventBase: number;
   private poolMaster: string | undefined;
   private dropReused = 0;
   /** How many connections dropNextOnReusedConnection has dropped. */
@@ -119,6 +137,8 @@ export class XapiServerDouble {
   private constructor(private readonly options: XapiDoubleOptions) {
     this.users = { ...(options.users ?? { root: "xenroot" }) };
     this.poolMaster = options.poolMaster;
+    this.eventBase = options.lastEventId ?? 0;
+    this.nextDomid = options.nextDomid ?? 1;
     for (const vm of options.vms ?? []) this.addVm(vm);
   }
 
@@ -151,12 +171,13 @@ export class XapiServerDouble {
 
   addVm(init: DoubleVmInit): DoubleVm {
     const power = init.powerState ?? "Halted";
+    const up = power === "Running" || power === "Paused";
     const vm: DoubleVm = {
-      ref: ref(),
+      ref: init.ref ?? ref(),
       uuid: init.uuid ?? randomUUID(),
       name: init.name,
       powerState: power,
-      domid: power === "Running" || power === "Paused" ? this.nextDomid++ : -1,
+      domid: up ? (init.domid ?? this.nextDomid++) : -1,
       vifs: [],
       isTemplate: init.isTemplate ?? false,
       isControlDomain: init.isControlDomain ?? false,
@@ -164,7 +185,7 @@ export class XapiServerDouble {
     this.vms.set(vm.ref, vm);
     this.record(vm, "add");
     (init.macs ?? []).forEach((mac, i) => {
-      const vif: DoubleVif = { ref: ref(), vm: vm.ref, device: String(i), mac };
+      const vif: DoubleVif = { ref: init.vifRefs?.[i] ?? ref(), vm: vm.ref, device: String(i), mac };
       this.vifs.set(vif.ref, vif);
       vm.vifs.push(vif.ref);
     });
@@ -289,6 +310,16 @@ export class XapiServerDouble {
     this.calls.push(call);
     const delay = this.options.delays?.[call.method];
     if (delay !== undefined) await new Promise((r) => setTimeout(r, delay));
+    const hold = this.options.holds?.[call.method];
+    if (hold !== undefined) {
+      const done = await this.reply(call);
+      await new Promise((r) => setTimeout(r, hold));
+      return done;
+    }
+    return this.reply(call);
+  }
+
+  private async reply(call: { method: string; params: Value[] }): Promise<{ status: number; body: string }> {
     const i = this.injected.findIndex((x) => x.method === call.method);
     if (i >= 0) {
       const inj = this.injected.splice(i, 1)[0]!;
@@ -443,7 +474,7 @@ export class XapiServerDouble {
       ]);
     }
     const wantsVm = classes.some((c) => typeof c === "string" && (c.toLowerCase() === "vm" || c === "*"));
-    const last = (): string => String(this.events.at(-1)?.id ?? 0);
+    const last = (): string => String(this.lastEventId);
     const batch = (events: Value[]): Value => ({
       events,
       valid_ref_counts: { vm: this.vms.size },
@@ -456,6 +487,8 @@ export class XapiServerDouble {
     }
     if (typeof token !== "string" || !/^\d+$/.test(token)) throw new Failure(["EVENTS_LOST"]);
     const after = Number(token);
+    // Events before this process started are not in its log: the client must take a fresh snapshot.
+    if (after < this.eventBase) throw new Failure(["EVENTS_LOST"]);
     const pending = (): Value[] =>
       wantsVm
         ? this.events.filter((e) => e.id > after).map((e) => this.event(e.id, e.ref, e.operation, e.snapshot))
@@ -480,14 +513,40 @@ export class XapiServerDouble {
     return { id: String(id), timestamp: new Date().toISOString(), class: "vm", operation, ref, snapshot };
   }
 
+  /** The id of the newest event (persisted with --state, as xapi's database generation is). */
+  get lastEventId(): number {
+    return this.events.at(-1)?.id ?? this.eventBase;
+  }
+
+  /** Every VM as a state file keeps it. */
+  snapshot(): DoubleVmInit[] {
+    return [...this.vms.values()].map((vm) => ({
+      name: vm.name,
+      uuid: vm.uuid,
+      ref: vm.ref,
+      powerState: vm.powerState,
+      domid: vm.domid,
+      isTemplate: vm.isTemplate,
+      isControlDomain: vm.isControlDomain,
+      macs: vm.vifs.map((r) => this.vifs.get(r)!.mac),
+      vifRefs: [...vm.vifs],
+    }));
+  }
+
+  /** The next domid this double hands out. */
+  get domidCounter(): number {
+    return this.nextDomid;
+  }
+
   private record(vm: DoubleVm, operation: "add" | "mod" | "del"): void {
     this.events.push({
-      id: (this.events.at(-1)?.id ?? 0) + 1,
+      id: this.lastEventId + 1,
       ref: vm.ref,
       operation,
       snapshot: snapshotOf(vm),
     });
     for (const wake of [...this.waiters]) wake(false);
+    this.options.onChange?.();
   }
 
   private transition(vm: DoubleVm, op: string, to: PowerState): void {
@@ -664,10 +723,18 @@ function encodeFault(code: number, message: string): string {
 
 // ------------------------------------------------------------ standalone
 
+/** What --state FILE holds. */
+interface SavedState {
+  readonly vms: DoubleVmInit[];
+  readonly lastEventId: number;
+  readonly nextDomid: number;
+}
+
 async function main(argv: string[]): Promise<void> {
   const users: Record<string, string> = {};
   const vms: DoubleVmInit[] = [];
   const delays: Record<string, number> = {};
+  const holds: Record<string, number> = {};
   let stateFile: string | undefined;
   let port = 0;
   for (let i = 0; i < argv.length; i++) {
@@ -675,9 +742,9 @@ async function main(argv: string[]): Promise<void> {
     const next = argv[++i] ?? "";
     if (arg === "--port") port = Number(next);
     else if (arg === "--state") stateFile = next;
-    else if (arg === "--delay") {
+    else if (arg === "--delay" || arg === "--hold") {
       const [method, ms] = next.split(":");
-      delays[method!] = Number(ms);
+      (arg === "--delay" ? delays : holds)[method!] = Number(ms);
     } else if (arg === "--user") {
       const [u, p] = next.split(":");
       users[u!] = p ?? "";
@@ -690,50 +757,65 @@ async function main(argv: string[]): Promise<void> {
       });
     } else
       throw new Error(
-        `usage: xapi-server.js [--port N] [--user USER:PASSWORD]... [--vm NAME[:Halted|Running|Paused|Suspended]]... [--state FILE] [--delay METHOD:MS]...`,
+        `usage: xapi-server.js [--port N] [--user USER:PASSWORD]... [--vm NAME[:Halted|Running|Paused|Suspended]]... [--state FILE] [--delay METHOD:MS]... [--hold METHOD:MS]...`,
       );
   }
-  // --state: the VMs' power states survive a kill and restart (a test kills this process mid-call).
-  const saved: Record<string, PowerState> =
+  // --state: the VMs (uuids, references, power states, domids) and the event
+  // counter survive a kill and restart, as xapi's database does (a test kills
+  // this process mid-call). A VM named on the command line but not in the file is added.
+  const saved: SavedState | undefined =
     stateFile !== undefined && existsSync(stateFile)
-      ? (JSON.parse(readFileSync(stateFile, "utf8")) as Record<string, PowerState>)
-      : {};
-  for (const [i, vm] of vms.entries()) {
-    const st = saved[vm.name];
-    if (st !== undefined) vms[i] = { ...vm, powerState: st };
-  }
-  const double = await XapiServerDouble.start({
-    port,
-    users: Object.keys(users).length > 0 ? users : undefined,
-    vms,
-    delays,
-  });
+      ? (JSON.parse(readFileSync(stateFile, "utf8")) as SavedState)
+      : undefined;
+  const restored = [...(saved?.vms ?? [])];
+  for (const vm of vms) if (!restored.some((r) => r.name === vm.name)) restored.push(vm);
+  let double: XapiServerDouble | undefined = undefined;
   const save = (): void => {
-    if (stateFile === undefined) return;
-    const now = Object.fromEntries(vms.map((vm) => [vm.name, double.vm(vm.name).powerState]));
+    if (stateFile === undefined || double === undefined) return;
+    const now: SavedState = {
+      vms: double.snapshot(),
+      lastEventId: double.lastEventId,
+      nextDomid: double.domidCounter,
+    };
     writeFileSync(`${stateFile}.tmp`, JSON.stringify(now));
     renameSync(`${stateFile}.tmp`, stateFile);
   };
+  double = await XapiServerDouble.start({
+    port,
+    users: Object.keys(users).length > 0 ? users : undefined,
+    vms: restored,
+    delays,
+    holds,
+    lastEventId: saved?.lastEventId,
+    nextDomid: saved?.nextDomid,
+    onChange: save,
+  });
   save();
-  for (const vm of vms) {
+  for (const vm of restored) {
     const v = double.vm(vm.name);
     console.log(`VM ${v.name} uuid=${v.uuid} ${v.powerState}`);
   }
   console.log(`XenAPI double listening on ${double.url}`);
   // Print each power-state change, so a demo shows what jitsu did.
-  const last = new Map(vms.map((vm) => [vm.name, double.vm(vm.name).powerState]));
+  const running = double;
+  // Each operation that changes something, so that a test sees what was asked of this process.
+  let printed = 0;
   setInterval(() => {
-    for (const vm of vms) {
-      const now = double.vm(vm.name).powerState;
-      if (last.get(vm.name) !== now) {
-        console.log(`VM ${vm.name}: ${last.get(vm.name)} -> ${now}`);
-        save();
-      }
+    for (; printed < running.calls.length; printed++) {
+      const method = running.calls[printed]!.method;
+      if (!/^(VM\.get_|VIF\.get_|event\.|session\.)/.test(method)) console.log(`call ${method}`);
+    }
+  }, 20);
+  const last = new Map(restored.map((vm) => [vm.name, running.vm(vm.name).powerState]));
+  setInterval(() => {
+    for (const vm of restored) {
+      const now = running.vm(vm.name).powerState;
+      if (last.get(vm.name) !== now) console.log(`VM ${vm.name}: ${last.get(vm.name)} -> ${now}`);
       last.set(vm.name, now);
     }
   }, 20);
-  process.on("SIGINT", () => void double.close().then(() => process.exit(0)));
-  process.on("SIGTERM", () => void double.close().then(() => process.exit(0)));
+  process.on("SIGINT", () => void running.close().then(() => process.exit(0)));
+  process.on("SIGTERM", () => void running.close().then(() => process.exit(0)));
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
