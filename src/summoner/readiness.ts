@@ -46,7 +46,8 @@ export async function waitReady(
   const { backend, clock } = opts;
   const spec = vm.spec;
   if (spec.waitForKey !== undefined && backend.waitForKey !== undefined) {
-    step.name = `waiting for key '${spec.waitForKey}'`;
+    // Names the backend: a hung xenstored shows up here, not in the backend's start call.
+    step.name = `waiting for key '${spec.waitForKey}' in the ${backend.name} backend's xenstore`;
     await abortable(backend.waitForKey(vm.ref, spec.waitForKey, signal), signal);
   }
   const delay = spec.responseDelay ?? opts.delaySeconds;

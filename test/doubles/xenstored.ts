@@ -6,6 +6,7 @@
  * /local/domain/0 ("Values commonly included in payloads: <path>").
  */
 import type { Socket } from "node:net";
+import { pathToFileURL } from "node:url";
 import { T, decoder, encode, type Msg } from "./xenstored-wire.js";
 import { UnixSocketDouble } from "./unix-server.js";
 
@@ -346,4 +347,41 @@ export class XenstoredDouble extends UnixSocketDouble {
         encode({ type: T.WATCH_EVENT, reqId: 0, txId: 0, payload: Buffer.from(`${epath}\0${token}\0`) }),
       );
   }
+}
+
+// ------------------------------------------------------------ standalone
+
+/**
+ * Run as its own process, so that a test can SIGKILL or SIGSTOP xenstored:
+ * node dist/test/doubles/xenstored.js --socket PATH. Prints
+ * "xenstored double listening on PATH", then one line per request
+ * ("WATCH /local/domain/1/data/ready"). A new process starts with an empty
+ * tree, as a xenstored started afresh does.
+ */
+async function main(argv: string[]): Promise<void> {
+  const i = argv.indexOf("--socket");
+  const socketPath = i >= 0 ? argv[i + 1] : undefined;
+  if (socketPath === undefined || socketPath === "" || argv.length !== 2) {
+    throw new Error("usage: xenstored.js --socket PATH");
+  }
+  const double = new XenstoredDouble(socketPath);
+  await double.start();
+  console.log(`xenstored double listening on ${socketPath}`);
+  let printed = 0;
+  setInterval(() => {
+    for (; printed < double.log.length; printed++) {
+      const entry = double.log[printed]!;
+      console.log(`${entry.op} ${entry.path}`);
+    }
+  }, 10);
+  const stop = (): void => void double.stop().then(() => process.exit(0));
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main(process.argv.slice(2)).catch((err: unknown) => {
+    console.error((err as Error).message);
+    process.exit(1);
+  });
 }

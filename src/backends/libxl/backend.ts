@@ -206,7 +206,8 @@ export class LibxlBackend implements VmBackend {
       domid,
       key,
       signal,
-      (message, detail, cause) => new BackendError("libxl", message, { vm: vm.label, detail, cause }),
+      (message, detail, cause, unavailable) =>
+        new BackendError("libxl", message, { vm: vm.label, detail, cause, unavailable }),
     );
   }
 

@@ -263,11 +263,12 @@ export class XapiBackend implements VmBackend {
   async waitForKey(vm: VmRef, key: string, signal: AbortSignal): Promise<void> {
     const domid = await this.domainId(vm);
     this.xs ??= new XenstoreClient();
-    await waitForDomainKey(this.xs, domid, key, signal, (message, detail, cause) =>
+    await waitForDomainKey(this.xs, domid, key, signal, (message, detail, cause, unavailable) =>
       this.error(`${message} (wait_for_key needs jitsu in the XAPI host's dom0)`, {
         vm: vm.label,
         detail,
         cause,
+        unavailable,
       }),
     );
   }
@@ -397,7 +398,7 @@ export class XapiBackend implements VmBackend {
 
   private error(
     message: string,
-    context: { vm?: string; detail?: string; cause?: unknown } = {},
+    context: { vm?: string; detail?: string; cause?: unknown; unavailable?: boolean } = {},
   ): BackendError {
     return new BackendError("xapi", this.scrub(message), {
       ...context,

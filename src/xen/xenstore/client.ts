@@ -268,11 +268,19 @@ export class XenstoreClient extends XenstoreOps {
    * once when set (so a key that already exists is seen at once) and again on
    * each change under `path`; each event checks whether the key is there.
    * Rejects with `signal.reason` when `signal` aborts, or if the connection is lost.
+   * A request still unanswered when `signal` aborts resets the connection (a
+   * hung xenstored): its other requests fail, and the next one reconnects.
    */
   async waitForKey(path: string, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
     let watch: XenstoreWatch | undefined;
     let finished = false;
+    /** Requests of this wait that xenstored has not answered yet. */
+    let outstanding = 0;
+    const counted = <T>(p: Promise<T>): Promise<T> => {
+      outstanding++;
+      return p.finally(() => outstanding--);
+    };
     try {
       await new Promise<void>((resolve, reject) => {
         const done = (err?: unknown): void => {
@@ -282,7 +290,22 @@ export class XenstoreClient extends XenstoreOps {
           if (err === undefined) resolve();
           else reject(err);
         };
-        const onAbort = (): void => done(signal.reason);
+        const onAbort = (): void => {
+          // A request still unanswered at the deadline means xenstored is hung:
+          // reset the connection, so that nothing queues behind it and the next
+          // request reconnects (to the same daemon after SIGCONT, or a new one).
+          if (outstanding > 0) {
+            this.dropConnection(
+              new XenstoreError(
+                "ETIMEDOUT",
+                "watch",
+                path,
+                `xenstored did not answer the watch on ${path} before the wait ended; connection reset`,
+              ),
+            );
+          }
+          done(signal.reason);
+        };
         signal.addEventListener("abort", onAbort, { once: true });
         let checking = false;
         let again = false;
@@ -293,7 +316,7 @@ export class XenstoreClient extends XenstoreOps {
             return;
           }
           checking = true;
-          this.exists(path).then(
+          counted(this.exists(path)).then(
             (found) => {
               checking = false;
               if (found) done();
@@ -308,7 +331,7 @@ export class XenstoreClient extends XenstoreOps {
             },
           );
         };
-        this.watch(path, check, (err) => done(err)).then(
+        counted(this.watch(path, check, (err) => done(err))).then(
           (w) => {
             watch = w;
             if (finished) void w.unwatch().catch(() => undefined);

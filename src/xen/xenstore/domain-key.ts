@@ -3,7 +3,10 @@
  * /local/domain/<domid>/ (or an absolute path), waited for with a watch.
  */
 import { describeError } from "../../errors/index.js";
-import type { XenstoreClient } from "./client.js";
+import { XenstoreError, type XenstoreClient } from "./client.js";
+
+/** Errors that blame xenstored (gone, refused, reset, hung), not the domain. */
+const DAEMON_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "ETIMEDOUT", "EPIPE"]);
 
 export function domainKeyPath(domid: number, key: string): string {
   return key.startsWith("/") ? key : `/local/domain/${domid}/${key.replace(/^\/+/, "")}`;
@@ -11,20 +14,22 @@ export function domainKeyPath(domid: number, key: string): string {
 
 /**
  * Resolves once the key exists; rejects with the abort reason when `signal`
- * aborts, or with `fail(message, detail)` when xenstore cannot be asked.
+ * aborts, or with `fail(message, detail, cause, unavailable)` when xenstore
+ * cannot be asked (`unavailable`: xenstored is gone or hung, not the domain's fault).
  */
 export async function waitForDomainKey(
   xs: XenstoreClient,
   domid: number,
   key: string,
   signal: AbortSignal,
-  fail: (message: string, detail: string, cause: unknown) => Error,
+  fail: (message: string, detail: string, cause: unknown, unavailable: boolean) => Error,
 ): Promise<void> {
   const path = domainKeyPath(domid, key);
   try {
     await xs.waitForKey(path, signal);
   } catch (err) {
     if (signal.aborted) throw err;
-    throw fail(`cannot wait for xenstore key ${path}`, describeError(err), err);
+    const unavailable = err instanceof XenstoreError && DAEMON_CODES.has(err.code);
+    throw fail(`cannot wait for xenstore key ${path}`, describeError(err), err, unavailable);
   }
 }
