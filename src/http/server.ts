@@ -18,7 +18,7 @@ import { EventStream } from "./event-stream.js";
 import { dnsTotals, type StatsHistory } from "./history.js";
 import type { JitsuMetrics } from "./metrics.js";
 import { PAGE_CSP, loadPageFiles, type PageFile } from "./page-files.js";
-import type { DnsCountersView, DnsStatusView, SummonerView, VmStatusView } from "./view.js";
+import type { DnsCountersView, DnsStatusView, StoreHealthView, SummonerView, VmStatusView } from "./view.js";
 
 export interface StatusServerOptions {
   readonly summoner: SummonerView;
@@ -290,6 +290,7 @@ export class StatusServer {
         lastRequest: iso(group.lastRequest),
         lastError: group.lastError,
       })),
+      store: storeBody(this.opts.summoner.storeHealth?.()),
       vms: this.opts.summoner.status().map((vm) => ({
         label: vm.label,
         uuid: vm.uuid ?? null,
@@ -317,6 +318,17 @@ export class StatusServer {
       ...(dns === undefined && this.opts.counters === undefined ? {} : { dns: { ...dns, ...counters } }),
     };
   }
+}
+
+/** /status "store": null without a store. */
+function storeBody(health: StoreHealthView | undefined): unknown {
+  if (health === undefined) return null;
+  return {
+    ok: health.ok,
+    failedWrites: health.failedWrites,
+    failingSince: iso(health.failingSince),
+    lastError: health.lastError,
+  };
 }
 
 /** A request target (origin or absolute form) as a URL, or null if it cannot be parsed. */

@@ -60,8 +60,18 @@ export interface AdmissionView {
   readonly refused: number;
 }
 
+/** The state store's writes (--persistdb): failing on a full disk or a read-only file. */
+export interface StoreHealthView {
+  readonly ok: boolean;
+  readonly failedWrites: number;
+  readonly failingSince: number | null;
+  readonly lastError: string | null;
+}
+
 export interface SummonerView {
   status(): readonly VmStatusView[];
+  /** The state store's writes; absent in summoners without a store. */
+  storeHealth?(): StoreHealthView;
   /** Admission control; absent in summoners without it. */
   admissionStatus?(): AdmissionView;
   /** Groups; absent in summoners without them. */

@@ -91,26 +91,93 @@ export function recordOf(opts: ReconcileOptions, vm: Vm): VmRecord {
   };
 }
 
-/** Writes to the store one after another, behind the hot path; a failed write is logged, never thrown. */
+/** How the state store's writes are going, for /status ("store"). */
+export interface StoreHealth {
+  /** Whether the last write succeeded (true before the first). */
+  readonly ok: boolean;
+  /** Writes that failed since the last one that succeeded. */
+  readonly failedWrites: number;
+  /** When the first of those failed (ms since the epoch), or null. */
+  readonly failingSince: number | null;
+  /** Why the last write failed, or null. */
+  readonly lastError: string | null;
+}
+
+/** A failing store is logged at warn at most this often (a flush runs every reaper pass). */
+export const STORE_WARN_INTERVAL_MS = 60_000;
+
+/**
+ * Writes to the store one after another, behind the hot path; a failed write
+ * is logged, never thrown. Every write carries every VM's whole record, so
+ * nothing is lost while the store fails (a full disk, a read-only file): the
+ * counters stay in memory and the first write that succeeds has them all.
+ * The failure is logged at warn when it begins and then at most once a
+ * minute (not once a pass), and its end at info.
+ */
 export class StoreWriter {
   private chain: Promise<void> = Promise.resolve();
+  private failedWrites = 0;
+  private failingSince: number | null = null;
+  private lastError: string | null = null;
+  private lastWarnAt = -Infinity;
+  private suppressed = 0;
 
   constructor(
     private readonly store: Store,
     private readonly log: Logger,
+    private readonly clock: Clock,
   ) {}
 
   load(): Promise<VmRecord[]> {
     return this.store.load();
   }
 
+  health(): StoreHealth {
+    return {
+      ok: this.failedWrites === 0,
+      failedWrites: this.failedWrites,
+      failingSince: this.failingSince,
+      lastError: this.lastError,
+    };
+  }
+
   write(records: readonly VmRecord[]): Promise<void> {
     this.chain = this.chain.then(() =>
-      this.store.write(records).catch((err: unknown) => {
-        this.log.warn(`Could not write the state store: ${describeError(err)}`);
-      }),
+      this.store.write(records).then(
+        () => this.succeeded(records.length),
+        (err: unknown) => this.failed(err),
+      ),
     );
     return this.chain;
+  }
+
+  private succeeded(count: number): void {
+    if (this.failedWrites === 0) return;
+    const since = this.failingSince ?? this.clock.now();
+    this.log.info(
+      `The state store is written again (${count} VMs' records, after ${this.failedWrites} failed writes over ${Math.round((this.clock.now() - since) / 1000)} s); nothing was lost`,
+    );
+    this.failedWrites = 0;
+    this.failingSince = null;
+    this.lastError = null;
+    this.suppressed = 0;
+  }
+
+  private failed(err: unknown): void {
+    const now = this.clock.now();
+    this.failedWrites++;
+    this.failingSince ??= now;
+    this.lastError = describeError(err);
+    if (now - this.lastWarnAt < STORE_WARN_INTERVAL_MS) {
+      this.suppressed++;
+      return;
+    }
+    const more = this.suppressed > 0 ? `; ${this.suppressed} more failed writes since the last warning` : "";
+    this.log.warn(
+      `Could not write the state store: ${this.lastError} (counts are kept in memory and written when it can be written again${more}; this warning at most once a minute)`,
+    );
+    this.lastWarnAt = now;
+    this.suppressed = 0;
   }
 }
 

@@ -29,6 +29,7 @@ import {
   resolveVm,
   type ReconcileOptions,
   type ReloadCounts,
+  type StoreHealth,
 } from "./reconcile.js";
 import { OFF, phaseAfterStop, phaseFor, type Phase, type SummonerState, type Vm } from "./vm.js";
 
@@ -122,7 +123,7 @@ export class Summoner {
       stopMode: opts.stopMode,
       setPhase: (vm, phase) => this.setPhase(vm, phase),
     };
-    this.storeWriter = new StoreWriter(opts.store, opts.log);
+    this.storeWriter = new StoreWriter(opts.store, opts.log, opts.clock);
     this.groups = new Groups(
       {
         summon: (vm, admin) => this.summonOne(vm, admin),
@@ -345,6 +346,11 @@ export class Summoner {
     const counts = new Map<SummonerState, number>();
     for (const vm of this.vms.values()) counts.set(vm.phase.kind, (counts.get(vm.phase.kind) ?? 0) + 1);
     return counts;
+  }
+
+  /** How the state store's writes are going (a full disk, a read-only file). */
+  storeHealth(): StoreHealth {
+    return this.storeWriter.health();
   }
 
   /** Admission control as it stands: the limits, starts and VMs up, the queue, evictions. */

@@ -9,7 +9,7 @@
  * the process backend's, without `cmdline` either), and a bare decimal pid
  * (what QEMU's `-pidfile` writes).
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 
@@ -35,18 +35,33 @@ export class PidFile {
    * file take less than one of the five trips through libuv's thread pool that
    * mkdir and writeFile took, each a wake-up of a pool thread and then of the
    * event loop (bench/: summon). The folder is made only when it is missing.
+   *
+   * Written to `<path>.tmp` and renamed over the file, so the file is always
+   * whole: a jitsu killed mid-write, or a full disk, leaves the previous record
+   * (the process is still found) rather than an empty file (an orphan).
    */
   write(record: PidRecord): void {
     const { pid, startTime, bootId, cmdline, extra } = record;
     const own = { pid, startTime, bootId, cmdline };
     // The supervisor's fields first for a reader, and never overwritten by an `extra` field of the same name.
     const text = `${JSON.stringify(Object.assign({ ...own }, extra, own))}\n`;
+    const tmp = `${this.path}.tmp`;
     try {
-      writeFileSync(this.path, text);
+      try {
+        writeFileSync(tmp, text);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+        mkdirSync(dirname(this.path), { recursive: true });
+        writeFileSync(tmp, text);
+      }
+      renameSync(tmp, this.path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-      mkdirSync(dirname(this.path), { recursive: true });
-      writeFileSync(this.path, text);
+      try {
+        rmSync(tmp, { force: true });
+      } catch {
+        // a read-only folder: nothing was written there either
+      }
+      throw err;
     }
   }
 

@@ -165,9 +165,21 @@ export class ProcessBackend implements VmBackend {
       });
     }
     const proc: Running = { process: child, stoppedAs: null, expectedExit: false };
+    try {
+      child.writePidFile(prog.pidFile, { command: prog.command, stoppedAs: null });
+    } catch (err) {
+      // Without its pid file a jitsu started again could not find the process (an orphan that
+      // holds its ports): end it, and fail this start with the reason (a full or read-only
+      // --state-dir); the VMs already running are not affected.
+      child.signal("SIGKILL");
+      throw new BackendError(NAME, `cannot write its pid file '${prog.pidFile.path}'`, {
+        vm: vm.label,
+        detail: `${describeError(err)}; free space in --state-dir or make it writable`,
+        cause: err,
+      });
+    }
     this.track(vm, prog, proc);
     this.crashed.delete(vm.ref);
-    this.savePid(prog, proc);
     prog.log.info(`Started process ${child.pid} for VM '${prog.label}': ${prog.command}`);
   }
 
