@@ -156,6 +156,18 @@ export const OPTIONS: readonly OptionDef[] = [
     doc: "Cold summons (queries that start a VM) per second per client prefix (/24 for IPv4, /56 for IPv6), with bursts of 2 x R; a client over it is answered REFUSED for names of VMs that are not ready (ready VMs and forwarded names are not limited). 0: no limit.",
   },
   {
+    flags: "--max-failures <N>",
+    name: "max-failures",
+    absent: "5",
+    doc: "A VM whose start fails N times in a row (with back-off between tries) is given up on: its queries get SERVFAIL at once, and it is not started again until a config reload (SIGHUP), an admin start or --failure-reset seconds pass, so a broken VM cannot keep the host busy. 0: never give up.",
+  },
+  {
+    flags: "--failure-reset <SECONDS>",
+    name: "failure-reset",
+    absent: "300",
+    doc: "How long a VM given up on after --max-failures failed starts waits before one more try (a try that fails waits this long again).",
+  },
+  {
     flags: "--state-dir <DIR>",
     name: "state-dir",
     absent: "$XDG_RUNTIME_DIR/jitsu or ~/.cache/jitsu",
@@ -262,6 +274,10 @@ export interface Settings {
   readonly tcpPerClient: number;
   /** --forward-sockets, --forward-socket-queries, --forward-socket-seconds, --forward-random-case. */
   readonly forwarding: ForwardingOptions;
+  /** --max-failures: failed starts in a row before a VM is given up on; 0 for never. */
+  readonly maxFailures: number;
+  /** --failure-reset: seconds a VM given up on waits for its next try. */
+  readonly failureReset: number;
   /** Everything as given, by long name, for backends' own global options. */
   readonly raw: Readonly<Record<string, string | undefined>>;
   /** Positional CONFIG strings. */
@@ -481,6 +497,12 @@ export function toSettings(
       ),
       caseRandomization: raw["forward-random-case"] === true,
     },
+    maxFailures: parseWith(
+      "--max-failures",
+      str("max-failures") ?? "5",
+      wholeNumber(0, "failed starts (0: never give up)"),
+    ),
+    failureReset: parseWith("--failure-reset", str("failure-reset") ?? "300", positive),
     raw: stringRaw,
     configs,
     file,

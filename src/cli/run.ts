@@ -192,6 +192,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       maxRunning: settings.maxRunning,
       summonRate: settings.summonRate,
       events,
+      maxFailures: settings.maxFailures,
+      failureResetSeconds: settings.failureReset,
     });
   } catch (err) {
     await backend.close().catch(() => undefined);

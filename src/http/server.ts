@@ -314,6 +314,9 @@ export class StatusServer {
         host: vm.host ?? host,
         stateSince: iso(vm.stateSince ?? null),
         idleStopAt: iso(vm.idleStopAt ?? null),
+        failures: vm.failures ?? 0,
+        nextTry: iso(vm.nextTryAt ?? null),
+        givenUp: vm.givenUp ?? false,
       })),
       ...(dns === undefined && this.opts.counters === undefined ? {} : { dns: { ...dns, ...counters } }),
     };

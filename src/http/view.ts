@@ -18,6 +18,12 @@ export interface VmStatusView {
   readonly lastRequest: number | null;
   readonly stopMode: string;
   readonly lastError: string | null;
+  /** Failed starts in a row; absent in views without it. */
+  readonly failures?: number;
+  /** When a failed VM may be tried again (ms since the epoch), or null. */
+  readonly nextTryAt?: number | null;
+  /** Given up on after --max-failures failed starts. */
+  readonly givenUp?: boolean;
   readonly ttlSeconds: number;
   /** Its group (`group=`), or null; absent in summoners without groups. */
   readonly group?: string | null;

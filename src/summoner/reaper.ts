@@ -97,6 +97,8 @@ export class Reaper {
       if (phase.kind === "failed") {
         // Not while the backend's start may still be going on: a stop now could be undone by it.
         if (phase.runs === "pending") continue;
+        // Given up on and known not to run: nothing to settle until its reset.
+        if (phase.givenUp === true && phase.runs === "no") continue;
         // A start that failed its readiness may have left the VM running: stop it once idle.
         const last = Math.max(this.host.lastActivity(vm), vm.startedAt ?? 0);
         if (now - last >= idleMs) jobs.push(this.settleFailed(vm, Math.round((now - last) / 1000)));
@@ -132,7 +134,9 @@ export class Reaper {
     if (state === "running" && vm.startedByUs) {
       await this.host.stop(vm, this.opts.stopMode, `after ${idleS} s idle (it never became ready)`);
     } else if (state === "off" || state === "crashed") {
-      this.host.setPhase(vm, OFF);
+      // Given up on (--max-failures): it stays failed until its reset, a reload or an admin start.
+      const phase = vm.phase;
+      this.host.setPhase(vm, phase.givenUp === true ? { ...phase, runs: "no" } : OFF);
     }
   }
 

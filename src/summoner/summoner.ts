@@ -60,6 +60,10 @@ export interface SummonerOptions {
   summonRate?: number;
   /** Where every state change, start, stop and failure is reported (src/events); none in most unit tests. */
   events?: EventBus;
+  /** --max-failures: failed starts in a row before the VM is given up on (default 0: never). */
+  maxFailures?: number;
+  /** --failure-reset: how long a VM given up on waits for its next try (default 300). */
+  failureResetSeconds?: number;
 }
 
 export interface VmStatus {
@@ -79,6 +83,12 @@ export interface VmStatus {
   lastRequest: number | null;
   stopMode: StopMode;
   lastError: string | null;
+  /** Failed starts in a row (0 once one succeeds). */
+  failures: number;
+  /** When a failed VM may be tried again (ms since the epoch), or null when it is not failed. */
+  nextTryAt: number | null;
+  /** It failed --max-failures starts in a row: not tried again before nextTryAt, a reload or an admin start. */
+  givenUp: boolean;
   /** The DNS TTL in seconds (the VM is stopped after 2 x TTL idle). */
   ttlSeconds: number;
   /** Its group (`group=`), or null. */
@@ -95,6 +105,8 @@ export interface VmStatus {
 
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 60_000;
+/** --failure-reset's default: 5 x the longest back-off, so a VM given up on costs one try in 5 minutes. */
+export const DEFAULT_FAILURE_RESET_S = 300;
 
 export class Summoner {
   private readonly vms = new Map<string, Vm>();
@@ -285,6 +297,10 @@ export class Summoner {
   async startVm(label: string): Promise<void> {
     const vm = this.get(label);
     if (vm.phase.kind === "ready" && (vm.group === null || vm.group.ready)) return;
+    if (vm.phase.kind === "failed" && vm.phase.givenUp === true && vm.flight === null) {
+      this.log.info(`VM '${label}' is tried again (admin start) after ${vm.failures} failed starts`);
+      vm.failures = 0;
+    }
     await this.summon(vm, true);
   }
 
@@ -321,6 +337,9 @@ export class Summoner {
       lastRequest: vm.lastRequest,
       stopMode: this.opts.stopMode,
       lastError: vm.lastError,
+      failures: vm.failures,
+      nextTryAt: vm.phase.kind === "failed" ? vm.phase.retryAt : null,
+      givenUp: vm.phase.kind === "failed" && vm.phase.givenUp === true,
       ttlSeconds: this.opts.ttlSeconds,
       group: vm.group?.name ?? null,
       after: this.groups.afterOf(vm),
@@ -378,6 +397,14 @@ export class Summoner {
     this.vms.clear();
     for (const [label, vm] of vms) this.vms.set(label, vm);
     this.groups.configure(this.vms, plans);
+    // A reload is the user's word that something was fixed: VMs given up on may be tried again.
+    for (const vm of this.vms.values()) {
+      const phase = vm.phase;
+      if (phase.kind !== "failed" || phase.givenUp !== true || vm.flight !== null) continue;
+      this.log.info(`VM '${vm.spec.label}' may be started again (configuration reloaded)`);
+      vm.failures = 0;
+      this.setPhase(vm, phase.runs !== "no" ? { ...phase, retryAt: 0, givenUp: false } : OFF);
+    }
     this.changed();
     return counts;
   }
@@ -527,25 +554,40 @@ export class Summoner {
     } catch (err) {
       const error = signal.aborted && signal.reason instanceof Error ? signal.reason : asError(err, label);
       // The daemon was down or hung (not the VM's fault): no back-off, so the
-      // first query after it is back starts the VM (the backend bounds its calls).
+      // first query after it is back starts the VM (the backend bounds its calls),
+      // and it does not count toward --max-failures.
       const daemonFault =
         isDaemonFault(err) || (signal.aborted && inBackendCall && this.opts.backendTarget !== undefined);
       if (!daemonFault) vm.failures++;
-      const backoff = daemonFault ? 0 : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (vm.failures - 1));
+      const maxFailures = this.opts.maxFailures ?? 0;
+      const givenUp = !daemonFault && maxFailures > 0 && vm.failures >= maxFailures;
+      const backoff = daemonFault
+        ? 0
+        : givenUp
+          ? (this.opts.failureResetSeconds ?? DEFAULT_FAILURE_RESET_S) * 1000
+          : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (vm.failures - 1));
       vm.lastError = describeError(error);
       const failed = {
         kind: "failed",
         error,
         retryAt: this.clock.now() + backoff,
         runs: mayRun ? "pending" : "no",
+        givenUp,
       } as const;
       this.setPhase(vm, failed);
-      this.log.warn(
-        { type: "vm.failed" },
-        daemonFault
-          ? `VM '${label}' could not be started: ${vm.lastError}; the ${this.backendWhere()} did not answer: the next query tries again`
-          : `VM '${label}' could not be started: ${vm.lastError}; next try in ${backoff / 1000} s at the earliest`,
-      );
+      if (givenUp) {
+        this.log.error(
+          { type: "vm.failed" },
+          `VM '${label}' could not be started: ${vm.lastError}; it failed ${vm.failures} times in a row (--max-failures ${maxFailures}): its queries get SERVFAIL at once, and it is not started again before a config reload, an admin start or ${backoff / 1000} s (--failure-reset)`,
+        );
+      } else {
+        this.log.warn(
+          { type: "vm.failed" },
+          daemonFault
+            ? `VM '${label}' could not be started: ${vm.lastError}; the ${this.backendWhere()} did not answer: the next query tries again`
+            : `VM '${label}' could not be started: ${vm.lastError}; next try in ${backoff / 1000} s at the earliest`,
+        );
+      }
       if (mayRun) void this.settleRuns(vm, failed, op);
       throw error;
     } finally {

@@ -25,8 +25,18 @@ export type Phase =
     }
   | { readonly kind: "suspended" }
   | { readonly kind: "paused" }
-  /** `runs`: whether the backend may still run it (see `FailedRuns`). */
-  | { readonly kind: "failed"; readonly error: Error; readonly retryAt: number; readonly runs: FailedRuns };
+  /**
+   * `runs`: whether the backend may still run it (see `FailedRuns`); `givenUp`:
+   * it failed --max-failures starts in a row, and `retryAt` is --failure-reset
+   * away (a reload or an admin start clears it).
+   */
+  | {
+      readonly kind: "failed";
+      readonly error: Error;
+      readonly retryAt: number;
+      readonly runs: FailedRuns;
+      readonly givenUp?: boolean;
+    };
 
 /**
  * After a failed start, whether the backend may still run the VM:
