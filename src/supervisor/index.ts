@@ -15,4 +15,4 @@ export { SupervisedProcess, SupervisorError, type ExitStatus } from "./supervise
 export { SpawnGate, type GateCommand } from "./spawn-gate.js";
 export { PidFile, parsePidFile, type PidRecord } from "./pid-file.js";
 export { isRecordedProcess, type ExpectProcess } from "./identity.js";
-export { readProcess, type ProcessInfo } from "./proc.js";
+export { findByEnvironment, readProcess, type MarkedProcess, type ProcessInfo } from "./proc.js";

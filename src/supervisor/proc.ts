@@ -4,7 +4,7 @@
  * is null: the process is gone.
  */
 import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readFile, readdir } from "node:fs/promises";
 
 export interface ProcessInfo {
   /** /proc/PID/stat field 3: R running, S sleeping, T stopped, ... (never Z or X: those are null). */
@@ -83,4 +83,50 @@ function parseStat(text: string): { state: string; startTime: string } | null {
   const startTime = fields[19] ?? "";
   if (state === "" || state === "Z" || state === "X") return null;
   return { state, startTime };
+}
+
+/** A process found by its environment (see `findByEnvironment`). */
+export interface MarkedProcess {
+  readonly pid: number;
+  /** Its environment as it was at exec (/proc/PID/environ). */
+  readonly env: ReadonlyMap<string, string>;
+}
+
+/**
+ * The process-group leaders (what the supervisor spawns: each a group of its
+ * own) whose environment has `name=value`. One pass over /proc: a few
+ * milliseconds for a few hundred processes, at start-up only. Processes of
+ * other users, whose environ cannot be read, are skipped.
+ */
+export async function findByEnvironment(name: string, value: string): Promise<MarkedProcess[]> {
+  const wanted = `${name}=${value}`;
+  const out: MarkedProcess[] = [];
+  let entries: string[];
+  try {
+    entries = await readdir("/proc");
+  } catch {
+    return out;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    try {
+      const environ = await readFile(`/proc/${pid}/environ`, "utf8");
+      const vars = environ.split("\0");
+      if (!vars.includes(wanted)) continue;
+      const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+      // Field 5 (the process group): only a group's leader is a process we spawned.
+      const pgrp = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2];
+      if (Number(pgrp) !== pid || parseStat(stat) === null) continue;
+      const env = new Map<string, string>();
+      for (const v of vars) {
+        const eq = v.indexOf("=");
+        if (eq > 0) env.set(v.slice(0, eq), v.slice(eq + 1));
+      }
+      out.push({ pid, env });
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  return out;
 }

@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import type { Clock } from "../clock/index.js";
 import { isRecordedProcess, type ExpectProcess } from "./identity.js";
 import type { PidFile, PidRecord } from "./pid-file.js";
-import { readProcess, readProcessSync } from "./proc.js";
+import { bootId, readProcess, readProcessSync } from "./proc.js";
 import { SpawnGate } from "./spawn-gate.js";
 import { SupervisedProcess, SupervisorError } from "./supervised-process.js";
 
@@ -194,6 +194,31 @@ export class ProcessSupervisor {
       `cannot run '${file}'`,
       proc.stderrTail.at(-1) ?? `the shell could not exec it (exit code ${exit.code})`,
     );
+  }
+
+  /**
+   * Takes over a process found without a pid file (by `findByEnvironment`: a
+   * marker its spawner put in its environment), when the spawner was killed
+   * between the spawn and the write of its pid file; writes `pidFile` for it
+   * with `extra`. Null when it is gone, or no longer a group leader.
+   */
+  async adoptFound(
+    pid: number,
+    pidFile: PidFile,
+    extra: Readonly<Record<string, unknown>>,
+  ): Promise<Adoption | null> {
+    const now = await readProcess(pid);
+    if (now === null) return null;
+    const record: PidRecord = {
+      pid,
+      startTime: now.startTime,
+      bootId: bootId(),
+      cmdline: now.cmdline,
+      extra,
+    };
+    const proc = new SupervisedProcess(this.context, pid, now.startTime, now.cmdline, null);
+    proc.writePidFile(pidFile, extra);
+    return { process: proc, record, state: now.state };
   }
 
   /**

@@ -44,6 +44,30 @@ export async function freePort(host = "127.0.0.1"): Promise<number> {
 }
 
 /**
+ * A free port below the ephemeral range (32768-60999 here), for a server that
+ * a test restarts: while it is down, the test's own client sockets (whose
+ * source ports the kernel picks from the ephemeral range) cannot take it.
+ */
+export async function stablePort(host = "127.0.0.1"): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 10_000 + Math.floor(Math.random() * 22_000);
+    const free = await new Promise<boolean>((resolve) => {
+      const srv = createServer();
+      srv.once("error", () => resolve(false));
+      srv.listen(port, host, () => srv.close(() => resolve(true)));
+    });
+    if (!free) continue;
+    const udpFree = await new Promise<boolean>((resolve) => {
+      const sock = createSocket("udp4");
+      sock.once("error", () => resolve(false));
+      sock.bind(port, host, () => sock.close(() => resolve(true)));
+    });
+    if (udpFree) return port;
+  }
+  throw new Error("no free port found below 32000 on loopback");
+}
+
+/**
  * A temp dir for a test, used as jitsu's --state-dir. `remove()` first kills
  * the process groups of any process-backend VMs a jitsu left running there
  * (their pid files are in <dir>/process/), so no test leaves a VM behind.

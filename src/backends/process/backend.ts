@@ -5,6 +5,7 @@
  */
 import { existsSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
+import { resolve as resolvePath } from "node:path";
 import type { BackendEvent, BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import type { VmSpec } from "../../config/index.js";
 import { BackendError, describeError, type JitsuError } from "../../errors/index.js";
@@ -12,6 +13,7 @@ import type { Logger } from "../../log/index.js";
 import {
   PidFile,
   ProcessSupervisor,
+  findByEnvironment,
   SupervisorError,
   type ExitStatus,
   type SupervisedProcess,
@@ -21,6 +23,8 @@ import { checkProcessVms } from "./preflight.js";
 import { readArgv, readEnv, readGraceMs, type Argv } from "./program-spec.js";
 
 const NAME = "process";
+/** In every VM's environment: the folder of its pid file (see connect). */
+const STATE_DIR_VAR = "JITSU_STATE_DIR";
 
 export const PROCESS_STOP_MODES: ReadonlySet<StopMode> = new Set<StopMode>([
   "destroy",
@@ -83,6 +87,12 @@ export class ProcessBackend implements VmBackend {
    * only have been written since, by us, for a VM in `running`.
    */
   private leftPidFiles: ReadonlySet<string> | null = null;
+  /**
+   * VM processes of this --state-dir found running without a pid file, by
+   * label (see connect): a jitsu killed between a spawn and its pid file's
+   * write left them.
+   */
+  private unrecorded = new Map<string, number>();
   private readonly supervisor: ProcessSupervisor;
 
   constructor(private readonly options: BackendOptions) {
@@ -96,6 +106,12 @@ export class ProcessBackend implements VmBackend {
       this.leftPidFiles = new Set(await readdir(pidFileDir(this.options.stateDir)));
     } catch {
       this.leftPidFiles = new Set();
+    }
+    // Every VM process carries JITSU_STATE_DIR and JITSU_VM in its environment, so one that an
+    // earlier jitsu started but had no time to record (SIGKILL right after the spawn) is found too.
+    for (const found of await findByEnvironment(STATE_DIR_VAR, this.markerDir())) {
+      const label = found.env.get("JITSU_VM");
+      if (label !== undefined) this.unrecorded.set(label, found.pid);
     }
     await this.supervisor.prestart();
   }
@@ -124,6 +140,10 @@ export class ProcessBackend implements VmBackend {
       ),
     );
     if (!this.running.has(label) && this.mayHavePidFile(label)) await this.adopt(label);
+    if (this.unrecorded.has(label)) {
+      if (!this.running.has(label)) await this.adoptUnrecorded(label);
+      else this.endDuplicate(label);
+    }
     return { label, ref: label };
   }
 
@@ -152,7 +172,7 @@ export class ProcessBackend implements VmBackend {
       child = await this.supervisor.spawn({
         argv: prog.argv,
         cwd: prog.cwd,
-        env: { ...process.env, ...prog.env, JITSU_VM: prog.label },
+        env: { ...process.env, ...prog.env, JITSU_VM: prog.label, [STATE_DIR_VAR]: this.markerDir() },
         onStdout: (line) => prog.log.info({ stream: "stdout" }, line),
         onStderr: (line) => prog.log.info({ stream: "stderr" }, line),
         onError: (err) => prog.log.warn(`Process ${child.pid} of VM '${prog.label}': ${describeError(err)}`),
@@ -291,6 +311,49 @@ export class ProcessBackend implements VmBackend {
     prog.log.info(
       `Found process ${found.process.pid} of VM '${label}' left running by an earlier jitsu (${stoppedAs ?? "running"}); adopting it (its output is not captured)`,
     );
+  }
+
+  /** Takes over a VM process found by its environment, without a pid file (see connect), and writes its file. */
+  private async adoptUnrecorded(label: string): Promise<void> {
+    const pid = this.unrecorded.get(label)!;
+    this.unrecorded.delete(label);
+    const prog = this.programs.get(label)!;
+    let found;
+    try {
+      found = await this.supervisor.adoptFound(pid, prog.pidFile, { command: prog.command, stoppedAs: null });
+    } catch (err) {
+      prog.log.warn(
+        `Found process ${pid} of VM '${label}' without a pid file, but cannot write one: ${describeError(err)}`,
+      );
+      return;
+    }
+    if (found === null) return;
+    const stoppedAs = found.state === "T" ? "paused" : null;
+    this.track({ label, ref: label }, prog, { process: found.process, stoppedAs, expectedExit: false });
+    prog.log.warn(
+      `Found process ${pid} of VM '${label}' running without a pid file (an earlier jitsu was killed as it started it); adopting it (its output is not captured)`,
+    );
+  }
+
+  /**
+   * A second process of a VM whose first was adopted from its pid file: no
+   * state would ever name it (an orphan holding the VM's ports), so it ends.
+   */
+  private endDuplicate(label: string): void {
+    const pid = this.unrecorded.get(label)!;
+    this.unrecorded.delete(label);
+    if (this.running.get(label)?.process.pid === pid) return;
+    this.log.warn(`Process ${pid} of VM '${label}' runs beside the one adopted from its pid file; killing it`);
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {
+      // gone meanwhile
+    }
+  }
+
+  /** The value of JITSU_STATE_DIR in a VM's environment: this backend's folder, absolute. */
+  private markerDir(): string {
+    return resolvePath(pidFileDir(this.options.stateDir));
   }
 
   /** Makes `proc` the VM's process, and forgets it when it ends. */
