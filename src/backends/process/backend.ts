@@ -343,7 +343,9 @@ export class ProcessBackend implements VmBackend {
     const pid = this.unrecorded.get(label)!;
     this.unrecorded.delete(label);
     if (this.running.get(label)?.process.pid === pid) return;
-    this.log.warn(`Process ${pid} of VM '${label}' runs beside the one adopted from its pid file; killing it`);
+    this.log.warn(
+      `Process ${pid} of VM '${label}' runs beside the one adopted from its pid file; killing it`,
+    );
     try {
       process.kill(-pid, "SIGKILL");
     } catch {
