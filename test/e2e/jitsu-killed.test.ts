@@ -84,8 +84,17 @@ async function problems(stateDir: string, status: Map<string, StatusVm>): Promis
 describe("jitsu killed (e2e)", () => {
   const clis: CliProcess[] = [];
   const dirs: { remove(): Promise<void> }[] = [];
+  /** Processes a test spawned as VM processes itself (ended whatever happens). */
+  const spawned: number[] = [];
   after(async () => {
     for (const cli of clis) await cli.stop("SIGKILL");
+    for (const pid of spawned) {
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        // ended already
+      }
+    }
     for (const d of dirs) await d.remove();
   });
 
@@ -101,6 +110,7 @@ describe("jitsu killed (e2e)", () => {
         env: { ...process.env, JITSU_VM: label, JITSU_STATE_DIR: marker },
       });
       child.unref();
+      spawned.push(child.pid!);
       return child.pid!;
     };
     const www = orphan("www");
@@ -134,9 +144,8 @@ describe("jitsu killed (e2e)", () => {
     assert.deepEqual(await problems(dir.path, status), []);
     assert.deepEqual(await queryMany(dns, "www.jitsu.test", 1), ["127.0.0.1"]);
     assert.doesNotMatch(cli.output(), /Started process/, "nothing was started twice");
+    // Adopted without a store, they were not known as jitsu's: --stop-on-exit leaves them (after() ends them).
     await cli.stop("SIGTERM");
-    // Adopted without a store, they were not known as jitsu's (--stop-on-exit leaves them): end them here.
-    for (const pid of [www, first]) process.kill(-pid, "SIGKILL");
   });
 
   it("SIGKILL at random moments: re-adopted or stopped, no orphan, counts within one flush", async () => {
