@@ -54,6 +54,8 @@ export class Reaper {
     if (this.closed) return;
     this.timer = this.opts.clock.setTimer(this.opts.intervalMs, () => {
       this.start();
+      // A pass still running (a backend call that hangs) does not hold the store's writes back.
+      if (this.ticking !== null) void this.host.flush();
       void this.tick();
     });
   }
@@ -87,6 +89,9 @@ export class Reaper {
   }
 
   private async reap(): Promise<void> {
+    // First: the counts are written even when a backend call below hangs (a daemon SIGSTOPped),
+    // so a jitsu killed meanwhile loses at most one interval of them.
+    const flushed = this.host.flush();
     const { clock, ttlSeconds, stopMode } = this.opts;
     const now = clock.now();
     const idleMs = 2 * ttlSeconds * 1000;
@@ -113,7 +118,9 @@ export class Reaper {
       jobs.push(this.recheck(vm));
     }
     await Promise.all(jobs);
-    await this.host.flush();
+    await flushed;
+    // Again, with what the stops and re-reads changed (one short transaction).
+    if (jobs.length > 0) await this.host.flush();
   }
 
   /** The backend's view of a VM; null (and a warning) if it cannot say. */

@@ -159,6 +159,18 @@ export class PrivateLibvirtd {
     this.child.kill(signal);
   }
 
+  /** Kills the daemon at once (SIGKILL), as a crash or the OOM killer would; `start()` runs it again. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (child === null) return;
+    this.child = null;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill("SIGCONT");
+    child.kill("SIGKILL");
+    await exited;
+  }
+
   /** Stops the daemon (SIGTERM, then SIGKILL). Domains it started keep running, as with a real libvirtd. */
   async stop(): Promise<void> {
     const child = this.child;
