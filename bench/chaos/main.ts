@@ -391,7 +391,7 @@ async function main(): Promise<number> {
           const row = body.vms.find((v) => v.label === vm.label);
           const nextTry = row?.nextTry === null || row?.nextTry === undefined ? 0 : Date.parse(row.nextTry);
           const deadline = Math.max(Date.now(), nextTry) + instance.startTimeoutS * 1000 + 1000;
-          let last = "";
+          let last: string;
           for (;;) {
             const r = await query(instance.dns, vm.name, Math.max(1000, deadline - Date.now()));
             if (r.rcode === "NOERROR" && r.address === vm.ip) break;
