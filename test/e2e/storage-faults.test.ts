@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, rmSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import {
@@ -196,5 +196,35 @@ describe("storage faults (e2e)", () => {
     // After its back-off (1 s), b starts.
     await waitFor(async () => (await ask(dns, "b")) === "NOERROR", 10_000, "b to start");
     await cli.stop("SIGTERM");
+  });
+});
+
+describe("storage faults, qemu backend (e2e)", () => {
+  it("a full --state-dir: the VM's start fails at once with QEMU's own reason, DNS goes on", async (t) => {
+    const dir = await tempDir("jitsu-qemu-statedir-");
+    const state = join(dir.path, "state");
+    mountTmpfs(state, "256k");
+    t.after(async () => {
+      await cli.stop("SIGKILL");
+      unmount(state);
+      await dir.remove();
+    });
+    // Never booted: QEMU stops at its -pidfile, before it reads the kernel.
+    const kernel = join(dir.path, "vmlinuz");
+    writeFileSync(kernel, "not a kernel");
+    const dns = await freePort();
+    const cli = startCli([
+      ...["-x", "qemu", "-l", String(dns), "-f", "0.0.0.0", "-d", "0", "--state-dir", state],
+      `dns=q.jitsu.test,ip=10.0.2.15,name=q,kernel=${kernel}`,
+    ]);
+    await cli.waitFor(/Starting server/);
+    fill(state);
+    const began = Date.now();
+    assert.equal(await ask(dns, "q"), "SERVFAIL");
+    assert.ok(Date.now() - began < 10_000, "the failure is fast, not the start timeout");
+    assert.match(cli.output(), /VM 'q' could not be started: .*(PID file|No space left|ENOSPC)/i);
+    // The zone is still answered (another type for the managed name: no summon).
+    const res = await dig(dns, ["q.jitsu.test", "TXT"]);
+    assert.equal(res.status, "NOERROR");
   });
 });
