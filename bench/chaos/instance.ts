@@ -21,6 +21,7 @@ export interface ChaosVm {
 export interface StatusVm {
   readonly label: string;
   readonly state: string;
+  readonly startedAt: string | null;
   readonly totalRequests: number;
   readonly nextTry: string | null;
   readonly givenUp: boolean;
@@ -54,8 +55,10 @@ export class Instance {
       readyLine: (line) => /Serving \/status/.test(line),
       readyTimeoutMs: 120_000,
     });
+    // The lines up to "Serving /status" (adoptions among them), then the rest as they come.
+    appendFileSync(this.logFile, `--- started (pid ${this.proc.pid}) at ${new Date().toISOString()} ---\n`);
+    appendFileSync(this.logFile, this.proc.lines.map((l) => `${l}\n`).join(""));
     this.proc.onLine((line) => appendFileSync(this.logFile, `${line}\n`));
-    appendFileSync(this.logFile, `--- started (pid ${this.proc.pid}) ---\n`);
   }
 
   /** SIGKILL, a pause of `downMs`, and a start: the outage lasts until it serves again. */
@@ -64,7 +67,7 @@ export class Instance {
     this.outages.push(outage);
     this.proc?.child.kill("SIGKILL");
     await this.proc?.exited;
-    appendFileSync(this.logFile, `--- killed (SIGKILL) ---\n`);
+    appendFileSync(this.logFile, `--- killed (SIGKILL) at ${new Date().toISOString()} ---\n`);
     await new Promise((r) => setTimeout(r, downMs));
     await this.start();
     this.restarts++;

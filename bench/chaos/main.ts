@@ -88,7 +88,9 @@ async function main(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
   const t0 = Date.now();
   const log = (line: string): void =>
-    console.log(`[chaos +${((Date.now() - t0) / 1000).toFixed(1)}s] ${line}`);
+    console.log(
+      `[chaos +${((Date.now() - t0) / 1000).toFixed(1)}s ${new Date().toISOString().slice(11, 23)}] ${line}`,
+    );
   log(
     `seed ${opts.seed}, ${opts.minutes} min, VMs: ${opts.processVms} process, ${opts.qemuVms} qemu, ${opts.libvirtVms} libvirt`,
   );
@@ -114,6 +116,11 @@ async function main(): Promise<number> {
     log(`VIOLATION of invariant ${invariant} at step ${atStep}: ${what}`);
   };
 
+  cleanUp = async () => {
+    sampling = false;
+    await world.close();
+    world.remove(true);
+  };
   try {
     await world.start();
     log(
@@ -327,25 +334,27 @@ async function main(): Promise<number> {
         continue;
       }
       const states = new Map(body.vms.map((vm) => [vm.label, vm.state]));
+      const since = new Map(body.vms.map((vm) => [vm.label, vm.startedAt]));
       for (const [label, pids] of outside.running) {
         const state = states.get(label);
         if (pids.length > 1)
           out.set(
-            `${instance.backend}/${label}/twice`,
+            `${instance.backend}/${label}/twice/${pids.join(",")}`,
             `${instance.backend} VM '${label}' runs twice (pids ${pids.join(", ")})`,
           );
         if (state === undefined || state === "off") {
           out.set(
-            `${instance.backend}/${label}/orphan`,
+            `${instance.backend}/${label}/orphan/${pids.join(",")}`,
             `${instance.backend} VM '${label}' runs (${pids.join(", ")}) but jitsu lists it as ${state ?? "nothing"}`,
           );
         }
       }
       for (const [label, state] of states) {
         if (state === "ready" && !outside.alive.has(label)) {
+          // Keyed by its start: a VM started again since the first look is another case.
           out.set(
-            `${instance.backend}/${label}/dead`,
-            `${instance.backend} VM '${label}' is listed ready but does not run`,
+            `${instance.backend}/${label}/dead/${since.get(label)}`,
+            `${instance.backend} VM '${label}' is listed ready (started ${since.get(label)}) but does not run`,
           );
         }
       }
@@ -411,10 +420,19 @@ async function main(): Promise<number> {
   }
 }
 
-process.on("SIGINT", () => {
-  killAllNow();
-  process.exit(130);
-});
+/** Set once the world runs: a signal ends the soak with the same clean-up as its end. */
+let cleanUp: (() => Promise<void>) | null = null;
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    console.log(`chaos: ${sig}: stopping everything it started`);
+    void (cleanUp ?? (async () => undefined))()
+      .catch(() => undefined)
+      .finally(() => {
+        killAllNow();
+        process.exit(130);
+      });
+  });
+}
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {

@@ -144,6 +144,10 @@ describe("jitsu killed (e2e)", () => {
     assert.deepEqual(await problems(dir.path, status), []);
     assert.deepEqual(await queryMany(dns, "www.jitsu.test", 1), ["127.0.0.1"]);
     assert.doesNotMatch(cli.output(), /Started process/, "nothing was started twice");
+    // An adopted process is not our child (no exit event): its death is still noticed within ~1 s.
+    process.kill(-www, "SIGKILL");
+    await cli.waitFor(new RegExp(`Process ${www} of VM 'www' is gone \\(adopted`), 5000);
+    await waitFor(async () => (await getStatus(http)).get("www")!.state === "off", 2000, "www off");
     // Adopted without a store, they were not known as jitsu's: --stop-on-exit leaves them (after() ends them).
     await cli.stop("SIGTERM");
   });

@@ -23,6 +23,8 @@ import { checkProcessVms } from "./preflight.js";
 import { readArgv, readEnv, readGraceMs, type Argv } from "./program-spec.js";
 
 const NAME = "process";
+/** How often an adopted process (not our child: no exit event) is looked for in /proc. */
+const ADOPTED_POLL_MS = 1000;
 /** In every VM's environment: the folder of its pid file (see connect). */
 const STATE_DIR_VAR = "JITSU_STATE_DIR";
 
@@ -365,8 +367,18 @@ export class ProcessBackend implements VmBackend {
       if (this.running.get(vm.ref) === proc) this.running.delete(vm.ref);
       // An adopted process (not our child) has no exit status: its end is noticed, not reported.
       if (proc.process.isChild) this.exited(vm, prog, proc, exit);
-      else prog.log.info(`Process ${proc.process.pid} of VM '${prog.label}' is gone`);
+      else if (proc.expectedExit) prog.log.info(`Process ${proc.process.pid} of VM '${prog.label}' is gone`);
+      else {
+        // Adopted (not our child): no exit status, and its end noticed by the watch below.
+        prog.log.warn(
+          `Process ${proc.process.pid} of VM '${prog.label}' is gone (adopted: its exit status is unknown)`,
+        );
+        this.emit({ vm, state: "off", reason: "its process is gone" });
+      }
     });
+    // An adopted process sends no exit event: look at /proc now and then, so that a ready VM
+    // whose process died is not answered for long (the hot path reads memory only).
+    if (!proc.process.isChild) proc.process.watch(ADOPTED_POLL_MS);
   }
 
   private savePid(prog: Program, proc: Running): void {
@@ -393,7 +405,10 @@ export class ProcessBackend implements VmBackend {
     } catch {
       // Nothing we may signal is left.
     }
-    const event: BackendEvent = { vm, state, reason };
+    this.emit({ vm, state, reason });
+  }
+
+  private emit(event: BackendEvent): void {
     for (const listener of this.listeners) {
       try {
         listener(event);
