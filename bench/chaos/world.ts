@@ -233,6 +233,21 @@ export class World {
   }
 
   async close(): Promise<void> {
+    try {
+      await this.stopEverything();
+    } finally {
+      if (this.mounted) {
+        this.mounted = false;
+        try {
+          execFileSync("umount", ["-l", this.dbFs]);
+        } catch {
+          // not mounted
+        }
+      }
+    }
+  }
+
+  private async stopEverything(): Promise<void> {
     for (const instance of this.instances) await instance.stop().catch(() => undefined);
     // Whatever a jitsu left (it was killed with its VMs up and not restarted): by marker and pid file.
     for (const instance of this.instances) {
@@ -253,13 +268,6 @@ export class World {
     }
     await this.holder?.close().catch(() => undefined);
     await this.daemon?.destroy().catch(() => undefined);
-    if (this.mounted) {
-      try {
-        execFileSync("umount", ["-l", this.dbFs]);
-      } catch {
-        // not mounted
-      }
-    }
   }
 
   /** Removes the temp dir (after the report: the logs are in it until then). */
