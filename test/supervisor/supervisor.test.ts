@@ -251,7 +251,8 @@ describe("pid files and adoption", () => {
     const adopted = found.process;
     assert.equal(adopted.pid, earlier.pid);
     assert.equal(adopted.isChild, false);
-    assert.equal(found.state, "S");
+    // Not stopped: sleeping, or still running on its way into sleep on a busy machine.
+    assert.match(found.state, /^[RS]$/);
     assert.deepEqual(found.record.extra, { command: "sleep 600" });
     assert.equal(await adopted.isRunning(), true);
 
