@@ -42,6 +42,8 @@ interface Known {
   generation: number;
   /** Checkpointed by us (suspend/save) and not restored since. */
   checkpointed: boolean;
+  /** Engine events queued for a re-read so far: a re-read with a newer one behind it leaves the report to it. */
+  events?: number;
 }
 
 export interface EngineInfo {
@@ -484,6 +486,7 @@ export class DockerBackend implements VmBackend {
    * delivered after our own later operation cannot undo it.
    */
   private enqueueRead(known: Known, reason: string): void {
+    const seq = (known.events = (known.events ?? 0) + 1);
     this.eventChain = this.eventChain.then(async () => {
       const generation = known.generation;
       let state: VmState;
@@ -496,6 +499,9 @@ export class DockerBackend implements VmBackend {
         return;
       }
       if (known.generation !== generation) return; // an operation or state read since then knows better
+      // A newer event is queued (a 'start' read after a 'kill' already finds the container dead):
+      // its re-read reports the change, with its own reason ("died with exit code 137", not "start").
+      if (known.events !== seq) return;
       this.report(known, state, reason);
     });
   }
