@@ -70,6 +70,18 @@ export interface VmBackend {
   addresses?(vm: VmRef): Promise<string[]>;
   /** Resolves when `key` (relative to /local/domain/<domid>/) exists; rejects when `signal` aborts. */
   waitForKey?(vm: VmRef, key: string, signal: AbortSignal): Promise<void>;
+  /**
+   * How many TCP connections clients hold to the running VM now (established,
+   * inbound to a port it listens on), asked by the reaper before it stops an
+   * idle VM: more than 0 keeps it up. Only backends that can tell cheaply.
+   */
+  connections?(vm: VmRef): Promise<number>;
+  /**
+   * Where the host reaches the VM's TCP `port` when that is not the VM's own
+   * address (QEMU user networking's `hostfwd`), else null: what src/activator
+   * connects to.
+   */
+  hostPort?(vm: VmRef, port: number): { readonly host: string; readonly port: number } | null;
   /** Registers a listener for changes made behind our back. */
   onEvent?(listener: (event: BackendEvent) => void): void;
   /**
@@ -92,6 +104,8 @@ export const OPTIONAL_METHODS = [
   "waitForKey",
   "onEvent",
   "preflight",
+  "connections",
+  "hostPort",
 ] as const satisfies readonly (keyof VmBackend)[];
 export type OptionalMethod = (typeof OPTIONAL_METHODS)[number];
 

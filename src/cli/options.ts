@@ -138,6 +138,18 @@ export const OPTIONS: readonly OptionDef[] = [
     doc: "How long a VM may take to become ready (start, wait_for_key, delay, ready probes) before the query is answered with SERVFAIL and the start is retried after a back-off.",
   },
   {
+    flags: "--hold-address <ADDR>",
+    name: "hold-address",
+    absent: "the -b address",
+    doc: "Where VMs with hold= ports hold connections while they start, and the address their names are answered with until they are ready (a VM's hold_address= overrides it). Must be an address clients can reach: required when -b is a wildcard.",
+  },
+  {
+    flags: "--reaper-interval <SECONDS>",
+    name: "reaper-interval",
+    absent: "5",
+    doc: "How often idle VMs are looked for (a VM is stopped 2 x TTL after its last query or held connection, give or take this).",
+  },
+  {
     flags: "--max-starting <N>",
     name: "max-starting",
     absent: "the number of CPUs, at least 2",
@@ -287,6 +299,10 @@ export interface Settings {
   /** --allow-recursion and --allow-summon, as parseAccessList returns them (words and canonical CIDRs). */
   readonly allowRecursion: readonly string[];
   readonly allowSummon: readonly string[];
+  /** --hold-address: undefined means the -b address (src/activator). */
+  readonly holdAddress: string | undefined;
+  /** --reaper-interval, in seconds. */
+  readonly reaperInterval: number;
   /** --http ADDR:PORT and --http-token. */
   readonly http: { readonly host: string; readonly port: number } | undefined;
   readonly httpToken: string | undefined;
@@ -508,6 +524,11 @@ export function toSettings(
     file,
     allowRecursion: parseAccessList("--allow-recursion", str("allow-recursion") ?? "localhost,localnets"),
     allowSummon: parseAccessList("--allow-summon", str("allow-summon") ?? "any"),
+    holdAddress:
+      str("hold-address") === undefined
+        ? undefined
+        : parseWith("--hold-address", str("hold-address")!, (v) => parseIp(v).address),
+    reaperInterval: parseWith("--reaper-interval", str("reaper-interval") ?? "5", positive),
     http: str("http") === undefined ? undefined : parseHttpAddress(str("http")!),
     httpToken: nonEmpty("--http-token", str("http-token")),
   };

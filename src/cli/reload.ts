@@ -30,6 +30,8 @@ export interface ReloaderOptions {
   readonly summoner: Summoner;
   /** Gives the DNS server(s) the new VMs' zone (in the same turn as the summoner takes them). */
   readonly applyZone: (specs: readonly VmSpec[]) => void;
+  /** Checks the new VMs together beyond their own keys (the hold ports: src/activator); throws to reject. */
+  readonly check?: (specs: readonly VmSpec[]) => void;
   readonly log: Logger;
   /** Where each reload is reported (`config.reloaded`). */
   readonly events?: EventBus;
@@ -56,6 +58,7 @@ export class ConfigReloader {
       file = readConfigFile(path, fileOptionSpecs());
       const fromFile = buildFileSpecs(file, specOptions(factory));
       specs = distinctVms([...this.opts.cliSpecs, ...fromFile]);
+      this.opts.check?.(specs);
       await runPreflight(this.opts.backend, specs);
     } catch (err) {
       this.rejected(err);

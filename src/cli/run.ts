@@ -40,6 +40,7 @@ import type { ClusterPrimary } from "../cluster/index.js";
 import { MemoryStore, SqliteStore, type Store } from "../store/index.js";
 import { Summoner, formatStateSummary, formatStatsTable } from "../summoner/index.js";
 import { attachSynjitsu } from "../synjitsu/index.js";
+import { Activator, holdPlan, zoneVms, type HoldPlan } from "../activator/index.js";
 import { version } from "./command.js";
 import type { Settings } from "./options.js";
 import { ConfigReloader } from "./reload.js";
@@ -60,6 +61,8 @@ export interface Jitsu {
   readonly http: StatusServer | null;
   /** Every VM state change, start, stop, failure and reload (src/events); /events streams it. */
   readonly events: EventBus;
+  /** Holds connections for VMs with hold= ports (src/activator); listens on nothing without them. */
+  readonly activator: Activator;
   /** Stops serving, flushes state and closes the backend; `stopVms` also stops the VMs jitsu started. */
   close(options?: { stopVms?: boolean }): Promise<void>;
   /**
@@ -116,6 +119,8 @@ export function checkSettings(settings: Settings): {
   /** The command line's VMs (a reload keeps them and re-reads the file's). */
   cliSpecs: VmSpec[];
   specs: VmSpec[];
+  /** The hold ports (src/activator), checked: no wildcard hold address, no port of two VMs. */
+  plan: HoldPlan;
 } {
   const factory = findBackend(settings.backend);
   const cliSpecs = buildSpecs(settings.configs, settings.backend);
@@ -127,13 +132,12 @@ export function checkSettings(settings: Settings): {
   checkStopMode(factory, settings.mode);
   // group= and after= over every VM (the summoner checks a reload's the same way).
   groupPlans(specs, { maxRunning: settings.maxRunning });
-  return { factory, cliSpecs, specs };
+  return { factory, cliSpecs, specs, plan: holdPlan(specs, settings.holdAddress, settings.bind) };
 }
 
 export async function startJitsu(settings: Settings, deps: StartDeps = {}): Promise<Jitsu> {
   const clock = deps.clock ?? systemClock;
   const log = deps.log ?? createLogger({ level: settings.logLevel, format: settings.logFormat });
-  const { factory, cliSpecs, specs } = checkSettings(settings);
   const passed = deps.sockets ?? [];
   const passedDns = dnsSockets(passed);
   const passedHttp = passed.find((s) => s.name === HTTP_FD_NAME);
@@ -146,6 +150,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       "socket activation (LISTEN_FDS) serves DNS from one process; remove --workers or the socket unit",
       "--workers",
     );
+  const { factory, cliSpecs, specs, plan } = checkSettings(settings);
 
   // --persistdb: opened before anything runs, so a locked or corrupt database stops us at once.
   const store =
@@ -194,6 +199,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       events,
       maxFailures: settings.maxFailures,
       failureResetSeconds: settings.failureReset,
+      reaperIntervalMs: settings.reaperInterval * 1000,
     });
   } catch (err) {
     await backend.close().catch(() => undefined);
@@ -201,7 +207,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     throw err;
   }
 
-  const zone = new ZoneIndex(specs, settings.ttl, log);
+  const zone = new ZoneIndex(zoneVms(specs, plan), settings.ttl, log);
   const upstreams =
     settings.forwarder === null
       ? []
@@ -255,7 +261,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         upstreams,
         forwarding: settings.forwarding,
         tcpPerClient: settings.tcpPerClient,
-        zone: specs,
+        zone: zoneVms(specs, plan),
         allowRecursion: settings.allowRecursion,
         allowSummon: settings.allowSummon,
         localnets,
@@ -279,6 +285,25 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       cause: err,
     });
   }
+  // hold= ports: listened on from now on, also while their VMs are off (a connection summons).
+  const activator = new Activator({
+    host: summoner,
+    log,
+    clock,
+    startTimeoutSeconds: settings.startTimeout,
+    allowSummon,
+  });
+  try {
+    await activator.apply(plan);
+  } catch (err) {
+    await server?.close();
+    await cluster?.close();
+    await summoner.close();
+    await store.close().catch(() => undefined);
+    forwarder?.close();
+    await backend.close().catch(() => undefined);
+    throw err;
+  }
   const primary = cluster;
   const counters: DnsCountersView = server !== null ? server.counters : primary!.counters;
   const dnsPort = server !== null ? server.port : primary!.port;
@@ -286,6 +311,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   const closeDns = async (): Promise<void> => {
     await server?.close();
     await primary?.close();
+    await activator.close();
   };
 
   // --synjitsu: tell the Synjitsu VM about use_synjitsu VMs as they start (never delays an answer).
@@ -340,6 +366,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       counters,
       clock,
       answersByWorker: primary === null ? undefined : () => primary.answersByWorker(),
+      hold: activator,
     });
     http = new StatusServer({
       summoner,
@@ -348,6 +375,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       token: settings.httpToken,
       version: version(),
       refresh: primary === null ? undefined : () => primary.collect(),
+      hold: activator,
       dns: () => ({
         allowRecursion: allowRecursion.entries,
         allowSummon: allowSummon.entries,
@@ -399,13 +427,20 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
           backend,
           summoner,
           events,
+          check: (next) => void holdPlan(next, settings.holdAddress, settings.bind),
           applyZone: (next) => {
-            if (server !== null) server.setZone(new ZoneIndex(next, settings.ttl, log));
+            const nextPlan = holdPlan(next, settings.holdAddress, settings.bind);
+            const vms = zoneVms(next, nextPlan);
+            if (server !== null) server.setZone(new ZoneIndex(vms, settings.ttl, log));
             else {
               // The primary's copy only logs the records, as a single process does.
-              new ZoneIndex(next, settings.ttl, log);
-              primary!.setZone(next);
+              new ZoneIndex(vms, settings.ttl, log);
+              primary!.setZone(vms);
             }
+            // A port that cannot be opened is logged; the others (and the new zone) apply.
+            activator
+              .apply(nextPlan)
+              .catch((err: unknown) => log.error(`Reload: hold ports: ${describeError(err)}`));
           },
           log,
         });
@@ -421,6 +456,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     log,
     http,
     events,
+    activator,
     reload() {
       // Bound to a wildcard, DNS follows the host's addresses: read them now rather than at the next poll.
       void server?.refreshAddresses();

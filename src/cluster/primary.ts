@@ -500,5 +500,9 @@ function answered(s: CountersSnapshot): number {
 
 /** Only what the zone needs (a VmSpec carries much more, some of it not plain data). */
 function plainZone(vms: readonly ZoneVm[]): ZoneVm[] {
-  return vms.map((vm) => ({ label: vm.label, dns: [...vm.dns], ips: [...vm.ips] }));
+  return vms.map((vm) =>
+    vm.holdIps === undefined
+      ? { label: vm.label, dns: [...vm.dns], ips: [...vm.ips] }
+      : { label: vm.label, dns: [...vm.dns], ips: [...vm.ips], holdIps: [...vm.holdIps] },
+  );
 }

@@ -163,11 +163,12 @@ function address(x: unknown): string {
 function zoneVms(v: unknown, what: string): ZoneVm[] {
   return list(v, what, (x, w) => {
     const o = obj(x, w);
-    return {
+    const vm = {
       label: label(o.label, `${w}.label`),
       dns: strings(o.dns, `${w}.dns`),
       ips: strings(o.ips, `${w}.ips`),
     };
+    return o.holdIps === undefined ? vm : { ...vm, holdIps: strings(o.holdIps, `${w}.holdIps`) };
   });
 }
 
@@ -211,6 +212,8 @@ function snapshot(v: unknown): CountersSnapshot {
     forwarded: count(o.forwarded, "dns.forwarded"),
     forwardCoalesced: count(o.forwardCoalesced, "dns.forwardCoalesced"),
     forwardMismatched: count(o.forwardMismatched, "dns.forwardMismatched"),
+    // Absent from a worker of an older build (a rolling restart): none.
+    holdAnswers: o.holdAnswers === undefined ? 0 : count(o.holdAnswers, "dns.holdAnswers"),
     forwardFailures: count(o.forwardFailures, "dns.forwardFailures"),
     truncated: count(o.truncated, "dns.truncated"),
     tcpConnections: count(o.tcpConnections, "dns.tcpConnections"),

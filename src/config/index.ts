@@ -6,6 +6,8 @@ export {
   distinctVms,
   samePairs,
   parseReadyProbe,
+  parseHoldPort,
+  type HoldPort,
   type VmSpec,
   type ReadyProbe,
   type BuildSpecOptions,

@@ -12,6 +12,12 @@ export type ReadyProbe =
   | { readonly kind: "tcp"; readonly host: string; readonly port: number }
   | { readonly kind: "http"; readonly url: string };
 
+/** `hold=PORT` or `hold=PORT:VMPORT`: jitsu listens on the hold address's `port`, the VM on `vmPort`. */
+export interface HoldPort {
+  readonly port: number;
+  readonly vmPort: number;
+}
+
 export interface VmSpec {
   /** What logs and errors call this VM: name, else uuid, else the first DNS name. */
   readonly label: string;
@@ -30,6 +36,10 @@ export interface VmSpec {
   readonly group: string | undefined;
   /** `after=`: labels of members of the same group that must be ready before this one starts. */
   readonly after: readonly string[];
+  /** `hold=` ports (src/activator), in the order given; empty: no connections are held. */
+  readonly hold: readonly HoldPort[];
+  /** `hold_address=`: this VM's hold address; undefined means --hold-address (default -b). */
+  readonly holdAddress: string | undefined;
   /** Every pair, for the backend to read its own keys. */
   readonly options: VmOptions;
 }
@@ -81,10 +91,34 @@ export const COMMON_KEYS: readonly KeySpec[] = [
     repeatable: true,
     doc: "Start this group member only once the member with this name (its name, else uuid, else first dns) is ready, and, with -m shutdown, stop it before that one. Needs group=, and names a member of the same group. Can be set more than once.",
   },
+  {
+    key: "hold",
+    type: "string",
+    repeatable: true,
+    doc: "Hold TCP connections while the VM starts: PORT, or PORT:VMPORT when the VM listens on another port. While the VM is not ready, A/AAAA queries are answered at once with the hold address; jitsu listens there on PORT (also while the VM is off: a connection summons it), holds each connection until the VM is ready (within --start-timeout), then relays it to the VM's address and VMPORT. Open connections keep the VM up. Can be set more than once.",
+  },
+  {
+    key: "hold_address",
+    type: "ip",
+    doc: "The address this VM's hold ports listen on and that queries are answered with while it is not ready (default: --hold-address, else -b).",
+  },
 ];
 
 /** What a group name may be: it shows in logs, /status and metrics labels. */
 const GROUP_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/** `PORT` or `PORT:VMPORT` (ports 1-65535). */
+export function parseHoldPort(value: string): HoldPort {
+  const m = /^(\d+)(?::(\d+))?$/.exec(value);
+  if (m === null) throw new Error(`expected PORT or PORT:VMPORT, got '${value}'`);
+  const port = Number(m[1]);
+  const vmPort = m[2] === undefined ? port : Number(m[2]);
+  for (const p of [port, vmPort]) {
+    if (!Number.isInteger(p) || p < 1 || p > 65535)
+      throw new Error(`expected ports from 1 to 65535, got '${value}'`);
+  }
+  return { port, vmPort };
+}
 
 export function parseReadyProbe(value: string): ReadyProbe {
   if (value.startsWith("http://")) {
@@ -143,6 +177,7 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
   let readyText: string[] | undefined;
   let group: string | undefined;
   let afterText: string[] | undefined;
+  let holdText: string[] | undefined;
   // Index loops, no destructuring: cold code (run once per VM) gets no iterator objects.
   for (let i = 0; i < pairs.length; i++) {
     const pair = pairs[i]!;
@@ -171,6 +206,9 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
         break;
       case "after":
         (afterText ??= []).push(value);
+        break;
+      case "hold":
+        (holdText ??= []).push(value);
         break;
     }
   }
@@ -201,6 +239,21 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
       { vm: label, key: "after" },
     );
   }
+  const hold =
+    holdText === undefined
+      ? NONE
+      : holdText.map((v) => {
+          try {
+            return parseHoldPort(v);
+          } catch (err) {
+            throw new ConfigError((err as Error).message, { vm: label, key: "hold" });
+          }
+        });
+  for (let i = 0; i < hold.length; i++) {
+    if (hold.findIndex((h) => h.port === hold[i]!.port) !== i)
+      throw new ConfigError(`port ${hold[i]!.port} is given twice`, { vm: label, key: "hold" });
+  }
+  const holdAddress = options.str("hold_address");
   const spec: VmSpec = {
     label,
     name,
@@ -213,6 +266,8 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
     ready,
     group,
     after: afterText === undefined ? NONE : Object.freeze(afterText),
+    hold,
+    holdAddress: holdAddress === undefined ? undefined : parseIp(holdAddress).address,
     options,
   };
   opts.check?.(spec);

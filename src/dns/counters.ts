@@ -75,6 +75,7 @@ export interface CountersSnapshot {
   readonly forwardCoalesced: number;
   readonly forwardMismatched: number;
   readonly forwardFailures: number;
+  readonly holdAnswers: number;
   readonly truncated: number;
   readonly tcpConnections: number;
   /** REFUSED answers by reason, indexed as REFUSED_REASONS. */
@@ -106,6 +107,8 @@ export class DnsCounters {
   forwardMismatched = 0;
   /** Forwarded queries no upstream answered in time (answered SERVFAIL). */
   forwardFailures = 0;
+  /** A/AAAA answered with a VM's hold address because it was not ready (src/activator). */
+  holdAnswers = 0;
   /** Sum and count of forward latencies in seconds, for a summary or histogram. */
   forwardLatencySum = 0;
   forwardLatencyCount = 0;
@@ -207,6 +210,7 @@ export class DnsCounters {
       forwardCoalesced: this.forwardCoalesced,
       forwardMismatched: this.forwardMismatched,
       forwardFailures: this.forwardFailures,
+      holdAnswers: this.holdAnswers,
       truncated: this.truncated,
       tcpConnections: this.tcpConnections,
       refused: [...this.byRefused],
@@ -234,6 +238,7 @@ export class DnsCounters {
     this.forwardCoalesced += sign * s.forwardCoalesced;
     this.forwardMismatched += sign * s.forwardMismatched;
     this.forwardFailures += sign * s.forwardFailures;
+    this.holdAnswers += sign * s.holdAnswers;
     this.truncated += sign * s.truncated;
     this.tcpConnections += sign * s.tcpConnections;
     for (let i = 0; i < this.tcpClosed.length && i < s.tcpClosed.length; i++) {

@@ -44,6 +44,7 @@ import {
   qtypeName,
   truncateRelayed,
   writeAnswer,
+  type AnswerTemplate,
   type QueryInfo,
   type ReplySections,
 } from "./wire.js";
@@ -405,6 +406,7 @@ export class DnsServer {
       return this.summonFailed(msg, q, entry, err, limit);
     }
     if (Array.isArray(r)) return this.addressAnswer(msg, q, entry, r as readonly string[], limit);
+    if (entry.hold !== null) return this.holdAnswer(msg, q, entry, r as Promise<readonly string[]>, limit);
     const qc = copyQueryInfo(q);
     return this.track(
       r as Promise<readonly string[]>,
@@ -414,6 +416,31 @@ export class DnsServer {
       qc,
       limit,
     );
+  }
+
+  /**
+   * A VM that holds connections (src/activator) and is not ready: answered at
+   * once with its hold address, while the start goes on (its failure is the
+   * summoner's to log; the next query after it is answered the same way).
+   */
+  private holdAnswer(
+    msg: Buffer,
+    q: QueryInfo,
+    entry: ManagedName,
+    start: Promise<readonly string[]>,
+    limit: number,
+  ): Reply {
+    start.catch(() => undefined);
+    const hold = entry.hold!;
+    const isA = q.qtype === QTYPE.A;
+    let tmpl = isA ? entry.holdA : entry.holdAaaa;
+    if (tmpl === undefined) {
+      tmpl = buildAddressTemplate(hold, q.qtype, this.ttl);
+      if (isA) entry.holdA = tmpl;
+      else entry.holdAaaa = tmpl;
+    }
+    this.counters.holdAnswers++;
+    return this.templateAnswer(msg, q, entry, tmpl, limit);
   }
 
   private summonFailed(msg: Buffer, q: QueryInfo, entry: ManagedName, err: unknown, limit: number): Reply {
@@ -443,6 +470,16 @@ export class DnsServer {
       if (isA) entry.a = tmpl;
       else entry.aaaa = tmpl;
     }
+    return this.templateAnswer(msg, q, entry, tmpl, limit);
+  }
+
+  private templateAnswer(
+    msg: Buffer,
+    q: QueryInfo,
+    entry: ManagedName,
+    tmpl: AnswerTemplate,
+    limit: number,
+  ): Reply {
     if (tmpl.count === 0) {
       // The VM has no address of this family: NODATA (RFC 2308 §2.2) with the zone's SOA.
       return this.reply(

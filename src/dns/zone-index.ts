@@ -25,8 +25,16 @@ export class ManagedName {
   /** Prepared A / AAAA answers, keyed by the identity of the address array they came from. */
   a: AnswerTemplate | undefined;
   aaaa: AnswerTemplate | undefined;
+  /**
+   * The VM's hold address (src/activator), answered at once while it is not
+   * ready; null when it holds no connections. Its templates are cached apart,
+   * so the ready VM's own (`a`, `aaaa`) are never rebuilt because of it.
+   */
+  readonly hold: readonly string[] | null;
+  holdA: AnswerTemplate | undefined;
+  holdAaaa: AnswerTemplate | undefined;
 
-  constructor(name: string, vm: string, zone: Zone) {
+  constructor(name: string, vm: string, zone: Zone, hold: readonly string[] | null = null) {
     this.name = name;
     this.wire = encodeName(name);
     this.vm = vm;
@@ -34,6 +42,9 @@ export class ManagedName {
     this.apexOf = undefined;
     this.a = undefined;
     this.aaaa = undefined;
+    this.hold = hold;
+    this.holdA = undefined;
+    this.holdAaaa = undefined;
   }
 }
 
@@ -94,6 +105,8 @@ export interface ZoneVm {
   readonly label: string;
   readonly dns: readonly string[];
   readonly ips: readonly string[];
+  /** The hold address (src/activator) to answer while the VM is not ready; absent: none. */
+  readonly holdIps?: readonly string[];
 }
 
 export class ZoneIndex {
@@ -122,7 +135,8 @@ export class ZoneIndex {
           this.zones.set(zoneName, zone);
           if (each) log[level](`Adding SOA '${zoneName}' with ttl=${ttlSeconds}`);
         }
-        const entry = new ManagedName(name, spec.label, zone);
+        const hold = spec.holdIps === undefined || spec.holdIps.length === 0 ? null : spec.holdIps;
+        const entry = new ManagedName(name, spec.label, zone, hold);
         this.byName.set(name, entry);
         const hash = hashName(entry.wire, 0, entry.wire.length);
         const other = this.byHash.get(hash);
@@ -131,7 +145,8 @@ export class ZoneIndex {
         else this.byHash.set(hash, [other, entry]);
         if (each) {
           log[level](
-            `Adding domain '${name}' for VM '${spec.label}' with ip ${spec.ips.length === 0 ? "(discovered)" : spec.ips.join(", ")}`,
+            `Adding domain '${name}' for VM '${spec.label}' with ip ${spec.ips.length === 0 ? "(discovered)" : spec.ips.join(", ")}` +
+              (hold === null ? "" : ` (hold address ${hold.join(", ")} while it starts)`),
           );
         }
         for (const ip of spec.ips) {

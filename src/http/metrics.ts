@@ -6,7 +6,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from "prom-client";
 import type { Clock } from "../clock/index.js";
-import type { AdmissionView, DnsCountersView, SummonerView, VmStatusView } from "./view.js";
+import type { AdmissionView, DnsCountersView, HoldView, SummonerView, VmStatusView } from "./view.js";
 
 /** Seconds: from a warm unpause (ms) to a cold VM boot with probes (minutes). */
 const START_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120];
@@ -19,6 +19,8 @@ export interface MetricsOptions {
   readonly clock: Clock;
   /** --workers N: DNS answers sent by each worker (by index), for a per-worker counter. */
   readonly answersByWorker?: (() => ReadonlyMap<string, number>) | undefined;
+  /** Held connections (hold= ports), if any VM may have them. */
+  readonly hold?: HoldView | undefined;
   /** Also export Node's process metrics (CPU, memory, event loop lag); default true. */
   readonly processMetrics?: boolean;
 }
@@ -114,6 +116,11 @@ export class JitsuMetrics {
       "Datagrams from an upstream on the forwarder's sockets that answered no query in flight there (wrong ID, question or 0x20 case, or too late): ignored. Spoofing attempts count here; forged replies from another address or port are dropped by the kernel (its Udp NoPorts counter).",
       (c) => c.forwardMismatched,
     );
+    plain(
+      "jitsu_dns_hold_answers_total",
+      "A/AAAA queries answered at once with a hold address because the VM was not ready (hold= ports).",
+      (c) => c.holdAnswers,
+    );
     plain("jitsu_dns_truncated_total", "UDP answers sent truncated (TC set).", (c) => c.truncated);
     plain("jitsu_dns_tcp_connections_total", "DNS TCP connections accepted.", (c) => c.tcpConnections);
     fromMap(
@@ -138,6 +145,9 @@ export class JitsuMetrics {
         },
       });
     }
+
+    // ---- held connections, read from the Activator's status() at scrape time ----
+    if (opts.hold !== undefined) registerHoldMetrics(this.registry, opts.hold);
 
     // ---- VMs: totals and states read from Summoner.status() at scrape time ----
     new Gauge({
@@ -322,6 +332,87 @@ function dropTotalGauges(registry: Registry): void {
  * _count), built at scrape time. prom-client's registry takes any object with
  * a name, help, type and get(); its Metric type names only its own classes.
  */
+function registerHoldMetrics(registry: Registry, hold: HoldView): void {
+  const registers = [registry];
+  new Gauge({
+    name: "jitsu_hold_connections",
+    help: "Connections on hold ports now, by state: held (waiting for the VM to be ready) or relaying (spliced to the VM).",
+    labelNames: ["state"],
+    registers,
+    collect() {
+      const s = hold.status();
+      this.set({ state: "held" }, s.held);
+      this.set({ state: "relaying" }, s.relaying);
+    },
+  });
+  const counter = (name: string, help: string, read: (s: ReturnType<HoldView["status"]>) => number) =>
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read(hold.status()));
+      },
+    });
+  counter("jitsu_hold_accepted_total", "Connections accepted on hold ports.", (s) => s.accepted);
+  counter("jitsu_hold_splices_total", "Connections relayed (spliced) to their VM.", (s) => s.splices);
+  counter(
+    "jitsu_hold_relay_errors_total",
+    "Relays that ended with an error (a reset or a failed write on either side).",
+    (s) => s.relayErrors,
+  );
+  new Counter({
+    name: "jitsu_hold_bytes_total",
+    help: "Bytes relayed through hold ports, by direction (to_vm: read from clients; from_vm: read from VMs).",
+    labelNames: ["direction"],
+    registers,
+    collect() {
+      const s = hold.status();
+      this.reset();
+      this.inc({ direction: "to_vm" }, s.bytesToVm);
+      this.inc({ direction: "from_vm" }, s.bytesFromVm);
+    },
+  });
+  new Counter({
+    name: "jitsu_hold_closed_total",
+    help: "Connections on hold ports reset without being relayed, by reason: timeout (the VM was not ready within --start-timeout), failed (its start failed, or it refused the connection), refused (the client may not start it: --allow-summon, --summon-rate).",
+    labelNames: ["reason"],
+    registers,
+    collect() {
+      const s = hold.status();
+      this.reset();
+      this.inc({ reason: "timeout" }, s.timedOut);
+      this.inc({ reason: "failed" }, s.failed);
+      this.inc({ reason: "refused" }, s.refused);
+    },
+  });
+  const name = "jitsu_hold_wait_seconds";
+  const help = "How long connections were held before being relayed to their VM (or reset).";
+  registry.registerMetric({
+    name,
+    help,
+    type: "histogram",
+    aggregator: "sum",
+    get() {
+      const h = hold.status().holdSeconds;
+      const values: { labels: { le?: number | string }; value: number; metricName: string }[] = [];
+      let cumulative = 0;
+      for (let i = 0; i <= h.bounds.length; i++) {
+        cumulative += h.buckets[i] ?? 0;
+        values.push({
+          labels: { le: i < h.bounds.length ? h.bounds[i]! : "+Inf" },
+          value: cumulative,
+          metricName: `${name}_bucket`,
+        });
+      }
+      values.push({ labels: {}, value: h.sum, metricName: `${name}_sum` });
+      values.push({ labels: {}, value: h.count, metricName: `${name}_count` });
+      return Promise.resolve({ name, help, type: "histogram", values, aggregator: "sum" });
+    },
+  } as unknown as Metric);
+}
+
 function forwardLatencyHistogram(counters: DnsCountersView): Metric {
   const name = "jitsu_dns_forward_latency_seconds";
   const help = "Time from forwarding a query upstream to its answer.";

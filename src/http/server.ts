@@ -18,7 +18,7 @@ import { EventStream } from "./event-stream.js";
 import { dnsTotals, type StatsHistory } from "./history.js";
 import type { JitsuMetrics } from "./metrics.js";
 import { PAGE_CSP, loadPageFiles, type PageFile } from "./page-files.js";
-import type { DnsCountersView, DnsStatusView, StoreHealthView, SummonerView, VmStatusView } from "./view.js";
+import type { DnsCountersView, DnsStatusView, HoldView, StoreHealthView, SummonerView, VmStatusView } from "./view.js";
 
 export interface StatusServerOptions {
   readonly summoner: SummonerView;
@@ -34,6 +34,8 @@ export interface StatusServerOptions {
   readonly refresh?: () => Promise<void>;
   /** The DNS access lists and REFUSED counts for /status (read after refresh). */
   readonly dns?: () => DnsStatusView;
+  /** Held connections (hold= ports): a `hold` section in /status. */
+  readonly hold?: HoldView;
   /** Open connections beyond this are closed as they arrive (default `HTTP_MAX_CONNECTIONS`). */
   readonly maxConnections?: number;
   /** A connection that has not sent a request's headers within this is closed with 408 (default `HTTP_HEADERS_TIMEOUT_MS`). */
@@ -317,8 +319,11 @@ export class StatusServer {
         failures: vm.failures ?? 0,
         nextTry: iso(vm.nextTryAt ?? null),
         givenUp: vm.givenUp ?? false,
+        openConnections: vm.openConnections ?? 0,
+        lastConnection: iso(vm.lastConnection ?? null),
       })),
       ...(dns === undefined && this.opts.counters === undefined ? {} : { dns: { ...dns, ...counters } }),
+      ...(this.opts.hold === undefined ? {} : { hold: this.opts.hold.status() }),
     };
   }
 }

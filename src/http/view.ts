@@ -36,6 +36,9 @@ export interface VmStatusView {
   /** The backend's name, and where the VM runs when it is not where `-c` says (a per-VM URI). */
   readonly backend?: string;
   readonly host?: string | null;
+  /** Connections held or relayed to it now (absent in summoners without hold ports). */
+  readonly openConnections?: number;
+  readonly lastConnection?: number | null;
 }
 
 /** A group (`group=`) as the summoner reports it. */
@@ -99,6 +102,8 @@ export interface DnsCountersView {
   readonly forwardFailures: number;
   readonly forwardCoalesced: number;
   readonly forwardMismatched: number;
+  /** A/AAAA answered with a hold address (the VM was not ready; src/activator). */
+  readonly holdAnswers: number;
   readonly truncated: number;
   readonly tcpConnections: number;
   /** TCP connections jitsu closed, by reason (idle, slow, per-client, evicted: a fixed set). */
@@ -124,4 +129,35 @@ export interface DnsStatusView {
     readonly coalesced: number;
     readonly mismatched: number;
   } | null;
+}
+
+/** Held connections (src/activator's Activator satisfies it). */
+export interface HoldView {
+  status(): HoldStatusView;
+}
+
+export interface HoldStatusView {
+  readonly listeners: readonly {
+    readonly vm: string;
+    readonly address: string;
+    readonly port: number;
+    readonly vmPort: number;
+  }[];
+  readonly held: number;
+  readonly relaying: number;
+  readonly vms: Readonly<Record<string, { readonly held: number; readonly relaying: number }>>;
+  readonly accepted: number;
+  readonly splices: number;
+  readonly bytesToVm: number;
+  readonly bytesFromVm: number;
+  readonly timedOut: number;
+  readonly failed: number;
+  readonly refused: number;
+  readonly relayErrors: number;
+  readonly holdSeconds: {
+    readonly bounds: readonly number[];
+    readonly buckets: readonly number[];
+    readonly sum: number;
+    readonly count: number;
+  };
 }

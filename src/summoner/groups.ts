@@ -170,16 +170,26 @@ export class Groups {
   }
 
   /**
-   * When `vm` was last in use: its last request or ready time; for a group
-   * member, the latest of its whole group's (and now while the group starts).
+   * When `vm` was last in use: its last request, last connection or ready
+   * time; for a group member, the latest of its whole group's (and now while
+   * the group starts). Connections are activity: now while `vm` (or any
+   * member of its group) has open ones. The reaper's idle test, admission's
+   * eviction and /status idleStopAt all judge by this, and only by this.
    */
   lastActivity(vm: Vm): number {
+    const now = this.opts.clock.now();
     const group = vm.group as Group | null;
-    if (group === null) return ownActivity(vm);
-    if (group.flight !== null) return this.opts.clock.now();
+    if (group === null) return ownActivity(vm, now);
+    if (group.flight !== null) return now;
     let last = group.activeAt;
-    for (const m of group.members) last = Math.max(last, ownActivity(m));
+    for (const m of group.members) last = Math.max(last, ownActivity(m, now));
     return last;
+  }
+
+  /** The VMs whose connections keep `vm` up: its group's members, or itself. */
+  membersOf(vm: Vm): readonly Vm[] {
+    const group = vm.group as Group | null;
+    return group === null ? [vm] : group.members;
   }
 
   /** Stops an idle VM: a group member's whole group (the reaper judged it by `lastActivity`). */
@@ -343,9 +353,18 @@ export class Groups {
   }
 }
 
-/** A member's own last use: its last request, or when it became ready if later. */
-function ownActivity(vm: Vm): number {
-  return Math.max(vm.lastRequest ?? 0, vm.phase.kind === "ready" ? vm.phase.since : 0);
+/**
+ * A VM's own last use: now while it has open connections (held or relayed by
+ * src/activator), else the latest of its last request, its last connection
+ * (the last one closed, or the backend counted some) and when it became ready.
+ */
+function ownActivity(vm: Vm, now: number): number {
+  if (vm.openConnections > 0) return now;
+  return Math.max(
+    vm.lastRequest ?? 0,
+    vm.lastConnection ?? 0,
+    vm.phase.kind === "ready" ? vm.phase.since : 0,
+  );
 }
 
 /**

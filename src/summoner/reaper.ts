@@ -17,8 +17,14 @@ export interface ReaperHost {
   stop(vm: Vm, mode: StopMode, why: string): Promise<void>;
   /** Stops a ready VM found idle: a group member's whole group (groups.ts); never rejects. */
   stopIdle(vm: Vm, mode: StopMode, why: string): Promise<void>;
-  /** When `vm` was last in use: its last request or ready time, a group member's its group's. */
+  /**
+   * When `vm` was last in use: its last request, last connection or ready
+   * time, a group member's its group's; now while any of them has open
+   * connections (groups.ts `lastActivity`, the one place that says so).
+   */
   lastActivity(vm: Vm): number;
+  /** The VMs whose connections keep `vm` up: its group's members, or itself. */
+  membersOf(vm: Vm): readonly Vm[];
   setPhase(vm: Vm, phase: Phase): void;
   /** Writes every VM's record to the store; never rejects. */
   flush(): Promise<void>;
@@ -112,7 +118,7 @@ export class Reaper {
       if (phase.kind !== "ready") continue;
       const last = this.host.lastActivity(vm);
       if (now - last >= idleMs) {
-        jobs.push(this.host.stopIdle(vm, stopMode, `after ${Math.round((now - last) / 1000)} s idle`));
+        jobs.push(this.stopIdle(vm, now - last));
         continue;
       }
       jobs.push(this.recheck(vm));
@@ -121,6 +127,40 @@ export class Reaper {
     await flushed;
     // Again, with what the stops and re-reads changed (one short transaction).
     if (jobs.length > 0) await this.host.flush();
+  }
+
+  /**
+   * A ready VM idle for 2 x TTL: stopped, unless the backend counts
+   * established connections to it (clients that took the direct path, the
+   * VM's own address): then it is busy as of now, and checked again later.
+   */
+  private async stopIdle(vm: Vm, idleMs: number): Promise<void> {
+    const { backend, clock, log, stopMode } = this.opts;
+    if (backend.connections !== undefined) {
+      // Any member's established connections keep its whole group up.
+      let open = 0;
+      for (const m of this.host.membersOf(vm)) {
+        if (m.phase.kind !== "ready") continue;
+        let n = 0;
+        try {
+          n = await backend.connections(m.ref);
+        } catch (err) {
+          log.warn(`Could not count the connections of VM '${m.spec.label}': ${describeError(err)}`);
+        }
+        if (n > 0) m.lastConnection = clock.now();
+        open += n;
+      }
+      if (open > 0) {
+        log.debug(`VM '${vm.spec.label}' is idle but has ${open} established connection(s); keeping it`);
+        return this.recheck(vm);
+      }
+      // Anything may have happened while we asked: a query, a start, a stop, a held connection.
+      if (vm.phase.kind !== "ready" || vm.flight !== null) return;
+      const idle = clock.now() - this.host.lastActivity(vm);
+      if (idle < 2 * this.opts.ttlSeconds * 1000) return;
+      idleMs = idle;
+    }
+    await this.host.stopIdle(vm, stopMode, `after ${Math.round(idleMs / 1000)} s idle`);
   }
 
   /** The backend's view of a VM; null (and a warning) if it cannot say. */

@@ -62,6 +62,8 @@ export async function resolveVm(
     lastRequest: known ? record.lastRequest : null,
     lastError: null,
     failures: 0,
+    openConnections: 0,
+    lastConnection: null,
     // Started by the jitsu before this one: --stop-on-exit stops it too.
     startedByUs: wasUp && stillUp && record.startedAt !== null,
     group: null,

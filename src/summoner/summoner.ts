@@ -101,6 +101,10 @@ export interface VmStatus {
   idleStopAt: number | null;
   /** The backend's name (`-x`). */
   backend: string;
+  /** Connections held or relayed to it now (src/activator): it is not idle while any is open. */
+  openConnections: number;
+  /** When a connection last counted as activity (the last one closed, or the backend saw some). */
+  lastConnection: number | null;
 }
 
 const BACKOFF_FIRST_MS = 1000;
@@ -149,6 +153,7 @@ export class Summoner {
         stop: (vm, mode, why) => this.stop(vm, mode, why, "idle"),
         stopIdle: (vm, mode, why) => this.groups.stopIdle(vm, mode, why),
         lastActivity: (vm) => this.groups.lastActivity(vm),
+        membersOf: (vm) => this.groups.membersOf(vm),
         setPhase: (vm, phase) => this.setPhase(vm, phase),
         flush: () => this.flush(),
       },
@@ -282,6 +287,45 @@ export class Summoner {
     this.summon(vm).catch(() => undefined); // a failure is logged by bringUp (and groups)
   }
 
+  // ---- connections (src/activator) --------------------------------------------
+
+  /**
+   * A connection to `label` opened (held while it starts, or relayed): the VM
+   * is not idle while any is open. Not a request (the connection's own
+   * request() counted that). Unknown labels (removed by a reload) are ignored.
+   */
+  connectionOpened(label: string): void {
+    const vm = this.vms.get(label);
+    if (vm !== undefined) vm.openConnections++;
+  }
+
+  /** One of them closed: when the last one does, the 2 x TTL idle clock starts now. */
+  connectionClosed(label: string): void {
+    const vm = this.vms.get(label);
+    if (vm === undefined || vm.openConnections === 0) return;
+    vm.openConnections--;
+    vm.lastConnection = this.clock.now();
+    if (vm.openConnections === 0) this.admission.changed();
+  }
+
+  /** Open connections per VM label (those with any), for /status. */
+  openConnections(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [label, vm] of this.vms) if (vm.openConnections > 0) out.set(label, vm.openConnections);
+    return out;
+  }
+
+  /**
+   * Where the host reaches port `port` of VM `label` at `address` (one of its
+   * addresses): the backend's `hostPort` (QEMU's hostfwd) if it has one, else
+   * that address and port.
+   */
+  endpoint(label: string, address: string, port: number): { host: string; port: number } {
+    const vm = this.vms.get(label);
+    const mapped = vm === undefined ? null : (this.backend.hostPort?.(vm.ref, port) ?? null);
+    return mapped === null ? { host: address, port } : { host: mapped.host, port: mapped.port };
+  }
+
   /** Each ready VM's label and addresses (the same array instances the hot path returns). */
   readyAddresses(): Map<string, readonly string[]> {
     const out = new Map<string, readonly string[]>();
@@ -346,6 +390,8 @@ export class Summoner {
       stateSince: vm.since,
       idleStopAt: this.idleStopAt(vm),
       backend: this.opts.backendName,
+      openConnections: vm.openConnections,
+      lastConnection: vm.lastConnection,
     }));
   }
 

@@ -80,6 +80,16 @@ export interface Vm {
   startedByUs: boolean;
   /** Its group, or null (set by groups.ts at start-up and on each reload). */
   group: VmGroup | null;
+  /**
+   * Connections open to the VM that keep it up (src/activator's held and
+   * relayed ones): while above 0 it is never idle.
+   */
+  openConnections: number;
+  /**
+   * When a connection last counted as activity: the last held one closed, or
+   * the backend last reported established ones (`VmBackend.connections`).
+   */
+  lastConnection: number | null;
 }
 
 export const OFF: Phase = { kind: "off" };

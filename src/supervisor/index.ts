@@ -16,3 +16,4 @@ export { SpawnGate, type GateCommand } from "./spawn-gate.js";
 export { PidFile, parsePidFile, type PidRecord } from "./pid-file.js";
 export { isRecordedProcess, type ExpectProcess } from "./identity.js";
 export { findByEnvironment, readProcess, type MarkedProcess, type ProcessInfo } from "./proc.js";
+export { countInboundConnections, groupMembers, parseProcNetTcp } from "./connections.js";

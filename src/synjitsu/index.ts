@@ -312,6 +312,8 @@ function lookupSpec(uuid: string): VmSpec {
     ready: [],
     group: undefined,
     after: [],
+    hold: [],
+    holdAddress: undefined,
     options: new VmOptions([["uuid", uuid]], `synjitsu ${uuid}`),
   };
 }

@@ -15,6 +15,8 @@ import {
   ProcessSupervisor,
   findByEnvironment,
   SupervisorError,
+  countInboundConnections,
+  groupMembers,
   type ExitStatus,
   type SupervisedProcess,
 } from "../../supervisor/index.js";
@@ -260,6 +262,16 @@ export class ProcessBackend implements VmBackend {
   /** Each VM's keys, `cwd` and `exec` program, and `<state-dir>/process` (preflight.ts). */
   preflight(specs: readonly VmSpec[]): Promise<JitsuError[]> {
     return checkProcessVms(this.options.stateDir, specs);
+  }
+
+  /**
+   * Clients connected to the VM: established inbound TCP connections of its
+   * process group's processes, to ports they listen on (from /proc).
+   */
+  async connections(vm: VmRef): Promise<number> {
+    const pid = this.pid(vm);
+    if (pid === undefined) return 0;
+    return countInboundConnections(await groupMembers(pid));
   }
 
   /** The process ID of a running VM (for diagnostics and tests). */

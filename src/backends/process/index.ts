@@ -12,6 +12,6 @@ export const processBackend: BackendFactory = {
   summary: "Local commands as VMs (each in its own process group; pause = SIGSTOP)",
   keys: PROCESS_KEYS,
   connects: false,
-  capabilities: { stopModes: PROCESS_STOP_MODES, optional: new Set(["onEvent", "preflight"]) },
+  capabilities: { stopModes: PROCESS_STOP_MODES, optional: new Set(["onEvent", "preflight", "connections"]) },
   create: (options) => new ProcessBackend(options),
 };

@@ -20,6 +20,7 @@ import {
   PidFile,
   ProcessSupervisor,
   SupervisorError,
+  countInboundConnections,
   type ExitStatus,
   type SupervisedProcess,
 } from "../../supervisor/index.js";
@@ -78,6 +79,19 @@ interface Vm {
 }
 
 /** QMP query-status `status` values (qapi/run-state.json) as VmState. */
+/** The host ports of the VM's TCP `hostfwd`s. */
+function hostfwdPorts(machine: QemuMachine): Set<number> {
+  const ports = new Set<number>();
+  for (const nic of machine.nics) {
+    if (nic.kind !== "user") continue;
+    for (const h of nic.hostfwd) {
+      const m = /^tcp:[0-9.]*:(\d+)-/.exec(h);
+      if (m !== null) ports.add(Number(m[1]));
+    }
+  }
+  return ports;
+}
+
 function stateOfRunStatus(status: string): VmState {
   switch (status) {
     case "running":
@@ -317,6 +331,25 @@ export class QemuBackend implements VmBackend {
 
   async macs(ref: VmRef): Promise<string[]> {
     return [...this.vm(ref).machine.macs];
+  }
+
+  /** Clients connected through the VM's `hostfwd` TCP ports (QEMU's own sockets, from /proc). */
+  async connections(ref: VmRef): Promise<number> {
+    const inst = this.vm(ref).instance;
+    if (inst === null || inst.standby) return 0;
+    return countInboundConnections([inst.process.pid], hostfwdPorts(this.vm(ref).machine));
+  }
+
+  /** A `hostfwd=tcp:HOST:HOSTPORT-:port` of the VM: HOST (127.0.0.1 when empty) and HOSTPORT. */
+  hostPort(ref: VmRef, port: number): { host: string; port: number } | null {
+    for (const nic of this.vm(ref).machine.nics) {
+      if (nic.kind !== "user") continue;
+      for (const h of nic.hostfwd) {
+        const m = /^tcp:([0-9.]*):(\d+)-[0-9.]*:(\d+)$/.exec(h);
+        if (m !== null && Number(m[3]) === port) return { host: m[1] || "127.0.0.1", port: Number(m[2]) };
+      }
+    }
+    return null;
   }
 
   onEvent(listener: (event: BackendEvent) => void): void {

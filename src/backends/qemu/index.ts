@@ -14,6 +14,9 @@ export const qemuBackend: BackendFactory = {
     "QEMU microVMs booted from a kernel, controlled over QMP (pause = stop, suspend/save = memory to a file)",
   keys: QEMU_KEYS,
   connects: false,
-  capabilities: { stopModes: QEMU_STOP_MODES, optional: new Set(["macs", "onEvent", "preflight"]) },
+  capabilities: {
+    stopModes: QEMU_STOP_MODES,
+    optional: new Set(["macs", "onEvent", "preflight", "connections", "hostPort"]),
+  },
   create: (options) => new QemuBackend(options),
 };

@@ -422,6 +422,8 @@ test("an existing domain (the Synjitsu VM) is found by uuid from xl list -l", as
     ready: [],
     group: undefined,
     after: [],
+    hold: [],
+    holdAddress: undefined,
     options: new VmOptions([["uuid", u]], "synjitsu"),
   });
   const ref = await backend.resolve(lookup(uuid.toUpperCase()));
