@@ -101,6 +101,10 @@ interface Held {
   /** Set once the connection is over (closed, timed out, failed): later events ignore it. */
   done: boolean;
   held: boolean;
+  /** Whether it waited (held for the start, or the VM refused it at first): its wait goes in the histogram. */
+  waited: boolean;
+  /** Its wait was observed already (once per connection). */
+  observed: boolean;
   relaying: boolean;
   timer: Timer | null;
 }
@@ -283,6 +287,8 @@ export class Activator {
       accepted: performance.now(),
       done: false,
       held: false,
+      waited: false,
+      observed: false,
       relaying: false,
       timer: null,
     };
@@ -297,6 +303,7 @@ export class Activator {
       return;
     }
     c.held = true;
+    c.waited = true;
     this.held++;
     this.vmCounts(label).held++;
     if (timeoutS > 0) {
@@ -341,6 +348,7 @@ export class Activator {
       if (c.done) return;
       const retryMs = this.opts.retryMs ?? 100;
       if (err.code === "ECONNREFUSED" && this.opts.clock.now() + retryMs < deadline) {
+        c.waited = true;
         c.timer = this.opts.clock.setTimer(retryMs, () => this.connect(c, addresses, vmPort, deadline));
         return;
       }
@@ -358,6 +366,7 @@ export class Activator {
         upstream.destroy();
         return;
       }
+      this.observeHold(c);
       this.splices++;
       this.relaying++;
       this.vmCounts(c.label).relaying++;
@@ -380,10 +389,12 @@ export class Activator {
     c.timer = null;
     this.held--;
     this.vmCounts(c.label).held--;
-    this.observeHold(c);
   }
 
+  /** The time `c` waited, from accept to now, into the histogram (once, and only if it waited). */
   private observeHold(c: Held): void {
+    if (!c.waited || c.observed) return;
+    c.observed = true;
     const s = (performance.now() - c.accepted) / 1000;
     let i = 0;
     while (i < HOLD_BUCKETS.length && s > HOLD_BUCKETS[i]!) i++;
@@ -394,6 +405,7 @@ export class Activator {
 
   /** Ends a connection that will not be relayed: reset, so the client knows it got nothing. */
   private abandon(c: Held): void {
+    this.observeHold(c);
     c.socket.resetAndDestroy();
   }
 

@@ -121,7 +121,8 @@ export class Reaper {
         jobs.push(this.stopIdle(vm, now - last));
         continue;
       }
-      jobs.push(this.recheck(vm));
+      if (vm.seenConnections > 0) jobs.push(this.countConnections(vm).then(() => this.recheck(vm)));
+      else jobs.push(this.recheck(vm));
     }
     await Promise.all(jobs);
     await flushed;
@@ -140,15 +141,7 @@ export class Reaper {
       // Any member's established connections keep its whole group up.
       let open = 0;
       for (const m of this.host.membersOf(vm)) {
-        if (m.phase.kind !== "ready") continue;
-        let n = 0;
-        try {
-          n = await backend.connections(m.ref);
-        } catch (err) {
-          log.warn(`Could not count the connections of VM '${m.spec.label}': ${describeError(err)}`);
-        }
-        if (n > 0) m.lastConnection = clock.now();
-        open += n;
+        if (m.phase.kind === "ready") open += await this.countConnections(m);
       }
       if (open > 0) {
         log.debug(`VM '${vm.spec.label}' is idle but has ${open} established connection(s); keeping it`);
@@ -161,6 +154,20 @@ export class Reaper {
       idleMs = idle;
     }
     await this.host.stopIdle(vm, stopMode, `after ${Math.round(idleMs / 1000)} s idle`);
+  }
+
+  /** The backend's count of established connections (0 if it cannot say); some count as activity now. */
+  private async countConnections(vm: Vm): Promise<number> {
+    const { backend, clock, log } = this.opts;
+    let open = 0;
+    try {
+      open = (await backend.connections?.(vm.ref)) ?? 0;
+    } catch (err) {
+      log.warn(`Could not count the connections of VM '${vm.spec.label}': ${describeError(err)}`);
+    }
+    vm.seenConnections = open;
+    if (open > 0) vm.lastConnection = clock.now();
+    return open;
   }
 
   /** The backend's view of a VM; null (and a warning) if it cannot say. */

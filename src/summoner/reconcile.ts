@@ -64,6 +64,7 @@ export async function resolveVm(
     failures: 0,
     openConnections: 0,
     lastConnection: null,
+    seenConnections: 0,
     // Started by the jitsu before this one: --stop-on-exit stops it too.
     startedByUs: wasUp && stillUp && record.startedAt !== null,
     group: null,

@@ -90,6 +90,13 @@ export interface Vm {
    * the backend last reported established ones (`VmBackend.connections`).
    */
   lastConnection: number | null;
+  /**
+   * Established connections the backend reported at the reaper's last look
+   * (`VmBackend.connections`, asked once the VM is idle): while above 0 it
+   * is asked again at every pass, so the VM stops 2 x TTL after the pass
+   * that last saw one.
+   */
+  seenConnections: number;
 }
 
 export const OFF: Phase = { kind: "off" };
