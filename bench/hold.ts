@@ -1,0 +1,300 @@
+/**
+ * Held connections (src/activator), issue 18: jitsu's hold port relaying a
+ * warm VM's connections, side by side with systemd-socket-proxyd (started by
+ * systemd-socket-activate on a listening socket) in front of the same backend
+ * (peers/tcp-backend.ts on 127.0.0.2), interleaved, best of the rounds per
+ * side; and the hold overhead on a cold start. Each proxy runs on the server
+ * CPU; the backend and this client on the load CPUs.
+ */
+import { readFileSync } from "node:fs";
+import net from "node:net";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { BenchContext } from "./context.js";
+import { startProcess, type BenchProcess } from "./procs.js";
+import type { Row, Target } from "./report.js";
+import { cpuSeconds, startJitsu, stopJitsu, type JitsuServer } from "./servers.js";
+import { freePort, pinTo, which } from "./tools.js";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const BACKEND = join(here, "peers", "tcp-backend.js");
+const DEMO_SERVICE = join(here, "..", "scripts", "demo-service.js");
+const PROXYD = "/lib/systemd/systemd-socket-proxyd";
+const VM_HOST = "127.0.0.2";
+
+export interface HoldResult {
+  rows: Row[];
+  targets: Target[];
+  json: Record<string, unknown>;
+}
+
+interface Side {
+  readonly name: string;
+  readonly port: number;
+  readonly pid: number;
+}
+
+/** One bulk transfer: `size` bytes from the backend through `port`; MB/s. */
+function bulk(port: number, size: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let got = 0;
+    const s = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true }, () => s.end("B"));
+    s.on("data", (chunk: Buffer) => (got += chunk.length));
+    s.on("error", reject);
+    s.on("end", () => {
+      const seconds = (performance.now() - t0) / 1000;
+      if (got !== size) reject(new Error(`bulk: got ${got} of ${size} bytes`));
+      else resolve(size / 1e6 / seconds);
+    });
+  });
+}
+
+const REQUEST = Buffer.alloc(64, 0x72);
+
+/** One short connection: connect, 64 bytes there and back, close; resolves when closed. */
+function shortConnection(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: "127.0.0.1", port, noDelay: true }, () => s.write(REQUEST));
+    let got = 0;
+    s.on("data", (chunk: Buffer) => {
+      got += chunk.length;
+      if (got >= REQUEST.length) s.end();
+    });
+    s.on("error", reject);
+    s.on("close", () => (got >= REQUEST.length ? resolve() : reject(new Error("short connection: no reply"))));
+  });
+}
+
+/** Short connections per second with `concurrency` in flight for `seconds`; and CPU µs per connection in `pid`. */
+async function connectionsPerSecond(
+  port: number,
+  pid: number,
+  seconds: number,
+  concurrency: number,
+): Promise<{ cps: number; cpuUs: number }> {
+  const end = performance.now() + seconds * 1000;
+  let done = 0;
+  const cpu0 = cpuSeconds(pid);
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        await shortConnection(port);
+        done++;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - t0) / 1000;
+  return { cps: done / elapsed, cpuUs: ((cpuSeconds(pid) - cpu0) * 1e6) / done };
+}
+
+/** p50/p99 (µs) of `n` short connections made one after another (connect, request, reply, close). */
+async function shortLatency(port: number, n: number): Promise<{ p50: number; p99: number }> {
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await shortConnection(port);
+    times.push((performance.now() - t0) * 1000);
+  }
+  return percentiles(times);
+}
+
+/** p50/p99 (µs) of `n` 64-byte round trips on one open connection. */
+function warmLatency(port: number, n: number): Promise<{ p50: number; p99: number }> {
+  return new Promise((resolve, reject) => {
+    const times: number[] = [];
+    const s = net.connect({ host: "127.0.0.1", port, noDelay: true });
+    let t0 = 0;
+    let got = 0;
+    const send = (): void => {
+      got = 0;
+      t0 = performance.now();
+      s.write(REQUEST);
+    };
+    s.once("connect", send);
+    s.on("data", (chunk: Buffer) => {
+      got += chunk.length;
+      if (got < REQUEST.length) return;
+      times.push((performance.now() - t0) * 1000);
+      if (times.length < n) send();
+      else {
+        s.destroy();
+        resolve(percentiles(times));
+      }
+    });
+    s.on("error", reject);
+  });
+}
+
+function percentiles(values: number[]): { p50: number; p99: number } {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  return { p50: at(0.5), p99: at(0.99) };
+}
+
+/** systemd-socket-proxyd in front of the backend, on a socket systemd-socket-activate listens on. */
+async function startProxyd(backendPort: number, cpus: string | undefined): Promise<{ side: Side; proc: BenchProcess }> {
+  const activate = which("systemd-socket-activate");
+  if (activate === null) throw new Error("bench: systemd-socket-activate is missing (Debian: systemd)");
+  const port = await freePort();
+  const args = ["-l", `127.0.0.1:${port}`, PROXYD, `${VM_HOST}:${backendPort}`];
+  const proc =
+    cpus === undefined
+      ? await startProcess("systemd-socket-proxyd", activate, args, { readyLine: (l) => l.startsWith("Listening") })
+      : await startProcess("systemd-socket-proxyd", "taskset", ["-c", cpus, activate, ...args], {
+          readyLine: (l) => l.startsWith("Listening"),
+        });
+  // systemd-socket-activate execs the proxy on the first connection: make it now (the pid stays).
+  await shortConnection(port);
+  return { side: { name: "systemd-socket-proxyd", port, pid: proc.pid }, proc };
+}
+
+/** The hold overhead on a cold start: first byte through the hold port minus the VM's own ready stamp. */
+async function coldStarts(ctx: BenchContext, runs: number): Promise<{ overheadMs: number[]; firstByteMs: number[] }> {
+  const vms: { name: string; hold: number; port: number; stamp: string }[] = [];
+  for (let i = 0; i < runs; i++) {
+    vms.push({ name: `cold${i}`, hold: await freePort(), port: await freePort(), stamp: join(ctx.dir, `cold${i}.stamp`) });
+  }
+  const server = await startJitsu({
+    label: "jitsu (cold hold)",
+    upstreamPort: null,
+    logLevel: "info",
+    probe: { name: "example.org", type: "SOA" },
+    configs: vms.map(
+      (v) =>
+        `dns=${v.name}.example.org,ip=${VM_HOST},name=${v.name},hold=${v.hold}:${v.port},ready=http://${VM_HOST}:${v.port}/,` +
+        `exec='${process.execPath}' '${DEMO_SERVICE}' ${VM_HOST} ${v.port} ${v.name} 1 '${v.stamp}'`,
+    ),
+  });
+  const overheadMs: number[] = [];
+  const firstByteMs: number[] = [];
+  try {
+    for (const v of vms) {
+      const t0 = Date.now();
+      const firstByte = await new Promise<number>((resolve, reject) => {
+        const s = net.connect({ host: "127.0.0.1", port: v.hold }, () => s.write("GET / HTTP/1.0\r\n\r\n"));
+        s.once("data", () => {
+          resolve(Date.now());
+          s.destroy();
+        });
+        s.on("error", reject);
+      });
+      const ready = Number(/ready (\d+)/.exec(readFileSync(v.stamp, "utf8"))![1]);
+      overheadMs.push(firstByte - ready);
+      firstByteMs.push(firstByte - t0);
+    }
+  } finally {
+    await stopJitsu(server);
+  }
+  return { overheadMs, firstByteMs };
+}
+
+export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
+  const { params, plan, log } = ctx;
+  const quick = params.quick;
+  const bulkBytes = (quick ? 128 : 512) * 1024 * 1024;
+  const cpsSeconds = quick ? 2 : 5;
+  const rounds = quick ? 1 : 2;
+  const concurrency = 8;
+  const backendPort = await freePort();
+  const backend = await startProcess("tcp-backend", process.execPath, [BACKEND, VM_HOST, String(backendPort), String(bulkBytes)], {
+    readyLine: (l) => l === "listening",
+  });
+  if (plan !== null) pinTo(backend.pid, plan.load);
+  const holdPort = await freePort();
+  let jitsu: JitsuServer | null = null;
+  let proxyd: { side: Side; proc: BenchProcess } | null = null;
+  try {
+    jitsu = await startJitsu({
+      label: "jitsu (hold)",
+      upstreamPort: null,
+      logLevel: "warn",
+      probe: { name: "example.org", type: "SOA" },
+      configs: [`dns=hold.example.org,ip=${VM_HOST},name=hold,hold=${holdPort}:${backendPort},exec=sleep 300`],
+    });
+    if (plan !== null) pinTo(jitsu.proc.pid, plan.server);
+    proxyd = await startProxyd(backendPort, plan?.server);
+    // Warm: the first connection summons the VM (a sleep: ready at once); the backend is ours.
+    await shortConnection(holdPort);
+    const sides: Side[] = [{ name: "jitsu", port: holdPort, pid: jitsu.proc.pid }, proxyd.side];
+    const direct: Side = { name: "direct", port: backendPort, pid: backend.pid };
+
+    const best = new Map<string, { mbps: number; cps: number; cpuUs: number; lat: { p50: number; p99: number }; warm: { p50: number; p99: number } }>();
+    for (let round = 0; round < rounds; round++) {
+      const order = round % 2 === 0 ? sides : [...sides].reverse();
+      for (const side of order) {
+        log(`hold: ${side.name}, round ${round + 1}`);
+        const mbps = await bulk(side.port, bulkBytes);
+        const { cps, cpuUs } = await connectionsPerSecond(side.port, side.pid, cpsSeconds, concurrency);
+        const lat = await shortLatency(side.port, quick ? 300 : 1000);
+        const warm = await warmLatency(side.port, quick ? 1000 : 3000);
+        const prev = best.get(side.name);
+        best.set(side.name, {
+          mbps: Math.max(mbps, prev?.mbps ?? 0),
+          cps: Math.max(cps, prev?.cps ?? 0),
+          cpuUs: Math.min(cpuUs, prev?.cpuUs ?? Infinity),
+          lat: prev === undefined || lat.p50 < prev.lat.p50 ? lat : prev.lat,
+          warm: prev === undefined || warm.p50 < prev.warm.p50 ? warm : prev.warm,
+        });
+      }
+    }
+    // The backend alone (no proxy), for the latency a proxy adds.
+    const directLat = await shortLatency(direct.port, quick ? 300 : 1000);
+    const directWarm = await warmLatency(direct.port, quick ? 1000 : 3000);
+    const cold = await coldStarts(ctx, quick ? 2 : 4);
+
+    const j = best.get("jitsu")!;
+    const p = best.get("systemd-socket-proxyd")!;
+    const added = (s: { lat: { p50: number } }): number => s.lat.p50 - directLat.p50;
+    const fmt = (n: number, d = 0): string => n.toFixed(d);
+    const rows: Row[] = [];
+    for (const [name, s] of [
+      ["jitsu hold port", j],
+      ["systemd-socket-proxyd", p],
+    ] as const) {
+      rows.push({
+        row: `hold: ${name}`,
+        qps: `${fmt(s.cps)} conn/s`,
+        p50: `${fmt(s.lat.p50)} µs/conn`,
+        p99: `${fmt(s.lat.p99)} µs/conn`,
+        note: `bulk ${fmt(s.mbps)} MB/s; CPU ${fmt(s.cpuUs)} µs/conn; warm round trip p50 ${fmt(s.warm.p50)} µs; added per connection ${fmt(added(s))} µs`,
+      } as unknown as Row);
+    }
+    rows.push({
+      row: "hold: direct (no proxy)",
+      qps: "",
+      p50: `${fmt(directLat.p50)} µs/conn`,
+      p99: `${fmt(directLat.p99)} µs/conn`,
+      note: `warm round trip p50 ${fmt(directWarm.p50)} µs`,
+    } as unknown as Row);
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    rows.push({
+      row: "hold: cold start overhead",
+      qps: "",
+      p50: `${fmt(median(cold.overheadMs))} ms`,
+      p99: `${fmt(Math.max(...cold.overheadMs))} ms (max)`,
+      note: `first byte through the hold port minus the VM's own ready stamp (1 s boot, ready=http probe), ${cold.overheadMs.length} cold starts: ${cold.overheadMs.join(", ")} ms`,
+    } as unknown as Row);
+    const ratio = (a: number, b: number): number => a / b;
+    const targets: Target[] = [
+      target("hold: bulk throughput vs systemd-socket-proxyd", ratio(j.mbps, p.mbps), ">=", 0.8),
+      target("hold: connections/s vs systemd-socket-proxyd", ratio(j.cps, p.cps), ">=", 0.8),
+      target("hold: added latency per connection vs systemd-socket-proxyd", ratio(added(j), added(p)), "<=", 1.2),
+    ];
+    return {
+      rows,
+      targets,
+      json: { jitsu: j, proxyd: p, direct: { lat: directLat, warm: directWarm }, cold, bulkBytes, concurrency, cpsSeconds },
+    };
+  } finally {
+    if (jitsu !== null) await stopJitsu(jitsu);
+    await proxyd?.proc.stop();
+    await backend.stop();
+  }
+}
+
+function target(what: string, value: number, op: ">=" | "<=", goal: number): Target {
+  const met = op === ">=" ? value >= goal : value <= goal;
+  return { target: what, value: `${value.toFixed(2)}x`, goal: `${op} ${goal}x`, met } as unknown as Target;
+}
