@@ -28,7 +28,10 @@ export interface BenchContext {
 
 /** The full run and `--only summon` pin (`--only scale` and `--only workers` leave CPU affinity alone). */
 export function makeContext(params: Params, tools: Tools, log: (line: string) => void): BenchContext {
-  const plan = params.only === null || params.only === "summon" ? cpuPlan(cpus().length, params.pin) : null;
+  const plan =
+    params.only === null || params.only === "summon" || params.only === "hold"
+      ? cpuPlan(cpus().length, params.pin)
+      : null;
   const dir = makeTempDir();
   return {
     params,

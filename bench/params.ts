@@ -19,7 +19,7 @@ export interface Params {
   /** Servers under test on a CPU of their own, the load on the others (off with `--no-pin`). */
   pin: boolean;
   /** Run one section only, or null for all. */
-  only: "scale" | "workers" | "forward" | "summon" | null;
+  only: "scale" | "workers" | "forward" | "summon" | "hold" | null;
   /** `--only scale`: starts of each shape. */
   scaleRepeats: number;
   /** dnsperf run length, s. */
@@ -34,13 +34,14 @@ export interface Params {
   scaleNames: number;
 }
 
-const USAGE = "usage: npm run bench -- [--quick] [--nice N] [--no-pin] [--only scale|workers|forward|summon]";
+const USAGE =
+  "usage: npm run bench -- [--quick] [--nice N] [--no-pin] [--only scale|workers|forward|summon|hold]";
 
 export function parseParams(argv: readonly string[]): Params {
   let quick = false;
   let nice: number | null = null;
   let pin = true;
-  let only: "scale" | "workers" | "forward" | "summon" | null = null;
+  let only: "scale" | "workers" | "forward" | "summon" | "hold" | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--quick") quick = true;
@@ -54,9 +55,9 @@ export function parseParams(argv: readonly string[]): Params {
       nice = n;
     } else if (a === "--only") {
       const v = argv[++i];
-      if (v !== "scale" && v !== "workers" && v !== "forward" && v !== "summon") {
+      if (v !== "scale" && v !== "workers" && v !== "forward" && v !== "summon" && v !== "hold") {
         throw new Error(
-          `bench: --only takes 'scale', 'workers', 'forward' or 'summon', got '${v ?? ""}' (${USAGE})`,
+          `bench: --only takes 'scale', 'workers', 'forward', 'summon' or 'hold', got '${v ?? ""}' (${USAGE})`,
         );
       }
       only = v;

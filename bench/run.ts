@@ -21,6 +21,7 @@ import { startFullServers, startSharedServers, stopAllButUnbound } from "./share
 import { idleBaseline, summonSection } from "./summon.js";
 import { forwardTargets, issue5Targets, summonTarget } from "./targets.js";
 import { forwardOnly, throughputSection } from "./throughput.js";
+import { holdSection } from "./hold.js";
 import { pinTo, requireTools } from "./tools.js";
 import { allCpusSection } from "./workers.js";
 
@@ -57,8 +58,16 @@ async function runAll(ctx: BenchContext): Promise<void> {
   const summon = await summonSection(ctx, idle);
   const scale = await scaleSection(ctx, servers, namesLoaded, throughput.names);
   await Promise.all([servers.unbound.proc.stop(), servers.upstream.proc.stop()]);
+  const hold = await holdSection(ctx);
 
-  const rows = [...throughput.rows, ...latency.rows, ...allCpus.rows, ...summon.rows, ...scale.rows];
+  const rows = [
+    ...throughput.rows,
+    ...latency.rows,
+    ...allCpus.rows,
+    ...summon.rows,
+    ...scale.rows,
+    ...hold.rows,
+  ];
   const failed = { ...throughput.failed, ...latency.failed };
   const targets = issue5Targets({ throughput, latency, allCpus, summon, scale });
   const header = [
@@ -77,7 +86,7 @@ async function runAll(ctx: BenchContext): Promise<void> {
         : `\n\ndnsperf failed (not counted): ${Object.entries(failed)
             .map(([k, v]) => `${k} x${v.length}: ${v[0]!.slice(0, 160)}`)
             .join("; ")}`
-    }\n\nTargets (issue 5):\n${formatTargets(targets)}\n\nTargets (issue 22, forwarding):\n${formatTargets(forwardTargets(throughput))}\n`,
+    }\n\nTargets (issue 5):\n${formatTargets(targets)}\n\nTargets (issue 22, forwarding):\n${formatTargets(forwardTargets(throughput))}\n\nTargets (issue 18, held connections):\n${formatTargets(hold.targets)}\n`,
   );
 
   mkdirSync(RESULTS_DIR, { recursive: true });
@@ -94,6 +103,8 @@ async function runAll(ctx: BenchContext): Promise<void> {
     allCpus: allCpus.json,
     ...summon.json,
     scale: scale.json,
+    hold: hold.json,
+    holdTargets: hold.targets,
     failed,
     rows,
     targets,
@@ -101,6 +112,17 @@ async function runAll(ctx: BenchContext): Promise<void> {
   };
   writeFileSync(file, JSON.stringify(json, null, 2) + "\n");
   process.stdout.write(`\nResults: ${file}\n`);
+}
+
+/** `--only hold`: the held-connection rows (jitsu's hold port against systemd-socket-proxyd) and their targets. */
+async function runHoldOnly(ctx: BenchContext): Promise<void> {
+  if (ctx.plan !== null) pinTo(process.pid, ctx.plan.load);
+  const r = await holdSection(ctx);
+  process.stdout.write(
+    `\nHeld connections (${ctx.params.quick ? "quick" : "full"}), load ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(" ")}\n\n${formatTable(r.rows)}\n\nTargets (issue 18):\n${formatTargets(r.targets)}\n`,
+  );
 }
 
 /** `--only workers`: the servers the all-CPUs rows need, those rows, and their table. */
@@ -154,6 +176,7 @@ async function main(): Promise<void> {
   else if (params.only === "workers") await runWorkersOnly(ctx);
   else if (params.only === "forward") await runForwardOnly(ctx);
   else if (params.only === "summon") await runSummonOnly(ctx);
+  else if (params.only === "hold") await runHoldOnly(ctx);
   else await runAll(ctx);
   rmSync(ctx.dir, { recursive: true, force: true });
 }

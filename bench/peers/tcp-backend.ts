@@ -22,7 +22,8 @@ const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket)
         while (left > 0) {
           const n = Math.min(left, block.length);
           left -= n;
-          if (!socket.write(n === block.length ? block : block.subarray(0, n))) return void socket.once("drain", write);
+          if (!socket.write(n === block.length ? block : block.subarray(0, n)))
+            return void socket.once("drain", write);
         }
         socket.end();
       };
