@@ -297,7 +297,7 @@ describe("the jitsu binary", () => {
     assert.equal(
       res.stderr.trim(),
       "jitsu: VM 'www', key 'dsn': unknown key for the process backend; did you mean 'dns'? " +
-        "(known keys: after, cwd, dns, env, exec, group, ip, name, ready, response_delay, stop_grace, use_synjitsu)",
+        "(known keys: after, cwd, dns, env, exec, group, hold, hold_address, ip, name, ready, response_delay, stop_grace, use_synjitsu)",
     );
   });
 
