@@ -1,14 +1,16 @@
 /**
  * Connections are activity (src/activator, and backends that count them): the
  * reaper never stops a VM with an open connection, and its 2 x TTL clock
- * starts when the last one closes. Injected clock, in-memory backend.
+ * starts when the last one closes; a group member's connections keep its
+ * whole group up, and admission never evicts a VM with open connections.
+ * Injected clock, in-memory backend.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { VmRef } from "../../src/backends/contract.js";
 import { ManualClock } from "../../src/clock/index.js";
 import { Summoner } from "../../src/summoner/index.js";
-import { TestBackend, spec } from "../doubles/test-backend.js";
+import { TestBackend, spec, track } from "../doubles/test-backend.js";
 import { summonerOptions } from "../support/summoner.js";
 
 async function setup(
@@ -91,6 +93,82 @@ describe("Summoner: connections keep a VM up", () => {
     await summoner.request("www");
     await clock.advance(2500);
     assert.equal(www(summoner).state, "off");
+    await summoner.close();
+  });
+});
+
+describe("Summoner: connections of a group member, and eviction", () => {
+  const DB = "dns=db.shop.test,ip=10.0.0.1,name=db,group=shop";
+  const WEB = "dns=web.shop.test,ip=10.0.0.2,name=web,group=shop,after=db";
+  const SOLO = "dns=solo.test,ip=10.0.0.9,name=solo";
+  const state = (s: Summoner, label: string) => s.status().find((vm) => vm.label === label)?.state;
+
+  it("an open connection to one member keeps the whole group up; it stops 2 x TTL after the close", async () => {
+    const clock = new ManualClock();
+    const backend = new TestBackend();
+    const summoner = await Summoner.create(
+      summonerOptions({ backend, clock, specs: [DB, WEB].map(spec), ttlSeconds: 1, reaperIntervalMs: 100 }),
+    );
+    await summoner.request("web");
+    summoner.connectionOpened("db"); // only db has a connection; web is never queried again
+    await clock.advance(5000);
+    assert.equal(state(summoner, "web"), "ready", "the group is in use through db");
+    assert.equal(state(summoner, "db"), "ready");
+    summoner.connectionClosed("db");
+    await clock.advance(1900);
+    assert.equal(state(summoner, "web"), "ready");
+    await clock.advance(300);
+    assert.equal(state(summoner, "web"), "off");
+    assert.equal(state(summoner, "db"), "off");
+    await summoner.close();
+  });
+
+  it("a backend's established connections to one member keep the group up", async () => {
+    class Counting extends TestBackend {
+      open = new Map<string, number>([["db", 1]]);
+      async connections(vm: VmRef): Promise<number> {
+        return this.open.get(vm.label) ?? 0;
+      }
+    }
+    const clock = new ManualClock();
+    const backend = new Counting();
+    const summoner = await Summoner.create(
+      summonerOptions({ backend, clock, specs: [DB, WEB].map(spec), ttlSeconds: 1, reaperIntervalMs: 100 }),
+    );
+    await summoner.request("web");
+    await clock.advance(5000);
+    assert.equal(state(summoner, "web"), "ready", "db's direct connection keeps web up too");
+    backend.open.set("db", 0);
+    await clock.advance(2500);
+    assert.equal(state(summoner, "web"), "off");
+    await summoner.close();
+  });
+
+  it("--max-running never evicts a VM with open connections, however long since its last query", async () => {
+    const clock = new ManualClock();
+    const backend = new TestBackend();
+    const summoner = await Summoner.create(
+      summonerOptions({
+        backend,
+        clock,
+        specs: ["dns=www.example.org,ip=10.0.0.1,name=www", SOLO].map(spec),
+        ttlSeconds: 60,
+        reaperIntervalMs: 3_600_000,
+        maxRunning: 1,
+        startTimeoutSeconds: 0,
+      }),
+    );
+    await summoner.request("www");
+    summoner.connectionOpened("www");
+    await clock.advance(200_000); // idle by queries for more than 3 x TTL
+    const solo = track(summoner.request("solo") as Promise<unknown>);
+    await clock.advance(0);
+    assert.equal(solo.settled, false, "solo waits: www is in use");
+    assert.equal(state(summoner, "www"), "ready");
+    summoner.connectionClosed("www");
+    await clock.advance(61_000); // its TTL after the close: now it may make room
+    assert.deepEqual(solo.value, ["10.0.0.9"]);
+    assert.equal(state(summoner, "www"), "off");
     await summoner.close();
   });
 });
