@@ -2,8 +2,8 @@
  * Held connections (src/activator), issue 18: jitsu's hold port relaying a
  * warm VM's connections, side by side with systemd-socket-proxyd (started by
  * systemd-socket-activate on a listening socket) in front of the same backend
- * (peers/tcp-backend.ts on 127.0.0.2), interleaved, best of the rounds per
- * side; and the hold overhead on a cold start. Each proxy runs on the server
+ * (peers/tcp-backend.ts on 127.0.0.2), interleaved, the median of 3 rounds
+ * per side; and the hold overhead on a cold start. Each proxy runs on the server
  * CPU; the backend and this client on the load CPUs.
  */
 import { readFileSync } from "node:fs";
@@ -215,7 +215,7 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
   const quick = params.quick;
   const bulkBytes = (quick ? 128 : 512) * 1024 * 1024;
   const cpsSeconds = quick ? 2 : 5;
-  const rounds = quick ? 1 : 2;
+  const rounds = 3;
   const concurrency = 8;
   const backendPort = await freePort();
   const backend = await startProcess(
@@ -250,14 +250,15 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
     );
     const direct: Side = { name: "direct", port: backendPort, pid: backend.pid };
 
-    const best = new Map<
+    // Every round's figures per side; the medians are reported (at least 3 rounds, interleaved).
+    const runs = new Map<
       string,
       {
-        mbps: number;
-        cps: number;
-        cpuUs: number;
-        lat: { p50: number; p99: number };
-        warm: { p50: number; p99: number };
+        mbps: number[];
+        cps: number[];
+        cpuUs: number[];
+        lat: { p50: number; p99: number }[];
+        warm: { p50: number; p99: number }[];
       }
     >();
     for (let round = 0; round < rounds; round++) {
@@ -268,16 +269,32 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
         const { cps, cpuUs } = await connectionsPerSecond(side.port, side.pid, cpsSeconds, concurrency);
         const lat = await shortLatency(side.port, quick ? 300 : 1000);
         const warm = await warmLatency(side.port, quick ? 1000 : 3000);
-        const prev = best.get(side.name);
-        best.set(side.name, {
-          mbps: Math.max(mbps, prev?.mbps ?? 0),
-          cps: Math.max(cps, prev?.cps ?? 0),
-          cpuUs: Math.min(cpuUs, prev?.cpuUs ?? Infinity),
-          lat: prev === undefined || lat.p50 < prev.lat.p50 ? lat : prev.lat,
-          warm: prev === undefined || warm.p50 < prev.warm.p50 ? warm : prev.warm,
-        });
+        let r = runs.get(side.name);
+        if (r === undefined) runs.set(side.name, (r = { mbps: [], cps: [], cpuUs: [], lat: [], warm: [] }));
+        r.mbps.push(mbps);
+        r.cps.push(cps);
+        r.cpuUs.push(cpuUs);
+        r.lat.push(lat);
+        r.warm.push(warm);
       }
     }
+    const median = (xs: readonly number[]): number =>
+      [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const medianBy = <T>(xs: readonly T[], key: (x: T) => number): T =>
+      [...xs].sort((a, b) => key(a) - key(b))[Math.floor(xs.length / 2)]!;
+    const best = new Map(
+      [...runs].map(([name, r]) => [
+        name,
+        {
+          mbps: median(r.mbps),
+          cps: median(r.cps),
+          cpuUs: median(r.cpuUs),
+          lat: medianBy(r.lat, (l) => l.p50),
+          warm: medianBy(r.warm, (l) => l.p50),
+          rounds: r,
+        },
+      ]),
+    );
     // The backend alone (no proxy), for the latency a proxy adds.
     const directLat = await shortLatency(direct.port, quick ? 300 : 1000, VM_HOST);
     const directWarm = await warmLatency(direct.port, quick ? 1000 : 3000, VM_HOST);
@@ -308,7 +325,6 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
       p99Ms: directLat.p99 / 1000,
       note: `warm round trip p50 ${fmt(directWarm.p50)} us`,
     });
-    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     rows.push({
       scenario: "hold: cold start overhead",
       p50Ms: median(cold.overheadMs),

@@ -9,6 +9,7 @@
  */
 import net from "node:net";
 import type { Clock, Timer } from "../clock/index.js";
+import type { EventBus } from "../events/index.js";
 import { ListenError, SummonRefusedError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
 import { endpointText, type HoldPlan } from "./plan.js";
@@ -41,6 +42,8 @@ export interface ActivatorOptions {
   readonly allowSummon?: SummonAccess;
   /** How long to wait between connection attempts to a VM that refuses them (default 100 ms). */
   readonly retryMs?: number;
+  /** Where `hold.reset` goes (at most one per VM every 10 s, with the count since the last). */
+  readonly events?: EventBus;
 }
 
 /** Seconds a connection was held (accept to relay, or to its end): from a ready VM's µs to a slow boot. */
@@ -128,6 +131,8 @@ export class Activator {
   private relayErrors = 0;
   /** Per VM, when a failed hold was last logged at warn (at most one line per VM every 10 s). */
   private readonly warned = new Map<string, number>();
+  /** Per VM, connections reset since its last warn line and `hold.reset` event. */
+  private readonly resets = new Map<string, number>();
   private closed = false;
 
   constructor(private readonly opts: ActivatorOptions) {}
@@ -310,7 +315,7 @@ export class Activator {
       c.timer = this.opts.clock.setTimer(timeoutS * 1000, () => {
         if (c.done || !c.held) return;
         this.timedOut++;
-        this.warnOnce(label, `VM '${label}' was not ready within ${timeoutS} s`);
+        this.warnOnce(label, "timeout", `VM '${label}' was not ready within ${timeoutS} s`);
         this.endHold(c);
         this.abandon(c);
       });
@@ -324,7 +329,7 @@ export class Activator {
       (err: unknown) => {
         if (c.done || !c.held) return;
         this.failed++;
-        this.warnOnce(label, `VM '${label}' could not be started: ${describeError(err)}`);
+        this.warnOnce(label, "failed", `VM '${label}' could not be started: ${describeError(err)}`);
         this.endHold(c);
         this.abandon(c);
       },
@@ -337,7 +342,7 @@ export class Activator {
     const address = addresses[0];
     if (address === undefined) {
       this.failed++;
-      this.warnOnce(c.label, `VM '${c.label}' has no address to relay connections to`);
+      this.warnOnce(c.label, "unreachable", `VM '${c.label}' has no address to relay connections to`);
       this.abandon(c);
       return;
     }
@@ -355,6 +360,7 @@ export class Activator {
       this.failed++;
       this.warnOnce(
         c.label,
+        "unreachable",
         `Cannot connect to VM '${c.label}' at ${endpointText(to.host, to.port)}: ${describeError(err)}`,
       );
       this.abandon(c);
@@ -437,16 +443,25 @@ export class Activator {
     return counts;
   }
 
-  private warnOnce(label: string, text: string): void {
+  /**
+   * A held connection was reset: a warn line and a `hold.reset` event for the
+   * first of a VM, then at most one every 10 s (with the count since the last);
+   * the ones between are debug lines.
+   */
+  private warnOnce(label: string, why: "timeout" | "failed" | "unreachable", text: string): void {
     const now = this.opts.clock.now();
     const last = this.warned.get(label);
+    const count = (this.resets.get(label) ?? 0) + 1;
     const message = `Held connection to VM '${label}' reset: ${text}`;
     if (last !== undefined && now - last < 10_000) {
+      this.resets.set(label, count);
       if (this.opts.log.isLevelEnabled("debug")) this.opts.log.debug(message);
       return;
     }
     this.warned.set(label, now);
-    this.opts.log.warn(`${message} (further ones for 10 s at debug)`);
+    this.resets.set(label, 0);
+    this.opts.log.warn({ type: "hold.reset" }, `${message} (further ones for 10 s at debug)`);
+    this.opts.events?.emit({ type: "hold.reset", vm: label, why, error: text, connections: count });
   }
 }
 

@@ -292,6 +292,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     clock,
     startTimeoutSeconds: settings.startTimeout,
     allowSummon,
+    events,
   });
   try {
     await activator.apply(plan);

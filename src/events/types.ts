@@ -41,6 +41,13 @@ export interface EventFields {
     removed: number;
     error: string | null;
   };
+  "hold.reset": {
+    vm: string;
+    why: "timeout" | "failed" | "unreachable";
+    error: string;
+    /** Connections reset for this VM since the last hold.reset of it (at most one every 10 s per VM). */
+    connections: number;
+  };
   stats: StatsFields;
   "stream.reset": { reason: string };
 }

@@ -124,6 +124,7 @@ export function dnsTotals(counters: DnsCountersView): Record<string, number> {
     forwarded: counters.forwarded,
     forwardFailures: counters.forwardFailures,
     forwardCoalesced: counters.forwardCoalesced,
+    holdAnswers: counters.holdAnswers,
     refused,
     malformed: counters.malformed,
     dropped: counters.dropped,
