@@ -98,7 +98,7 @@ export class Reaper {
     // First: the counts are written even when a backend call below hangs (a daemon SIGSTOPped),
     // so a jitsu killed meanwhile loses at most one interval of them.
     const flushed = this.host.flush();
-    const { clock, ttlSeconds, stopMode } = this.opts;
+    const { clock, ttlSeconds } = this.opts;
     const now = clock.now();
     const idleMs = 2 * ttlSeconds * 1000;
     const jobs: Promise<void>[] = [];
