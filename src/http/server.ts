@@ -18,7 +18,14 @@ import { EventStream } from "./event-stream.js";
 import { dnsTotals, type StatsHistory } from "./history.js";
 import type { JitsuMetrics } from "./metrics.js";
 import { PAGE_CSP, loadPageFiles, type PageFile } from "./page-files.js";
-import type { DnsCountersView, DnsStatusView, HoldView, StoreHealthView, SummonerView, VmStatusView } from "./view.js";
+import type {
+  DnsCountersView,
+  DnsStatusView,
+  HoldView,
+  StoreHealthView,
+  SummonerView,
+  VmStatusView,
+} from "./view.js";
 
 export interface StatusServerOptions {
   readonly summoner: SummonerView;

@@ -152,7 +152,7 @@ test("cpuPlan: the server gets CPU 1, the load the rest; nothing to pin on one C
   assert.equal(cpuPlan(8, false), null);
 });
 
-test("parseParams: --only scale, workers, forward or summon runs that section alone; other sections are an error", () => {
+test("parseParams: --only scale, workers, forward, summon or hold runs that section alone; other sections are an error", () => {
   assert.equal(parseParams([]).only, null);
   const only = parseParams(["--only", "scale", "--quick"]);
   assert.equal(only.only, "scale");
@@ -160,12 +160,13 @@ test("parseParams: --only scale, workers, forward or summon runs that section al
   assert.equal(parseParams(["--only", "workers"]).only, "workers");
   assert.equal(parseParams(["--only", "forward"]).only, "forward");
   assert.equal(parseParams(["--only", "summon"]).only, "summon");
+  assert.equal(parseParams(["--only", "hold"]).only, "hold");
   assert.throws(
     () => parseParams(["--only", "latency"]),
-    /--only takes 'scale', 'workers', 'forward' or 'summon', got 'latency'/,
+    /--only takes 'scale', 'workers', 'forward', 'summon' or 'hold', got 'latency'/,
   );
   assert.throws(
     () => parseParams(["--only"]),
-    /--only takes 'scale', 'workers', 'forward' or 'summon', got ''/,
+    /--only takes 'scale', 'workers', 'forward', 'summon' or 'hold', got ''/,
   );
 });
