@@ -4,6 +4,7 @@
  * validation, so they never drift apart.
  */
 import { availableParallelism, homedir } from "node:os";
+import { accessSync, constants, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { BACKENDS, STOP_MODES, type StopMode } from "../backends/index.js";
 import {
@@ -17,6 +18,7 @@ import {
 } from "../config/index.js";
 import { FORWARD_DEFAULTS, parseAccessList, type ForwardingOptions } from "../dns/index.js";
 import { describeError, UsageError } from "../errors/index.js";
+import type { EtcdSettings } from "../store/index.js";
 import { LOG_LEVELS, PER_VM_LINES_MAX, type LogFormat, type LogLevel } from "../log/index.js";
 
 export interface OptionDef {
@@ -125,6 +127,40 @@ export const OPTIONS: readonly OptionDef[] = [
     flags: "--persistdb <path>",
     name: "persistdb",
     doc: "Keep jitsu's state (per VM: starts, requests, timers) in this SQLite database, so it survives restarts; given a directory, in jitsu.db inside it. The default is to keep it in memory only.",
+  },
+  {
+    flags: "--etcd <ENDPOINTS>",
+    name: "etcd",
+    list: true,
+    doc: "Share state with the other jitsu instances that serve the same names, through etcd at these endpoints (comma-separated, e.g. http://127.0.0.1:2379,http://10.0.0.2:2379): each VM is started once and stopped once by all of them, a VM is idle only when idle on every instance, and counts and timers live in etcd. Not with --persistdb. See README 'Two name servers'.",
+  },
+  {
+    flags: "--etcd-ca <FILE>",
+    name: "etcd-ca",
+    doc: "PEM file of the CA that signed the etcd servers' certificates (https endpoints; default: the system's CAs).",
+  },
+  {
+    flags: "--etcd-cert <FILE>",
+    name: "etcd-cert",
+    doc: "PEM file of jitsu's client certificate for etcd (with --etcd-key).",
+  },
+  { flags: "--etcd-key <FILE>", name: "etcd-key", doc: "PEM file of the key of --etcd-cert." },
+  { flags: "--etcd-user <USER>", name: "etcd-user", doc: "etcd user name (etcd authentication)." },
+  {
+    flags: "--etcd-password <PASSWORD>",
+    name: "etcd-password",
+    doc: "etcd password of --etcd-user. Others on the host can read a command line: prefer --etcd-password-file or the JITSU_ETCD_PASSWORD environment variable. Never logged.",
+  },
+  {
+    flags: "--etcd-password-file <FILE>",
+    name: "etcd-password-file",
+    doc: "File holding the etcd password (its first line).",
+  },
+  {
+    flags: "--etcd-prefix <PREFIX>",
+    name: "etcd-prefix",
+    absent: "/jitsu/",
+    doc: "Prefix of jitsu's keys in etcd; instances with the same prefix share their VMs.",
   },
   {
     flags: "--synjitsu <UUID>",
@@ -268,6 +304,8 @@ export interface Settings {
   readonly ttl: number;
   readonly backend: string;
   readonly persistdb: string | undefined;
+  /** --etcd and its TLS, user and prefix options (the password read from its file or the environment). */
+  readonly etcd: EtcdSettings | undefined;
   readonly synjitsu: string | undefined;
   readonly startTimeout: number;
   readonly stateDir: string;
@@ -438,6 +476,7 @@ export function toSettings(
   given: Record<string, string | boolean | undefined>,
   configs: readonly string[],
   file?: ConfigFile,
+  env: NodeJS.ProcessEnv = process.env,
 ): Settings {
   // Commander camel-cases long names (startTimeout); we keep them as written (start-timeout).
   const raw: Record<string, string | boolean | undefined> = {};
@@ -481,6 +520,7 @@ export function toSettings(
     ttl: parseWith("--ttl", str("ttl") ?? "60", positiveInt),
     backend,
     persistdb: str("persistdb"),
+    etcd: etcdSettings(str, env),
     synjitsu: str("synjitsu"),
     startTimeout: parseWith("--start-timeout", str("start-timeout") ?? "30", positive),
     stateDir: str("state-dir") ?? defaultStateDir(),
@@ -532,6 +572,105 @@ export function toSettings(
     http: str("http") === undefined ? undefined : parseHttpAddress(str("http")!),
     httpToken: nonEmpty("--http-token", str("http-token")),
   };
+}
+
+/** --etcd's settings, or undefined without --etcd; a bad value is a UsageError naming its option. */
+export function etcdSettings(
+  str: (name: string) => string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): EtcdSettings | undefined {
+  const given = str("etcd");
+  const others = ["etcd-ca", "etcd-cert", "etcd-key", "etcd-user", "etcd-password", "etcd-password-file"];
+  if (given === undefined) {
+    const stray = others.find((o) => str(o) !== undefined);
+    if (stray !== undefined) throw new UsageError("is only used with --etcd", `--${stray}`);
+    return undefined;
+  }
+  if (str("persistdb") !== undefined) {
+    throw new UsageError(
+      "cannot be used with --etcd: with --etcd the state lives in etcd (remove one of them)",
+      "--persistdb",
+    );
+  }
+  const endpoints = given
+    .split(",")
+    .map((e) => e.trim())
+    .filter((e) => e !== "");
+  if (endpoints.length === 0)
+    throw new UsageError("expected at least one endpoint, e.g. http://127.0.0.1:2379", "--etcd");
+  for (const e of endpoints) {
+    let url: URL;
+    try {
+      url = new URL(e);
+    } catch {
+      throw new UsageError(`'${e}' is not a URL; expected http://HOST:PORT or https://HOST:PORT`, "--etcd");
+    }
+    if (
+      (url.protocol !== "http:" && url.protocol !== "https:") ||
+      url.hostname === "" ||
+      url.pathname.length > 1
+    )
+      throw new UsageError(
+        `'${e}' is not an etcd endpoint; expected http://HOST:PORT or https://HOST:PORT`,
+        "--etcd",
+      );
+    if (url.username !== "" || url.password !== "")
+      throw new UsageError(
+        `'${url.host}': give the user with --etcd-user and the password with --etcd-password-file`,
+        "--etcd",
+      );
+  }
+  const schemes = new Set(endpoints.map((e) => new URL(e).protocol));
+  if (schemes.size > 1)
+    throw new UsageError("mixes http and https endpoints; use one scheme for all", "--etcd");
+  const file = (option: string): string | undefined => {
+    const path = str(option);
+    if (path === undefined) return undefined;
+    try {
+      accessSync(path, constants.R_OK);
+    } catch (err) {
+      throw new UsageError(
+        `cannot read '${path}' (${(err as { code?: string }).code ?? describeError(err)})`,
+        `--${option}`,
+      );
+    }
+    return path;
+  };
+  const ca = file("etcd-ca");
+  const cert = file("etcd-cert");
+  const key = file("etcd-key");
+  if ((cert === undefined) !== (key === undefined))
+    throw new UsageError(
+      "--etcd-cert and --etcd-key go together",
+      cert === undefined ? "--etcd-key" : "--etcd-cert",
+    );
+  if ((ca !== undefined || cert !== undefined) && schemes.has("http:"))
+    throw new UsageError(
+      "TLS options need https:// endpoints",
+      ca !== undefined ? "--etcd-ca" : "--etcd-cert",
+    );
+  const user = nonEmpty("--etcd-user", str("etcd-user"));
+  const passwordFile = file("etcd-password-file");
+  let password = str("etcd-password");
+  if (password !== undefined && passwordFile !== undefined)
+    throw new UsageError(
+      "give the password once: --etcd-password or --etcd-password-file",
+      "--etcd-password",
+    );
+  if (passwordFile !== undefined) password = readFileSync(passwordFile, "utf8").split(/\r?\n/)[0] ?? "";
+  password ??= env.JITSU_ETCD_PASSWORD;
+  if (password !== undefined && user === undefined)
+    throw new UsageError("a password needs a user name (--etcd-user)", "--etcd-user");
+  if (user !== undefined && (password === undefined || password === ""))
+    throw new UsageError(
+      "needs a password: --etcd-password-file FILE, JITSU_ETCD_PASSWORD or --etcd-password",
+      "--etcd-user",
+    );
+  let prefix = str("etcd-prefix") ?? "/jitsu/";
+  if (prefix === "" || /[\s]/.test(prefix))
+    throw new UsageError(`expected a key prefix such as /jitsu/, got '${prefix}'`, "--etcd-prefix");
+  if (!prefix.endsWith("/")) prefix += "/";
+  return { endpoints, ca, cert, key, user, password, prefix };
 }
 
 function nonEmpty(option: string, value: string | undefined): string | undefined {

@@ -37,7 +37,7 @@ import { HTTP_FD_NAME, type ListenFd } from "../systemd/index.js";
 import { createLogger, perVmLevel, redactUri, type Logger } from "../log/index.js";
 import type { DnsCountersView, StatsHistory, StatusServer } from "../http/index.js";
 import type { ClusterPrimary } from "../cluster/index.js";
-import { MemoryStore, SqliteStore, type Store } from "../store/index.js";
+import { EtcdStore, MemoryStore, SqliteStore, type SharedState, type Store } from "../store/index.js";
 import { Summoner, formatStateSummary, formatStatsTable } from "../summoner/index.js";
 import { attachSynjitsu } from "../synjitsu/index.js";
 import { Activator, holdPlan, zoneVms, type HoldPlan } from "../activator/index.js";
@@ -153,8 +153,15 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   const { factory, cliSpecs, specs, plan } = checkSettings(settings);
 
   // --persistdb: opened before anything runs, so a locked or corrupt database stops us at once.
+  // --etcd: connected (and its records read) before anything runs, so a wrong endpoint stops us at once.
+  const etcd =
+    deps.store === undefined && settings.etcd !== undefined ? await EtcdStore.open(settings.etcd, log) : null;
+  if (etcd !== null)
+    log.info(`Sharing state through etcd at ${settings.etcd!.endpoints.join(",")} as ${etcd.instance}`);
+  const shared: SharedState | undefined = etcd ?? undefined;
   const store =
     deps.store ??
+    etcd ??
     (settings.persistdb === undefined ? new MemoryStore() : SqliteStore.open(settings.persistdb));
   // The URI may carry a password (xapi: https://USER:PASSWORD@HOST): never print it.
   const shownUri = redactUri(settings.connect);
@@ -200,6 +207,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       maxFailures: settings.maxFailures,
       failureResetSeconds: settings.failureReset,
       reaperIntervalMs: settings.reaperInterval * 1000,
+      ...(shared !== undefined ? { shared } : {}),
     });
   } catch (err) {
     await backend.close().catch(() => undefined);

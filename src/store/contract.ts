@@ -27,3 +27,31 @@ export interface Store {
   write(records: readonly VmRecord[]): Promise<void>;
   close(): Promise<void>;
 }
+
+/** A start lock held in the shared store (SharedState.lockStart). */
+export interface StartLock {
+  /** Lets the other instances go on; never rejects. */
+  release(): Promise<void>;
+}
+
+/**
+ * What several jitsu instances share beside their records (`--etcd`, EtcdStore):
+ * the summoner's shared part (src/summoner/shared.ts) uses it before a start,
+ * in the reaper's idle test and to decide whether this instance stops VMs.
+ */
+export interface SharedState {
+  /** Whether this instance can see the others now (etcd answers, the watch runs). */
+  connected(): boolean;
+  /** The latest last request of `label` over every instance, as last published (ms), or null. */
+  lastRequest(label: string): number | null;
+  /** Whether this instance is the elected reaper now (and connected). */
+  isReaper(): boolean;
+  /**
+   * Holds `label`'s start lock (resolves with it), or resolves with null when
+   * another instance's start made the VM ready meanwhile. Rejects with the
+   * signal's reason when it aborts.
+   */
+  lockStart(label: string, signal: AbortSignal): Promise<StartLock | null>;
+  /** Called when another instance changed a VM's state. */
+  onRemoteState(listener: (label: string, state: string) => void): void;
+}

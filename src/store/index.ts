@@ -1,3 +1,4 @@
-export type { Store, VmRecord } from "./contract.js";
+export type { SharedState, StartLock, Store, VmRecord } from "./contract.js";
 export { MemoryStore } from "./memory.js";
 export { SqliteStore, type SqliteStoreOptions } from "./sqlite.js";
+export { EtcdStore, type EtcdSettings } from "./etcd.js";

@@ -25,6 +25,8 @@ export interface ReaperHost {
   lastActivity(vm: Vm): number;
   /** The VMs whose connections keep `vm` up: its group's members, or itself. */
   membersOf(vm: Vm): readonly Vm[];
+  /** Whether this instance may stop idle VMs now (--etcd: the elected reaper, seeing the others). */
+  mayStopIdle(): boolean;
   setPhase(vm: Vm, phase: Phase): void;
   /** Writes every VM's record to the store; never rejects. */
   flush(): Promise<void>;
@@ -102,6 +104,8 @@ export class Reaper {
     const now = clock.now();
     const idleMs = 2 * ttlSeconds * 1000;
     const jobs: Promise<void>[] = [];
+    // With --etcd, only the elected instance stops idle VMs, and only while it sees the others.
+    const mayStop = this.host.mayStopIdle();
     for (const vm of this.host.vms()) {
       const phase = vm.phase;
       if (vm.flight !== null) continue;
@@ -112,12 +116,13 @@ export class Reaper {
         if (phase.givenUp === true && phase.runs === "no") continue;
         // A start that failed its readiness may have left the VM running: stop it once idle.
         const last = Math.max(this.host.lastActivity(vm), vm.startedAt ?? 0);
-        if (now - last >= idleMs) jobs.push(this.settleFailed(vm, Math.round((now - last) / 1000)));
+        if (now - last >= idleMs && mayStop)
+          jobs.push(this.settleFailed(vm, Math.round((now - last) / 1000)));
         continue;
       }
       if (phase.kind !== "ready") continue;
       const last = this.host.lastActivity(vm);
-      if (now - last >= idleMs) {
+      if (now - last >= idleMs && mayStop) {
         jobs.push(this.stopIdle(vm, now - last));
         continue;
       }
@@ -195,7 +200,7 @@ export class Reaper {
   }
 
   /** Re-reads a ready VM's state, so a crash or a stop behind our back is noticed. */
-  private async recheck(vm: Vm): Promise<void> {
+  async recheck(vm: Vm): Promise<void> {
     const state = await this.readState(vm);
     if (state === null) return;
     if (vm.phase.kind !== "ready" || vm.flight !== null || state === "running" || state === "unknown") return;

@@ -16,12 +16,13 @@ import { groupPlans, type VmSpec } from "../config/index.js";
 import { BackendError, ConfigError, JitsuError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { EventBus, EventInput, StopReason } from "../events/index.js";
 import type { Logger } from "../log/index.js";
-import type { Store } from "../store/index.js";
+import type { SharedState, StartLock, Store } from "../store/index.js";
 import { Admission, NO_LIMITS, type AdmissionStatus, type StartSlot } from "./admission.js";
 import { applyBackendEvent, type EventHost } from "./backend-events.js";
 import { Groups, type GroupStatus } from "./groups.js";
 import { abortable, waitReady, type StartStep } from "./readiness.js";
 import { Reaper } from "./reaper.js";
+import { Shared } from "./shared.js";
 import {
   StoreWriter,
   recordOf,
@@ -64,6 +65,8 @@ export interface SummonerOptions {
   maxFailures?: number;
   /** --failure-reset: how long a VM given up on waits for its next try (default 300). */
   failureResetSeconds?: number;
+  /** --etcd: the state shared with the other instances (usually the store itself, an EtcdStore). */
+  shared?: SharedState;
 }
 
 export interface VmStatus {
@@ -123,6 +126,8 @@ export class Summoner {
   private readonly admission: Admission;
   private readonly groups: Groups;
   private readonly storeWriter: StoreWriter;
+  /** --etcd: start locks, shared activity, the elected reaper (shared.ts); null alone. */
+  private readonly shared: Shared | null;
   /** What reconcile.ts and backend-events.ts need. */
   private readonly parts: ReconcileOptions & EventHost;
   private closed = false;
@@ -140,6 +145,18 @@ export class Summoner {
       setPhase: (vm, phase) => this.setPhase(vm, phase),
     };
     this.storeWriter = new StoreWriter(opts.store, opts.log, opts.clock);
+    this.shared =
+      opts.shared === undefined
+        ? null
+        : new Shared(
+            {
+              vm: (label) => this.vms.get(label),
+              flush: () => this.flush(),
+              recheck: (vm) => void this.reaper.recheck(vm),
+            },
+            opts.shared,
+            { clock: opts.clock, log: opts.log },
+          );
     this.groups = new Groups(
       {
         summon: (vm, admin) => this.summonOne(vm, admin),
@@ -152,8 +169,9 @@ export class Summoner {
         vms: () => this.vms.values(),
         stop: (vm, mode, why) => this.stop(vm, mode, why, "idle"),
         stopIdle: (vm, mode, why) => this.groups.stopIdle(vm, mode, why),
-        lastActivity: (vm) => this.groups.lastActivity(vm),
+        lastActivity: (vm) => this.lastActivity(vm),
         membersOf: (vm) => this.groups.membersOf(vm),
+        mayStopIdle: () => this.shared?.mayStopIdle() ?? true,
         setPhase: (vm, phase) => this.setPhase(vm, phase),
         flush: () => this.flush(),
       },
@@ -225,6 +243,7 @@ export class Summoner {
       applyBackendEvent(s.parts, vm, event);
     });
     s.reaper.start();
+    s.shared?.start();
     return s;
   }
 
@@ -403,7 +422,13 @@ export class Summoner {
   /** A ready VM's earliest idle stop: 2 x TTL after its last activity (its group's, for a member). */
   private idleStopAt(vm: Vm): number | null {
     if (vm.phase.kind !== "ready") return null;
-    return this.groups.lastActivity(vm) + 2 * this.opts.ttlSeconds * 1000;
+    return this.lastActivity(vm) + 2 * this.opts.ttlSeconds * 1000;
+  }
+
+  /** When `vm` was last in use: its group's activity, and with --etcd every instance's. */
+  private lastActivity(vm: Vm): number {
+    const local = this.groups.lastActivity(vm);
+    return this.shared === null ? local : this.shared.lastActivity(vm, local);
   }
 
   /** How many VMs are in each state (states with none left out), without building `status()`. */
@@ -470,6 +495,7 @@ export class Summoner {
   async close(options: { stopVms?: boolean; stopMode?: StopMode } = {}): Promise<void> {
     this.closed = true;
     this.admission.close();
+    this.shared?.close();
     await this.reaper.close();
     if (options.stopVms === true) {
       const mode = options.stopMode ?? this.opts.stopMode;
@@ -521,9 +547,20 @@ export class Summoner {
           )
         : null;
     let slot: StartSlot;
+    /** --etcd: this instance's start lock (null: alone, or another instance made the VM ready). */
+    let lock: StartLock | null = null;
     try {
       const deadline = timeoutS > 0 ? this.clock.now() + timeoutS * 1000 : Infinity;
       slot = await this.admission.admit(vm, signal, step, deadline);
+      if (this.shared !== null) {
+        step.name = "waiting for the start lock in etcd";
+        try {
+          lock = await this.shared.lockStart(vm, signal);
+        } catch (err) {
+          slot.release();
+          throw err;
+        }
+      }
     } catch (err) {
       // Never started: the VM keeps its phase, and no back-off (it did not fail).
       timer?.cancel();
@@ -596,6 +633,11 @@ export class Summoner {
         `VM '${label}' is ready after ${this.clock.now() - began} ms`,
       );
       this.emit({ type: "vm.started", vm: label, how, durationMs: startMs, backendMs: round3(backendMs) });
+      if (lock !== null) {
+        const held = lock;
+        lock = null;
+        void this.shared?.release(held, true);
+      }
       return vm.addresses;
     } catch (err) {
       const error = signal.aborted && signal.reason instanceof Error ? signal.reason : asError(err, label);
@@ -640,6 +682,7 @@ export class Summoner {
       timer?.cancel();
       if (!signal.aborted) abort.abort(new Error("start finished"));
       slot.release();
+      if (lock !== null) void this.shared?.release(lock, false);
     }
   }
 
