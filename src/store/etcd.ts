@@ -47,6 +47,9 @@ export const ELECTION_TTL_S = 3;
 export const MAX_TXN_OPS = 100;
 /** Writes are committed at most this often. */
 export const WRITE_INTERVAL_MS = 1000;
+/** How often etcd is read to know it answers; connected() is false once the last answer is older than HEARTBEAT_STALE_MS. */
+const HEARTBEAT_MS = 1000;
+const HEARTBEAT_STALE_MS = 3000;
 /** A unary call gives up after this long (then etcd counts as unreachable). */
 const CALL_TIMEOUT_MS = 2000;
 
@@ -119,6 +122,9 @@ export class EtcdStore implements Store, SharedState {
   private lastCommit = 0;
   private commitTimer: NodeJS.Timeout | null = null;
   private campaignTimer: NodeJS.Timeout | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  /** When etcd last answered a call (Date.now()). */
+  private lastAnswer = Date.now();
   private committing: Promise<void> = Promise.resolve();
 
   private constructor(
@@ -158,6 +164,7 @@ export class EtcdStore implements Store, SharedState {
       );
     }
     store.runCampaign();
+    store.heartbeat();
     return store;
   }
 
@@ -202,6 +209,7 @@ export class EtcdStore implements Store, SharedState {
     await this.committing.catch(() => undefined);
     this.closed = true;
     if (this.campaignTimer !== null) clearTimeout(this.campaignTimer);
+    if (this.heartbeatTimer !== null) clearTimeout(this.heartbeatTimer);
     const campaign = this.campaign;
     this.campaign = null;
     this.leader = false;
@@ -212,8 +220,9 @@ export class EtcdStore implements Store, SharedState {
 
   // ---- SharedState ---------------------------------------------------------
 
+  /** etcd answered within HEARTBEAT_STALE_MS, and the watch runs. */
   connected(): boolean {
-    return this.reachable && this.watching;
+    return this.reachable && this.watching && Date.now() - this.lastAnswer < HEARTBEAT_STALE_MS;
   }
 
   lastRequest(label: string): number | null {
@@ -382,6 +391,28 @@ export class EtcdStore implements Store, SharedState {
       campaign.resign().catch(() => undefined);
       this.campaignTimer = setTimeout(() => this.runCampaign(), 1000);
     });
+  }
+
+  /**
+   * One cheap read every HEARTBEAT_MS: a watch or a lease keep-alive may take
+   * long to notice a dead etcd, and the reaper must not stop a VM on a view of
+   * the others that is older than a few seconds.
+   */
+  private heartbeat(): void {
+    if (this.closed) return;
+    this.heartbeatTimer = setTimeout(() => {
+      this.ns
+        .get("heartbeat")
+        .exec()
+        .then(
+          () => {
+            this.lastAnswer = Date.now();
+            this.noteReachable(true);
+          },
+          (err: unknown) => this.noteReachable(false, err),
+        )
+        .finally(() => this.heartbeat());
+    }, HEARTBEAT_MS);
   }
 
   /** One line when etcd is lost, one when it is back. */
