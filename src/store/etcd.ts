@@ -47,7 +47,12 @@ export const ELECTION_TTL_S = 3;
 export const MAX_TXN_OPS = 100;
 /** Writes are committed at most this often. */
 export const WRITE_INTERVAL_MS = 1000;
-/** How often etcd is read to know it answers; connected() is false once the last answer is older than HEARTBEAT_STALE_MS. */
+/**
+ * How often etcd is read to know it answers; connected() is false once the
+ * last answer is older than HEARTBEAT_STALE_MS, and etcd is then logged as
+ * lost (one failed call is not: with several members, the client retries on
+ * another, and a member that dies drops the calls in flight on it).
+ */
 const HEARTBEAT_MS = 1000;
 const HEARTBEAT_STALE_MS = 3000;
 /** A unary call gives up after this long (then etcd counts as unreachable). */
@@ -115,7 +120,10 @@ export class EtcdStore implements Store, SharedState {
   private watcher: Watcher | null = null;
   private campaign: Campaign | null = null;
   private leader = false;
+  /** What the last log line said (one line on loss, one on recovery). */
   private reachable = true;
+  /** The last error of a call to etcd, named in the loss's log line. */
+  private lastError: unknown = undefined;
   private watching = false;
   private closed = false;
   private pending: Pending | null = null;
@@ -222,7 +230,7 @@ export class EtcdStore implements Store, SharedState {
 
   /** etcd answered within HEARTBEAT_STALE_MS, and the watch runs. */
   connected(): boolean {
-    return this.reachable && this.watching && Date.now() - this.lastAnswer < HEARTBEAT_STALE_MS;
+    return this.watching && Date.now() - this.lastAnswer < HEARTBEAT_STALE_MS;
   }
 
   lastRequest(label: string): number | null {
@@ -405,27 +413,35 @@ export class EtcdStore implements Store, SharedState {
         .get("heartbeat")
         .exec()
         .then(
-          () => {
-            this.lastAnswer = Date.now();
-            this.noteReachable(true);
-          },
+          () => this.noteReachable(true),
           (err: unknown) => this.noteReachable(false, err),
         )
-        .finally(() => this.heartbeat());
+        .finally(() => {
+          if (!this.closed && this.reachable && Date.now() - this.lastAnswer >= HEARTBEAT_STALE_MS) {
+            this.reachable = false;
+            this.log.warn(
+              `etcd is unreachable at ${this.where} (${etcdReason(this.lastError)}): ready VMs are still answered, cold starts wait for it, no VM is stopped until it is back`,
+            );
+          }
+          this.heartbeat();
+        });
     }, HEARTBEAT_MS);
   }
 
-  /** One line when etcd is lost, one when it is back. */
+  /**
+   * A call's outcome: an answer makes etcd reachable (one line when it was
+   * lost); a failure is only remembered (the heartbeat logs the loss once no
+   * call has been answered for HEARTBEAT_STALE_MS).
+   */
   private noteReachable(ok: boolean, err?: unknown): void {
-    if (this.closed || ok === this.reachable) return;
-    this.reachable = ok;
-    if (ok) {
-      this.log.info(`etcd is reachable again at ${this.where}; sharing state with the other instances again`);
-    } else {
-      this.log.warn(
-        `etcd is unreachable at ${this.where} (${etcdReason(err)}): ready VMs are still answered, cold starts wait for it, no VM is stopped until it is back`,
-      );
+    if (!ok) {
+      this.lastError = err;
+      return;
     }
+    this.lastAnswer = Date.now();
+    if (this.closed || this.reachable) return;
+    this.reachable = true;
+    this.log.info(`etcd is reachable again at ${this.where}; sharing state with the other instances again`);
   }
 
   private commitPending(): void {

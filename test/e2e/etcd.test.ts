@@ -176,9 +176,11 @@ describe("two jitsu instances with --etcd (real etcd, real Podman)", { timeout: 
     clusters.push(etcd);
     const port = await container("slow");
     const coldPort = await container("cold");
+    const warmPort = await container("warm");
     const vms = [
       `dns=slow.jitsu.test,name=slow,ip=127.0.0.1,ready=tcp:127.0.0.1:${port},response_delay=4`,
       `dns=cold.jitsu.test,name=cold,ip=127.0.0.1,ready=tcp:127.0.0.1:${coldPort}`,
+      `dns=warm.jitsu.test,name=warm,ip=127.0.0.1,ready=tcp:127.0.0.1:${warmPort}`,
     ];
     const extra = ["--start-timeout", "8"];
     const a = await startPair(etcd, vms, extra);
@@ -190,25 +192,38 @@ describe("two jitsu instances with --etcd (real etcd, real Podman)", { timeout: 
     const began = Date.now();
     const fromB = dig(b.dns, ["slow.jitsu.test"]);
     await b.cli.waitFor(/VM 'slow' is being started by another jitsu/, 5000);
-    const token = await bootToken("slow");
     await a.cli.stop("SIGKILL");
-    await fromA.catch(() => undefined);
     const rb = await fromB;
     assert.equal(rb.status, "NOERROR", rb.raw + b.cli.output());
     const lockTakeoverMs = Date.now() - began;
+    // From here on B is queried every 700 ms (2 x TTL is 4 s) until the outage: the VM stays in use.
+    // (The query to A, which died before answering, times out meanwhile.)
+    const keep = keepQuerying(b, "slow.jitsu.test");
+    await fromA.catch(() => undefined);
     assert.match(b.cli.output(), /VM 'slow' is already running; adopting it/);
-    assert.equal(await bootToken("slow"), token);
+    const token = await bootToken("slow");
+    assert.match(token, /running$/);
     assert.equal(countMatches(b.cli.output(), /Starting VM 'slow'/), 0);
 
-    // One member of three killed: nothing visible to clients.
+    // One member of three killed: nothing visible to clients (every query answered, a cold
+    // start done, the reaper still elected), then the member back.
     await etcd.kill(0);
-    for (let i = 0; i < 8; i++) {
-      const r = await dig(b.dns, ["slow.jitsu.test"]);
-      assert.equal(r.status, "NOERROR", r.raw);
-      await new Promise((res) => setTimeout(res, 500));
-    }
+    const warm = await dig(b.dns, ["warm.jitsu.test"]);
+    assert.equal(warm.status, "NOERROR", warm.raw + b.cli.output());
+    assert.match(await bootToken("warm"), /running$/);
+    const keepWarm = keepQuerying(b, "warm.jitsu.test");
+    await new Promise((res) => setTimeout(res, 4000));
     etcd.startMember(0);
     await etcd.waitHealthy();
+    await new Promise((res) => setTimeout(res, 2000));
+    for (const k of [keep, keepWarm]) {
+      const kept = await k.stop();
+      assert.deepEqual(kept.failures, [], b.cli.output());
+      assert.ok(kept.answered >= 3, `answered ${kept.answered}`);
+    }
+    assert.equal(await bootToken("slow"), token);
+    assert.doesNotMatch(b.cli.output(), /etcd is unreachable/);
+    assert.equal(countMatches(b.cli.output(), /Stopping VM 'slow'/), 0, b.cli.output());
 
     // etcd down for 20 s: the ready VM answered, the cold one SERVFAIL after --start-timeout,
     // nothing stopped (the VM is idle far past 2 x TTL meanwhile); all back after.
@@ -222,24 +237,52 @@ describe("two jitsu instances with --etcd (real etcd, real Podman)", { timeout: 
     while (Date.now() - down < 20_000) await new Promise((res) => setTimeout(res, 500));
     assert.equal((await dig(b.dns, ["slow.jitsu.test"])).status, "NOERROR");
     assert.equal(await bootToken("slow"), token);
+    assert.equal(await bootToken("warm").then((t) => t.endsWith("running")), true);
     assert.equal(countMatches(b.cli.output(), /Stopping VM/), 0, b.cli.output());
     assert.equal(countMatches(b.cli.output(), /etcd is unreachable/), 1, b.cli.output());
     etcd.startAll();
     await etcd.waitHealthy();
     await b.cli.waitFor(/etcd is reachable again/, 20_000);
     assert.equal(countMatches(b.cli.output(), /etcd is reachable again/), 1, b.cli.output());
-    // Recovered: the idle VM is stopped by the reaper (B, the only instance left), once.
+    // Recovered: the idle VMs are stopped by the reaper (B, the only instance left), once each.
     await waitFor(
-      async () => (await bootToken("slow")).endsWith("exited"),
+      async () =>
+        (await bootToken("slow")).endsWith("exited") && (await bootToken("warm")).endsWith("exited"),
       30_000,
-      "the stop after recovery",
+      "the stops after recovery",
     );
-    assert.equal(countMatches(b.cli.output(), /Stopping VM 'slow'/), 1);
+    assert.equal(countMatches(b.cli.output(), /Stopping VM 'slow'/), 1, b.cli.output());
+    assert.equal(countMatches(b.cli.output(), /Stopping VM 'warm'/), 1, b.cli.output());
     process.stdout.write(
       `# start lock takeover after SIGKILL: query answered by the other after ${lockTakeoverMs} ms\n`,
     );
     await b.cli.stop("SIGTERM");
   });
+
+  /** Queries `name` at `x` every 700 ms until stopped: how many were answered, and the others. */
+  function keepQuerying(
+    x: Instance,
+    name: string,
+  ): { stop(): Promise<{ answered: number; failures: string[] }> } {
+    let stopped = false;
+    let answered = 0;
+    const failures: string[] = [];
+    const loop = (async () => {
+      while (!stopped) {
+        const r = await dig(x.dns, [name]);
+        if (r.status === "NOERROR") answered++;
+        else failures.push(`${new Date().toISOString()} ${r.status}`);
+        await new Promise((res) => setTimeout(res, 700));
+      }
+    })();
+    return {
+      async stop() {
+        stopped = true;
+        await loop;
+        return { answered, failures };
+      },
+    };
+  }
 
   async function startPair(etcd: EtcdCluster, vms: string[], extra: string[]): Promise<Instance> {
     const dns = await freePort();
