@@ -230,6 +230,27 @@ export class JitsuMetrics {
       });
     }
 
+    // ---- --etcd: the shared state, read from Summoner.sharedStatus() at scrape time ----
+    const shared = summoner.sharedStatus?.bind(summoner);
+    if (shared !== undefined && shared() !== null) {
+      new Gauge({
+        name: "jitsu_etcd_connected",
+        help: "1 while this instance sees the others through etcd (an answer within 3 s, the watch running), else 0.",
+        registers,
+        collect() {
+          this.set(shared()?.connected === true ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: "jitsu_etcd_reaper",
+        help: "1 while this instance is the elected reaper (the one instance that stops idle VMs), else 0.",
+        registers,
+        collect() {
+          this.set(shared()?.reaper === true ? 1 : 0);
+        },
+      });
+    }
+
     // ---- VMs: observed from the summoner's events ----
     this.summons = new Counter({
       name: "jitsu_vm_summons_total",

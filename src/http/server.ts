@@ -22,6 +22,7 @@ import type {
   DnsCountersView,
   DnsStatusView,
   HoldView,
+  SharedView,
   StoreHealthView,
   SummonerView,
   VmStatusView,
@@ -291,6 +292,7 @@ export class StatusServer {
       // The last event this body reflects: a client following /events applies only later ones.
       lastEventId: this.opts.events === undefined ? null : this.opts.events.next - 1,
       admission: this.opts.summoner.admissionStatus?.() ?? null,
+      shared: sharedBody(this.opts.summoner.sharedStatus?.() ?? null),
       groups: (this.opts.summoner.groupStatus?.() ?? []).map((group) => ({
         name: group.name,
         state: group.state,
@@ -415,4 +417,10 @@ function sendFile(req: IncomingMessage, res: ServerResponse, file: PageFile, met
   }
   res.writeHead(200, { ...headers, "content-length": file.body.length });
   res.end(method === "HEAD" ? undefined : file.body);
+}
+
+/** /status "shared": null for an instance alone (no --etcd). */
+function sharedBody(shared: SharedView | null): unknown {
+  if (shared === null) return null;
+  return { ...shared, lastAnswer: iso(shared.lastAnswer) };
 }

@@ -77,6 +77,21 @@ export interface StoreHealthView {
   readonly lastError: string | null;
 }
 
+/** /status "shared" (--etcd): where the state is shared, and how that stands now. */
+export interface SharedView {
+  readonly store: string;
+  readonly endpoints: readonly string[];
+  readonly prefix: string;
+  /** This instance's name in etcd. */
+  readonly instance: string;
+  /** Whether this instance sees the others now. */
+  readonly connected: boolean;
+  /** Whether this instance is the elected reaper (stops idle VMs) now. */
+  readonly reaper: boolean;
+  /** When etcd last answered (ms since the epoch). */
+  readonly lastAnswer: number;
+}
+
 export interface SummonerView {
   status(): readonly VmStatusView[];
   /** The state store's writes; absent in summoners without a store. */
@@ -85,6 +100,8 @@ export interface SummonerView {
   admissionStatus?(): AdmissionView;
   /** Groups; absent in summoners without them. */
   groupStatus?(): readonly GroupStatusView[];
+  /** --etcd: the state shared with the other instances; null (or absent) for an instance alone. */
+  sharedStatus?(): SharedView | null;
   startVm(label: string): Promise<void>;
   stopVm(label: string): Promise<void>;
   onChange(listener: () => void): void;

@@ -54,4 +54,21 @@ export interface SharedState {
   lockStart(label: string, signal: AbortSignal): Promise<StartLock | null>;
   /** Called when another instance changed a VM's state. */
   onRemoteState(listener: (label: string, state: string) => void): void;
+  /** Where the state is shared and how that stands now (/status "shared", the jitsu_etcd_* gauges). */
+  describe(): SharedStatus;
+}
+
+/** /status "shared": the state shared with the other instances (--etcd). */
+export interface SharedStatus {
+  readonly store: "etcd";
+  readonly endpoints: readonly string[];
+  readonly prefix: string;
+  /** This instance's name in etcd (host:pid:random). */
+  readonly instance: string;
+  /** Whether this instance sees the others now (etcd answered within 3 s and the watch runs). */
+  readonly connected: boolean;
+  /** Whether this instance is the elected reaper (the one that stops idle VMs) now. */
+  readonly reaper: boolean;
+  /** When etcd last answered (ms since the epoch). */
+  readonly lastAnswer: number;
 }

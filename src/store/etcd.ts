@@ -29,7 +29,7 @@ import { createRequire } from "node:module";
 import type { Etcd3, Campaign, IOptions, Lock, Namespace, Watcher } from "etcd3";
 import { StoreError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
-import type { SharedState, StartLock, Store, VmRecord } from "./contract.js";
+import type { SharedState, SharedStatus, StartLock, Store, VmRecord } from "./contract.js";
 
 /** The start lock's lease: a dead holder's lock is gone after this long. */
 type Etcd3Module = typeof import("etcd3");
@@ -243,6 +243,18 @@ export class EtcdStore implements Store, SharedState {
 
   onRemoteState(listener: (label: string, state: string) => void): void {
     this.remoteListeners.push(listener);
+  }
+
+  describe(): SharedStatus {
+    return {
+      store: "etcd",
+      endpoints: this.settings.endpoints,
+      prefix: this.settings.prefix,
+      instance: this.instance,
+      connected: this.connected(),
+      reaper: this.isReaper(),
+      lastAnswer: this.lastAnswer,
+    };
   }
 
   /**

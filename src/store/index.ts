@@ -1,4 +1,4 @@
-export type { SharedState, StartLock, Store, VmRecord } from "./contract.js";
+export type { SharedState, SharedStatus, StartLock, Store, VmRecord } from "./contract.js";
 export { MemoryStore } from "./memory.js";
 export { SqliteStore, type SqliteStoreOptions } from "./sqlite.js";
 export { EtcdStore, type EtcdSettings } from "./etcd.js";

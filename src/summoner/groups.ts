@@ -186,7 +186,7 @@ export class Groups {
     return last;
   }
 
-  /** The VMs whose connections keep `vm` up: its group's members, or itself. */
+  /** The VMs that are in use together with `vm`: its group's members, or `vm` alone. */
   membersOf(vm: Vm): readonly Vm[] {
     const group = vm.group as Group | null;
     return group === null ? [vm] : group.members;

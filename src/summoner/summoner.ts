@@ -16,7 +16,7 @@ import { groupPlans, type VmSpec } from "../config/index.js";
 import { BackendError, ConfigError, JitsuError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { EventBus, EventInput, StopReason } from "../events/index.js";
 import type { Logger } from "../log/index.js";
-import type { SharedState, StartLock, Store } from "../store/index.js";
+import type { SharedState, SharedStatus, StartLock, Store } from "../store/index.js";
 import { Admission, NO_LIMITS, type AdmissionStatus, type StartSlot } from "./admission.js";
 import { applyBackendEvent, type EventHost } from "./backend-events.js";
 import { Groups, type GroupStatus } from "./groups.js";
@@ -425,10 +425,16 @@ export class Summoner {
     return this.lastActivity(vm) + 2 * this.opts.ttlSeconds * 1000;
   }
 
-  /** When `vm` was last in use: its group's activity, and with --etcd every instance's. */
+  /**
+   * When `vm` was last in use: its group's activity, and with --etcd every
+   * instance's (for a group member, any member's query on any instance: the
+   * group is stopped as one).
+   */
   private lastActivity(vm: Vm): number {
-    const local = this.groups.lastActivity(vm);
-    return this.shared === null ? local : this.shared.lastActivity(vm, local);
+    let last = this.groups.lastActivity(vm);
+    if (this.shared === null) return last;
+    for (const m of this.groups.membersOf(vm)) last = this.shared.lastActivity(m, last);
+    return last;
   }
 
   /** How many VMs are in each state (states with none left out), without building `status()`. */
@@ -446,6 +452,11 @@ export class Summoner {
   /** Admission control as it stands: the limits, starts and VMs up, the queue, evictions. */
   admissionStatus(): AdmissionStatus {
     return this.admission.status();
+  }
+
+  /** --etcd: the shared state's endpoints, this instance, whether it sees the others and reaps; null alone. */
+  sharedStatus(): SharedStatus | null {
+    return this.opts.shared?.describe() ?? null;
   }
 
   onChange(listener: () => void): void {

@@ -18,7 +18,7 @@ import {
   waitFor,
   type CliProcess,
 } from "../support/index.js";
-import { getStatus } from "../support/http.js";
+import { getMetrics, getStatus, httpCall } from "../support/http.js";
 import { IMAGE, PodmanService } from "../support/podman.js";
 
 const TTL = 2;
@@ -105,6 +105,21 @@ describe("two jitsu instances with --etcd (real etcd, real Podman)", { timeout: 
     const a = await instance(etcd, vm);
     const b = await instance(etcd, vm);
     await waitFor(() => /now runs the idle reaper/.test(a.cli.output() + b.cli.output()), 15_000, "a reaper");
+    // /status "shared" and the jitsu_etcd_* gauges: both connected, exactly one the reaper.
+    const views = await Promise.all([a, b].map((x) => shared(x)));
+    for (const v of views) {
+      assert.equal(v.store, "etcd");
+      assert.deepEqual(v.endpoints, etcd.endpoints.split(","));
+      assert.equal(v.prefix, "/jitsu/");
+      assert.equal(v.connected, true);
+    }
+    assert.equal(views.filter((v) => v.reaper).length, 1, JSON.stringify(views));
+    assert.notEqual(views[0]!.instance, views[1]!.instance);
+    const gauges = await Promise.all([a, b].map((x) => getMetrics(x.http)));
+    assert.deepEqual(
+      gauges.map((m) => [m.get("jitsu_etcd_connected"), m.get("jitsu_etcd_reaper")]),
+      views.map((v) => [1, v.reaper ? 1 : 0]),
+    );
 
     // Both at once, cold: one start, both answered.
     const [ra, rb] = await Promise.all([dig(a.dns, ["web.jitsu.test"]), dig(b.dns, ["web.jitsu.test"])]);
@@ -234,6 +249,10 @@ describe("two jitsu instances with --etcd (real etcd, real Podman)", { timeout: 
     assert.equal(cold.status, "SERVFAIL", cold.raw);
     assert.equal(await bootToken("cold"), "0001-01-01 00:00:00 +0000 UTC created");
     await b.cli.waitFor(/etcd is unreachable/, 10_000);
+    const lost = await shared(b);
+    assert.equal(lost.connected, false);
+    assert.equal(lost.reaper, false);
+    assert.equal((await getMetrics(b.http)).get("jitsu_etcd_connected"), 0);
     while (Date.now() - down < 20_000) await new Promise((res) => setTimeout(res, 500));
     assert.equal((await dig(b.dns, ["slow.jitsu.test"])).status, "NOERROR");
     assert.equal(await bootToken("slow"), token);
@@ -258,6 +277,21 @@ describe("two jitsu instances with --etcd (real etcd, real Podman)", { timeout: 
     );
     await b.cli.stop("SIGTERM");
   });
+
+  /** /status "shared" of an instance. */
+  async function shared(x: Instance): Promise<{
+    store: string;
+    endpoints: string[];
+    prefix: string;
+    instance: string;
+    connected: boolean;
+    reaper: boolean;
+    lastAnswer: string;
+  }> {
+    const res = await httpCall(x.http, "GET", "/status");
+    assert.equal(res.status, 200, res.body);
+    return (JSON.parse(res.body) as { shared: Awaited<ReturnType<typeof shared>> }).shared;
+  }
 
   /** Queries `name` at `x` every 700 ms until stopped: how many were answered, and the others. */
   function keepQuerying(
