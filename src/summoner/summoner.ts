@@ -188,7 +188,7 @@ export class Summoner {
       {
         vms: () => this.vms.values(),
         stop: (vm, why) => this.stop(vm, opts.stopMode, why, "eviction"),
-        lastActivity: (vm) => this.groups.lastActivity(vm),
+        lastActivity: (vm) => this.lastActivity(vm),
         beforeEvict: (vms) => this.beforeEvict?.(vms.map((vm) => vm.spec.label)) ?? null,
       },
       {

@@ -53,15 +53,22 @@ class FakeShared implements SharedState {
 }
 
 const WWW = "dns=www.test,ip=10.0.0.1,name=www";
+const OTHER = "dns=other.test,ip=10.0.0.9,name=other";
 const DB = "dns=db.shop.test,ip=10.0.0.2,name=db,group=shop";
 const WEB = "dns=web.shop.test,ip=10.0.0.3,name=web,group=shop,after=db";
 
-async function setup(configs: string[]) {
+async function setup(configs: string[], maxRunning?: number) {
   const clock = new ManualClock();
   const backend = new TestBackend();
   const shared = new FakeShared();
   const summoner = await Summoner.create(
-    summonerOptions({ backend, clock, specs: configs.map(spec), shared }),
+    summonerOptions({
+      backend,
+      clock,
+      specs: configs.map(spec),
+      shared,
+      ...(maxRunning ? { maxRunning } : {}),
+    }),
   );
   return { clock, backend, shared, summoner };
 }
@@ -125,6 +132,20 @@ describe("summoner with shared state (--etcd)", () => {
     await clock.advance(20_000);
     await summoner.tick();
     assert.deepEqual(stops(backend).sort(), ["stop:db:destroy", "stop:web:destroy"]);
+    await summoner.close();
+  });
+
+  it("--max-running never evicts a VM another instance was asked for within its TTL", async () => {
+    const { clock, backend, shared, summoner } = await setup([WWW, OTHER], 1);
+    await summoner.request("www");
+    await clock.advance(100_000); // www: 100 s since its query here, past its 60 s TTL
+    shared.remote.set("www", clock.now() - 50_000); // but queried 50 s ago elsewhere
+    const other = summoner.request("other") as Promise<readonly string[]>;
+    await clock.advance(0);
+    assert.deepEqual(stops(backend), []);
+    await clock.advance(11_000); // 61 s since the query elsewhere: evicted now
+    assert.deepEqual(stops(backend), ["stop:www:destroy"]);
+    assert.deepEqual(await other, ["10.0.0.9"]);
     await summoner.close();
   });
 
