@@ -10,7 +10,7 @@
  */
 import Docker from "dockerode";
 import type { ContainerInspectInfo } from "dockerode";
-import type { Clock } from "../../clock/index.js";
+import type { Clock, Timer } from "../../clock/index.js";
 import type { VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, JitsuError, UsageError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
@@ -30,6 +30,9 @@ export const DOCKER_STOP_MODES: ReadonlySet<StopMode> = new Set<StopMode>([
   "save",
 ]);
 const CHECKPOINT_ID = "jitsu";
+
+/** How long after a reconnect every container is read again (see afterReconnect). */
+const RECONNECT_RECHECK_MS = 1000;
 
 interface Known {
   readonly ref: VmRef;
@@ -77,6 +80,9 @@ export class DockerBackend implements VmBackend {
   private readonly byLabel = new Map<string, Known>();
   private readonly listeners: ((e: BackendEvent) => void)[] = [];
   private readonly watcher: EventWatcher;
+  /** The second re-read after a reconnect (afterReconnect). */
+  private recheckTimer: Timer | null = null;
+  private closed = false;
   private eventChain: Promise<void> = Promise.resolve();
   private readonly mode: string | undefined;
   private readonly bind: string | undefined;
@@ -102,7 +108,7 @@ export class DockerBackend implements VmBackend {
       clock: this.clock,
       log: this.log,
       onEvent: (e) => this.onEngineEvent(e),
-      onReconnect: () => this.reconcile("engine reconnected"),
+      onReconnect: () => this.afterReconnect(),
       ...(tuning.reconnectInitialMs === undefined ? {} : { reconnectInitialMs: tuning.reconnectInitialMs }),
       ...(tuning.reconnectMaxMs === undefined ? {} : { reconnectMaxMs: tuning.reconnectMaxMs }),
     });
@@ -335,6 +341,8 @@ export class DockerBackend implements VmBackend {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    this.recheckTimer?.cancel();
     this.watcher.close();
     await this.eventChain.catch(() => undefined);
   }
@@ -521,6 +529,21 @@ export class DockerBackend implements VmBackend {
 
   private reconcile(reason: string): void {
     for (const known of this.byLabel.values()) this.enqueueRead(known, reason);
+  }
+
+  /**
+   * The stream is back: every container is re-read now (what changed while
+   * it was down), and once more a second later. An engine answers the events
+   * request before it follows its event log (Podman 4.3's file logger), so a
+   * change in that moment has no event; the second read sees it.
+   */
+  private afterReconnect(): void {
+    this.reconcile("engine reconnected");
+    this.recheckTimer?.cancel();
+    this.recheckTimer = this.clock.setTimer(RECONNECT_RECHECK_MS, () => {
+      this.recheckTimer = null;
+      if (!this.closed) this.reconcile("seen after the engine reconnected");
+    });
   }
 
   private hostAddress(): string {
