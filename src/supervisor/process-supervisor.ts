@@ -180,7 +180,14 @@ export class ProcessSupervisor {
     // Not "differs from what was read after the hand-over": the shell may have exec'd before that read.
     const execd = (): boolean => {
       const now = readProcessSync(proc.pid);
-      return now !== null && now.startTime === proc.startTime && !SpawnGate.isGate(now.cmdline);
+      // An empty command line is a process on its way out (its memory is gone before it is a
+      // zombie): the shell whose exec failed, not an exec'd command.
+      return (
+        now !== null &&
+        now.startTime === proc.startTime &&
+        now.cmdline.length > 0 &&
+        !SpawnGate.isGate(now.cmdline)
+      );
     };
     let gone = false;
     void proc.exited.then(() => (gone = true));
