@@ -165,7 +165,14 @@ describe("admission control (e2e)", () => {
         failed.length,
         `each SERVFAIL is logged once:\n${servfails.map((l) => `${l.time} ${l.msg}`).join("\n")}\n${failed.map((a) => JSON.stringify(a)).join("\n")}`,
       );
-      for (const l of servfails) assert.match(l.msg, /was not ready after 4 s \(still queued: /, l.msg);
+      // Timed out in the --max-starting queue, or (a machine loaded by other tests) in the spawn itself.
+      for (const l of servfails) {
+        assert.match(
+          l.msg,
+          /was not ready after 4 s \((still queued: |still waiting for the process backend to start it)/,
+          l.msg,
+        );
+      }
 
       // Evictions: logged with both names, only of VMs whose last query is older than the TTL (1 s).
       const evictions = lines

@@ -484,7 +484,7 @@ export class DockerBackend implements VmBackend {
         e.name === known.plan.name ||
         (known.id === undefined && e.id.startsWith(known.plan.name));
       if (!matches) continue;
-      this.enqueueRead(known, describeEvent(e));
+      this.enqueueRead(known, describeEvent(e), state);
     }
   }
 
@@ -493,7 +493,7 @@ export class DockerBackend implements VmBackend {
    * reports a change: the engine's state, not the event's, so an event
    * delivered after our own later operation cannot undo it.
    */
-  private enqueueRead(known: Known, reason: string): void {
+  private enqueueRead(known: Known, reason: string, implied?: VmState): void {
     const seq = (known.events = (known.events ?? 0) + 1);
     this.eventChain = this.eventChain.then(async () => {
       const generation = known.generation;
@@ -510,6 +510,11 @@ export class DockerBackend implements VmBackend {
       // A newer event is queued (a 'start' read after a 'kill' already finds the container dead):
       // its re-read reports the change, with its own reason ("died with exit code 137", not "start").
       if (known.events !== seq) return;
+      // An event that says up ('start', 'unpause') whose container is already down again: the
+      // event that says why ('died', 'stop', 'remove') is on its way (Podman may deliver a
+      // 'start' after the kill that followed it) and reports it; the reaper's re-read would too.
+      if ((implied === "running" || implied === "paused") && state !== "running" && state !== "paused")
+        return;
       this.report(known, state, reason);
     });
   }
