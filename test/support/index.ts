@@ -169,6 +169,31 @@ export async function dig(
   return { status, flags, answers: section(raw, "ANSWER"), authority: section(raw, "AUTHORITY"), raw };
 }
 
+/** dig for `name` A: its status, its first answer ("" if none), and how long it took (ms). */
+export async function timedDig(
+  port: number,
+  name: string,
+): Promise<{ status: string; data: string; ms: number }> {
+  const t0 = Date.now();
+  const a = await dig(port, [name, "A"]);
+  return { status: a.status, data: a.answers[0]?.data ?? "", ms: Date.now() - t0 };
+}
+
+/** Queries `name` A every 200 ms until it answers NOERROR (it may SERVFAIL while a daemon comes back). */
+export async function answered(
+  port: number,
+  name: string,
+  withinMs: number,
+): Promise<{ tries: number; data: string }> {
+  const deadline = Date.now() + withinMs;
+  for (let tries = 1; ; tries++) {
+    const a = await timedDig(port, name);
+    if (a.status === "NOERROR") return { tries, data: a.data };
+    if (Date.now() > deadline) throw new Error(`${name} still answers ${a.status} after ${withinMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 export interface CliProcess {
   readonly child: ChildProcess;
   /** Everything written to stderr and stdout so far. */

@@ -20,7 +20,7 @@ import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { startUpstream, type TestUpstream } from "../../doubles/dns-upstream.js";
 import { PrivateLibvirtd } from "../../doubles/libvirtd.js";
-import { dig, freePort, startCli, tempDir, type CliProcess } from "../../support/index.js";
+import { answered, freePort, startCli, tempDir, timedDig, type CliProcess } from "../../support/index.js";
 import { NODE_XML } from "./fixtures.js";
 
 /** NODE_XML plus two more domains that start shut off: 'cold' and 'cold2'. */
@@ -39,28 +39,6 @@ function nodeXml(): string {
 }
 
 const TIMEOUT_S = 3;
-
-/** dig for `name` A, and how long it took (ms). */
-async function timedDig(port: number, name: string): Promise<{ status: string; data: string; ms: number }> {
-  const t0 = Date.now();
-  const a = await dig(port, [name, "A"]);
-  return { status: a.status, data: a.answers[0]?.data ?? "", ms: Date.now() - t0 };
-}
-
-/** Queries `name` until it answers NOERROR (each query may SERVFAIL while the daemon comes back). */
-async function answered(
-  port: number,
-  name: string,
-  withinMs: number,
-): Promise<{ tries: number; data: string }> {
-  const deadline = Date.now() + withinMs;
-  for (let tries = 1; ; tries++) {
-    const a = await timedDig(port, name);
-    if (a.status === "NOERROR") return { tries, data: a.data };
-    if (Date.now() > deadline) throw new Error(`${name} still answers ${a.status} after ${withinMs} ms`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe("libvirtd hung or killed under jitsu (real libvirtd, real signals)", { timeout: 180_000 }, () => {
   const daemon = new PrivateLibvirtd();

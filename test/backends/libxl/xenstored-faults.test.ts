@@ -20,16 +20,10 @@ import { after, before, describe, it } from "node:test";
 import { XenstoreClient } from "../../../src/xen/xenstore/index.js";
 import { XL_DOUBLE } from "../../doubles/xen-fixture.js";
 import { readXlState } from "../../doubles/xl.js";
-import { dig, freePort, startCli, tempDir, type CliProcess } from "../../support/index.js";
+import { freePort, startCli, tempDir, timedDig, type CliProcess } from "../../support/index.js";
 
 const XENSTORED = fileURLToPath(new URL("../../doubles/xenstored.js", import.meta.url));
 const TIMEOUT_S = 3;
-
-async function timedDig(port: number, name: string): Promise<{ status: string; data: string; ms: number }> {
-  const t0 = Date.now();
-  const a = await dig(port, [name, "A", "+time=10"]);
-  return { status: a.status, data: a.answers[0]?.data ?? "", ms: Date.now() - t0 };
-}
 
 async function until(what: string, test: () => boolean, ms = 10_000): Promise<void> {
   const t0 = Date.now();

@@ -10,7 +10,15 @@ import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { alive, dig, freePort, startCli, tempDir, waitFor, type CliProcess } from "../../support/index.js";
+import {
+  alive,
+  freePort,
+  startCli,
+  tempDir,
+  timedDig,
+  waitFor,
+  type CliProcess,
+} from "../../support/index.js";
 
 /** argv: PORT DELAY-MS [ignore-term]. Starts a helper in its group (a `sleep`), listens after DELAY-MS. */
 const SERVICE = `
@@ -27,12 +35,6 @@ setTimeout(() => http.createServer((q, r) => r.end("ok")).listen(port, "127.0.0.
 `;
 
 const TIMEOUT_S = 4;
-
-async function timedDig(port: number, name: string): Promise<{ status: string; data: string; ms: number }> {
-  const t0 = Date.now();
-  const a = await dig(port, [name, "A"]);
-  return { status: a.status, data: a.answers[0]?.data ?? "", ms: Date.now() - t0 };
-}
 
 describe("process VMs killed during boot and during shutdown (real SIGKILL)", { timeout: 120_000 }, () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;

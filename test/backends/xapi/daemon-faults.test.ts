@@ -18,30 +18,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
-import { dig, freePort, startCli, tempDir, type CliProcess } from "../../support/index.js";
+import { answered, freePort, startCli, tempDir, timedDig, type CliProcess } from "../../support/index.js";
 
 const DOUBLE = fileURLToPath(new URL("../../doubles/xapi-server.js", import.meta.url));
 const TIMEOUT_S = 3;
-
-async function timedDig(port: number, name: string): Promise<{ status: string; data: string; ms: number }> {
-  const t0 = Date.now();
-  const a = await dig(port, [name, "A"]);
-  return { status: a.status, data: a.answers[0]?.data ?? "", ms: Date.now() - t0 };
-}
-
-async function answered(
-  port: number,
-  name: string,
-  withinMs: number,
-): Promise<{ tries: number; data: string }> {
-  const deadline = Date.now() + withinMs;
-  for (let tries = 1; ; tries++) {
-    const a = await timedDig(port, name);
-    if (a.status === "NOERROR") return { tries, data: a.data };
-    if (Date.now() > deadline) throw new Error(`${name} still answers ${a.status} after ${withinMs} ms`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe("the XenAPI double hung or killed under jitsu -x xapi (real signals)", { timeout: 120_000 }, () => {
   let dir: Awaited<ReturnType<typeof tempDir>>;
