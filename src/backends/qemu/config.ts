@@ -2,7 +2,7 @@
  * The qemu backend's CONFIG keys (keys.ts) parsed into a typed machine
  * description.
  */
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, existsSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { resolve } from "node:path";
 import type { VmSpec } from "../../config/index.js";
@@ -59,6 +59,19 @@ export function kvmUsable(): boolean {
   }
 }
 
+/**
+ * Whether `accel` defaults to kvm: /dev/kvm is usable and is not only PVM's.
+ * A nested host without VT-x or AMD-V can offer /dev/kvm through kvm_pvm,
+ * which runs only guest kernels built for PVM: an ordinary kernel sits there
+ * with no console output at all (seen on this project's test machines), so
+ * there the default is tcg, and `accel=kvm` is for those who have such a guest.
+ */
+export function kvmDefault(modules = "/sys/module"): boolean {
+  if (!kvmUsable()) return false;
+  const loaded = (name: string): boolean => existsSync(`${modules}/${name}`);
+  return loaded("kvm_intel") || loaded("kvm_amd") || !loaded("kvm_pvm");
+}
+
 const HOSTFWD = /^(tcp|udp):([0-9.]*):(\d{1,5})-([0-9.]*):(\d{1,5})$/;
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 
@@ -103,7 +116,7 @@ export function parseMachine(spec: VmSpec, problems?: ConfigError[]): QemuMachin
   const accelValue = o.str("accel");
   let accel: string;
   if (accelValue === undefined) {
-    accel = kvmUsable() ? "kvm" : "tcg";
+    accel = kvmDefault() ? "kvm" : "tcg";
   } else if (accelValue === "kvm" || accelValue === "tcg") {
     if (accelValue === "kvm" && !kvmUsable())
       missing("/dev/kvm is missing or not writable here (use accel=tcg)", "accel");

@@ -45,7 +45,7 @@ export const QEMU_KEYS: readonly KeySpec[] = [
   {
     key: "accel",
     type: "string",
-    doc: "Accelerator: kvm or tcg (default kvm when /dev/kvm is usable, else tcg).",
+    doc: "Accelerator: kvm or tcg (default kvm when /dev/kvm is usable and not only PVM's (kvm_pvm runs PVM guest kernels only), else tcg).",
   },
   {
     key: "disk",

@@ -3,7 +3,7 @@
  * one-line errors (naming the VM and the key) for values that cannot work.
  */
 import assert from "node:assert/strict";
-import { statSync, writeFileSync } from "node:fs";
+import { mkdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { buildVmSpec, parseConfigString, type VmSpec } from "../../../src/config/index.js";
@@ -12,7 +12,7 @@ import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { parseMachine, qemuBackend } from "../../../src/backends/qemu/index.js";
 import { qemuArgs } from "../../../src/backends/qemu/command-line.js";
-import { kvmUsable } from "../../../src/backends/qemu/config.js";
+import { kvmDefault, kvmUsable } from "../../../src/backends/qemu/config.js";
 import { VmDirectory } from "../../../src/backends/qemu/vm-directory.js";
 import { tempDir } from "../../support/index.js";
 
@@ -66,7 +66,7 @@ describe("qemu CONFIG keys", () => {
     assert.deepEqual(after1(argv, "-machine"), ["q35"]);
     assert.deepEqual(after1(argv, "-m"), ["128M"]);
     assert.deepEqual(after1(argv, "-smp"), ["1"]);
-    assert.deepEqual(after1(argv, "-accel"), [kvmUsable() ? "kvm" : "tcg"]);
+    assert.deepEqual(after1(argv, "-accel"), [kvmDefault() ? "kvm" : "tcg"]);
     assert.deepEqual(after1(argv, "-append"), ["console=ttyS0 quiet panic=-1 init_on_free=1"]);
     assert.deepEqual(after1(argv, "-netdev"), ["user,id=net0"]);
     assert.match(after1(argv, "-device")[0]!, /^virtio-net-pci,netdev=net0,mac=52:54:00(:[0-9a-f]{2}){3}$/);
@@ -105,6 +105,17 @@ describe("qemu CONFIG keys", () => {
     fails(`,kernel=${kernel},accel=hvf`, /key 'accel': expected kvm or tcg, got 'hvf'/);
     if (kvmUsable()) assert.deepEqual(after1(args(",accel=kvm"), "-accel"), ["kvm"]);
     else fails(`,kernel=${kernel},accel=kvm`, /key 'accel': \/dev\/kvm is missing or not writable/);
+  });
+
+  it("accel's default: not kvm where /dev/kvm is only PVM's (kvm_pvm without kvm_intel or kvm_amd)", () => {
+    const modules = join(dir.path, "modules");
+    const load = (name: string): void => void mkdirSync(join(modules, name), { recursive: true });
+    mkdirSync(modules, { recursive: true });
+    assert.equal(kvmDefault(modules), kvmUsable());
+    load("kvm_pvm");
+    assert.equal(kvmDefault(modules), false);
+    load("kvm_intel");
+    assert.equal(kvmDefault(modules), kvmUsable());
   });
 
   it("nics: user (with hostfwd), tap:NAME, bridge:NAME, each with its own stable MAC", () => {
