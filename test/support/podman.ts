@@ -11,6 +11,10 @@
  * It has `/www/index.html`, so `httpd -f -p 127.0.0.1:PORT -h /www` answers
  * 200 to `GET /`.
  *
+ * OCI hooks (`hooksDir`, the engine's hooks_dir) let a test hold the
+ * service inside an operation: a poststart hook runs after the container's
+ * process has started and before the service answers the start request.
+ *
  * `destroy()` removes every container, stops the service, waits for conmon
  * and `podman container cleanup` (still running for a moment after a
  * container exits), kills what is left of the dir's processes, and removes
@@ -73,6 +77,34 @@ export class PodmanService {
     return `unix://${this.socket}`;
   }
 
+  /** The service's OCI hooks dir (hooks_dir): `*.json` hook definitions put here apply to new containers. */
+  get hooksDir(): string {
+    return join(this.dir, "hooks");
+  }
+
+  /** The service's process id while it runs (for signals: SIGSTOP, SIGCONT, SIGKILL). */
+  get pid(): number | undefined {
+    return this.service?.pid;
+  }
+
+  /** Sends `signal` to the service process itself (not the containers it started). */
+  signal(signal: NodeJS.Signals): void {
+    if (this.service === null || this.service.exitCode !== null || this.service.signalCode !== null)
+      throw new Error("the podman service is not running");
+    this.service.kill(signal);
+  }
+
+  /** SIGKILLs the service (a crash, the OOM killer) and waits for its exit; containers keep running. */
+  async killService(): Promise<void> {
+    const child = this.service;
+    this.service = null;
+    if (child === null || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill("SIGCONT");
+    child.kill("SIGKILL");
+    await exited;
+  }
+
   get env(): NodeJS.ProcessEnv {
     return { ...process.env, CONTAINERS_CONF: join(this.dir, "containers.conf") };
   }
@@ -82,7 +114,7 @@ export class PodmanService {
     const dir = await mkdtemp(join(tmpdir(), "jitsu-podman-"));
     const p = new PodmanService(dir);
     try {
-      for (const d of ["tmp", "net"]) mkdirSync(join(dir, d));
+      for (const d of ["tmp", "net", "hooks"]) mkdirSync(join(dir, d));
       writeFileSync(
         join(dir, "containers.conf"),
         [
@@ -94,6 +126,7 @@ export class PodmanService {
           'cgroup_manager = "cgroupfs"',
           `tmp_dir = "${dir}/tmp"`,
           'events_logger = "file"',
+          `hooks_dir = ["${dir}/hooks"]`,
           `events_logfile_path = "${dir}/events.log"`,
           "[network]",
           `network_config_dir = "${dir}/net"`,
@@ -171,6 +204,7 @@ export class PodmanService {
     this.service = null;
     if (child === null || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill("SIGCONT");
     child.kill("SIGTERM");
     const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
     await exited;

@@ -16,7 +16,9 @@ import { BackendError, ConfigError, JitsuError, UsageError } from "../../errors/
 import type { Logger } from "../../log/index.js";
 import type { BackendEvent, BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import { lookupProgram } from "../preflight.js";
+import { BoundedCalls, EngineBusyError, EngineTimeoutError } from "./bounded-calls.js";
 import { planContainer, type ContainerPlan } from "./container-plan.js";
+import { startedBehindEngine } from "./lost-start.js";
 import { EventWatcher, describeEvent, eventState, type ContainerEvent } from "./events.js";
 import { CREATED_LABEL } from "./keys.js";
 import type { DockerTarget } from "./target.js";
@@ -47,6 +49,8 @@ interface Known {
   checkpointed: boolean;
   /** Engine events queued for a re-read so far: a re-read with a newer one behind it leaves the report to it. */
   events?: number;
+  /** The engine calls it created, but its process runs (lost-start.ts): warned once, stopped with `stop`. */
+  untracked?: boolean;
 }
 
 export interface EngineInfo {
@@ -61,7 +65,24 @@ export interface DockerBackendTuning {
   readonly reconnectMaxMs?: number;
   /** How long `stop(vm, "destroy")` waits for the killed container to be gone. */
   readonly killWaitMs?: number;
+  /** At most this many engine calls outstanding at once; more fail at once (default 256). */
+  readonly maxCalls?: number;
 }
+
+/** The call timeout when --start-timeout is not set (as libvirt's). */
+const DEFAULT_CALL_TIMEOUT_MS = 30_000;
+/**
+ * At start-up the engine may take this long at least (the call timeout when
+ * longer): Podman answers /version by asking conmon and the runtime for
+ * theirs, 0.4-1.5 s on a loaded machine, more than a short --start-timeout
+ * leaves; a hung engine still fails start-up, just not at once.
+ */
+const CONNECT_TIMEOUT_MS = 10_000;
+/** The engine's own grace between SIGTERM and SIGKILL when neither stop_timeout nor the container gives one. */
+const ENGINE_STOP_GRACE_S = 10;
+
+/** Socket errors that mean the engine is not there or went away: its fault, not the VM's. */
+const DAEMON_CODES = new Set(["ENOENT", "ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED"]);
 
 /** dockerode's errors: an HTTP status and the engine's JSON body, or a socket error code. */
 interface EngineError extends Error {
@@ -73,8 +94,10 @@ interface EngineError extends Error {
 
 export class DockerBackend implements VmBackend {
   readonly name = BACKEND_NAME;
-  /** For requests (bounded: a hung engine does not hold a stop forever). */
+  /** For requests; each goes through `calls` (bounded in time and number). */
   readonly docker: Docker;
+  /** Every engine request: bounded by the call timeout, at most maxCalls at once. */
+  readonly calls: BoundedCalls;
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly byLabel = new Map<string, Known>();
@@ -91,7 +114,7 @@ export class DockerBackend implements VmBackend {
 
   constructor(
     readonly target: DockerTarget,
-    options: Pick<BackendOptions, "log" | "clock" | "settings">,
+    options: Pick<BackendOptions, "log" | "clock" | "settings" | "callTimeoutMs">,
     tuning: DockerBackendTuning = {},
   ) {
     this.log = options.log;
@@ -99,13 +122,20 @@ export class DockerBackend implements VmBackend {
     this.mode = options.settings["mode"];
     this.bind = options.settings["bind"];
     this.killWaitMs = tuning.killWaitMs ?? 30_000;
-    this.docker = new Docker({ ...target.options, timeout: 300_000 });
+    this.calls = new BoundedCalls({
+      clock: this.clock,
+      timeoutMs: options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS,
+      maxCalls: tuning.maxCalls ?? 256,
+    });
+    // No timeout of the modem's own: `calls` bounds each request and aborts it.
+    this.docker = new Docker({ ...target.options });
     // The event stream stays open for hours: no timeout on its requests.
     const events = new Docker({ ...target.options });
     this.watcher = new EventWatcher({
       docker: events,
       display: target.display,
       clock: this.clock,
+      openTimeoutMs: Math.max(CONNECT_TIMEOUT_MS, this.calls.timeoutMs),
       log: this.log,
       onEvent: (e) => this.onEngineEvent(e),
       onReconnect: () => this.afterReconnect(),
@@ -121,7 +151,14 @@ export class DockerBackend implements VmBackend {
   async connect(): Promise<void> {
     let version: Docker.DockerVersion & { Components?: { Name?: string }[]; Experimental?: boolean };
     try {
-      version = await this.docker.version();
+      // dockerode's version() takes options (and so a signal), though its types omit them.
+      const versionOf = this.docker.version.bind(this.docker) as (opts: {
+        abortSignal: AbortSignal;
+      }) => Promise<Docker.DockerVersion>;
+      version = await this.calls.run(
+        (abortSignal) => versionOf({ abortSignal }),
+        Math.max(0, CONNECT_TIMEOUT_MS - this.calls.timeoutMs),
+      );
     } catch (err) {
       throw this.fail(err, "connect");
     }
@@ -155,7 +192,9 @@ export class DockerBackend implements VmBackend {
     };
     let info: ContainerInspectInfo | undefined;
     try {
-      info = await this.docker.getContainer(plan.name).inspect();
+      info = await this.calls.run((abortSignal) =>
+        this.docker.getContainer(plan.name).inspect({ abortSignal }),
+      );
     } catch (err) {
       if (!isNotFound(err)) throw this.fail(err, "look up the container", spec.label, plan.name);
     }
@@ -174,7 +213,8 @@ export class DockerBackend implements VmBackend {
       );
     } else {
       try {
-        await this.docker.getImage(plan.create.Image!).inspect();
+        // (dockerode's image inspect takes no signal: the deadline still ends the wait.)
+        await this.calls.run(() => this.docker.getImage(plan.create!.Image!).inspect());
       } catch (err) {
         throw this.fail(err, "look up the image", spec.label, plan.name, plan.create.Image);
       }
@@ -200,15 +240,17 @@ export class DockerBackend implements VmBackend {
     known.generation++;
     try {
       if (known.id === undefined && known.plan.create !== undefined) await this.create(known);
+      const start = (): Promise<unknown> =>
+        this.calls.run((abortSignal) => this.container(known).start({ abortSignal }));
       try {
-        await this.container(known).start();
+        await start();
       } catch (err) {
         if (isNotModified(err)) {
           // already running
         } else if (isNotFound(err) && known.plan.create !== undefined) {
           // Removed since we last saw it: made again, as on the first summon.
           await this.create(known);
-          await this.container(known).start();
+          await start();
         } else throw err;
       }
       known.last = "running";
@@ -231,7 +273,12 @@ export class DockerBackend implements VmBackend {
         });
       } else {
         // POST /containers/{id}/start?checkpoint=ID (experimental Docker); dockerode's types omit it.
-        await this.container(known).start({ checkpoint: CHECKPOINT_ID } as Docker.ContainerStartOptions);
+        await this.calls.run((abortSignal) =>
+          this.container(known).start({
+            checkpoint: CHECKPOINT_ID,
+            abortSignal,
+          } as Docker.ContainerStartOptions),
+        );
       }
       known.checkpointed = false;
       known.last = "running";
@@ -244,7 +291,7 @@ export class DockerBackend implements VmBackend {
     const known = this.known(vm);
     known.generation++;
     try {
-      await this.container(known).unpause();
+      await this.calls.run((abortSignal) => this.container(known).unpause({ abortSignal }));
       known.last = "running";
     } catch (err) {
       throw this.fail(err, "unpause the container", vm.label, known.plan.name);
@@ -259,23 +306,38 @@ export class DockerBackend implements VmBackend {
       switch (mode) {
         case "destroy":
           try {
-            await c.kill({ signal: "SIGKILL" });
+            if (known.untracked === true) {
+              // The engine refuses to kill what it thinks never started; its stop kills the process.
+              await this.calls.run((abortSignal) => c.stop({ t: 0, abortSignal }));
+            } else {
+              await this.calls.run((abortSignal) => c.kill({ signal: "SIGKILL", abortSignal }));
+            }
           } catch (err) {
-            if (!isConflict(err)) throw err; // 409: not running already
+            if (!isConflict(err) && !isNotModified(err)) throw err; // 409, 304: not running already
           }
           await this.waitNotRunning(known);
           known.last = "off";
           return;
         case "shutdown":
           try {
-            await c.stop(known.plan.stopTimeout === undefined ? {} : { t: known.plan.stopTimeout });
+            // The engine waits up to the grace period before its SIGKILL: the deadline allows for it.
+            const grace = known.plan.stopTimeout ?? ENGINE_STOP_GRACE_S;
+            await this.calls.run(
+              (abortSignal) =>
+                c.stop(
+                  known.plan.stopTimeout === undefined
+                    ? { abortSignal }
+                    : { t: known.plan.stopTimeout, abortSignal },
+                ),
+              grace * 1000,
+            );
           } catch (err) {
             if (!isNotModified(err)) throw err; // 304: stopped already
           }
           known.last = "off";
           return;
         case "pause":
-          await c.pause();
+          await this.calls.run((abortSignal) => c.pause({ abortSignal }));
           known.last = "paused";
           return;
         case "suspend":
@@ -299,7 +361,7 @@ export class DockerBackend implements VmBackend {
     const known = this.known(vm);
     let info: ContainerInspectInfo;
     try {
-      info = await this.container(known).inspect();
+      info = await this.calls.run((abortSignal) => this.container(known).inspect({ abortSignal }));
     } catch (err) {
       throw this.fail(err, "read the addresses", vm.label, known.plan.name);
     }
@@ -364,12 +426,19 @@ export class DockerBackend implements VmBackend {
 
   private async create(known: Known): Promise<void> {
     try {
-      const c = await this.docker.createContainer(known.plan.create!);
+      // A copy: dockerode deletes abortSignal from the options it is given.
+      const c = await this.calls.run((abortSignal) =>
+        this.docker.createContainer({ ...known.plan.create!, abortSignal }),
+      );
       known.id = c.id;
     } catch (err) {
       if (!isConflict(err)) throw err;
       // 409: a container of that name appeared meanwhile (made by hand, or by another jitsu): use it.
-      known.id = (await this.docker.getContainer(known.plan.name).inspect()).Id;
+      known.id = (
+        await this.calls.run((abortSignal) =>
+          this.docker.getContainer(known.plan.name).inspect({ abortSignal }),
+        )
+      ).Id;
     }
     this.log.info(
       `docker: created container '${known.plan.name}' from ${known.plan.create!.Image} for VM '${known.ref.label}'`,
@@ -379,7 +448,9 @@ export class DockerBackend implements VmBackend {
   private async readState(known: Known): Promise<VmState> {
     let info: ContainerInspectInfo;
     try {
-      info = await this.docker.getContainer(this.idOf(known)).inspect();
+      info = await this.calls.run((abortSignal) =>
+        this.docker.getContainer(this.idOf(known)).inspect({ abortSignal }),
+      );
     } catch (err) {
       if (!isNotFound(err)) throw err;
       // Gone (removed behind our back): off; a created one is made again by the next start.
@@ -388,7 +459,19 @@ export class DockerBackend implements VmBackend {
       return "off";
     }
     known.id = info.Id;
-    return mapContainerState(info.State, known.checkpointed);
+    const state = mapContainerState(info.State, known.checkpointed);
+    const untracked =
+      state === "off" &&
+      info.State?.Status === "created" &&
+      this.target.socketPath !== undefined &&
+      startedBehindEngine(info.State.Pid);
+    if (untracked && known.untracked !== true) {
+      this.log.warn(
+        `docker: VM '${known.ref.label}': ${this.target.display} reports container '${known.plan.name}' as created, but its process (pid ${info.State!.Pid}) runs: the engine lost track of a start (was it killed mid-start?); taken as running, not started again`,
+      );
+    }
+    known.untracked = untracked;
+    return untracked ? "running" : state;
   }
 
   private async waitNotRunning(known: Known): Promise<void> {
@@ -416,34 +499,42 @@ export class DockerBackend implements VmBackend {
       return;
     }
     const c = this.container(known) as Docker.Container & {
-      deleteCheckpoint(id: string): Promise<unknown>;
+      deleteCheckpoint(id: string, opts: object): Promise<unknown>;
       createCheckpoint(opts: object): Promise<unknown>;
     };
-    await c.deleteCheckpoint(CHECKPOINT_ID).catch((err: unknown) => {
-      if (!isNotFound(err)) throw err;
-    });
-    await c.createCheckpoint({ CheckpointID: CHECKPOINT_ID, Exit: true });
+    await this.calls
+      .run((abortSignal) => c.deleteCheckpoint(CHECKPOINT_ID, { abortSignal }))
+      .catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
+    await this.calls.run((abortSignal) =>
+      c.createCheckpoint({ CheckpointID: CHECKPOINT_ID, Exit: true, abortSignal }),
+    );
   }
 
   /** A call to Podman's own API (libpod), for what the Docker API has no word for. */
   private libpod(path: string, query: Record<string, string>): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      this.docker.modem.dial(
-        {
-          path: `/v4.0.0/libpod${path}`,
-          method: "POST",
-          options: query,
-          statusCodes: {
-            200: true,
-            204: true,
-            404: "no such container",
-            409: "conflict",
-            500: "server error",
-          },
-        },
-        (err: unknown, data: unknown) => (err ? reject(err as Error) : resolve(data)),
-      );
-    });
+    return this.calls.run(
+      (abortSignal) =>
+        new Promise((resolve, reject) => {
+          this.docker.modem.dial(
+            {
+              path: `/v4.0.0/libpod${path}`,
+              method: "POST",
+              abortSignal,
+              options: query,
+              statusCodes: {
+                200: true,
+                204: true,
+                404: "no such container",
+                409: "conflict",
+                500: "server error",
+              },
+            },
+            (err: unknown, data: unknown) => (err ? reject(err as Error) : resolve(data)),
+          );
+        }),
+    );
   }
 
   /**
@@ -560,7 +651,10 @@ export class DockerBackend implements VmBackend {
 
   /**
    * One line for users, naming the URI and the VM (BackendError adds the
-   * VM), with the engine's own text as the detail.
+   * VM), with the engine's own text as the detail. The engine not there, gone
+   * or hung (a socket error, a call past its deadline, too many calls waiting)
+   * is `unavailable`: not the VM's fault, so no back-off and not counted
+   * toward --max-failures.
    */
   private fail(err: unknown, what: string, vm?: string, name?: string, image?: string): JitsuError {
     if (err instanceof JitsuError) return err;
@@ -568,12 +662,29 @@ export class DockerBackend implements VmBackend {
     const e = err as EngineError;
     const engineText =
       e.json?.message ?? (typeof e.reason === "string" && e.reason !== "" ? e.reason : undefined);
+    const unavailable =
+      err instanceof EngineTimeoutError ||
+      err instanceof EngineBusyError ||
+      (typeof e.statusCode !== "number" && typeof e.code === "string" && DAEMON_CODES.has(e.code));
     const make = (message: string, detail?: string): BackendError =>
       new BackendError(BACKEND_NAME, message, {
         ...(vm === undefined ? {} : { vm }),
         ...(detail === undefined ? {} : { detail }),
         cause: err,
+        unavailable,
       });
+    if (err instanceof EngineTimeoutError) {
+      const made = make(
+        `no answer from ${uri} for ${err.ms / 1000} s while trying to ${what}; the call was abandoned (its connection reset)`,
+      );
+      this.log.warn(made.message);
+      return made;
+    }
+    if (err instanceof EngineBusyError) {
+      return make(
+        `${err.waiting} calls to ${uri} are already waiting for an answer (is the engine hung?); not sending more`,
+      );
+    }
     if (typeof e.statusCode === "number") {
       const detail = `HTTP ${e.statusCode}: ${engineText ?? e.message}`;
       if (e.statusCode === 404) {
@@ -605,8 +716,9 @@ export class DockerBackend implements VmBackend {
         );
       case "ECONNRESET":
       case "EPIPE":
+      case "ECONNABORTED":
         return make(
-          `lost the connection to ${uri} while trying to ${what}; the state will be re-read`,
+          `lost the connection to ${uri} while trying to ${what}; the outcome is unknown and the state will be re-read`,
           e.code,
         );
       default:

@@ -91,6 +91,12 @@ export interface EventWatcherOptions {
   readonly onReconnect: () => void;
   readonly reconnectInitialMs?: number;
   readonly reconnectMaxMs?: number;
+  /**
+   * How long the engine may take to answer the events request (its headers;
+   * the stream itself stays open for hours): a hung engine fails the first
+   * open, or sends a reconnection round to its back-off, instead of holding it.
+   */
+  readonly openTimeoutMs?: number;
 }
 
 export class EventWatcher {
@@ -124,7 +130,21 @@ export class EventWatcher {
   }
 
   private async open(): Promise<void> {
-    const stream = await this.o.docker.getEvents({ filters: { type: ["container"] } });
+    const abort = new AbortController();
+    const timer =
+      this.o.openTimeoutMs === undefined
+        ? null
+        : this.o.clock.setTimer(this.o.openTimeoutMs, () =>
+            abort.abort(new Error(`no answer to the events request for ${this.o.openTimeoutMs! / 1000} s`)),
+          );
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.o.docker.getEvents({ filters: { type: ["container"] }, abortSignal: abort.signal });
+    } catch (err) {
+      throw abort.signal.aborted ? (abort.signal.reason as Error) : err;
+    } finally {
+      timer?.cancel();
+    }
     if (this.closed) {
       (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
       return;
