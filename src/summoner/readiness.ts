@@ -8,6 +8,7 @@
 import { setMaxListeners } from "node:events";
 import type { VmBackend } from "../backends/contract.js";
 import type { Clock } from "../clock/index.js";
+import { BackendError } from "../errors/index.js";
 import type { ReadyProbe } from "../config/index.js";
 import { describeProbe, PROBE_ATTEMPT_TIMEOUT_MS, probeOnce } from "./probes.js";
 import { sameList, type Vm } from "./vm.js";
@@ -48,7 +49,19 @@ export async function waitReady(
   if (spec.waitForKey !== undefined && backend.waitForKey !== undefined) {
     // Names the backend: a hung xenstored shows up here, not in the backend's start call.
     step.name = `waiting for key '${spec.waitForKey}' in the ${backend.name} backend's xenstore`;
-    await abortable(backend.waitForKey(vm.ref, spec.waitForKey, signal), signal);
+    const waiting = backend.waitForKey(vm.ref, spec.waitForKey, signal);
+    try {
+      await abortable(waiting, signal);
+    } catch (err) {
+      // At the timeout the backend may know better than "still waiting": xenstored left its
+      // request unanswered (hung). Its error, a daemon fault, then goes up in place of the
+      // timeout's, so that the VM is not blamed (src/xen/xenstore/domain-key.ts).
+      if (signal.aborted) {
+        const own = await settledAtOnce(waiting);
+        if (own instanceof BackendError && own.unavailable) throw own;
+      }
+      throw err;
+    }
   }
   const delay = spec.responseDelay ?? opts.delaySeconds;
   if (!adopted && delay > 0) {
@@ -123,6 +136,21 @@ async function untilPasses(probe: ReadyProbe, clock: Clock, signal: AbortSignal)
     signal.removeEventListener("abort", onAbort);
     stop.abort();
   }
+}
+
+/**
+ * What `p` rejected with if it settles within the current turn of the event
+ * loop (its promise jobs, which an abort listener's rejection goes through), else
+ * undefined.
+ */
+async function settledAtOnce(p: Promise<unknown>): Promise<unknown> {
+  return Promise.race([
+    p.then(
+      () => undefined,
+      (err: unknown) => err,
+    ),
+    new Promise<undefined>((resolve) => setImmediate(() => resolve(undefined))),
+  ]);
 }
 
 /** `p`, or the signal's reason if it aborts first. */

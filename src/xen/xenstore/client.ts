@@ -17,6 +17,20 @@ import {
   type XsMessage,
 } from "./wire.js";
 
+/**
+ * How often a wait_for_key reads its key besides its watch (see waitForKey):
+ * a few small requests a second per waiting VM, nothing to a xenstored. A hang
+ * that begins in the last WAIT_RECHECK_MS + WAIT_HUNG_MS of a wait is not told
+ * apart from a domain that did not write its key.
+ */
+const WAIT_RECHECK_MS = 250;
+/**
+ * A request of a wait unanswered this long when the wait ends means a hung
+ * xenstored (a live one answers in microseconds; this leaves room for a
+ * loaded machine's event loop).
+ */
+const WAIT_HUNG_MS = 200;
+
 /** An ERROR reply (its errno name in `code`: ENOENT, EACCES, EAGAIN, ...) or a lost connection (ECONNRESET). */
 export class XenstoreError extends Error {
   readonly code: string;
@@ -264,45 +278,56 @@ export class XenstoreClient extends XenstoreOps {
   }
 
   /**
-   * Resolves once `path` exists. Uses a watch, not polling: the watch fires
-   * once when set (so a key that already exists is seen at once) and again on
-   * each change under `path`; each event checks whether the key is there.
-   * Rejects with `signal.reason` when `signal` aborts, or if the connection is lost.
-   * A request still unanswered when `signal` aborts resets the connection (a
-   * hung xenstored): its other requests fail, and the next one reconnects.
+   * Resolves once `path` exists. Uses a watch: the watch fires once when set
+   * (so a key that already exists is seen at once) and again on each change
+   * under `path`; each event checks whether the key is there. The key is also
+   * read every WAIT_RECHECK_MS, so that a hung xenstored is seen as one
+   * (a request it leaves unanswered) even when the watch was set before it hung.
+   * Rejects with `signal.reason` when `signal` aborts, or if the connection is
+   * lost. When `signal` aborts while a request of the wait has gone unanswered
+   * for WAIT_HUNG_MS or more, xenstored is hung, not the domain slow: the
+   * connection is reset (its other requests fail, the next one reconnects) and
+   * the wait rejects with XenstoreError ETIMEDOUT instead, so that the caller
+   * can blame the daemon.
    */
   async waitForKey(path: string, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
     let watch: XenstoreWatch | undefined;
     let finished = false;
-    /** Requests of this wait that xenstored has not answered yet. */
-    let outstanding = 0;
+    /** When each request of this wait that xenstored has not answered yet was sent. */
+    const outstanding = new Set<{ readonly sent: number }>();
     const counted = <T>(p: Promise<T>): Promise<T> => {
-      outstanding++;
-      return p.finally(() => outstanding--);
+      const entry = { sent: performance.now() };
+      outstanding.add(entry);
+      return p.finally(() => outstanding.delete(entry));
     };
+    let recheck: ReturnType<typeof setInterval> | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
         const done = (err?: unknown): void => {
           if (finished) return;
           finished = true;
+          clearInterval(recheck);
           signal.removeEventListener("abort", onAbort);
           if (err === undefined) resolve();
           else reject(err);
         };
         const onAbort = (): void => {
-          // A request still unanswered at the deadline means xenstored is hung:
-          // reset the connection, so that nothing queues behind it and the next
-          // request reconnects (to the same daemon after SIGCONT, or a new one).
-          if (outstanding > 0) {
-            this.dropConnection(
-              new XenstoreError(
-                "ETIMEDOUT",
-                "watch",
-                path,
-                `xenstored did not answer the watch on ${path} before the wait ended; connection reset`,
-              ),
+          // A request still unanswered at the deadline: reset the connection, so that
+          // nothing queues behind it and the next request reconnects (to the same
+          // daemon after SIGCONT, or a new one). Unanswered for long: xenstored is hung.
+          if (outstanding.size > 0) {
+            const oldest = Math.min(...[...outstanding].map((e) => e.sent));
+            const hung = performance.now() - oldest >= WAIT_HUNG_MS;
+            const err = new XenstoreError(
+              "ETIMEDOUT",
+              "watch",
+              path,
+              `xenstored did not answer for ${((performance.now() - oldest) / 1000).toFixed(1)} s while waiting for ${path}; connection reset`,
             );
+            this.dropConnection(err);
+            done(hung ? err : signal.reason);
+            return;
           }
           done(signal.reason);
         };
@@ -331,6 +356,8 @@ export class XenstoreClient extends XenstoreOps {
             },
           );
         };
+        recheck = setInterval(check, WAIT_RECHECK_MS);
+        recheck.unref();
         counted(this.watch(path, check, (err) => done(err))).then(
           (w) => {
             watch = w;
@@ -341,6 +368,7 @@ export class XenstoreClient extends XenstoreOps {
       });
     } finally {
       finished = true;
+      clearInterval(recheck);
       if (watch !== undefined) await watch.unwatch().catch(() => undefined);
     }
   }

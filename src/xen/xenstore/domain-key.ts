@@ -15,7 +15,10 @@ export function domainKeyPath(domid: number, key: string): string {
 /**
  * Resolves once the key exists; rejects with the abort reason when `signal`
  * aborts, or with `fail(message, detail, cause, unavailable)` when xenstore
- * cannot be asked (`unavailable`: xenstored is gone or hung, not the domain's fault).
+ * cannot be asked (`unavailable`: xenstored is gone or hung, not the domain's
+ * fault), also when that is why the wait ended at the abort (the client's
+ * ETIMEDOUT: a request left unanswered), so that the summoner does not count
+ * a hung xenstored against the VM.
  */
 export async function waitForDomainKey(
   xs: XenstoreClient,
@@ -28,8 +31,8 @@ export async function waitForDomainKey(
   try {
     await xs.waitForKey(path, signal);
   } catch (err) {
-    if (signal.aborted) throw err;
     const unavailable = err instanceof XenstoreError && DAEMON_CODES.has(err.code);
+    if (signal.aborted && !unavailable) throw err;
     throw fail(`cannot wait for xenstore key ${path}`, describeError(err), err, unavailable);
   }
 }
