@@ -43,6 +43,27 @@ export function checkVmSpec(factory: BackendFactory, spec: VmSpec): void {
       key: "wait_for_key",
     });
   }
+  if (spec.connect !== undefined) checkConnect(factory, spec.label, spec.connect);
+}
+
+/**
+ * A VM's `connect=`: only for a backend that connects, and a URI it takes
+ * (the check -c gets); else a ConfigError naming the VM and the key.
+ */
+function checkConnect(factory: BackendFactory, vm: string, uri: string): void {
+  const hosts = factory.hosts;
+  if (hosts === undefined) {
+    throw new ConfigError(
+      `the ${factory.name} backend runs its VMs on this machine and has no host to choose (connect= is for the backends that connect: libvirt, xapi, docker)`,
+      { vm, key: "connect" },
+    );
+  }
+  try {
+    hosts.check(uri);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    throw new ConfigError(err.message.replace(/^option '--connect': /, ""), { vm, key: "connect" });
+  }
 }
 
 /**
@@ -54,9 +75,9 @@ export function specOptions(factory: BackendFactory): BuildSpecOptions {
     backendKeys: factory.keys,
     backendName: factory.name,
     check: (spec) => checkVmSpec(factory, spec),
-    unsupportedKeys: factory.capabilities.optional.has("waitForKey") ? NO_KEYS : WAIT_FOR_KEY,
+    unsupportedKeys: new Set([
+      ...(factory.capabilities.optional.has("waitForKey") ? [] : ["wait_for_key"]),
+      ...(factory.hosts !== undefined ? [] : ["connect"]),
+    ]),
   };
 }
-
-const NO_KEYS: ReadonlySet<string> = new Set();
-const WAIT_FOR_KEY: ReadonlySet<string> = new Set(["wait_for_key"]);

@@ -126,6 +126,17 @@ export interface BackendCapabilities {
   readonly optional: ReadonlySet<OptionalMethod>;
 }
 
+/**
+ * What a backend that connects (libvirt, xapi, docker) says about its hosts,
+ * for per-VM `connect=` URIs (src/backends/hosts).
+ */
+export interface HostSupport {
+  /** Checks a `connect=` URI as -c is checked: throws a UsageError (naming --connect) that says what is wrong. */
+  check(uri: string): void;
+  /** The default host's URI for these options: -c, or the backend's own default (docker: DOCKER_HOST). */
+  defaultUri(options: BackendOptions): string;
+}
+
 /** How a backend is described and made; `jitsu --help` and validation read the same `keys`. */
 export interface BackendFactory {
   readonly name: string;
@@ -135,6 +146,8 @@ export interface BackendFactory {
   readonly keys: readonly KeySpec[];
   /** Whether it talks to the hypervisor at -c/--connect (a libvirt URI, a XAPI URL); others ignore -c. */
   readonly connects: boolean;
+  /** Present exactly when `connects`: its VMs may each live on another host (`connect=`). */
+  readonly hosts?: HostSupport;
   readonly capabilities: BackendCapabilities;
   create(options: BackendOptions): VmBackend;
 }

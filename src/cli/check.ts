@@ -4,9 +4,10 @@
  * stop with), then a summary; the exit code is 1 if there was any. In order:
  * the options (the command line over --config FILE), every VM's keys
  * (CONFIG strings and the file's, each checked alone so one bad VM hides no
- * other), -m against the backend, --persistdb, the backend's preflight (files,
- * programs, --state-dir), that the backend can be reached (-c) and that every
- * VM resolves there, and that the DNS and --http addresses can be bound
+ * other; a connect= URI as -c), -m against the backend, --persistdb, the
+ * backend's preflight (files, programs, --state-dir), that the backend can be
+ * reached (-c, and each VM's connect= host) and that every VM resolves on its
+ * host, and that the DNS and --http addresses can be bound
  * (bound and released at once; skipped for sockets systemd passes).
  *
  * What it leaves behind is what the preflight does: the backend's folder
@@ -21,6 +22,7 @@ import type { CommanderError } from "commander";
 import {
   checkStopMode,
   findBackend,
+  hostOptions,
   runPreflight,
   specOptions,
   type BackendFactory,
@@ -174,16 +176,19 @@ async function checkBackend(
 ): Promise<void> {
   // Quiet: the backend's info lines ("Connecting to ...") are a start's, not a check's.
   const log = createLogger({ level: "error", format: settings.logFormat });
-  const backend = factory.create({
+  const options = {
     connect: settings.connect,
     stateDir: settings.stateDir,
     settings: settings.raw,
     log,
     clock: systemClock,
-  });
+  };
+  const backend = factory.create(options);
+  // VMs the preflight found a problem with are not resolved too: the same problem, said once.
+  const failed = new Set<string>();
+  let resolved = 0;
+  let reached = false;
   try {
-    // VMs the preflight found a problem with are not resolved too: the same problem, said once.
-    const failed = new Set<string>();
     try {
       await runPreflight(backend, specs);
     } catch (err) {
@@ -194,29 +199,47 @@ async function checkBackend(
         else if (p instanceof UsageError) return; // --state-dir and the like: the backend cannot run
       }
     }
-    try {
-      await backend.connect();
-    } catch (err) {
-      problems.push(
-        factory.connects
-          ? `cannot reach the ${factory.name} backend at ${redactUri(settings.connect)}: ${describeError(err)}`
-          : describeError(err),
-      );
-      return;
-    }
-    if (factory.connects) checked.push(`${factory.name} at ${redactUri(settings.connect)}`);
-    let resolved = 0;
+    // -c's host, then each connect= host (reached as a start would, each with its VMs).
+    const defaultUri = factory.hosts?.defaultUri(options) ?? settings.connect;
+    const byHost = new Map<string, VmSpec[]>([[defaultUri, []]]);
     for (const spec of specs) {
-      if (failed.has(spec.label)) continue;
+      const uri = factory.hosts === undefined ? defaultUri : (spec.connect ?? defaultUri);
+      byHost.set(uri, [...(byHost.get(uri) ?? []), spec]);
+    }
+    for (const [uri, vms] of byHost) {
+      const isDefault = uri === defaultUri;
+      if (!isDefault && vms.every((v) => failed.has(v.label))) continue;
+      const host = isDefault ? backend : factory.create(hostOptions(options, uri));
       try {
-        await backend.resolve(spec);
-        resolved++;
-      } catch (err) {
-        problems.push(describeError(err));
+        try {
+          await host.connect();
+        } catch (err) {
+          const whose = isDefault ? "" : ` (connect= of ${vms.map((v) => `VM '${v.label}'`).join(", ")})`;
+          problems.push(
+            factory.connects
+              ? `cannot reach the ${factory.name} backend at ${redactUri(uri)}${whose}: ${describeError(err)}`
+              : describeError(err),
+          );
+          if (isDefault) return;
+          continue;
+        }
+        if (isDefault) reached = true;
+        if (factory.connects) checked.push(`${factory.name} at ${redactUri(uri)}`);
+        for (const spec of vms) {
+          if (failed.has(spec.label)) continue;
+          try {
+            await host.resolve(spec);
+            resolved++;
+          } catch (err) {
+            problems.push(describeError(err));
+          }
+        }
+      } finally {
+        if (!isDefault) await host.close().catch(() => undefined);
       }
     }
-    if (specs.length > 0) checked.push(`${resolved} of ${specs.length} VMs resolved by the backend`);
   } finally {
+    if (reached && specs.length > 0) checked.push(`${resolved} of ${specs.length} VMs resolved by the backend`);
     await backend.close().catch(() => undefined);
   }
 }

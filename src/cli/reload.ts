@@ -35,6 +35,8 @@ export interface ReloaderOptions {
   readonly log: Logger;
   /** Where each reload is reported (`config.reloaded`). */
   readonly events?: EventBus;
+  /** Run once the new VMs are in effect (the backend closes the hosts none of them lives on). */
+  readonly applied?: (specs: readonly VmSpec[]) => Promise<void>;
 }
 
 export class ConfigReloader {
@@ -73,6 +75,9 @@ export class ConfigReloader {
     }
     // No await between the summoner taking the specs and the server taking the zone.
     this.opts.applyZone(specs);
+    await this.opts.applied?.(specs).catch((err: unknown) => {
+      log.warn(`Reload: closing the connections no VM uses: ${describeErrorLines(err).join("; ")}`);
+    });
     // Global options are read at start-up only.
     const before = this.opts.file.options;
     for (const name of new Set([...Object.keys(before), ...Object.keys(file.options)])) {

@@ -4,7 +4,9 @@
  * in-process too.
  */
 import {
+  HostRouter,
   checkStopMode,
+  createBackend,
   exitStopMode,
   findBackend,
   runPreflight,
@@ -163,10 +165,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     deps.store ??
     etcd ??
     (settings.persistdb === undefined ? new MemoryStore() : SqliteStore.open(settings.persistdb));
-  // The URI may carry a password (xapi: https://USER:PASSWORD@HOST): never print it.
-  const shownUri = redactUri(settings.connect);
-  if (factory.connects) log.info(`Connecting to ${shownUri}...`);
-  const backend = factory.create({
+  // A backend that connects: -c's host, and one connection per connect= host (src/backends/hosts).
+  const backend = createBackend(factory, {
     connect: settings.connect,
     stateDir: settings.stateDir,
     settings: settings.raw,
@@ -175,6 +175,10 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     // A daemon that leaves a call unanswered this long is taken for hung (its connection reset).
     callTimeoutMs: settings.startTimeout > 0 ? settings.startTimeout * 1000 : undefined,
   });
+  const router = backend instanceof HostRouter ? backend : null;
+  // The URI may carry a password (xapi: https://USER:PASSWORD@HOST): never print it.
+  const shownUri = redactUri(router?.defaultUri ?? settings.connect);
+  if (factory.connects) log.info(`Connecting to ${shownUri}...`);
   try {
     // Files, programs and --state-dir: every problem of every VM at once, before anything runs.
     await runPreflight(backend, specs);
@@ -376,6 +380,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       clock,
       answersByWorker: primary === null ? undefined : () => primary.answersByWorker(),
       hold: activator,
+      hosts: router === null ? undefined : () => router.hostStatus(),
     });
     http = new StatusServer({
       summoner,
@@ -403,6 +408,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       history,
       counters,
       host: factory.connects ? shownUri : null,
+      hosts: router === null ? undefined : () => router.hostStatus(),
     });
     try {
       if (passedHttp !== undefined) await http.adopt(passedHttp.fd);
@@ -436,6 +442,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
           backend,
           summoner,
           events,
+          // A connect= host no VM lives on any more is closed; a new one was opened by resolve.
+          applied: router === null ? undefined : (next) => router.retain(next),
           check: (next) => void holdPlan(next, settings.holdAddress, settings.bind),
           applyZone: (next) => {
             const nextPlan = holdPlan(next, settings.holdAddress, settings.bind);

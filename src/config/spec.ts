@@ -40,6 +40,8 @@ export interface VmSpec {
   readonly hold: readonly HoldPort[];
   /** `hold_address=`: this VM's hold address; undefined means --hold-address (default -b). */
   readonly holdAddress: string | undefined;
+  /** `connect=`: the host this VM lives on (a libvirt URI, an XAPI URL, a Docker host); undefined means -c. */
+  readonly connect?: string | undefined;
   /** Every pair, for the backend to read its own keys. */
   readonly options: VmOptions;
 }
@@ -101,6 +103,11 @@ export const COMMON_KEYS: readonly KeySpec[] = [
     key: "hold_address",
     type: "ip",
     doc: "The address this VM's hold ports listen on and that queries are answered with while it is not ready (default: --hold-address, else -b).",
+  },
+  {
+    key: "connect",
+    type: "string",
+    doc: "The host this VM lives on, in -c's form (qemu+ssh://kvm2/system, https://xen-pool-2, tcp://docker3:2376); default -c. jitsu keeps one connection per host, each with its own reconnection and events: a host that is down fails only its VMs. Only for the backends that connect (libvirt, xapi, docker).",
   },
 ];
 
@@ -268,6 +275,7 @@ export function buildVmSpec(pairs: readonly ConfigPair[], source: string, opts: 
     after: afterText === undefined ? NONE : Object.freeze(afterText),
     hold,
     holdAddress: holdAddress === undefined ? undefined : parseIp(holdAddress).address,
+    connect: options.str("connect"),
     options,
   };
   opts.check?.(spec);

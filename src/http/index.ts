@@ -21,4 +21,5 @@ export type {
   VmStatusView,
   DnsCountersView,
   DnsStatusView,
+  HostStatusView,
 } from "./view.js";

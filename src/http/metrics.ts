@@ -6,7 +6,14 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from "prom-client";
 import type { Clock } from "../clock/index.js";
-import type { AdmissionView, DnsCountersView, HoldView, SummonerView, VmStatusView } from "./view.js";
+import type {
+  AdmissionView,
+  DnsCountersView,
+  HoldView,
+  HostStatusView,
+  SummonerView,
+  VmStatusView,
+} from "./view.js";
 
 /** Seconds: from a warm unpause (ms) to a cold VM boot with probes (minutes). */
 const START_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120];
@@ -21,6 +28,8 @@ export interface MetricsOptions {
   readonly answersByWorker?: (() => ReadonlyMap<string, number>) | undefined;
   /** Held connections (hold= ports), if any VM may have them. */
   readonly hold?: HoldView | undefined;
+  /** The backend's connections, one per host (a backend that connects). */
+  readonly hosts?: (() => readonly HostStatusView[]) | undefined;
   /** Also export Node's process metrics (CPU, memory, event loop lag); default true. */
   readonly processMetrics?: boolean;
 }
@@ -247,6 +256,21 @@ export class JitsuMetrics {
         registers,
         collect() {
           this.set(shared()?.reaper === true ? 1 : 0);
+        },
+      });
+    }
+
+    // ---- the backend's connections, one per host (-c's and each connect=), read at scrape time ----
+    const hosts = opts.hosts;
+    if (hosts !== undefined) {
+      new Gauge({
+        name: "jitsu_backend_connection_up",
+        help: "1 while the backend's connection to this host answers (the last call or probe got an answer), else 0; one per host: -c's and each VM's connect=.",
+        labelNames: ["backend", "uri"],
+        registers,
+        collect() {
+          this.reset();
+          for (const h of hosts()) this.set({ backend: h.backend, uri: h.uri }, h.state === "up" ? 1 : 0);
         },
       });
     }

@@ -22,6 +22,7 @@ import type {
   DnsCountersView,
   DnsStatusView,
   HoldView,
+  HostStatusView,
   SharedView,
   StoreHealthView,
   SummonerView,
@@ -58,6 +59,8 @@ export interface StatusServerOptions {
   readonly counters?: DnsCountersView;
   /** Where the VMs run: `-c` (its password hidden), or null for this host (/status `host`). */
   readonly host?: string | null;
+  /** The backend's connections, one per host (/status `hosts`); absent for a local backend. */
+  readonly hosts?: () => readonly HostStatusView[];
 }
 
 /**
@@ -333,6 +336,15 @@ export class StatusServer {
       })),
       ...(dns === undefined && this.opts.counters === undefined ? {} : { dns: { ...dns, ...counters } }),
       ...(this.opts.hold === undefined ? {} : { hold: this.opts.hold.status() }),
+      hosts: (this.opts.hosts?.() ?? []).map((h) => ({
+        backend: h.backend,
+        uri: h.uri,
+        default: h.default,
+        state: h.state,
+        since: iso(h.since),
+        lastError: h.lastError,
+        vms: h.vms,
+      })),
     };
   }
 }

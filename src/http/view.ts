@@ -148,6 +148,22 @@ export interface DnsStatusView {
   } | null;
 }
 
+/** One backend connection (-c's host, or a VM's connect= host: src/backends/hosts HostStatus). */
+export interface HostStatusView {
+  readonly backend: string;
+  /** Its URI, password hidden. */
+  readonly uri: string;
+  /** -c's host. */
+  readonly default: boolean;
+  /** connecting (never answered yet), up or down. */
+  readonly state: string;
+  /** When the state last changed (ms since the epoch). */
+  readonly since: number;
+  readonly lastError: string | null;
+  /** The configured VMs that live there. */
+  readonly vms: number;
+}
+
 /** Held connections (src/activator's Activator satisfies it). */
 export interface HoldView {
   status(): HoldStatusView;

@@ -15,7 +15,7 @@ import type { Clock } from "../clock/index.js";
 import { groupPlans, type VmSpec } from "../config/index.js";
 import { BackendError, ConfigError, JitsuError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { EventBus, EventInput, StopReason } from "../events/index.js";
-import type { Logger } from "../log/index.js";
+import { redactUri, type Logger } from "../log/index.js";
 import type { SharedState, SharedStatus, StartLock, Store } from "../store/index.js";
 import { Admission, NO_LIMITS, type AdmissionStatus, type StartSlot } from "./admission.js";
 import { applyBackendEvent, type EventHost } from "./backend-events.js";
@@ -104,6 +104,8 @@ export interface VmStatus {
   idleStopAt: number | null;
   /** The backend's name (`-x`). */
   backend: string;
+  /** Where it lives: its `connect=` URI, else -c's (passwords hidden); null for a local backend. */
+  host: string | null;
   /** Connections held or relayed to it now (src/activator): it is not idle while any is open. */
   openConnections: number;
   /** When a connection last counted as activity (the last one closed, or the backend saw some). */
@@ -409,6 +411,7 @@ export class Summoner {
       stateSince: vm.since,
       idleStopAt: this.idleStopAt(vm),
       backend: this.opts.backendName,
+      host: this.hostOf(vm) ?? null,
       openConnections: vm.openConnections,
       lastConnection: vm.lastConnection,
     }));
@@ -588,7 +591,7 @@ export class Summoner {
     }
     const began = this.clock.now();
     // Named so that a timeout says which backend (and daemon) did not answer.
-    step.name = `waiting for the ${this.backendWhere()} to start it`;
+    step.name = `waiting for the ${this.backendWhere(vm)} to start it`;
     this.setPhase(vm, { kind: "starting", since: began, abort });
     // Precise durations for the log's fields (the clock above has whole ms and may be a test's).
     const t0 = performance.now();
@@ -683,7 +686,7 @@ export class Summoner {
         this.log.warn(
           { type: "vm.failed" },
           daemonFault
-            ? `VM '${label}' could not be started: ${vm.lastError}; the ${this.backendWhere()} did not answer: the next query tries again`
+            ? `VM '${label}' could not be started: ${vm.lastError}; the ${this.backendWhere(vm)} did not answer: the next query tries again`
             : `VM '${label}' could not be started: ${vm.lastError}; next try in ${backoff / 1000} s at the earliest`,
         );
       }
@@ -768,10 +771,18 @@ export class Summoner {
 
   // ---- plumbing -------------------------------------------------------------
 
-  /** "libvirt backend at URI", "process backend": for messages. */
-  private backendWhere(): string {
-    const target = this.opts.backendTarget;
+  /** "libvirt backend at URI" (the VM's host: its connect=, else -c), "process backend": for messages. */
+  private backendWhere(vm: Vm): string {
+    const target = this.hostOf(vm);
     return `${this.opts.backendName} backend${target === undefined ? "" : ` at ${target}`}`;
+  }
+
+  /** The VM's host: its `connect=` URI, else -c's (without password); undefined for a local backend. */
+  private hostOf(vm: Vm): string | undefined {
+    const target = this.opts.backendTarget;
+    if (target === undefined) return undefined;
+    const own = vm.spec.connect;
+    return own === undefined ? target : redactUri(own);
   }
 
   private get(label: string): Vm {

@@ -82,7 +82,17 @@ const CONNECT_TIMEOUT_MS = 10_000;
 const ENGINE_STOP_GRACE_S = 10;
 
 /** Socket errors that mean the engine is not there or went away: its fault, not the VM's. */
-const DAEMON_CODES = new Set(["ENOENT", "ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED"]);
+const DAEMON_CODES = new Set([
+  "ENOENT",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "ECONNABORTED",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+]);
 
 /** dockerode's errors: an HTTP status and the engine's JSON body, or a socket error code. */
 interface EngineError extends Error {
@@ -755,6 +765,7 @@ export function mapContainerState(
       return "unknown";
   }
 }
+
 
 function isNotFound(err: unknown): boolean {
   return (err as EngineError | null)?.statusCode === 404;

@@ -19,6 +19,17 @@ export const libvirtBackend: BackendFactory = {
   summary: "libvirt domains (KVM/QEMU, Xen, LXC, test) through libvirtd, local or remote (-c URI)",
   keys: LIBVIRT_KEYS,
   connects: true,
+  hosts: {
+    check(uri) {
+      try {
+        parseLibvirtUri(uri);
+      } catch (err) {
+        if (err instanceof UriError) throw new UsageError(err.message, "--connect");
+        throw err;
+      }
+    },
+    defaultUri: (options) => options.connect,
+  },
   capabilities: {
     stopModes: new Set<StopMode>(["destroy", "shutdown", "suspend", "pause", "save"]),
     optional: new Set(["domainId", "macs", "addresses", "onEvent"]),
