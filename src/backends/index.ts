@@ -14,13 +14,7 @@ import { xapiBackend } from "./xapi/index.js";
 export * from "./contract.js";
 export { checkStopMode, checkVmSpec, exitStopMode, specOptions } from "./capabilities.js";
 export { runPreflight } from "./preflight.js";
-export {
-  HostRouter,
-  createBackend,
-  hostOptions,
-  type HostState,
-  type HostStatus,
-} from "./hosts/index.js";
+export { HostRouter, createBackend, hostOptions, type HostState, type HostStatus } from "./hosts/index.js";
 
 export const BACKENDS: readonly BackendFactory[] = [
   libvirtBackend,

@@ -239,7 +239,8 @@ async function checkBackend(
       }
     }
   } finally {
-    if (reached && specs.length > 0) checked.push(`${resolved} of ${specs.length} VMs resolved by the backend`);
+    if (reached && specs.length > 0)
+      checked.push(`${resolved} of ${specs.length} VMs resolved by the backend`);
     await backend.close().catch(() => undefined);
   }
 }

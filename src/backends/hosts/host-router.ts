@@ -237,7 +237,9 @@ export class HostRouter implements VmBackend {
     for (const placed of this.byLabel.values()) used.add(placed.host);
     for (const host of [...this.hosts.values()]) {
       if (host.isDefault || used.has(host)) continue;
-      this.log.info(`${this.name}: closing the connection to ${host.shown} (no configured VM lives there now)`);
+      this.log.info(
+        `${this.name}: closing the connection to ${host.shown} (no configured VM lives there now)`,
+      );
       await this.closeHost(host);
     }
   }
@@ -272,9 +274,7 @@ export class HostRouter implements VmBackend {
 
   /** A backend for `host`; -c's is made with the CLI's options unchanged. */
   private make(host: Host): VmBackend {
-    const backend = this.factory.create(
-      host.isDefault ? this.options : hostOptions(this.options, host.uri),
-    );
+    const backend = this.factory.create(host.isDefault ? this.options : hostOptions(this.options, host.uri));
     backend.onEvent?.((event) => this.forward(host, backend, event));
     return backend;
   }
