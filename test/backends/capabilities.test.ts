@@ -9,7 +9,9 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
   BACKENDS,
+  HostRouter,
   OPTIONAL_METHODS,
+  createBackend,
   STOP_MODES,
   checkStopMode,
   exitStopMode,
@@ -57,6 +59,31 @@ describe("backend capabilities", () => {
       const declared = OPTIONAL_METHODS.filter((m) => factory.capabilities.optional.has(m));
       assert.deepEqual(has, declared, `${factory.name}: methods implemented vs declared`);
       assert.ok(factory.capabilities.stopModes.size > 0, `${factory.name} declares stop modes`);
+    }
+  });
+
+  it("the backends that connect have hosts (connect=), routed with exactly the declared optional methods", async () => {
+    for (const factory of BACKENDS) {
+      assert.equal(
+        factory.hosts !== undefined,
+        factory.connects,
+        `${factory.name}: hosts exactly when it connects`,
+      );
+      const backend = createBackend(factory, {
+        connect: CONNECT[factory.name] ?? "xen:///",
+        stateDir,
+        settings: {},
+        log: silentLogger(),
+        clock: systemClock,
+      });
+      assert.equal(backend instanceof HostRouter, factory.connects, factory.name);
+      assert.equal(backend.name, factory.name);
+      const has = OPTIONAL_METHODS.filter(
+        (m) => typeof (backend as unknown as Record<string, unknown>)[m] === "function",
+      );
+      const declared = OPTIONAL_METHODS.filter((m) => factory.capabilities.optional.has(m));
+      assert.deepEqual(has, declared, `${factory.name}: routed methods vs declared`);
+      await backend.close();
     }
   });
 
