@@ -175,16 +175,18 @@ export class HostRouter implements VmBackend {
   }
 
   /**
-   * A VM whose host has never answered is `unknown` (so that it is placed at
-   * start-up, and a summon goes on to start it and fails there, naming the host).
+   * A VM not yet found on its host, while the host cannot be reached, is
+   * `unknown` (so that it is placed at start-up, and a summon goes on to
+   * start it and fails there, naming the host).
    */
   async state(vm: VmRef): Promise<VmState> {
     const placed = this.placed(vm);
-    if (placed.inner === null && !placed.host.opened) {
+    if (placed.inner === null) {
       try {
         await this.innerRef(placed);
-      } catch {
-        return "unknown";
+      } catch (err) {
+        if (this.isDown(placed.host, err)) return "unknown";
+        throw err;
       }
     }
     return this.on(vm, (b, r) => b.state(r));
@@ -449,7 +451,14 @@ export class HostRouter implements VmBackend {
       placed.resolving ??= host.backend.resolve(placed.spec).finally(() => {
         placed.resolving = null;
       });
-      const inner = await placed.resolving;
+      let inner: VmRef;
+      try {
+        inner = await placed.resolving;
+      } catch (err) {
+        this.noteError(host, err);
+        throw err;
+      }
+      this.answered(host);
       if (placed.inner === null) {
         placed.inner = inner;
         this.log.info(`${this.name}: VM '${placed.spec.label}' found on ${host.shown}`);
@@ -470,7 +479,8 @@ export class HostRouter implements VmBackend {
       this.answered(host);
       return value;
     } catch (err) {
-      if (backend !== undefined || host.opened) this.noteError(host, err);
+      // (innerRef noted its own failures: the connection's, or the lookup's.)
+      if (backend !== undefined) this.noteError(host, err);
       throw err;
     }
   }

@@ -159,10 +159,12 @@ describe("jitsu -x docker (e2e with dig and a real Podman service)", { timeout: 
         dir.path,
         `dns=watched.jitsu.test,name=watched,ready=http://127.0.0.1:${watchedPort}/`,
       ],
-      `dns=fresh.jitsu.test,name=fresh,image=${IMAGE},cmd=${httpd(freshPort)},network=host,ready=tcp:127.0.0.1:${freshPort}`,
+      // connect= naming -c's engine shares its one connection (one event stream: src/backends/hosts).
+      `dns=fresh.jitsu.test,name=fresh,image=${IMAGE},cmd=${httpd(freshPort)},network=host,ready=tcp:127.0.0.1:${freshPort},connect=${podman.uri}`,
     ]);
     clis.push(cli);
     await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+/, 30_000);
+    assert.equal((cli.output().match(/ is Podman \d/g) ?? []).length, 1, "one connection to the engine");
     watch = { cli, port };
     assert.equal((await dig(port, ["watched.jitsu.test", "A"])).status, "NOERROR");
     const before = cli.output().length;
