@@ -766,7 +766,6 @@ export function mapContainerState(
   }
 }
 
-
 function isNotFound(err: unknown): boolean {
   return (err as EngineError | null)?.statusCode === 404;
 }
