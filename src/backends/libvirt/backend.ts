@@ -29,6 +29,7 @@ import { eventState, describeEvent } from "./events.js";
 import {
   AddressSource,
   DomainState,
+  PausedReason,
   Proc,
   readLifecycleMessage,
   uuidToString,
@@ -89,6 +90,8 @@ export class LibvirtBackend implements VmBackend {
   private eventChain: Promise<void> = Promise.resolve();
   private readonly shutdownTimeoutMs: number;
   private readonly pollIntervalMs: number;
+  /** How long a state read waits for a domain libvirt is starting (the call timeout). */
+  private readonly startingUpTimeoutMs: number;
 
   constructor(
     readonly uri: LibvirtUri,
@@ -99,6 +102,7 @@ export class LibvirtBackend implements VmBackend {
     this.clock = options.clock;
     this.shutdownTimeoutMs = tuning.shutdownTimeoutMs ?? 120_000;
     this.pollIntervalMs = tuning.pollIntervalMs ?? 100;
+    this.startingUpTimeoutMs = tuning.callTimeoutMs ?? 30_000;
     this.connection = new LibvirtConnection(uri, { ...tuning, log: options.log, clock: options.clock });
     this.connection.onOpen(async () => {
       try {
@@ -326,8 +330,39 @@ export class LibvirtBackend implements VmBackend {
     return k;
   }
 
+  /**
+   * The domain's state, once libvirt has settled it. A domain "paused, starting
+   * up" is inside a libvirt start: another client's, or one that a killed
+   * libvirtd left half done, which the new daemon finishes (QEMU already ran
+   * the guest) or kills (it did not) as it reconnects. Unpausing or starting it
+   * then would race the daemon (and fail), so this waits, at most the call
+   * timeout, until libvirt has decided.
+   */
   private async readState(known: Known): Promise<VmState> {
-    const { state } = await getState(this.connection, known.dom);
+    const deadline = this.clock.now() + this.startingUpTimeoutMs;
+    for (let logged = false; ; logged = true) {
+      const state = await this.readSettledState(known);
+      if (state !== undefined) return state;
+      if (this.clock.now() >= deadline) {
+        throw new BackendError(
+          BACKEND_NAME,
+          `is still being started by libvirt (paused, starting up) after ${this.startingUpTimeoutMs / 1000} s at ${this.uri.original}`,
+          { vm: known.ref.label, unavailable: true },
+        );
+      }
+      if (!logged) {
+        this.log.debug(
+          `libvirt: VM '${known.ref.label}' is being started by libvirt (paused, starting up); waiting for it to settle`,
+        );
+      }
+      await this.clock.sleep(this.pollIntervalMs);
+    }
+  }
+
+  /** The domain's state, or undefined while libvirt is starting it (paused, starting up). */
+  private async readSettledState(known: Known): Promise<VmState | undefined> {
+    const { state, reason } = await getState(this.connection, known.dom);
+    if (state === DomainState.Paused && reason === PausedReason.StartingUp) return undefined;
     const saved =
       state === DomainState.Shutoff || state === DomainState.Shutdown
         ? await hasManagedSaveImage(this.connection, known.dom)
@@ -391,8 +426,10 @@ export class LibvirtBackend implements VmBackend {
     for (const known of this.byUuid.values()) {
       const generation = known.generation;
       try {
-        const state = await this.readState(known);
-        if (known.generation === generation) this.report(known, state, reason);
+        // Not waiting for a domain libvirt is starting (this runs before the calls queued while
+        // the daemon was away are sent): its lifecycle event or the next state read tells.
+        const state = await this.readSettledState(known);
+        if (state !== undefined && known.generation === generation) this.report(known, state, reason);
       } catch (err) {
         this.log.warn(
           `libvirt: cannot re-read the state of VM '${known.ref.label}': ${(err as Error).message}`,

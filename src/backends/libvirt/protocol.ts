@@ -101,6 +101,12 @@ export const enum DomainState {
   PmSuspended = 7,
 }
 
+/** libvirt-domain.h: virDomainPausedReason (the reasons jitsu acts on). */
+export const enum PausedReason {
+  /** libvirt is starting the domain (QEMU launched, CPUs not yet started), or a restarted daemon is about to discard that half-start. */
+  StartingUp = 11,
+}
+
 /** libvirt-domain.h: virDomainEventType */
 export const enum DomainEvent {
   Defined = 0,

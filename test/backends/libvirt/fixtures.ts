@@ -1,5 +1,6 @@
 /** What the libvirt tests share: domains for the test driver (test:///<path>), specs, and an error check. */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { buildVmSpec, parseConfigString, type VmSpec } from "../../../src/config/index.js";
 import { libvirtBackend } from "../../../src/backends/libvirt/index.js";
 
@@ -46,4 +47,12 @@ export async function rejectsWith(p: Promise<unknown>, re: RegExp): Promise<void
     assert.match(err.message, re);
     return true;
   });
+}
+
+/** Builds (or finds in its cache, $JITSU_GUEST_CACHE) the QEMU test guest; returns its directory. */
+export function buildGuest(): string {
+  const r = spawnSync("bash", ["scripts/build-test-guest.sh"], { encoding: "utf8", timeout: 600_000 });
+  if (r.status !== 0)
+    throw new Error(`scripts/build-test-guest.sh failed: ${r.stderr.trim().split("\n").at(-1)}`);
+  return r.stdout.trim();
 }

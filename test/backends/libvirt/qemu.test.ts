@@ -10,7 +10,6 @@
  * interfaces have no port forwarding without passt.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -20,15 +19,8 @@ import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
 import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { PrivateLibvirtd, guestDomainXml } from "../../doubles/libvirtd.js";
-import { spec } from "./fixtures.js";
+import { buildGuest, spec } from "./fixtures.js";
 import { httpGet } from "../../support/http.js";
-
-export function buildGuest(): string {
-  const r = spawnSync("bash", ["scripts/build-test-guest.sh"], { encoding: "utf8", timeout: 600_000 });
-  if (r.status !== 0)
-    throw new Error(`scripts/build-test-guest.sh failed: ${r.stderr.trim().split("\n").at(-1)}`);
-  return r.stdout.trim();
-}
 
 describe("jitsu -x libvirt with the qemu driver and a real guest", { timeout: 300_000 }, () => {
   const daemon = new PrivateLibvirtd();
