@@ -186,6 +186,8 @@ describe("admission control (e2e)", () => {
       assert.ok(evictions.length >= 3, `${evictions.length} evictions`);
       for (const { time, m } of evictions) {
         const [, victim, , why] = m!;
+        // A start that failed (timed out on a loaded machine) is evicted first, whenever it was queried.
+        if (why === "its start failed and it may still run") continue;
         assert.match(why!, /^last queried \d+ s ago, past its TTL of 1 s$/);
         // No client received an address for the victim within its TTL before the eviction
         // (100 ms allowed for an answer's delivery on a busy machine).

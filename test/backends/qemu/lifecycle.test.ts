@@ -298,7 +298,8 @@ describe("qemu backend through the CLI with dig", { timeout: 900_000 }, () => {
     const answer = await digA(dns, "web.jitsu.test");
     assert.equal(answer.status, "NOERROR", cli?.output());
     assert.deepEqual(answer.addresses, ["10.0.2.15"]);
-    assert.equal(await httpStatus(http, 2000), 200, "answered before the guest served HTTP");
+    // jitsu's probe saw 200 already; a TCG guest on a loaded machine may take seconds to answer again.
+    assert.equal(await httpStatus(http, 8000), 200, "answered before the guest served HTTP");
     return answer.ms;
   };
 
