@@ -1,17 +1,30 @@
 #!/usr/bin/env node
-// Builds the sd_notify addon (src/systemd/native/sd_notify.c, N-API) with node-gyp
-// into dist/native/jitsu_sd_notify.node, unless that is newer than its sources.
-// Optional: without a compiler (or node-gyp) it says so and exits 0; jitsu then
-// notifies systemd through systemd-notify (see src/systemd/README.md).
+// Builds jitsu's N-API addons with node-gyp into dist/native/, each unless it is
+// newer than its sources:
+// - jitsu_sd_notify.node (src/systemd/native): without it, jitsu notifies systemd
+//   through systemd-notify (see src/systemd/README.md);
+// - jitsu_splice_relay.node (src/activator/native): without it, the hold ports
+//   relay in JavaScript (see src/activator/README.md).
+// Optional: without a compiler (or node-gyp) it says so and exits 0.
 // Usage: node scripts/build-native.mjs
 import { copyFileSync, existsSync, mkdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { spawnSync } from "node:child_process";
 
-const SRC = "src/systemd/native";
-const OUT = "dist/native/jitsu_sd_notify.node";
-const sources = [join(SRC, "sd_notify.c"), join(SRC, "binding.gyp")];
-if (existsSync(OUT) && sources.every((s) => statSync(s).mtimeMs <= statSync(OUT).mtimeMs)) process.exit(0);
+const ADDONS = [
+  {
+    dir: "src/systemd/native",
+    name: "jitsu_sd_notify",
+    sources: ["sd_notify.c", "binding.gyp"],
+    without: "under systemd jitsu will use systemd-notify (NotifyAccess=all)",
+  },
+  {
+    dir: "src/activator/native",
+    name: "jitsu_splice_relay",
+    sources: ["splice_relay.c", "binding.gyp"],
+    without: "hold ports will relay in JavaScript (slower on the warm path)",
+  },
+];
 
 // node-gyp: on PATH under npm run; else the copy bundled with npm, next to this node.
 function nodeGyp() {
@@ -38,23 +51,27 @@ const env = { ...process.env };
 if (env.npm_config_nodedir === undefined && existsSync("/usr/include/node/node_api.h"))
   env.npm_config_nodedir = "/usr";
 const [cmd, ...args] = nodeGyp();
-const res = spawnSync(cmd, [...args, "rebuild", "--release", `--directory=${SRC}`], {
-  stdio: ["ignore", "ignore", "pipe"],
-  env,
-});
-const built = join(SRC, "build", "Release", "jitsu_sd_notify.node");
-if (res.status !== 0 || !existsSync(built)) {
-  const why =
-    res.error?.message ??
-    String(res.stderr ?? "")
-      .trim()
-      .split("\n")
-      .slice(-3)
-      .join(" | ");
-  process.stderr.write(
-    `build-native: the sd_notify addon was not built (${why}); under systemd jitsu will use systemd-notify (NotifyAccess=all)\n`,
-  );
-  process.exit(0);
+
+for (const addon of ADDONS) {
+  const out = `dist/native/${addon.name}.node`;
+  const sources = addon.sources.map((s) => join(addon.dir, s));
+  if (existsSync(out) && sources.every((s) => statSync(s).mtimeMs <= statSync(out).mtimeMs)) continue;
+  const res = spawnSync(cmd, [...args, "rebuild", "--release", `--directory=${addon.dir}`], {
+    stdio: ["ignore", "ignore", "pipe"],
+    env,
+  });
+  const built = join(addon.dir, "build", "Release", `${addon.name}.node`);
+  if (res.status !== 0 || !existsSync(built)) {
+    const why =
+      res.error?.message ??
+      String(res.stderr ?? "")
+        .trim()
+        .split("\n")
+        .slice(-3)
+        .join(" | ");
+    process.stderr.write(`build-native: ${addon.name} was not built (${why}); ${addon.without}\n`);
+    continue;
+  }
+  mkdirSync(dirname(out), { recursive: true });
+  copyFileSync(built, out);
 }
-mkdirSync(dirname(OUT), { recursive: true });
-copyFileSync(built, OUT);

@@ -6,6 +6,15 @@
  * both ways (relay.ts). Every connection counts as activity of its VM from
  * accept to close (`ActivatorHost.connectionOpened/Closed`): the summoner's
  * reaper never stops a VM with one open.
+ *
+ * With the splice relay (splice-relay.ts, a native addon) the listeners are
+ * its own: once a connection to a VM has been relayed here, the port is
+ * enabled and the next ones are accepted and relayed in its thread, with no
+ * JavaScript per connection. An enabled port holds one connection of its VM
+ * open (a lease) until a tick finds it idle (nothing accepted for a tick,
+ * none open): then it is disabled, the lease is closed, and the next
+ * connection comes here again. Each tick counts the natively accepted
+ * connections as requests (`ActivatorHost.noteRequests`).
  */
 import net from "node:net";
 import type { Clock, Timer } from "../clock/index.js";
@@ -14,6 +23,7 @@ import { ListenError, SummonRefusedError, describeError } from "../errors/index.
 import type { Logger } from "../log/index.js";
 import { endpointText, type HoldPlan } from "./plan.js";
 import { relay } from "./relay.js";
+import { SpliceRelay } from "./splice-relay.js";
 
 /** What the activator needs from the summoner (the Summoner satisfies it; src/cli passes it in). */
 export interface ActivatorHost {
@@ -22,6 +32,8 @@ export interface ActivatorHost {
   /** The addresses if ready now, else null (never starts it). */
   requestIfReady(label: string): readonly string[] | null;
   connectionOpened(label: string): void;
+  /** Connections accepted elsewhere (the splice relay's thread) for a VM that was ready: counted as requests. */
+  noteRequests(label: string, count: number): void;
   connectionClosed(label: string): void;
   /** Where the host reaches `port` of the VM at `address` (QEMU's hostfwd maps it). */
   endpoint(label: string, address: string, port: number): { host: string; port: number };
@@ -44,6 +56,10 @@ export interface ActivatorOptions {
   readonly retryMs?: number;
   /** Where `hold.reset` goes (at most one per VM every 10 s, with the count since the last). */
   readonly events?: EventBus;
+  /** "splice": the native splice relay if it is built (the default); "js": listen and relay in JavaScript. */
+  readonly relay?: "splice" | "js";
+  /** How often the splice relay's counts are read and idle ports disabled (default 1000 ms). */
+  readonly tickMs?: number;
 }
 
 /** Seconds a connection was held (accept to relay, or to its end): from a ready VM's µs to a slow boot. */
@@ -58,6 +74,10 @@ export interface HoldListenerStatus {
 
 export interface HoldStatus {
   readonly listeners: readonly HoldListenerStatus[];
+  /** How warm connections are relayed: "splice" (natively, splice(2)) or "js". */
+  readonly relay: "splice" | "js";
+  /** Of `splices`, those relayed natively (splice relay). */
+  readonly nativeSplices: number;
   /** Connections waiting for their VM now. */
   readonly held: number;
   /** Connections being relayed now. */
@@ -89,16 +109,24 @@ export interface HoldStatus {
 
 interface Listener {
   readonly key: string;
-  readonly server: net.Server;
+  /** Listening in JavaScript (no splice relay), else null. */
+  readonly server: net.Server | null;
+  /** Its id in the splice relay, else null. */
+  readonly native: number | null;
   readonly address: string;
   readonly port: number;
   /** Changed in place by a reload that gives the port to another VM or VM port. */
   label: string;
   vmPort: number;
+  /** The VM whose one connection an enabled splice relay port holds open, else null. */
+  lease: string | null;
+  /** The splice relay's accepted count at the last tick. */
+  seenAccepted: number;
 }
 
 interface Held {
   readonly label: string;
+  readonly listener: Listener;
   readonly socket: net.Socket;
   readonly accepted: number;
   /** Set once the connection is over (closed, timed out, failed): later events ignore it. */
@@ -134,8 +162,30 @@ export class Activator {
   /** Per VM, connections reset since its last warn line and `hold.reset` event. */
   private readonly resets = new Map<string, number>();
   private closed = false;
+  /** The native relay, once a port listens with it; null: not tried yet, or not built. */
+  private splice: SpliceRelay | null = null;
+  private spliceTried = false;
+  private readonly nativeListeners = new Map<number, Listener>();
+  /** Ports that hold a lease (enabled, or disabled with relays still open), also ones no longer listened on. */
+  private readonly leased = new Set<Listener>();
+  private ticker: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: ActivatorOptions) {}
+
+  /** The splice relay, loaded at the first listen unless `relay: "js"`; null without it. */
+  private spliceRelay(): SpliceRelay | null {
+    if (this.spliceTried) return this.splice;
+    this.spliceTried = true;
+    if (this.opts.relay === "js") return null;
+    this.splice = SpliceRelay.load((id, socket) => {
+      const l = this.nativeListeners.get(id);
+      if (l === undefined || this.closed) socket.destroy();
+      else this.accept(l, socket);
+    });
+    if (this.splice === null)
+      this.opts.log.info("Hold ports relay in JavaScript (the splice relay addon is not built)");
+    return this.splice;
+  }
 
   /**
    * Listens as `plan` says: new ports are opened (a ListenError if one cannot
@@ -163,7 +213,7 @@ export class Activator {
         opened.push(await this.listen(key, w.address, w.port, w.label, w.vmPort));
       }
     } catch (err) {
-      await Promise.all(opened.map((l) => closeServer(l.server)));
+      await Promise.all(opened.map((l) => this.unlisten(l)));
       throw err;
     }
     for (const l of opened) this.listeners.set(l.key, l);
@@ -172,10 +222,12 @@ export class Activator {
       if (w === undefined) {
         this.listeners.delete(key);
         this.opts.log.info(`No longer holding connections on ${key} (was VM '${l.label}')`);
-        void closeServer(l.server);
+        void this.unlisten(l);
         continue;
       }
       if (!opened.includes(l) && (l.label !== w.label || l.vmPort !== w.vmPort)) {
+        // Its native relays go on; the lease (on the old VM) ends when they do.
+        if (l.native !== null) this.splice?.disable(l.native, -1);
         l.label = w.label;
         l.vmPort = w.vmPort;
         this.opts.log.info(`Holding connections on ${key} for VM '${w.label}' (to its port ${w.vmPort})`);
@@ -194,19 +246,46 @@ export class Activator {
   }
 
   status(): HoldStatus {
+    // The native relays' counts, read now (per listener, so per VM for `vms`).
+    let accepted = 0;
+    let relaying = 0;
+    let splices = 0;
+    let toVm = 0;
+    let fromVm = 0;
+    let errors = 0;
+    const vms = new Map([...this.perVm].map(([label, c]) => [label, { ...c }]));
+    if (this.splice !== null && !this.closed) {
+      for (const l of this.nativeListeners.values()) {
+        const s = this.splice.stats(l.native!);
+        accepted += s.accepted;
+        relaying += s.open;
+        splices += s.connected;
+        toVm += s.toVm;
+        fromVm += s.fromVm;
+        errors += s.errors;
+        if (s.open > 0) {
+          const label = l.lease ?? l.label;
+          const c = vms.get(label) ?? { held: 0, relaying: 0 };
+          c.relaying += s.open;
+          vms.set(label, c);
+        }
+      }
+    }
     return {
       listeners: this.endpoints,
+      relay: this.splice !== null ? "splice" : "js",
+      nativeSplices: splices,
       held: this.held,
-      relaying: this.relaying,
-      vms: Object.fromEntries(this.perVm),
-      accepted: this.accepted,
-      splices: this.splices,
-      bytesToVm: this.bytesToVm,
-      bytesFromVm: this.bytesFromVm,
+      relaying: this.relaying + relaying,
+      vms: Object.fromEntries(vms),
+      accepted: this.accepted + accepted,
+      splices: this.splices + splices,
+      bytesToVm: this.bytesToVm + toVm,
+      bytesFromVm: this.bytesFromVm + fromVm,
       timedOut: this.timedOut,
       failed: this.failed,
       refused: this.refused,
-      relayErrors: this.relayErrors,
+      relayErrors: this.relayErrors + errors,
       holdSeconds: {
         bounds: HOLD_BUCKETS,
         buckets: [...this.holdBuckets],
@@ -218,9 +297,14 @@ export class Activator {
 
   /** Stops listening and resets every connection still held or relayed. */
   async close(): Promise<void> {
+    if (this.ticker !== null) clearInterval(this.ticker);
+    this.ticker = null;
+    const servers = [...this.listeners.values()].map((l) => this.unlisten(l));
     this.closed = true;
-    const servers = [...this.listeners.values()].map((l) => closeServer(l.server));
     this.listeners.clear();
+    this.splice?.stop();
+    for (const l of this.leased) this.opts.host.connectionClosed(l.lease!);
+    this.leased.clear();
     if (this.connections.size > 0) {
       this.opts.log.info(`Closing ${this.connections.size} held or relayed connection(s)`);
     }
@@ -238,10 +322,43 @@ export class Activator {
     label: string,
     vmPort: number,
   ): Promise<Listener> {
+    const splice = this.spliceRelay();
+    if (splice !== null) {
+      let id: number;
+      try {
+        id = splice.listen(address, port, 1024);
+      } catch (err) {
+        throw ListenError.of(`TCP (hold port of VM '${label}')`, address, port, err, "hold");
+      }
+      const listener: Listener = {
+        key,
+        server: null,
+        native: id,
+        address,
+        port,
+        label,
+        vmPort,
+        lease: null,
+        seenAccepted: 0,
+      };
+      this.nativeListeners.set(id, listener);
+      this.opts.log.info(`Holding connections on ${key} for VM '${label}' (to its port ${vmPort})`);
+      return listener;
+    }
     // pauseOnConnect: nothing is read while a connection is held, so what the client sends
     // waits in the kernel (its window fills: no buffer of ours grows) and is relayed first.
     const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true });
-    const listener: Listener = { key, server, address, port, label, vmPort };
+    const listener: Listener = {
+      key,
+      server,
+      native: null,
+      address,
+      port,
+      label,
+      vmPort,
+      lease: null,
+      seenAccepted: 0,
+    };
     server.on("connection", (socket) => this.accept(listener, socket));
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -288,6 +405,7 @@ export class Activator {
     this.accepted++;
     const c: Held = {
       label,
+      listener,
       socket,
       accepted: performance.now(),
       done: false,
@@ -373,6 +491,7 @@ export class Activator {
         return;
       }
       this.observeHold(c);
+      this.enableSplice(c.listener, c.label, to.host, to.port);
       this.splices++;
       this.relaying++;
       this.vmCounts(c.label).relaying++;
@@ -387,6 +506,58 @@ export class Activator {
         }
       });
     });
+  }
+
+  /** Stops listening on `l` (its connections go on). */
+  private unlisten(l: Listener): Promise<void> {
+    if (l.native !== null && !this.closed) this.splice?.unlisten(l.native);
+    return closeServer(l.server);
+  }
+
+  /**
+   * A connection to `label`'s VM through `l` was relayed: the next ones go
+   * natively to the same place (while `l` still serves that VM), and `l`
+   * holds a lease on the VM until a tick finds it idle.
+   */
+  private enableSplice(l: Listener, label: string, host: string, port: number): void {
+    if (l.native === null || this.splice === null || this.closed || l.label !== label) return;
+    if (l.lease !== null && l.lease !== label) return; // the old VM's relays are still open: later
+    if (!net.isIP(host)) return;
+    this.splice.enable(l.native, host, port);
+    if (l.lease === null) {
+      l.lease = label;
+      l.seenAccepted = this.splice.stats(l.native).accepted;
+      this.leased.add(l);
+      this.opts.host.connectionOpened(label);
+    }
+    if (this.ticker === null) {
+      this.ticker = setInterval(() => this.tick(), this.opts.tickMs ?? 1000);
+      this.ticker.unref();
+    }
+  }
+
+  /** Counts the natively accepted connections as requests; disables idle ports and ends their leases. */
+  private tick(): void {
+    const splice = this.splice;
+    if (splice === null || this.closed) return;
+    for (const l of this.leased) {
+      const s = splice.stats(l.native!);
+      const label = l.lease!;
+      const fresh = s.accepted - l.seenAccepted;
+      if (fresh > 0) this.opts.host.noteRequests(label, fresh);
+      let fast = s.fast;
+      if (fast && fresh === 0 && s.open === 0) fast = !splice.disable(l.native!, s.accepted);
+      l.seenAccepted = s.accepted;
+      if (!fast && s.open === 0) {
+        l.lease = null;
+        this.leased.delete(l);
+        this.opts.host.connectionClosed(label);
+      }
+    }
+    if (this.leased.size === 0 && this.ticker !== null) {
+      clearInterval(this.ticker);
+      this.ticker = null;
+    }
   }
 
   private endHold(c: Held): void {
@@ -465,6 +636,7 @@ export class Activator {
   }
 }
 
-function closeServer(server: net.Server): Promise<void> {
+function closeServer(server: net.Server | null): Promise<void> {
+  if (server === null) return Promise.resolve();
   return new Promise((resolve) => server.close(() => resolve()));
 }

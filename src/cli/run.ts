@@ -305,6 +305,8 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     startTimeoutSeconds: settings.startTimeout,
     allowSummon,
     events,
+    // JITSU_HOLD_RELAY=js: relay in JavaScript even where the splice relay is built (to compare; tests).
+    relay: process.env.JITSU_HOLD_RELAY === "js" ? "js" : "splice",
   });
   try {
     await activator.apply(plan);
