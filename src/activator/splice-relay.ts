@@ -71,7 +71,13 @@ export class SpliceRelay {
     this.engine = addon.create((pairs) => {
       for (let i = 0; i + 1 < pairs.length; i += 2) {
         // pauseOnCreate (as net.Server's pauseOnConnect): nothing is read until the activator relays it.
-        const opts = { fd: pairs[i + 1]!, allowHalfOpen: true, readable: true, writable: true, pauseOnCreate: true };
+        const opts = {
+          fd: pairs[i + 1]!,
+          allowHalfOpen: true,
+          readable: true,
+          writable: true,
+          pauseOnCreate: true,
+        };
         onAccepted(pairs[i]!, new net.Socket(opts as net.SocketConstructorOpts));
       }
     });
