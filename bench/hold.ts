@@ -5,6 +5,14 @@
  * (peers/tcp-backend.ts on 127.0.0.2), interleaved, the median of 3 rounds
  * per side; and the hold overhead on a cold start. Each proxy runs on the server
  * CPU; the backend and this client on the load CPUs.
+ *
+ * Two jitsu sides: the default (the splice relay, native, where it is built)
+ * and "jitsu (JS relay)" (JITSU_HOLD_RELAY=js: the fallback without the
+ * addon). Short connections are measured twice: the client closes first
+ * (its FIN goes through the proxy to the service and the service's FIN back:
+ * jitsu passes a half-close on, while systemd-socket-proxyd closes both sides
+ * at the first EOF and so skips that round trip), and the service closes
+ * first (as an HTTP/1.0 server does: the same path through both proxies).
  */
 import { readFileSync } from "node:fs";
 import net from "node:net";
@@ -52,15 +60,22 @@ function bulk(port: number, size: number): Promise<number> {
 }
 
 const REQUEST = Buffer.alloc(64, 0x72);
+/** The service echoes it and closes first (tcp-backend's 'C'). */
+const REQUEST_CLOSE = Buffer.alloc(64, 0x43);
 
-/** One short connection: connect, 64 bytes there and back, close; resolves when closed. */
-function shortConnection(port: number, host = "127.0.0.1"): Promise<void> {
+/**
+ * One short connection: connect, 64 bytes there and back, close; resolves when
+ * closed. `serviceCloses`: the service ends it after its reply, the client's
+ * FIN answers (else the client ends it once it has the reply).
+ */
+function shortConnection(port: number, host = "127.0.0.1", serviceCloses = false): Promise<void> {
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host, port, noDelay: true }, () => s.write(REQUEST));
+    const request = serviceCloses ? REQUEST_CLOSE : REQUEST;
+    const s = net.connect({ host, port, noDelay: true }, () => s.write(request));
     let got = 0;
     s.on("data", (chunk: Buffer) => {
       got += chunk.length;
-      if (got >= REQUEST.length) s.end();
+      if (got >= REQUEST.length && !serviceCloses) s.end();
     });
     s.on("error", reject);
     s.on("close", () =>
@@ -75,6 +90,7 @@ async function connectionsPerSecond(
   pid: number,
   seconds: number,
   concurrency: number,
+  serviceCloses = false,
 ): Promise<{ cps: number; cpuUs: number }> {
   const end = performance.now() + seconds * 1000;
   let done = 0;
@@ -83,7 +99,7 @@ async function connectionsPerSecond(
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (performance.now() < end) {
-        await shortConnection(port);
+        await shortConnection(port, "127.0.0.1", serviceCloses);
         done++;
       }
     }),
@@ -97,11 +113,12 @@ async function shortLatency(
   port: number,
   n: number,
   host = "127.0.0.1",
+  serviceCloses = false,
 ): Promise<{ p50: number; p99: number }> {
   const times: number[] = [];
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
-    await shortConnection(port, host);
+    await shortConnection(port, host, serviceCloses);
     times.push((performance.now() - t0) * 1000);
   }
   return percentiles(times);
@@ -228,7 +245,9 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
   );
   if (plan !== null) pinTo(backend.pid, plan.load);
   const holdPort = await freePort();
+  const jsHoldPort = await freePort();
   let jitsu: JitsuServer | null = null;
+  let jitsuJs: JitsuServer | null = null;
   let proxyd: { side: Side; proc: BenchProcess } | null = null;
   try {
     jitsu = await startJitsu({
@@ -241,12 +260,28 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
       ],
     });
     if (plan !== null) pinTo(jitsu.proc.pid, plan.server);
+    jitsuJs = await startJitsu({
+      label: "jitsu (hold, JS relay)",
+      upstreamPort: null,
+      logLevel: "warn",
+      probe: { name: "example.org", type: "SOA" },
+      configs: [
+        `dns=hold.example.org,ip=${VM_HOST},name=hold,hold=${jsHoldPort}:${backendPort},exec=sleep 300`,
+      ],
+      env: { JITSU_HOLD_RELAY: "js" },
+    });
+    if (plan !== null) pinTo(jitsuJs.proc.pid, plan.server);
     proxyd = await startProxyd(backendPort, plan?.server);
     // Warm: the first connection summons the VM (a sleep: ready at once); the backend is ours.
     await shortConnection(holdPort);
-    const sides: Side[] = [{ name: "jitsu", port: holdPort, pid: jitsu.proc.pid }, proxyd.side];
+    await shortConnection(jsHoldPort);
+    const sides: Side[] = [
+      { name: "jitsu", port: holdPort, pid: jitsu.proc.pid },
+      { name: "jitsu (JS relay)", port: jsHoldPort, pid: jitsuJs.proc.pid },
+      proxyd.side,
+    ];
     log(
-      `hold: jitsu on ${holdPort}, systemd-socket-proxyd on ${proxyd.side.port}, backend on ${VM_HOST}:${backendPort}`,
+      `hold: jitsu on ${holdPort} (JS relay: ${jsHoldPort}), systemd-socket-proxyd on ${proxyd.side.port}, backend on ${VM_HOST}:${backendPort}`,
     );
     const direct: Side = { name: "direct", port: backendPort, pid: backend.pid };
 
@@ -259,6 +294,10 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
         cpuUs: number[];
         lat: { p50: number; p99: number }[];
         warm: { p50: number; p99: number }[];
+        /** The service closes first. */
+        cpsClose: number[];
+        cpuUsClose: number[];
+        latClose: { p50: number; p99: number }[];
       }
     >();
     for (let round = 0; round < rounds; round++) {
@@ -269,13 +308,31 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
         const { cps, cpuUs } = await connectionsPerSecond(side.port, side.pid, cpsSeconds, concurrency);
         const lat = await shortLatency(side.port, quick ? 300 : 1000);
         const warm = await warmLatency(side.port, quick ? 1000 : 3000);
+        const close = await connectionsPerSecond(side.port, side.pid, cpsSeconds, concurrency, true);
+        const latClose = await shortLatency(side.port, quick ? 300 : 1000, "127.0.0.1", true);
         let r = runs.get(side.name);
-        if (r === undefined) runs.set(side.name, (r = { mbps: [], cps: [], cpuUs: [], lat: [], warm: [] }));
+        if (r === undefined)
+          runs.set(
+            side.name,
+            (r = {
+              mbps: [],
+              cps: [],
+              cpuUs: [],
+              lat: [],
+              warm: [],
+              cpsClose: [],
+              cpuUsClose: [],
+              latClose: [],
+            }),
+          );
         r.mbps.push(mbps);
         r.cps.push(cps);
         r.cpuUs.push(cpuUs);
         r.lat.push(lat);
         r.warm.push(warm);
+        r.cpsClose.push(close.cps);
+        r.cpuUsClose.push(close.cpuUs);
+        r.latClose.push(latClose);
       }
     }
     const median = (xs: readonly number[]): number =>
@@ -291,6 +348,9 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
           cpuUs: median(r.cpuUs),
           lat: medianBy(r.lat, (l) => l.p50),
           warm: medianBy(r.warm, (l) => l.p50),
+          cpsClose: median(r.cpsClose),
+          cpuUsClose: median(r.cpuUsClose),
+          latClose: medianBy(r.latClose, (l) => l.p50),
           rounds: r,
         },
       ]),
@@ -298,15 +358,19 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
     // The backend alone (no proxy), for the latency a proxy adds.
     const directLat = await shortLatency(direct.port, quick ? 300 : 1000, VM_HOST);
     const directWarm = await warmLatency(direct.port, quick ? 1000 : 3000, VM_HOST);
+    const directLatClose = await shortLatency(direct.port, quick ? 300 : 1000, VM_HOST, true);
     const cold = await coldStarts(ctx, quick ? 2 : 4);
 
     const j = best.get("jitsu")!;
+    const js = best.get("jitsu (JS relay)")!;
     const p = best.get("systemd-socket-proxyd")!;
     const added = (s: { lat: { p50: number } }): number => s.lat.p50 - directLat.p50;
+    const addedClose = (s: { latClose: { p50: number } }): number => s.latClose.p50 - directLatClose.p50;
     const fmt = (n: number, d = 0): string => n.toFixed(d);
     const rows: Row[] = [];
     for (const [name, s] of [
       ["jitsu hold port", j],
+      ["jitsu hold port (JS relay)", js],
       ["systemd-socket-proxyd", p],
     ] as const) {
       rows.push({
@@ -315,15 +379,30 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
         cpuUs: s.cpuUs,
         p50Ms: s.lat.p50 / 1000,
         p99Ms: s.lat.p99 / 1000,
-        vs: s === j ? vs(j.cps, p.cps, "proxyd") : "",
-        note: `conn/s with ${concurrency} in flight; p50/p99 of one connection at a time (connect, 64 B there and back, close), ${fmt(added(s))} us above direct; bulk ${fmt(s.mbps)} MB/s${s === j ? ` (${vs(j.mbps, p.mbps, "proxyd")})` : ""}; warm round trip p50 ${fmt(s.warm.p50)} us`,
+        vs: s !== p ? vs(s.cps, p.cps, "proxyd") : "",
+        note: `conn/s with ${concurrency} in flight; p50/p99 of one connection at a time (connect, 64 B there and back, close), ${fmt(added(s))} us above direct; bulk ${fmt(s.mbps)} MB/s${s !== p ? ` (${vs(s.mbps, p.mbps, "proxyd")})` : ""}; warm round trip p50 ${fmt(s.warm.p50)} us`,
+      });
+    }
+    for (const [name, s] of [
+      ["jitsu hold port", j],
+      ["jitsu hold port (JS relay)", js],
+      ["systemd-socket-proxyd", p],
+    ] as const) {
+      rows.push({
+        scenario: `hold: ${name}, the service closes first`,
+        qps: s.cpsClose,
+        cpuUs: s.cpuUsClose,
+        p50Ms: s.latClose.p50 / 1000,
+        p99Ms: s.latClose.p99 / 1000,
+        vs: s !== p ? vs(s.cpsClose, p.cpsClose, "proxyd") : "",
+        note: `as above, the service ending each connection after its reply: ${fmt(addedClose(s))} us above direct${s !== p ? ` (${(addedClose(s) / addedClose(p)).toFixed(2)} x proxyd's)` : ""}`,
       });
     }
     rows.push({
       scenario: "hold: direct (no proxy), short connections",
       p50Ms: directLat.p50 / 1000,
       p99Ms: directLat.p99 / 1000,
-      note: `warm round trip p50 ${fmt(directWarm.p50)} us`,
+      note: `warm round trip p50 ${fmt(directWarm.p50)} us; the service closing first: p50 ${fmt(directLatClose.p50)} us`,
     });
     rows.push({
       scenario: "hold: cold start overhead",
@@ -341,8 +420,9 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
       targets,
       json: {
         jitsu: j,
+        jitsuJs: js,
         proxyd: p,
-        direct: { lat: directLat, warm: directWarm },
+        direct: { lat: directLat, warm: directWarm, latClose: directLatClose },
         cold,
         bulkBytes,
         concurrency,
@@ -351,6 +431,7 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
     };
   } finally {
     if (jitsu !== null) await stopJitsu(jitsu);
+    if (jitsuJs !== null) await stopJitsu(jitsuJs);
     await proxyd?.proc.stop();
     await backend.stop();
   }

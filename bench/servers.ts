@@ -123,6 +123,8 @@ export interface JitsuOptions {
   readyTimeoutMs?: number;
   /** Run on these CPUs (`taskset -c`, e.g. "0-1"), whatever the bench's own affinity. */
   cpus?: string;
+  /** Added to the bench's environment. */
+  env?: Readonly<Record<string, string>>;
 }
 
 export interface JitsuServer extends Server {
@@ -163,11 +165,13 @@ export async function startJitsu(opts: JitsuOptions): Promise<JitsuServer> {
   ];
   const started = performance.now();
   // taskset execs node in its own process: the pid stays jitsu's.
+  const env = opts.env === undefined ? undefined : { ...process.env, ...opts.env };
   const proc =
     opts.cpus === undefined
-      ? await startProcess(opts.label, process.execPath, args, { keepLines: true })
+      ? await startProcess(opts.label, process.execPath, args, { keepLines: true, env })
       : await startProcess(opts.label, "taskset", ["-c", opts.cpus, process.execPath, ...args], {
           keepLines: true,
+          env,
         });
   const exitedEarly = proc.exited.then(() => {
     throw new Error(`bench: ${opts.label} ${proc.describeExit()}: ${proc.lines.slice(-3).join(" | ")}`);

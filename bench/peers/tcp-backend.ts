@@ -3,6 +3,8 @@
  * TCP port, what a connection gets decided by its first byte:
  * - 'B': `bulk` bytes are sent back (a 1 MiB buffer over and over, with
  *   backpressure), then the connection is ended;
+ * - 'C': the first chunk echoed, then the connection ended (the service
+ *   closes first, as an HTTP/1.0 server does);
  * - anything else: an echo of every byte read (the first included), ended
  *   when the client ends.
  * Usage: tcp-backend HOST PORT BULK_BYTES; prints "listening" when it listens.
@@ -29,6 +31,11 @@ const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket)
       };
       socket.resume(); // the rest (nothing, then the client's FIN) is ignored
       write();
+      return;
+    }
+    if (first[0] === 0x43) {
+      socket.resume();
+      socket.end(first);
       return;
     }
     socket.write(first);

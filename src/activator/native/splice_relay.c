@@ -100,7 +100,7 @@ struct engine {
   struct handoff *queue;
   int n_queue, cap_queue;
   int signalled; /* a call to JavaScript is on its way (one at a time) */
-  int free_pipes[FREE_PIPES][2];
+  int free_pipes[FREE_PIPES][3]; /* read end, write end, capacity */
   int n_free_pipes;
   struct tag wake_tag;
   napi_threadsafe_function tsfn;
@@ -113,12 +113,14 @@ static int pipe_take(struct engine *e, struct half *h) {
     e->n_free_pipes--;
     h->pipe[0] = e->free_pipes[e->n_free_pipes][0];
     h->pipe[1] = e->free_pipes[e->n_free_pipes][1];
+    h->capacity = (size_t)e->free_pipes[e->n_free_pipes][2];
   } else {
     if (pipe2(h->pipe, O_NONBLOCK | O_CLOEXEC) < 0) return -1;
-    fcntl(h->pipe[1], F_SETPIPE_SZ, PIPE_BYTES); /* may be refused (pipe-max-size): the default then */
+    /* May be refused (pipe-max-size, or the user's pipe quota): the pipe keeps its size then. */
+    int size = fcntl(h->pipe[1], F_SETPIPE_SZ, PIPE_BYTES);
+    if (size < 0) size = fcntl(h->pipe[1], F_GETPIPE_SZ);
+    h->capacity = size > 0 ? (size_t)size : 65536;
   }
-  int size = fcntl(h->pipe[1], F_GETPIPE_SZ);
-  h->capacity = size > 0 ? (size_t)size : 65536;
   h->in_pipe = 0;
   return 0;
 }
@@ -129,6 +131,7 @@ static void pipe_give(struct engine *e, struct half *h) {
   if (h->in_pipe == 0 && e->n_free_pipes < FREE_PIPES) {
     e->free_pipes[e->n_free_pipes][0] = h->pipe[0];
     e->free_pipes[e->n_free_pipes][1] = h->pipe[1];
+    e->free_pipes[e->n_free_pipes][2] = (int)h->capacity;
     e->n_free_pipes++;
   } else {
     close(h->pipe[0]);
@@ -158,7 +161,7 @@ static void unlink_conn(struct engine *e, struct conn *c) {
 static void conn_free(struct engine *e, struct conn *c, int reset) {
   for (int i = 0; i < 2; i++) {
     if (c->fd[i] < 0) continue;
-    epoll_ctl(e->ep, EPOLL_CTL_DEL, c->fd[i], NULL);
+    /* close() takes it out of the epoll set (never dup'ed): no EPOLL_CTL_DEL. */
     if (reset) reset_fd(c->fd[i]);
     else close(c->fd[i]);
   }
@@ -244,7 +247,6 @@ static void connected(struct engine *e, struct conn *c, int err) {
   if (err != 0) {
     struct listener *l = c->l;
     l->fast = 0; /* the VM is not what it was: JavaScript holds this one and decides */
-    epoll_ctl(e->ep, EPOLL_CTL_DEL, c->fd[1], NULL);
     close(c->fd[1]);
     c->fd[1] = -1;
     queue_handoff(e, l->id, c->fd[0]);
