@@ -8,9 +8,10 @@
  * reaper never stops a VM with one open.
  *
  * With the splice relay (splice-relay.ts, a native addon) the listeners are
- * its own: once a connection to a VM has been relayed here, the port is
- * enabled and the next ones are accepted and relayed in its thread, with no
- * JavaScript per connection. An enabled port holds one connection of its VM
+ * its own: once a connection to a VM has been relayed (here, or given back to
+ * the relay because its VM was ready when it came), the port is enabled and
+ * the next ones are accepted and relayed in its thread, with no JavaScript
+ * per connection. An enabled port holds one connection of its VM
  * open (a lease) until a tick finds it idle (nothing accepted for a tick,
  * none open): then it is disabled, the lease is closed, and the next
  * connection comes here again. Each tick counts the natively accepted
@@ -177,10 +178,10 @@ export class Activator {
     if (this.spliceTried) return this.splice;
     this.spliceTried = true;
     if (this.opts.relay === "js") return null;
-    this.splice = SpliceRelay.load((id, socket) => {
+    this.splice = SpliceRelay.load((id, fd, refused, peer) => {
       const l = this.nativeListeners.get(id);
-      if (l === undefined || this.closed) socket.destroy();
-      else this.accept(l, socket);
+      if (l === undefined || this.closed) SpliceRelay.socket(fd).resetAndDestroy();
+      else this.acceptNative(l, fd, refused, peer);
     });
     if (this.splice === null)
       this.opts.log.info("Hold ports relay in JavaScript (the splice relay addon is not built)");
@@ -374,16 +375,31 @@ export class Activator {
     return listener;
   }
 
-  private accept(listener: Listener, socket: net.Socket): void {
-    const label = listener.label;
-    const vmPort = listener.vmPort;
-    if (this.closed) {
-      socket.destroy();
+  /**
+   * A connection the splice relay accepted while `l` was not enabled, or whose
+   * VM refused it: relayed natively at once if its VM is ready (the port is
+   * enabled again), else held here.
+   */
+  private acceptNative(l: Listener, fd: number, refused: boolean, peer: string): void {
+    const r = this.admit(l, peer);
+    if (r === null) {
+      SpliceRelay.socket(fd).resetAndDestroy();
       return;
     }
-    // Errors are handled where they matter (the relay); this keeps one from being thrown meanwhile.
-    socket.on("error", () => undefined);
-    const client = socket.remoteAddress ?? "";
+    // Refused by the VM: held and retried here (the summoner may not know yet that it is down).
+    if (!refused && Array.isArray(r) && r.length > 0) {
+      const to = this.opts.host.endpoint(l.label, (r as readonly string[])[0]!, l.vmPort);
+      if (this.enableSplice(l, l.label, to.host, to.port) && this.splice!.relay(l.native!, fd)) {
+        l.seenAccepted++; // counted as a request by admit() already
+        return;
+      }
+    }
+    this.accept(l, SpliceRelay.socket(fd), r);
+  }
+
+  /** `request()` for a connection from `client` on `listener`; null: refused (counted; logged if not a SummonRefusedError). */
+  private admit(listener: Listener, client: string): readonly string[] | Promise<readonly string[]> | null {
+    const label = listener.label;
     const access = this.opts.allowSummon;
     let r: readonly string[] | Promise<readonly string[]> | null;
     try {
@@ -397,8 +413,26 @@ export class Activator {
         this.opts.log.warn(`Hold port ${listener.key}: ${describeError(err)}`);
       r = null;
     }
+    if (r === null) this.refused++;
+    return r;
+  }
+
+  /** `admitted`: what admit() said already (a connection from the splice relay). */
+  private accept(
+    listener: Listener,
+    socket: net.Socket,
+    admitted?: readonly string[] | Promise<readonly string[]>,
+  ): void {
+    const label = listener.label;
+    const vmPort = listener.vmPort;
+    if (this.closed) {
+      socket.destroy();
+      return;
+    }
+    // Errors are handled where they matter (the relay); this keeps one from being thrown meanwhile.
+    socket.on("error", () => undefined);
+    const r = admitted ?? this.admit(listener, socket.remoteAddress ?? "");
     if (r === null) {
-      this.refused++;
       socket.resetAndDestroy();
       return;
     }
@@ -519,10 +553,10 @@ export class Activator {
    * natively to the same place (while `l` still serves that VM), and `l`
    * holds a lease on the VM until a tick finds it idle.
    */
-  private enableSplice(l: Listener, label: string, host: string, port: number): void {
-    if (l.native === null || this.splice === null || this.closed || l.label !== label) return;
-    if (l.lease !== null && l.lease !== label) return; // the old VM's relays are still open: later
-    if (!net.isIP(host)) return;
+  private enableSplice(l: Listener, label: string, host: string, port: number): boolean {
+    if (l.native === null || this.splice === null || this.closed || l.label !== label) return false;
+    if (l.lease !== null && l.lease !== label) return false; // the old VM's relays are still open: later
+    if (!net.isIP(host)) return false;
     this.splice.enable(l.native, host, port);
     if (l.lease === null) {
       l.lease = label;
@@ -534,6 +568,7 @@ export class Activator {
       this.ticker = setInterval(() => this.tick(), this.opts.tickMs ?? 1000);
       this.ticker.unref();
     }
+    return true;
   }
 
   /** Counts the natively accepted connections as requests; disables idle ports and ends their leases. */
@@ -543,10 +578,11 @@ export class Activator {
     for (const l of this.leased) {
       const s = splice.stats(l.native!);
       const label = l.lease!;
-      const fresh = s.accepted - l.seenAccepted;
+      // Below 0 when one given back by relay() was refused at once (then counted here again).
+      const fresh = Math.max(0, s.accepted - l.seenAccepted);
       if (fresh > 0) this.opts.host.noteRequests(label, fresh);
       let fast = s.fast;
-      if (fast && fresh === 0 && s.open === 0) fast = !splice.disable(l.native!, s.accepted);
+      if (fast && s.accepted <= l.seenAccepted && s.open === 0) fast = !splice.disable(l.native!, s.accepted);
       l.seenAccepted = s.accepted;
       if (!fast && s.open === 0) {
         l.lease = null;

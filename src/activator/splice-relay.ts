@@ -5,8 +5,9 @@
  * ready), each connection is accepted, connected to the VM and relayed with
  * splice(2) in that thread: no JavaScript per connection. Otherwise, and when
  * the VM refuses (it stopped behind our back; the port is then disabled), the
- * accepted socket comes to `onAccepted` as a paused net.Socket, and the
- * activator holds and relays it itself. Without the addon (no compiler when
+ * accepted socket's fd comes to `onAccepted` with its peer's address: the
+ * activator gives it back (`relay`) if its VM is ready, else wraps it
+ * (`SpliceRelay.socket`) and holds and relays it itself. Without the addon (no compiler when
  * jitsu was built) `SpliceRelay.load` returns null and the activator listens
  * and relays in JavaScript (relay.ts).
  */
@@ -35,8 +36,12 @@ export interface SpliceStats {
 
 type Engine = object & { readonly __engine: unique symbol };
 
+/** A socket the relay accepted: its fd, whether the VM refused it, its peer's address. */
+export type OnAccepted = (listener: number, fd: number, refused: boolean, peer: string) => void;
+
 interface Addon {
-  create(onAccepted: (pairs: number[]) => void): Engine;
+  create(onAccepted: (handed: (number | boolean | string)[]) => void): Engine;
+  relay(e: Engine, id: number, fd: number): boolean;
   listen(e: Engine, host: string, port: number, backlog: number): number;
   port(e: Engine, id: number): number;
   unlisten(e: Engine, id: number): void;
@@ -50,10 +55,7 @@ export class SpliceRelay {
   private readonly engine: Engine;
 
   /** The addon at `path`, started, or null if it is not built (or cannot be loaded here). */
-  static load(
-    onAccepted: (listener: number, socket: net.Socket) => void,
-    path: string = SPLICE_ADDON,
-  ): SpliceRelay | null {
+  static load(onAccepted: OnAccepted, path: string = SPLICE_ADDON): SpliceRelay | null {
     if (!existsSync(path)) return null;
     let addon: Addon;
     try {
@@ -64,23 +66,31 @@ export class SpliceRelay {
     return new SpliceRelay(addon, onAccepted);
   }
 
+  /** A socket handed over by the relay as a net.Socket, half-open allowed, not reading (as net.Server's pauseOnConnect). */
+  static socket(fd: number): net.Socket {
+    const opts = { fd, allowHalfOpen: true, readable: true, writable: true, pauseOnCreate: true };
+    return new net.Socket(opts as net.SocketConstructorOpts);
+  }
+
   private constructor(
     private readonly addon: Addon,
-    onAccepted: (listener: number, socket: net.Socket) => void,
+    onAccepted: OnAccepted,
   ) {
-    this.engine = addon.create((pairs) => {
-      for (let i = 0; i + 1 < pairs.length; i += 2) {
-        // pauseOnCreate (as net.Server's pauseOnConnect): nothing is read until the activator relays it.
-        const opts = {
-          fd: pairs[i + 1]!,
-          allowHalfOpen: true,
-          readable: true,
-          writable: true,
-          pauseOnCreate: true,
-        };
-        onAccepted(pairs[i]!, new net.Socket(opts as net.SocketConstructorOpts));
+    this.engine = addon.create((handed) => {
+      for (let i = 0; i + 3 < handed.length; i += 4) {
+        onAccepted(
+          handed[i] as number,
+          handed[i + 1] as number,
+          handed[i + 2] as boolean,
+          handed[i + 3] as string,
+        );
       }
     });
+  }
+
+  /** Relays `fd` (handed over, not wrapped) natively, if `id` is enabled; false (fd untouched) if not. */
+  relay(id: number, fd: number): boolean {
+    return this.addon.relay(this.engine, id, fd);
   }
 
   /** Listens on host:port (an IP address); throws an Error with `code` (EADDRINUSE, ...). Returns its id. */

@@ -234,6 +234,18 @@ for (const relay of RELAYS) {
       }
     });
 
+    it("after an idle tick, the next connection to the ready VM is relayed at accept", async () => {
+      assert.equal((await exchange(hold, 100)).bytes, 100);
+      await until("the port idle (no connection counted)", () => open() === 0);
+      const before = activator.status();
+      const x = await exchange(hold, 5000);
+      assert.equal(x.received, x.sent);
+      const s = activator.status();
+      assert.equal(s.accepted - before.accepted, 1);
+      assert.equal(s.splices - before.splices, 1);
+      assert.equal(s.nativeSplices - before.nativeSplices, relay === "splice" ? 1 : 0);
+    });
+
     it("a VM that refuses after its port was enabled: the connection is held, then relayed", async () => {
       assert.equal((await exchange(hold, 100)).bytes, 100);
       await closeServer(server);

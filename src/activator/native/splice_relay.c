@@ -8,8 +8,10 @@
  *   VM, then bytes move socket -> pipe -> socket with splice(2), never through
  *   user space (as systemd-socket-proxyd does);
  * - otherwise, and when the VM refuses the connect (it stopped behind our
- *   back), the accepted socket is handed to JavaScript (the activator holds
- *   it, summons, and relays it itself), and the listener stops being fast.
+ *   back), the accepted socket is handed to JavaScript with its peer's
+ *   address, and the listener stops being fast. The activator then either
+ *   gives it back to be relayed here (relay(): the VM is ready), or holds it,
+ *   summons, and relays it itself.
  *
  * A relay behaves as relay.ts does: reading stops while the pipe towards the
  * other side is full (backpressure through TCP's window: at most one pipe of
@@ -84,6 +86,8 @@ struct conn {
 struct handoff {
   int listener;
   int fd;
+  int refused; /* the VM refused it (else: the listener was not fast) */
+  char peer[INET6_ADDRSTRLEN];
 };
 
 struct engine {
@@ -172,7 +176,7 @@ static void conn_free(struct engine *e, struct conn *c, int reset) {
   if (reset) c->l->errors++;
 }
 
-static void queue_handoff(struct engine *e, int listener, int fd) {
+static void queue_handoff(struct engine *e, int listener, int fd, int refused) {
   if (e->n_queue == e->cap_queue) {
     int cap = e->cap_queue ? e->cap_queue * 2 : 64;
     struct handoff *q = realloc(e->queue, (size_t)cap * sizeof *q);
@@ -183,9 +187,19 @@ static void queue_handoff(struct engine *e, int listener, int fd) {
     e->queue = q;
     e->cap_queue = cap;
   }
-  e->queue[e->n_queue].listener = listener;
-  e->queue[e->n_queue].fd = fd;
-  e->n_queue++;
+  struct handoff *h = &e->queue[e->n_queue++];
+  h->listener = listener;
+  h->fd = fd;
+  h->refused = refused;
+  h->peer[0] = '\0';
+  struct sockaddr_storage sa;
+  socklen_t len = sizeof sa;
+  if (getpeername(fd, (struct sockaddr *)&sa, &len) == 0) {
+    if (sa.ss_family == AF_INET)
+      inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, h->peer, sizeof h->peer);
+    else if (sa.ss_family == AF_INET6)
+      inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, h->peer, sizeof h->peer);
+  }
 }
 
 /* Moves what it can both ways; frees `c` when both directions are over (or on an error). */
@@ -249,7 +263,7 @@ static void connected(struct engine *e, struct conn *c, int err) {
     l->fast = 0; /* the VM is not what it was: JavaScript holds this one and decides */
     close(c->fd[1]);
     c->fd[1] = -1;
-    queue_handoff(e, l->id, c->fd[0]);
+    queue_handoff(e, l->id, c->fd[0], 1);
     c->fd[0] = -1;
     for (int d = 0; d < 2; d++) pipe_give(e, &c->dir[d]);
     unlink_conn(e, c);
@@ -304,7 +318,7 @@ static void accept_all(struct engine *e, struct listener *l) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (l->fast) start_relay(e, l, fd);
-    else queue_handoff(e, l->id, fd);
+    else queue_handoff(e, l->id, fd, 0);
   }
 }
 
@@ -382,7 +396,7 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
   return NULL;
 }
 
-/* Hands the accepted sockets queued by the thread to the callback: [listener, fd, listener, fd, ...]. */
+/* Hands the accepted sockets queued by the thread to the callback: [listener, fd, refused, peer, ...]. */
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   (void)data;
   struct engine *e = context;
@@ -405,13 +419,14 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
     return;
   }
   napi_value arr, undefined;
-  napi_create_array_with_length(env, (size_t)n * 2, &arr);
+  napi_create_array_with_length(env, (size_t)n * 4, &arr);
   for (int i = 0; i < n; i++) {
-    napi_value a, b;
-    napi_create_int32(env, q[i].listener, &a);
-    napi_create_int32(env, q[i].fd, &b);
-    napi_set_element(env, arr, (uint32_t)(2 * i), a);
-    napi_set_element(env, arr, (uint32_t)(2 * i + 1), b);
+    napi_value v[4];
+    napi_create_int32(env, q[i].listener, &v[0]);
+    napi_create_int32(env, q[i].fd, &v[1]);
+    napi_get_boolean(env, q[i].refused, &v[2]);
+    napi_create_string_utf8(env, q[i].peer, NAPI_AUTO_LENGTH, &v[3]);
+    for (int k = 0; k < 4; k++) napi_set_element(env, arr, (uint32_t)(4 * i + k), v[k]);
   }
   free(q);
   napi_get_undefined(env, &undefined);
@@ -693,6 +708,33 @@ static napi_value Disable(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * relay(engine, id, fd): relays `fd` (a socket handed to JavaScript, not
+ * wrapped by it) here, as if it had just been accepted while the listener
+ * was fast; false (the fd untouched) if the listener is not fast.
+ */
+static napi_value Relay(napi_env env, napi_callback_info info) {
+  ARGS(3)
+  struct engine *e = get_engine(env, argv[0]);
+  if (!e) return NULL;
+  struct listener *l = get_listener(env, e, argv[1]);
+  if (!l) return NULL;
+  int32_t fd = -1;
+  napi_get_value_int32(env, argv[2], &fd);
+  pthread_mutex_lock(&e->mu);
+  int fast = l->fast && fd >= 0;
+  int queued = e->n_queue;
+  if (fast) start_relay(e, l, fd);
+  int signal = e->n_queue > queued && !e->signalled; /* refused at once: handed back */
+  if (signal) e->signalled = 1;
+  /* A relay that ended at once stays on `dead`: the thread frees it after its batch (it may hold an event for it). */
+  pthread_mutex_unlock(&e->mu);
+  if (signal) napi_call_threadsafe_function(e->tsfn, NULL, napi_tsfn_nonblocking);
+  napi_value out;
+  napi_get_boolean(env, fast, &out);
+  return out;
+}
+
 /* stats(engine, id): [fast, open, accepted, connected, toVm, fromVm, errors] of its relays here. */
 static napi_value Stats(napi_env env, napi_callback_info info) {
   ARGS(2)
@@ -738,6 +780,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"enable", NULL, Enable, NULL, NULL, NULL, napi_default, NULL},
       {"disable", NULL, Disable, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, Stats, NULL, NULL, NULL, napi_default, NULL},
+      {"relay", NULL, Relay, NULL, NULL, NULL, napi_default, NULL},
       {"stop", NULL, Stop, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
