@@ -12,7 +12,7 @@ import { existsSync } from "node:fs";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Activator } from "../../src/activator/index.js";
-import { SPLICE_ADDON } from "../../src/activator/splice-relay.js";
+import { SPLICE_ADDON, SpliceRelay } from "../../src/activator/splice-relay.js";
 import { systemClock } from "../../src/clock/index.js";
 import { silentLogger } from "../../src/log/index.js";
 import { Summoner } from "../../src/summoner/index.js";
@@ -70,6 +70,15 @@ async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> 
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+describe("SpliceRelay.load", () => {
+  it("is null where the addon is not built (the activator then relays in JavaScript)", () => {
+    assert.equal(
+      SpliceRelay.load(() => undefined, "/nonexistent/jitsu_splice_relay.node"),
+      null,
+    );
+  });
+});
 
 const RELAYS = ["splice", "js"] as const;
 
