@@ -4,7 +4,9 @@
 // - jitsu_sd_notify.node (src/systemd/native): without it, jitsu notifies systemd
 //   through systemd-notify (see src/systemd/README.md);
 // - jitsu_splice_relay.node (src/activator/native): without it, the hold ports
-//   relay in JavaScript (see src/activator/README.md).
+//   relay in JavaScript (see src/activator/README.md);
+// - jitsu_udp_io.node (src/dns/native, batched UDP I/O with recvmmsg/sendmmsg):
+//   without it, DNS over UDP uses Node's dgram (see src/dns/README.md).
 // Optional: without a compiler (or node-gyp) it says so and exits 0.
 // Usage: node scripts/build-native.mjs
 import { copyFileSync, existsSync, mkdirSync, statSync } from "node:fs";
@@ -23,6 +25,12 @@ const ADDONS = [
     name: "jitsu_splice_relay",
     sources: ["splice_relay.c", "binding.gyp"],
     without: "hold ports will relay in JavaScript (slower on the warm path)",
+  },
+  {
+    dir: "src/dns/native",
+    name: "jitsu_udp_io",
+    sources: ["udp_io.c", "binding.gyp"],
+    without: "DNS over UDP will use Node's dgram (slower under load)",
   },
 ];
 
@@ -46,6 +54,7 @@ function nodeGyp() {
   const found = candidates.find((c) => existsSync(c));
   return found === undefined ? ["node-gyp"] : [process.execPath, found];
 }
+
 const env = { ...process.env };
 // Debian's nodejs has its headers in /usr/include/node: use them rather than downloading.
 if (env.npm_config_nodedir === undefined && existsSync("/usr/include/node/node_api.h"))

@@ -17,7 +17,6 @@
  * --allow-summon (a ready one is answered). Our own data is answered to all.
  * See README.md in this folder for the full table.
  */
-import type dgram from "node:dgram";
 import net from "node:net";
 import { ListenError, SummonRefusedError, describeError } from "../errors/index.js";
 import type { Logger } from "../log/index.js";
@@ -26,6 +25,7 @@ import { DnsCounters, REFUSED } from "./counters.js";
 import { LocalClientSlots, TcpConnections, type ClientSlots } from "./tcp.js";
 import type { SocketKind } from "./socket-kind.js";
 import { UdpListeners, type Interfaces } from "./udp.js";
+import { nativeUdp } from "./native-udp.js";
 import type { Forwarder } from "./forwarder/forwarder.js";
 import {
   HEADER_LEN,
@@ -168,7 +168,10 @@ export class DnsServer {
     for (let attempt = 0; attempt < (port === 0 ? 10 : 1); attempt++) {
       const udp = new UdpListeners({
         host,
-        onMessage: (sock, msg, rinfo) => this.onUdpMessage(sock, msg, rinfo.port, rinfo.address),
+        answer: this.answerUdp,
+        onSendFailed: this.sendFailed,
+        // A --workers worker keeps dgram: node:cluster hands it the primary's sockets.
+        io: shared ? null : nativeUdp(),
         log: this.log,
         announce: !shared,
         pollMs: this.interfacePollMs,
@@ -210,7 +213,9 @@ export class DnsServer {
     const tcpFds = sockets.filter((s) => s.kind === "tcp4" || s.kind === "tcp6");
     const udp = new UdpListeners({
       host: "0.0.0.0",
-      onMessage: (sock, msg, rinfo) => this.onUdpMessage(sock, msg, rinfo.port, rinfo.address),
+      answer: this.answerUdp,
+      onSendFailed: this.sendFailed,
+      io: nativeUdp(),
       log: this.log,
       announce: true,
     });
@@ -280,20 +285,12 @@ export class DnsServer {
     this.tcp = [];
   }
 
-  private onUdpMessage(sock: dgram.Socket, msg: Buffer, port: number, address: string): void {
-    // Port 0 cannot be answered (and is a classic reflection trick): drop it.
-    if (this.closing || port === 0) return;
-    const r = this.safeHandle(msg, false, address);
-    if (r === null) return;
-    if (r instanceof Buffer) {
-      sock.send(r, port, address);
-      return;
-    }
-    void (r as Promise<Reply>).then((buf) => {
-      // Its address may be gone meanwhile (a wildcard follows the host's addresses).
-      if (buf !== null && this.udp?.has(sock) === true) sock.send(buf, port, address);
-    });
-  }
+  /** A UDP query (udp.ts sends the answer back, and drops those from port 0). */
+  private readonly answerUdp = (msg: Buffer, client: string): Reply | Promise<Reply> =>
+    this.closing ? null : this.safeHandle(msg, false, client);
+
+  /** Answers the socket could not send (its buffer full): dropped, as the kernel would drop them. */
+  private readonly sendFailed = (count: number): void => void (this.counters.dropped += count);
 
   /** Every handler is wrapped: a bug answers SERVFAIL (or nothing), it never crashes the server. */
   private safeHandle(msg: Buffer, tcp: boolean, client: string): Reply | Promise<Reply> {
