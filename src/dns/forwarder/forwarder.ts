@@ -24,6 +24,7 @@ import { HEADER_LEN, OPT_LEN, OUR_UDP_SIZE, QTYPE, sameName, type QueryInfo } fr
 import { RandomBytes } from "./random-bytes.js";
 import type { Upstream } from "./resolv-conf.js";
 import { UdpSocketPool, type PoolQuery, type Ticket } from "./socket-pool.js";
+import { nativeUdp, type NativeUdp } from "../native-udp.js";
 
 /** The defaults of the pool and 0x20 options (the CLI's --forward-* options show them in --help). */
 export const FORWARD_DEFAULTS: ForwardingOptions = {
@@ -62,6 +63,8 @@ export interface ForwarderOptions extends Partial<ForwardingOptions> {
    */
   maxInFlight?: number;
   log: Logger;
+  /** UDP sockets through the batched addon (../native-udp.ts) when it is built (default), or dgram ("dgram"). */
+  udpIo?: "native" | "dgram";
 }
 
 /** EDNS COOKIE (RFC 7873) is between the client and us; it is not passed upstream. */
@@ -222,6 +225,7 @@ export class Forwarder implements ExchangeOwner {
   private readonly poolOptions: { size: number; socketQueries: number; socketMs: number };
   readonly caseRandomization: boolean;
   readonly random = new RandomBytes();
+  private readonly io: NativeUdp | null;
   /** Exchanges with a UDP attempt in flight (checked against its deadline by the sweep). */
   private readonly attempts = new Set<Exchange>();
   private sweeper: ReturnType<typeof setInterval> | null = null;
@@ -254,6 +258,7 @@ export class Forwarder implements ExchangeOwner {
       socketMs: (opts.socketSeconds ?? FORWARD_DEFAULTS.socketSeconds) * 1000,
     };
     this.caseRandomization = opts.caseRandomization ?? FORWARD_DEFAULTS.caseRandomization;
+    this.io = opts.udpIo === "dgram" ? null : nativeUdp();
   }
 
   /** The local ports of upstream `i`'s pool sockets now (empty before its first query). */
@@ -346,6 +351,7 @@ export class Forwarder implements ExchangeOwner {
       this.random,
       () => this.onMismatched?.(),
       this.log,
+      this.io,
     ));
   }
 

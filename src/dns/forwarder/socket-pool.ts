@@ -17,9 +17,15 @@
  * waiting on that socket with that ID and question (a spoofer who got the
  * source right, or a late reply to a query already given up) is counted
  * (`onMismatched`) and ignored.
+ *
+ * With the batched UDP addon (../native-udp.ts) each socket is a plain
+ * descriptor bound and connected at once (no queue while binding), a query is
+ * one send(2), and replies are read with recvmmsg; without it (or for an
+ * upstream given by name) each socket is a dgram socket, as before.
  */
 import dgram from "node:dgram";
 import type { Logger } from "../../log/index.js";
+import { NativeSocket, type NativeUdp } from "../native-udp.js";
 import type { RandomBytes } from "./random-bytes.js";
 import type { Upstream } from "./resolv-conf.js";
 
@@ -53,7 +59,9 @@ export interface Ticket {
 }
 
 export class PoolSocket {
-  readonly sock: dgram.Socket;
+  /** Its socket: a dgram one, or one of the addon's (set right after construction). */
+  sock: dgram.Socket | null = null;
+  native: NativeSocket | null = null;
   /** Queries waiting for their reply, by ID. */
   readonly waiting = new Map<number, PoolQuery>();
   /** Questions waiting, with how many queries each (normally one). */
@@ -67,15 +75,13 @@ export class PoolSocket {
   constructor(
     readonly slot: number,
     readonly born: number,
-    family: "udp4" | "udp6",
-  ) {
-    this.sock = dgram.createSocket(family);
-  }
+  ) {}
 
   /** The local port, or 0 until bound. */
   get port(): number {
+    if (this.native !== null) return this.native.port;
     try {
-      return this.sock.address().port;
+      return this.sock?.address().port ?? 0;
     } catch {
       return 0;
     }
@@ -97,6 +103,8 @@ export class UdpSocketPool {
     private readonly random: RandomBytes,
     private readonly onMismatched: () => void,
     private readonly log: Logger,
+    /** The batched UDP addon, or null for dgram sockets. */
+    private readonly io: NativeUdp | null = null,
   ) {
     this.slots = new Array<PoolSocket | null>(opts.size).fill(null);
   }
@@ -116,9 +124,14 @@ export class UdpSocketPool {
     s.waiting.set(id, query);
     s.questions.set(query.question, (s.questions.get(query.question) ?? 0) + 1);
     s.sent++;
+    if (s.queue !== null) s.queue.push(packet);
+    else if (s.native !== null) {
+      const err = s.native.send(packet);
+      // As dgram's 'error' event: after the caller holds its ticket, so its query fails over.
+      if (err !== null) queueMicrotask(() => this.failSocket(s, err));
+    }
     // No callback: a send error is an 'error' event (it fails the socket's queries), and none saves a tick.
-    if (s.queue === null) s.sock.send(packet);
-    else s.queue.push(packet);
+    else s.sock!.send(packet);
     if (s.sent >= this.opts.socketQueries) this.retire(s);
     return { socket: s, id };
   }
@@ -181,36 +194,80 @@ export class UdpSocketPool {
   }
 
   private open(slot: number, now: number): PoolSocket {
-    const s = new PoolSocket(slot, now, this.family);
+    const s = new PoolSocket(slot, now);
     this.slots[slot] = s;
     this.opened++;
+    const up = this.up;
+    // The addon takes addresses only (an upstream is one, unless a test names a host).
+    const io = this.io !== null && /^[0-9.]+$|:/.test(up.host) ? this.io : null;
+    if (io !== null) this.openNative(s, io);
+    else this.openDgram(s);
+    return s;
+  }
+
+  /** The datagram `msg` from the upstream on `s`: the reply of one of its queries, or counted and ignored. */
+  private received(s: PoolSocket, msg: Buffer): void {
+    const w = msg.length >= 12 ? s.waiting.get((msg[0]! << 8) | msg[1]!) : undefined;
+    if (w === undefined || !w.reply(msg)) {
+      this.onMismatched();
+      this.log.debug(
+        `forwarder: ignored a datagram from ${this.up.host}#${this.up.port} on port ${s.port} that answers no query in flight`,
+      );
+    }
+  }
+
+  private socketError(s: PoolSocket, err: Error): void {
+    this.log.debug(`forwarder: socket to ${this.up.host}#${this.up.port}: ${err.message}`);
+    this.failSocket(s, err);
+  }
+
+  private openNative(s: PoolSocket, io: NativeUdp): void {
+    s.queue = null;
+    let fd: number;
+    try {
+      fd = io.addon.open(
+        this.family === "udp6" ? 6 : 4,
+        this.family === "udp6" ? "::" : "0.0.0.0",
+        0,
+        0,
+        this.up.host,
+        this.up.port,
+      );
+    } catch (err) {
+      // As a dgram socket's bind or connect error: its queries fail over, after the caller holds its ticket.
+      queueMicrotask(() => this.socketError(s, err as Error));
+      return;
+    }
+    s.native = new NativeSocket(
+      io,
+      fd,
+      (n) => {
+        for (let i = 0; i < n && !s.closed; i++) this.received(s, io.datagram(i));
+      },
+      (err) => this.socketError(s, err),
+    );
     // Never what keeps the process alive: the forwarder's sweep timer is, while queries wait.
-    s.sock.unref();
-    s.sock.on("message", (msg: Buffer) => {
-      const w = msg.length >= 12 ? s.waiting.get((msg[0]! << 8) | msg[1]!) : undefined;
-      if (w === undefined || !w.reply(msg)) {
-        this.onMismatched();
-        this.log.debug(
-          `forwarder: ignored a datagram from ${this.up.host}#${this.up.port} on port ${s.port} that answers no query in flight`,
-        );
-      }
-    });
-    s.sock.on("error", (err) => {
-      this.log.debug(`forwarder: socket to ${this.up.host}#${this.up.port}: ${err.message}`);
-      this.failSocket(s, err);
-    });
+    s.native.unref();
+  }
+
+  private openDgram(s: PoolSocket): void {
+    const sock = dgram.createSocket(this.family);
+    s.sock = sock;
+    // Never what keeps the process alive: the forwarder's sweep timer is, while queries wait.
+    sock.unref();
+    sock.on("message", (msg: Buffer) => this.received(s, msg));
+    sock.on("error", (err) => this.socketError(s, err));
     // exclusive: in a --workers worker, a socket of its own; without it node:cluster would hand
     // every port-0 socket of every worker the one socket the primary bound for port 0.
-    s.sock.bind({ port: 0, exclusive: true }, () => {
+    sock.bind({ port: 0, exclusive: true }, () => {
       if (s.closed) return;
-      s.sock.connect(this.up.port, this.up.host, () => {
+      sock.connect(this.up.port, this.up.host, () => {
         if (s.closed) return;
         const queued = s.queue!;
         s.queue = null;
-        for (const p of queued) s.sock.send(p);
+        for (const p of queued) sock.send(p);
       });
     });
-    return s;
   }
 
   /** Takes `s` out of its slot (the next query there gets a fresh socket); closed once its queries are over. */
@@ -233,8 +290,9 @@ export class UdpSocketPool {
     if (s.closed) return;
     s.closed = true;
     this.retired.delete(s);
+    s.native?.close();
     try {
-      s.sock.close();
+      s.sock?.close();
     } catch {
       // already closed
     }
