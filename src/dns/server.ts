@@ -257,6 +257,11 @@ export class DnsServer {
     return this.udp?.addresses ?? [];
   }
 
+  /** How DNS over UDP is read and written ("native": the batched addon; "dgram": Node's), once listening. */
+  get udpIo(): "native" | "dgram" | null {
+    return this.udp?.io ?? null;
+  }
+
   /** Bound to a wildcard: reads the host's addresses now (SIGHUP) instead of at the next poll. */
   refreshAddresses(): Promise<void> {
     return this.udp?.refresh() ?? Promise.resolve();

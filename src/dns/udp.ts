@@ -112,6 +112,11 @@ export class UdpListeners {
     return [...this.sockets.keys()];
   }
 
+  /** How the sockets are read and written: the batched addon, or dgram (also used for a host name). */
+  get io(): "native" | "dgram" {
+    return this.opts.io === null ? "dgram" : "native";
+  }
+
   /** The port bound (0 before bind or adopt). */
   get boundPort(): number {
     return this.port;

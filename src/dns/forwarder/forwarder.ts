@@ -261,6 +261,11 @@ export class Forwarder implements ExchangeOwner {
     this.io = opts.udpIo === "dgram" ? null : nativeUdp();
   }
 
+  /** How the pools' sockets are read and written: the batched addon, or dgram. */
+  get udpIo(): "native" | "dgram" {
+    return this.io === null ? "dgram" : "native";
+  }
+
   /** The local ports of upstream `i`'s pool sockets now (empty before its first query). */
   poolPorts(i: number): number[] {
     return this.pools[i]?.ports() ?? [];

@@ -372,262 +372,277 @@ async function forwardAll(f: Forwarder, names: readonly string[], window = 50): 
   return out;
 }
 
-describe("Forwarder's socket pool", () => {
-  let up: TestUpstream;
-  before(async () => {
-    up = await startUpstream("192.0.2.7");
-  });
-  after(async () => {
-    await up.close();
-  });
-
-  it("relays no forged reply from a spoofing upstream while real queries are in flight, and counts those that reach it", async () => {
-    const spoofer = await startUpstream("192.0.2.9");
-    spoofer.mode = "spoof";
-    const f = new Forwarder({ upstreams: [{ host: "127.0.0.1", port: spoofer.port }], log: silentLogger() });
-    let mismatched = 0;
-    f.onMismatched = () => void mismatched++;
-    const noPorts = udpNoPorts();
-    try {
-      const names = Array.from({ length: 300 }, (_, i) => `s${i}.example.net`);
-      const replies = await forwardAll(f, names);
-      replies.forEach((r, i) => {
-        assert.equal(r.questions![0]!.name, names[i]);
-        assert.deepEqual(addresses(r), ["192.0.2.9"], `a forged answer for ${names[i]} was relayed`);
-      });
-      const { wrongId, wrongQuestion, wrongPort } = spoofer.forged;
-      assert.equal(wrongId, 300 * 8);
-      assert.equal(wrongQuestion, 300);
-      assert.equal(wrongPort, 300 * 2);
-      // From the upstream's address and port to the right socket: each seen, ignored and counted.
-      assert.equal(mismatched, wrongId + wrongQuestion);
-      // From another port: the connected sockets never see them; the kernel drops and counts
-      // them (machine-wide, so other traffic may add to it, never take away).
-      assert.ok(udpNoPorts() - noPorts >= wrongPort, `NoPorts grew by ${udpNoPorts() - noPorts}`);
-      // The forged replies went to the pool's own ports, and no more than 64 of them.
-      const ports = new Set(spoofer.received.map((x) => x.srcPort));
-      assert.ok(ports.size <= 64, `${ports.size} source ports`);
-      for (const p of f.poolPorts(0)) assert.ok(ports.has(p) || f.poolPorts(0).length <= 64);
-    } finally {
-      f.close();
-      await spoofer.close();
-    }
-  });
-
-  it("replaces a socket by one on a new port after the configured number of queries (seen at the upstream)", async () => {
-    up.mode = "answer";
-    up.received.length = 0;
-    // One socket, so the sequence of source ports shows each rotation exactly.
-    const f = new Forwarder({
-      upstreams: [{ host: "127.0.0.1", port: up.port }],
-      sockets: 1,
-      socketQueries: 3,
-      log: silentLogger(),
+// The pool's sockets through the batched UDP addon and through dgram (its fallback): the same behaviour.
+for (const udpIo of ["native", "dgram"] as const) {
+  describe(`Forwarder's socket pool (${udpIo})`, () => {
+    let up: TestUpstream;
+    before(async () => {
+      up = await startUpstream("192.0.2.7");
     });
-    try {
+    after(async () => {
+      await up.close();
+    });
+
+    it("relays no forged reply from a spoofing upstream while real queries are in flight, and counts those that reach it", async () => {
+      const spoofer = await startUpstream("192.0.2.9");
+      spoofer.mode = "spoof";
+      const f = new Forwarder({
+        udpIo,
+        upstreams: [{ host: "127.0.0.1", port: spoofer.port }],
+        log: silentLogger(),
+      });
+      let mismatched = 0;
+      f.onMismatched = () => void mismatched++;
+      const noPorts = udpNoPorts();
+      try {
+        const names = Array.from({ length: 300 }, (_, i) => `s${i}.example.net`);
+        const replies = await forwardAll(f, names);
+        replies.forEach((r, i) => {
+          assert.equal(r.questions![0]!.name, names[i]);
+          assert.deepEqual(addresses(r), ["192.0.2.9"], `a forged answer for ${names[i]} was relayed`);
+        });
+        const { wrongId, wrongQuestion, wrongPort } = spoofer.forged;
+        assert.equal(wrongId, 300 * 8);
+        assert.equal(wrongQuestion, 300);
+        assert.equal(wrongPort, 300 * 2);
+        // From the upstream's address and port to the right socket: each seen, ignored and counted.
+        assert.equal(mismatched, wrongId + wrongQuestion);
+        // From another port: the connected sockets never see them; the kernel drops and counts
+        // them (machine-wide, so other traffic may add to it, never take away).
+        assert.ok(udpNoPorts() - noPorts >= wrongPort, `NoPorts grew by ${udpNoPorts() - noPorts}`);
+        // The forged replies went to the pool's own ports, and no more than 64 of them.
+        const ports = new Set(spoofer.received.map((x) => x.srcPort));
+        assert.ok(ports.size <= 64, `${ports.size} source ports`);
+        for (const p of f.poolPorts(0)) assert.ok(ports.has(p) || f.poolPorts(0).length <= 64);
+      } finally {
+        f.close();
+        await spoofer.close();
+      }
+    });
+
+    it("replaces a socket by one on a new port after the configured number of queries (seen at the upstream)", async () => {
+      up.mode = "answer";
+      up.received.length = 0;
+      // One socket, so the sequence of source ports shows each rotation exactly.
+      const f = new Forwarder({
+        udpIo,
+        upstreams: [{ host: "127.0.0.1", port: up.port }],
+        sockets: 1,
+        socketQueries: 3,
+        log: silentLogger(),
+      });
+      try {
+        for (let i = 0; i < 15; i++) {
+          const c = query(`r${i}.example.net`);
+          await f.forward(c, decoded(c));
+        }
+      } finally {
+        f.close();
+      }
+      const ports = up.received.map((x) => x.srcPort);
+      assert.equal(ports.length, 15);
       for (let i = 0; i < 15; i++) {
-        const c = query(`r${i}.example.net`);
-        await f.forward(c, decoded(c));
+        // Three queries from one port, then a new socket: the kernel could hand out the same port
+        // again (about 1 in 28,000 per rotation here), which this would report as a failure.
+        if (i % 3 === 0) {
+          if (i > 0)
+            assert.notEqual(ports[i], ports[i - 1], `query ${i} still went out from ${ports[i - 1]}`);
+        } else assert.equal(ports[i], ports[i - 1], `query ${i} changed port early: ${ports.join(" ")}`);
       }
-    } finally {
-      f.close();
-    }
-    const ports = up.received.map((x) => x.srcPort);
-    assert.equal(ports.length, 15);
-    for (let i = 0; i < 15; i++) {
-      // Three queries from one port, then a new socket: the kernel could hand out the same port
-      // again (about 1 in 28,000 per rotation here), which this would report as a failure.
-      if (i % 3 === 0) {
-        if (i > 0) assert.notEqual(ports[i], ports[i - 1], `query ${i} still went out from ${ports[i - 1]}`);
-      } else assert.equal(ports[i], ports[i - 1], `query ${i} changed port early: ${ports.join(" ")}`);
-    }
-  });
-
-  it("rotates all 64 sockets: each port sends at most the configured count (many queries at once)", async () => {
-    up.mode = "answer";
-    up.received.length = 0;
-    const f = new Forwarder({
-      upstreams: [{ host: "127.0.0.1", port: up.port }],
-      socketQueries: 5,
-      log: silentLogger(),
     });
-    try {
-      await forwardAll(
-        f,
-        Array.from({ length: 960 }, (_, i) => `m${i}.example.net`),
-        32,
-      );
-    } finally {
-      f.close();
-    }
-    const perPort = new Map<number, number>();
-    for (const x of up.received) perPort.set(x.srcPort, (perPort.get(x.srcPort) ?? 0) + 1);
-    // 960 queries, 5 a socket: at least 192 sockets. The kernel may give a closed socket's port
-    // to a later one (a few times among ~200 ports out of ~28,000): at most twice the count then.
-    assert.ok(perPort.size >= 180, `${perPort.size} source ports`);
-    const over = [...perPort.values()].filter((n) => n > 5);
-    assert.ok(over.length <= 3 && over.every((n) => n <= 10), `counts over 5: ${over.join(" ")}`);
-  });
 
-  it("replaces a socket after the configured seconds", async () => {
-    up.mode = "answer";
-    up.received.length = 0;
-    const f = new Forwarder({
-      upstreams: [{ host: "127.0.0.1", port: up.port }],
-      sockets: 1,
-      socketSeconds: 0.3,
-      log: silentLogger(),
-    });
-    try {
-      for (const name of ["t1.example.net", "t2.example.net"]) {
-        const c = query(name);
-        await f.forward(c, decoded(c));
-      }
-      await new Promise((resolve) => setTimeout(resolve, 350));
-      const c = query("t3.example.net");
-      await f.forward(c, decoded(c));
-    } finally {
-      f.close();
-    }
-    const [a, b, c] = up.received.map((x) => x.srcPort);
-    assert.equal(a, b);
-    assert.notEqual(c, b);
-  });
-
-  it("never has two queries for one question waiting on the same socket", async () => {
-    up.mode = "answer";
-    up.received.length = 0;
-    // Two sockets; the same question asked two ways (plain, and with EDNS + DO) are two upstream
-    // queries in flight at once: by chance they would share a socket every other round.
-    const f = new Forwarder({
-      upstreams: [{ host: "127.0.0.1", port: up.port }],
-      sockets: 2,
-      log: silentLogger(),
-    });
-    try {
-      for (let round = 0; round < 20; round++) {
-        const plain = query("same.example.net");
-        const withDo = query("same.example.net", "A", true);
-        await Promise.all([f.forward(plain, decoded(plain)), f.forward(withDo, decoded(withDo))]);
-      }
-    } finally {
-      f.close();
-    }
-    assert.equal(up.received.length, 40);
-    for (let i = 0; i < 40; i += 2) {
-      assert.notEqual(up.received[i]!.srcPort, up.received[i + 1]!.srcPort, `round ${i / 2}`);
-    }
-  });
-
-  it("fails over from a silent upstream, from a refusing one, and retries TC over TCP, all through the pool", async () => {
-    const spare = await startUpstream("192.0.2.8");
-    const closed = dgram.createSocket("udp4");
-    await new Promise<void>((resolve) => closed.bind(0, "127.0.0.1", () => resolve()));
-    const deadPort = closed.address().port;
-    await new Promise<void>((resolve) => closed.close(() => resolve()));
-    up.mode = "silent";
-    const f = new Forwarder({
-      upstreams: [
-        { host: "127.0.0.1", port: deadPort },
-        { host: "127.0.0.1", port: up.port },
-        { host: "127.0.0.1", port: spare.port },
-      ],
-      attemptTimeoutMs: 300,
-      log: silentLogger(),
-    });
-    try {
-      // Many at once: the ICMP error of one socket fails over only the queries waiting on it.
-      const names = Array.from({ length: 40 }, (_, i) => `fo${i}.example.net`);
-      const t0 = Date.now();
-      const replies = await forwardAll(f, names, 40);
-      for (const r of replies) assert.deepEqual(addresses(r), ["192.0.2.8"]);
-      assert.ok(Date.now() - t0 < 1500, `took ${Date.now() - t0} ms`);
-      spare.mode = "truncate";
-      spare.received.length = 0;
-      const c = query("big.example.net");
-      const r = dnsPacket.decode(await f.forward(c, decoded(c)));
-      assert.deepEqual(addresses(r), ["192.0.2.8"]);
-      assert.deepEqual(
-        spare.received.map((x) => x.transport),
-        ["udp", "tcp"],
-      );
-    } finally {
-      f.close();
+    it("rotates all 64 sockets: each port sends at most the configured count (many queries at once)", async () => {
       up.mode = "answer";
-      await spare.close();
-    }
-  });
-});
-
-describe("DNS 0x20 (--forward-random-case)", () => {
-  let up: TestUpstream;
-  before(async () => {
-    up = await startUpstream("192.0.2.7");
-  });
-  after(async () => {
-    await up.close();
-  });
-
-  it("sends the question in random case and takes the reply that echoes it", async () => {
-    up.mode = "answer";
-    up.received.length = 0;
-    const f = new Forwarder({
-      upstreams: [{ host: "127.0.0.1", port: up.port }],
-      caseRandomization: true,
-      log: silentLogger(),
-    });
-    try {
-      const names = Array.from({ length: 40 }, (_, i) => `casetest${i}.example.net`);
-      const replies = await forwardAll(f, names, 20);
-      for (const r of replies) assert.deepEqual(addresses(r), ["192.0.2.7"]);
-    } finally {
-      f.close();
-    }
-    const sent = up.received.map((x) => x.packet.questions![0]!.name);
-    // Each of the 40 names has 20 letters: all lower case by chance has odds of 2^-20 each.
-    for (const name of sent) assert.notEqual(name, name.toLowerCase(), `${name} went out in lower case`);
-    assert.equal(new Set(sent.map((n) => n.replace(/\d+/, ""))).size > 30, true);
-  });
-
-  it("ignores (and counts) replies from an upstream that does not keep the case, with one warning", async () => {
-    up.mode = "lowercase";
-    const out = new PassThrough();
-    let logged = "";
-    out.on("data", (d: Buffer) => (logged += d.toString()));
-    const f = new Forwarder({
-      upstreams: [{ host: "127.0.0.1", port: up.port }],
-      caseRandomization: true,
-      timeoutMs: 400,
-      attemptTimeoutMs: 400,
-      log: createLogger({ level: "warn", format: "text", destination: out }),
-    });
-    let mismatched = 0;
-    f.onMismatched = () => void mismatched++;
-    try {
-      const asked = ["lower1.example.net", "lower2.example.net"].map((n) => {
-        const c = query(n);
-        return f.forward(c, decoded(c));
+      up.received.length = 0;
+      const f = new Forwarder({
+        udpIo,
+        upstreams: [{ host: "127.0.0.1", port: up.port }],
+        socketQueries: 5,
+        log: silentLogger(),
       });
-      for (const p of asked) await assert.rejects(p, /no upstream answered/);
-    } finally {
-      f.close();
-      up.mode = "answer";
-    }
-    assert.equal(mismatched, 2);
-    assert.equal(countMatches(logged, /does not keep the case/), 1, logged);
-    // Without 0x20 the same upstream is fine.
-    up.mode = "lowercase";
-    const plain = forwarderPlain(up.port);
-    try {
-      const c = query("Lower3.Example.Net");
-      assert.deepEqual(addresses(dnsPacket.decode(await plain.forward(c, decoded(c)))), ["192.0.2.7"]);
-    } finally {
-      plain.close();
-      up.mode = "answer";
-    }
-  });
-});
+      try {
+        await forwardAll(
+          f,
+          Array.from({ length: 960 }, (_, i) => `m${i}.example.net`),
+          32,
+        );
+      } finally {
+        f.close();
+      }
+      const perPort = new Map<number, number>();
+      for (const x of up.received) perPort.set(x.srcPort, (perPort.get(x.srcPort) ?? 0) + 1);
+      // 960 queries, 5 a socket: at least 192 sockets. The kernel may give a closed socket's port
+      // to a later one (a few times among ~200 ports out of ~28,000): at most twice the count then.
+      assert.ok(perPort.size >= 180, `${perPort.size} source ports`);
+      const over = [...perPort.values()].filter((n) => n > 5);
+      assert.ok(over.length <= 3 && over.every((n) => n <= 10), `counts over 5: ${over.join(" ")}`);
+    });
 
-function forwarderPlain(port: number): Forwarder {
-  return new Forwarder({ upstreams: [{ host: "127.0.0.1", port }], log: silentLogger() });
+    it("replaces a socket after the configured seconds", async () => {
+      up.mode = "answer";
+      up.received.length = 0;
+      const f = new Forwarder({
+        udpIo,
+        upstreams: [{ host: "127.0.0.1", port: up.port }],
+        sockets: 1,
+        socketSeconds: 0.3,
+        log: silentLogger(),
+      });
+      try {
+        for (const name of ["t1.example.net", "t2.example.net"]) {
+          const c = query(name);
+          await f.forward(c, decoded(c));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 350));
+        const c = query("t3.example.net");
+        await f.forward(c, decoded(c));
+      } finally {
+        f.close();
+      }
+      const [a, b, c] = up.received.map((x) => x.srcPort);
+      assert.equal(a, b);
+      assert.notEqual(c, b);
+    });
+
+    it("never has two queries for one question waiting on the same socket", async () => {
+      up.mode = "answer";
+      up.received.length = 0;
+      // Two sockets; the same question asked two ways (plain, and with EDNS + DO) are two upstream
+      // queries in flight at once: by chance they would share a socket every other round.
+      const f = new Forwarder({
+        udpIo,
+        upstreams: [{ host: "127.0.0.1", port: up.port }],
+        sockets: 2,
+        log: silentLogger(),
+      });
+      try {
+        for (let round = 0; round < 20; round++) {
+          const plain = query("same.example.net");
+          const withDo = query("same.example.net", "A", true);
+          await Promise.all([f.forward(plain, decoded(plain)), f.forward(withDo, decoded(withDo))]);
+        }
+      } finally {
+        f.close();
+      }
+      assert.equal(up.received.length, 40);
+      for (let i = 0; i < 40; i += 2) {
+        assert.notEqual(up.received[i]!.srcPort, up.received[i + 1]!.srcPort, `round ${i / 2}`);
+      }
+    });
+
+    it("fails over from a silent upstream, from a refusing one, and retries TC over TCP, all through the pool", async () => {
+      const spare = await startUpstream("192.0.2.8");
+      const closed = dgram.createSocket("udp4");
+      await new Promise<void>((resolve) => closed.bind(0, "127.0.0.1", () => resolve()));
+      const deadPort = closed.address().port;
+      await new Promise<void>((resolve) => closed.close(() => resolve()));
+      up.mode = "silent";
+      const f = new Forwarder({
+        udpIo,
+        upstreams: [
+          { host: "127.0.0.1", port: deadPort },
+          { host: "127.0.0.1", port: up.port },
+          { host: "127.0.0.1", port: spare.port },
+        ],
+        attemptTimeoutMs: 300,
+        log: silentLogger(),
+      });
+      try {
+        // Many at once: the ICMP error of one socket fails over only the queries waiting on it.
+        const names = Array.from({ length: 40 }, (_, i) => `fo${i}.example.net`);
+        const t0 = Date.now();
+        const replies = await forwardAll(f, names, 40);
+        for (const r of replies) assert.deepEqual(addresses(r), ["192.0.2.8"]);
+        assert.ok(Date.now() - t0 < 1500, `took ${Date.now() - t0} ms`);
+        spare.mode = "truncate";
+        spare.received.length = 0;
+        const c = query("big.example.net");
+        const r = dnsPacket.decode(await f.forward(c, decoded(c)));
+        assert.deepEqual(addresses(r), ["192.0.2.8"]);
+        assert.deepEqual(
+          spare.received.map((x) => x.transport),
+          ["udp", "tcp"],
+        );
+      } finally {
+        f.close();
+        up.mode = "answer";
+        await spare.close();
+      }
+    });
+  });
+
+  describe(`DNS 0x20 (--forward-random-case, ${udpIo})`, () => {
+    let up: TestUpstream;
+    before(async () => {
+      up = await startUpstream("192.0.2.7");
+    });
+    after(async () => {
+      await up.close();
+    });
+
+    it("sends the question in random case and takes the reply that echoes it", async () => {
+      up.mode = "answer";
+      up.received.length = 0;
+      const f = new Forwarder({
+        udpIo,
+        upstreams: [{ host: "127.0.0.1", port: up.port }],
+        caseRandomization: true,
+        log: silentLogger(),
+      });
+      try {
+        const names = Array.from({ length: 40 }, (_, i) => `casetest${i}.example.net`);
+        const replies = await forwardAll(f, names, 20);
+        for (const r of replies) assert.deepEqual(addresses(r), ["192.0.2.7"]);
+      } finally {
+        f.close();
+      }
+      const sent = up.received.map((x) => x.packet.questions![0]!.name);
+      // Each of the 40 names has 20 letters: all lower case by chance has odds of 2^-20 each.
+      for (const name of sent) assert.notEqual(name, name.toLowerCase(), `${name} went out in lower case`);
+      assert.equal(new Set(sent.map((n) => n.replace(/\d+/, ""))).size > 30, true);
+    });
+
+    it("ignores (and counts) replies from an upstream that does not keep the case, with one warning", async () => {
+      up.mode = "lowercase";
+      const out = new PassThrough();
+      let logged = "";
+      out.on("data", (d: Buffer) => (logged += d.toString()));
+      const f = new Forwarder({
+        udpIo,
+        upstreams: [{ host: "127.0.0.1", port: up.port }],
+        caseRandomization: true,
+        timeoutMs: 400,
+        attemptTimeoutMs: 400,
+        log: createLogger({ level: "warn", format: "text", destination: out }),
+      });
+      let mismatched = 0;
+      f.onMismatched = () => void mismatched++;
+      try {
+        const asked = ["lower1.example.net", "lower2.example.net"].map((n) => {
+          const c = query(n);
+          return f.forward(c, decoded(c));
+        });
+        for (const p of asked) await assert.rejects(p, /no upstream answered/);
+      } finally {
+        f.close();
+        up.mode = "answer";
+      }
+      assert.equal(mismatched, 2);
+      assert.equal(countMatches(logged, /does not keep the case/), 1, logged);
+      // Without 0x20 the same upstream is fine.
+      up.mode = "lowercase";
+      const plain = forwarderPlain(up.port, udpIo);
+      try {
+        const c = query("Lower3.Example.Net");
+        assert.deepEqual(addresses(dnsPacket.decode(await plain.forward(c, decoded(c)))), ["192.0.2.7"]);
+      } finally {
+        plain.close();
+        up.mode = "answer";
+      }
+    });
+  });
+}
+
+function forwarderPlain(port: number, udpIo: "native" | "dgram"): Forwarder {
+  return new Forwarder({ udpIo, upstreams: [{ host: "127.0.0.1", port }], log: silentLogger() });
 }
