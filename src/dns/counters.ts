@@ -93,7 +93,7 @@ export class DnsCounters {
   private readonly byResult = new Float64Array(FORWARDED + 1);
   /** Packets that could be read up to the header but not further (answered FORMERR). */
   malformed = 0;
-  /** Packets dropped without an answer: shorter than a header, or responses (QR=1). */
+  /** Packets dropped without an answer: shorter than a header, or responses (QR=1); and UDP answers the kernel would not take. */
   dropped = 0;
   /** Queries sent upstream. */
   forwarded = 0;

@@ -432,12 +432,14 @@ class NativeListen implements ListenSocket {
     }
   }
 
-  flushLater(): void {
+  /** Sends the answers gathered since the last turn; `closing`: the owner is closing it, they still go out. */
+  flushLater(closing = false): void {
     const bufs = this.pending;
     const peers = this.pendingPeers;
+    if (bufs.length === 0) return;
     this.pending = [];
     this.pendingPeers = [];
-    if (!this.owner.has(this)) return;
+    if (!closing && !this.owner.has(this)) return;
     const io = this.io;
     const fd = this.sock.fd;
     let failed = 0;
@@ -447,6 +449,8 @@ class NativeListen implements ListenSocket {
   }
 
   close(): Promise<void> {
+    // Answers made before close() (DnsServer.close waits for those in flight) are not lost to the next turn.
+    if (!this.sock.closed) this.flushLater(true);
     this.sock.close();
     return Promise.resolve();
   }

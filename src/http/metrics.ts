@@ -106,7 +106,7 @@ export class JitsuMetrics {
     plain("jitsu_dns_malformed_total", "Malformed DNS packets (answered FORMERR).", (c) => c.malformed);
     plain(
       "jitsu_dns_dropped_total",
-      "DNS packets dropped without an answer (too short, or responses).",
+      "DNS packets dropped without an answer (too short, or responses), and UDP answers the kernel would not take (send buffer full).",
       (c) => c.dropped,
     );
     plain("jitsu_dns_forwarded_total", "DNS queries forwarded upstream.", (c) => c.forwarded);
