@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Compiles the TypeScript (tsc -p tsconfig.json) unless dist/ is newer than
-// Then builds the sd_notify addon if its C source changed (scripts/build-native.mjs).
+// Then builds the native addons whose C sources changed (scripts/build-native.mjs).
 // every source file and the compiler settings: `npm ci` has just built it (the
 // `prepare` script), so `npm run demo` / `npm test` right after it do not
 // compile a second time. Usage: node scripts/build-if-stale.mjs
@@ -35,6 +35,6 @@ if (stale) {
   const now = new Date();
   utimesSync(STAMP, now, now);
 }
-// The sd_notify addon (src/systemd): rebuilt only when its C source changed; optional.
+// The native addons (src/systemd, src/dns): each rebuilt only when its C source changed; optional.
 const native = spawnSync(process.execPath, ["scripts/build-native.mjs"], { stdio: "inherit" });
 if (native.status !== 0) process.exit(native.status ?? 1);
