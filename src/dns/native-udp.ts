@@ -207,10 +207,15 @@ export class NativeSocket {
     onError: (err: UdpIoError) => void,
   ) {
     const addon = io.addon;
-    this.handle = addon.start(fd, (count) => {
-      if (count >= 0) onBatch(count);
-      else onError(new UdpIoError(addon.errnoName(count), "recvmmsg"));
-    });
+    try {
+      this.handle = addon.start(fd, (count) => {
+        if (count >= 0) onBatch(count);
+        else onError(new UdpIoError(addon.errnoName(count), "recvmmsg"));
+      });
+    } catch (err) {
+      addon.closeFd(fd);
+      throw err;
+    }
   }
 
   get closed(): boolean {

@@ -125,13 +125,14 @@ export class UdpSocketPool {
     s.questions.set(query.question, (s.questions.get(query.question) ?? 0) + 1);
     s.sent++;
     if (s.queue !== null) s.queue.push(packet);
+    // No callback: a send error is an 'error' event (it fails the socket's queries), and none saves a tick.
+    else if (s.sock !== null) s.sock.send(packet);
     else if (s.native !== null) {
       const err = s.native.send(packet);
       // As dgram's 'error' event: after the caller holds its ticket, so its query fails over.
-      if (err !== null) queueMicrotask(() => this.failSocket(s, err));
+      if (err !== null) queueMicrotask(() => this.socketError(s, err));
     }
-    // No callback: a send error is an 'error' event (it fails the socket's queries), and none saves a tick.
-    else s.sock!.send(packet);
+    // Else a socket the addon could not open: its queries fail over (socketError, queued by openNative).
     if (s.sent >= this.opts.socketQueries) this.retire(s);
     return { socket: s, id };
   }
@@ -223,29 +224,22 @@ export class UdpSocketPool {
 
   private openNative(s: PoolSocket, io: NativeUdp): void {
     s.queue = null;
-    let fd: number;
     try {
-      fd = io.addon.open(
-        this.family === "udp6" ? 6 : 4,
-        this.family === "udp6" ? "::" : "0.0.0.0",
-        0,
-        0,
-        this.up.host,
-        this.up.port,
+      const v6 = this.family === "udp6";
+      const fd = io.addon.open(v6 ? 6 : 4, v6 ? "::" : "0.0.0.0", 0, 0, this.up.host, this.up.port);
+      s.native = new NativeSocket(
+        io,
+        fd,
+        (n) => {
+          for (let i = 0; i < n && !s.closed; i++) this.received(s, io.datagram(i));
+        },
+        (err) => this.socketError(s, err),
       );
     } catch (err) {
       // As a dgram socket's bind or connect error: its queries fail over, after the caller holds its ticket.
       queueMicrotask(() => this.socketError(s, err as Error));
       return;
     }
-    s.native = new NativeSocket(
-      io,
-      fd,
-      (n) => {
-        for (let i = 0; i < n && !s.closed; i++) this.received(s, io.datagram(i));
-      },
-      (err) => this.socketError(s, err),
-    );
     // Never what keeps the process alive: the forwarder's sweep timer is, while queries wait.
     s.native.unref();
   }

@@ -329,7 +329,15 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   napi_handle_scope scope;
   napi_open_handle_scope(s->env, &scope);
   if (status < 0) {
-    call_back(s, status); /* a libuv error is already -errno */
+    /*
+     * libuv reports POLLERR as UV_EBADF and stops watching. On a connected
+     * socket it is the pending ICMP error (ECONNREFUSED: the upstream's port is
+     * closed): pass that on instead.
+     */
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0) err = -status;
+    call_back(s, -err);
   } else {
     for (int round = 0; round < ROUNDS && !s->closed; round++) {
       for (int i = 0; i < BATCH; i++) {
@@ -365,6 +373,8 @@ static sock_t *get_sock(napi_env env, napi_value v) {
   return p;
 }
 
+static void on_closed(uv_handle_t *handle);
+
 /* start(fd, callback(countOrMinusErrno)): watches the socket; returns its handle. */
 static napi_value Start(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -386,7 +396,12 @@ static napi_value Start(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "jitsu:udp", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &s->ctx);
   rc = uv_poll_start(&s->poll, UV_READABLE, on_readable);
-  if (rc != 0) return throw_errno(env, "uv_poll_start", -rc, NULL);
+  if (rc != 0) {
+    s->closed = 1;
+    s->fd = -1; /* the caller still owns the descriptor */
+    uv_close((uv_handle_t *)&s->poll, on_closed);
+    return throw_errno(env, "uv_poll_start", -rc, NULL);
+  }
   napi_value out;
   napi_create_external(env, s, NULL, NULL, &out);
   return out;
@@ -405,9 +420,15 @@ static napi_value Ref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* After uv_close: never inside this socket's own callback, so its async context can go. */
 static void on_closed(uv_handle_t *handle) {
   sock_t *s = handle->data;
-  close(s->fd);
+  napi_handle_scope scope;
+  napi_open_handle_scope(s->env, &scope);
+  napi_delete_reference(s->env, s->callback);
+  napi_async_destroy(s->env, s->ctx);
+  napi_close_handle_scope(s->env, scope);
+  if (s->fd >= 0) close(s->fd);
   free(s);
 }
 
@@ -419,8 +440,6 @@ static napi_value Close(napi_env env, napi_callback_info info) {
   if (s == NULL || s->closed) return NULL;
   s->closed = 1;
   uv_poll_stop(&s->poll);
-  napi_delete_reference(env, s->callback);
-  napi_async_destroy(env, s->ctx);
   uv_close((uv_handle_t *)&s->poll, on_closed);
   return NULL;
 }
