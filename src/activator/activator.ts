@@ -173,6 +173,12 @@ export class Activator {
 
   constructor(private readonly opts: ActivatorOptions) {}
 
+  /** How warm connections are (or, before the first listen, will be) relayed. */
+  private relayKind(): "splice" | "js" {
+    if (this.spliceTried) return this.splice !== null ? "splice" : "js";
+    return this.opts.relay !== "js" && SpliceRelay.available() ? "splice" : "js";
+  }
+
   /** The splice relay, loaded at the first listen unless `relay: "js"`; null without it. */
   private spliceRelay(): SpliceRelay | null {
     if (this.spliceTried) return this.splice;
@@ -274,7 +280,7 @@ export class Activator {
     }
     return {
       listeners: this.endpoints,
-      relay: this.splice !== null ? "splice" : "js",
+      relay: this.relayKind(),
       nativeSplices: splices,
       held: this.held,
       relaying: this.relaying + relaying,

@@ -54,6 +54,11 @@ interface Addon {
 export class SpliceRelay {
   private readonly engine: Engine;
 
+  /** Whether the addon is built (it may still fail to load: `load` says). */
+  static available(path: string = SPLICE_ADDON): boolean {
+    return existsSync(path);
+  }
+
   /** The addon at `path`, started, or null if it is not built (or cannot be loaded here). */
   static load(onAccepted: OnAccepted, path: string = SPLICE_ADDON): SpliceRelay | null {
     if (!existsSync(path)) return null;
