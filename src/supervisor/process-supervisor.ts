@@ -11,6 +11,9 @@ import { bootId, readProcess, readProcessSync } from "./proc.js";
 import { SpawnGate } from "./spawn-gate.js";
 import { SupervisedProcess, SupervisorError } from "./supervised-process.js";
 
+/** How long after a start the next gate is forked (prestartLater). */
+const PRESTART_DELAY_MS = 50;
+
 export interface SupervisorOptions {
   readonly clock: Clock;
   /** How often to look at /proc while waiting for a process that is not our child (default 50 ms). */
@@ -93,6 +96,17 @@ export class ProcessSupervisor {
     ));
   }
 
+  /**
+   * Forks the next gate PRESTART_DELAY_MS after a start, once that start's own
+   * work is done: the fork of jitsu blocks its event loop for 5-25 ms, and at
+   * the next turn (setImmediate) it landed between the exec and its answer,
+   * which then waited for it (bench/, summon: 6-7 ms a cold answer where the
+   * exec took under one). A start that comes sooner spawns as without a gate.
+   */
+  private prestartLater(): void {
+    setTimeout(() => void this.prestart(), PRESTART_DELAY_MS).unref();
+  }
+
   /** Ends the waiting gate, if any; the processes spawned are not touched. */
   close(): void {
     this.closed = true;
@@ -108,7 +122,7 @@ export class ProcessSupervisor {
   async spawn(command: SpawnCommand): Promise<SupervisedProcess> {
     const viaGate = this.throughGate(command);
     if (viaGate !== null) return this.confirmExec(viaGate, command.argv[0]);
-    if (this.usesGate) setImmediate(() => void this.prestart());
+    if (this.usesGate) this.prestartLater();
     const [file, ...args] = command.argv;
     const child = spawn(file, args, {
       cwd: command.cwd,
@@ -155,8 +169,7 @@ export class ProcessSupervisor {
     if (script === null) return null;
     this.gate = null;
     const child = gate.open(script);
-    // The next gate is forked once this start's own work (and its answer) is done.
-    setImmediate(() => void this.prestart());
+    this.prestartLater();
     child.on("error", (err) => command.onError?.(err));
     const now = readProcessSync(child.pid!);
     const proc = new SupervisedProcess(this.context, child.pid!, now?.startTime ?? "", command.argv, {
