@@ -24,4 +24,4 @@ export {
 export { ClientAccess, localNetworks, parseAccessList } from "./access.js";
 export { LocalClientSlots, type ClientSlots } from "./tcp.js";
 export { socketKind, type SocketKind } from "./socket-kind.js";
-export { UDP_IO_ADDON, UDP_IO_ENV, nativeUdp, udpIoKind } from "./native-udp.js";
+export { UDP_IO_ADDON, UDP_IO_ENV, nativeUdp } from "./native-udp.js";

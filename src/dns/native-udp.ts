@@ -191,11 +191,6 @@ export function nativeUdp(env: NodeJS.ProcessEnv = process.env): NativeUdp | nul
   return loaded;
 }
 
-/** "native" or "dgram": how DNS over UDP is read and written in this process. */
-export function udpIoKind(env: NodeJS.ProcessEnv = process.env): "native" | "dgram" {
-  return nativeUdp(env) === null ? "dgram" : "native";
-}
-
 /** A socket the addon watches; `onBatch` gets the batch size, or an error. */
 export class NativeSocket {
   private handle: Handle | null;

@@ -249,15 +249,7 @@ describe("libvirtd SIGKILLed under jitsu, qemu driver and a real guest", { timeo
     assert.ok(pid !== undefined && others.length === 0, `one QEMU: ${guestQemus(daemon.dir).join(", ")}`);
     // ...and dies before jitsu has the answer to its create call.
     await daemon.kill();
-    const res = await query;
-    assert.equal(res.status, "SERVFAIL", `the query got ${res.status}`);
-    assert.ok(res.ms <= (START_TIMEOUT_S + 1) * 1000, `SERVFAIL after ${res.ms} ms`);
-    const line = log()
-      .split("\n")
-      .find((l) => l.includes("VM 'guest' could not be started"));
-    assert.ok(line !== undefined, log());
-    assert.match(line, /libvirt/);
-    assert.ok(line.includes(jitsuUri), `the URI in: ${line}`);
+    servfailNamed(await query, log(), jitsuUri);
     assert.ok(pid !== undefined && existsSync(`/proc/${pid}`), "QEMU outlives the daemon");
 
     await daemon.start();
@@ -320,15 +312,7 @@ describe("libvirtd SIGKILLed under jitsu, qemu driver and a real guest", { timeo
       // libvirtd is waiting for QEMU's monitor, inside jitsu's create call.
       await daemon.kill();
       writeFileSync(file("go"), "");
-      const res = await query;
-      assert.equal(res.status, "SERVFAIL", `the query got ${res.status}`);
-      assert.ok(res.ms <= (START_TIMEOUT_S + 1) * 1000, `SERVFAIL after ${res.ms} ms`);
-      const line = log()
-        .split("\n")
-        .find((l) => l.includes("VM 'guest' could not be started"));
-      assert.ok(line !== undefined, log());
-      assert.match(line, /libvirt/);
-      assert.ok(line.includes(jitsuUri), `the URI in: ${line}`);
+      servfailNamed(await query, log(), jitsuUri);
 
       rmSync(file("gate"));
       await daemon.start();
@@ -353,6 +337,16 @@ describe("libvirtd SIGKILLed under jitsu, qemu driver and a real guest", { timeo
     }
   });
 });
+
+/** A SERVFAIL within the start timeout (+1 s), and the log line that names the backend, `uri` and the VM. */
+function servfailNamed(res: { status: string; ms: number }, log: string, uri: string): void {
+  assert.equal(res.status, "SERVFAIL", `the query got ${res.status}`);
+  assert.ok(res.ms <= (START_TIMEOUT_S + 1) * 1000, `SERVFAIL after ${res.ms} ms`);
+  const line = log.split("\n").find((l) => l.includes("VM 'guest' could not be started"));
+  assert.ok(line !== undefined, log);
+  assert.match(line, /libvirt/);
+  assert.ok(line.includes(uri), `the URI in: ${line}`);
+}
 
 /** The guest's page, asked every half second until it answers or `withinMs` pass (then the last error). */
 async function guestPage(port: number, withinMs: number): Promise<string> {
