@@ -14,10 +14,12 @@
  * at the first EOF and so skips that round trip), and the service closes
  * first (as an HTTP/1.0 server does: the same path through both proxies).
  */
+import { execFile, execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import type { BenchContext } from "./context.js";
 import { startProcess, type BenchProcess } from "./procs.js";
 import { vs, type Row, type Target } from "./report.js";
@@ -25,10 +27,10 @@ import { cpuSeconds, startJitsu, stopJitsu, type JitsuServer } from "./servers.j
 import { freePort, pinTo, which } from "./tools.js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
-const BACKEND = join(here, "peers", "tcp-backend.js");
 const DEMO_SERVICE = join(here, "..", "scripts", "demo-service.js");
 const PROXYD = "/lib/systemd/systemd-socket-proxyd";
 const VM_HOST = "127.0.0.2";
+const execFileAsync = promisify(execFile);
 
 export interface HoldResult {
   rows: Row[];
@@ -42,119 +44,107 @@ interface Side {
   readonly pid: number;
 }
 
-/** One bulk transfer: `size` bytes from the backend through `port`; MB/s. */
-function bulk(port: number, size: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    let got = 0;
-    // No half-close from the client: systemd-socket-proxyd ends both directions at the first EOF.
-    const s = net.connect({ host: "127.0.0.1", port }, () => s.write("B"));
-    s.on("data", (chunk: Buffer) => (got += chunk.length));
-    s.on("error", reject);
-    s.on("end", () => {
-      const seconds = (performance.now() - t0) / 1000;
-      if (got !== size) reject(new Error(`bulk: got ${got} of ${size} bytes`));
-      else resolve(size / 1e6 / seconds);
-    });
-  });
+/** The bench's C peers (bench/peers/*.c in the source tree; this file runs from dist/bench/). */
+const PEERS_SOURCE = join(here, "..", "..", "bench", "peers");
+
+/** Compiles bench/peers/NAME.c into the bench's temp dir; its path. */
+function compilePeer(ctx: BenchContext, name: string): string {
+  const cc = which("cc") ?? which("gcc");
+  if (cc === null)
+    throw new Error("bench: hold: no C compiler (cc, gcc) for its client and service (apt-get install gcc)");
+  const binary = join(ctx.dir, name);
+  execFileSync(cc, ["-O2", "-o", binary, join(PEERS_SOURCE, `${name}.c`)], { stdio: "inherit" });
+  return binary;
 }
 
-const REQUEST = Buffer.alloc(64, 0x72);
-/** The service echoes it and closes first (tcp-backend's 'C'). */
-const REQUEST_CLOSE = Buffer.alloc(64, 0x43);
+interface Percentiles {
+  p50: number;
+  p99: number;
+}
 
-/**
- * One short connection: connect, 64 bytes there and back, close; resolves when
- * closed. `serviceCloses`: the service ends it after its reply, the client's
- * FIN answers (else the client ends it once it has the reply).
- */
-function shortConnection(port: number, host = "127.0.0.1", serviceCloses = false): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const request = serviceCloses ? REQUEST_CLOSE : REQUEST;
-    const s = net.connect({ host, port, noDelay: true }, () => s.write(request));
-    let got = 0;
-    s.on("data", (chunk: Buffer) => {
-      got += chunk.length;
-      if (got >= REQUEST.length && !serviceCloses) s.end();
-    });
-    s.on("error", reject);
-    s.on("close", () =>
-      got >= REQUEST.length ? resolve() : reject(new Error("short connection: no reply")),
-    );
-  });
+/** Runs the load client (bench/peers/tcp-load.c) on the load CPUs: its one line of JSON. */
+async function load<T>(client: string, cpus: string | undefined, args: (string | number)[]): Promise<T> {
+  const argv = [client, ...args.map(String)];
+  const { stdout } = await execFileAsync(
+    cpus === undefined ? argv[0]! : "taskset",
+    cpus === undefined ? argv.slice(1) : ["-c", cpus, ...argv],
+    {
+      timeout: 120_000,
+    },
+  );
+  return JSON.parse(stdout) as T;
+}
+
+/** One bulk transfer: `size` bytes from the service through `port`, read to its FIN; MB/s. */
+async function bulk(client: string, cpus: string | undefined, port: number, size: number): Promise<number> {
+  return (await load<{ mbps: number }>(client, cpus, ["bulk", "127.0.0.1", port, size])).mbps;
 }
 
 /** Short connections per second with `concurrency` in flight for `seconds`; and CPU µs per connection in `pid`. */
 async function connectionsPerSecond(
+  client: string,
+  cpus: string | undefined,
   port: number,
   pid: number,
   seconds: number,
   concurrency: number,
   serviceCloses = false,
 ): Promise<{ cps: number; cpuUs: number }> {
-  const end = performance.now() + seconds * 1000;
-  let done = 0;
   const cpu0 = cpuSeconds(pid);
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        await shortConnection(port, "127.0.0.1", serviceCloses);
-        done++;
-      }
-    }),
-  );
-  const elapsed = (performance.now() - t0) / 1000;
-  return { cps: done / elapsed, cpuUs: ((cpuSeconds(pid) - cpu0) * 1e6) / done };
+  const r = await load<{ connections: number; cps: number }>(client, cpus, [
+    "cps",
+    "127.0.0.1",
+    port,
+    seconds,
+    concurrency,
+    serviceCloses ? 1 : 0,
+  ]);
+  return { cps: r.cps, cpuUs: ((cpuSeconds(pid) - cpu0) * 1e6) / r.connections };
 }
 
-/** p50/p99 (µs) of `n` short connections made one after another (connect, request, reply, close). */
-async function shortLatency(
+/**
+ * `n` short connections one after another (connect, 64 B there and back,
+ * close): percentiles (µs) of connect -> reply (the request) and connect ->
+ * closed (the whole connection, both FINs).
+ */
+function shortLatency(
+  client: string,
+  cpus: string | undefined,
   port: number,
   n: number,
   host = "127.0.0.1",
   serviceCloses = false,
-): Promise<{ p50: number; p99: number }> {
-  const times: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await shortConnection(port, host, serviceCloses);
-    times.push((performance.now() - t0) * 1000);
-  }
-  return percentiles(times);
+): Promise<{ reply: Percentiles; closed: Percentiles }> {
+  return load(client, cpus, ["latency", host, port, n, serviceCloses ? 1 : 0]);
 }
 
 /** p50/p99 (µs) of `n` 64-byte round trips on one open connection. */
-function warmLatency(port: number, n: number, host = "127.0.0.1"): Promise<{ p50: number; p99: number }> {
-  return new Promise((resolve, reject) => {
-    const times: number[] = [];
-    const s = net.connect({ host, port, noDelay: true });
-    let t0 = 0;
-    let got = 0;
-    const send = (): void => {
-      got = 0;
-      t0 = performance.now();
-      s.write(REQUEST);
-    };
-    s.once("connect", send);
-    s.on("data", (chunk: Buffer) => {
-      got += chunk.length;
-      if (got < REQUEST.length) return;
-      times.push((performance.now() - t0) * 1000);
-      if (times.length < n) send();
-      else {
-        s.destroy();
-        resolve(percentiles(times));
-      }
-    });
-    s.on("error", reject);
-  });
+async function warmLatency(
+  client: string,
+  cpus: string | undefined,
+  port: number,
+  n: number,
+  host = "127.0.0.1",
+): Promise<Percentiles> {
+  return (await load<{ roundTrip: Percentiles }>(client, cpus, ["warm", host, port, n])).roundTrip;
 }
 
-function percentiles(values: number[]): { p50: number; p99: number } {
-  const sorted = [...values].sort((a, b) => a - b);
-  const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-  return { p50: at(0.5), p99: at(0.99) };
+/**
+ * A short connection from this process: 64 bytes there and back, then the
+ * client's FIN (warms a side up: its first connection summons the VM). Not
+ * sent with the request: systemd-socket-proxyd would end both sides at once.
+ */
+function shortConnection(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: "127.0.0.1", port, noDelay: true }, () => s.write(Buffer.alloc(64, 0x72)));
+    let got = 0;
+    s.on("data", (chunk: Buffer) => {
+      got += chunk.length;
+      if (got >= 64) s.end();
+    });
+    s.on("error", reject);
+    s.on("close", () => (got >= 64 ? resolve() : reject(new Error("short connection: no reply"))));
+  });
 }
 
 /** systemd-socket-proxyd in front of the backend, on a socket systemd-socket-activate listens on. */
@@ -235,10 +225,12 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
   const rounds = 3;
   const concurrency = 8;
   const backendPort = await freePort();
+  const client = compilePeer(ctx, "tcp-load");
+  const cpus = plan?.load;
   const backend = await startProcess(
     "tcp-backend",
-    process.execPath,
-    [BACKEND, VM_HOST, String(backendPort), String(bulkBytes)],
+    compilePeer(ctx, "tcp-backend"),
+    [VM_HOST, String(backendPort), String(bulkBytes)],
     {
       readyLine: (l) => l === "listening",
     },
@@ -286,30 +278,44 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
     const direct: Side = { name: "direct", port: backendPort, pid: backend.pid };
 
     // Every round's figures per side; the medians are reported (at least 3 rounds, interleaved).
-    const runs = new Map<
-      string,
-      {
-        mbps: number[];
-        cps: number[];
-        cpuUs: number[];
-        lat: { p50: number; p99: number }[];
-        warm: { p50: number; p99: number }[];
-        /** The service closes first. */
-        cpsClose: number[];
-        cpuUsClose: number[];
-        latClose: { p50: number; p99: number }[];
-      }
-    >();
+    type Latency = { reply: Percentiles; closed: Percentiles };
+    interface Rounds {
+      mbps: number[];
+      cps: number[];
+      cpuUs: number[];
+      lat: Latency[];
+      warm: Percentiles[];
+      /** The service closes first. */
+      cpsClose: number[];
+      cpuUsClose: number[];
+      latClose: Latency[];
+    }
+    const runs = new Map<string, Rounds>();
     for (let round = 0; round < rounds; round++) {
       const order = round % 2 === 0 ? sides : [...sides].reverse();
       for (const side of order) {
         log(`hold: ${side.name}, round ${round + 1}`);
-        const mbps = await bulk(side.port, bulkBytes);
-        const { cps, cpuUs } = await connectionsPerSecond(side.port, side.pid, cpsSeconds, concurrency);
-        const lat = await shortLatency(side.port, quick ? 300 : 1000);
-        const warm = await warmLatency(side.port, quick ? 1000 : 3000);
-        const close = await connectionsPerSecond(side.port, side.pid, cpsSeconds, concurrency, true);
-        const latClose = await shortLatency(side.port, quick ? 300 : 1000, "127.0.0.1", true);
+        const mbps = await bulk(client, cpus, side.port, bulkBytes);
+        const { cps, cpuUs } = await connectionsPerSecond(
+          client,
+          cpus,
+          side.port,
+          side.pid,
+          cpsSeconds,
+          concurrency,
+        );
+        const lat = await shortLatency(client, cpus, side.port, quick ? 300 : 1000);
+        const warm = await warmLatency(client, cpus, side.port, quick ? 1000 : 3000);
+        const close = await connectionsPerSecond(
+          client,
+          cpus,
+          side.port,
+          side.pid,
+          cpsSeconds,
+          concurrency,
+          true,
+        );
+        const latClose = await shortLatency(client, cpus, side.port, quick ? 300 : 1000, "127.0.0.1", true);
         let r = runs.get(side.name);
         if (r === undefined)
           runs.set(
@@ -346,26 +352,31 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
           mbps: median(r.mbps),
           cps: median(r.cps),
           cpuUs: median(r.cpuUs),
-          lat: medianBy(r.lat, (l) => l.p50),
+          lat: medianBy(r.lat, (l) => l.reply.p50),
+          latClosed: medianBy(r.lat, (l) => l.closed.p50),
           warm: medianBy(r.warm, (l) => l.p50),
           cpsClose: median(r.cpsClose),
           cpuUsClose: median(r.cpuUsClose),
-          latClose: medianBy(r.latClose, (l) => l.p50),
+          latClose: medianBy(r.latClose, (l) => l.closed.p50),
           rounds: r,
         },
       ]),
     );
     // The backend alone (no proxy), for the latency a proxy adds.
-    const directLat = await shortLatency(direct.port, quick ? 300 : 1000, VM_HOST);
-    const directWarm = await warmLatency(direct.port, quick ? 1000 : 3000, VM_HOST);
-    const directLatClose = await shortLatency(direct.port, quick ? 300 : 1000, VM_HOST, true);
+    const directLat = await shortLatency(client, cpus, direct.port, quick ? 300 : 1000, VM_HOST);
+    const directWarm = await warmLatency(client, cpus, direct.port, quick ? 1000 : 3000, VM_HOST);
+    const directLatClose = await shortLatency(client, cpus, direct.port, quick ? 300 : 1000, VM_HOST, true);
     const cold = await coldStarts(ctx, quick ? 2 : 4);
 
     const j = best.get("jitsu")!;
     const js = best.get("jitsu (JS relay)")!;
     const p = best.get("systemd-socket-proxyd")!;
-    const added = (s: { lat: { p50: number } }): number => s.lat.p50 - directLat.p50;
-    const addedClose = (s: { latClose: { p50: number } }): number => s.latClose.p50 - directLatClose.p50;
+    /** Per request: connect -> reply, above the service's own. */
+    const added = (s: { lat: Latency }): number => s.lat.reply.p50 - directLat.reply.p50;
+    /** Per connection: connect -> both FINs, above the service's own. */
+    const addedClosed = (s: { latClosed: Latency }): number => s.latClosed.closed.p50 - directLat.closed.p50;
+    const addedClose = (s: { latClose: Latency }): number =>
+      s.latClose.closed.p50 - directLatClose.closed.p50;
     const fmt = (n: number, d = 0): string => n.toFixed(d);
     const rows: Row[] = [];
     for (const [name, s] of [
@@ -377,10 +388,14 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
         scenario: `hold: ${name}, short connections`,
         qps: s.cps,
         cpuUs: s.cpuUs,
-        p50Ms: s.lat.p50 / 1000,
-        p99Ms: s.lat.p99 / 1000,
+        p50Ms: s.lat.reply.p50 / 1000,
+        p99Ms: s.lat.reply.p99 / 1000,
         vs: s !== p ? vs(s.cps, p.cps, "proxyd") : "",
-        note: `conn/s with ${concurrency} in flight; p50/p99 of one connection at a time (connect, 64 B there and back, close), ${fmt(added(s))} us above direct; bulk ${fmt(s.mbps)} MB/s${s !== p ? ` (${vs(s.mbps, p.mbps, "proxyd")})` : ""}; warm round trip p50 ${fmt(s.warm.p50)} us`,
+        note:
+          `conn/s with ${concurrency} in flight (the client closes first); p50/p99 of one request at a time ` +
+          `(connect, 64 B there, reply), ${fmt(added(s))} us above direct; the whole connection (both FINs) p50 ` +
+          `${fmt(s.latClosed.closed.p50)} us, ${fmt(addedClosed(s))} us above direct; bulk ${fmt(s.mbps)} MB/s` +
+          `${s !== p ? ` (${vs(s.mbps, p.mbps, "proxyd")})` : ""}; warm round trip p50 ${fmt(s.warm.p50)} us`,
       });
     }
     for (const [name, s] of [
@@ -392,17 +407,17 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
         scenario: `hold: ${name}, the service closes first`,
         qps: s.cpsClose,
         cpuUs: s.cpuUsClose,
-        p50Ms: s.latClose.p50 / 1000,
-        p99Ms: s.latClose.p99 / 1000,
+        p50Ms: s.latClose.closed.p50 / 1000,
+        p99Ms: s.latClose.closed.p99 / 1000,
         vs: s !== p ? vs(s.cpsClose, p.cpsClose, "proxyd") : "",
-        note: `as above, the service ending each connection after its reply: ${fmt(addedClose(s))} us above direct${s !== p ? ` (${(addedClose(s) / addedClose(p)).toFixed(2)} x proxyd's)` : ""}`,
+        note: `as above, the service ending each connection after its reply; p50/p99 of the whole connection: ${fmt(addedClose(s))} us above direct${s !== p ? ` (${(addedClose(s) / addedClose(p)).toFixed(2)} x proxyd's)` : ""}`,
       });
     }
     rows.push({
       scenario: "hold: direct (no proxy), short connections",
-      p50Ms: directLat.p50 / 1000,
-      p99Ms: directLat.p99 / 1000,
-      note: `warm round trip p50 ${fmt(directWarm.p50)} us; the service closing first: p50 ${fmt(directLatClose.p50)} us`,
+      p50Ms: directLat.reply.p50 / 1000,
+      p99Ms: directLat.reply.p99 / 1000,
+      note: `the request (connect -> reply); the whole connection p50 ${fmt(directLat.closed.p50)} us; warm round trip p50 ${fmt(directWarm.p50)} us; the service closing first: p50 ${fmt(directLatClose.closed.p50)} us`,
     });
     rows.push({
       scenario: "hold: cold start overhead",
@@ -413,7 +428,7 @@ export async function holdSection(ctx: BenchContext): Promise<HoldResult> {
     const targets: Target[] = [
       target("hold: bulk throughput vs systemd-socket-proxyd", j.mbps / p.mbps, ">=", 0.8),
       target("hold: connections/s vs systemd-socket-proxyd", j.cps / p.cps, ">=", 0.8),
-      target("hold: added latency per connection vs systemd-socket-proxyd", added(j) / added(p), "<=", 1.2),
+      target("hold: added latency per request vs systemd-socket-proxyd", added(j) / added(p), "<=", 1.2),
     ];
     return {
       rows,
