@@ -33,9 +33,13 @@ export interface ActivatorHost {
   /** The addresses if ready now, else null (never starts it). */
   requestIfReady(label: string): readonly string[] | null;
   connectionOpened(label: string): void;
-  /** Connections accepted elsewhere (the splice relay's thread) for a VM that was ready: counted as requests. */
-  noteRequests(label: string, count: number): void;
-  connectionClosed(label: string): void;
+  /**
+   * Connections accepted elsewhere (the splice relay's thread) for a VM that
+   * was ready: counted as requests, the last at `at` (on the clock; default now).
+   */
+  noteRequests(label: string, count: number, options?: { at?: number }): void;
+  /** One connection ended, at `at` (on the clock; default now). */
+  connectionClosed(label: string, at?: number): void;
   /** Where the host reaches `port` of the VM at `address` (QEMU's hostfwd maps it). */
   endpoint(label: string, address: string, port: number): { host: string; port: number };
 }
@@ -123,6 +127,8 @@ interface Listener {
   lease: string | null;
   /** The splice relay's accepted count at the last tick. */
   seenAccepted: number;
+  /** When (on the clock) the lease began. */
+  leaseSince: number;
 }
 
 interface Held {
@@ -347,6 +353,7 @@ export class Activator {
         vmPort,
         lease: null,
         seenAccepted: 0,
+        leaseSince: 0,
       };
       this.nativeListeners.set(id, listener);
       this.opts.log.info(`Holding connections on ${key} for VM '${label}' (to its port ${vmPort})`);
@@ -365,6 +372,7 @@ export class Activator {
       vmPort,
       lease: null,
       seenAccepted: 0,
+      leaseSince: 0,
     };
     server.on("connection", (socket) => this.accept(listener, socket));
     await new Promise<void>((resolve, reject) => {
@@ -566,6 +574,7 @@ export class Activator {
     this.splice.enable(l.native, host, port);
     if (l.lease === null) {
       l.lease = label;
+      l.leaseSince = this.opts.clock.now();
       l.seenAccepted = this.splice.stats(l.native).accepted;
       this.leased.add(l);
       this.opts.host.connectionOpened(label);
@@ -577,23 +586,31 @@ export class Activator {
     return true;
   }
 
-  /** Counts the natively accepted connections as requests; disables idle ports and ends their leases. */
+  /**
+   * Counts the natively accepted connections as requests; disables idle ports
+   * and ends their leases. Both are dated when they happened (the relay's last
+   * accept, its last close), not at the tick: the 2 x TTL clock starts when
+   * the last connection closed.
+   */
   private tick(): void {
     const splice = this.splice;
     if (splice === null || this.closed) return;
+    const now = this.opts.clock.now();
     for (const l of this.leased) {
       const s = splice.stats(l.native!);
       const label = l.lease!;
       // Below 0 when one given back by relay() was refused at once (then counted here again).
       const fresh = Math.max(0, s.accepted - l.seenAccepted);
-      if (fresh > 0) this.opts.host.noteRequests(label, fresh);
+      if (fresh > 0) this.opts.host.noteRequests(label, fresh, { at: ago(now, s.sinceAcceptMs) });
       let fast = s.fast;
       if (fast && s.accepted <= l.seenAccepted && s.open === 0) fast = !splice.disable(l.native!, s.accepted);
       l.seenAccepted = s.accepted;
       if (!fast && s.open === 0) {
         l.lease = null;
         this.leased.delete(l);
-        this.opts.host.connectionClosed(label);
+        // The last close here, or the lease's start if none closed here since (a close from
+        // an earlier lease is older).
+        this.opts.host.connectionClosed(label, Math.max(l.leaseSince, ago(now, s.sinceCloseMs) ?? 0));
       }
     }
     if (this.leased.size === 0 && this.ticker !== null) {
@@ -681,4 +698,9 @@ export class Activator {
 function closeServer(server: net.Server | null): Promise<void> {
   if (server === null) return Promise.resolve();
   return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** `ms` before `now`; undefined when `ms` is null (it never happened). */
+function ago(now: number, ms: number | null): number | undefined {
+  return ms === null ? undefined : now - ms;
 }

@@ -32,6 +32,10 @@ export interface SpliceStats {
   readonly fromVm: number;
   /** Relays that ended with a reset (either side, or a failed pipe). */
   readonly errors: number;
+  /** Milliseconds since the last connection was accepted here, or null if none was. */
+  readonly sinceAcceptMs: number | null;
+  /** Milliseconds since the last relay here ended, or null if none did. */
+  readonly sinceCloseMs: number | null;
 }
 
 type Engine = object & { readonly __engine: unique symbol };
@@ -126,8 +130,13 @@ export class SpliceRelay {
   }
 
   stats(id: number): SpliceStats {
-    const [fast, open, accepted, connected, toVm, fromVm, errors] = this.addon.stats(this.engine, id);
+    const [fast, open, accepted, connected, toVm, fromVm, errors, sinceAccept, sinceClose] = this.addon.stats(
+      this.engine,
+      id,
+    );
     return {
+      sinceAcceptMs: sinceAccept! < 0 ? null : sinceAccept!,
+      sinceCloseMs: sinceClose! < 0 ? null : sinceClose!,
       fast: fast === 1,
       open: open!,
       accepted: accepted!,

@@ -290,13 +290,15 @@ export class Summoner {
    * VMs) and reported later: counted as if they came through request(). A VM
    * that is no longer up (it stopped in the moment before the worker heard) is
    * summoned again, since those clients were given its address (unless
-   * `summon` is false: the last counts of workers closing at shutdown).
+   * `summon` is false: the last counts of workers closing at shutdown). `at`:
+   * when the last of them came (on the clock; default now), if the reporter
+   * knows (the splice relay does).
    */
-  noteRequests(label: string, count: number, options: { summon?: boolean } = {}): void {
+  noteRequests(label: string, count: number, options: { summon?: boolean; at?: number } = {}): void {
     const vm = this.vms.get(label);
     if (vm === undefined || !(count > 0)) return;
     vm.totalRequests += count;
-    vm.lastRequest = this.clock.now();
+    vm.lastRequest = Math.max(vm.lastRequest ?? -Infinity, options.at ?? this.clock.now());
     const kind = vm.phase.kind;
     if (vm.group !== null) {
       if (!this.groups.shouldResummon(vm)) return;
@@ -320,12 +322,12 @@ export class Summoner {
     if (vm !== undefined) vm.openConnections++;
   }
 
-  /** One of them closed: when the last one does, the 2 x TTL idle clock starts now. */
-  connectionClosed(label: string): void {
+  /** One of them closed (at `at`, default now): when the last one has, the 2 x TTL idle clock starts from then. */
+  connectionClosed(label: string, at = this.clock.now()): void {
     const vm = this.vms.get(label);
     if (vm === undefined || vm.openConnections === 0) return;
     vm.openConnections--;
-    vm.lastConnection = this.clock.now();
+    vm.lastConnection = Math.max(vm.lastConnection ?? -Infinity, at);
     if (vm.openConnections === 0) this.admission.changed();
   }
 

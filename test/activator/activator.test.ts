@@ -255,6 +255,25 @@ for (const relay of RELAYS) {
       assert.equal(s.nativeSplices - before.nativeSplices, relay === "splice" ? 1 : 0);
     });
 
+    it("the idle clock starts when the last connection closed, not at the tick that sees it", async () => {
+      await until("the port idle (no connection counted)", () => open() === 0);
+      const began = Date.now();
+      const x = await exchange(hold, 1000);
+      const closedBy = Date.now();
+      assert.equal(x.received, x.sent);
+      await until("the port idle again", () => open() === 0);
+      const www = summoner.status().find((v) => v.label === "www")!;
+      // The tick is every 500 ms here: dated at the tick, it could be up to ~1 s late.
+      assert.ok(
+        www.lastConnection !== null && www.lastConnection >= began && www.lastConnection <= closedBy + 20,
+        `last connection at ${www.lastConnection}: between ${began} and ${closedBy}`,
+      );
+      assert.ok(
+        www.lastRequest !== null && www.lastRequest <= closedBy + 20,
+        `last request at ${www.lastRequest}`,
+      );
+    });
+
     it("a VM that refuses after its port was enabled: the connection is held, then relayed", async () => {
       assert.equal((await exchange(hold, 100)).bytes, 100);
       await closeServer(server);

@@ -37,6 +37,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PIPE_BYTES (256 * 1024)
@@ -60,6 +61,8 @@ struct listener {
   /* Fast connections only (the ones handed to JavaScript are counted there). */
   double accepted, connected, closed, to_vm, from_vm, errors;
   double open;
+  /* CLOCK_MONOTONIC ms of the last accept and the last close here (0: none yet): when the VM last had a connection. */
+  double last_accept, last_close;
   struct tag tag;
 };
 
@@ -162,6 +165,12 @@ static void unlink_conn(struct engine *e, struct conn *c) {
   e->dead = c;
 }
 
+static double monotonic_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 static void conn_free(struct engine *e, struct conn *c, int reset) {
   for (int i = 0; i < 2; i++) {
     if (c->fd[i] < 0) continue;
@@ -173,6 +182,7 @@ static void conn_free(struct engine *e, struct conn *c, int reset) {
   unlink_conn(e, c);
   c->l->open--;
   c->l->closed++;
+  c->l->last_close = monotonic_ms();
   if (reset) c->l->errors++;
 }
 
@@ -293,6 +303,7 @@ static void start_relay(struct engine *e, struct listener *l, int client) {
   e->conns = c;
   l->accepted++;
   l->open++;
+  l->last_accept = monotonic_ms();
   int one = 1;
   c->fd[1] = socket(l->up.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (c->fd[1] < 0 || pipe_take(e, &c->dir[0]) < 0 || pipe_take(e, &c->dir[1]) < 0) {
@@ -735,15 +746,22 @@ static napi_value Relay(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* stats(engine, id): [fast, open, accepted, connected, toVm, fromVm, errors] of its relays here. */
+/*
+ * stats(engine, id): [fast, open, accepted, connected, toVm, fromVm, errors,
+ * ms since the last accept, ms since the last close] of its relays here (-1:
+ * none yet).
+ */
 static napi_value Stats(napi_env env, napi_callback_info info) {
   ARGS(2)
   struct engine *e = get_engine(env, argv[0]);
   if (!e) return NULL;
   struct listener *l = get_listener(env, e, argv[1]);
   if (!l) return NULL;
-  double v[7];
+  double v[9];
   pthread_mutex_lock(&e->mu);
+  double now = monotonic_ms();
+  v[7] = l->last_accept > 0 ? now - l->last_accept : -1;
+  v[8] = l->last_close > 0 ? now - l->last_close : -1;
   v[0] = l->fast;
   v[1] = l->open;
   v[2] = l->accepted;
@@ -753,8 +771,8 @@ static napi_value Stats(napi_env env, napi_callback_info info) {
   v[6] = l->errors;
   pthread_mutex_unlock(&e->mu);
   napi_value arr;
-  napi_create_array_with_length(env, 7, &arr);
-  for (uint32_t i = 0; i < 7; i++) {
+  napi_create_array_with_length(env, 9, &arr);
+  for (uint32_t i = 0; i < 9; i++) {
     napi_value x;
     napi_create_double(env, v[i], &x);
     napi_set_element(env, arr, i, x);
