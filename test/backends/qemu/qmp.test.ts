@@ -40,7 +40,17 @@ describe("QmpClient against a real QEMU", () => {
   before(async () => {
     dir = await tempDir("jitsu-qmp-");
     qemu = await startBareQemu(dir.path);
-    qmp = await QmpClient.connect(qemu.socket, { timeoutMs: 30_000 });
+    // QEMU binds the socket (the file appears) a moment before it listens: refused meanwhile,
+    // as the backend itself allows for (it retries ENOENT and ECONNREFUSED).
+    for (let attempt = 0; ; attempt++) {
+      try {
+        qmp = await QmpClient.connect(qemu.socket, { timeoutMs: 30_000 });
+        break;
+      } catch (err) {
+        if (attempt >= 300 || !/ECONNREFUSED/.test(String(err))) throw err;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
   });
   after(async () => {
     qmp?.close();
