@@ -10,7 +10,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import dnsPacket from "dns-packet";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, "..", "src", "cli", "main.js");
@@ -101,7 +103,7 @@ const args = [
 ];
 
 const ttl = userArgs[userArgs.findIndex((a) => a === "-t" || a === "--ttl") + 1] ?? "15";
-console.log(`jitsu demo: DNS on 127.0.0.1:${port}, ${vms.length} names backed by local HTTP servers started on demand.
+const tryThis = `jitsu demo: DNS on 127.0.0.1:${port}, ${vms.length} names backed by local HTTP servers started on demand.
 Try, in another terminal:
 ${vms.map((vm) => `  dig @127.0.0.1 -p ${port} ${vm.name}.jitsu.test     # starts '${vm.name}' (${vm.boot} s boot), then answers ${vm.ip}\n  curl http://${vm.ip}:8080/`).join("\n")}
   dig @127.0.0.1 -p ${port} jitsu.test SOA        # the zone jitsu synthesises
@@ -109,7 +111,35 @@ ${vms.map((vm) => `  dig @127.0.0.1 -p ${port} ${vm.name}.jitsu.test     # start
   dig @127.0.0.1 -p ${port} other.jitsu.test      # not managed: NXDOMAIN (forwarding is off unless you add -f ADDR)
 A VM nobody asks for during 2 x TTL (${Number(ttl) * 2} s) is stopped again; watch the log and the stats table.
 Ctrl-C stops jitsu and the services it started.
-`);
+`;
+
+/**
+ * Resolves once jitsu answers on 127.0.0.1:`port` (the zone's SOA), so that
+ * what to try is printed when it works (a first start on a busy machine takes
+ * seconds); false if it has not answered within `ms` or `child` exited.
+ */
+async function answering(ms: number): Promise<boolean> {
+  const query = dnsPacket.encode({
+    type: "query",
+    id: 1,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type: "SOA", name: "jitsu.test" }],
+  });
+  const socket = createSocket("udp4");
+  socket.on("error", () => undefined); // refused while nothing listens: tried again
+  const answered = new Promise<void>((resolve) => socket.once("message", () => resolve()));
+  const end = Date.now() + ms;
+  try {
+    while (Date.now() < end && child.exitCode === null && child.signalCode === null) {
+      socket.send(query, Number(port), "127.0.0.1");
+      const got = await Promise.race([answered.then(() => true), sleep(200).then(() => false)]);
+      if (got) return true;
+    }
+    return false;
+  } finally {
+    socket.close();
+  }
+}
 
 // jitsu runs in its own process group, so Ctrl-C reaches it once, through us.
 const child = spawn(process.execPath, args, { stdio: "inherit", detached: true });
@@ -125,3 +155,8 @@ child.on("exit", (code, signal) => {
   rmSync(stateDir, { recursive: true, force: true });
   process.exit(code ?? (signal === null ? 0 : 1));
 });
+if (await answering(60_000)) console.log(`\n${tryThis}`);
+else if (child.exitCode === null && child.signalCode === null)
+  console.log(
+    `jitsu demo: jitsu has not answered on 127.0.0.1:${port} after 60 s; see its log above.\n\n${tryThis}`,
+  );

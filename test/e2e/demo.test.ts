@@ -20,6 +20,12 @@ describe("npm run demo (e2e)", () => {
     const demo = startScript(DEMO, [], { JITSU_DEMO_PORT: String(taken) });
     try {
       await demo.waitFor(/Starting server on 127\.0\.0\.1:\d+\.\.\./, 20_000);
+      // What to try comes once jitsu answers, so that pasting it at once works.
+      await demo.waitFor(/Ctrl-C stops jitsu/, 20_000);
+      assert.ok(
+        demo.output().indexOf("Try, in another terminal") > demo.output().indexOf("Starting server on"),
+        demo.output(),
+      );
       const port = Number(/Starting server on 127\.0\.0\.1:(\d+)/.exec(demo.output())![1]);
       assert.notEqual(port, taken);
       assert.match(demo.output(), new RegExp(`port ${taken} is taken .*; using ${port}\\.`));
@@ -41,7 +47,8 @@ describe("npm run demo (e2e)", () => {
       assert.equal(code, 0, demo.output());
       assert.equal(alive(pid), false, `service ${pid} still runs`);
     } finally {
-      await demo.stop("SIGKILL");
+      // SIGINT (SIGKILL after 10 s): the demo passes it to jitsu, which runs in its own process group.
+      await demo.stop("SIGINT");
       blocker.close();
     }
   });
