@@ -7,10 +7,11 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { test } from "node:test";
 import { join } from "node:path";
-import { createServer } from "node:net";
+import { createServer, type Socket } from "node:net";
 import { promisify } from "node:util";
 import { XenstoreClient, XenstoreError, xenstorePaths } from "../../src/xen/xenstore/index.js";
 import { XenstoredDouble } from "../doubles/xenstored.js";
+import { T, decoder, encode, type Msg } from "../doubles/xenstored-wire.js";
 import { tempDir } from "../support/index.js";
 
 const exec = promisify(execFile);
@@ -199,6 +200,81 @@ test("a lost connection rejects waiters with ECONNRESET, and the next request re
   await xs.write("/k", "v");
   assert.equal(await xs.read("/k"), "v");
 });
+
+test(
+  "a request timeout: ETIMEDOUT naming the path and the wait, the connection reset (what queued behind fails too), a late reply resolves nothing, the next request reconnects",
+  { timeout: 20_000 },
+  async (t) => {
+    const dir = await tempDir("jitsu-xs-hung-");
+    const socket = join(dir.path, "hung.sock");
+    // A xenstored that answers, until `hung`: then it keeps what it gets unanswered (as a SIGSTOPped one).
+    let hung = false;
+    const held: Msg[] = [];
+    const conns: { sock: Socket; closed: Promise<void> }[] = [];
+    const reply = (m: Msg, payload: string): Buffer =>
+      encode({ type: m.type, reqId: m.reqId, txId: 0, payload: Buffer.from(payload) });
+    const server = createServer((sock) => {
+      conns.push({ sock, closed: new Promise((resolve) => sock.once("close", () => resolve())) });
+      sock.on("error", () => undefined);
+      const decode = decoder();
+      sock.on("data", (chunk: Buffer) => {
+        for (const m of decode(chunk)) {
+          if (hung) {
+            held.push(m);
+            continue;
+          }
+          // The held requests' replies come late, ahead of this one's: with the same req_id
+          // as a request of the new connection, one would be taken for its answer.
+          for (const h of held.splice(0)) sock.write(reply(h, h.type === T.READ ? "late" : "OK\0"));
+          sock.write(reply(m, m.type === T.READ ? "fresh" : "OK\0"));
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    const xs = new XenstoreClient({ paths: [socket] });
+    t.after(async () => {
+      await xs.close();
+      for (const c of conns) c.sock.destroy();
+      await new Promise((r) => server.close(r));
+      await dir.remove();
+    });
+
+    assert.equal(await xs.read("/local/domain/7/name", { timeoutMs: 5000 }), "fresh", "answered in time");
+    hung = true;
+    const settled = (p: Promise<unknown>): Promise<unknown> =>
+      p.then(
+        () => "resolved",
+        (err: unknown) => err,
+      );
+    const write = settled(xs.write("/local/domain/7/rumprun/cfg", "{}", { timeoutMs: 200 }));
+    const behind = settled(xs.read("/local/domain/7/name")); // no limit of its own
+    const writeErr = await write;
+    assert.ok(writeErr instanceof XenstoreError, `expected a XenstoreError, got ${String(writeErr)}`);
+    assert.equal(writeErr.code, "ETIMEDOUT");
+    assert.equal(writeErr.path, "/local/domain/7/rumprun/cfg");
+    assert.match(
+      writeErr.message,
+      /^xenstored did not answer write \/local\/domain\/7\/rumprun\/cfg within 0\.2 s; connection reset$/,
+    );
+    const behindErr = await behind;
+    assert.ok(behindErr instanceof XenstoreError, `expected a XenstoreError, got ${String(behindErr)}`);
+    assert.equal(behindErr.code, "ETIMEDOUT", "the request behind the hung one fails with it, not later");
+    assert.match(behindErr.message, /\(during read \/local\/domain\/7\/name\)$/);
+    await conns[0]!.closed; // the client reset the connection
+    assert.equal(held.length, 2, "both requests had reached xenstored");
+
+    hung = false;
+    // Several requests in flight when the late replies come (a req_id used again would match one).
+    assert.deepEqual(
+      await Promise.all([1, 2, 3].map(() => xs.read("/local/domain/7/name"))),
+      ["fresh", "fresh", "fresh"],
+      "no late reply taken for an answer",
+    );
+    assert.equal(conns.length, 2, "the next request reconnected");
+    assert.equal(held.length, 0, "the late replies were sent");
+    await xs.write("/local/domain/7/rumprun/cfg", "{}", { timeoutMs: 5000 });
+  },
+);
 
 test("no xenstored: a clear error naming where it looked", async () => {
   const xs = new XenstoreClient({ paths: ["/nonexistent/xenstored/socket"] });

@@ -10,11 +10,19 @@ import { join } from "node:path";
 import type { VmSpec } from "../../config/index.js";
 import { BackendError, ConfigError, describeError, type JitsuError } from "../../errors/index.js";
 import type { Logger } from "../../log/index.js";
-import { XenstoreClient, waitForDomainKey } from "../../xen/xenstore/index.js";
+import { XenstoreClient, blamesXenstored, waitForDomainKey } from "../../xen/xenstore/index.js";
 import type { BackendOptions, StopMode, VmBackend, VmRef, VmState } from "../contract.js";
 import { planDomain, type DomainPlan } from "./domain-config.js";
 import { checkLibxlVms } from "./preflight.js";
-import { Xl, parseNetworkList, parseXlList, parseXlListLong, stateOfFlags, type XlRow } from "./xl.js";
+import {
+  XL_TIMEOUT_MS,
+  Xl,
+  parseNetworkList,
+  parseXlList,
+  parseXlListLong,
+  stateOfFlags,
+  type XlRow,
+} from "./xl.js";
 
 export const LIBXL_STOP_MODES: ReadonlySet<StopMode> = new Set([
   "destroy",
@@ -51,6 +59,12 @@ export class LibxlBackend implements VmBackend {
   private readonly vms = new Map<string, Managed | Existing>();
   private xs: XenstoreClient | undefined;
   /**
+   * How long xenstored may leave a request of a start (the rumprun write)
+   * unanswered before it is taken for hung: --start-timeout, and never longer
+   * than an xl command may run.
+   */
+  private readonly xenstoreTimeoutMs: number;
+  /**
    * Domains brought back by `xl restore` since their last create. A restored
    * guest does not run its boot again, and the keys it wrote are not in the
    * new domain's xenstore directory, so wait_for_key does not apply to them
@@ -63,6 +77,7 @@ export class LibxlBackend implements VmBackend {
     this.dir = join(options.stateDir, "libxl");
     this.log = options.log;
     this.xs = deps.xenstore;
+    this.xenstoreTimeoutMs = Math.min(options.callTimeoutMs ?? XL_TIMEOUT_MS, XL_TIMEOUT_MS);
   }
 
   async connect(): Promise<void> {
@@ -136,7 +151,12 @@ export class LibxlBackend implements VmBackend {
       }
       await this.xl.run(["unpause", plan.name], { vm: vm.label });
     } catch (err) {
-      // Never leave a half-made domain behind: the next start creates it afresh.
+      // Never leave a half-made domain behind (the summoner would take a paused one for
+      // one of ours and unpause it): the next start creates it afresh.
+      this.log.info(
+        { vm: vm.label },
+        `Destroying the half-made domain '${plan.name}': ${describeError(err)}`,
+      );
       await this.xl.run(["destroy", plan.name], { vm: vm.label }).catch(() => undefined);
       throw err;
     }
@@ -264,12 +284,16 @@ export class LibxlBackend implements VmBackend {
     }
     const path = `/local/domain/${domid}/rumprun/cfg`;
     try {
-      await this.xenstore().write(path, bytes);
+      // Bounded: with a hung xenstored the start fails (and the domain is destroyed) rather
+      // than waiting for ever and unpausing the domain whenever xenstored comes back.
+      await this.xenstore().write(path, bytes, { timeoutMs: this.xenstoreTimeoutMs });
     } catch (err) {
+      // xenstored gone or hung (ETIMEDOUT) is the daemon's fault, not the VM's.
       throw new BackendError("libxl", `cannot write the rumprun configuration to xenstore ${path}`, {
         vm: vm.label,
         detail: describeError(err),
         cause: err,
+        unavailable: blamesXenstored(err),
       });
     }
     this.log.debug({ vm: vm.label }, `Wrote ${bytes.length} bytes of rumprun configuration to ${path}`);

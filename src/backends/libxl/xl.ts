@@ -37,6 +37,9 @@ export function stderrSummary(stderr: string): string {
   return lines.slice(-6).join(" / ");
 }
 
+/** How long an xl command may run before it is killed, unless the caller says otherwise. */
+export const XL_TIMEOUT_MS = 60_000;
+
 export class Xl {
   constructor(
     /** The xl command (a path, or a name looked up on PATH). */
@@ -45,7 +48,7 @@ export class Xl {
 
   /** Runs `xl ARGS`; a non-zero exit is a BackendError carrying xl's own stderr. */
   run(args: readonly string[], opts: { vm?: string; timeoutMs?: number } = {}): Promise<XlResult> {
-    const timeoutMs = opts.timeoutMs ?? 60_000;
+    const timeoutMs = opts.timeoutMs ?? XL_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
       execFile(
         this.command,

@@ -48,6 +48,18 @@ export interface XenstoreClientOptions {
   readonly paths?: readonly string[];
 }
 
+/** Per request. */
+export interface XenstoreRequestOptions {
+  /**
+   * Rejects with XenstoreError ETIMEDOUT (naming the path and the wait) when
+   * xenstored has not answered within this many ms: xenstored is hung. The
+   * connection is then reset, so that nothing queues behind the hung request
+   * (the connection's other requests and watches fail the same way) and the
+   * next request reconnects. Default: no limit.
+   */
+  readonly timeoutMs?: number;
+}
+
 export interface XenstoreWatch {
   readonly path: string;
   readonly token: string;
@@ -72,22 +84,28 @@ abstract class XenstoreOps {
   /** The client whose connection carries this one's requests. */
   protected abstract client(): XenstoreClient;
 
-  private call(type: number, payload: Buffer, op: string, path: string | undefined): Promise<Buffer> {
-    return this.client().request(type, payload, op, path, this.tx);
+  private call(
+    type: number,
+    payload: Buffer,
+    op: string,
+    path: string | undefined,
+    opts: XenstoreRequestOptions | undefined,
+  ): Promise<Buffer> {
+    return this.client().request(type, payload, op, path, this.tx, opts);
   }
 
   /** The value at `path` as bytes; XenstoreError ENOENT if it does not exist. */
-  readBytes(path: string): Promise<Buffer> {
-    return this.call(XsType.READ, nulStrings(checkPath(path)), "read", path);
+  readBytes(path: string, opts?: XenstoreRequestOptions): Promise<Buffer> {
+    return this.call(XsType.READ, nulStrings(checkPath(path)), "read", path, opts);
   }
 
-  async read(path: string): Promise<string> {
-    return (await this.readBytes(path)).toString("utf8");
+  async read(path: string, opts?: XenstoreRequestOptions): Promise<string> {
+    return (await this.readBytes(path, opts)).toString("utf8");
   }
 
-  async exists(path: string): Promise<boolean> {
+  async exists(path: string, opts?: XenstoreRequestOptions): Promise<boolean> {
     try {
-      await this.readBytes(path);
+      await this.readBytes(path, opts);
       return true;
     } catch (err) {
       if (err instanceof XenstoreError && err.code === "ENOENT") return false;
@@ -96,7 +114,7 @@ abstract class XenstoreOps {
   }
 
   /** Stores `value` byte for byte (no trailing nul); missing parents are created. */
-  async write(path: string, value: string | Buffer): Promise<void> {
+  async write(path: string, value: string | Buffer, opts?: XenstoreRequestOptions): Promise<void> {
     const head = nulStrings(checkPath(path));
     const bytes = typeof value === "string" ? Buffer.from(value, "utf8") : value;
     if (head.length + bytes.length > PAYLOAD_MAX) {
@@ -107,21 +125,21 @@ abstract class XenstoreOps {
         `xenstore write ${path}: the value is ${bytes.length} bytes, more than a xenstore message holds (${PAYLOAD_MAX} bytes with the path)`,
       );
     }
-    await this.call(XsType.WRITE, Buffer.concat([head, bytes]), "write", path);
+    await this.call(XsType.WRITE, Buffer.concat([head, bytes]), "write", path, opts);
   }
 
-  async mkdir(path: string): Promise<void> {
-    await this.call(XsType.MKDIR, nulStrings(checkPath(path)), "mkdir", path);
+  async mkdir(path: string, opts?: XenstoreRequestOptions): Promise<void> {
+    await this.call(XsType.MKDIR, nulStrings(checkPath(path)), "mkdir", path, opts);
   }
 
   /** Removes `path` and its children; not an error if it does not exist (but its parent must). */
-  async rm(path: string): Promise<void> {
-    await this.call(XsType.RM, nulStrings(checkPath(path)), "rm", path);
+  async rm(path: string, opts?: XenstoreRequestOptions): Promise<void> {
+    await this.call(XsType.RM, nulStrings(checkPath(path)), "rm", path, opts);
   }
 
   /** The names (not paths) of the children of `path`. */
-  async directory(path: string): Promise<string[]> {
-    return splitNul(await this.call(XsType.DIRECTORY, nulStrings(checkPath(path)), "directory", path));
+  async directory(path: string, opts?: XenstoreRequestOptions): Promise<string[]> {
+    return splitNul(await this.call(XsType.DIRECTORY, nulStrings(checkPath(path)), "directory", path, opts));
   }
 }
 
@@ -166,21 +184,84 @@ export class XenstoreClient extends XenstoreOps {
     await this.ensureConnected();
   }
 
-  /** Sends one request and resolves with the reply's payload; an ERROR reply rejects with its errno name. */
+  /**
+   * Sends one request and resolves with the reply's payload; an ERROR reply
+   * rejects with its errno name. With `opts.timeoutMs`, bounded (see
+   * XenstoreRequestOptions).
+   */
   async request(
     type: number,
     payload: Buffer,
     op: string,
     path: string | undefined,
     tx: number,
+    opts: XenstoreRequestOptions = {},
   ): Promise<Buffer> {
     if (payload.length > PAYLOAD_MAX) throw new XenstoreError("E2BIG", op, path);
-    const transport = await this.ensureConnected();
-    const reqId = this.nextReqId;
-    this.nextReqId = this.nextReqId >= 0xffffffff ? 1 : this.nextReqId + 1;
+    const { timeoutMs } = opts;
     const reply = await new Promise<XsMessage>((resolve, reject) => {
-      this.pending.set(reqId, { op, path, resolve, reject });
-      transport.write(encodeMessage({ type, reqId, txId: tx, payload }));
+      let settled = false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      /** Set once the request is sent (req_ids are never reused, not even on a new connection). */
+      let reqId: number | undefined;
+      const settle = (outcome: () => void): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        outcome();
+      };
+      const what = `${op}${path === undefined ? "" : ` ${path}`}`;
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          if (reqId === undefined) {
+            // Still connecting: nothing was sent, so nothing to reset.
+            settle(() =>
+              reject(
+                new XenstoreError(
+                  "ETIMEDOUT",
+                  op,
+                  path,
+                  `xenstored did not accept a connection within ${timeoutMs / 1000} s (for ${what})`,
+                ),
+              ),
+            );
+            return;
+          }
+          // Forgotten first, so that a reply arriving late finds nothing to resolve.
+          this.pending.delete(reqId);
+          const err = new XenstoreError(
+            "ETIMEDOUT",
+            op,
+            path,
+            `xenstored did not answer ${what} within ${timeoutMs / 1000} s; connection reset`,
+          );
+          settle(() => reject(err));
+          this.dropConnection(err);
+        }, timeoutMs);
+      }
+      this.ensureConnected().then(
+        (transport) => {
+          if (settled) return;
+          if (transport !== this.transport) {
+            // Reset between the connect and now: sent there, it would wait for ever.
+            settle(() =>
+              reject(new XenstoreError("ECONNRESET", op, path, `xenstore connection reset (during ${what})`)),
+            );
+            return;
+          }
+          const id = this.nextReqId;
+          this.nextReqId = this.nextReqId >= 0xffffffff ? 1 : this.nextReqId + 1;
+          reqId = id;
+          this.pending.set(id, {
+            op,
+            path,
+            resolve: (msg) => settle(() => resolve(msg)),
+            reject: (err) => settle(() => reject(err)),
+          });
+          transport.write(encodeMessage({ type, reqId: id, txId: tx, payload }));
+        },
+        (err: unknown) => settle(() => reject(err)),
+      );
     });
     if (reply.type === XsType.ERROR) throw new XenstoreError(errorName(reply.payload), op, path);
     if (reply.type !== type) {
@@ -376,8 +457,9 @@ export class XenstoreClient extends XenstoreOps {
   /** Closes the connection; pending requests reject. */
   async close(): Promise<void> {
     this.closed = true;
-    this.transport?.close();
+    const transport = this.transport;
     this.transport = undefined;
+    transport?.close();
     this.failAll(new XenstoreError("ECONNRESET", "request", undefined, "xenstore connection closed"));
   }
 
@@ -389,9 +471,19 @@ export class XenstoreClient extends XenstoreOps {
       );
     this.connecting ??= (async () => {
       const reader = new MessageReader();
+      /**
+       * This connection's transport. Once it is reset (dropConnection) it is no
+       * longer `this.transport`, and what it still reports is ignored: a late
+       * reply, and its own `closed`, which would otherwise reset the next
+       * connection. (Nothing can arrive before it is set: openTransport resolves
+       * in microtasks after the connect, before any I/O callback.)
+       */
+      let current: Transport | undefined;
+      const live = (): boolean => current !== undefined && this.transport === current;
       try {
         const { transport, path } = await openTransport(this.options.paths ?? xenstorePaths(), {
           data: (chunk) => {
+            if (!live()) return;
             let messages: XsMessage[];
             try {
               messages = reader.push(chunk);
@@ -403,7 +495,8 @@ export class XenstoreClient extends XenstoreOps {
             }
             for (const msg of messages) this.dispatch(msg);
           },
-          closed: (error) =>
+          closed: (error) => {
+            if (!live()) return;
             this.dropConnection(
               new XenstoreError(
                 "ECONNRESET",
@@ -411,8 +504,10 @@ export class XenstoreClient extends XenstoreOps {
                 undefined,
                 `xenstore connection lost${error === undefined ? "" : `: ${error.message}`}`,
               ),
-            ),
+            );
+          },
         });
+        current = transport;
         this.transport = transport;
         this.connectedPath = path;
         return transport;
@@ -439,8 +534,10 @@ export class XenstoreClient extends XenstoreOps {
   }
 
   private dropConnection(err: XenstoreError): void {
-    this.transport?.close();
+    const transport = this.transport;
+    // Forgotten before it is closed: its `closed` (at once for the xenbus device) is then ignored.
     this.transport = undefined;
+    transport?.close();
     this.failAll(err);
   }
 

@@ -8,6 +8,15 @@ import { XenstoreError, type XenstoreClient } from "./client.js";
 /** Errors that blame xenstored (gone, refused, reset, hung), not the domain. */
 const DAEMON_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "ETIMEDOUT", "EPIPE"]);
 
+/**
+ * Whether `err` blames xenstored (connection lost, refused, reset, or a
+ * request left unanswered: ETIMEDOUT), not the domain: the backends make such
+ * a failure a `BackendError` marked `unavailable`.
+ */
+export function blamesXenstored(err: unknown): boolean {
+  return err instanceof XenstoreError && DAEMON_CODES.has(err.code);
+}
+
 export function domainKeyPath(domid: number, key: string): string {
   return key.startsWith("/") ? key : `/local/domain/${domid}/${key.replace(/^\/+/, "")}`;
 }
@@ -31,7 +40,7 @@ export async function waitForDomainKey(
   try {
     await xs.waitForKey(path, signal);
   } catch (err) {
-    const unavailable = err instanceof XenstoreError && DAEMON_CODES.has(err.code);
+    const unavailable = blamesXenstored(err);
     if (signal.aborted && !unavailable) throw err;
     throw fail(`cannot wait for xenstore key ${path}`, describeError(err), err, unavailable);
   }

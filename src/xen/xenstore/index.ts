@@ -3,6 +3,7 @@ export {
   XenstoreError,
   XenstoreTransaction,
   type XenstoreClientOptions,
+  type XenstoreRequestOptions,
   type XenstoreWatch,
 } from "./client.js";
 export { xenstorePaths } from "./transport.js";
@@ -16,4 +17,4 @@ export {
   splitNul,
   type XsMessage,
 } from "./wire.js";
-export { domainKeyPath, waitForDomainKey } from "./domain-key.js";
+export { blamesXenstored, domainKeyPath, waitForDomainKey } from "./domain-key.js";

@@ -11,16 +11,27 @@
  * - hung (SIGSTOP) mid-wait: SERVFAIL by the timeout naming the backend's
  *   xenstore and the VM, as a daemon fault (xenstored left the wait's
  *   liveness read unanswered): no back-off, not counted toward
- *   --max-failures; after SIGCONT the next query is answered.
+ *   --max-failures; after SIGCONT the next query is answered;
+ * - hung (SIGSTOP) during a rumprun start, between `xl create -p` and the
+ *   write of the rumprun JSON (the `xl` on PATH is a wrapper that stops
+ *   xenstored when asked `xl domid`): the write gives up after the backend's
+ *   call timeout as xenstored's fault, the half-made domain is destroyed and
+ *   never unpaused, not even once xenstored is continued; the next start works.
+ *   Through the backend itself (the error it rejects with) and through the CLI.
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmod, mkdir, symlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { LibxlBackend } from "../../../src/backends/libxl/index.js";
+import { systemClock } from "../../../src/clock/index.js";
+import { BackendError } from "../../../src/errors/index.js";
+import { createLogger } from "../../../src/log/index.js";
 import { XenstoreClient } from "../../../src/xen/xenstore/index.js";
-import { XL_DOUBLE } from "../../doubles/xen-fixture.js";
+import { XL_DOUBLE, libxlSpec } from "../../doubles/xen-fixture.js";
 import { readXlState } from "../../doubles/xl.js";
 import { freePort, startCli, tempDir, timedDig, type CliProcess } from "../../support/index.js";
 
@@ -37,7 +48,7 @@ async function until(what: string, test: () => boolean, ms = 10_000): Promise<vo
 }
 
 describe(
-  "xenstored killed or hung while jitsu -x libxl waits for wait_for_key (real signals)",
+  "xenstored killed or hung while jitsu -x libxl waits for wait_for_key or writes the rumprun configuration (real signals)",
   { timeout: 120_000 },
   () => {
     let dir: Awaited<ReturnType<typeof tempDir>>;
@@ -47,6 +58,12 @@ describe(
     let socket = "";
     let xlState = "";
     let port = 0;
+    let bin = "";
+    let kernel = "";
+    /** While this file exists (holding xenstored's pid), the next `xl domid` SIGSTOPs xenstored first. */
+    let stopOnDomid = "";
+    let rumprunJson = "";
+    const json = Buffer.from('{"cmdline":"nginx.bin -c /data/conf/nginx.conf","net":{"if":"xenif0"}}\n');
 
     async function startXenstored(): Promise<void> {
       xsdOut = "";
@@ -77,18 +94,39 @@ describe(
       }
     }
 
-    const domain = (name: string): { domid: number; state: string }[] =>
+    const domain = (name: string): { domid: number; state: string; rumprunAtUnpause?: string | null }[] =>
       readXlState(xlState).domains.filter((d) => d.name === name);
+
+    /** The xl double's calls that name domain `name` or its config file (`xl list` and the like left out). */
+    const callsFor = (name: string): string[] =>
+      readXlState(xlState)
+        .calls.filter((c) => c.some((a) => a === name || a.endsWith(`/${name}.cfg`)))
+        .map((c) => c.join(" "));
 
     before(async () => {
       dir = await tempDir("jitsu-xsfault-");
       socket = join(dir.path, "xenstored.sock");
       xlState = join(dir.path, "xl-state");
-      const bin = join(dir.path, "bin");
+      bin = join(dir.path, "bin");
       await mkdir(bin);
       await chmod(XL_DOUBLE, 0o755);
-      await symlink(XL_DOUBLE, join(bin, "xl"));
-      const kernel = join(dir.path, "unikernel.xen");
+      stopOnDomid = join(dir.path, "stop-xenstored-on-domid");
+      // The backend asks `xl domid` between `xl create -p` and the rumprun write: the moment to hang xenstored.
+      await writeFile(
+        join(bin, "xl"),
+        [
+          "#!/bin/sh",
+          `if [ "$1" = domid ] && [ -f '${stopOnDomid}' ]; then`,
+          `  kill -STOP "$(cat '${stopOnDomid}')"; rm -f '${stopOnDomid}'`,
+          "fi",
+          `exec '${XL_DOUBLE}' "$@"`,
+          "",
+        ].join("\n"),
+        { mode: 0o755 },
+      );
+      rumprunJson = join(dir.path, "json.cfg");
+      await writeFile(rumprunJson, json);
+      kernel = join(dir.path, "unikernel.xen");
       await writeFile(kernel, Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46]), Buffer.alloc(60)]));
       await startXenstored();
       port = await freePort();
@@ -101,6 +139,7 @@ describe(
           vm("up", "10.0.0.1", false),
           vm("www", "10.0.0.2", true),
           vm("www2", "10.0.0.3", true),
+          `${vm("rr", "10.0.0.4", false)},rumprun_config=${rumprunJson}`,
         ],
         { XL_DOUBLE_STATE: xlState, XENSTORED_PATH: socket, PATH: `${bin}:${process.env.PATH ?? ""}` },
       );
@@ -194,6 +233,132 @@ describe(
         domain("www2").map((d) => d.domid),
         [domid],
       );
+    });
+
+    it("hung during a rumprun start (the backend): the write fails after the call timeout as xenstored's fault; the half-made domain is destroyed, never unpaused; after SIGCONT the next start works", async () => {
+      const boundMs = 1000;
+      process.env.XL_DOUBLE_STATE = xlState;
+      process.env.XENSTORED_PATH = socket;
+      const lines: string[] = [];
+      const log = createLogger({
+        level: "info",
+        format: "text",
+        destination: new Writable({
+          write(chunk: Buffer, _enc, done) {
+            lines.push(chunk.toString());
+            done();
+          },
+        }),
+      });
+      const backend = new LibxlBackend(
+        {
+          connect: "",
+          stateDir: join(dir.path, "state-backend"),
+          settings: { xl: join(bin, "xl") },
+          log,
+          clock: systemClock,
+          callTimeoutMs: boundMs,
+        },
+        { xenstore: new XenstoreClient({ paths: [socket] }) },
+      );
+      try {
+        await backend.connect();
+        const ref = await backend.resolve(
+          libxlSpec(
+            `dns=rb.jitsu.test,ip=10.0.0.5,kernel=${kernel},memory=64000,name=rb,rumprun_config=${rumprunJson}`,
+          ),
+        );
+        await writeFile(stopOnDomid, String(xsd!.pid));
+        const t0 = Date.now();
+        const started = backend.start(ref).then(
+          () => "started",
+          (err: unknown) => err,
+        );
+        try {
+          // The write gave up (xenstored still stopped, so xl destroy now waits for it).
+          await until("the half-made domain's destroy", () =>
+            lines.some((l) => l.includes("Destroying the half-made domain 'rb'")),
+          );
+          const waited = Date.now() - t0;
+          assert.ok(waited >= boundMs && waited < boundMs + 10_000, `gave up after ${waited} ms`);
+          assert.deepEqual(
+            domain("rb").map((d) => d.state),
+            ["paused"],
+            "created paused, not unpaused",
+          );
+        } finally {
+          xsd!.kill("SIGCONT");
+        }
+        const err = await started;
+        assert.ok(err instanceof BackendError, `expected a BackendError, got ${String(err)}`);
+        assert.equal(err.unavailable, true, "xenstored's fault, not the VM's");
+        assert.match(
+          err.message,
+          /^libxl VM 'rb': cannot write the rumprun configuration to xenstore \/local\/domain\/(\d+)\/rumprun\/cfg \(xenstored did not answer write \/local\/domain\/\1\/rumprun\/cfg within 1 s; connection reset\)$/,
+        );
+        assert.deepEqual(domain("rb"), [], "the half-made domain is destroyed");
+        const cfg = backend.configPath("rb");
+        assert.deepEqual(callsFor("rb"), [`create -p ${cfg}`, "domid rb", "destroy rb"], "never unpaused");
+
+        // xenstored is back: the client reconnects, and the next start writes the JSON and unpauses.
+        await backend.start(ref);
+        const [d] = domain("rb");
+        assert.ok(d !== undefined);
+        assert.equal(d.state, "running");
+        assert.equal(d.rumprunAtUnpause, json.toString("base64"), "the JSON was there at unpause");
+        assert.deepEqual(callsFor("rb").slice(3), [`create -p ${cfg}`, "domid rb", "unpause rb"]);
+      } finally {
+        xsd!.kill("SIGCONT");
+        await backend.close();
+      }
+    });
+
+    it("hung during a rumprun start (the CLI): SERVFAIL by the timeout; the half-made domain is destroyed, never unpaused, not even after SIGCONT; the next query starts it afresh", async () => {
+      await writeFile(stopOnDomid, String(xsd!.pid));
+      const pending = timedDig(port, "rr.jitsu.test");
+      let first: number;
+      try {
+        const failed = await pending;
+        assert.equal(failed.status, "SERVFAIL");
+        assert.ok(failed.ms <= (TIMEOUT_S + 1) * 1000, `SERVFAIL after ${failed.ms} ms`);
+        // The summoner gave up at the start timeout; the backend's write gives up at its call timeout.
+        const gaveUp =
+          /Destroying the half-made domain 'rr': .*xenstored did not answer write \/local\/domain\/(\d+)\/rumprun\/cfg within 5 s; connection reset/;
+        await cli!.waitFor(gaveUp, 10_000);
+        first = Number(gaveUp.exec(cli!.output())![1]);
+        assert.deepEqual(
+          domain("rr").map((d) => [d.domid, d.state]),
+          [[first, "paused"]],
+          "created paused, not unpaused",
+        );
+      } finally {
+        xsd!.kill("SIGCONT");
+      }
+      await until("the half-made domain's destroy", () => domain("rr").length === 0);
+      const t0 = Date.now();
+      for (;;) {
+        const a = await timedDig(port, "rr.jitsu.test");
+        if (a.status === "NOERROR") {
+          assert.equal(a.data, "10.0.0.4");
+          break;
+        }
+        if (Date.now() - t0 > 10_000) throw new Error(`rr still answers ${a.status}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      const [d] = domain("rr");
+      assert.ok(d !== undefined);
+      assert.notEqual(d.domid, first, "a new domain");
+      assert.equal(d.state, "running");
+      assert.equal(d.rumprunAtUnpause, json.toString("base64"));
+      const cfg = join(dir.path, "state", "libxl", "rr.cfg");
+      assert.deepEqual(callsFor("rr"), [
+        `create -p ${cfg}`,
+        "domid rr",
+        "destroy rr",
+        `create -p ${cfg}`,
+        "domid rr",
+        "unpause rr",
+      ]);
     });
   },
 );
