@@ -19,7 +19,6 @@ import {
   freePort,
   localArgs,
   queryMany,
-  stablePort,
   startCli,
   tempDir,
   waitFor,
@@ -158,9 +157,9 @@ describe("jitsu killed (e2e)", () => {
     const dir = await tempDir("jitsu-killed-");
     dirs.push(dir);
     // Below the ephemeral range: the client's sockets cannot take them while jitsu is down.
-    const dns = await stablePort();
-    const http = await stablePort();
-    const ports = [await stablePort(), await stablePort()];
+    const dns = await freePort();
+    const http = await freePort();
+    const ports = [await freePort(), await freePort()];
     const db = join(dir.path, "state.db");
     const names = ["web0", "web1", "stubborn", "idle"];
     const configs = [

@@ -22,35 +22,21 @@ export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.ur
  */
 export const DEMO_SERVICE = fileURLToPath(new URL("../../scripts/demo-service.js", import.meta.url));
 
-/** A port free for both UDP and TCP on 127.0.0.1 (DNS listens on both). */
-export async function freePort(host = "127.0.0.1"): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = createServer();
-      srv.once("error", reject);
-      srv.listen(0, host, () => {
-        const addr = srv.address();
-        srv.close(() => resolve(typeof addr === "object" && addr !== null ? addr.port : 0));
-      });
-    });
-    const udpFree = await new Promise<boolean>((resolve) => {
-      const sock = createSocket("udp4");
-      sock.once("error", () => resolve(false));
-      sock.bind(port, host, () => sock.close(() => resolve(true)));
-    });
-    if (udpFree) return port;
-  }
-  throw new Error("no free port found on loopback");
-}
+/** Ports this process has handed out: a test asks for several before it binds any. */
+const handedOut = new Set<number>();
 
 /**
- * A free port below the ephemeral range (32768-60999 here), for a server that
- * a test restarts: while it is down, the test's own client sockets (whose
- * source ports the kernel picks from the ephemeral range) cannot take it.
+ * A port free for both UDP and TCP on loopback (DNS listens on both), below
+ * the ephemeral range (32768-60999 here) and never the same twice in one
+ * process. Not from the kernel's port 0: a port handed out that way is the
+ * next one the kernel gives a daemon binding port 0 (a double, a peer) or a
+ * client socket, before the test has bound it; and a server that a test
+ * restarts keeps its port while it is down.
  */
-export async function stablePort(host = "127.0.0.1"): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  for (let attempt = 0; attempt < 100; attempt++) {
     const port = 10_000 + Math.floor(Math.random() * 22_000);
+    if (handedOut.has(port)) continue;
     const free = await new Promise<boolean>((resolve) => {
       const srv = createServer();
       srv.once("error", () => resolve(false));
@@ -58,13 +44,15 @@ export async function stablePort(host = "127.0.0.1"): Promise<number> {
     });
     if (!free) continue;
     const udpFree = await new Promise<boolean>((resolve) => {
-      const sock = createSocket("udp4");
+      const sock = createSocket(host.includes(":") ? "udp6" : "udp4");
       sock.once("error", () => resolve(false));
       sock.bind(port, host, () => sock.close(() => resolve(true)));
     });
-    if (udpFree) return port;
+    if (!udpFree) continue;
+    handedOut.add(port);
+    return port;
   }
-  throw new Error("no free port found below 32000 on loopback");
+  throw new Error(`no free port found below 32000 on ${host}`);
 }
 
 /**
