@@ -6,6 +6,11 @@
  * Alone and with --workers 2 (a pool per worker). Then --forward-random-case
  * (DNS 0x20): the question goes upstream in random case and comes back to dig
  * as asked; an upstream that lower-cases it gets SERVFAIL and one warning.
+ *
+ * The digs run 8 at a time, each from its own loopback address (digSource):
+ * from one address, two of them could get one source port (dig's sockets are
+ * SO_REUSEPORT) and the kernel would hand both answers to one dig, the other
+ * timing out though jitsu answered it.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -14,8 +19,10 @@ import { getMetrics, httpCall } from "../support/http.js";
 import {
   countMatches,
   dig,
+  digSource,
   freePort,
   localArgs,
+  stablePort,
   startCli,
   tempDir,
   type CliProcess,
@@ -25,13 +32,21 @@ interface ForwardStatus {
   dns: { forward: { queries: number; failures: number; coalesced: number; mismatched: number } | null };
 }
 
-/** dig for each name, `window` at a time; resolves with each answer's A records. */
-async function digAll(port: number, names: readonly string[], window = 8): Promise<string[][]> {
+/**
+ * dig for each name, `window` at a time, each dig of a window from its own
+ * source address (and from `sourcePort` if given); resolves with each answer's
+ * A records.
+ */
+async function digAll(
+  port: number,
+  names: readonly string[],
+  { window = 8, sourcePort }: { window?: number; sourcePort?: number } = {},
+): Promise<string[][]> {
   const out: string[][] = [];
   for (let i = 0; i < names.length; i += window) {
     const batch = await Promise.all(
-      names.slice(i, i + window).map(async (name) => {
-        const r = await dig(port, [name, "A"]);
+      names.slice(i, i + window).map(async (name, k) => {
+        const r = await dig(port, [...digSource(k, sourcePort), name, "A"]);
         assert.equal(r.status, "NOERROR", r.raw);
         return r.answers.filter((a) => a.type === "A").map((a) => a.data);
       }),
@@ -87,6 +102,14 @@ for (const workers of [1, 2]) {
       // Each worker has its own pool of 64: the upstream saw at most 64 source ports per worker.
       const ports = new Set(up.received.map((x) => x.srcPort));
       assert.ok(ports.size <= 64 * workers, `${ports.size} source ports`);
+    });
+
+    it("clients on one source port, each from its own address, each get their own answer", async () => {
+      // What dig's SO_REUSEPORT sockets may do by chance, made certain: 8 digs at once bound
+      // to one port. Each must get the answer to its own query at its own address.
+      const names = Array.from({ length: 8 }, (_, i) => `p${i}.spoof.example.net`);
+      const answers = await digAll(dns, names, { sourcePort: await stablePort() });
+      answers.forEach((a, i) => assert.deepEqual(a, ["192.0.2.9"], `${names[i]}: ${a.join(" ")}`));
     });
   });
 }

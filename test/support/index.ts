@@ -138,8 +138,24 @@ function section(raw: string, title: string): DigAnswer["answers"] {
 }
 
 /**
+ * dig's arguments for the `k`-th of several digs that ask one server at once:
+ * a source address of its own on loopback (127.0.1.k+1), and `port` as its
+ * source port if given. dig (BIND 9.18) sets SO_REUSEPORT on its UDP socket,
+ * and the kernel's pick for a bind to port 0 may then be a port another
+ * SO_REUSEPORT socket of the same user holds: two digs running at once get
+ * one source port about once in 28,232 pairs (the ephemeral range). Connected
+ * to the same server, they share one address 4-tuple, and the kernel hands
+ * both answers to one of them: the other times out though the server answered
+ * it. With a source address each, their 4-tuples differ whatever the ports.
+ */
+export function digSource(k: number, port?: number): string[] {
+  return ["-b", `127.0.1.${(k % 254) + 1}${port === undefined ? "" : `#${port}`}`];
+}
+
+/**
  * Queries with real `dig` and parses its output; with `netns`, dig runs inside
- * that network namespace (`ip netns exec`, see netns.ts).
+ * that network namespace (`ip netns exec`, see netns.ts). Several at once
+ * against one server: give each its own source address (`digSource`).
  */
 export async function dig(
   port: number,
