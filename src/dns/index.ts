@@ -1,5 +1,11 @@
 /** The DNS layer: server (UDP + TCP), zone, forwarder, counters. See README.md. */
-export { DnsServer, type DnsServerOptions, type SummonTarget } from "./server.js";
+export {
+  DnsServer,
+  MAX_TCP_CONNECTIONS,
+  TCP_IDLE_TIMEOUT_MS,
+  type DnsServerOptions,
+  type SummonTarget,
+} from "./server.js";
 export { ZoneIndex, reverseName, type ZoneVm } from "./zone-index.js";
 export {
   FORWARD_DEFAULTS,

@@ -98,6 +98,10 @@ export interface DnsServerOptions {
 type Reply = Buffer | null;
 
 const TCP_LIMIT = 65535;
+/** RFC 7766 §6.2.3: the TCP deadline (`tcpIdleTimeoutMs`) unless given. */
+export const TCP_IDLE_TIMEOUT_MS = 10_000;
+/** Open TCP connections at which a new one closes the one idle longest (`maxTcpConnections`) unless given. */
+export const MAX_TCP_CONNECTIONS = 128;
 
 export class DnsServer {
   readonly counters = new DnsCounters();
@@ -137,8 +141,8 @@ export class DnsServer {
     this.interfacePollMs = opts.interfacePollMs;
     this.interfaces = opts.interfaces;
     this.connections = new TcpConnections({
-      idleTimeoutMs: opts.tcpIdleTimeoutMs ?? 10_000,
-      maxConnections: opts.maxTcpConnections ?? 128,
+      idleTimeoutMs: opts.tcpIdleTimeoutMs ?? TCP_IDLE_TIMEOUT_MS,
+      maxConnections: opts.maxTcpConnections ?? MAX_TCP_CONNECTIONS,
       slots: opts.clientSlots ?? new LocalClientSlots(opts.tcpPerClient ?? 8),
       counters: this.counters,
       log: opts.log,
