@@ -65,6 +65,8 @@ export class ClusterPrimary {
   private readonly slots: Slot[] = [];
   /** The ready map as last sent to the workers (the Summoner's own address arrays). */
   private sent: Map<string, readonly string[]>;
+  /** VMs withheld from the workers while an eviction is decided (withhold): no push gives them back meanwhile. */
+  private readonly withheld = new Set<string>();
   private zone: ZoneVm[];
   private localnets: readonly string[];
   private pushScheduled = false;
@@ -195,16 +197,26 @@ export class ClusterPrimary {
    * Summoner, which counts it), then report their counts. The channel keeps
    * the order, so those counts include every answer a worker gave from its
    * copy: the Summoner judges the VMs idle on all of them, and none is
-   * answered from a copy between that judgement and its stop. The VMs it
-   * keeps after all are given back once it has decided (after its promise
-   * jobs: setImmediate).
+   * answered from a copy between that judgement and its stop. Until then no
+   * ready push gives them back (another VM's change while the counts are
+   * collected would: the workers would answer them from their copies again,
+   * and those answers would reach the Summoner after its judgement). The VMs
+   * it keeps after all are given back once it has decided (after its promise
+   * jobs: setImmediate). Admission collects for one eviction at a time.
    */
   async withhold(labels: readonly string[]): Promise<void> {
+    for (const label of labels) this.withheld.add(label);
     const hidden = labels.filter((label) => this.sent.has(label));
     for (const label of hidden) this.sent.delete(label);
     if (hidden.length > 0) this.broadcast({ t: "ready", set: [], unset: hidden });
-    await this.collect();
-    setImmediate(() => this.scheduleReadyPush());
+    try {
+      await this.collect();
+    } finally {
+      setImmediate(() => {
+        for (const label of labels) this.withheld.delete(label);
+        this.scheduleReadyPush();
+      });
+    }
   }
 
   /**
@@ -458,6 +470,7 @@ export class ClusterPrimary {
 
   private pushReady(): void {
     const now = this.opts.summoner.readyAddresses();
+    for (const label of this.withheld) now.delete(label);
     const set: ReadyEntry[] = [];
     const unset: string[] = [];
     for (const [label, addresses] of now)

@@ -3,10 +3,13 @@
  * tests' in-memory backend at the backend boundary): a summon through the
  * worker, the hot path from the pushed ready map, counts collected on demand,
  * a stop pushed to the worker, and the restart policy (shortened) giving up
- * on a worker that keeps dying. Real dig.
+ * on a worker that keeps dying; and VMs withheld for an eviction
+ * (`withhold`) stay withheld through another VM's ready push until the
+ * decision. Real dig.
  */
 import assert from "node:assert/strict";
 import { PassThrough } from "node:stream";
+import cluster from "node:cluster";
 import { it } from "node:test";
 import { ManualClock } from "../../src/clock/index.js";
 import { ClusterPrimary } from "../../src/cluster/index.js";
@@ -88,4 +91,76 @@ it("summons through a worker, answers from its ready map, and gives up on a work
   );
   assert.deepEqual(primary.pids(), []);
   assert.equal((await dig(primary.port, ["+time=1", "www.example.org", "A"])).status, "TIMEOUT");
+});
+
+it("withholds VMs from the workers until an eviction is decided, whatever changes meanwhile", async (t) => {
+  const clock = new ManualClock();
+  const backend = new TestBackend();
+  const specs = [
+    spec("dns=www.example.org,ip=127.0.0.1,name=www"),
+    spec("dns=db.example.org,ip=127.0.0.2,name=db"),
+  ];
+  const summoner = await Summoner.create(summonerOptions({ backend, specs, clock }));
+  const primary = await ClusterPrimary.start({
+    workers: 1,
+    summoner,
+    log: createLogger({ level: "error", format: "text", destination: new PassThrough() }),
+    bind: "127.0.0.1",
+    port: 0,
+    ttl: 60,
+    logLevel: "error",
+    logFormat: "text",
+    upstreams: [],
+    forwarding: FORWARD_DEFAULTS,
+    tcpPerClient: 8,
+    zone: specs,
+    allowRecursion: ["any"],
+    allowSummon: ["any"],
+    localnets: [],
+    closeTimeoutMs: 5000,
+  });
+  t.after(async () => {
+    await primary.close();
+    await summoner.close();
+  });
+  assert.equal((await dig(primary.port, ["www.example.org", "A"])).answers[0]?.data, "127.0.0.1");
+
+  // What the primary tells the worker from here on.
+  const [pid] = primary.pids();
+  const worker = Object.values(cluster.workers ?? {}).find((w) => w?.process.pid === pid);
+  assert.ok(pid !== undefined && worker !== undefined);
+  const told: { t: string; set?: [string, unknown][]; unset?: string[] }[] = [];
+  const send = worker.send.bind(worker) as (...args: unknown[]) => boolean;
+  (worker as { send: (...args: unknown[]) => boolean }).send = (msg, ...rest) => {
+    told.push(msg as (typeof told)[number]);
+    return send(msg, ...rest);
+  };
+  const setsWww = (): boolean =>
+    told.some((m) => m.t === "ready" && (m.set ?? []).some(([label]) => label === "www"));
+
+  // The worker is stopped (SIGSTOP) so the collection is still waiting for its counts when db starts.
+  process.kill(pid, "SIGSTOP");
+  let atDecision: typeof told | undefined;
+  // What the worker had been told when withhold resolves (the summoner decides in these promise jobs).
+  const withheld = primary.withhold(["www"]).then(() => void (atDecision = [...told]));
+  try {
+    // db starts and is ready meanwhile: a ready push, which must leave www out.
+    await summoner.startVm("db");
+  } finally {
+    process.kill(pid, "SIGCONT");
+  }
+  await withheld;
+  assert.deepEqual(
+    atDecision!
+      .filter((m) => m.t === "ready")
+      .map((m) => ({ set: (m.set ?? []).map(([l]) => l), unset: m.unset })),
+    [
+      { set: [], unset: ["www"] },
+      { set: ["db"], unset: [] },
+    ],
+  );
+  // Not stopped: given back once the decision is made.
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(setsWww(), true);
 });
