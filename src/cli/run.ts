@@ -25,6 +25,7 @@ import {
 } from "../config/index.js";
 import {
   ClientAccess,
+  DnsCounters,
   DnsServer,
   Forwarder,
   ZoneIndex,
@@ -37,7 +38,7 @@ import { ListenError, UsageError, describeError } from "../errors/index.js";
 import { EventBus } from "../events/index.js";
 import { HTTP_FD_NAME, type ListenFd } from "../systemd/index.js";
 import { createLogger, perVmLevel, redactUri, type Logger } from "../log/index.js";
-import type { DnsCountersView, StatsHistory, StatusServer } from "../http/index.js";
+import type { DnsCountersView, JitsuMetrics, StatsHistory, StatusServer } from "../http/index.js";
 import type { ClusterPrimary } from "../cluster/index.js";
 import { EtcdStore, MemoryStore, SqliteStore, type SharedState, type Store } from "../store/index.js";
 import { Summoner, formatStateSummary, formatStatsTable } from "../summoner/index.js";
@@ -243,6 +244,44 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   let forwarder: Forwarder | null = null;
   let server: DnsServer | null = null;
   let cluster: ClusterPrimary | null = null;
+  /** DNS counters: the server's, or the sum over the workers. */
+  const counters = new DnsCounters();
+  // hold= ports: listened on once DNS is up (apply, below), also while their VMs are off (a connection summons).
+  const activator = new Activator({
+    host: summoner,
+    log,
+    clock,
+    startTimeoutSeconds: settings.startTimeout,
+    allowSummon,
+    events,
+    // JITSU_HOLD_RELAY=js: relay in JavaScript even where the splice relay is built (to compare; tests).
+    relay: process.env.JITSU_HOLD_RELAY === "js" ? "js" : "splice",
+  });
+  // --http: the metrics and the status page's history follow the summoner from before the first
+  // query, so that a summon a query begins during start-up is counted (a first query waiting in a
+  // socket systemd passed, a client that asks as soon as the "Starting server" line is out).
+  let observers: {
+    StatusServer: typeof StatusServer;
+    metrics: JitsuMetrics;
+    history: StatsHistory;
+  } | null = null;
+  if (settings.http !== undefined || passedHttp !== undefined) {
+    // Loaded only when asked for: prom-client and its default metrics cost ~15 MB of RSS.
+    const http = await import("../http/index.js");
+    observers = {
+      StatusServer: http.StatusServer,
+      // The page's charts: queries per second and cold starts over the last hour, in memory.
+      history: new http.StatsHistory({ bus: events, counters, summoner, clock }),
+      metrics: new http.JitsuMetrics({
+        summoner,
+        counters,
+        clock,
+        answersByWorker: settings.workers > 1 ? () => cluster?.answersByWorker() ?? new Map() : undefined,
+        hold: activator,
+        hosts: router === null ? undefined : () => router.hostStatus(),
+      }),
+    };
+  }
   try {
     if (settings.workers === 1) {
       forwarder = upstreams.length === 0 ? null : new Forwarder({ upstreams, ...settings.forwarding, log });
@@ -255,6 +294,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         tcpPerClient: settings.tcpPerClient,
         allowRecursion,
         allowSummon,
+        counters,
       });
       if (passedDns.length > 0) await server.adopt(passedDns);
       else await server.listen(settings.bind, settings.listen);
@@ -279,6 +319,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
         localnets,
         // A worker answers its queries in flight, summons included, before it exits.
         closeTimeoutMs: (settings.startTimeout + 5) * 1000,
+        counters,
       });
       log.info(`Starting server on ${settings.bind}:${cluster.port}...`);
       log.info(`Serving DNS with ${settings.workers} workers`);
@@ -287,6 +328,7 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     if (!isLoopback(settings.bind)) log.info(accessLine(allowRecursion, allowSummon));
     else if (log.isLevelEnabled("debug")) log.debug(accessLine(allowRecursion, allowSummon));
   } catch (err) {
+    observers?.history.close();
     await summoner.close();
     await store.close().catch(() => undefined);
     forwarder?.close();
@@ -297,20 +339,10 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
       cause: err,
     });
   }
-  // hold= ports: listened on from now on, also while their VMs are off (a connection summons).
-  const activator = new Activator({
-    host: summoner,
-    log,
-    clock,
-    startTimeoutSeconds: settings.startTimeout,
-    allowSummon,
-    events,
-    // JITSU_HOLD_RELAY=js: relay in JavaScript even where the splice relay is built (to compare; tests).
-    relay: process.env.JITSU_HOLD_RELAY === "js" ? "js" : "splice",
-  });
   try {
     await activator.apply(plan);
   } catch (err) {
+    observers?.history.close();
     await server?.close();
     await cluster?.close();
     await summoner.close();
@@ -320,7 +352,6 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
     throw err;
   }
   const primary = cluster;
-  const counters: DnsCountersView = server !== null ? server.counters : primary!.counters;
   const dnsPort = server !== null ? server.port : primary!.port;
   /** Stops DNS: the server, or the workers (each answers what it has in flight first). */
   const closeDns = async (): Promise<void> => {
@@ -371,20 +402,10 @@ export async function startJitsu(settings: Settings, deps: StartDeps = {}): Prom
   // --http: status, metrics and (with --http-token) admin endpoints.
   let http: StatusServer | null = null;
   let history: StatsHistory | null = null;
-  if (settings.http !== undefined || passedHttp !== undefined) {
-    // Loaded only when asked for: prom-client and its default metrics cost ~15 MB of RSS.
-    const { JitsuMetrics, StatsHistory, StatusServer } = await import("../http/index.js");
-    // The page's charts: queries per second and cold starts over the last hour, in memory.
-    history = new StatsHistory({ bus: events, counters, summoner, clock });
-    const metrics = new JitsuMetrics({
-      summoner,
-      counters,
-      clock,
-      answersByWorker: primary === null ? undefined : () => primary.answersByWorker(),
-      hold: activator,
-      hosts: router === null ? undefined : () => router.hostStatus(),
-    });
-    http = new StatusServer({
+  if (observers !== null) {
+    const metrics = observers.metrics;
+    history = observers.history;
+    http = new observers.StatusServer({
       summoner,
       metrics,
       log,

@@ -35,6 +35,8 @@ export interface ClusterOptions extends WorkerSettings {
   readonly closeTimeoutMs: number;
   /** Replacing dead workers (tests shorten it): at most one start per minIntervalMs, none after `limit` within windowMs. */
   readonly restart?: { readonly minIntervalMs: number; readonly limit: number; readonly windowMs: number };
+  /** Where the workers' counts are summed (default: counters of its own); the CLI makes them first, for observers that start before DNS. */
+  readonly counters?: DnsCounters;
 }
 
 interface Slot {
@@ -59,7 +61,7 @@ interface Slot {
 
 export class ClusterPrimary {
   /** The sum of every worker's DNS counters (dead workers' last report included). */
-  readonly counters = new DnsCounters();
+  readonly counters: DnsCounters;
   private readonly opts: ClusterOptions;
   private readonly log: Logger;
   private readonly slots: Slot[] = [];
@@ -80,6 +82,7 @@ export class ClusterPrimary {
 
   private constructor(opts: ClusterOptions) {
     this.opts = opts;
+    this.counters = opts.counters ?? new DnsCounters();
     this.log = opts.log;
     this.boundPort = opts.port;
     this.zone = plainZone(opts.zone);

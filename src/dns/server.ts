@@ -93,6 +93,8 @@ export interface DnsServerOptions {
   interfacePollMs?: number;
   /** The host's interfaces (default os.networkInterfaces; tests substitute). */
   interfaces?: Interfaces;
+  /** Where to count (default: counters of its own); the CLI makes them first, for observers that start before DNS. */
+  counters?: DnsCounters;
 }
 
 type Reply = Buffer | null;
@@ -104,7 +106,7 @@ export const TCP_IDLE_TIMEOUT_MS = 10_000;
 export const MAX_TCP_CONNECTIONS = 128;
 
 export class DnsServer {
-  readonly counters = new DnsCounters();
+  readonly counters: DnsCounters;
   private zone: ZoneIndex;
   private readonly summoner: SummonTarget;
   private readonly forwarder: Forwarder | null;
@@ -128,6 +130,7 @@ export class DnsServer {
   private boundPort = 0;
 
   constructor(opts: DnsServerOptions) {
+    this.counters = opts.counters ?? new DnsCounters();
     this.zone = opts.zone;
     this.summoner = opts.summoner;
     this.forwarder = opts.forwarder;

@@ -26,6 +26,7 @@ import {
   waitFor,
   type CliProcess,
 } from "../support/index.js";
+import { getMetrics } from "../support/http.js";
 
 const READER = `
 import json, socket, struct, sys
@@ -180,8 +181,9 @@ describe("systemd notify, watchdog, reload and socket activation (e2e)", () => {
   });
 
   for (const transport of ["udp", "tcp"] as const) {
-    it(`socket activation: serves DNS on the ${transport.toUpperCase()} socket systemd-socket-activate passes`, async () => {
+    it(`socket activation: serves DNS on the ${transport.toUpperCase()} socket systemd-socket-activate passes, and counts the summon of its first query`, async () => {
       const port = await freePort();
+      const http = await freePort();
       const args = [
         ...(transport === "udp" ? ["--datagram"] : []),
         "-l",
@@ -191,6 +193,7 @@ describe("systemd notify, watchdog, reload and socket activation (e2e)", () => {
         CLI,
         // -l 53 would need root: the passed socket is used instead.
         ...localArgs(53, dir.path),
+        ...["--http", `127.0.0.1:${http}`],
         "dns=www.jitsu.test,ip=127.0.0.7,name=www,exec=sleep 1000",
       ];
       const child = spawn("systemd-socket-activate", args, { stdio: ["ignore", "pipe", "pipe"] });
@@ -222,6 +225,11 @@ describe("systemd notify, watchdog, reload and socket activation (e2e)", () => {
           `Starting server on the sockets systemd passed \\(${transport.toUpperCase()} 127\\.0\\.0\\.1:${port}\\)`,
         ),
       );
+      // The query that woke jitsu is read as soon as DNS serves: its summon is in the metrics.
+      await waitFor(() => /Serving \/status/.test(out), 10_000, "jitsu to serve --http");
+      const metrics = await getMetrics(http);
+      assert.equal(metrics.get('jitsu_vm_summons_total{vm="www",result="ready"}'), 1, out);
+      assert.equal(metrics.get('jitsu_vm_ready_duration_seconds_count{vm="www"}'), 1);
       assert.equal(await handle.stop("SIGTERM"), 0);
       killVmGroups(out);
     });
