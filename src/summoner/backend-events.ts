@@ -1,9 +1,10 @@
 /**
  * Changes the backend noticed by itself (a libvirt lifecycle event, QMP
  * SHUTDOWN, a process exit): applied to the VM's phase at once, so a VM
- * stopped, paused or started behind our back is seen before the next reaper
- * pass, and a VM that exits while it starts fails that start at once instead
- * of at its timeout.
+ * stopped or paused behind our back is seen before the next reaper pass, and
+ * a VM that exits while it starts fails that start at once instead of at its
+ * timeout. A VM started behind our back is adopted as a request would adopt
+ * it (the centre's flight: its readiness checks pass before it is answered).
  */
 import type { BackendEvent } from "../backends/contract.js";
 import type { Clock } from "../clock/index.js";
@@ -17,6 +18,13 @@ export interface EventHost {
   readonly clock: Clock;
   readonly log: Logger;
   setPhase(vm: Vm, phase: Phase): void;
+  /**
+   * Begins the adoption of `vm`, found running by the backend: the same
+   * flight as a request's adoption (a state re-read, then wait_for_key, the
+   * ready= probes and an address), joined by the requests that arrive
+   * meanwhile; not counted as a start or a request.
+   */
+  adopt(vm: Vm): void;
 }
 
 export function applyBackendEvent(host: EventHost, vm: Vm, event: BackendEvent): void {
@@ -49,9 +57,9 @@ export function applyBackendEvent(host: EventHost, vm: Vm, event: BackendEvent):
       return;
     case "running":
       if (phase.kind === "ready" || vm.flight !== null) return;
-      if (vm.addresses.length === 0) return; // the next request adopts it and finds its address
+      // Not ready at once: its service may not be up yet (ready= probes, wait_for_key).
       host.log.info(`VM '${label}' was started behind our back; adopting it`);
-      host.setPhase(vm, { kind: "ready", since: host.clock.now() });
+      host.adopt(vm);
       return;
     case "paused":
     case "suspended":

@@ -56,6 +56,7 @@ export async function resolveVm(
     // Frozen specs (buildVmSpec) share their array; the hot path keys its answers by identity.
     addresses: Object.isFrozen(spec.ips) ? spec.ips : Object.freeze([...spec.ips]),
     flight: null,
+    adoptOnly: false,
     startedAt: known ? record.startedAt : null,
     totalStarts: known ? record.totalStarts : 0,
     totalRequests: known ? record.totalRequests : 0,

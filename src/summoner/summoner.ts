@@ -145,6 +145,7 @@ export class Summoner {
       log: opts.log,
       stopMode: opts.stopMode,
       setPhase: (vm, phase) => this.setPhase(vm, phase),
+      adopt: (vm) => this.adopt(vm),
     };
     this.storeWriter = new StoreWriter(opts.store, opts.log, opts.clock);
     this.shared =
@@ -537,19 +538,45 @@ export class Summoner {
 
   /** The one start in flight of `vm` alone. */
   private summonOne(vm: Vm, admin: boolean): Promise<readonly string[]> {
-    if (vm.flight !== null) return vm.flight;
+    if (vm.flight !== null) {
+      // An adoption begun by a backend event now has someone who wants the VM up.
+      vm.adoptOnly = false;
+      return vm.flight;
+    }
     const phase = vm.phase;
     if (!admin && phase.kind === "failed" && this.clock.now() < phase.retryAt)
       return Promise.reject(phase.error);
-    const flight = this.bringUp(vm).finally(() => {
+    return this.fly(vm, false);
+  }
+
+  /**
+   * A backend event found `vm` running while it was not ready and nothing was
+   * in flight (started behind our back: `virsh start`, or the backend's
+   * re-read after a reconnect). It is adopted through the same flight as a
+   * request's adoption (admission, a state re-read, then wait_for_key, the
+   * ready= probes and an address), which requests arriving meanwhile join, so
+   * its name is not answered before its service is up. Nobody waits for it:
+   * a failure is logged and backed off from by bringUp, as any adoption's.
+   */
+  private adopt(vm: Vm): void {
+    if (this.closed || vm.flight !== null) return;
+    this.fly(vm, true).catch(() => undefined);
+  }
+
+  /** Begins the one flight of `vm`; `byEvent`: an adoption nobody asked for (see `adopt`). */
+  private fly(vm: Vm, byEvent: boolean): Promise<readonly string[]> {
+    vm.adoptOnly = byEvent;
+    const flight = this.bringUp(vm, byEvent).finally(() => {
       if (vm.flight === flight) vm.flight = null;
     });
     vm.flight = flight;
     return flight;
   }
 
-  private async bringUp(vm: Vm): Promise<readonly string[]> {
+  private async bringUp(vm: Vm, byEvent: boolean): Promise<readonly string[]> {
     if (vm.phase.kind === "stopping") await vm.phase.done;
+    /** The phase before this flight: an adoption that finds nothing to adopt goes back to it. */
+    const before = vm.phase;
     const label = vm.spec.label;
     const abort = new AbortController();
     const signal = abort.signal;
@@ -605,6 +632,14 @@ export class Summoner {
     let inBackendCall = true;
     try {
       const state = await abortable(this.backend.state(vm.ref), signal);
+      if (vm.adoptOnly && state !== "running") {
+        // Started behind our back and stopped (or paused) again before anyone asked for it:
+        // nothing to adopt, and nothing to start. Ended here, so that no summon joins it now.
+        vm.flight = null;
+        this.log.info(`VM '${label}' is ${state} by now; not adopting it`);
+        this.setPhase(vm, this.phaseNotAdopted(before, state));
+        return vm.addresses;
+      }
       let adopted = false;
       let how: "start" | "resume" | "unpause" | "adopt" = "start";
       mayRun = true;
@@ -612,7 +647,8 @@ export class Summoner {
         case "running":
           adopted = true;
           how = "adopt";
-          this.log.info(`VM '${label}' is already running; adopting it`);
+          // An adoption begun by an event was logged there ("started behind our back").
+          if (!byEvent) this.log.info(`VM '${label}' is already running; adopting it`);
           break;
         case "paused":
           how = "unpause";
@@ -700,6 +736,17 @@ export class Summoner {
       slot.release();
       if (lock !== null) void this.shared?.release(lock, false);
     }
+  }
+
+  /**
+   * The phase of a VM an event adoption found not running (`state`): that
+   * state's, except that a failed VM keeps its failure and back-off while the
+   * backend says it is off (as an exit event leaves it).
+   */
+  private phaseNotAdopted(before: Phase, state: VmState): Phase {
+    if (before.kind === "failed" && (state === "off" || state === "unknown"))
+      return { ...before, runs: "no" };
+    return phaseFor(state, this.clock.now());
   }
 
   /**

@@ -69,6 +69,13 @@ export interface Vm {
   addresses: readonly string[];
   /** The one start in flight, shared by every request that arrives meanwhile. */
   flight: Promise<readonly string[]> | null;
+  /**
+   * The flight was begun by a backend event (the VM was started behind our
+   * back) and nothing has asked for the VM since: if the VM turns out not to
+   * run, the flight ends without starting it. Cleared by any summon that
+   * joins the flight (it then wants the VM up, as any start does).
+   */
+  adoptOnly: boolean;
   startedAt: number | null;
   totalStarts: number;
   totalRequests: number;

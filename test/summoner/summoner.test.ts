@@ -300,6 +300,159 @@ describe("Summoner", () => {
     await summoner.close();
   });
 
+  it("adopts a VM an event says was started behind our back only once its readiness passes, as a request would", async () => {
+    const backend = new TestBackend();
+    const key = deferred();
+    const waits: string[] = [];
+    Object.assign(backend, {
+      waitForKey: async (vm: VmRef, k: string) => {
+        waits.push(`${vm.label}:${k}`);
+        await key.promise;
+      },
+    });
+    // response_delay is skipped for an adoption (the VM was not started by us).
+    const { clock, summoner } = await setup(
+      [spec(`${WWW},wait_for_key=data/ready,response_delay=5`)],
+      {},
+      backend,
+    );
+    const started: string[] = [];
+    summoner.onStarted((label) => started.push(label));
+    backend.states.set("www", "running");
+    backend.emit({ vm: { label: "www", ref: "ref-www" }, state: "running", reason: "started (booted)" });
+    await clock.advance(1000);
+    assert.equal(state(summoner), "starting", "not ready before its key appears");
+    assert.deepEqual(waits, ["www:data/ready"], "the state is re-read, then its readiness checked");
+    assert.equal(summoner.requestIfReady("www"), null, "not answered from memory");
+    const a = summoner.request("www");
+    const b = summoner.request("www");
+    assert.ok(a instanceof Promise, "a request waits");
+    assert.equal(a, b, "requests join the adoption's flight");
+    const answer = track(a as Promise<readonly string[]>);
+    await clock.advance(1000);
+    assert.equal(answer.settled, false);
+    key.resolve();
+    await clock.advance(0);
+    assert.deepEqual(answer.value, ["10.0.0.1"]);
+    assert.equal(state(summoner), "ready");
+    assert.ok(Array.isArray(summoner.request("www")), "then the hot path");
+    assert.deepEqual(backend.ops(), [], "adopted, not started");
+    assert.deepEqual(started, [], "no onStarted: jitsu did not start it");
+    assert.deepEqual(waits, ["www:data/ready"], "one flight, one wait");
+    const row = summoner.status()[0]!;
+    assert.equal(row.totalStarts, 0, "an adoption is not a start");
+    assert.equal(row.totalRequests, 3, "the event is not a request: only the three queries count");
+    await summoner.close();
+  });
+
+  it("adopts a VM started behind our back with no readiness checks at once, without a request", async () => {
+    const { clock, backend, summoner } = await setup();
+    backend.states.set("www", "suspended");
+    backend.emit({ vm: { label: "www", ref: "ref-www" }, state: "suspended" });
+    assert.equal(state(summoner), "suspended");
+    backend.states.set("www", "running");
+    backend.emit({ vm: { label: "www", ref: "ref-www" }, state: "running" });
+    await clock.advance(0);
+    assert.equal(state(summoner), "ready");
+    assert.deepEqual(summoner.request("www"), ["10.0.0.1"], "answered from memory");
+    assert.deepEqual(backend.ops(), []);
+    const row = summoner.status()[0]!;
+    assert.equal(row.totalStarts, 0);
+    assert.equal(row.totalRequests, 1);
+    await summoner.close();
+  });
+
+  it("finds the address of a VM without ip= started behind our back before it is ready", async () => {
+    const backend = new TestBackend();
+    let calls = 0;
+    Object.assign(backend, {
+      addresses: async () => (++calls < 3 ? [] : ["192.0.2.7"]),
+    });
+    const { clock, summoner } = await setup([spec("dns=www.example.org,name=www")], {}, backend);
+    backend.states.set("www", "running");
+    backend.emit({ vm: { label: "www", ref: "ref-www" }, state: "running" });
+    await clock.advance(250);
+    assert.equal(state(summoner), "starting", "no address yet");
+    await clock.advance(250);
+    assert.equal(state(summoner), "ready");
+    assert.deepEqual(summoner.request("www"), ["192.0.2.7"]);
+    assert.deepEqual(backend.ops(), []);
+    await summoner.close();
+  });
+
+  it("starts nothing when a VM started behind our back is off again by the adoption's state read, unless a request joined", async () => {
+    const { clock, backend, summoner } = await setup();
+    const read = deferred();
+    backend.hold.state = () => read.promise;
+    backend.states.set("www", "running");
+    backend.emit({ vm: { label: "www", ref: "ref-www" }, state: "running" });
+    await clock.advance(0);
+    assert.equal(state(summoner), "starting");
+    backend.states.set("www", "off"); // destroyed again (its event is ignored while the flight runs)
+    read.resolve();
+    await clock.advance(0);
+    assert.equal(state(summoner), "off");
+    assert.deepEqual(backend.ops(), [], "nobody asked for it: not started");
+    assert.equal(summoner.status()[0]!.totalStarts, 0);
+
+    // The same, but a query arrives while the adoption reads the state: it wants the VM up.
+    const again = deferred();
+    backend.hold.state = () => again.promise;
+    backend.states.set("www", "running");
+    backend.emit({ vm: { label: "www", ref: "ref-www" }, state: "running" });
+    await clock.advance(0);
+    const answer = track(summoner.request("www") as Promise<readonly string[]>);
+    backend.states.set("www", "off");
+    again.resolve();
+    await clock.advance(0);
+    assert.deepEqual(answer.value, ["10.0.0.1"]);
+    assert.deepEqual(backend.ops(), ["start:www"], "started as the query's own start");
+    assert.equal(summoner.status()[0]!.totalStarts, 1);
+    await summoner.close();
+  });
+
+  it("fails an adoption by event whose readiness times out like any adoption: back-off, then a request adopts it", async () => {
+    const backend = new TestBackend();
+    let key = deferred();
+    Object.assign(backend, {
+      waitForKey: (_vm: VmRef, _k: string, signal: AbortSignal) =>
+        new Promise<void>((resolve, reject) => {
+          signal.addEventListener("abort", () => reject(new Error("aborted")));
+          void key.promise.then(resolve);
+        }),
+    });
+    const { clock, summoner } = await setup(
+      [spec(`${WWW},wait_for_key=data/ready`)],
+      { startTimeoutSeconds: 5 },
+      backend,
+    );
+    backend.states.set("www", "running");
+    backend.emit({ vm: { label: "www", ref: "ref-www" }, state: "running" });
+    await clock.advance(5000);
+    assert.equal(state(summoner), "failed");
+    assert.match(
+      summoner.status()[0]!.lastError ?? "",
+      /not ready after 5 s \(still waiting for key 'data\/ready'/,
+    );
+    assert.equal(summoner.status()[0]!.failures, 1);
+    // In its back-off, a query fails fast without a backend call.
+    const reads = backend.calls.length;
+    await assert.rejects(summoner.request("www") as Promise<unknown>, StartTimeoutError);
+    assert.equal(backend.calls.length, reads);
+    // After it, a query adopts it (still running) and waits for the key.
+    await clock.advance(1000);
+    key = deferred();
+    const answer = track(summoner.request("www") as Promise<readonly string[]>);
+    await clock.advance(100);
+    assert.equal(answer.settled, false);
+    key.resolve();
+    await clock.advance(0);
+    assert.deepEqual(answer.value, ["10.0.0.1"]);
+    assert.deepEqual(backend.ops(), [], "never started by jitsu");
+    assert.equal(summoner.status()[0]!.totalStarts, 0);
+    await summoner.close();
+  });
+
   it("fails a start at once when the VM exits while starting", async () => {
     const { clock, backend, summoner } = await setup([spec(WWW)], { delaySeconds: 10 });
     const answer = track(summoner.request("www") as Promise<readonly string[]>);

@@ -4,15 +4,19 @@
  * with real dig: a query starts the domain and is answered with the address
  * libvirt reports; the idle domain is suspended (paused in memory); a query
  * resumes it; a domain destroyed with virsh behind jitsu's back is noticed
- * through events and started again by the next query.
+ * through events and started again by the next query; a domain with a ready=
+ * probe started with virsh behind jitsu's back is adopted, but answered (and
+ * shown ready in /status) only once its probe passes.
  */
 import assert from "node:assert/strict";
+import { createServer, type Server } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { LibvirtBackend } from "../../../src/backends/libvirt/backend.js";
 import { parseLibvirtUri } from "../../../src/backends/libvirt/uri.js";
 import { systemClock } from "../../../src/clock/index.js";
 import { silentLogger } from "../../../src/log/index.js";
 import { dig, freePort, run, startCli, tempDir, type CliProcess } from "../../support/index.js";
+import { getStatus } from "../../support/http.js";
 import { PrivateLibvirtd } from "../../doubles/libvirtd.js";
 import { NODE_XML } from "./fixtures.js";
 
@@ -142,5 +146,83 @@ describe("jitsu -x libvirt across a libvirtd restart (e2e)", { timeout: 120_000 
     assert.match(res.stdout, /status: NOERROR/, `${res.stdout}\n${cli!.output()}`);
     assert.match(res.stdout, /^www\.jitsu\.test\.\s+1\s+IN\s+A\s+192\.168\.122\.\d+$/m, res.stdout);
     assert.match(cli!.output(), /libvirt: reconnected to test\+unix/);
+  });
+});
+
+describe("jitsu -x libvirt: a probed domain started behind its back (e2e)", { timeout: 120_000 }, () => {
+  const daemon = new PrivateLibvirtd();
+  const PROBED_UUID = "0badc0de-0000-4000-8000-0000000c1200";
+  const PROBED = `<domain type='test'>
+  <name>probed</name><uuid>${PROBED_UUID}</uuid><memory>65536</memory><os><type>hvm</type></os>
+  <devices><interface type='network'><mac address='52:54:00:c1:00:02'/><source network='default'/></interface></devices>
+</domain>`;
+  let holder: LibvirtBackend;
+  let cli: CliProcess | undefined;
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  /** The probe's service: listens only once the test says the VM's service is up. */
+  const service: Server = createServer((c) => c.end());
+  let uri = "";
+  let port = 0;
+  let http = 0;
+  let probePort = 0;
+
+  before(async () => {
+    dir = await tempDir();
+    await daemon.start();
+    uri = daemon.uri("test:///default");
+    holder = new LibvirtBackend(parseLibvirtUri(uri), { log: silentLogger(), clock: systemClock });
+    await holder.connect();
+    daemon.virsh(uri, `define ${daemon.writeFile("probed.xml", PROBED)}`);
+    [port, http, probePort] = [await freePort(), await freePort(), await freePort()];
+    cli = startCli([
+      ...["-x", "libvirt", "-c", uri, "-l", String(port), "-f", "0.0.0.0", "-t", "60", "-d", "0"],
+      ...["--start-timeout", "60", "--http", `127.0.0.1:${http}`, "--state-dir", dir.path],
+      `dns=probed.jitsu.test,name=probed,ip=127.0.0.1,ready=tcp:127.0.0.1:${probePort}`,
+    ]);
+    await cli.waitFor(/Starting server on 127\.0\.0\.1:\d+/, 30_000);
+    await cli.waitFor(/Serving \/status/, 30_000);
+  });
+
+  after(async () => {
+    await cli?.stop();
+    await holder?.close();
+    await daemon.destroy();
+    await new Promise((r) => service.close(r));
+    await dir?.remove();
+  });
+
+  it("is adopted, but answered and shown ready only once its probe passes", async () => {
+    const status = async (): Promise<{ state: string; totalStarts: number; totalRequests: number }> =>
+      (await getStatus(http)).get("probed")!;
+    assert.equal((await status()).state, "off");
+    daemon.virsh(uri, "start probed");
+    await cli!.waitFor(/VM 'probed' was started behind our back; adopting it/, 10_000);
+    assert.equal((await status()).state, "starting", "not ready while nothing listens on its probe's port");
+    // A query waits for the adoption's probe.
+    let answered = false;
+    const query = run(
+      "dig",
+      ["@127.0.0.1", "-p", String(port), "+time=30", "+tries=1", "probed.jitsu.test", "A"],
+      40_000,
+    ).finally(() => (answered = true));
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(answered, false, `answered before its probe passed:\n${cli!.output()}`);
+    assert.equal((await status()).state, "starting");
+    assert.doesNotMatch(cli!.output(), /VM 'probed' is ready after/);
+
+    await new Promise<void>((resolve, reject) => {
+      service.once("error", reject);
+      service.listen(probePort, "127.0.0.1", resolve);
+    });
+    const res = await query;
+    assert.match(res.stdout, /status: NOERROR/, `${res.stdout}\n${cli!.output()}`);
+    assert.match(res.stdout, /^probed\.jitsu\.test\.\s+\d+\s+IN\s+A\s+127\.0\.0\.1$/m, res.stdout);
+    const adopted = await status();
+    assert.equal(adopted.state, "ready");
+    assert.equal(adopted.totalStarts, 0, "adopted, not started by jitsu");
+    assert.equal(adopted.totalRequests, 1, "the query, not the event");
+    assert.match(cli!.output(), /VM 'probed' is ready after \d+ ms/);
+    assert.doesNotMatch(cli!.output(), /Starting VM 'probed'/);
+    assert.equal(daemon.virsh(uri, "domstate probed"), "running");
   });
 });
