@@ -8,6 +8,7 @@ import {
   DEMO_SERVICE,
   countMatches,
   dig,
+  digSource,
   freePort,
   localArgs,
   queryMany,
@@ -104,7 +105,7 @@ describe("jitsu with the process backend (e2e)", () => {
     // 200 concurrent queries from 200 source ports, plus a few real digs.
     const [answers, digs] = await Promise.all([
       queryMany(dns, "www.jitsu.test", 200),
-      Promise.all(Array.from({ length: 5 }, () => dig(dns, ["www.jitsu.test", "A"]))),
+      Promise.all(Array.from({ length: 5 }, (_, k) => dig(dns, [...digSource(k), "www.jitsu.test", "A"]))),
     ]);
     assert.equal(answers.filter((a) => a === "127.0.0.1").length, 200, answers.join(" "));
     for (const a of digs) {

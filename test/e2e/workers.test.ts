@@ -18,6 +18,7 @@ import {
   childPids,
   countMatches,
   dig,
+  digSource,
   freePort,
   localArgs,
   queryMany,
@@ -143,7 +144,7 @@ describe("--workers 3 (e2e)", () => {
     // share for every port-0 bind): 20 draws among 64 sockets give about 17 ports, under 10 has
     // odds below 1e-6.
     const names = Array.from({ length: 20 }, (_, i) => `n${i}.example.com`);
-    const answers = await Promise.all(names.map((name) => dig(dns, [name, "A"])));
+    const answers = await Promise.all(names.map((name, k) => dig(dns, [...digSource(k), name, "A"])));
     forwarded += names.length;
     for (const a of answers) assert.deepEqual([a.status, a.answers[0]?.data], ["NOERROR", "192.0.2.7"]);
     const ports = new Set(

@@ -173,13 +173,17 @@ export async function dig(
   return { status, flags, answers: section(raw, "ANSWER"), authority: section(raw, "AUTHORITY"), raw };
 }
 
-/** dig for `name` A: its status, its first answer ("" if none), and how long it took (ms). */
+/**
+ * dig for `name` A: its status, its first answer ("" if none), and how long it
+ * took (ms); from `digSource(source)` when given (one of several at once).
+ */
 export async function timedDig(
   port: number,
   name: string,
+  source?: number,
 ): Promise<{ status: string; data: string; ms: number }> {
   const t0 = Date.now();
-  const a = await dig(port, [name, "A"]);
+  const a = await dig(port, [...(source === undefined ? [] : digSource(source)), name, "A"]);
   return { status: a.status, data: a.answers[0]?.data ?? "", ms: Date.now() - t0 };
 }
 
