@@ -27,13 +27,28 @@ async function processState(pid: number): Promise<string> {
   }
 }
 
+/**
+ * The process's state once SIGSTOP has taken effect, waiting up to 5 s: a
+ * process stops when it next runs (the signal is pending until then, and it
+ * runs no more of its own code), so on a loaded machine /proc may still say
+ * R for a while after jitsu reported it paused.
+ */
+async function stoppedState(pid: number): Promise<string> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const state = await processState(pid);
+    if (state === "T" || Date.now() > deadline) return state;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 describe("stop modes through the CLI (e2e)", () => {
   // Each mode in its own jitsu, run side by side: query, wait for the idle stop, check the process, query again.
   const modes: { mode: string; after: (pid: number) => Promise<void> }[] = [
     { mode: "destroy", after: async (pid) => assert.equal(alive(pid), false) },
     { mode: "shutdown", after: async (pid) => assert.equal(alive(pid), false) },
-    { mode: "pause", after: async (pid) => assert.equal(await processState(pid), "T") },
-    { mode: "suspend", after: async (pid) => assert.equal(await processState(pid), "T") },
+    { mode: "pause", after: async (pid) => assert.equal(await stoppedState(pid), "T") },
+    { mode: "suspend", after: async (pid) => assert.equal(await stoppedState(pid), "T") },
   ];
   for (const { mode, after } of modes) {
     it(`-m ${mode}: idle VM is stopped that way, and a query brings it back`, async (t) => {
