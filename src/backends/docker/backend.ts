@@ -43,8 +43,14 @@ interface Known {
   id: string | undefined;
   /** The state we last saw or reported, so events report changes only. */
   last: VmState | undefined;
-  /** Bumped by every operation and state read: an event's re-read begun before that is stale. */
-  generation: number;
+  /** Taken by every operation, state read and event re-read as it begins (the next number). */
+  ticket: number;
+  /**
+   * The newest ticket that says what the container is: an operation's from
+   * its start, a read's once it answered. A read that answered with an older
+   * ticket is stale; a read that failed says nothing and leaves this as it was.
+   */
+  settled: number;
   /** Checkpointed by us (suspend/save) and not restored since. */
   checkpointed: boolean;
   /** Engine events queued for a re-read so far: a re-read with a newer one behind it leaves the report to it. */
@@ -197,7 +203,8 @@ export class DockerBackend implements VmBackend {
       plan,
       id: undefined,
       last: undefined,
-      generation: 0,
+      ticket: 0,
+      settled: 0,
       checkpointed: false,
     };
     let info: ContainerInspectInfo | undefined;
@@ -235,10 +242,13 @@ export class DockerBackend implements VmBackend {
 
   async state(vm: VmRef): Promise<VmState> {
     const known = this.known(vm);
-    known.generation++;
+    const ticket = ++known.ticket;
     try {
       const state = await this.readState(known);
-      known.last = state;
+      if (ticket > known.settled) {
+        known.settled = ticket;
+        known.last = state;
+      }
       return state;
     } catch (err) {
       throw this.fail(err, "read the state", vm.label, known.plan.name);
@@ -247,7 +257,7 @@ export class DockerBackend implements VmBackend {
 
   async start(vm: VmRef): Promise<void> {
     const known = this.known(vm);
-    known.generation++;
+    this.settle(known);
     try {
       if (known.id === undefined && known.plan.create !== undefined) await this.create(known);
       const start = (): Promise<unknown> =>
@@ -274,7 +284,7 @@ export class DockerBackend implements VmBackend {
   async resume(vm: VmRef): Promise<void> {
     const known = this.known(vm);
     if (!known.checkpointed) return this.start(vm);
-    known.generation++;
+    this.settle(known);
     try {
       if (this.engine?.kind === "podman") {
         await this.libpod(`/containers/${encodeURIComponent(this.idOf(known))}/restore?`, {
@@ -299,7 +309,7 @@ export class DockerBackend implements VmBackend {
 
   async unpause(vm: VmRef): Promise<void> {
     const known = this.known(vm);
-    known.generation++;
+    this.settle(known);
     try {
       await this.calls.run((abortSignal) => this.container(known).unpause({ abortSignal }));
       known.last = "running";
@@ -310,7 +320,7 @@ export class DockerBackend implements VmBackend {
 
   async stop(vm: VmRef, mode: StopMode): Promise<void> {
     const known = this.known(vm);
-    known.generation++;
+    this.settle(known);
     const c = this.container(known);
     try {
       switch (mode) {
@@ -419,6 +429,11 @@ export class DockerBackend implements VmBackend {
     await this.eventChain.catch(() => undefined);
   }
 
+  /** An operation begins: every read begun before it is stale. */
+  private settle(known: Known): void {
+    known.settled = ++known.ticket;
+  }
+
   private known(vm: VmRef): Known {
     const k = this.byLabel.get(vm.label);
     if (k === undefined)
@@ -456,17 +471,22 @@ export class DockerBackend implements VmBackend {
   }
 
   private async readState(known: Known): Promise<VmState> {
+    return (await this.read(known)).state;
+  }
+
+  /** The container's state, and whether it is gone (no such container: off). */
+  private async read(known: Known): Promise<{ state: VmState; gone: boolean }> {
     let info: ContainerInspectInfo;
     try {
       info = await this.calls.run((abortSignal) =>
         this.docker.getContainer(this.idOf(known)).inspect({ abortSignal }),
       );
     } catch (err) {
-      if (!isNotFound(err)) throw err;
+      if (!isNotFound(err) && !isMidRemoval(err)) throw err;
       // Gone (removed behind our back): off; a created one is made again by the next start.
       known.id = undefined;
       known.checkpointed = false;
-      return "off";
+      return { state: "off", gone: true };
     }
     known.id = info.Id;
     const state = mapContainerState(info.State, known.checkpointed);
@@ -481,7 +501,7 @@ export class DockerBackend implements VmBackend {
       );
     }
     known.untracked = untracked;
-    return untracked ? "running" : state;
+    return { state: untracked ? "running" : state, gone: false };
   }
 
   private async waitNotRunning(known: Known): Promise<void> {
@@ -597,17 +617,20 @@ export class DockerBackend implements VmBackend {
   private enqueueRead(known: Known, reason: string, implied?: VmState): void {
     const seq = (known.events = (known.events ?? 0) + 1);
     this.eventChain = this.eventChain.then(async () => {
-      const generation = known.generation;
+      const ticket = ++known.ticket;
       let state: VmState;
+      let gone: boolean;
       try {
-        state = await this.readState(known);
+        ({ state, gone } = await this.read(known));
       } catch (err) {
         this.log.debug(
           `docker: cannot read the state of VM '${known.ref.label}' after an event: ${(err as Error).message}`,
         );
         return;
       }
-      if (known.generation !== generation) return; // an operation or state read since then knows better
+      // An operation begun, or a read answered, since this read began knows better. (A state read
+      // that failed knows nothing: this read still reports, rather than the reaper's next pass.)
+      if (known.settled > ticket) return;
       // A newer event is queued (a 'start' read after a 'kill' already finds the container dead):
       // its re-read reports the change, with its own reason ("died with exit code 137", not "start").
       if (known.events !== seq) return;
@@ -616,7 +639,11 @@ export class DockerBackend implements VmBackend {
       // 'start' after the kill that followed it) and reports it; the reaper's re-read would too.
       if ((implied === "running" || implied === "paused") && state !== "running" && state !== "paused")
         return;
-      this.report(known, state, reason);
+      // Gone: removed, whichever event came first. `podman rm --force` sends stop, died and remove,
+      // and the stream may deliver the stop alone: its re-read finds the container gone, and the
+      // later ones no change to report.
+      known.settled = ticket;
+      this.report(known, state, gone && implied !== undefined ? "removed" : reason);
     });
   }
 
@@ -768,6 +795,15 @@ export function mapContainerState(
 
 function isNotFound(err: unknown): boolean {
   return (err as EngineError | null)?.statusCode === 404;
+}
+/**
+ * Podman's 500 for a container it looked up and then found gone from its
+ * database: removed meanwhile (an inspect waits for the lock that `rm` holds,
+ * then finds it gone). As good as a 404 for a state read.
+ */
+function isMidRemoval(err: unknown): boolean {
+  const e = err as EngineError | null;
+  return e?.statusCode === 500 && /\bno such container\b/i.test(e.json?.message ?? "");
 }
 function isNotModified(err: unknown): boolean {
   return (err as EngineError | null)?.statusCode === 304;
