@@ -634,11 +634,11 @@ export class DockerBackend implements VmBackend {
       // A newer event is queued (a 'start' read after a 'kill' already finds the container dead):
       // its re-read reports the change, with its own reason ("died with exit code 137", not "start").
       if (known.events !== seq) return;
-      // An event that says up ('start', 'unpause') whose container is already down again: the
-      // event that says why ('died', 'stop', 'remove') is on its way (Podman may deliver a
-      // 'start' after the kill that followed it) and reports it; the reaper's re-read would too.
-      if ((implied === "running" || implied === "paused") && state !== "running" && state !== "paused")
-        return;
+      // An event that says up ('start', 'unpause', 'pause') whose container is in another state
+      // already: the event that says why ('died', 'stop', 'remove', 'pause', 'unpause') is on its
+      // way and reports it (Podman may deliver our own start's 'start' after the kill or the pause
+      // that followed it: not "paused (start)"); the reaper's re-read would too.
+      if ((implied === "running" || implied === "paused") && state !== implied) return;
       // Gone: removed, whichever event came first. `podman rm --force` sends stop, died and remove,
       // and the stream may deliver the stop alone: its re-read finds the container gone, and the
       // later ones no change to report.

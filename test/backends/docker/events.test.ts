@@ -4,8 +4,8 @@
  * removed behind jitsu's back is reported removed by the first event whose
  * re-read finds it gone, Podman's 500 for a container removed while the
  * inspect waited counts as gone, a state read that fails does not silence an
- * event's re-read, and a re-read answered before a newer state read still
- * reports nothing.
+ * event's re-read, a late 'start' does not report a pause, and a re-read
+ * answered before a newer state read still reports nothing.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -124,6 +124,19 @@ describe("docker event re-reads (engine double)", () => {
     assert.deepEqual(
       events.map((e) => [e.state, e.reason]),
       [["off", "removed"]],
+    );
+  });
+
+  it("a start whose re-read finds the container paused already leaves the report to the pause", async () => {
+    engine.setStatus("fresh", "paused");
+    const n = engine.inspects.length;
+    engine.emit("start", "fresh");
+    await settled(n, 1);
+    engine.emit("pause", "fresh");
+    await until("an event", () => events.length > 0);
+    assert.deepEqual(
+      events.map((e) => [e.state, e.reason]),
+      [["paused", "pause"]],
     );
   });
 
