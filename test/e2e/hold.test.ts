@@ -52,9 +52,16 @@ async function startJitsu(
     ...extra,
     `dns=www.jitsu.test,ip=127.0.0.2,name=www,hold=${hold}:${vmPort},exec=${program(vmPort)}${vmKeys(vmPort)}`,
   ]);
-  await cli.waitFor(/Holding connections on 127\.0\.0\.1:\d+ for VM 'www'/);
-  await cli.waitFor(/Serving \/status/);
-  return { cli, dns, http, hold, vmPort, dir };
+  const j = { cli, dns, http, hold, vmPort, dir };
+  try {
+    await cli.waitFor(/Holding connections on 127\.0\.0\.1:\d+ for VM 'www'/);
+    await cli.waitFor(/Serving \/status/);
+  } catch (err) {
+    // The caller's after() has no Jitsu to stop: stop it here, or it outlives the test file.
+    await stopJitsu(j);
+    throw err;
+  }
+  return j;
 }
 
 async function stopJitsu(j: Jitsu | undefined): Promise<void> {

@@ -10,6 +10,7 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after } from "node:test";
 import { fileURLToPath } from "node:url";
 
 /** dist/src/cli/main.js, from dist/test/support/index.js. */
@@ -268,6 +269,18 @@ export function startCli(
   return startScript(CLI, args, env, opts);
 }
 
+/** Every CLI and script started by this test file and not yet exited. */
+const running = new Set<CliProcess>();
+
+// A safety net, not the way to stop them: a script whose test failed before the test could keep
+// its handle (a before() hook that timed out) would otherwise outlive the file, and its pipes keep
+// the file's process from ever exiting. Stopped as stop() does (SIGTERM, SIGKILL after 10 s).
+after(async () => {
+  const left = [...running];
+  if (left.length > 0) process.stderr.write(`test/support: stopping ${left.length} jitsu left running\n`);
+  await Promise.all(left.map((cli) => cli.stop()));
+});
+
 /** Starts a built script (the CLI, the demo) under node, with the same handle as startCli. */
 export function startScript(
   script: string,
@@ -295,7 +308,7 @@ export function startScript(
   child.stdout.on("data", onData);
   child.stderr.on("data", onData);
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return {
+  const cli: CliProcess = {
     child,
     output: () => out,
     waitFor(pattern, timeoutMs = 20_000) {
@@ -324,6 +337,9 @@ export function startScript(
       return code;
     },
   };
+  running.add(cli);
+  void exited.then(() => running.delete(cli));
+  return cli;
 }
 
 /** The pids of a process's children (all its threads'), from /proc; empty if it is gone. */
