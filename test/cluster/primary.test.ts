@@ -20,6 +20,25 @@ import { dig } from "../support/index.js";
 import { TestBackend, spec } from "../doubles/test-backend.js";
 import { summonerOptions } from "../support/summoner.js";
 
+/** What both tests give ClusterPrimary.start beside the summoner, the log and the restart policy. */
+function primaryOptions(specs: ReturnType<typeof spec>[]) {
+  return {
+    bind: "127.0.0.1",
+    port: 0,
+    ttl: 60,
+    logLevel: "error" as const,
+    logFormat: "text" as const,
+    upstreams: [],
+    forwarding: FORWARD_DEFAULTS,
+    tcpPerClient: 8,
+    zone: specs,
+    allowRecursion: ["any"],
+    allowSummon: ["any"],
+    localnets: [],
+    closeTimeoutMs: 5000,
+  };
+}
+
 it("summons through a worker, answers from its ready map, and gives up on a worker that keeps dying", async (t) => {
   const clock = new ManualClock();
   const backend = new TestBackend();
@@ -42,19 +61,7 @@ it("summons through a worker, answers from its ready map, and gives up on a work
     workers: 1,
     summoner,
     log: createLogger({ level: "info", format: "text", destination: out }),
-    bind: "127.0.0.1",
-    port: 0,
-    ttl: 60,
-    logLevel: "error",
-    logFormat: "text",
-    upstreams: [],
-    forwarding: FORWARD_DEFAULTS,
-    tcpPerClient: 8,
-    zone: specs,
-    allowRecursion: ["any"],
-    allowSummon: ["any"],
-    localnets: [],
-    closeTimeoutMs: 5000,
+    ...primaryOptions(specs),
     restart: { minIntervalMs: 100, limit: 2, windowMs: 60_000 },
   });
   t.after(async () => {
@@ -105,19 +112,7 @@ it("withholds VMs from the workers until an eviction is decided, whatever change
     workers: 1,
     summoner,
     log: createLogger({ level: "error", format: "text", destination: new PassThrough() }),
-    bind: "127.0.0.1",
-    port: 0,
-    ttl: 60,
-    logLevel: "error",
-    logFormat: "text",
-    upstreams: [],
-    forwarding: FORWARD_DEFAULTS,
-    tcpPerClient: 8,
-    zone: specs,
-    allowRecursion: ["any"],
-    allowSummon: ["any"],
-    localnets: [],
-    closeTimeoutMs: 5000,
+    ...primaryOptions(specs),
   });
   t.after(async () => {
     await primary.close();

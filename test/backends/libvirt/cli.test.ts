@@ -34,6 +34,24 @@ async function until(what: string, check: () => boolean, timeoutMs = 30_000): Pr
   }
 }
 
+/**
+ * Starts `daemon` and defines the domain `xml` in its test:///default. That
+ * driver's state lives while a connection is open: `holder` is one, held so
+ * jitsu and virsh see the same domains; close it after jitsu.
+ */
+async function startWithDomain(
+  daemon: PrivateLibvirtd,
+  name: string,
+  xml: string,
+): Promise<{ uri: string; holder: LibvirtBackend }> {
+  await daemon.start();
+  const uri = daemon.uri("test:///default");
+  const holder = new LibvirtBackend(parseLibvirtUri(uri), { log: silentLogger(), clock: systemClock });
+  await holder.connect();
+  daemon.virsh(uri, `define ${daemon.writeFile(`${name}.xml`, xml)}`);
+  return { uri, holder };
+}
+
 /** The built CLI on the libvirt backend at `uri`, for one VM 'www' (TTL 1 s, so it idles fast). */
 function startLibvirtCli(uri: string, port: number, mode: string, stateDir: string): CliProcess {
   return startCli([
@@ -52,12 +70,7 @@ describe("jitsu -x libvirt (e2e with dig and a real libvirtd)", { timeout: 120_0
 
   before(async () => {
     dir = await tempDir();
-    await daemon.start();
-    uri = daemon.uri("test:///default");
-    // test:///default lives while a connection is open: hold one, so jitsu and virsh see the same domains.
-    holder = new LibvirtBackend(parseLibvirtUri(uri), { log: silentLogger(), clock: systemClock });
-    await holder.connect();
-    daemon.virsh(uri, `define ${daemon.writeFile("www.xml", DOMAIN)}`);
+    ({ uri, holder } = await startWithDomain(daemon, "www", DOMAIN));
     port = await freePort();
     cli = startLibvirtCli(uri, port, "suspend", dir.path);
     // "Starting server on ..." or, once it listens, the stats table
@@ -168,11 +181,7 @@ describe("jitsu -x libvirt: a probed domain started behind its back (e2e)", { ti
 
   before(async () => {
     dir = await tempDir();
-    await daemon.start();
-    uri = daemon.uri("test:///default");
-    holder = new LibvirtBackend(parseLibvirtUri(uri), { log: silentLogger(), clock: systemClock });
-    await holder.connect();
-    daemon.virsh(uri, `define ${daemon.writeFile("probed.xml", PROBED)}`);
+    ({ uri, holder } = await startWithDomain(daemon, "probed", PROBED));
     [port, http, probePort] = [await freePort(), await freePort(), await freePort()];
     cli = startCli([
       ...["-x", "libvirt", "-c", uri, "-l", String(port), "-f", "0.0.0.0", "-t", "60", "-d", "0"],
