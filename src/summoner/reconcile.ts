@@ -20,6 +20,26 @@ export interface ReconcileOptions {
   readonly stopMode: StopMode;
 }
 
+/** A VM as resolveVm found it. */
+export interface ResolvedVm {
+  readonly vm: Vm;
+  /**
+   * Null, or the VM runs but has readiness to pass (`wait_for_key`, `ready=`
+   * probes) that nobody has seen pass: it is left `off`, and the summoner
+   * adopts it through a start flight (as one started behind its back), so
+   * that its name is not answered before its service is up (a jitsu
+   * restarted while the VM booted). `readySince`: the ready phase's start
+   * once it passes, no later than the last request of the jitsu before, so
+   * that the reaper stops it on schedule.
+   */
+  readonly adopt: { readonly readySince: number } | null;
+}
+
+/** Whether `spec` has readiness beyond the backend's state: `wait_for_key` (where the backend has it) or `ready=` probes. */
+export function hasReadiness(spec: VmSpec, backend: VmBackend): boolean {
+  return spec.ready.length > 0 || (spec.waitForKey !== undefined && backend.waitForKey !== undefined);
+}
+
 /**
  * Finds the VM through the backend and reads its state; takes the counters
  * from the store's `record` when it is of the same backend and reference.
@@ -28,7 +48,7 @@ export async function resolveVm(
   opts: ReconcileOptions,
   spec: VmSpec,
   record: VmRecord | undefined,
-): Promise<Vm> {
+): Promise<ResolvedVm> {
   const { backend, log } = opts;
   const ref = await backend.resolve(spec);
   const state = await backend.state(ref);
@@ -70,12 +90,17 @@ export async function resolveVm(
     startedByUs: wasUp && stillUp && record.startedAt !== null,
     group: null,
   };
+  if (vm.phase.kind === "ready" && hasReadiness(spec, backend)) {
+    const readySince = vm.phase.since;
+    vm.phase = OFF;
+    return { vm, adopt: { readySince } };
+  }
   if (vm.phase.kind === "ready" && spec.ips.length === 0) {
     const found = (await backend.addresses?.(ref)) ?? [];
     if (found.length > 0) vm.addresses = Object.freeze([...found]);
     else vm.phase = OFF; // running but without a known address: the next request adopts it
   }
-  return vm;
+  return { vm, adopt: null };
 }
 
 /** What the store keeps of `vm`. */
@@ -196,8 +221,9 @@ export async function reloadVms(
   opts: ReconcileOptions,
   current: ReadonlyMap<string, Vm>,
   specs: readonly VmSpec[],
-): Promise<{ vms: Map<string, Vm>; counts: ReloadCounts }> {
+): Promise<{ vms: Map<string, Vm>; counts: ReloadCounts; adopt: ReloadAdoption[] }> {
   const next = new Map<string, Vm>();
+  const adopt: ReloadAdoption[] = [];
   const updates: (() => void)[] = [];
   // One line per added, changed or removed VM, logged at the end (see logChanges).
   const notes: string[] = [];
@@ -208,16 +234,19 @@ export async function reloadVms(
       next.set(spec.label, old);
       continue;
     }
-    const fresh = await resolveVm(opts, spec, old === undefined ? undefined : recordOf(opts, old));
+    const resolved = await resolveVm(opts, spec, old === undefined ? undefined : recordOf(opts, old));
+    const fresh = resolved.vm;
     if (old === undefined) {
-      notes.push(`VM '${spec.label}' added to the configuration (${fresh.phase.kind})`);
+      const found = resolved.adopt === null ? fresh.phase.kind : "running, to be adopted";
+      notes.push(`VM '${spec.label}' added to the configuration (${found})`);
       counts.added++;
       next.set(spec.label, fresh);
+      if (resolved.adopt !== null) adopt.push({ vm: fresh, ...resolved.adopt });
       continue;
     }
     next.set(spec.label, old);
     updates.push(() => {
-      applyChangedSpec(old, fresh);
+      if (applyChangedSpec(old, fresh) && resolved.adopt !== null) adopt.push({ vm: old, ...resolved.adopt });
       notes.push(`VM '${spec.label}' changed in the configuration`);
       counts.changed++;
     });
@@ -230,7 +259,13 @@ export async function reloadVms(
     }
   }
   logChanges(opts.log, notes, counts);
-  return { vms: next, counts };
+  return { vms: next, counts, adopt };
+}
+
+/** A VM a reload found running with readiness to pass (see ResolvedVm.adopt). */
+export interface ReloadAdoption {
+  readonly vm: Vm;
+  readonly readySince: number;
 }
 
 /** What a reload changed: VMs added, changed and removed. */
@@ -240,8 +275,11 @@ export interface ReloadCounts {
   removed: number;
 }
 
-/** `old` takes `fresh`'s spec and reference (and, unless it is busy, its phase). */
-function applyChangedSpec(old: Vm, fresh: Vm): void {
+/**
+ * `old` takes `fresh`'s spec and reference (and, unless it is busy, its
+ * phase); true when it is another VM now and took what `fresh` found.
+ */
+function applyChangedSpec(old: Vm, fresh: Vm): boolean {
   const spec = fresh.spec;
   const sameVm = old.ref.ref === fresh.ref.ref;
   old.spec = spec;
@@ -250,15 +288,20 @@ function applyChangedSpec(old: Vm, fresh: Vm): void {
     old.addresses = fresh.addresses;
   }
   const busy = old.flight !== null || old.phase.kind === "starting" || old.phase.kind === "stopping";
-  if (!sameVm && !busy && old.phase.kind !== fresh.phase.kind) {
-    old.phase = fresh.phase;
-    old.since = fresh.since;
-  } else if (old.phase.kind === "failed" && !busy) {
+  if (!sameVm && !busy) {
+    if (old.phase.kind !== fresh.phase.kind) {
+      old.phase = fresh.phase;
+      old.since = fresh.since;
+    }
+    return true;
+  }
+  if (old.phase.kind === "failed" && !busy) {
     // A changed configuration is the user's fix: try it at the next request, without back-off
     // (one that may still run stays failed, so that it still counts as up and is still settled).
     old.phase = old.phase.runs !== "no" ? { ...old.phase, retryAt: 0 } : OFF;
     old.failures = 0;
   }
+  return false;
 }
 
 /**

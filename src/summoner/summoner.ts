@@ -15,11 +15,12 @@ import type { Clock } from "../clock/index.js";
 import { groupPlans, type VmSpec } from "../config/index.js";
 import { BackendError, ConfigError, JitsuError, StartTimeoutError, describeError } from "../errors/index.js";
 import type { EventBus, EventInput, StopReason } from "../events/index.js";
-import { redactUri, type Logger } from "../log/index.js";
+import { perVmLevel, redactUri, type Logger } from "../log/index.js";
 import type { SharedState, SharedStatus, StartLock, Store } from "../store/index.js";
 import { Admission, NO_LIMITS, type AdmissionStatus, type StartSlot } from "./admission.js";
 import { applyBackendEvent, type EventHost } from "./backend-events.js";
 import { Groups, type GroupStatus } from "./groups.js";
+import { describeProbe } from "./probes.js";
 import { abortable, waitReady, type StartStep } from "./readiness.js";
 import { Reaper } from "./reaper.js";
 import { Shared } from "./shared.js";
@@ -29,6 +30,7 @@ import {
   reloadVms,
   resolveVm,
   type ReconcileOptions,
+  type ReloadAdoption,
   type ReloadCounts,
   type StoreHealth,
 } from "./reconcile.js";
@@ -235,9 +237,11 @@ export class Summoner {
     // Checked by the CLI before anything started; checked again for callers of our own.
     const plans = groupPlans(opts.specs, { maxRunning: opts.maxRunning });
     const records = new Map((await s.storeWriter.load()).map((r) => [r.label, r]));
+    const adoptions: ReloadAdoption[] = [];
     for (const spec of opts.specs) {
-      const vm = await resolveVm(s.parts, spec, records.get(spec.label));
+      const { vm, adopt } = await resolveVm(s.parts, spec, records.get(spec.label));
       s.vms.set(spec.label, vm);
+      if (adopt !== null) adoptions.push({ vm, ...adopt });
     }
     s.groups.configure(s.vms, plans);
     opts.backend.onEvent?.((event) => {
@@ -245,6 +249,7 @@ export class Summoner {
       if (vm === undefined || vm.ref.ref !== event.vm.ref) return;
       applyBackendEvent(s.parts, vm, event);
     });
+    s.adoptFound(adoptions);
     s.reaper.start();
     s.shared?.start();
     return s;
@@ -481,10 +486,11 @@ export class Summoner {
   async setSpecs(specs: readonly VmSpec[]): Promise<ReloadCounts> {
     // Groups first: a bad group= or after= leaves everything as it was.
     const plans = groupPlans(specs, { maxRunning: this.opts.maxRunning });
-    const { vms, counts } = await reloadVms(this.parts, this.vms, specs);
+    const { vms, counts, adopt } = await reloadVms(this.parts, this.vms, specs);
     this.vms.clear();
     for (const [label, vm] of vms) this.vms.set(label, vm);
     this.groups.configure(this.vms, plans);
+    this.adoptFound(adopt);
     // A reload is the user's word that something was fixed: VMs given up on may be tried again.
     for (const vm of this.vms.values()) {
       const phase = vm.phase;
@@ -558,22 +564,53 @@ export class Summoner {
    * its name is not answered before its service is up. Nobody waits for it:
    * a failure is logged and backed off from by bringUp, as any adoption's.
    */
-  private adopt(vm: Vm): void {
+  private adopt(vm: Vm, readySince?: number): void {
     if (this.closed || vm.flight !== null) return;
-    this.fly(vm, true).catch(() => undefined);
+    this.fly(vm, true, readySince).catch(() => undefined);
   }
 
-  /** Begins the one flight of `vm`; `byEvent`: an adoption nobody asked for (see `adopt`). */
-  private fly(vm: Vm, byEvent: boolean): Promise<readonly string[]> {
+  /**
+   * VMs found running at start-up or by a reload whose readiness nobody has
+   * seen pass (ResolvedVm.adopt in reconcile.ts): each is adopted as one
+   * started behind our back, its ready phase dated no later than its last
+   * request. One line each at info (at debug above PER_VM_LINES_MAX of them).
+   */
+  private adoptFound(found: readonly ReloadAdoption[]): void {
+    const level = perVmLevel(found.length);
+    for (const { vm, readySince } of found) {
+      this.log[level](
+        `VM '${vm.spec.label}' is running; answering it once its readiness passes (${this.readinessOf(vm)})`,
+      );
+      this.adopt(vm, readySince);
+    }
+    if (level !== "info" && found.length > 0) {
+      this.log.info(`${found.length} VMs found running; answering each once its readiness passes`);
+    }
+  }
+
+  /** What readiness `vm` has (for adoptFound's line). */
+  private readinessOf(vm: Vm): string {
+    const parts = vm.spec.ready.map(describeProbe);
+    if (vm.spec.waitForKey !== undefined && this.backend.waitForKey !== undefined) {
+      parts.unshift(`wait_for_key '${vm.spec.waitForKey}'`);
+    }
+    return parts.join(", ");
+  }
+
+  /**
+   * Begins the one flight of `vm`; `byEvent`: an adoption nobody asked for (see `adopt`);
+   * `readySince`: if it ends ready, the ready phase starts no later than this.
+   */
+  private fly(vm: Vm, byEvent: boolean, readySince?: number): Promise<readonly string[]> {
     vm.adoptOnly = byEvent;
-    const flight = this.bringUp(vm, byEvent).finally(() => {
+    const flight = this.bringUp(vm, byEvent, readySince).finally(() => {
       if (vm.flight === flight) vm.flight = null;
     });
     vm.flight = flight;
     return flight;
   }
 
-  private async bringUp(vm: Vm, byEvent: boolean): Promise<readonly string[]> {
+  private async bringUp(vm: Vm, byEvent: boolean, readySince = Infinity): Promise<readonly string[]> {
     if (vm.phase.kind === "stopping") await vm.phase.done;
     /** The phase before this flight: an adoption that finds nothing to adopt goes back to it. */
     const before = vm.phase;
@@ -676,7 +713,7 @@ export class Summoner {
       await waitReady(vm, this.opts, signal, step, adopted);
       vm.failures = 0;
       vm.lastError = null;
-      this.setPhase(vm, { kind: "ready", since: this.clock.now() });
+      this.setPhase(vm, { kind: "ready", since: Math.min(this.clock.now(), readySince) });
       // startMs/backendMs (JSON logs): how long the start took, and how much of it the backend's
       // state and start calls; the rest is readiness (wait_for_key, delay, probes, addresses).
       const startMs = round3(performance.now() - t0);

@@ -151,6 +151,55 @@ describe("jitsu killed (e2e)", () => {
     await cli.stop("SIGTERM");
   });
 
+  it("a VM still booting when jitsu was killed is answered after the restart only once its ready= probe passes", async () => {
+    const dir = await tempDir("jitsu-booting-");
+    dirs.push(dir);
+    const [dns, http, svc] = [await freePort(), await freePort(), await freePort()];
+    const stamps = join(dir.path, "stamps");
+    writeFileSync(stamps, "");
+    const stamp = (what: string): number | null => {
+      const line = readFileSync(stamps, "utf8")
+        .split("\n")
+        .find((l) => l.startsWith(`${what} `));
+      return line === undefined ? null : Number(line.split(" ")[1]);
+    };
+    const args = [
+      ...localArgs(dns, dir.path),
+      ...["--http", `127.0.0.1:${http}`, "--start-timeout", "30"],
+      `dns=slow.jitsu.test,ip=127.0.0.1,name=slow,exec='${process.execPath}' '${DEMO_SERVICE}' 127.0.0.1 ${svc} slow 3 '${stamps}',ready=tcp:127.0.0.1:${svc}`,
+    ];
+    const first = startCli(args);
+    clis.push(first);
+    await first.waitFor(/Serving \/status/);
+    void queryMany(dns, "slow.jitsu.test", 1, 2000);
+    await waitFor(
+      () => stamp("start") !== null && pidFilePid(dir.path, "slow") !== null,
+      10_000,
+      "the VM to boot",
+    );
+    spawned.push(pidFilePid(dir.path, "slow")!);
+    await first.stop("SIGKILL");
+    const second = startCli(args);
+    clis.push(second);
+    await second.waitFor(/Serving \/status/);
+    assert.match(
+      second.output(),
+      new RegExp(
+        `VM 'slow' is running; answering it once its readiness passes \\(tcp:127\\.0\\.0\\.1:${svc}\\)`,
+      ),
+    );
+    if (stamp("ready") === null) {
+      assert.equal((await getStatus(http)).get("slow")!.state, "starting", "not ready while it boots");
+    }
+    assert.deepEqual(await queryMany(dns, "slow.jitsu.test", 1, 10_000), ["127.0.0.1"]);
+    const answeredAt = Date.now();
+    const ready = stamp("ready");
+    assert.ok(ready !== null && ready <= answeredAt, "answered after the service listened");
+    assert.doesNotMatch(second.output(), /Started process/, "adopted, not started again");
+    assert.equal((await getStatus(http)).get("slow")!.state, "ready");
+    await second.stop("SIGTERM");
+  });
+
   it("SIGKILL at random moments: re-adopted or stopped, no orphan, counts within one flush", async () => {
     const seed = Number(process.env["JITSU_KILL_SEED"] ?? Date.now() % 100_000);
     const random = prng(seed);

@@ -345,6 +345,81 @@ describe("Summoner", () => {
     await summoner.close();
   });
 
+  it("answers a VM found running at start-up or by a reload only once its readiness passes", async () => {
+    const backend = new TestBackend();
+    const keys = new Map([
+      ["www", deferred()],
+      ["api", deferred()],
+    ]);
+    Object.assign(backend, {
+      waitForKey: async (vm: VmRef) => keys.get(vm.label)!.promise,
+    });
+    // A jitsu restarted while 'www' was booting: it runs, but its service may not be up yet.
+    backend.states.set("www", "running");
+    const { clock, summoner } = await setup([spec(`${WWW},wait_for_key=data/ready`)], {}, backend);
+    await clock.advance(0);
+    assert.equal(state(summoner), "starting", "not ready before its key appears");
+    assert.equal(summoner.requestIfReady("www"), null, "not answered from memory");
+    const answer = track(summoner.request("www") as Promise<readonly string[]>);
+    await clock.advance(1000);
+    assert.equal(answer.settled, false);
+    keys.get("www")!.resolve();
+    await clock.advance(0);
+    assert.deepEqual(answer.value, ["10.0.0.1"]);
+    assert.equal(state(summoner), "ready");
+    // A reload that adds a VM found running: the same.
+    backend.states.set("api", "running");
+    await summoner.setSpecs([spec(`${WWW},wait_for_key=data/ready`), spec(`${API},wait_for_key=data/ready`)]);
+    await clock.advance(0);
+    assert.equal(state(summoner, "api"), "starting");
+    keys.get("api")!.resolve();
+    await clock.advance(0);
+    assert.equal(state(summoner, "api"), "ready");
+    assert.deepEqual(backend.ops(), [], "adopted, never started");
+    const rows = summoner.status();
+    assert.deepEqual(
+      rows.map((r) => [r.label, r.totalStarts]),
+      [
+        ["www", 0],
+        ["api", 0],
+      ],
+    );
+    await summoner.close();
+  });
+
+  it("stops a VM adopted at start-up 2 x TTL after the last request of the jitsu before, not after the adoption", async () => {
+    const backend = new TestBackend();
+    Object.assign(backend, { waitForKey: async () => undefined });
+    backend.states.set("www", "running");
+    const store = new MemoryStore();
+    const now = new ManualClock().now();
+    // Queried 100 s before this jitsu started; 2 x TTL is 120 s.
+    await store.write([
+      {
+        label: "www",
+        names: ["www.example.org"],
+        ips: ["10.0.0.1"],
+        backend: "test",
+        backendRef: "ref-www",
+        state: "ready",
+        startedAt: now - 200_000,
+        totalStarts: 1,
+        totalRequests: 4,
+        lastRequest: now - 100_000,
+        stopMode: "destroy",
+      },
+    ]);
+    const { clock, summoner } = await setup([spec(`${WWW},wait_for_key=data/ready`)], { store }, backend);
+    await clock.advance(0);
+    assert.equal(state(summoner), "ready");
+    await clock.advance(15_000);
+    assert.equal(state(summoner), "ready", "118 s idle: kept");
+    await clock.advance(10_000);
+    assert.equal(state(summoner), "off", "over 120 s idle: stopped");
+    assert.deepEqual(backend.ops(), ["stop:www:destroy"]);
+    await summoner.close();
+  });
+
   it("adopts a VM started behind our back with no readiness checks at once, without a request", async () => {
     const { clock, backend, summoner } = await setup();
     backend.states.set("www", "suspended");
