@@ -15,6 +15,7 @@ import {
   run,
   startCli,
   tempDir,
+  waitFor,
   type CliProcess,
 } from "../support/index.js";
 import { httpGet } from "../support/http.js";
@@ -102,6 +103,7 @@ describe("jitsu with the process backend (e2e)", () => {
     await cli.waitFor(/VM 'www' (is )?(stopped|off)/i, 20_000).catch(() => undefined);
     await assert.rejects(httpGet(http));
     const startsBefore = countMatches(cli.output(), /Starting VM 'www'/);
+    const readyBefore = countMatches(cli.output(), /VM 'www' is ready after/);
     // 200 concurrent queries from 200 source ports, plus a few real digs.
     const [answers, digs] = await Promise.all([
       queryMany(dns, "www.jitsu.test", 200),
@@ -112,6 +114,12 @@ describe("jitsu with the process backend (e2e)", () => {
       assert.equal(a.status, "NOERROR");
       assert.equal(a.answers[0]?.data, "127.0.0.1");
     }
+    // The answers can be read before the log lines written ahead of them (another pipe).
+    await waitFor(
+      () => countMatches(cli.output(), /VM 'www' is ready after/) > readyBefore,
+      5000,
+      "the ready line",
+    );
     assert.equal(countMatches(cli.output(), /Starting VM 'www'/) - startsBefore, 1, cli.output());
     assert.match(await httpGet(http), /Hello from 'www'/);
   });

@@ -112,6 +112,8 @@ describe("--workers 3 (e2e)", () => {
     const answers = await queryMany(dns, "www.jitsu.test", 50);
     wwwQueries += 50;
     assert.equal(answers.filter((a) => a === "127.0.0.1").length, 50, answers.join(" "));
+    // The answers can be read before the log lines written ahead of them (another pipe).
+    await cli.waitFor(/VM 'www' is ready after/, 5000);
     assert.equal(countMatches(cli.output(), /Starting VM 'www'/), 1, cli.output());
   });
 
@@ -225,6 +227,7 @@ describe("--workers 3 (e2e)", () => {
         ["127.0.0.2"],
       );
     }
+    await cli.waitFor(/VM 'fresh' is ready after/, 5000);
     assert.equal(countMatches(cli.output(), /Starting VM 'fresh'/), 1);
   });
 
