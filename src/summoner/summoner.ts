@@ -626,34 +626,21 @@ export class Summoner {
             abort.abort(new StartTimeoutError(label, timeoutS, step.name)),
           )
         : null;
-    let slot: StartSlot;
+    /**
+     * Admission's slot; null for an adoption (the VM was seen running: it
+     * uses nothing a start would), unless it must start the VM after all.
+     */
+    let slot: StartSlot | null = null;
     /** --etcd: this instance's start lock (null: alone, or another instance made the VM ready). */
     let lock: StartLock | null = null;
-    try {
-      const deadline = timeoutS > 0 ? this.clock.now() + timeoutS * 1000 : Infinity;
-      slot = await this.admission.admit(vm, signal, step, deadline);
-      if (this.shared !== null) {
-        step.name = "waiting for the start lock in etcd";
-        try {
-          lock = await this.shared.lockStart(vm, signal);
-        } catch (err) {
-          slot.release();
-          throw err;
-        }
+    const deadline = timeoutS > 0 ? this.clock.now() + timeoutS * 1000 : Infinity;
+    if (!byEvent) {
+      try {
+        ({ slot, lock } = await this.admitStart(vm, signal, step, deadline));
+      } catch (err) {
+        timer?.cancel();
+        throw this.notStarted(label, signal, err);
       }
-    } catch (err) {
-      // Never started: the VM keeps its phase, and no back-off (it did not fail).
-      timer?.cancel();
-      const error = signal.aborted && signal.reason instanceof Error ? signal.reason : asError(err, label);
-      this.log.warn({ type: "vm.failed" }, `VM '${label}' was not started: ${describeError(error)}`);
-      this.emit({
-        type: "vm.failed",
-        vm: label,
-        during: "start",
-        error: describeError(error),
-        retryInMs: null,
-      });
-      throw error;
     }
     const began = this.clock.now();
     // Named so that a timeout says which backend (and daemon) did not answer.
@@ -668,7 +655,7 @@ export class Summoner {
     /** Whether the backend's state read or start is what we wait for (a timeout then blames its daemon). */
     let inBackendCall = true;
     try {
-      const state = await abortable(this.backend.state(vm.ref), signal);
+      let state = await abortable(this.backend.state(vm.ref), signal);
       if (vm.adoptOnly && state !== "running") {
         // Started behind our back and stopped (or paused) again before anyone asked for it:
         // nothing to adopt, and nothing to start. Ended here, so that no summon joins it now.
@@ -676,6 +663,20 @@ export class Summoner {
         this.log.info(`VM '${label}' is ${state} by now; not adopting it`);
         this.setPhase(vm, this.phaseNotAdopted(before, state));
         return vm.addresses;
+      }
+      if (slot === null && state !== "running") {
+        // An adoption a request joined finds the VM no longer running: it is started as that
+        // request's own flight would start it, admission and the start lock first, in its phase
+        // from before meanwhile (so that admission does not count it as up already).
+        this.setPhase(vm, before);
+        try {
+          ({ slot, lock } = await this.admitStart(vm, signal, step, deadline));
+        } catch (err) {
+          throw new NotAdmitted(this.notStarted(label, signal, err));
+        }
+        step.name = `waiting for the ${this.backendWhere(vm)} to start it`;
+        this.setPhase(vm, { kind: "starting", since: this.clock.now(), abort });
+        state = await abortable(this.backend.state(vm.ref), signal);
       }
       let adopted = false;
       let how: "start" | "resume" | "unpause" | "adopt" = "start";
@@ -729,6 +730,8 @@ export class Summoner {
       }
       return vm.addresses;
     } catch (err) {
+      // Never started (its phase was put back): no failure, no back-off.
+      if (err instanceof NotAdmitted) throw err.error;
       const error = signal.aborted && signal.reason instanceof Error ? signal.reason : asError(err, label);
       // The daemon was down or hung (not the VM's fault): no back-off, so the
       // first query after it is back starts the VM (the backend bounds its calls),
@@ -770,9 +773,45 @@ export class Summoner {
     } finally {
       timer?.cancel();
       if (!signal.aborted) abort.abort(new Error("start finished"));
-      slot.release();
+      slot?.release();
       if (lock !== null) void this.shared?.release(lock, false);
     }
+  }
+
+  /** What a start takes before the backend is asked: admission's slot, then (--etcd) the start lock. */
+  private async admitStart(
+    vm: Vm,
+    signal: AbortSignal,
+    step: StartStep,
+    deadline: number,
+  ): Promise<{ slot: StartSlot; lock: StartLock | null }> {
+    const slot = await this.admission.admit(vm, signal, step, deadline);
+    if (this.shared === null) return { slot, lock: null };
+    step.name = "waiting for the start lock in etcd";
+    try {
+      return { slot, lock: await this.shared.lockStart(vm, signal) };
+    } catch (err) {
+      slot.release();
+      throw err;
+    }
+  }
+
+  /**
+   * A start that never began (admission refused it, or the wait for a slot
+   * or the lock ended): logged and emitted; the VM keeps its phase, and no
+   * back-off (it did not fail). The error to throw.
+   */
+  private notStarted(label: string, signal: AbortSignal, err: unknown): Error {
+    const error = signal.aborted && signal.reason instanceof Error ? signal.reason : asError(err, label);
+    this.log.warn({ type: "vm.failed" }, `VM '${label}' was not started: ${describeError(error)}`);
+    this.emit({
+      type: "vm.failed",
+      vm: label,
+      during: "start",
+      error: describeError(error),
+      retryInMs: null,
+    });
+    return error;
   }
 
   /**
@@ -965,4 +1004,11 @@ function safeCall(fn: () => void, log: Logger): void {
 /** Milliseconds to the microsecond, for log fields. */
 function round3(ms: number): number {
   return Math.round(ms * 1000) / 1000;
+}
+
+/** Thrown inside a flight's start when a late admission never began it (see bringUp). */
+class NotAdmitted extends Error {
+  constructor(readonly error: Error) {
+    super(error.message);
+  }
 }

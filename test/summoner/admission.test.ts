@@ -222,6 +222,62 @@ describe("admission: --max-running", () => {
     await summoner.close();
   });
 
+  it("an adoption (a VM started behind jitsu's back) takes no slot: it neither waits for one nor evicts", async () => {
+    const { clock, backend, summoner } = await setup(2, { maxRunning: 1, ttlSeconds: 60 });
+    await bringUp(summoner, "v1");
+    backend.states.set("v2", "running");
+    backend.emit({ vm: { label: "v2", ref: "ref-v2" }, state: "running" });
+    await clock.advance(0);
+    assert.deepEqual(
+      ["v1", "v2"].map((l) => state(summoner, l)),
+      ["ready", "ready"],
+    );
+    assert.deepEqual(backend.ops(), ["start:v1"], "nothing evicted, nothing started");
+    assert.equal(summoner.admissionStatus().up, 2, "counted as up: the next start makes room for it");
+    await summoner.close();
+  });
+
+  /** v1 ready; v2's adoption joined by a request, its state read finding it off again. */
+  async function adoptionFindingOff(overrides: Partial<SummonerOptions>) {
+    const setUp = await setup(2, { maxRunning: 1, ...overrides });
+    const { backend, summoner } = setUp;
+    await bringUp(summoner, "v1");
+    const read = deferred();
+    backend.hold.state = (label) => (label === "v2" ? read.promise : Promise.resolve());
+    backend.states.set("v2", "running");
+    backend.emit({ vm: { label: "v2", ref: "ref-v2" }, state: "running" });
+    const answer = track(summoner.request("v2") as Promise<unknown>);
+    backend.states.set("v2", "off"); // stopped again before the adoption's state read
+    read.resolve();
+    await setUp.clock.advance(0);
+    return { ...setUp, answer };
+  }
+
+  it("an adoption a request joined that finds the VM off is admitted as a start: queued in its phase from before", async () => {
+    const { clock, backend, summoner, answer } = await adoptionFindingOff({ ttlSeconds: 10 });
+    assert.equal(answer.settled, false);
+    assert.deepEqual(summoner.admissionStatus().queued, ["v2"]);
+    assert.equal(state(summoner, "v2"), "off", "not counted as up while it waits");
+    await clock.advance(11_000); // v1 past its TTL: evicted for v2
+    assert.deepEqual(answer.value, ["10.0.0.2"]);
+    assert.deepEqual(backend.ops(), ["start:v1", "stop:v1:destroy", "start:v2"]);
+    assert.equal(state(summoner, "v2"), "ready");
+    await summoner.close();
+  });
+
+  it("such a start that times out queued is not a failure: the VM keeps its phase, no back-off", async () => {
+    const { clock, backend, summoner, answer } = await adoptionFindingOff({
+      ttlSeconds: 60,
+      startTimeoutSeconds: 5,
+    });
+    await clock.advance(5000);
+    assert.ok(answer.error instanceof StartTimeoutError, String(answer.error));
+    assert.equal(state(summoner, "v2"), "off");
+    assert.deepEqual(backend.ops(), ["start:v1"]);
+    assert.deepEqual(summoner.admissionStatus().queued, []);
+    await summoner.close();
+  });
+
   it("picks the least recently queried of several idle VMs, and stops with -m", async () => {
     const { clock, backend, summoner } = await setup(3, { maxRunning: 2, ttlSeconds: 1, stopMode: "pause" });
     await bringUp(summoner, "v1", "v2");
