@@ -508,6 +508,9 @@ describe("isRecordedProcess and parsePidFile", () => {
 describe("ProcessSupervisor with prestart (a spawn gate)", () => {
   /** A supervisor whose gate waits; closed by the test. */
   async function gated(): Promise<ProcessSupervisor> {
+    // The gate an earlier test closed may still be on its way out (its shell not yet scheduled on
+    // a loaded machine): a test takes the first gate it finds as its own.
+    await waitFor(() => gatePids().length === 0, 5_000, "the gates of earlier tests to end");
     const supervisor = new ProcessSupervisor({ clock: systemClock, prestart: true });
     await supervisor.prestart();
     return supervisor;
