@@ -10,6 +10,7 @@ import { samePairs, type VmSpec } from "../config/index.js";
 import { describeError } from "../errors/index.js";
 import { perVmLevel, type Logger } from "../log/index.js";
 import type { Store, VmRecord } from "../store/index.js";
+import { describeProbe } from "./probes.js";
 import { OFF, phaseFor, sameList, type Vm } from "./vm.js";
 
 export interface ReconcileOptions {
@@ -35,9 +36,17 @@ export interface ResolvedVm {
   readonly adopt: { readonly readySince: number } | null;
 }
 
-/** Whether `spec` has readiness beyond the backend's state: `wait_for_key` (where the backend has it) or `ready=` probes. */
-export function hasReadiness(spec: VmSpec, backend: VmBackend): boolean {
-  return spec.ready.length > 0 || (spec.waitForKey !== undefined && backend.waitForKey !== undefined);
+/**
+ * The readiness `spec` has beyond the backend's state, one description each:
+ * `wait_for_key` (where the backend has it), then the `ready=` probes; empty
+ * for none.
+ */
+export function readinessOf(spec: VmSpec, backend: VmBackend): string[] {
+  const parts = spec.ready.map(describeProbe);
+  if (spec.waitForKey !== undefined && backend.waitForKey !== undefined) {
+    parts.unshift(`wait_for_key '${spec.waitForKey}'`);
+  }
+  return parts;
 }
 
 /**
@@ -90,7 +99,7 @@ export async function resolveVm(
     startedByUs: wasUp && stillUp && record.startedAt !== null,
     group: null,
   };
-  if (vm.phase.kind === "ready" && hasReadiness(spec, backend)) {
+  if (vm.phase.kind === "ready" && readinessOf(spec, backend).length > 0) {
     const readySince = vm.phase.since;
     vm.phase = OFF;
     return { vm, adopt: { readySince } };
@@ -221,9 +230,9 @@ export async function reloadVms(
   opts: ReconcileOptions,
   current: ReadonlyMap<string, Vm>,
   specs: readonly VmSpec[],
-): Promise<{ vms: Map<string, Vm>; counts: ReloadCounts; adopt: ReloadAdoption[] }> {
+): Promise<{ vms: Map<string, Vm>; counts: ReloadCounts; adopt: Adoption[] }> {
   const next = new Map<string, Vm>();
-  const adopt: ReloadAdoption[] = [];
+  const adopt: Adoption[] = [];
   const updates: (() => void)[] = [];
   // One line per added, changed or removed VM, logged at the end (see logChanges).
   const notes: string[] = [];
@@ -262,8 +271,8 @@ export async function reloadVms(
   return { vms: next, counts, adopt };
 }
 
-/** A VM a reload found running with readiness to pass (see ResolvedVm.adopt). */
-export interface ReloadAdoption {
+/** A VM found running with readiness to pass, at start-up or by a reload (see ResolvedVm.adopt). */
+export interface Adoption {
   readonly vm: Vm;
   readonly readySince: number;
 }

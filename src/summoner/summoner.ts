@@ -20,17 +20,17 @@ import type { SharedState, SharedStatus, StartLock, Store } from "../store/index
 import { Admission, NO_LIMITS, type AdmissionStatus, type StartSlot } from "./admission.js";
 import { applyBackendEvent, type EventHost } from "./backend-events.js";
 import { Groups, type GroupStatus } from "./groups.js";
-import { describeProbe } from "./probes.js";
 import { abortable, waitReady, type StartStep } from "./readiness.js";
 import { Reaper } from "./reaper.js";
 import { Shared } from "./shared.js";
 import {
   StoreWriter,
   recordOf,
+  readinessOf,
   reloadVms,
   resolveVm,
+  type Adoption,
   type ReconcileOptions,
-  type ReloadAdoption,
   type ReloadCounts,
   type StoreHealth,
 } from "./reconcile.js";
@@ -237,7 +237,7 @@ export class Summoner {
     // Checked by the CLI before anything started; checked again for callers of our own.
     const plans = groupPlans(opts.specs, { maxRunning: opts.maxRunning });
     const records = new Map((await s.storeWriter.load()).map((r) => [r.label, r]));
-    const adoptions: ReloadAdoption[] = [];
+    const adoptions: Adoption[] = [];
     for (const spec of opts.specs) {
       const { vm, adopt } = await resolveVm(s.parts, spec, records.get(spec.label));
       s.vms.set(spec.label, vm);
@@ -575,26 +575,17 @@ export class Summoner {
    * started behind our back, its ready phase dated no later than its last
    * request. One line each at info (at debug above PER_VM_LINES_MAX of them).
    */
-  private adoptFound(found: readonly ReloadAdoption[]): void {
+  private adoptFound(found: readonly Adoption[]): void {
     const level = perVmLevel(found.length);
     for (const { vm, readySince } of found) {
       this.log[level](
-        `VM '${vm.spec.label}' is running; answering it once its readiness passes (${this.readinessOf(vm)})`,
+        `VM '${vm.spec.label}' is running; answering it once its readiness passes (${readinessOf(vm.spec, this.backend).join(", ")})`,
       );
       this.adopt(vm, readySince);
     }
     if (level !== "info" && found.length > 0) {
       this.log.info(`${found.length} VMs found running; answering each once its readiness passes`);
     }
-  }
-
-  /** What readiness `vm` has (for adoptFound's line). */
-  private readinessOf(vm: Vm): string {
-    const parts = vm.spec.ready.map(describeProbe);
-    if (vm.spec.waitForKey !== undefined && this.backend.waitForKey !== undefined) {
-      parts.unshift(`wait_for_key '${vm.spec.waitForKey}'`);
-    }
-    return parts.join(", ");
   }
 
   /**
